@@ -1,0 +1,118 @@
+"""The control API: JSON over HTTP on the master (aiohttp), 127.0.0.1 by default.
+
+Sits near the end of the data flow (... metrics -> api -> cli): the CLI's `farm status` and
+`farm down` are clients of it. Errors are JSON `{"error": "..."}` with a message that says
+what to fix. Mutating endpoints (POST) require `Authorization: Bearer TOKEN` when the farm
+was started with a token.
+
+    GET  /api/v1/status     farm totals and one entry per worker
+    GET  /api/v1/servers    every server: name, address, worker, up
+    POST /api/v1/shutdown   stop the farm gracefully
+    GET  /metrics           Prometheus text format
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from aiohttp import web
+
+from farm import __version__
+from farm.metrics import render_metrics
+from farm.supervisor import Supervisor
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+def status(supervisor: Supervisor) -> dict[str, Any]:
+    now = time.monotonic()
+    workers = []
+    for slot in supervisor.slots:
+        beat = slot.heartbeat
+        workers.append(
+            {
+                "worker": slot.shard.worker,
+                "pid": slot.pid,
+                "state": slot.state,
+                "servers": len(slot.shard.servers),
+                "servers_up": slot.servers_up,
+                "servers_failed": len(slot.failed),
+                "heartbeat_age_s": round(now - slot.last_heartbeat, 3) if beat else None,
+                "restarts": slot.restarts,
+                "connections": beat.connections if beat else 0,
+                "requests": beat.requests if beat else 0,
+                "loop_lag_s": round(beat.loop_lag_s, 4) if beat else None,
+                "cpu_s": round(beat.cpu_s, 3) if beat else None,
+                "rss_bytes": beat.rss_bytes if beat else None,
+            }
+        )
+    return {
+        "version": __version__,
+        "uptime_s": round(time.time() - supervisor.started_at, 3),
+        "servers_total": supervisor.plan.servers_total,
+        "servers_ready": supervisor.servers_ready(),
+        "stopping": supervisor.stopping,
+        "workers": workers,
+    }
+
+
+def servers(supervisor: Supervisor) -> list[dict[str, Any]]:
+    rows = []
+    for slot in supervisor.slots:
+        for spec in slot.shard.servers:
+            rows.append(
+                {
+                    "name": spec.name,
+                    "address": spec.address,
+                    "template": spec.template,
+                    "worker": slot.shard.worker,
+                    "up": slot.state == "ready" and spec.name not in slot.failed,
+                    "error": slot.failed[spec.name].reason if spec.name in slot.failed else None,
+                }
+            )
+    rows.sort(key=lambda row: str(row["name"]))
+    return rows
+
+
+def _json_errors(token: str | None) -> Callable[[web.Request, Handler], Awaitable[web.StreamResponse]]:
+    @web.middleware
+    async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+        if token and request.method != "GET":
+            if request.headers.get("Authorization", "") != f"Bearer {token}":
+                return web.json_response(
+                    {"error": "this farm needs a token: send 'Authorization: Bearer TOKEN' "
+                     "(farm CLI: --api-token or FARM_API_TOKEN)"},
+                    status=401,
+                )
+        try:
+            return await handler(request)
+        except web.HTTPException as exc:
+            return web.json_response({"error": f"{exc.reason}: {request.method} {request.path}"}, status=exc.status)
+
+    return middleware
+
+
+def build_app(supervisor: Supervisor, request_stop: Callable[[], None], token: str | None) -> web.Application:
+    app = web.Application(middlewares=[_json_errors(token)])
+
+    async def get_status(request: web.Request) -> web.Response:
+        return web.json_response(status(supervisor))
+
+    async def get_servers(request: web.Request) -> web.Response:
+        return web.json_response({"servers": servers(supervisor)})
+
+    async def post_shutdown(request: web.Request) -> web.Response:
+        request_stop()
+        return web.json_response({"stopping": True})
+
+    async def get_metrics(request: web.Request) -> web.Response:
+        body = render_metrics(supervisor)
+        return web.Response(body=body, headers={"Content-Type": "text/plain; version=0.0.4; charset=utf-8"})
+
+    app.router.add_get("/api/v1/status", get_status)
+    app.router.add_get("/api/v1/servers", get_servers)
+    app.router.add_post("/api/v1/shutdown", post_shutdown)
+    app.router.add_get("/metrics", get_metrics)
+    return app

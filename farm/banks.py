@@ -1,0 +1,105 @@
+"""Register banks: the four Modbus tables of every unit, in shared memory the master owns.
+
+Sits under the engine in the data flow (... worker -> engine -> banks). The master creates
+one segment per shard before it spawns the shard's worker, and unlinks it when the farm
+stops; a worker attaches by name. Because the master owns the memory, a worker that is
+killed and restarted finds every value a client wrote.
+
+Layout of a segment (offsets come from farm.plan, so both sides agree without talking):
+per server, per unit in template order, coils | discrete inputs | holding | input, where a
+bit takes one byte (0 or 1) and a register two bytes, big-endian as on the wire, so a read
+of registers is one slice copy.
+"""
+
+from __future__ import annotations
+
+import struct
+from dataclasses import dataclass
+
+from multiprocess import shared_memory
+
+from farm.plan import TABLE_ORDER, ServerSpec, table_bytes, unit_bytes
+from farm.template import DeviceTemplate, Table
+
+
+class Segment:
+    """A shared-memory segment; `create` in the master, `attach` in a worker."""
+
+    def __init__(self, shm: shared_memory.SharedMemory, owner: bool) -> None:
+        self._shm = shm
+        self._owner = owner
+        self.buf: memoryview = shm.buf
+
+    @classmethod
+    def create(cls, size: int) -> Segment:
+        return cls(shared_memory.SharedMemory(create=True, size=size), owner=True)
+
+    @classmethod
+    def attach(cls, name: str) -> Segment:
+        return cls(shared_memory.SharedMemory(name=name), owner=False)
+
+    @property
+    def name(self) -> str:
+        return str(self._shm.name)
+
+    def close(self) -> None:
+        """Drop this process's mapping; the owner also removes the segment."""
+        self.buf.release()
+        try:
+            self._shm.close()
+        except BufferError:
+            # A bank view is still alive somewhere (an API request in flight); the mapping
+            # goes with the process, and unlinking below still frees the memory afterwards.
+            pass
+        if self._owner:
+            self._shm.unlink()
+
+
+@dataclass(slots=True)
+class UnitBank:
+    """Views on one unit's four tables."""
+
+    unit_id: int
+    coils: memoryview
+    discrete_inputs: memoryview
+    holding_registers: memoryview
+    input_registers: memoryview
+
+    def view(self, table: Table) -> memoryview:
+        view: memoryview = getattr(self, table.value)
+        return view
+
+    def size(self, table: Table) -> int:
+        view = self.view(table)
+        return len(view) if table.is_bits else len(view) // 2
+
+    def read_bits(self, table: Table, address: int, count: int) -> list[bool]:
+        return [bool(b) for b in self.view(table)[address : address + count]]
+
+    def write_bits(self, table: Table, address: int, values: list[bool]) -> None:
+        self.view(table)[address : address + len(values)] = bytes(1 if v else 0 for v in values)
+
+    def read_registers(self, table: Table, address: int, count: int) -> list[int]:
+        return list(struct.unpack_from(f">{count}H", self.view(table), 2 * address))
+
+    def write_registers(self, table: Table, address: int, values: list[int]) -> None:
+        struct.pack_into(f">{len(values)}H", self.view(table), 2 * address, *values)
+
+    def in_range(self, table: Table, address: int, count: int) -> bool:
+        return 0 <= address and count >= 0 and address + count <= self.size(table)
+
+
+def server_banks(buf: memoryview, spec: ServerSpec, template: DeviceTemplate) -> dict[int, UnitBank]:
+    """The banks of one server, as views on its shard's segment."""
+    banks: dict[int, UnitBank] = {}
+    offset = spec.bank_offset
+    for unit in template.units:
+        views: dict[str, memoryview] = {}
+        start = offset
+        for table in TABLE_ORDER:
+            size = table_bytes(unit, table)
+            views[table.value] = buf[start : start + size]
+            start += size
+        banks[unit.unit_id] = UnitBank(unit_id=unit.unit_id, **views)
+        offset += unit_bytes(unit)
+    return banks

@@ -1,0 +1,204 @@
+"""The `farm` command: the last stop of the data flow, and a client of the control API.
+
+    farm up [--count N] [--workers W] [--host H] [--port-base P] [--api-port A]
+    farm status [--api-port A] [--json]
+    farm down [--api-port A]
+
+Every error a user can meet is one line on stderr and a non-zero exit (FarmError.exit_code).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+import sys
+import time
+import urllib.error
+import urllib.request
+from typing import Any
+
+import click
+import uvloop
+from rich.console import Console
+from rich.logging import RichHandler
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table as RichTable
+
+from farm import __version__
+from farm.errors import FarmError, FarmUnreachable
+from farm.master import MasterOptions, ReadySummary, serve
+from farm.plan import build_plan, default_servers
+from farm.template import default_template
+
+out = Console()
+err = Console(stderr=True)
+
+
+def _fail(error: FarmError) -> None:
+    err.print(f"[bold red]farm: error:[/] {error}", highlight=False)
+    sys.exit(error.exit_code)
+
+
+def _setup_logging(level: str) -> None:
+    handler = RichHandler(console=err, show_path=False, markup=False, rich_tracebacks=False)
+    logging.basicConfig(level=level.upper(), format="%(message)s", handlers=[handler], force=True)
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="modbus-farm")
+def main() -> None:
+    """A farm of simulated Modbus TCP devices for load-testing SCADA systems."""
+
+
+api_port_option = click.option(
+    "--api-port", default=9502, show_default=True, help="The farm's control API port."
+)
+api_host_option = click.option(
+    "--api-host", default="127.0.0.1", show_default=True, help="The farm's control API address."
+)
+token_option = click.option(
+    "--api-token", envvar="FARM_API_TOKEN", default=None, help="Token for mutating API calls."
+)
+
+
+@main.command()
+@click.option("--count", default=100, show_default=True, help="How many devices to serve.")
+@click.option("--workers", type=int, default=None, help="Worker processes [default: CPUs].")
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address devices listen on.")
+@click.option("--port-base", default=5020, show_default=True, help="Port of the first device.")
+@api_port_option
+@api_host_option
+@token_option
+@click.option("--log-level", default="info", show_default=True, help="debug, info, warning.")
+def up(
+    count: int,
+    workers: int | None,
+    host: str,
+    port_base: int,
+    api_port: int,
+    api_host: str,
+    api_token: str | None,
+    log_level: str,
+) -> None:
+    """Start the farm and run it in the foreground until Ctrl-C or SIGTERM."""
+    _setup_logging(log_level)
+    try:
+        template = default_template()
+        requests = default_servers(count, host, port_base, template.name)
+        plan = build_plan(requests, {template.name: template}, workers or os.cpu_count() or 1)
+        options = MasterOptions(api_host=api_host, api_port=api_port, api_token=api_token)
+        _run_up(plan.servers_total, lambda progress, ready: serve(plan, options, progress, ready))
+    except FarmError as error:
+        _fail(error)
+    except KeyboardInterrupt:
+        sys.exit(130)
+    err.print("farm stopped")
+
+
+def _run_up(total: int, make: Any) -> None:
+    progress = Progress(
+        TextColumn("starting servers"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=err,
+        transient=True,
+    )
+    task = progress.add_task("servers", total=total)
+
+    def on_progress(up: int, total: int) -> None:
+        progress.update(task, completed=up)
+
+    def on_ready(summary: ReadySummary) -> None:
+        progress.stop()
+        _print_summary(summary)
+
+    with progress, asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+        runner.run(make(on_progress, on_ready))
+
+
+def _print_summary(summary: ReadySummary) -> None:
+    out.print(
+        f"[bold green]farm ready[/] in {summary.seconds:.2f} s: "
+        f"{summary.servers_ready} of {summary.servers} servers up",
+        highlight=False,
+    )
+    out.print(f"  servers  {summary.addresses}", highlight=False)
+    pids = ", ".join(str(pid) for pid in summary.pids)
+    out.print(f"  workers  {summary.workers} (pids {pids})", highlight=False)
+    out.print(f"  api      {summary.api_url}", highlight=False)
+    out.print(f"  metrics  {summary.metrics_url}", highlight=False)
+    for line in summary.failed:
+        out.print(f"  [red]failed[/]   {line}", highlight=False)
+    out.print("Ctrl-C or `farm down` stops the farm.", highlight=False)
+
+
+def _call(api_host: str, api_port: int, path: str, method: str = "GET", token: str | None = None) -> Any:
+    url = f"http://{api_host}:{api_port}{path}"
+    request = urllib.request.Request(url, method=method, data=b"" if method == "POST" else None)
+    if token:
+        request.add_header("Authorization", f"Bearer {token}")
+    try:
+        with urllib.request.urlopen(request, timeout=10) as response:
+            return json.load(response)
+    except urllib.error.HTTPError as exc:
+        detail = json.load(exc).get("error", exc.reason) if exc.fp else exc.reason
+        raise FarmError(f"{method} {url}: {exc.code} {detail}") from exc
+    except (urllib.error.URLError, ConnectionError, TimeoutError) as exc:
+        raise FarmUnreachable(
+            f"no farm answers at {url} ({getattr(exc, 'reason', exc)}); is `farm up` running "
+            "with this --api-port?"
+        ) from exc
+
+
+@main.command()
+@api_port_option
+@api_host_option
+@click.option("--json", "as_json", is_flag=True, help="Print the raw JSON.")
+def status(api_port: int, api_host: str, as_json: bool) -> None:
+    """Show the running farm: servers ready and one row per worker."""
+    try:
+        data = _call(api_host, api_port, "/api/v1/status")
+    except FarmError as error:
+        _fail(error)
+    if as_json:
+        out.print_json(data=data)
+        return
+    out.print(
+        f"servers ready {data['servers_ready']} / {data['servers_total']}   "
+        f"uptime {data['uptime_s']:.0f} s   version {data['version']}",
+        highlight=False,
+    )
+    table = RichTable("worker", "pid", "state", "servers", "heartbeat age", "restarts", "connections", "rss")
+    for w in data["workers"]:
+        age = "-" if w["heartbeat_age_s"] is None else f"{w['heartbeat_age_s']:.2f} s"
+        rss = "-" if w["rss_bytes"] is None else f"{w['rss_bytes'] / 2**20:.0f} MiB"
+        table.add_row(
+            str(w["worker"]), str(w["pid"]), w["state"], f"{w['servers_up']}/{w['servers']}",
+            age, str(w["restarts"]), str(w["connections"]), rss,
+        )
+    out.print(table)
+
+
+@main.command()
+@api_port_option
+@api_host_option
+@token_option
+@click.option("--timeout", default=15.0, show_default=True, help="Seconds to wait for the stop.")
+def down(api_port: int, api_host: str, api_token: str | None, timeout: float) -> None:
+    """Stop the running farm gracefully and wait until it is gone."""
+    try:
+        _call(api_host, api_port, "/api/v1/shutdown", method="POST", token=api_token)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            try:
+                _call(api_host, api_port, "/api/v1/status")
+            except FarmUnreachable:
+                out.print("farm stopped")
+                return
+            time.sleep(0.1)
+        raise FarmError(f"the farm was asked to stop but still answers after {timeout:.0f} s")
+    except FarmError as error:
+        _fail(error)

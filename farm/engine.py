@@ -1,0 +1,384 @@
+"""The Modbus TCP engine: MBAP framing, request semantics, responses. The only module that
+imports pymodbus.
+
+Sits inside a worker (... worker -> engine -> banks). One `ModbusConnection` (an
+`asyncio.Protocol`) per client connection frames MBAP itself and answers every complete frame
+in a buffer, in order, with one write: pipelined requests are legal Modbus/TCP.
+
+Request semantics come from pymodbus (`DecodePDU`, `request.datastore_update`,
+`response.encode`) run against `UnitContext`, our per-unit view of the banks. Where
+pymodbus and the Modbus Application Protocol spec v1.1b3 disagree, the spec wins:
+  - a short body or a quantity out of range answers 03 (pymodbus answers 01);
+  - FC 5 with a value other than 0x0000/0xFF00 answers 03 (pymodbus writes True);
+  - FC 15 with more than 0x07B0 coils answers 03 (pymodbus allows 2000);
+  - FC 43/14 answers from each server's own identity (pymodbus has one per process), and
+    basic stream access from an unknown object id restarts at object 0.
+Unknown unit ids answer 0B (gateway target failed to respond); unit 0xFF, which the TCP
+implementation guide recommends for addressing a TCP server directly, means the device's
+first unit. Function codes other than 1-6, 15, 16, 22, 23 and 43/14 answer 01.
+
+`fast_answer` handles the hot function codes (1-6, 15, 16) straight from the banks; it
+must produce the same bytes as `reference_answer` (a property test holds it to that).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import struct
+from collections.abc import Callable, Sequence
+from typing import Any, cast
+
+from pymodbus.constants import DeviceInformation, ExcCodes
+from pymodbus.datastore import ModbusServerContext
+from pymodbus.pdu import DecodePDU, ExceptionResponse, ModbusPDU
+from pymodbus.pdu.device import DeviceInformationFactory, ModbusDeviceIdentification
+from pymodbus.pdu.mei_message import ReadDeviceInformationRequest, ReadDeviceInformationResponse
+
+from farm.banks import UnitBank
+from farm.template import Identity, Table
+
+# A frame that a client got wrong is the client's problem, counted in metrics; pymodbus
+# would log an ERROR or WARNING line for each.
+logging.getLogger("pymodbus").setLevel(logging.CRITICAL + 1)
+
+ILLEGAL_FUNCTION = 0x01
+ILLEGAL_ADDRESS = 0x02
+ILLEGAL_VALUE = 0x03
+GATEWAY_NO_RESPONSE = 0x0B
+BROADCAST_TCP_UNIT = 0xFF
+MAX_MBAP_LENGTH = 254  # unit id + PDU of at most 253 bytes
+SUPPORTED_FUNCTIONS = frozenset({1, 2, 3, 4, 5, 6, 15, 16, 22, 23, 43})
+FC_TABLE = {
+    1: Table.COILS,
+    5: Table.COILS,
+    15: Table.COILS,
+    2: Table.DISCRETE_INPUTS,
+    3: Table.HOLDING_REGISTERS,
+    6: Table.HOLDING_REGISTERS,
+    16: Table.HOLDING_REGISTERS,
+    22: Table.HOLDING_REGISTERS,
+    23: Table.HOLDING_REGISTERS,
+    4: Table.INPUT_REGISTERS,
+}
+_DECODER = DecodePDU(is_server=True)
+_HEADER = struct.Struct(">HHHB")
+_ADDRESS_COUNT = struct.Struct(">HH")
+_GATHER_BITS = 0x0102040810204080  # multiplies eight 0/1 bytes into one packed byte
+
+
+def exception_pdu(function_code: int, code: int) -> bytes:
+    return bytes(((function_code | 0x80) & 0xFF, code))
+
+
+class UnitContext:
+    """The context pymodbus's `datastore_update` expects, over one unit's banks."""
+
+    def __init__(self, bank: UnitBank) -> None:
+        self.bank = bank
+
+    async def async_getValues(
+        self, device_id: int, func_code: int, address: int, count: int = 1
+    ) -> list[int] | list[bool] | ExcCodes:
+        table = FC_TABLE[func_code]
+        if not self.bank.in_range(table, address, count):
+            return ExcCodes.ILLEGAL_ADDRESS
+        if table.is_bits:
+            return self.bank.read_bits(table, address, count)
+        return self.bank.read_registers(table, address, count)
+
+    async def async_setValues(
+        self, device_id: int, func_code: int, address: int, values: Sequence[int | bool]
+    ) -> ExcCodes | None:
+        table = FC_TABLE[func_code]
+        if not self.bank.in_range(table, address, len(values)):
+            return ExcCodes.ILLEGAL_ADDRESS
+        if table.is_bits:
+            self.bank.write_bits(table, address, [bool(v) for v in values])
+        else:
+            self.bank.write_registers(table, address, [int(v) for v in values])
+        return None
+
+
+class _IdentityBlock:
+    """Stands in for pymodbus's process-wide ModbusControlBlock: one per server."""
+
+    def __init__(self, identity: Identity, server_name: str) -> None:
+        fields = (
+            identity.vendor_name,
+            identity.product_code,
+            identity.revision,
+            identity.vendor_url,
+            identity.product_name,
+            identity.model_name,
+            identity.user_application_name,
+        )
+        info = {oid: text.replace("{name}", server_name) for oid, text in enumerate(fields)}
+        self.Identity = ModbusDeviceIdentification(info=info)
+
+
+def _run_now(coroutine: Any) -> ModbusPDU:
+    """Drive a `datastore_update` coroutine that never suspends (our context does not)."""
+    try:
+        coroutine.send(None)
+    except StopIteration as done:
+        return cast(ModbusPDU, done.value)
+    coroutine.close()
+    raise RuntimeError("datastore_update suspended; UnitContext must not await")
+
+
+def _encode(response: ModbusPDU) -> bytes:
+    return bytes((response.function_code,)) + response.encode()
+
+
+def _device_information(request: ReadDeviceInformationRequest, block: _IdentityBlock) -> bytes:
+    fc = request.function_code
+    if not 1 <= request.read_code <= 4:
+        return exception_pdu(fc, ILLEGAL_VALUE)
+    object_id = request.object_id
+    if request.read_code == DeviceInformation.BASIC and object_id > 2:
+        object_id = 0  # spec 6.21: an unknown object id in stream access restarts at 0
+    information = DeviceInformationFactory.get(block, request.read_code, object_id)
+    if request.read_code == DeviceInformation.SPECIFIC and (
+        0x07 <= object_id < 0x80 or not information.get(object_id)
+    ):
+        return exception_pdu(fc, ILLEGAL_ADDRESS)
+    response = ReadDeviceInformationResponse(
+        read_code=request.read_code, information=information, dev_id=request.dev_id
+    )
+    return _encode(response)
+
+
+def reference_answer(bank: UnitBank, pdu: bytes, identity: _IdentityBlock | None) -> bytes:
+    """Answer one request PDU through pymodbus's PDU classes (spec corrections applied)."""
+    fc = pdu[0]
+    if fc not in SUPPORTED_FUNCTIONS:
+        return exception_pdu(fc, ILLEGAL_FUNCTION)
+    request = _DECODER.decode(pdu)
+    if request is None:
+        return exception_pdu(fc, ILLEGAL_VALUE)
+    if fc == 5 and len(pdu) >= 5 and pdu[3:5] not in (b"\x00\x00", b"\xff\x00"):
+        return exception_pdu(fc, ILLEGAL_VALUE)
+    if fc == 15 and request.count > 0x07B0:
+        return exception_pdu(fc, ILLEGAL_VALUE)
+    if isinstance(request, ReadDeviceInformationRequest):
+        if identity is None:
+            return exception_pdu(fc, ILLEGAL_FUNCTION)
+        return _device_information(request, identity)
+    context = cast(ModbusServerContext, UnitContext(bank))
+    response = _run_now(request.datastore_update(context, 0))
+    if isinstance(response, ExceptionResponse):
+        return exception_pdu(fc, response.exception_code)
+    return _encode(response)
+
+
+def _read_bits(bank: UnitBank, pdu: bytes, view: memoryview) -> bytes:
+    fc = pdu[0]
+    if len(pdu) < 5:
+        return exception_pdu(fc, ILLEGAL_VALUE)
+    address, count = _ADDRESS_COUNT.unpack_from(pdu, 1)
+    if not 1 <= count <= 2000:
+        return exception_pdu(fc, ILLEGAL_VALUE)
+    if address + count > len(view):
+        return exception_pdu(fc, ILLEGAL_ADDRESS)
+    bits = bytes(view[address : address + count])
+    bits += bytes(-count % 8)
+    packed = bytes(
+        ((int.from_bytes(bits[i : i + 8], "little") * _GATHER_BITS) >> 56) & 0xFF
+        for i in range(0, len(bits), 8)
+    )
+    return bytes((fc, len(packed))) + packed
+
+
+def _read_registers(bank: UnitBank, pdu: bytes, view: memoryview) -> bytes:
+    fc = pdu[0]
+    if len(pdu) < 5:
+        return exception_pdu(fc, ILLEGAL_VALUE)
+    address, count = _ADDRESS_COUNT.unpack_from(pdu, 1)
+    if not 1 <= count <= 125:
+        return exception_pdu(fc, ILLEGAL_VALUE)
+    if 2 * (address + count) > len(view):
+        return exception_pdu(fc, ILLEGAL_ADDRESS)
+    return bytes((fc, 2 * count)) + view[2 * address : 2 * (address + count)]
+
+
+def _write_coil(bank: UnitBank, pdu: bytes, view: memoryview) -> bytes:
+    if len(pdu) < 5:
+        return exception_pdu(5, ILLEGAL_VALUE)
+    address, value = _ADDRESS_COUNT.unpack_from(pdu, 1)
+    if value not in (0x0000, 0xFF00):
+        return exception_pdu(5, ILLEGAL_VALUE)
+    if address >= len(view):
+        return exception_pdu(5, ILLEGAL_ADDRESS)
+    view[address] = 1 if value else 0
+    return pdu[:5]
+
+
+def _write_register(bank: UnitBank, pdu: bytes, view: memoryview) -> bytes:
+    if len(pdu) < 5:
+        return exception_pdu(6, ILLEGAL_VALUE)
+    address = (pdu[1] << 8) | pdu[2]
+    if 2 * address >= len(view):
+        return exception_pdu(6, ILLEGAL_ADDRESS)
+    view[2 * address : 2 * address + 2] = pdu[3:5]
+    return pdu[:5]
+
+
+def _write_coils(bank: UnitBank, pdu: bytes, view: memoryview) -> bytes:
+    if len(pdu) < 6:
+        return exception_pdu(15, ILLEGAL_VALUE)
+    address, count = _ADDRESS_COUNT.unpack_from(pdu, 1)
+    byte_count = pdu[5]
+    if not 1 <= count <= 0x07B0 or byte_count != (count + 7) // 8 or len(pdu) - 6 != byte_count:
+        return exception_pdu(15, ILLEGAL_VALUE)
+    if address + count > len(view):
+        return exception_pdu(15, ILLEGAL_ADDRESS)
+    packed = int.from_bytes(pdu[6:], "little")
+    view[address : address + count] = bytes((packed >> i) & 1 for i in range(count))
+    return pdu[:5]
+
+
+def _write_registers(bank: UnitBank, pdu: bytes, view: memoryview) -> bytes:
+    if len(pdu) < 6:
+        return exception_pdu(16, ILLEGAL_VALUE)
+    address, count = _ADDRESS_COUNT.unpack_from(pdu, 1)
+    byte_count = pdu[5]
+    if not 1 <= count <= 123 or byte_count != 2 * count or len(pdu) - 6 != byte_count:
+        return exception_pdu(16, ILLEGAL_VALUE)
+    if 2 * (address + count) > len(view):
+        return exception_pdu(16, ILLEGAL_ADDRESS)
+    view[2 * address : 2 * (address + count)] = pdu[6:]
+    return pdu[:5]
+
+
+_FastHandler = Callable[[UnitBank, bytes, memoryview], bytes]
+_FAST: dict[int, tuple[_FastHandler, str]] = {
+    1: (_read_bits, "coils"),
+    2: (_read_bits, "discrete_inputs"),
+    3: (_read_registers, "holding_registers"),
+    4: (_read_registers, "input_registers"),
+    5: (_write_coil, "coils"),
+    6: (_write_register, "holding_registers"),
+    15: (_write_coils, "coils"),
+    16: (_write_registers, "holding_registers"),
+}
+
+
+def fast_answer(bank: UnitBank, pdu: bytes) -> bytes | None:
+    """Answer a hot function code straight from the bank, or None for the reference path."""
+    entry = _FAST.get(pdu[0])
+    if entry is None:
+        return None
+    handler, table = entry
+    return handler(bank, pdu, getattr(bank, table))
+
+
+class Device:
+    """One simulated server: its banks, its identity, and what it has counted."""
+
+    __slots__ = (
+        "_identity",
+        "banks",
+        "bytes_in",
+        "bytes_out",
+        "connections",
+        "connections_accepted",
+        "exceptions",
+        "identity_template",
+        "malformed",
+        "name",
+        "requests",
+    )
+
+    def __init__(self, name: str, banks: dict[int, UnitBank], identity: Identity) -> None:
+        self.name = name
+        self.banks = dict(banks)
+        if BROADCAST_TCP_UNIT not in self.banks and banks:
+            self.banks[BROADCAST_TCP_UNIT] = next(iter(banks.values()))
+        self.identity_template = identity
+        self._identity: _IdentityBlock | None = None
+        self.requests = 0
+        self.exceptions = 0
+        self.malformed = 0
+        self.bytes_in = 0
+        self.bytes_out = 0
+        self.connections = 0
+        self.connections_accepted = 0
+
+    def identity(self) -> _IdentityBlock:
+        # Built on first use: most devices are never asked, and it costs ~1 KiB each.
+        if self._identity is None:
+            self._identity = _IdentityBlock(self.identity_template, self.name)
+        return self._identity
+
+    def answer(self, unit: int, pdu: bytes) -> bytes:
+        self.requests += 1
+        bank = self.banks.get(unit)
+        if bank is None:
+            response = exception_pdu(pdu[0], GATEWAY_NO_RESPONSE)
+        else:
+            response = fast_answer(bank, pdu)
+            if response is None:
+                identity = self.identity() if pdu[0] == 43 else None
+                response = reference_answer(bank, pdu, identity)
+        if response[0] & 0x80:
+            self.exceptions += 1
+        return response
+
+
+class ModbusConnection(asyncio.Protocol):
+    """One client connection to one device."""
+
+    __slots__ = ("buffer", "device", "open_connections", "transport")
+
+    def __init__(self, device: Device, open_connections: set[ModbusConnection]) -> None:
+        self.device = device
+        self.open_connections = open_connections
+        self.buffer = bytearray()
+        self.transport: asyncio.Transport | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = cast(asyncio.Transport, transport)
+        self.device.connections += 1
+        self.device.connections_accepted += 1
+        self.open_connections.add(self)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.device.connections -= 1
+        self.transport = None
+        self.open_connections.discard(self)
+
+    def close(self) -> None:
+        if self.transport is not None:
+            self.transport.close()
+
+    def data_received(self, data: bytes) -> None:
+        device = self.device
+        device.bytes_in += len(data)
+        buffer = self.buffer
+        buffer += data
+        replies: list[bytes] = []
+        position = 0
+        available = len(buffer)
+        malformed = False
+        while available - position >= 7:
+            transaction, protocol, length, unit = _HEADER.unpack_from(buffer, position)
+            if protocol != 0 or length < 2 or length > MAX_MBAP_LENGTH:
+                malformed = True
+                break
+            end = position + 6 + length
+            if end > available:
+                break
+            response = device.answer(unit, bytes(buffer[position + 7 : end]))
+            replies.append(_HEADER.pack(transaction, 0, len(response) + 1, unit) + response)
+            position = end
+        del buffer[:position]
+        if replies and self.transport is not None:
+            out = b"".join(replies)
+            device.bytes_out += len(out)
+            self.transport.write(out)
+        if malformed:
+            device.malformed += 1
+            buffer.clear()
+            if self.transport is not None:
+                self.transport.close()

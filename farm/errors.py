@@ -1,0 +1,39 @@
+"""Errors a user can meet, each turned into one line and a non-zero exit by the CLI.
+
+    FarmError                  base: `str(error)` is the line the user sees
+    ├── ConfigError            a bad option or config file (exit 2)
+    ├── PortBusyError          addresses already in use at start (exit 1)
+    ├── ResourceLimitError     too many servers for this machine's limits (exit 1)
+    ├── BootError              a worker could not boot, repeatedly (exit 1)
+    └── FarmUnreachable        the CLI could not reach a farm's control API (exit 1)
+"""
+
+from __future__ import annotations
+
+
+class FarmError(Exception):
+    """Base of every error that reaches the user as one line."""
+
+    exit_code = 1
+
+
+class ConfigError(FarmError):
+    """A bad option or configuration file."""
+
+    exit_code = 2
+
+
+class PortBusyError(FarmError):
+    """One or more server addresses are already in use."""
+
+
+class ResourceLimitError(FarmError):
+    """The requested farm does not fit this machine's limits (open files)."""
+
+
+class BootError(FarmError):
+    """A worker slot failed to boot repeatedly; the farm stops."""
+
+
+class FarmUnreachable(FarmError):
+    """No farm answers on the control port."""

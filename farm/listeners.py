@@ -1,0 +1,89 @@
+"""Listening sockets for every server, bound by the master before any worker starts.
+
+Sits between plan and supervisor in the data flow. Binding in the master means a busy port
+is found before a single process is spawned (one clear error, nothing to clean up), and a
+port stays open while its worker is replaced: connections made meanwhile wait in the
+kernel's backlog instead of being refused. Workers inherit the sockets at spawn.
+"""
+
+from __future__ import annotations
+
+import errno
+import resource
+import socket
+from collections.abc import Iterable
+
+from farm.errors import ConfigError, PortBusyError, ResourceLimitError
+from farm.plan import ServerSpec
+
+BACKLOG = 256
+FILES_RESERVED = 256  # pipes, the API, connections, and whatever Python opens itself
+
+
+def raise_file_limit(needed: int) -> None:
+    """Raise the soft open-files limit to the hard one; fail clearly if even that is short."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard != resource.RLIM_INFINITY and needed + FILES_RESERVED > hard:
+        raise ResourceLimitError(
+            f"{needed} servers need about {needed + FILES_RESERVED} open files but this "
+            f"machine allows {hard} (ulimit -Hn); raise the limit or run fewer servers"
+        )
+    if soft != hard:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+
+
+def describe(addresses: Iterable[tuple[str, int]]) -> str:
+    """'127.0.0.1:5020-5022, 127.0.0.2:502' from a list of (host, port)."""
+    runs: list[tuple[str, int, int]] = []
+    for host, port in sorted(addresses):
+        if runs and runs[-1][0] == host and runs[-1][2] == port - 1:
+            runs[-1] = (host, runs[-1][1], port)
+        else:
+            runs.append((host, port, port))
+    return ", ".join(
+        f"{host}:{first}" if first == last else f"{host}:{first}-{last}"
+        for host, first, last in runs
+    )
+
+
+def _bind(spec: ServerSpec) -> socket.socket:
+    family = socket.AF_INET6 if ":" in spec.host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    try:
+        # Lets a replacement worker, or the next farm, listen while old connections linger
+        # in TIME_WAIT; it does not let two listeners share a port.
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((spec.host, spec.port))
+        sock.listen(BACKLOG)
+        sock.setblocking(False)
+    except OSError:
+        sock.close()
+        raise
+    return sock
+
+
+def bind_all(specs: list[ServerSpec]) -> dict[int, socket.socket]:
+    """Bind every server's address; all or nothing."""
+    raise_file_limit(len(specs))
+    bound: dict[int, socket.socket] = {}
+    busy: list[tuple[str, int]] = []
+    other: list[str] = []
+    for spec in specs:
+        try:
+            bound[spec.index] = _bind(spec)
+        except OSError as exc:
+            if exc.errno == errno.EADDRINUSE:
+                busy.append((spec.host, spec.port))
+            elif len(other) < 3:
+                other.append(f"{spec.address}: {exc.strerror or exc}")
+    if busy or other:
+        for sock in bound.values():
+            sock.close()
+        if busy:
+            raise PortBusyError(
+                f"address already in use: {describe(busy)} "
+                f"({len(busy)} of {len(specs)} servers); stop what holds them or pick "
+                "another --port-base"
+            )
+        raise ConfigError("cannot listen on " + "; ".join(other))
+    return bound

@@ -1,0 +1,125 @@
+"""The master process: binds the farm's addresses, runs the supervisor and the API, and
+owns the signals.
+
+Ties the flow together for `farm up` (plan -> listeners -> supervisor -> api). The only
+module that touches signals: SIGINT and SIGTERM, through `loop.add_signal_handler`, ask
+for a graceful stop (stop accepting, finish, close, exit 0).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from aiohttp import web
+
+from farm.api import build_app
+from farm.errors import PortBusyError
+from farm.listeners import bind_all, describe
+from farm.plan import Plan
+from farm.supervisor import Supervisor, SupervisorOptions
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class MasterOptions:
+    api_host: str = "127.0.0.1"
+    api_port: int = 9502
+    api_token: str | None = None
+    supervisor: SupervisorOptions = SupervisorOptions()
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ReadySummary:
+    servers: int
+    servers_ready: int
+    addresses: str
+    workers: int
+    pids: tuple[int, ...]
+    api_url: str
+    metrics_url: str
+    seconds: float
+    failed: tuple[str, ...]
+
+
+async def _start_api(app: web.Application, host: str, port: int) -> web.AppRunner:
+    runner = web.AppRunner(app, access_log=None, handle_signals=False)
+    await runner.setup()
+    site = web.TCPSite(runner, host, port, reuse_address=True)
+    try:
+        await site.start()
+    except OSError as exc:
+        await runner.cleanup()
+        raise PortBusyError(
+            f"control API cannot listen on {host}:{port}: {exc.strerror or exc}; "
+            "pick another --api-port"
+        ) from exc
+    return runner
+
+
+async def serve(
+    plan: Plan,
+    options: MasterOptions,
+    on_progress: Callable[[int, int], None] | None = None,
+    on_ready: Callable[[ReadySummary], None] | None = None,
+) -> None:
+    """Run the farm until SIGINT/SIGTERM or `POST /api/v1/shutdown`; raises FarmError."""
+    began = time.monotonic()
+    loop = asyncio.get_running_loop()
+    stop_requested = asyncio.Event()
+    sockets = bind_all(plan.servers())
+    try:
+        supervisor = Supervisor(plan, sockets, options.supervisor)
+    except BaseException:
+        for sock in sockets.values():
+            sock.close()
+        raise
+    supervisor.on_progress = on_progress
+    supervisor.on_fatal = stop_requested.set
+    runner: web.AppRunner | None = None
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(signum, stop_requested.set)
+    try:
+        app = build_app(supervisor, stop_requested.set, options.api_token)
+        runner = await _start_api(app, options.api_host, options.api_port)
+        starting = asyncio.create_task(supervisor.start())
+        stopping = asyncio.create_task(stop_requested.wait())
+        await asyncio.wait({starting, stopping}, return_when=asyncio.FIRST_COMPLETED)
+        if starting.done():
+            starting.result()  # raises BootError
+            if on_ready is not None:
+                on_ready(_summary(plan, supervisor, options, time.monotonic() - began))
+            await stopping
+        else:
+            starting.cancel()
+            await asyncio.gather(starting, return_exceptions=True)
+        if supervisor.fatal is not None:
+            raise supervisor.fatal
+    finally:
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            loop.remove_signal_handler(signum)
+        await supervisor.stop()
+        if runner is not None:
+            await runner.cleanup()
+
+
+def _summary(plan: Plan, supervisor: Supervisor, options: MasterOptions, seconds: float) -> ReadySummary:
+    base = f"http://{options.api_host}:{options.api_port}"
+    failed = tuple(
+        f"{failure.server} ({failure.address}): {failure.reason}"
+        for slot in supervisor.slots
+        for failure in slot.failed.values()
+    )
+    return ReadySummary(
+        servers=plan.servers_total,
+        servers_ready=supervisor.servers_ready(),
+        addresses=describe((spec.host, spec.port) for spec in plan.servers()),
+        workers=len(supervisor.slots),
+        pids=tuple(slot.pid for slot in supervisor.slots if slot.pid is not None),
+        api_url=f"{base}/api/v1/status",
+        metrics_url=f"{base}/metrics",
+        seconds=seconds,
+        failed=failed,
+    )

@@ -1,0 +1,128 @@
+"""The plan: every server of the farm, its address, its bank, and the worker that hosts it.
+
+Second stop in the data flow (config -> plan -> supervisor -> ...). `build_plan` expands
+templates into `ServerSpec`s, gives each an address, shards them over the workers
+(server i goes to worker i mod W: even, and stable for a given W), and lays out each shard's
+shared-memory segment so master and worker agree on every byte offset without talking.
+"""
+
+from __future__ import annotations
+
+import zlib
+from dataclasses import dataclass
+
+from farm.errors import ConfigError
+from farm.template import DeviceTemplate, Table, UnitLayout
+
+# Bits take a byte each (fast to address, and only 1/8 of the register tables' cost
+# matters at 25 KiB per server); registers are stored big-endian, as they go on the wire.
+TABLE_ORDER = (Table.COILS, Table.DISCRETE_INPUTS, Table.HOLDING_REGISTERS, Table.INPUT_REGISTERS)
+
+
+def table_bytes(unit: UnitLayout, table: Table) -> int:
+    return unit.size(table) * (1 if table.is_bits else 2)
+
+
+def unit_bytes(unit: UnitLayout) -> int:
+    return sum(table_bytes(unit, table) for table in TABLE_ORDER)
+
+
+def device_bytes(template: DeviceTemplate) -> int:
+    return sum(unit_bytes(unit) for unit in template.units)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ServerSpec:
+    """One simulated device: where it listens and where its registers live."""
+
+    index: int
+    name: str
+    host: str
+    port: int
+    template: str
+    seed: int
+    bank_offset: int  # byte offset of this server's banks in its shard's segment
+
+    @property
+    def address(self) -> str:
+        return f"{self.host}:{self.port}"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Shard:
+    """The servers one worker hosts, and the size of the segment holding their banks."""
+
+    worker: int
+    servers: tuple[ServerSpec, ...]
+    bank_bytes: int
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Plan:
+    templates: dict[str, DeviceTemplate]
+    shards: tuple[Shard, ...]
+
+    @property
+    def servers_total(self) -> int:
+        return sum(len(shard.servers) for shard in self.shards)
+
+    def servers(self) -> list[ServerSpec]:
+        everyone = [spec for shard in self.shards for spec in shard.servers]
+        return sorted(everyone, key=lambda spec: spec.index)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ServerRequest:
+    """A server before sharding: what the config asked for."""
+
+    name: str
+    host: str
+    port: int
+    template: str
+
+
+def default_servers(count: int, host: str, port_base: int, template: str) -> list[ServerRequest]:
+    """`--count N` servers on consecutive ports of one host."""
+    if count < 1:
+        raise ConfigError(f"--count must be at least 1, got {count}")
+    if not 1 <= port_base <= 65535:
+        raise ConfigError(f"--port-base must be a TCP port (1-65535), got {port_base}")
+    if port_base + count - 1 > 65535:
+        raise ConfigError(
+            f"--count {count} from --port-base {port_base} runs past port 65535; "
+            f"lower --port-base to at most {65536 - count} or lower --count"
+        )
+    width = max(4, len(str(count - 1)))
+    return [
+        ServerRequest(name=f"device-{i:0{width}d}", host=host, port=port_base + i, template=template)
+        for i in range(count)
+    ]
+
+
+def build_plan(
+    requests: list[ServerRequest], templates: dict[str, DeviceTemplate], workers: int
+) -> Plan:
+    """Shard the requested servers over `workers` workers (fewer if there are fewer servers)."""
+    if workers < 1:
+        raise ConfigError(f"--workers must be at least 1, got {workers}")
+    workers = min(workers, len(requests))
+    members: list[list[ServerSpec]] = [[] for _ in range(workers)]
+    offsets = [0] * workers
+    for index, request in enumerate(requests):
+        slot = index % workers
+        spec = ServerSpec(
+            index=index,
+            name=request.name,
+            host=request.host,
+            port=request.port,
+            template=request.template,
+            seed=zlib.crc32(request.name.encode()),
+            bank_offset=offsets[slot],
+        )
+        members[slot].append(spec)
+        offsets[slot] += device_bytes(templates[request.template])
+    shards = tuple(
+        Shard(worker=slot, servers=tuple(members[slot]), bank_bytes=max(offsets[slot], 1))
+        for slot in range(workers)
+    )
+    return Plan(templates=dict(templates), shards=shards)

@@ -1,0 +1,145 @@
+"""Messages between the master and its workers, and the one place that knows their wire format.
+
+Sits between supervisor and worker in the data flow. Each worker has one duplex pipe
+(`multiprocess.Pipe`) to the master.
+
+Conversation:
+    master -> worker   Assign                 once, right after spawn
+    worker -> master   Heartbeat              every `heartbeat_interval_s`, from a task in the
+                                              worker's loop (so a stuck loop goes silent)
+    worker -> master   ServerFailed           a server could not start
+    worker -> master   Ready                  every server of the shard is up (or has failed)
+    master -> worker   Control                an operation on a server; answered by Reply
+    worker -> master   Reply
+    master -> worker   Stop                   stop accepting, finish, exit 0
+End-of-file on the pipe means the other side is gone: a worker then exits.
+
+Wire format: each message is one `Connection.send_bytes` frame (the connection adds a
+4-byte length prefix) holding `VERSION` (one byte) then a pickle (protocol 5) of one message
+object. Receivers refuse frames over `MAX_FRAME_BYTES`, frames of another version, and
+pickles that name any class outside this package's message, plan and template modules.
+"""
+
+from __future__ import annotations
+
+import io
+import pickle
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from farm.plan import ServerSpec
+from farm.template import DeviceTemplate
+
+VERSION = 1
+MAX_FRAME_BYTES = 64 * 1024 * 1024
+_ALLOWED_MODULES = frozenset({"farm.protocol", "farm.plan", "farm.template"})
+_ALLOWED_BUILTINS = frozenset({"frozenset", "set", "slice"})
+
+
+class ProtocolError(Exception):
+    """A frame that is not a message of this version."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Assign:
+    worker: int
+    segment: str
+    templates: dict[str, DeviceTemplate]
+    servers: tuple[ServerSpec, ...]
+    heartbeat_interval_s: float
+    started_at: float  # wall-clock start of the farm: the t = 0 of every behaviour
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ServerFailed:
+    worker: int
+    server: str
+    address: str
+    reason: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Ready:
+    worker: int
+    servers_up: int
+    failed: tuple[ServerFailed, ...] = ()
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Heartbeat:
+    worker: int
+    seq: int
+    servers_up: int
+    loop_lag_s: float
+    cpu_s: float
+    rss_bytes: int
+    connections: int
+    requests: int
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Control:
+    request_id: int
+    op: str
+    server: str
+    args: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Reply:
+    request_id: int
+    ok: bool
+    result: Any = None
+    error: str = ""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Stop:
+    reason: str = ""
+
+
+Message = Assign | Ready | Heartbeat | ServerFailed | Control | Reply | Stop
+
+
+class _Connection(Protocol):
+    def send_bytes(self, buf: bytes) -> None: ...
+    def recv_bytes(self, maxlength: int | None = None) -> bytes: ...
+
+
+class _MessageUnpickler(pickle.Unpickler):
+    def find_class(self, module: str, name: str) -> Any:
+        if module in _ALLOWED_MODULES or (module == "builtins" and name in _ALLOWED_BUILTINS):
+            return super().find_class(module, name)
+        raise ProtocolError(f"pipe message names a foreign class {module}.{name}")
+
+
+def encode(message: Message) -> bytes:
+    frame = bytes([VERSION]) + pickle.dumps(message, protocol=5)
+    if len(frame) > MAX_FRAME_BYTES:
+        raise ProtocolError(f"{type(message).__name__} is {len(frame)} bytes, over the cap")
+    return frame
+
+
+def decode(frame: bytes) -> Message:
+    if not frame or frame[0] != VERSION:
+        found = frame[0] if frame else "nothing"
+        raise ProtocolError(f"pipe frame version {found}, expected {VERSION}")
+    message = _MessageUnpickler(io.BytesIO(frame[1:])).load()
+    if not isinstance(message, Assign | Ready | Heartbeat | ServerFailed | Control | Reply | Stop):
+        raise ProtocolError(f"pipe frame holds a {type(message).__name__}, not a message")
+    return message
+
+
+def send(conn: _Connection, message: Message) -> None:
+    conn.send_bytes(encode(message))
+
+
+def receive(conn: _Connection) -> Message:
+    """Read one message; raises EOFError when the other side is gone."""
+    try:
+        frame = conn.recv_bytes(MAX_FRAME_BYTES)
+    except OSError as exc:
+        if "too long" in str(exc) or "bad message length" in str(exc):
+            raise ProtocolError(f"pipe frame over {MAX_FRAME_BYTES} bytes") from exc
+        raise
+    return decode(frame)

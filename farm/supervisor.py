@@ -1,0 +1,317 @@
+"""The supervisor: starts, watches, restarts and stops the worker processes.
+
+Sits after the plan in the data flow (plan -> supervisor -> worker). The only module that
+starts or kills processes. Runs in the master's asyncio loop and never polls: each worker's
+process sentinel and pipe are watched with `loop.add_reader`, so a death or a message
+arrives as an event. A watchdog task checks deadlines only: a worker that has not said
+`Ready` within `boot_timeout_s`, or whose heartbeats stop for `heartbeat_timeout_s` (its
+loop is stuck, or it was SIGSTOPped), is killed and replaced.
+
+Each slot (one shard) is restarted with a backoff that grows with consecutive crashes;
+a slot that fails to boot `max_boot_failures` times in a row, or a worker that exits with
+`EXIT_BOOT_FAILED`, stops the farm with a `BootError` naming the slot and the cause.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import logging
+import os
+import signal
+import socket
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import multiprocess
+
+from farm import protocol, worker
+from farm.banks import Segment
+from farm.errors import BootError
+from farm.plan import Plan, Shard
+from farm.protocol import Assign, Control, Heartbeat, Ready, Reply, ServerFailed, Stop
+
+log = logging.getLogger("farm")
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class SupervisorOptions:
+    heartbeat_interval_s: float = 0.5
+    heartbeat_timeout_s: float = 3.0
+    boot_timeout_s: float = 30.0
+    max_boot_failures: int = 3
+    stop_grace_s: float = 3.0
+    backoff_s: tuple[float, ...] = (0.0, 0.5, 1.0, 2.0, 4.0, 8.0)
+    stable_after_s: float = 30.0  # a worker up this long resets its slot's backoff
+
+
+@dataclass(eq=False)
+class Slot:
+    """One shard and the worker process currently hosting it."""
+
+    shard: Shard
+    segment: Segment
+    sockets: tuple[tuple[int, socket.socket], ...]
+    state: str = "starting"  # starting | ready | restarting | stopped
+    process: Any = None
+    conn: Any = None
+    restarts: int = 0
+    crashes_in_a_row: int = 0
+    boot_failures: int = 0
+    spawned_at: float = 0.0
+    ready_at: float = 0.0
+    last_heartbeat: float = 0.0
+    heartbeat: Heartbeat | None = None
+    servers_up: int = 0
+    failed: dict[str, ServerFailed] = field(default_factory=dict)
+    exited: asyncio.Event = field(default_factory=asyncio.Event)
+
+    @property
+    def pid(self) -> int | None:
+        return None if self.process is None else int(self.process.pid)
+
+
+class Supervisor:
+    def __init__(
+        self, plan: Plan, sockets: dict[int, socket.socket], options: SupervisorOptions
+    ) -> None:
+        self.plan = plan
+        self.options = options
+        self.started_at = time.time()
+        self.context = multiprocess.get_context("spawn")
+        self.slots = [
+            Slot(
+                shard=shard,
+                segment=Segment.create(shard.bank_bytes),
+                sockets=tuple((s.index, sockets[s.index]) for s in shard.servers),
+            )
+            for shard in plan.shards
+        ]
+        self.stopping = False
+        self.fatal: BootError | None = None
+        self.changed = asyncio.Event()  # set on every state change; start() waits on it
+        self.on_progress: Callable[[int, int], None] | None = None
+        self.on_fatal: Callable[[], None] | None = None
+        self._replies: dict[int, asyncio.Future[Reply]] = {}
+        self._request_ids = itertools.count(1)
+        self._watchdog: asyncio.Task[None] | None = None
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    # -- lifecycle ---------------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Spawn every worker and wait until all are ready; raises BootError."""
+        self._watchdog = asyncio.create_task(self._watch())
+        await asyncio.gather(*(self._spawn(slot) for slot in self.slots))
+        while not all(slot.state == "ready" for slot in self.slots):
+            if self.fatal is not None:
+                raise self.fatal
+            self.changed.clear()
+            await self.changed.wait()
+
+    async def stop(self) -> None:
+        """Ask every worker to stop, kill what is left after the grace period, free all."""
+        self.stopping = True
+        for slot in self.slots:
+            if slot.conn is not None and slot.process is not None and slot.state != "stopped":
+                with contextlib.suppress(OSError):
+                    protocol.send(slot.conn, Stop(reason="farm stopping"))
+        live = [slot for slot in self.slots if slot.process is not None]
+        waits = [asyncio.create_task(slot.exited.wait()) for slot in live]
+        if waits:
+            await asyncio.wait(waits, timeout=self.options.stop_grace_s)
+        for slot in live:
+            if not slot.exited.is_set() and slot.pid is not None:
+                log.warning("worker %d (pid %d) did not stop in time; killing it", slot.shard.worker, slot.pid)
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(slot.pid, signal.SIGKILL)
+        for slot in live:
+            if slot.process is not None:
+                await asyncio.to_thread(slot.process.join, 2.0)
+                self._forget_process(slot)
+        for task in (self._watchdog, *self._tasks):
+            if task is not None:
+                task.cancel()
+        for slot in self.slots:
+            for _, sock in slot.sockets:
+                sock.close()
+            slot.segment.close()
+
+    # -- spawning and exits ------------------------------------------------------------
+
+    async def _spawn(self, slot: Slot) -> None:
+        if self.stopping:
+            return
+        loop = asyncio.get_running_loop()
+        ours, theirs = self.context.Pipe(duplex=True)
+        process = self.context.Process(
+            target=worker.run,
+            args=(theirs, slot.sockets),
+            name=f"farm-worker-{slot.shard.worker}",
+            daemon=True,
+        )
+        slot.state, slot.process, slot.conn = "starting", process, ours
+        slot.servers_up, slot.heartbeat, slot.failed = 0, None, {}
+        slot.exited = asyncio.Event()
+        slot.spawned_at = time.monotonic()
+        # Process.start writes the pickled sockets to the child: off the loop, it blocks.
+        await asyncio.to_thread(process.start)
+        theirs.close()
+        loop.add_reader(process.sentinel, self._on_exit, slot)
+        loop.add_reader(ours.fileno(), self._on_message, slot)
+        assign = Assign(
+            worker=slot.shard.worker,
+            segment=slot.segment.name,
+            templates=self.plan.templates,
+            servers=slot.shard.servers,
+            heartbeat_interval_s=self.options.heartbeat_interval_s,
+            started_at=self.started_at,
+        )
+        try:
+            await asyncio.to_thread(protocol.send, ours, assign)
+        except OSError:
+            pass  # it died already; _on_exit has it
+        log.debug("worker %d spawned as pid %s", slot.shard.worker, process.pid)
+
+    def _forget_process(self, slot: Slot) -> None:
+        loop = asyncio.get_running_loop()
+        if slot.process is not None:
+            loop.remove_reader(slot.process.sentinel)
+        if slot.conn is not None:
+            loop.remove_reader(slot.conn.fileno())
+            slot.conn.close()
+        slot.process, slot.conn = None, None
+
+    def _on_exit(self, slot: Slot) -> None:
+        process = slot.process
+        if process is None:
+            return
+        process.join(0)
+        code, pid = process.exitcode, process.pid
+        booted = slot.state == "ready"
+        self._forget_process(slot)
+        slot.exited.set()
+        if self.stopping:
+            slot.state = "stopped"
+            self._changed()
+            return
+        slot.state = "restarting"
+        slot.restarts += 1
+        cause = f"exit code {code}" if code is not None and code >= 0 else f"signal {-(code or 0)}"
+        log.warning("worker %d (pid %s) died (%s); restarting it", slot.shard.worker, pid, cause)
+        if code == worker.EXIT_BOOT_FAILED:
+            self._fail(slot, f"worker {slot.shard.worker} could not boot ({cause})")
+            return
+        if not booted:
+            slot.boot_failures += 1
+            if slot.boot_failures >= self.options.max_boot_failures:
+                self._fail(
+                    slot,
+                    f"worker {slot.shard.worker} failed to boot {slot.boot_failures} times in a "
+                    f"row (last: {cause})",
+                )
+                return
+        stable = booted and time.monotonic() - slot.ready_at > self.options.stable_after_s
+        slot.crashes_in_a_row = 0 if stable else slot.crashes_in_a_row + 1
+        backoff = self.options.backoff_s
+        delay = backoff[min(max(slot.crashes_in_a_row - 1, 0), len(backoff) - 1)]
+        self._later(self._respawn(slot, delay))
+        self._changed()
+
+    async def _respawn(self, slot: Slot, delay: float) -> None:
+        await asyncio.sleep(delay)
+        await self._spawn(slot)
+
+    def _fail(self, slot: Slot, message: str) -> None:
+        slot.state = "stopped"
+        if self.fatal is None:
+            self.fatal = BootError(message)
+            if self.on_fatal is not None:
+                self.on_fatal()
+        self._changed()
+
+    def _later(self, coroutine: Any) -> None:
+        task = asyncio.create_task(coroutine)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    # -- messages ----------------------------------------------------------------------
+
+    def _on_message(self, slot: Slot) -> None:
+        try:
+            message = protocol.receive(slot.conn)
+        except (EOFError, OSError, protocol.ProtocolError):
+            # The pipe is closed or garbled: stop listening; the sentinel reports the exit.
+            if slot.conn is not None:
+                asyncio.get_running_loop().remove_reader(slot.conn.fileno())
+            return
+        now = time.monotonic()
+        if isinstance(message, Heartbeat):
+            slot.heartbeat, slot.last_heartbeat = message, now
+            if slot.state == "starting":
+                slot.servers_up = message.servers_up
+                self._progress()
+        elif isinstance(message, Ready):
+            slot.state, slot.ready_at, slot.last_heartbeat = "ready", now, now
+            slot.servers_up, slot.boot_failures = message.servers_up, 0
+            log.debug("worker %d ready: %d servers", slot.shard.worker, message.servers_up)
+            self._progress()
+        elif isinstance(message, ServerFailed):
+            slot.failed[message.server] = message
+            log.warning("server %s (%s) failed: %s", message.server, message.address, message.reason)
+        elif isinstance(message, Reply):
+            future = self._replies.pop(message.request_id, None)
+            if future is not None and not future.done():
+                future.set_result(message)
+        self._changed()
+
+    def _changed(self) -> None:
+        self.changed.set()
+
+    def _progress(self) -> None:
+        if self.on_progress is not None:
+            self.on_progress(self.servers_up(), self.plan.servers_total)
+
+    async def _watch(self) -> None:
+        """Kill workers that miss their boot deadline or go silent; the exit path restarts."""
+        interval = min(self.options.heartbeat_interval_s, 0.5)
+        while True:
+            await asyncio.sleep(interval)
+            now = time.monotonic()
+            for slot in self.slots:
+                if slot.pid is None or self.stopping:
+                    continue
+                if slot.state == "starting" and now - slot.spawned_at > self.options.boot_timeout_s:
+                    reason = f"not ready after {self.options.boot_timeout_s:.0f} s"
+                elif slot.state == "ready" and now - slot.last_heartbeat > self.options.heartbeat_timeout_s:
+                    reason = f"no heartbeat for {now - slot.last_heartbeat:.1f} s"
+                else:
+                    continue
+                log.warning("worker %d (pid %d): %s; replacing it", slot.shard.worker, slot.pid, reason)
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(slot.pid, signal.SIGKILL)
+
+    # -- queries and control -----------------------------------------------------------
+
+    def servers_up(self) -> int:
+        return sum(slot.servers_up for slot in self.slots if slot.state in ("ready", "starting"))
+
+    def servers_ready(self) -> int:
+        return sum(slot.servers_up for slot in self.slots if slot.state == "ready")
+
+    async def control(self, worker_index: int, op: str, server: str = "", **args: Any) -> Reply:
+        slot = self.slots[worker_index]
+        if slot.state != "ready" or slot.conn is None:
+            return Reply(request_id=0, ok=False, error=f"worker {worker_index} is {slot.state}")
+        request_id = next(self._request_ids)
+        future: asyncio.Future[Reply] = asyncio.get_running_loop().create_future()
+        self._replies[request_id] = future
+        protocol.send(slot.conn, Control(request_id=request_id, op=op, server=server, args=args))
+        try:
+            return await asyncio.wait_for(future, timeout=5.0)
+        except TimeoutError:
+            self._replies.pop(request_id, None)
+            return Reply(request_id=request_id, ok=False, error=f"worker {worker_index} did not answer")

@@ -1,0 +1,192 @@
+"""A worker process: one uvloop loop hosting the servers of one shard.
+
+Sits after the supervisor in the data flow (... supervisor -> worker -> engine -> banks).
+The master spawns `run` with the shard's listening sockets (bound by the master, so a port
+stays open while a worker is replaced) and one end of a duplex pipe; the shard itself
+arrives as `Assign` on that pipe. The worker attaches the shard's bank segment, starts a
+server per socket, says `Ready`, and then sends a `Heartbeat` from a task in its loop until
+it is told to `Stop` or its pipe reaches end-of-file (the master is gone).
+
+A server that fails to start is reported (`ServerFailed`) and the others carry on. Signals
+belong to the master: a worker ignores SIGINT (Ctrl-C reaches the whole process group) and
+is stopped through its pipe.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import resource
+import signal
+import socket
+import sys
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import uvloop
+
+from farm import protocol
+from farm.banks import Segment, server_banks
+from farm.behaviours import Ticker, bind
+from farm.engine import Device, ModbusConnection
+from farm.protocol import Assign, Control, Heartbeat, Ready, Reply, ServerFailed, Stop
+from farm.template import DeviceTemplate
+
+EXIT_BOOT_FAILED = 3  # the master does not restart a worker that exits with this
+ASSIGN_TIMEOUT_S = 30.0
+DRAIN_TIMEOUT_S = 2.0
+BATCH = 250  # servers started between two yields to the loop (heartbeats keep flowing)
+_PAGE = os.sysconf("SC_PAGE_SIZE")
+
+
+def run(conn: Any, sockets: tuple[tuple[int, socket.socket], ...]) -> None:
+    """Process entry point (spawned by the supervisor)."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    if not conn.poll(ASSIGN_TIMEOUT_S):
+        sys.exit(EXIT_BOOT_FAILED)
+    assign = protocol.receive(conn)
+    if not isinstance(assign, Assign):
+        sys.exit(EXIT_BOOT_FAILED)
+    worker = Worker(conn=conn, assign=assign, sockets=dict(sockets))
+    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+        runner.run(worker.serve())
+    # Bank views into the shared segment are alive until the very end; letting the
+    # interpreter finalize SharedMemory with them exported prints a BufferError per worker.
+    # Nothing is left to flush but the standard streams.
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(0)
+
+
+def rss_bytes() -> int:
+    with open("/proc/self/statm") as statm:
+        return int(statm.read().split()[1]) * _PAGE
+
+
+@dataclass
+class Worker:
+    conn: Any
+    assign: Assign
+    sockets: dict[int, socket.socket]
+    devices: dict[str, Device] = field(default_factory=dict)
+    servers: list[asyncio.AbstractServer] = field(default_factory=list)
+    connections: set[ModbusConnection] = field(default_factory=set)
+    stopping: asyncio.Event = field(default_factory=asyncio.Event)
+    loop_lag_s: float = 0.0
+
+    async def serve(self) -> None:
+        loop = asyncio.get_running_loop()
+        segment = Segment.attach(self.assign.segment)
+        loop.add_reader(self.conn.fileno(), self._on_pipe)
+        heartbeat = asyncio.create_task(self._heartbeats())
+        ticker = Ticker(self.assign.started_at)
+        failed = await self._start_servers(segment.buf, ticker)
+        self._send(Ready(worker=self.assign.worker, servers_up=len(self.servers), failed=failed))
+        ticking = asyncio.create_task(self._tick(ticker))
+        await self.stopping.wait()
+        loop.remove_reader(self.conn.fileno())
+        await self._shutdown()
+        for task in (heartbeat, ticking):
+            task.cancel()
+        await asyncio.gather(heartbeat, ticking, return_exceptions=True)
+
+    async def _start_servers(self, buf: memoryview, ticker: Ticker) -> tuple[ServerFailed, ...]:
+        loop = asyncio.get_running_loop()
+        failed = []
+        for number, spec in enumerate(self.assign.servers):
+            template: DeviceTemplate = self.assign.templates[spec.template]
+            banks = server_banks(buf, spec, template)
+            device = Device(spec.name, banks, template.identity)
+            try:
+                sock = self.sockets.pop(spec.index)
+                server = await loop.create_server(
+                    lambda device=device: ModbusConnection(device, self.connections), sock=sock
+                )
+            except (OSError, KeyError) as exc:
+                failure = ServerFailed(
+                    worker=self.assign.worker, server=spec.name, address=spec.address, reason=str(exc)
+                )
+                self._send(failure)
+                failed.append(failure)
+                continue
+            self.devices[spec.name] = device
+            self.servers.append(server)
+            ticker.add(bind(template.points, banks, spec.seed))
+            if number % BATCH == BATCH - 1:
+                await asyncio.sleep(0)
+        return tuple(failed)
+
+    async def _tick(self, ticker: Ticker) -> None:
+        intervals = [t.tick_interval_s for t in self.assign.templates.values()]
+        interval = min(intervals, default=1.0)
+        while True:
+            ticker.tick(time.time())
+            await asyncio.sleep(interval)
+
+    async def _heartbeats(self) -> None:
+        interval = self.assign.heartbeat_interval_s
+        seq = 0
+        while True:
+            self._send(
+                Heartbeat(
+                    worker=self.assign.worker,
+                    seq=seq,
+                    servers_up=len(self.servers),
+                    loop_lag_s=self.loop_lag_s,
+                    cpu_s=time.process_time(),
+                    rss_bytes=rss_bytes(),
+                    connections=len(self.connections),
+                    requests=sum(d.requests for d in self.devices.values()),
+                )
+            )
+            seq += 1
+            before = time.monotonic()
+            await asyncio.sleep(interval)
+            self.loop_lag_s = max(0.0, time.monotonic() - before - interval)
+
+    def _on_pipe(self) -> None:
+        try:
+            message = protocol.receive(self.conn)
+        except (EOFError, OSError):
+            self.stopping.set()  # the master is gone
+            return
+        if isinstance(message, Stop):
+            self.stopping.set()
+        elif isinstance(message, Control):
+            self._send(self._control(message))
+
+    def _control(self, message: Control) -> Reply:
+        if message.op == "stats":
+            stats = {
+                name: {
+                    "requests": d.requests,
+                    "exceptions": d.exceptions,
+                    "malformed_frames": d.malformed,
+                    "connections": d.connections,
+                    "connections_accepted": d.connections_accepted,
+                    "bytes_received": d.bytes_in,
+                    "bytes_sent": d.bytes_out,
+                }
+                for name, d in self.devices.items()
+            }
+            return Reply(request_id=message.request_id, ok=True, result=stats)
+        return Reply(request_id=message.request_id, ok=False, error=f"unknown op {message.op!r}")
+
+    def _send(self, message: protocol.Message) -> None:
+        try:
+            protocol.send(self.conn, message)
+        except (BrokenPipeError, ConnectionResetError, EOFError):
+            self.stopping.set()
+
+    async def _shutdown(self) -> None:
+        """Stop accepting, let written responses drain, close every connection."""
+        for server in self.servers:
+            server.close()
+        for connection in list(self.connections):
+            connection.close()
+        deadline = time.monotonic() + DRAIN_TIMEOUT_S
+        while self.connections and time.monotonic() < deadline:
+            await asyncio.sleep(0.01)

@@ -1,0 +1,51 @@
+"""Fixtures shared by the tests: a running farm, and a guard against leftover processes."""
+
+from __future__ import annotations
+
+import os
+import signal
+from collections.abc import Iterator
+
+import pytest
+
+from tests.farmproc import FarmProcess, descendants, free_port, free_port_range, wait_for
+
+
+@pytest.fixture(autouse=True)
+def no_leftover_processes() -> Iterator[None]:
+    """Fail any test that leaves a child process behind (then clean it up, by PID)."""
+    before = descendants(os.getpid())
+    yield
+    try:
+        wait_for(lambda: not (descendants(os.getpid()) - before), 10, "child processes to exit")
+    except AssertionError:
+        left = descendants(os.getpid()) - before
+        for pid in left:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        pytest.fail(f"test left processes behind: {sorted(left)}")
+
+
+def start_farm(count: int, workers: int = 2, extra: list[str] | None = None) -> FarmProcess:
+    farm = FarmProcess(
+        count=count,
+        workers=workers,
+        port_base=free_port_range(count),
+        api_port=free_port(),
+        extra=extra or [],
+    )
+    return farm.start()
+
+
+@pytest.fixture(scope="module")
+def farm() -> Iterator[FarmProcess]:
+    """A 20-server, 2-worker farm shared by a module's tests (they must not kill it)."""
+    running = start_farm(20)
+    try:
+        running.wait_ready()
+        yield running
+    finally:
+        code, _, stderr = running.stop()
+        assert code == 0, stderr

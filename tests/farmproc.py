@@ -1,0 +1,166 @@
+"""Test support: run a real `farm up` process, find free ports, wait on deadlines.
+
+Everything here talks to the farm the way a user does: a subprocess, its API over HTTP,
+and (in the tests) real Modbus masters on 127.0.0.1.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+
+T = TypeVar("T")
+HOST = "127.0.0.1"
+
+
+def wait_for(predicate: Callable[[], T], timeout: float, what: str, interval: float = 0.05) -> T:
+    """Poll `predicate` until it returns something truthy; fail after `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    last_error: BaseException | None = None
+    while time.monotonic() < deadline:
+        try:
+            value = predicate()
+            if value:
+                return value
+        except Exception as exc:
+            last_error = exc
+        time.sleep(interval)
+    raise AssertionError(f"timed out after {timeout} s waiting for {what} (last error: {last_error!r})")
+
+
+def port_free(port: int, host: str = HOST) -> bool:
+    with socket.socket() as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind((host, port))
+        except OSError:
+            return False
+    return True
+
+
+def free_port_range(count: int) -> int:
+    """A base port with `count` consecutive free ports, below the ephemeral range."""
+    for _ in range(200):
+        base = random.randrange(10000, 30000 - count)
+        if all(port_free(base + i) for i in range(count)):
+            return base
+    raise RuntimeError(f"no {count} consecutive free ports found")
+
+
+def free_port() -> int:
+    return free_port_range(1)
+
+
+def descendants(pid: int) -> set[int]:
+    """PIDs of every live (non-zombie) process below `pid`, from /proc."""
+    parents: dict[int, int] = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as stat:
+                fields = stat.read().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if fields[0] != "Z":
+            parents[int(entry)] = int(fields[1])
+    found: set[int] = set()
+    frontier = {pid}
+    while frontier:
+        frontier = {child for child, parent in parents.items() if parent in frontier} - found
+        found |= frontier
+    return found
+
+
+@dataclass
+class FarmProcess:
+    """A `farm up` subprocess with its ports."""
+
+    count: int
+    workers: int
+    port_base: int
+    api_port: int
+    extra: list[str] = field(default_factory=list)
+    process: subprocess.Popen[str] | None = None
+
+    def start(self) -> FarmProcess:
+        command = [
+            sys.executable, "-m", "farm", "up",
+            "--count", str(self.count),
+            "--workers", str(self.workers),
+            "--port-base", str(self.port_base),
+            "--api-port", str(self.api_port),
+            *self.extra,
+        ]  # fmt: skip
+        self.process = subprocess.Popen(
+            command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+        )
+        return self
+
+    @property
+    def pid(self) -> int:
+        assert self.process is not None
+        return self.process.pid
+
+    def port(self, index: int) -> int:
+        return self.port_base + index
+
+    def api(self, path: str, method: str = "GET") -> Any:
+        request = urllib.request.Request(
+            f"http://{HOST}:{self.api_port}{path}", method=method, data=b"" if method == "POST" else None
+        )
+        with urllib.request.urlopen(request, timeout=5) as response:
+            return json.load(response)
+
+    def status(self) -> dict[str, Any]:
+        result: dict[str, Any] = self.api("/api/v1/status")
+        return result
+
+    def wait_ready(self, timeout: float = 60.0) -> dict[str, Any]:
+        def ready() -> dict[str, Any] | None:
+            assert self.process is not None
+            if self.process.poll() is not None:
+                raise AssertionError(f"farm exited early: {self.process.communicate()}")
+            status = self.status()
+            return status if status["servers_ready"] == self.count else None
+
+        return wait_for(ready, timeout, f"{self.count} servers ready")
+
+    def worker_pids(self) -> list[int]:
+        return [w["pid"] for w in self.status()["workers"]]
+
+    def stop(self, timeout: float = 10.0) -> tuple[int, str, str]:
+        """SIGTERM the farm; returns (exit code, stdout, stderr)."""
+        assert self.process is not None
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+        try:
+            stdout, stderr = self.process.communicate(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            self.kill()
+            raise
+        return self.process.returncode, stdout, stderr
+
+    def kill(self) -> None:
+        """Last resort for a test that failed midway: kill the farm and its workers by PID."""
+        if self.process is None:
+            return
+        for pid in descendants(self.process.pid):
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        if self.process.poll() is None:
+            self.process.kill()
+        self.process.communicate(timeout=10)
