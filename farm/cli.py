@@ -37,7 +37,7 @@ err = Console(stderr=True)
 
 
 def _fail(error: FarmError) -> None:
-    err.print(f"[bold red]farm: error:[/] {error}", highlight=False)
+    err.print(f"[bold red]farm: error:[/] {error}", highlight=False, soft_wrap=True)
     sys.exit(error.exit_code)
 
 

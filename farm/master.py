@@ -98,11 +98,13 @@ async def serve(
         if supervisor.fatal is not None:
             raise supervisor.fatal
     finally:
-        for signum in (signal.SIGINT, signal.SIGTERM):
-            loop.remove_signal_handler(signum)
+        # Handlers stay until everything is released: a second Ctrl-C during the stop
+        # must not kill the master halfway through.
         await supervisor.stop()
         if runner is not None:
             await runner.cleanup()
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            loop.remove_signal_handler(signum)
 
 
 def _summary(plan: Plan, supervisor: Supervisor, options: MasterOptions, seconds: float) -> ReadySummary:

@@ -189,7 +189,8 @@ class Supervisor:
         process = slot.process
         if process is None:
             return
-        process.join(0)
+        # The sentinel closes a moment before the child can be reaped.
+        process.join(1.0)
         code, pid = process.exitcode, process.pid
         booted = slot.state == "ready"
         self._forget_process(slot)

@@ -76,14 +76,17 @@ class Worker:
     connections: set[ModbusConnection] = field(default_factory=set)
     stopping: asyncio.Event = field(default_factory=asyncio.Event)
     loop_lag_s: float = 0.0
+    segment: Segment | None = None
 
     async def serve(self) -> None:
         loop = asyncio.get_running_loop()
-        segment = Segment.attach(self.assign.segment)
+        # Kept on self: if it were collected when serve() returns, SharedMemory.__del__
+        # would try to unmap memory that the banks still view.
+        self.segment = Segment.attach(self.assign.segment)
         loop.add_reader(self.conn.fileno(), self._on_pipe)
         heartbeat = asyncio.create_task(self._heartbeats())
         ticker = Ticker(self.assign.started_at)
-        failed = await self._start_servers(segment.buf, ticker)
+        failed = await self._start_servers(self.segment.buf, ticker)
         self._send(Ready(worker=self.assign.worker, servers_up=len(self.servers), failed=failed))
         ticking = asyncio.create_task(self._tick(ticker))
         await self.stopping.wait()

@@ -28,15 +28,19 @@ def no_leftover_processes() -> Iterator[None]:
         pytest.fail(f"test left processes behind: {sorted(left)}")
 
 
-def start_farm(count: int, workers: int = 2, extra: list[str] | None = None) -> FarmProcess:
-    farm = FarmProcess(
+def make_farm(count: int, workers: int = 2, extra: list[str] | None = None) -> FarmProcess:
+    """A farm on free ports, not started yet."""
+    return FarmProcess(
         count=count,
         workers=workers,
         port_base=free_port_range(count),
         api_port=free_port(),
         extra=extra or [],
     )
-    return farm.start()
+
+
+def start_farm(count: int, workers: int = 2, extra: list[str] | None = None) -> FarmProcess:
+    return make_farm(count, workers, extra).start()
 
 
 @pytest.fixture(scope="module")

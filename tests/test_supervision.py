@@ -1,0 +1,220 @@
+"""The master keeps the farm up: kill -9, SIGSTOP, busy ports, graceful stops, the CLI."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+
+import pytest
+from pymodbus.client import ModbusTcpClient
+
+from tests.conftest import make_farm, start_farm
+from tests.farmproc import HOST, FarmProcess, port_free, wait_for
+
+pytestmark = pytest.mark.timeout(180)
+
+
+def read_once(port: int, address: int = 0, count: int = 1, timeout: float = 1.0) -> list[int] | None:
+    client = ModbusTcpClient(HOST, port=port, timeout=timeout, retries=0)
+    try:
+        if not client.connect():
+            return None
+        response = client.read_holding_registers(address, count=count)
+        return None if response.isError() else list(response.registers)
+    except Exception:
+        return None
+    finally:
+        client.close()
+
+
+def write_once(port: int, address: int, values: list[int]) -> None:
+    client = ModbusTcpClient(HOST, port=port, timeout=3, retries=0)
+    assert client.connect()
+    try:
+        assert not client.write_registers(address, values).isError()
+    finally:
+        client.close()
+
+
+class Poller(threading.Thread):
+    """Reads one server over one connection until told to stop; bounded in time and count."""
+
+    def __init__(self, port: int, limit_s: float = 60.0, max_requests: int = 200_000) -> None:
+        super().__init__(daemon=True)
+        self.port, self.limit_s, self.max_requests = port, limit_s, max_requests
+        self.done = threading.Event()
+        self.ok = 0
+        self.failures: list[str] = []
+
+    def run(self) -> None:
+        client = ModbusTcpClient(HOST, port=self.port, timeout=2, retries=0)
+        client.connect()
+        deadline = time.monotonic() + self.limit_s
+        try:
+            while not self.done.is_set() and time.monotonic() < deadline and self.ok < self.max_requests:
+                try:
+                    response = client.read_holding_registers(0, count=1)
+                    if response.isError():
+                        self.failures.append(str(response))
+                    else:
+                        self.ok += 1
+                except Exception as exc:
+                    self.failures.append(repr(exc))
+                time.sleep(0.005)
+        finally:
+            client.close()
+
+
+@pytest.fixture
+def farm4() -> FarmProcess:
+    return start_farm(4, workers=2)
+
+
+def test_kill_9_worker_restarts_and_keeps_values(farm4: FarmProcess) -> None:
+    farm = farm4
+    try:
+        farm.wait_ready()
+        # Shard i mod 2: servers 0 and 2 live in worker 0, servers 1 and 3 in worker 1.
+        write_once(farm.port(0), 10, [101, 102, 103])
+        write_once(farm.port(2), 10, [201])
+        bystander = Poller(farm.port(1))
+        bystander.start()
+        wait_for(lambda: bystander.ok > 5, 10, "the bystander poller to get going")
+        victim = farm.worker_pids()[0]
+        os.kill(victim, signal.SIGKILL)
+        killed_at = time.monotonic()
+        wait_for(lambda: read_once(farm.port(0), 10, 3) == [101, 102, 103], 3, "server 0 back")
+        restarted_in = time.monotonic() - killed_at
+        assert read_once(farm.port(2), 10, 1) == [201]
+        status = wait_for(lambda: (s := farm.status())["servers_ready"] == 4 and s, 5, "all ready")
+        assert status["workers"][0]["restarts"] == 1 and status["workers"][0]["pid"] != victim
+        ok_before = bystander.ok
+        wait_for(lambda: bystander.ok > ok_before + 5, 5, "the bystander to keep reading")
+        bystander.done.set()
+        bystander.join(10)
+        assert bystander.failures == [], bystander.failures[:3]
+        print(f"worker 0 answered again {restarted_in:.2f} s after kill -9")
+    finally:
+        code, _, stderr = farm.stop()
+    assert code == 0, stderr
+    assert "died" in stderr and "Traceback" not in stderr
+
+
+def test_stuck_worker_is_replaced(farm4: FarmProcess) -> None:
+    farm = farm4
+    try:
+        farm.wait_ready()
+        write_once(farm.port(1), 0, [77])
+        victim = farm.worker_pids()[1]
+        os.kill(victim, signal.SIGSTOP)
+        wait_for(
+            lambda: farm.worker_pids()[1] not in (victim, None) and read_once(farm.port(1)) == [77],
+            10,
+            "the stopped worker to be replaced",
+        )
+        wait_for(lambda: not os.path.exists(f"/proc/{victim}") or _zombie(victim), 5, "old pid gone")
+    finally:
+        code, _, stderr = farm.stop()
+    assert code == 0, stderr
+    assert "no heartbeat" in stderr
+
+
+def _zombie(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            return stat.read().rsplit(")", 1)[1].split()[0] in ("Z", "X")
+    except OSError:
+        return True
+
+
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
+def test_graceful_stop_releases_everything(signum: int) -> None:
+    farm = start_farm(6, workers=2)
+    farm.wait_ready()
+    workers = farm.worker_pids()
+    client = ModbusTcpClient(HOST, port=farm.port(0), timeout=2, retries=0)
+    assert client.connect() and not client.read_holding_registers(0, count=1).isError()
+    assert farm.process is not None
+    farm.process.send_signal(signum)
+    sent = time.monotonic()
+    farm.process.wait(timeout=10)
+    took = time.monotonic() - sent
+    code, stdout, stderr = farm.stop(timeout=10)
+    client.close()
+    assert code == 0, stderr
+    assert took < 5, f"stop took {took:.1f} s"
+    assert "Traceback" not in stderr and "farm stopped" in stderr
+    assert all(port_free(farm.port(i)) for i in range(6))
+    assert port_free(farm.api_port)
+    for pid in workers:
+        assert not os.path.exists(f"/proc/{pid}") or _zombie(pid)
+
+
+def test_busy_port_is_one_clear_line() -> None:
+    farm = make_farm(5, workers=2)
+    blocker = socket.socket()
+    blocker.bind((HOST, farm.port(3)))
+    blocker.listen()
+    try:
+        farm.start()
+        assert farm.process is not None
+        _, stderr = farm.process.communicate(timeout=30)
+    finally:
+        blocker.close()
+    assert farm.process.returncode not in (0, None)
+    lines = [line for line in stderr.splitlines() if line.strip()]
+    assert len(lines) == 1, stderr
+    assert f"{HOST}:{farm.port(3)}" in lines[0] and "already in use" in lines[0]
+    assert "Traceback" not in stderr
+
+
+def test_busy_api_port_is_one_clear_line() -> None:
+    farm = make_farm(3, workers=1)
+    blocker = socket.socket()
+    blocker.bind((HOST, farm.api_port))
+    blocker.listen()
+    try:
+        farm.start()
+        assert farm.process is not None
+        _, stderr = farm.process.communicate(timeout=30)
+    finally:
+        blocker.close()
+    assert farm.process.returncode not in (0, None)
+    assert f"{farm.api_port}" in stderr and "--api-port" in stderr and "Traceback" not in stderr
+    assert all(port_free(farm.port(i)) for i in range(3))
+
+
+def test_cli_status_and_down() -> None:
+    farm = start_farm(4, workers=2)
+    try:
+        farm.wait_ready()
+        api = ["--api-port", str(farm.api_port)]
+        status = subprocess.run(
+            [sys.executable, "-m", "farm", "status", *api], capture_output=True, text=True, timeout=30
+        )
+        assert status.returncode == 0, status.stderr
+        assert "servers ready 4 / 4" in status.stdout and "ready" in status.stdout
+        down = subprocess.run(
+            [sys.executable, "-m", "farm", "down", *api], capture_output=True, text=True, timeout=30
+        )
+        assert down.returncode == 0, down.stderr
+        assert farm.process is not None
+        assert farm.process.wait(timeout=10) == 0
+    finally:
+        farm.stop()
+
+
+def test_cli_status_without_a_farm_is_one_clear_line() -> None:
+    from tests.farmproc import free_port
+
+    result = subprocess.run(
+        [sys.executable, "-m", "farm", "status", "--api-port", str(free_port())],
+        capture_output=True, text=True, timeout=30,
+    )  # fmt: skip
+    assert result.returncode == 1
+    assert "no farm answers" in result.stderr and "Traceback" not in result.stderr
