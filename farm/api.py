@@ -18,6 +18,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from aiohttp import web
+from aiohttp.typedefs import Middleware
 
 from farm import __version__
 from farm.metrics import render_metrics
@@ -76,25 +77,31 @@ def servers(supervisor: Supervisor) -> list[dict[str, Any]]:
     return rows
 
 
-def _json_errors(token: str | None) -> Callable[[web.Request, Handler], Awaitable[web.StreamResponse]]:
+def _json_errors(token: str | None) -> Middleware:
     @web.middleware
     async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-        if token and request.method != "GET":
-            if request.headers.get("Authorization", "") != f"Bearer {token}":
-                return web.json_response(
-                    {"error": "this farm needs a token: send 'Authorization: Bearer TOKEN' "
-                     "(farm CLI: --api-token or FARM_API_TOKEN)"},
-                    status=401,
-                )
+        authorized = request.headers.get("Authorization", "") == f"Bearer {token}"
+        if token and request.method != "GET" and not authorized:
+            return web.json_response(
+                {
+                    "error": "this farm needs a token: send 'Authorization: Bearer TOKEN' "
+                    "(farm CLI: --api-token or FARM_API_TOKEN)"
+                },
+                status=401,
+            )
         try:
             return await handler(request)
         except web.HTTPException as exc:
-            return web.json_response({"error": f"{exc.reason}: {request.method} {request.path}"}, status=exc.status)
+            return web.json_response(
+                {"error": f"{exc.reason}: {request.method} {request.path}"}, status=exc.status
+            )
 
     return middleware
 
 
-def build_app(supervisor: Supervisor, request_stop: Callable[[], None], token: str | None) -> web.Application:
+def build_app(
+    supervisor: Supervisor, request_stop: Callable[[], None], token: str | None
+) -> web.Application:
     app = web.Application(middlewares=[_json_errors(token)])
 
     async def get_status(request: web.Request) -> web.Response:
@@ -109,7 +116,9 @@ def build_app(supervisor: Supervisor, request_stop: Callable[[], None], token: s
 
     async def get_metrics(request: web.Request) -> web.Response:
         body = render_metrics(supervisor)
-        return web.Response(body=body, headers={"Content-Type": "text/plain; version=0.0.4; charset=utf-8"})
+        return web.Response(
+            body=body, headers={"Content-Type": "text/plain; version=0.0.4; charset=utf-8"}
+        )
 
     app.router.add_get("/api/v1/status", get_status)
     app.router.add_get("/api/v1/servers", get_servers)

@@ -13,6 +13,7 @@ of registers is one slice copy.
 
 from __future__ import annotations
 
+import contextlib
 import struct
 from dataclasses import dataclass
 
@@ -45,12 +46,10 @@ class Segment:
     def close(self) -> None:
         """Drop this process's mapping; the owner also removes the segment."""
         self.buf.release()
-        try:
+        # A bank view may still be alive (an API request in flight): the mapping then goes
+        # with the process, and unlinking below still frees the memory afterwards.
+        with contextlib.suppress(BufferError):
             self._shm.close()
-        except BufferError:
-            # A bank view is still alive somewhere (an API request in flight); the mapping
-            # goes with the process, and unlinking below still frees the memory afterwards.
-            pass
         if self._owner:
             self._shm.unlink()
 
@@ -86,10 +85,12 @@ class UnitBank:
         struct.pack_into(f">{len(values)}H", self.view(table), 2 * address, *values)
 
     def in_range(self, table: Table, address: int, count: int) -> bool:
-        return 0 <= address and count >= 0 and address + count <= self.size(table)
+        return address >= 0 and count >= 0 and address + count <= self.size(table)
 
 
-def server_banks(buf: memoryview, spec: ServerSpec, template: DeviceTemplate) -> dict[int, UnitBank]:
+def server_banks(
+    buf: memoryview, spec: ServerSpec, template: DeviceTemplate
+) -> dict[int, UnitBank]:
     """The banks of one server, as views on its shard's segment."""
     banks: dict[int, UnitBank] = {}
     offset = spec.bank_offset

@@ -43,7 +43,7 @@ class LivePoint:
         if self.width == 1:
             self.view[self.offset] = 1 if value else 0
         else:
-            integer = int(round(value)) & 0xFFFF
+            integer = round(value) & 0xFFFF
             self.view[self.offset : self.offset + 2] = integer.to_bytes(2, "big")
 
 
@@ -64,7 +64,7 @@ def next_value(point: LivePoint, t: float) -> float:
     if b.kind == "random_walk":
         current = point.read()
         if not b.low <= current <= b.high:
-            current = int(b.value)
+            current = round(b.value)
         return min(b.high, max(b.low, current + point.rng.uniform(-b.step, b.step)))
     raise ValueError(f"unknown behaviour {b.kind!r}")
 

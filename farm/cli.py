@@ -135,7 +135,9 @@ def _print_summary(summary: ReadySummary) -> None:
     out.print("Ctrl-C or `farm down` stops the farm.", highlight=False)
 
 
-def _call(api_host: str, api_port: int, path: str, method: str = "GET", token: str | None = None) -> Any:
+def _call(
+    api_host: str, api_port: int, path: str, method: str = "GET", token: str | None = None
+) -> Any:
     url = f"http://{api_host}:{api_port}{path}"
     request = urllib.request.Request(url, method=method, data=b"" if method == "POST" else None)
     if token:
@@ -171,13 +173,21 @@ def status(api_port: int, api_host: str, as_json: bool) -> None:
         f"uptime {data['uptime_s']:.0f} s   version {data['version']}",
         highlight=False,
     )
-    table = RichTable("worker", "pid", "state", "servers", "heartbeat age", "restarts", "connections", "rss")
+    table = RichTable(
+        "worker", "pid", "state", "servers", "heartbeat age", "restarts", "connections", "rss"
+    )
     for w in data["workers"]:
         age = "-" if w["heartbeat_age_s"] is None else f"{w['heartbeat_age_s']:.2f} s"
         rss = "-" if w["rss_bytes"] is None else f"{w['rss_bytes'] / 2**20:.0f} MiB"
         table.add_row(
-            str(w["worker"]), str(w["pid"]), w["state"], f"{w['servers_up']}/{w['servers']}",
-            age, str(w["restarts"]), str(w["connections"]), rss,
+            str(w["worker"]),
+            str(w["pid"]),
+            w["state"],
+            f"{w['servers_up']}/{w['servers']}",
+            age,
+            str(w["restarts"]),
+            str(w["connections"]),
+            rss,
         )
     out.print(table)
 

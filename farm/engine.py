@@ -314,6 +314,7 @@ class Device:
     def answer(self, unit: int, pdu: bytes) -> bytes:
         self.requests += 1
         bank = self.banks.get(unit)
+        response: bytes | None
         if bank is None:
             response = exception_pdu(pdu[0], GATEWAY_NO_RESPONSE)
         else:

@@ -1,11 +1,11 @@
 """Errors a user can meet, each turned into one line and a non-zero exit by the CLI.
 
-    FarmError                  base: `str(error)` is the line the user sees
-    ├── ConfigError            a bad option or config file (exit 2)
-    ├── PortBusyError          addresses already in use at start (exit 1)
-    ├── ResourceLimitError     too many servers for this machine's limits (exit 1)
-    ├── BootError              a worker could not boot, repeatedly (exit 1)
-    └── FarmUnreachable        the CLI could not reach a farm's control API (exit 1)
+FarmError                  base: `str(error)` is the line the user sees
+├── ConfigError            a bad option or config file (exit 2)
+├── PortBusyError          addresses already in use at start (exit 1)
+├── ResourceLimitError     too many servers for this machine's limits (exit 1)
+├── BootError              a worker could not boot, repeatedly (exit 1)
+└── FarmUnreachable        the CLI could not reach a farm's control API (exit 1)
 """
 
 from __future__ import annotations

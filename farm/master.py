@@ -12,7 +12,7 @@ import asyncio
 import signal
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from aiohttp import web
 
@@ -28,7 +28,7 @@ class MasterOptions:
     api_host: str = "127.0.0.1"
     api_port: int = 9502
     api_token: str | None = None
-    supervisor: SupervisorOptions = SupervisorOptions()
+    supervisor: SupervisorOptions = field(default_factory=SupervisorOptions)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -107,7 +107,9 @@ async def serve(
             loop.remove_signal_handler(signum)
 
 
-def _summary(plan: Plan, supervisor: Supervisor, options: MasterOptions, seconds: float) -> ReadySummary:
+def _summary(
+    plan: Plan, supervisor: Supervisor, options: MasterOptions, seconds: float
+) -> ReadySummary:
     base = f"http://{options.api_host}:{options.api_port}"
     failed = tuple(
         f"{failure.server} ({failure.address}): {failure.reason}"

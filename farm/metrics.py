@@ -26,7 +26,9 @@ class FarmCollector(Collector):
 
     def collect(self) -> Iterator[InfoMetricFamily | GaugeMetricFamily | CounterMetricFamily]:
         sup = self.supervisor
-        yield InfoMetricFamily(PREFIX + "build", "modbus-farm build", value={"version": __version__})
+        yield InfoMetricFamily(
+            PREFIX + "build", "modbus-farm build", value={"version": __version__}
+        )
         desired = GaugeMetricFamily(PREFIX + "servers_desired", "Servers the farm should run")
         desired.add_metric([], sup.plan.servers_total)
         yield desired
@@ -40,12 +42,16 @@ class FarmCollector(Collector):
         labels = ["worker"]
         up = GaugeMetricFamily(PREFIX + "worker_up", "1 if the worker is ready", labels=labels)
         age = GaugeMetricFamily(
-            PREFIX + "worker_heartbeat_age_seconds", "Seconds since the last heartbeat", labels=labels
+            PREFIX + "worker_heartbeat_age_seconds",
+            "Seconds since the last heartbeat",
+            labels=labels,
         )
         restarts = CounterMetricFamily(PREFIX + "worker_restarts", "Worker restarts", labels=labels)
         lag = GaugeMetricFamily(PREFIX + "worker_loop_lag_seconds", "Event-loop lag", labels=labels)
         cpu = CounterMetricFamily(PREFIX + "worker_cpu_seconds", "Worker CPU time", labels=labels)
-        rss = GaugeMetricFamily(PREFIX + "worker_resident_memory_bytes", "Worker RSS", labels=labels)
+        rss = GaugeMetricFamily(
+            PREFIX + "worker_resident_memory_bytes", "Worker RSS", labels=labels
+        )
         hosted = GaugeMetricFamily(PREFIX + "worker_servers", "Servers hosted", labels=labels)
         for slot in self.supervisor.slots:
             key = [str(slot.shard.worker)]

@@ -94,7 +94,9 @@ def default_servers(count: int, host: str, port_base: int, template: str) -> lis
         )
     width = max(4, len(str(count - 1)))
     return [
-        ServerRequest(name=f"device-{i:0{width}d}", host=host, port=port_base + i, template=template)
+        ServerRequest(
+            name=f"device-{i:0{width}d}", host=host, port=port_base + i, template=template
+        )
         for i in range(count)
     ]
 

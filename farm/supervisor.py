@@ -125,7 +125,11 @@ class Supervisor:
             await asyncio.wait(waits, timeout=self.options.stop_grace_s)
         for slot in live:
             if not slot.exited.is_set() and slot.pid is not None:
-                log.warning("worker %d (pid %d) did not stop in time; killing it", slot.shard.worker, slot.pid)
+                log.warning(
+                    "worker %d (pid %d) did not stop in time; killing it",
+                    slot.shard.worker,
+                    slot.pid,
+                )
                 with contextlib.suppress(ProcessLookupError):
                     os.kill(slot.pid, signal.SIGKILL)
         for slot in live:
@@ -170,10 +174,8 @@ class Supervisor:
             heartbeat_interval_s=self.options.heartbeat_interval_s,
             started_at=self.started_at,
         )
-        try:
+        with contextlib.suppress(OSError):  # it died already; _on_exit has it
             await asyncio.to_thread(protocol.send, ours, assign)
-        except OSError:
-            pass  # it died already; _on_exit has it
         log.debug("worker %d spawned as pid %s", slot.shard.worker, process.pid)
 
     def _forget_process(self, slot: Slot) -> None:
@@ -262,7 +264,9 @@ class Supervisor:
             self._progress()
         elif isinstance(message, ServerFailed):
             slot.failed[message.server] = message
-            log.warning("server %s (%s) failed: %s", message.server, message.address, message.reason)
+            log.warning(
+                "server %s (%s) failed: %s", message.server, message.address, message.reason
+            )
         elif isinstance(message, Reply):
             future = self._replies.pop(message.request_id, None)
             if future is not None and not future.done():
@@ -287,11 +291,16 @@ class Supervisor:
                     continue
                 if slot.state == "starting" and now - slot.spawned_at > self.options.boot_timeout_s:
                     reason = f"not ready after {self.options.boot_timeout_s:.0f} s"
-                elif slot.state == "ready" and now - slot.last_heartbeat > self.options.heartbeat_timeout_s:
+                elif (
+                    slot.state == "ready"
+                    and now - slot.last_heartbeat > self.options.heartbeat_timeout_s
+                ):
                     reason = f"no heartbeat for {now - slot.last_heartbeat:.1f} s"
                 else:
                     continue
-                log.warning("worker %d (pid %d): %s; replacing it", slot.shard.worker, slot.pid, reason)
+                log.warning(
+                    "worker %d (pid %d): %s; replacing it", slot.shard.worker, slot.pid, reason
+                )
                 with contextlib.suppress(ProcessLookupError):
                     os.kill(slot.pid, signal.SIGKILL)
 
@@ -315,4 +324,6 @@ class Supervisor:
             return await asyncio.wait_for(future, timeout=5.0)
         except TimeoutError:
             self._replies.pop(request_id, None)
-            return Reply(request_id=request_id, ok=False, error=f"worker {worker_index} did not answer")
+            return Reply(
+                request_id=request_id, ok=False, error=f"worker {worker_index} did not answer"
+            )

@@ -8,12 +8,12 @@ is frozen and picklable, because templates travel to workers inside `Assign`.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from enum import Enum
+from enum import StrEnum
 
 from farm import __version__
 
 
-class Table(str, Enum):
+class Table(StrEnum):
     """The four Modbus data tables."""
 
     COILS = "coils"

@@ -21,6 +21,7 @@ import signal
 import socket
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -43,7 +44,7 @@ _PAGE = os.sysconf("SC_PAGE_SIZE")
 def run(conn: Any, sockets: tuple[tuple[int, socket.socket], ...]) -> None:
     """Process entry point (spawned by the supervisor)."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
     if not conn.poll(ASSIGN_TIMEOUT_S):
         sys.exit(EXIT_BOOT_FAILED)
@@ -105,12 +106,13 @@ class Worker:
             device = Device(spec.name, banks, template.identity)
             try:
                 sock = self.sockets.pop(spec.index)
-                server = await loop.create_server(
-                    lambda device=device: ModbusConnection(device, self.connections), sock=sock
-                )
+                server = await loop.create_server(self._protocol_factory(device), sock=sock)
             except (OSError, KeyError) as exc:
                 failure = ServerFailed(
-                    worker=self.assign.worker, server=spec.name, address=spec.address, reason=str(exc)
+                    worker=self.assign.worker,
+                    server=spec.name,
+                    address=spec.address,
+                    reason=str(exc),
                 )
                 self._send(failure)
                 failed.append(failure)
@@ -121,6 +123,9 @@ class Worker:
             if number % BATCH == BATCH - 1:
                 await asyncio.sleep(0)
         return tuple(failed)
+
+    def _protocol_factory(self, device: Device) -> Callable[[], ModbusConnection]:
+        return lambda: ModbusConnection(device, self.connections)
 
     async def _tick(self, ticker: Ticker) -> None:
         intervals = [t.tick_interval_s for t in self.assign.templates.values()]

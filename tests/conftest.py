@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 from collections.abc import Iterator
@@ -21,10 +22,8 @@ def no_leftover_processes() -> Iterator[None]:
     except AssertionError:
         left = descendants(os.getpid()) - before
         for pid in left:
-            try:
+            with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
         pytest.fail(f"test left processes behind: {sorted(left)}")
 
 

@@ -6,6 +6,7 @@ and (in the tests) real Modbus masters on 127.0.0.1.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import random
@@ -24,7 +25,9 @@ T = TypeVar("T")
 HOST = "127.0.0.1"
 
 
-def wait_for(predicate: Callable[[], T], timeout: float, what: str, interval: float = 0.05) -> T:
+def wait_for(
+    predicate: Callable[[], T | None], timeout: float, what: str, interval: float = 0.05
+) -> T:
     """Poll `predicate` until it returns something truthy; fail after `timeout` seconds."""
     deadline = time.monotonic() + timeout
     last_error: BaseException | None = None
@@ -36,7 +39,9 @@ def wait_for(predicate: Callable[[], T], timeout: float, what: str, interval: fl
         except Exception as exc:
             last_error = exc
         time.sleep(interval)
-    raise AssertionError(f"timed out after {timeout} s waiting for {what} (last error: {last_error!r})")
+    raise AssertionError(
+        f"timed out after {timeout} s waiting for {what} (last error: {last_error!r})"
+    )
 
 
 def port_free(port: int, host: str = HOST) -> bool:
@@ -118,7 +123,9 @@ class FarmProcess:
 
     def api(self, path: str, method: str = "GET") -> Any:
         request = urllib.request.Request(
-            f"http://{HOST}:{self.api_port}{path}", method=method, data=b"" if method == "POST" else None
+            f"http://{HOST}:{self.api_port}{path}",
+            method=method,
+            data=b"" if method == "POST" else None,
         )
         with urllib.request.urlopen(request, timeout=5) as response:
             return json.load(response)
@@ -157,10 +164,8 @@ class FarmProcess:
         if self.process is None:
             return
         for pid in descendants(self.process.pid):
-            try:
+            with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
         if self.process.poll() is None:
             self.process.kill()
         self.process.communicate(timeout=10)

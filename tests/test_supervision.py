@@ -19,7 +19,9 @@ from tests.farmproc import HOST, FarmProcess, port_free, wait_for
 pytestmark = pytest.mark.timeout(180)
 
 
-def read_once(port: int, address: int = 0, count: int = 1, timeout: float = 1.0) -> list[int] | None:
+def read_once(
+    port: int, address: int = 0, count: int = 1, timeout: float = 1.0
+) -> list[int] | None:
     client = ModbusTcpClient(HOST, port=port, timeout=timeout, retries=0)
     try:
         if not client.connect():
@@ -56,7 +58,11 @@ class Poller(threading.Thread):
         client.connect()
         deadline = time.monotonic() + self.limit_s
         try:
-            while not self.done.is_set() and time.monotonic() < deadline and self.ok < self.max_requests:
+            while (
+                not self.done.is_set()
+                and time.monotonic() < deadline
+                and self.ok < self.max_requests
+            ):
                 try:
                     response = client.read_holding_registers(0, count=1)
                     if response.isError():
@@ -117,7 +123,9 @@ def test_stuck_worker_is_replaced(farm4: FarmProcess) -> None:
             10,
             "the stopped worker to be replaced",
         )
-        wait_for(lambda: not os.path.exists(f"/proc/{victim}") or _zombie(victim), 5, "old pid gone")
+        wait_for(
+            lambda: not os.path.exists(f"/proc/{victim}") or _zombie(victim), 5, "old pid gone"
+        )
     finally:
         code, _, stderr = farm.stop()
     assert code == 0, stderr
@@ -144,7 +152,7 @@ def test_graceful_stop_releases_everything(signum: int) -> None:
     sent = time.monotonic()
     farm.process.wait(timeout=10)
     took = time.monotonic() - sent
-    code, stdout, stderr = farm.stop(timeout=10)
+    code, _, stderr = farm.stop(timeout=10)
     client.close()
     assert code == 0, stderr
     assert took < 5, f"stop took {took:.1f} s"
@@ -195,7 +203,10 @@ def test_cli_status_and_down() -> None:
         farm.wait_ready()
         api = ["--api-port", str(farm.api_port)]
         status = subprocess.run(
-            [sys.executable, "-m", "farm", "status", *api], capture_output=True, text=True, timeout=30
+            [sys.executable, "-m", "farm", "status", *api],
+            capture_output=True,
+            text=True,
+            timeout=30,
         )
         assert status.returncode == 0, status.stderr
         assert "servers ready 4 / 4" in status.stdout and "ready" in status.stdout
