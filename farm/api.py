@@ -8,11 +8,15 @@ was started with a token.
     GET  /api/v1/status     farm totals and one entry per worker
     GET  /api/v1/servers    every server: name, address, worker, up
     POST /api/v1/shutdown   stop the farm gracefully
-    GET  /metrics           Prometheus text format
+    GET  /metrics           Prometheus text format (also alone on `--metrics-port`)
+
+`GET /api/v1/status` also lists `metrics_urls`, where the farm serves /metrics (the separate
+metrics listener first): `farm prometheus-config` builds its scrape config from them.
 """
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -21,7 +25,7 @@ from aiohttp import web
 from aiohttp.typedefs import Middleware
 
 from farm import __version__
-from farm.metrics import render_metrics
+from farm.metrics import CONTENT_TYPE, FarmMetrics
 from farm.supervisor import Supervisor
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -99,13 +103,34 @@ def _json_errors(token: str | None) -> Middleware:
     return middleware
 
 
+def metrics_handler(supervisor: Supervisor) -> Handler:
+    metrics = FarmMetrics(supervisor)
+
+    async def get_metrics(request: web.Request) -> web.Response:
+        # Off the loop: a big farm's scrape takes a while, and heartbeats must keep flowing.
+        body = await asyncio.to_thread(metrics.render)
+        return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE})
+
+    return get_metrics
+
+
+def build_metrics_app(supervisor: Supervisor) -> web.Application:
+    """The separate metrics listener (`--metrics-port`): /metrics and nothing else."""
+    app = web.Application(middlewares=[_json_errors(None)])
+    app.router.add_get("/metrics", metrics_handler(supervisor))
+    return app
+
+
 def build_app(
-    supervisor: Supervisor, request_stop: Callable[[], None], token: str | None
+    supervisor: Supervisor,
+    request_stop: Callable[[], None],
+    token: str | None,
+    metrics_urls: tuple[str, ...] = (),
 ) -> web.Application:
     app = web.Application(middlewares=[_json_errors(token)])
 
     async def get_status(request: web.Request) -> web.Response:
-        return web.json_response(status(supervisor))
+        return web.json_response({**status(supervisor), "metrics_urls": list(metrics_urls)})
 
     async def get_servers(request: web.Request) -> web.Response:
         return web.json_response({"servers": servers(supervisor)})
@@ -114,14 +139,8 @@ def build_app(
         request_stop()
         return web.json_response({"stopping": True})
 
-    async def get_metrics(request: web.Request) -> web.Response:
-        body = render_metrics(supervisor)
-        return web.Response(
-            body=body, headers={"Content-Type": "text/plain; version=0.0.4; charset=utf-8"}
-        )
-
     app.router.add_get("/api/v1/status", get_status)
     app.router.add_get("/api/v1/servers", get_servers)
     app.router.add_post("/api/v1/shutdown", post_shutdown)
-    app.router.add_get("/metrics", get_metrics)
+    app.router.add_get("/metrics", metrics_handler(supervisor))
     return app

@@ -63,6 +63,10 @@ class UnitBank:
     discrete_inputs: memoryview
     holding_registers: memoryview
     input_registers: memoryview
+    # 1 marks an address clients may not write (a read-only point); None: all writable.
+    # Shared by every server of a template.
+    read_only_coils: bytes | None = None
+    read_only_holding: bytes | None = None
 
     def view(self, table: Table) -> memoryview:
         view: memoryview = getattr(self, table.value)
@@ -87,9 +91,40 @@ class UnitBank:
     def in_range(self, table: Table, address: int, count: int) -> bool:
         return address >= 0 and count >= 0 and address + count <= self.size(table)
 
+    def writable(self, table: Table, address: int, count: int) -> bool:
+        """False when the range holds a read-only point (clients then get exception 02)."""
+        mask = self.read_only_coils if table is Table.COILS else self.read_only_holding
+        return mask is None or mask.find(1, address, address + count) == -1
+
+
+ReadOnlyMasks = dict[int, tuple[bytes | None, bytes | None]]
+
+
+def read_only_masks(template: DeviceTemplate) -> ReadOnlyMasks:
+    """Per unit: (coils mask, holding mask) marking read-only points; computed per template."""
+    masks: ReadOnlyMasks = {}
+    for unit in template.units:
+        coils = bytearray(unit.coils)
+        holding = bytearray(unit.holding_registers)
+        for point in template.points:
+            if point.unit_id != unit.unit_id or point.writable:
+                continue
+            if point.table is Table.COILS:
+                coils[point.address : point.address + point.width] = b"\1" * point.width
+            elif point.table is Table.HOLDING_REGISTERS:
+                holding[point.address : point.address + point.width] = b"\1" * point.width
+        masks[unit.unit_id] = (
+            bytes(coils) if any(coils) else None,
+            bytes(holding) if any(holding) else None,
+        )
+    return masks
+
 
 def server_banks(
-    buf: memoryview, spec: ServerSpec, template: DeviceTemplate
+    buf: memoryview,
+    spec: ServerSpec,
+    template: DeviceTemplate,
+    masks: ReadOnlyMasks | None = None,
 ) -> dict[int, UnitBank]:
     """The banks of one server, as views on its shard's segment."""
     banks: dict[int, UnitBank] = {}
@@ -101,6 +136,12 @@ def server_banks(
             size = table_bytes(unit, table)
             views[table.value] = buf[start : start + size]
             start += size
-        banks[unit.unit_id] = UnitBank(unit_id=unit.unit_id, **views)
+        coils_mask, holding_mask = (masks or {}).get(unit.unit_id, (None, None))
+        banks[unit.unit_id] = UnitBank(
+            unit_id=unit.unit_id,
+            read_only_coils=coils_mask,
+            read_only_holding=holding_mask,
+            **views,
+        )
         offset += unit_bytes(unit)
     return banks

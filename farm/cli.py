@@ -1,8 +1,11 @@
 """The `farm` command: the last stop of the data flow, and a client of the control API.
 
     farm up [--count N] [--workers W] [--host H] [--port-base P] [--api-port A]
+            [--metrics-port M]
     farm status [--api-port A] [--json]
     farm down [--api-port A]
+    farm bench [--api-port A | --target HOST:PORT-PORT] ...   (farm.bench)
+    farm prometheus-config [--api-port A | --farm HOST:PORT ...]   (farm.prometheus_config)
 
 Every error a user can meet is one line on stderr and a non-zero exit (FarmError.exit_code).
 """
@@ -12,7 +15,6 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import os
 import sys
 import time
 import urllib.error
@@ -27,10 +29,11 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table as RichTable
 
 from farm import __version__
+from farm.bench import bench
+from farm.dryrun import make_plan, plan_command, validate
 from farm.errors import FarmError, FarmUnreachable
 from farm.master import MasterOptions, ReadySummary, serve
-from farm.plan import build_plan, default_servers
-from farm.template import default_template
+from farm.prometheus_config import prometheus_config
 
 out = Console()
 err = Console(stderr=True)
@@ -64,31 +67,47 @@ token_option = click.option(
 
 
 @main.command()
-@click.option("--count", default=100, show_default=True, help="How many devices to serve.")
+@click.argument("file", type=click.Path(dir_okay=False), required=False)
+@click.option(
+    "--count", type=int, default=None, help="Devices to serve [default: 100; with FILE: scale to]."
+)
 @click.option("--workers", type=int, default=None, help="Worker processes [default: CPUs].")
-@click.option("--host", default="127.0.0.1", show_default=True, help="Address devices listen on.")
-@click.option("--port-base", default=5020, show_default=True, help="Port of the first device.")
+@click.option("--host", default=None, help="Address devices listen on [default: 127.0.0.1].")
+@click.option(
+    "--port-base", type=int, default=None, help="Port of the first device [default: 5020]."
+)
 @api_port_option
 @api_host_option
 @token_option
+@click.option("--metrics-port", type=int, default=None, help="Also serve /metrics on this port.")
+@click.option(
+    "--metrics-host", default=None, help="Address for --metrics-port [default: api host]."
+)
 @click.option("--log-level", default="info", show_default=True, help="debug, info, warning.")
 def up(
-    count: int,
+    file: str | None,
+    count: int | None,
     workers: int | None,
-    host: str,
-    port_base: int,
+    host: str | None,
+    port_base: int | None,
     api_port: int,
     api_host: str,
     api_token: str | None,
+    metrics_port: int | None,
+    metrics_host: str | None,
     log_level: str,
 ) -> None:
-    """Start the farm and run it in the foreground until Ctrl-C or SIGTERM."""
+    """Start the farm (from FILE, or COUNT default devices) until Ctrl-C or SIGTERM."""
     _setup_logging(log_level)
     try:
-        template = default_template()
-        requests = default_servers(count, host, port_base, template.name)
-        plan = build_plan(requests, {template.name: template}, workers or os.cpu_count() or 1)
-        options = MasterOptions(api_host=api_host, api_port=api_port, api_token=api_token)
+        plan = make_plan(file, count, host, port_base, workers)
+        options = MasterOptions(
+            api_host=api_host,
+            api_port=api_port,
+            api_token=api_token,
+            metrics_host=metrics_host,
+            metrics_port=metrics_port,
+        )
         _run_up(plan.servers_total, lambda progress, ready: serve(plan, options, progress, ready))
     except FarmError as error:
         _fail(error)
@@ -212,3 +231,9 @@ def down(api_port: int, api_host: str, api_token: str | None, timeout: float) ->
         raise FarmError(f"the farm was asked to stop but still answers after {timeout:.0f} s")
     except FarmError as error:
         _fail(error)
+
+
+main.add_command(validate)
+main.add_command(plan_command)
+main.add_command(bench)
+main.add_command(prometheus_config)

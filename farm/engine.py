@@ -26,7 +26,9 @@ from __future__ import annotations
 import asyncio
 import logging
 import struct
+from bisect import bisect_left
 from collections.abc import Callable, Sequence
+from time import perf_counter_ns
 from typing import Any, cast
 
 from pymodbus.constants import DeviceInformation, ExcCodes
@@ -36,6 +38,20 @@ from pymodbus.pdu.device import DeviceInformationFactory, ModbusDeviceIdentifica
 from pymodbus.pdu.mei_message import ReadDeviceInformationRequest, ReadDeviceInformationResponse
 
 from farm.banks import UnitBank
+from farm.stats import (
+    BYTES_RECEIVED,
+    BYTES_SENT,
+    CONNECTIONS_ACCEPTED,
+    CONNECTIONS_OPEN,
+    DURATION,
+    DURATION_BOUNDS_NS,
+    DURATION_SUM_NS,
+    EXCEPTION_SLOT,
+    FIRST_BOUND_NS,
+    MALFORMED_FRAMES,
+    REQUEST_SLOT,
+    local_counters,
+)
 from farm.template import Identity, Table
 
 # A frame that a client got wrong is the client's problem, counted in metrics; pymodbus
@@ -92,6 +108,8 @@ class UnitContext:
     ) -> ExcCodes | None:
         table = FC_TABLE[func_code]
         if not self.bank.in_range(table, address, len(values)):
+            return ExcCodes.ILLEGAL_ADDRESS
+        if not self.bank.writable(table, address, len(values)):
             return ExcCodes.ILLEGAL_ADDRESS
         if table.is_bits:
             self.bank.write_bits(table, address, [bool(v) for v in values])
@@ -208,7 +226,7 @@ def _write_coil(bank: UnitBank, pdu: bytes, view: memoryview) -> bytes:
     address, value = _ADDRESS_COUNT.unpack_from(pdu, 1)
     if value not in (0x0000, 0xFF00):
         return exception_pdu(5, ILLEGAL_VALUE)
-    if address >= len(view):
+    if address >= len(view) or not bank.writable(Table.COILS, address, 1):
         return exception_pdu(5, ILLEGAL_ADDRESS)
     view[address] = 1 if value else 0
     return pdu[:5]
@@ -218,7 +236,7 @@ def _write_register(bank: UnitBank, pdu: bytes, view: memoryview) -> bytes:
     if len(pdu) < 5:
         return exception_pdu(6, ILLEGAL_VALUE)
     address = (pdu[1] << 8) | pdu[2]
-    if 2 * address >= len(view):
+    if 2 * address >= len(view) or not bank.writable(Table.HOLDING_REGISTERS, address, 1):
         return exception_pdu(6, ILLEGAL_ADDRESS)
     view[2 * address : 2 * address + 2] = pdu[3:5]
     return pdu[:5]
@@ -231,7 +249,7 @@ def _write_coils(bank: UnitBank, pdu: bytes, view: memoryview) -> bytes:
     byte_count = pdu[5]
     if not 1 <= count <= 0x07B0 or byte_count != (count + 7) // 8 or len(pdu) - 6 != byte_count:
         return exception_pdu(15, ILLEGAL_VALUE)
-    if address + count > len(view):
+    if address + count > len(view) or not bank.writable(Table.COILS, address, count):
         return exception_pdu(15, ILLEGAL_ADDRESS)
     packed = int.from_bytes(pdu[6:], "little")
     view[address : address + count] = bytes((packed >> i) & 1 for i in range(count))
@@ -245,7 +263,9 @@ def _write_registers(bank: UnitBank, pdu: bytes, view: memoryview) -> bytes:
     byte_count = pdu[5]
     if not 1 <= count <= 123 or byte_count != 2 * count or len(pdu) - 6 != byte_count:
         return exception_pdu(16, ILLEGAL_VALUE)
-    if 2 * (address + count) > len(view):
+    if 2 * (address + count) > len(view) or not bank.writable(
+        Table.HOLDING_REGISTERS, address, count
+    ):
         return exception_pdu(16, ILLEGAL_ADDRESS)
     view[2 * address : 2 * (address + count)] = pdu[6:]
     return pdu[:5]
@@ -274,36 +294,24 @@ def fast_answer(bank: UnitBank, pdu: bytes) -> bytes | None:
 
 
 class Device:
-    """One simulated server: its banks, its identity, and what it has counted."""
+    """One simulated server: its banks, its identity, and its counters (farm.stats layout)."""
 
-    __slots__ = (
-        "_identity",
-        "banks",
-        "bytes_in",
-        "bytes_out",
-        "connections",
-        "connections_accepted",
-        "exceptions",
-        "identity_template",
-        "malformed",
-        "name",
-        "requests",
-    )
+    __slots__ = ("_identity", "banks", "counters", "identity_template", "name")
 
-    def __init__(self, name: str, banks: dict[int, UnitBank], identity: Identity) -> None:
+    def __init__(
+        self,
+        name: str,
+        banks: dict[int, UnitBank],
+        identity: Identity,
+        counters: memoryview | None = None,
+    ) -> None:
         self.name = name
         self.banks = dict(banks)
         if BROADCAST_TCP_UNIT not in self.banks and banks:
             self.banks[BROADCAST_TCP_UNIT] = next(iter(banks.values()))
         self.identity_template = identity
         self._identity: _IdentityBlock | None = None
-        self.requests = 0
-        self.exceptions = 0
-        self.malformed = 0
-        self.bytes_in = 0
-        self.bytes_out = 0
-        self.connections = 0
-        self.connections_accepted = 0
+        self.counters = local_counters() if counters is None else counters
 
     def identity(self) -> _IdentityBlock:
         # Built on first use: most devices are never asked, and it costs ~1 KiB each.
@@ -312,7 +320,8 @@ class Device:
         return self._identity
 
     def answer(self, unit: int, pdu: bytes) -> bytes:
-        self.requests += 1
+        counters = self.counters
+        counters[REQUEST_SLOT[pdu[0]]] += 1
         bank = self.banks.get(unit)
         response: bytes | None
         if bank is None:
@@ -323,7 +332,7 @@ class Device:
                 identity = self.identity() if pdu[0] == 43 else None
                 response = reference_answer(bank, pdu, identity)
         if response[0] & 0x80:
-            self.exceptions += 1
+            counters[EXCEPTION_SLOT[response[1]]] += 1
         return response
 
 
@@ -340,12 +349,16 @@ class ModbusConnection(asyncio.Protocol):
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = cast(asyncio.Transport, transport)
-        self.device.connections += 1
-        self.device.connections_accepted += 1
+        counters = self.device.counters
+        counters[CONNECTIONS_OPEN] += 1
+        counters[CONNECTIONS_ACCEPTED] += 1
         self.open_connections.add(self)
 
     def connection_lost(self, exc: Exception | None) -> None:
-        self.device.connections -= 1
+        counters = self.device.counters
+        # Zero only if the gauge was reset under this connection (a uint64 cannot go below).
+        if counters[CONNECTIONS_OPEN]:
+            counters[CONNECTIONS_OPEN] -= 1
         self.transport = None
         self.open_connections.discard(self)
 
@@ -354,8 +367,10 @@ class ModbusConnection(asyncio.Protocol):
             self.transport.close()
 
     def data_received(self, data: bytes) -> None:
+        arrived = perf_counter_ns()
         device = self.device
-        device.bytes_in += len(data)
+        counters = device.counters
+        counters[BYTES_RECEIVED] += len(data)
         buffer = self.buffer
         buffer += data
         replies: list[bytes] = []
@@ -376,10 +391,16 @@ class ModbusConnection(asyncio.Protocol):
         del buffer[:position]
         if replies and self.transport is not None:
             out = b"".join(replies)
-            device.bytes_out += len(out)
             self.transport.write(out)
+            counters[BYTES_SENT] += len(out)
+            took = perf_counter_ns() - arrived
+            answered = len(replies)
+            # Nearly every answer beats the first bound; skip the search for those.
+            bucket = 0 if took <= FIRST_BOUND_NS else bisect_left(DURATION_BOUNDS_NS, took)
+            counters[DURATION + bucket] += answered
+            counters[DURATION_SUM_NS] += answered * took
         if malformed:
-            device.malformed += 1
+            counters[MALFORMED_FRAMES] += 1
             buffer.clear()
             if self.transport is not None:
                 self.transport.close()

@@ -9,6 +9,7 @@ kernel's backlog instead of being refused. Workers inherit the sockets at spawn.
 from __future__ import annotations
 
 import errno
+import ipaddress
 import resource
 import socket
 from collections.abc import Iterable
@@ -32,18 +33,45 @@ def raise_file_limit(needed: int) -> None:
         resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
 
 
-def describe(addresses: Iterable[tuple[str, int]]) -> str:
-    """'127.0.0.1:5020-5022, 127.0.0.2:502' from a list of (host, port)."""
-    runs: list[tuple[str, int, int]] = []
-    for host, port in sorted(addresses):
-        if runs and runs[-1][0] == host and runs[-1][2] == port - 1:
-            runs[-1] = (host, runs[-1][1], port)
+def describe(addresses: Iterable[tuple[str, int]], most: int = 4) -> str:
+    """Addresses as runs: '127.0.0.1:5020-5022, 127.10.0.1-127.10.0.9:502'.
+
+    Consecutive ports on one host make a run, and so do consecutive hosts on one port;
+    past `most` runs the rest is counted, not listed.
+    """
+
+    def key(address: tuple[str, int]) -> tuple[int, int, str]:
+        host, port = address
+        try:
+            return int(ipaddress.ip_address(host)), port, host
+        except ValueError:
+            return -1, port, host
+
+    runs: list[list[tuple[str, int]]] = []
+    for host, port in sorted(set(addresses), key=key):
+        if runs:
+            (first_host, first_port), (last_host, last_port) = runs[-1][0], runs[-1][-1]
+            next_port = last_host == host and last_port == port - 1 and first_host == host
+            next_host = (
+                last_port == port == first_port
+                and key((host, port))[0] == key((last_host, port))[0] + 1
+            )
+            if next_port or next_host:
+                runs[-1].append((host, port))
+                continue
+        runs.append([(host, port)])
+    texts = []
+    for run in runs[:most]:
+        (first_host, first_port), (last_host, last_port) = run[0], run[-1]
+        if len(run) == 1:
+            texts.append(f"{first_host}:{first_port}")
+        elif first_host == last_host:
+            texts.append(f"{first_host}:{first_port}-{last_port}")
         else:
-            runs.append((host, port, port))
-    return ", ".join(
-        f"{host}:{first}" if first == last else f"{host}:{first}-{last}"
-        for host, first, last in runs
-    )
+            texts.append(f"{first_host}-{last_host}:{first_port}")
+    if len(runs) > most:
+        texts.append(f"and {sum(len(r) for r in runs[most:])} more")
+    return ", ".join(texts)
 
 
 def _bind(spec: ServerSpec) -> socket.socket:
@@ -82,8 +110,8 @@ def bind_all(specs: list[ServerSpec]) -> dict[int, socket.socket]:
         if busy:
             raise PortBusyError(
                 f"address already in use: {describe(busy)} "
-                f"({len(busy)} of {len(specs)} servers); stop what holds them or pick "
-                "another --port-base"
+                f"({len(busy)} of {len(specs)} servers); stop what holds them, or move the "
+                "servers (--port-base, or the fleets' addressing in a config file)"
             )
         raise ConfigError("cannot listen on " + "; ".join(other))
     return bound

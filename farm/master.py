@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 
 from aiohttp import web
 
-from farm.api import build_app
+from farm.api import build_app, build_metrics_app
 from farm.errors import PortBusyError
 from farm.listeners import bind_all, describe
 from farm.plan import Plan
@@ -28,6 +28,8 @@ class MasterOptions:
     api_host: str = "127.0.0.1"
     api_port: int = 9502
     api_token: str | None = None
+    metrics_host: str | None = None  # None: the API's host
+    metrics_port: int | None = None  # a separate /metrics listener; None: none
     supervisor: SupervisorOptions = field(default_factory=SupervisorOptions)
 
 
@@ -44,7 +46,9 @@ class ReadySummary:
     failed: tuple[str, ...]
 
 
-async def _start_api(app: web.Application, host: str, port: int) -> web.AppRunner:
+async def _start_api(
+    app: web.Application, host: str, port: int, option: str = "--api-port"
+) -> web.AppRunner:
     runner = web.AppRunner(app, access_log=None, handle_signals=False)
     await runner.setup()
     site = web.TCPSite(runner, host, port, reuse_address=True)
@@ -54,7 +58,7 @@ async def _start_api(app: web.Application, host: str, port: int) -> web.AppRunne
         await runner.cleanup()
         raise PortBusyError(
             f"control API cannot listen on {host}:{port}: {exc.strerror or exc}; "
-            "pick another --api-port"
+            f"pick another {option}"
         ) from exc
     return runner
 
@@ -79,11 +83,18 @@ async def serve(
     supervisor.on_progress = on_progress
     supervisor.on_fatal = stop_requested.set
     runner: web.AppRunner | None = None
+    metrics_runner: web.AppRunner | None = None
     for signum in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(signum, stop_requested.set)
     try:
-        app = build_app(supervisor, stop_requested.set, options.api_token)
+        app = build_app(supervisor, stop_requested.set, options.api_token, _metrics_urls(options))
         runner = await _start_api(app, options.api_host, options.api_port)
+        if options.metrics_port is not None:
+            metrics_app = build_metrics_app(supervisor)
+            metrics_host = options.metrics_host or options.api_host
+            metrics_runner = await _start_api(
+                metrics_app, metrics_host, options.metrics_port, "--metrics-port"
+            )
         starting = asyncio.create_task(supervisor.start())
         stopping = asyncio.create_task(stop_requested.wait())
         await asyncio.wait({starting, stopping}, return_when=asyncio.FIRST_COMPLETED)
@@ -103,8 +114,23 @@ async def serve(
         await supervisor.stop()
         if runner is not None:
             await runner.cleanup()
+        if metrics_runner is not None:
+            await metrics_runner.cleanup()
         for signum in (signal.SIGINT, signal.SIGTERM):
             loop.remove_signal_handler(signum)
+
+
+def _metrics_urls(options: MasterOptions) -> tuple[str, ...]:
+    """Where /metrics is served, the separate listener first."""
+    urls = [f"http://{_url_host(options.api_host)}:{options.api_port}/metrics"]
+    if options.metrics_port is not None:
+        host = _url_host(options.metrics_host or options.api_host)
+        urls.insert(0, f"http://{host}:{options.metrics_port}/metrics")
+    return tuple(urls)
+
+
+def _url_host(host: str) -> str:
+    return f"[{host}]" if ":" in host else host
 
 
 def _summary(
@@ -123,7 +149,7 @@ def _summary(
         workers=len(supervisor.slots),
         pids=tuple(slot.pid for slot in supervisor.slots if slot.pid is not None),
         api_url=f"{base}/api/v1/status",
-        metrics_url=f"{base}/metrics",
+        metrics_url=_metrics_urls(options)[0],
         seconds=seconds,
         failed=failed,
     )

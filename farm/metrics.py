@@ -1,73 +1,248 @@
-"""Prometheus metrics, rendered by the master from what the workers reported.
+"""Prometheus metrics: the master renders the text format from what the workers counted.
 
-Sits between the workers and the API (... banks -> metrics -> api). Workers never touch
-prometheus_client on the hot path: they count in plain integers and report in heartbeats;
-a custom collector builds metric families from the supervisor's view at scrape time.
+Sits between the workers and the API (... banks, stats -> metrics -> api). Per-server
+series come from the shards' shared-memory counters (farm.stats); per-worker series from
+the supervisor's slots and the workers' heartbeats. Nothing here runs on a request's path.
+
+The text is rendered by hand rather than through prometheus_client's registry: a farm of
+10,000 servers has a quarter of a million series, and building a metric family object per
+scrape costs several times the budget (benchmarks/bench_scrape.py measures both). Label
+strings are built once; a scrape copies each shard's counters in one go and formats whole
+columns with C-level `map`/`starmap`, so no Python bytecode runs per line.
+
+Series with a code label (requests by function code, exceptions by exception code) appear
+when their counter first moves; a server's duration histogram appears with its first
+answered request. Every other per-server series is always there.
 """
 
 from __future__ import annotations
 
+import contextlib
+import platform
 import time
-from collections.abc import Iterator
-
-from prometheus_client import CollectorRegistry, generate_latest
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, InfoMetricFamily
-from prometheus_client.registry import Collector
+from collections.abc import Iterable
+from importlib import metadata
+from itertools import accumulate, compress, repeat, starmap
+from operator import add, truediv
 
 from farm import __version__
+from farm.stats import (
+    BYTES_RECEIVED,
+    BYTES_SENT,
+    CONNECTIONS_ACCEPTED,
+    CONNECTIONS_OPEN,
+    DURATION,
+    DURATION_BOUNDS_S,
+    DURATION_SUM_NS,
+    EXCEPTION_CODES,
+    EXCEPTIONS,
+    FUNCTION_CODES,
+    HEADER_SLOTS,
+    MALFORMED_FRAMES,
+    REQUESTS,
+    SERVER_SLOTS,
+)
 from farm.supervisor import Supervisor
 
 PREFIX = "modbus_farm_"
+CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+DURATION_NAME = PREFIX + "request_duration_seconds"
+
+# (name, type, help, slot) for the per-server series with no label but server and worker.
+_PLAIN = (
+    ("connections_open", "gauge", "Client connections open now.", CONNECTIONS_OPEN),
+    (
+        "connections_accepted_total",
+        "counter",
+        "Client connections accepted.",
+        CONNECTIONS_ACCEPTED,
+    ),
+    ("received_bytes_total", "counter", "Bytes received from clients.", BYTES_RECEIVED),
+    ("sent_bytes_total", "counter", "Bytes sent to clients.", BYTES_SENT),
+    (
+        "malformed_frames_total",
+        "counter",
+        "Frames with a bad MBAP header (protocol id not 0, length out of range); "
+        "each closes its connection.",
+        MALFORMED_FRAMES,
+    ),
+)
 
 
-class FarmCollector(Collector):
+def escape(value: str) -> str:
+    """A label value as the text format wants it."""
+    return value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
+
+
+def _header(name: str, kind: str, text: str) -> str:
+    return f"# HELP {name} {text}\n# TYPE {name} {kind}\n"
+
+
+def _duration_format() -> str:
+    """One server's whole histogram as one `str.format` template: {0} is its labels,
+    {1}..{n} the cumulative buckets (the last is +Inf, and the count), {n+1} the sum."""
+    les = [*map(repr, DURATION_BOUNDS_S), "+Inf"]  # 0.00025, 1.0: as Go prints them
+    lines = [
+        DURATION_NAME + '_bucket{{{0},le="' + le + '"}} {' + str(i + 1) + "}\n"
+        for i, le in enumerate(les)
+    ]
+    lines.append(DURATION_NAME + "_sum{{{0}}} {" + str(len(les) + 1) + "}\n")
+    lines.append(DURATION_NAME + "_count{{{0}}} {" + str(len(les)) + "}\n")
+    return "".join(lines)
+
+
+class _Shard:
+    """One shard's label strings, built once."""
+
+    def __init__(self, worker: int, servers: Iterable[str]) -> None:
+        self.worker = str(worker)
+        self.labels = [f'server="{escape(name)}",worker="{worker}"' for name in servers]
+
+
+class FarmMetrics:
+    """Renders `/metrics` for one supervisor; safe to call from a thread."""
+
     def __init__(self, supervisor: Supervisor) -> None:
         self.supervisor = supervisor
+        self.shards = [
+            _Shard(slot.shard.worker, (spec.name for spec in slot.shard.servers))
+            for slot in supervisor.slots
+        ]
+        self.build_labels = (
+            f'version="{__version__}",python="{platform.python_version()}",'
+            f'pymodbus="{metadata.version("pymodbus")}"'
+        )
+        self.duration_format = _duration_format()
 
-    def collect(self) -> Iterator[InfoMetricFamily | GaugeMetricFamily | CounterMetricFamily]:
+    def render(self) -> bytes:
+        out: list[str] = []
+        self._farm(out)
+        self._workers(out)
+        snapshots = []
+        for slot, shard in zip(self.supervisor.slots, self.shards, strict=True):
+            try:
+                snapshots.append((shard.labels, slot.counters.snapshot()))
+            except ValueError:  # the farm is stopping and has released the segment
+                continue
+        self._requests(out, snapshots)
+        self._exceptions(out, snapshots)
+        self._durations(out, snapshots)
+        for name, kind, text, slot_index in _PLAIN:
+            out.append(_header(PREFIX + name, kind, text))
+            template = PREFIX + name + "{%s} %d\n"
+            for labels, values in snapshots:
+                column = values[HEADER_SLOTS + slot_index :: SERVER_SLOTS]
+                out.extend(map(template.__mod__, zip(labels, column, strict=True)))
+        return "".join(out).encode()
+
+    def _farm(self, out: list[str]) -> None:
         sup = self.supervisor
-        yield InfoMetricFamily(
-            PREFIX + "build", "modbus-farm build", value={"version": __version__}
-        )
-        desired = GaugeMetricFamily(PREFIX + "servers_desired", "Servers the farm should run")
-        desired.add_metric([], sup.plan.servers_total)
-        yield desired
-        ready = GaugeMetricFamily(PREFIX + "servers_ready", "Servers answering Modbus requests")
-        ready.add_metric([], sup.servers_ready())
-        yield ready
-        yield from self._workers()
+        out.append(_header(PREFIX + "build_info", "gauge", "The farm's version; always 1."))
+        out.append(f"{PREFIX}build_info{{{self.build_labels}}} 1\n")
+        out.append(_header(PREFIX + "servers_desired", "gauge", "Servers the farm should run."))
+        out.append(f"{PREFIX}servers_desired {sup.plan.servers_total}\n")
+        out.append(_header(PREFIX + "servers_ready", "gauge", "Servers answering Modbus requests."))
+        out.append(f"{PREFIX}servers_ready {sup.servers_ready()}\n")
 
-    def _workers(self) -> Iterator[GaugeMetricFamily | CounterMetricFamily]:
+    def _workers(self, out: list[str]) -> None:
         now = time.monotonic()
-        labels = ["worker"]
-        up = GaugeMetricFamily(PREFIX + "worker_up", "1 if the worker is ready", labels=labels)
-        age = GaugeMetricFamily(
-            PREFIX + "worker_heartbeat_age_seconds",
-            "Seconds since the last heartbeat",
-            labels=labels,
-        )
-        restarts = CounterMetricFamily(PREFIX + "worker_restarts", "Worker restarts", labels=labels)
-        lag = GaugeMetricFamily(PREFIX + "worker_loop_lag_seconds", "Event-loop lag", labels=labels)
-        cpu = CounterMetricFamily(PREFIX + "worker_cpu_seconds", "Worker CPU time", labels=labels)
-        rss = GaugeMetricFamily(
-            PREFIX + "worker_resident_memory_bytes", "Worker RSS", labels=labels
-        )
-        hosted = GaugeMetricFamily(PREFIX + "worker_servers", "Servers hosted", labels=labels)
+        families: dict[str, tuple[str, str, list[str]]] = {
+            "worker_up": ("gauge", "1 if the worker is ready, else 0.", []),
+            "worker_heartbeat_age_seconds": (
+                "gauge",
+                "Seconds since the worker's last heartbeat (grows while it is replaced).",
+                [],
+            ),
+            "worker_restarts_total": ("counter", "Times the worker was replaced.", []),
+            "worker_loop_lag_seconds": (
+                "gauge",
+                "How late the worker's event loop woke from its last heartbeat sleep.",
+                [],
+            ),
+            "worker_cpu_seconds_total": (
+                "counter",
+                "CPU time of the worker, summed over its restarts.",
+                [],
+            ),
+            "worker_resident_memory_bytes": ("gauge", "Resident memory of the worker.", []),
+            "worker_servers": ("gauge", "Servers the worker hosts and has up.", []),
+        }
+
+        def add_sample(family: str, labels: str, value: float) -> None:
+            families[family][2].append(f"{PREFIX}{family}{{{labels}}} {value}\n")
+
         for slot in self.supervisor.slots:
-            key = [str(slot.shard.worker)]
-            up.add_metric(key, 1 if slot.state == "ready" else 0)
-            restarts.add_metric(key, slot.restarts)
-            hosted.add_metric(key, len(slot.shard.servers))
+            labels = f'worker="{slot.shard.worker}"'
             beat = slot.heartbeat
+            up = slot.state in ("ready", "starting")
+            add_sample("worker_up", labels, int(slot.state == "ready"))
+            if slot.last_heartbeat:
+                add_sample("worker_heartbeat_age_seconds", labels, now - slot.last_heartbeat)
+            add_sample("worker_restarts_total", labels, slot.restarts)
             if beat is not None:
-                age.add_metric(key, now - slot.last_heartbeat)
-                lag.add_metric(key, beat.loop_lag_s)
-                cpu.add_metric(key, beat.cpu_s)
-                rss.add_metric(key, beat.rss_bytes)
-        yield from (up, age, restarts, lag, cpu, rss, hosted)
+                add_sample("worker_loop_lag_seconds", labels, beat.loop_lag_s)
+                add_sample("worker_resident_memory_bytes", labels, beat.rss_bytes)
+            with contextlib.suppress(ValueError):  # released: the farm is stopping
+                add_sample("worker_cpu_seconds_total", labels, slot.counters.cpu_seconds())
+            add_sample("worker_servers", labels, slot.servers_up if up else 0)
+        for family, (kind, text, samples) in families.items():
+            if samples:
+                out.append(_header(PREFIX + family, kind, text))
+                out.extend(samples)
 
+    def _requests(self, out: list[str], snapshots: list[tuple[list[str], list[int]]]) -> None:
+        out.append(
+            _header(
+                PREFIX + "requests_total",
+                "counter",
+                "Modbus requests received, by function code ('other': any code the farm "
+                "does not implement).",
+            )
+        )
+        codes = [*map(str, FUNCTION_CODES), "other"]
+        self._coded(out, snapshots, "requests_total", "function_code", codes, REQUESTS)
 
-def render_metrics(supervisor: Supervisor) -> bytes:
-    registry = CollectorRegistry(auto_describe=False)
-    registry.register(FarmCollector(supervisor))
-    return generate_latest(registry)
+    def _exceptions(self, out: list[str], snapshots: list[tuple[list[str], list[int]]]) -> None:
+        out.append(
+            _header(
+                PREFIX + "exceptions_total",
+                "counter",
+                "Exception responses sent, by exception code (decimal; 11 = gateway target "
+                "failed to respond).",
+            )
+        )
+        codes = [*map(str, EXCEPTION_CODES), "other"]
+        self._coded(out, snapshots, "exceptions_total", "exception_code", codes, EXCEPTIONS)
+
+    @staticmethod
+    def _coded(
+        out: list[str],
+        snapshots: list[tuple[list[str], list[int]]],
+        name: str,
+        label: str,
+        codes: list[str],
+        first_slot: int,
+    ) -> None:
+        for offset, code in enumerate(codes):
+            template = f'{PREFIX}{name}{{%s,{label}="{code}"}} %d\n'
+            for labels, values in snapshots:
+                column = values[HEADER_SLOTS + first_slot + offset :: SERVER_SLOTS]
+                rows = compress(zip(labels, column, strict=True), column)
+                out.extend(map(template.__mod__, rows))
+
+    def _durations(self, out: list[str], snapshots: list[tuple[list[str], list[int]]]) -> None:
+        out.append(
+            _header(
+                DURATION_NAME,
+                "histogram",
+                "Time from a request's arrival to its response being sent, in seconds.",
+            )
+        )
+        buckets = len(DURATION_BOUNDS_S) + 1
+        for labels, values in snapshots:
+            columns = [values[HEADER_SLOTS + DURATION + i :: SERVER_SLOTS] for i in range(buckets)]
+            cumulative = list(accumulate(columns, lambda a, b: list(map(add, a, b))))
+            sums = values[HEADER_SLOTS + DURATION_SUM_NS :: SERVER_SLOTS]
+            seconds = map(truediv, sums, repeat(1e9))
+            rows = compress(zip(labels, *cumulative, seconds, strict=True), cumulative[-1])
+            out.extend(starmap(self.duration_format.format, rows))

@@ -12,7 +12,7 @@ import zlib
 from dataclasses import dataclass
 
 from farm.errors import ConfigError
-from farm.template import DeviceTemplate, Table, UnitLayout
+from farm.template import DeviceTemplate, Point, Table, UnitLayout
 
 # Bits take a byte each (fast to address, and only 1/8 of the register tables' cost
 # matters at 25 KiB per server); registers are stored big-endian, as they go on the wire.
@@ -31,12 +31,26 @@ def device_bytes(template: DeviceTemplate) -> int:
     return sum(unit_bytes(unit) for unit in template.units)
 
 
+def point_offset(template: DeviceTemplate, point: Point) -> int:
+    """Byte offset of a point's first byte from the start of its device's banks."""
+    offset = 0
+    for unit in template.units:
+        if unit.unit_id == point.unit_id:
+            for table in TABLE_ORDER:
+                if table is point.table:
+                    return offset + point.address * (1 if table.is_bits else 2)
+                offset += table_bytes(unit, table)
+        offset += unit_bytes(unit)
+    raise ValueError(f"point {point.name} names unit {point.unit_id}, which {template.name} lacks")
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class ServerSpec:
     """One simulated device: where it listens and where its registers live."""
 
     index: int
     name: str
+    fleet: str
     host: str
     port: int
     template: str
@@ -76,6 +90,7 @@ class ServerRequest:
     """A server before sharding: what the config asked for."""
 
     name: str
+    fleet: str
     host: str
     port: int
     template: str
@@ -95,14 +110,21 @@ def default_servers(count: int, host: str, port_base: int, template: str) -> lis
     width = max(4, len(str(count - 1)))
     return [
         ServerRequest(
-            name=f"device-{i:0{width}d}", host=host, port=port_base + i, template=template
+            name=f"device-{i:0{width}d}",
+            fleet="default",
+            host=host,
+            port=port_base + i,
+            template=template,
         )
         for i in range(count)
     ]
 
 
 def build_plan(
-    requests: list[ServerRequest], templates: dict[str, DeviceTemplate], workers: int
+    requests: list[ServerRequest],
+    templates: dict[str, DeviceTemplate],
+    workers: int,
+    seed: int = 0,
 ) -> Plan:
     """Shard the requested servers over `workers` workers (fewer if there are fewer servers)."""
     if workers < 1:
@@ -115,10 +137,11 @@ def build_plan(
         spec = ServerSpec(
             index=index,
             name=request.name,
+            fleet=request.fleet,
             host=request.host,
             port=request.port,
             template=request.template,
-            seed=zlib.crc32(request.name.encode()),
+            seed=zlib.crc32(f"{seed}:{request.name}".encode()),
             bank_offset=offsets[slot],
         )
         members[slot].append(spec)

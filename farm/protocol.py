@@ -22,8 +22,11 @@ pickles that name any class outside this package's message, plan and template mo
 
 from __future__ import annotations
 
+import asyncio
 import io
+import os
 import pickle
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -44,6 +47,7 @@ class ProtocolError(Exception):
 class Assign:
     worker: int
     segment: str
+    stats_segment: str  # the shard's counters (farm.stats), also owned by the master
     templates: dict[str, DeviceTemplate]
     servers: tuple[ServerSpec, ...]
     heartbeat_interval_s: float
@@ -128,6 +132,18 @@ def decode(frame: bytes) -> Message:
     if not isinstance(message, Assign | Ready | Heartbeat | ServerFailed | Control | Reply | Stop):
         raise ProtocolError(f"pipe frame holds a {type(message).__name__}, not a message")
     return message
+
+
+def watch(loop: asyncio.AbstractEventLoop, conn: Any, callback: Callable[[], None]) -> None:
+    """Call `callback` when a message can be read, keeping the pipe in blocking mode.
+
+    uvloop's add_reader makes the descriptor non-blocking; then a frame larger than the
+    socket buffer (an Assign of thousands of servers) fails half-written with EAGAIN and the
+    stream is corrupt. Frames must go out whole, so the pipe goes back to blocking: the
+    reader is only called when data is there, and writers wait for room.
+    """
+    loop.add_reader(conn.fileno(), callback)
+    os.set_blocking(conn.fileno(), True)
 
 
 def send(conn: _Connection, message: Message) -> None:

@@ -30,9 +30,11 @@ import multiprocess
 
 from farm import protocol, worker
 from farm.banks import Segment
+from farm.behaviours import initialize_shard
 from farm.errors import BootError
 from farm.plan import Plan, Shard
 from farm.protocol import Assign, Control, Heartbeat, Ready, Reply, ServerFailed, Stop
+from farm.stats import ShardCounters
 
 log = logging.getLogger("farm")
 
@@ -54,6 +56,7 @@ class Slot:
 
     shard: Shard
     segment: Segment
+    counters: ShardCounters
     sockets: tuple[tuple[int, socket.socket], ...]
     state: str = "starting"  # starting | ready | restarting | stopped
     process: Any = None
@@ -86,10 +89,13 @@ class Supervisor:
             Slot(
                 shard=shard,
                 segment=Segment.create(shard.bank_bytes),
+                counters=ShardCounters.create(len(shard.servers)),
                 sockets=tuple((s.index, sockets[s.index]) for s in shard.servers),
             )
             for shard in plan.shards
         ]
+        for slot in self.slots:  # starting values, once: a restarted worker keeps the bank's
+            initialize_shard(slot.segment.buf, slot.shard, plan.templates, self.started_at)
         self.stopping = False
         self.fatal: BootError | None = None
         self.changed = asyncio.Event()  # set on every state change; start() waits on it
@@ -143,6 +149,7 @@ class Supervisor:
             for _, sock in slot.sockets:
                 sock.close()
             slot.segment.close()
+            slot.counters.close()
 
     # -- spawning and exits ------------------------------------------------------------
 
@@ -165,16 +172,17 @@ class Supervisor:
         await asyncio.to_thread(process.start)
         theirs.close()
         loop.add_reader(process.sentinel, self._on_exit, slot)
-        loop.add_reader(ours.fileno(), self._on_message, slot)
+        protocol.watch(loop, ours, lambda: self._on_message(slot))
         assign = Assign(
             worker=slot.shard.worker,
             segment=slot.segment.name,
+            stats_segment=slot.counters.name,
             templates=self.plan.templates,
             servers=slot.shard.servers,
             heartbeat_interval_s=self.options.heartbeat_interval_s,
             started_at=self.started_at,
         )
-        with contextlib.suppress(OSError):  # it died already; _on_exit has it
+        with contextlib.suppress(BrokenPipeError, ConnectionResetError):  # died; _on_exit has it
             await asyncio.to_thread(protocol.send, ours, assign)
         log.debug("worker %d spawned as pid %s", slot.shard.worker, process.pid)
 
@@ -196,6 +204,7 @@ class Supervisor:
         code, pid = process.exitcode, process.pid
         booted = slot.state == "ready"
         self._forget_process(slot)
+        slot.counters.reset_open_connections()  # its connections died with it
         slot.exited.set()
         if self.stopping:
             slot.state = "stopped"

@@ -1,8 +1,8 @@
-"""What a simulated device is: units, table sizes, live points and identity.
+"""What a simulated device is: units, table sizes, typed points, behaviours and identity.
 
 First stop in the data flow (config -> plan -> ...): a `DeviceTemplate` is what a config
-file or the built-in default describes; the plan stamps out servers from it. Everything here
-is frozen and picklable, because templates travel to workers inside `Assign`.
+file (farm.config) or the built-in default describes; the plan stamps out servers from it.
+Everything here is frozen and picklable, because templates travel to workers in `Assign`.
 """
 
 from __future__ import annotations
@@ -25,6 +25,52 @@ class Table(StrEnum):
     def is_bits(self) -> bool:
         return self in (Table.COILS, Table.DISCRETE_INPUTS)
 
+    @property
+    def client_writable(self) -> bool:
+        return self in (Table.COILS, Table.HOLDING_REGISTERS)
+
+
+class PointType(StrEnum):
+    BOOL = "bool"
+    INT16 = "int16"
+    UINT16 = "uint16"
+    INT32 = "int32"
+    UINT32 = "uint32"
+    INT64 = "int64"
+    UINT64 = "uint64"
+    FLOAT32 = "float32"
+    FLOAT64 = "float64"
+    STRING = "string"
+
+    @property
+    def registers(self) -> int:
+        """Registers taken by one value (a string's length is the point's own)."""
+        return _REGISTERS[self]
+
+
+_REGISTERS = {
+    PointType.BOOL: 1,
+    PointType.INT16: 1,
+    PointType.UINT16: 1,
+    PointType.INT32: 2,
+    PointType.UINT32: 2,
+    PointType.INT64: 4,
+    PointType.UINT64: 4,
+    PointType.FLOAT32: 2,
+    PointType.FLOAT64: 4,
+    PointType.STRING: 0,
+}
+
+TABLES_SHORT = (
+    (Table.COILS, "co"),
+    (Table.DISCRETE_INPUTS, "di"),
+    (Table.HOLDING_REGISTERS, "hr"),
+    (Table.INPUT_REGISTERS, "ir"),
+)
+
+# Behaviour kinds; see farm.behaviours for the formulas.
+KINDS = ("constant", "counter", "ramp", "sine", "square", "random_walk", "replay")
+
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class UnitLayout:
@@ -42,28 +88,56 @@ class UnitLayout:
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Behaviour:
-    """How a live point moves over time (see farm.behaviours for the formulas).
+    """How a point's value moves over time (formulas in farm.behaviours).
 
-    kind: constant | counter | ramp | sine | square | random_walk
+    `value` is the constant, and the start of counters and random walks; `jitter` adds
+    uniform noise of that amplitude at every update; `interval_s` is the update interval.
     """
 
-    kind: str
-    period_s: float = 60.0
+    kind: str = "constant"
+    value: float = 0.0
+    text: str = ""  # a string point's constant
     low: float = 0.0
     high: float = 1000.0
     step: float = 1.0
-    value: float = 0.0
+    period_s: float = 60.0
+    interval_s: float = 1.0
+    jitter: float = 0.0
+    samples: tuple[float, ...] = ()  # replay: the CSV column's values, one per interval
+
+    @property
+    def live(self) -> bool:
+        """Whether the ticker updates it (a plain constant is written once, at start)."""
+        return self.kind != "constant" or self.jitter > 0
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Point:
-    """A register (uint16) or bit whose value a behaviour drives."""
+    """A named value at an address: its type, encoding, scale, access and behaviour.
+
+    The register value is the engineering value divided by `scale` (so scale 0.1 stores
+    230.5 V as 2305). `byte_order` orders the two bytes of each register, `word_order` the
+    registers of a multi-register value; "big"/"big" is the Modbus convention.
+    """
 
     name: str
     unit_id: int
     table: Table
     address: int
-    behaviour: Behaviour
+    type: PointType = PointType.UINT16
+    length: int = 0  # registers, for strings
+    byte_order: str = "big"
+    word_order: str = "big"
+    scale: float = 1.0
+    writable: bool = True
+    behaviour: Behaviour = field(default_factory=Behaviour)
+
+    @property
+    def width(self) -> int:
+        """How many table entries (bits or registers) the point takes."""
+        if self.table.is_bits:
+            return 1
+        return self.length if self.type is PointType.STRING else self.type.registers
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -81,13 +155,15 @@ class Identity:
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class DeviceTemplate:
-    """A device: its units, live points and identity."""
+    """A device: its units, points and identity."""
 
     name: str
     units: tuple[UnitLayout, ...]
     points: tuple[Point, ...] = ()
     identity: Identity = field(default_factory=Identity)
-    tick_interval_s: float = 1.0
+
+    def unit(self, unit_id: int) -> UnitLayout:
+        return next(unit for unit in self.units if unit.unit_id == unit_id)
 
 
 def default_template() -> DeviceTemplate:
@@ -111,10 +187,22 @@ def default_template() -> DeviceTemplate:
             3,
             Behaviour(kind="random_walk", low=950, high=1050, step=2, value=1000),
         ),
-        ("pump_running", Table.DISCRETE_INPUTS, 0, Behaviour(kind="square", period_s=10, high=1)),
+        (
+            "pump_running",
+            Table.DISCRETE_INPUTS,
+            0,
+            Behaviour(kind="square", period_s=10, low=0, high=1),
+        ),
     )
     points = tuple(
-        Point(name=name, unit_id=1, table=table, address=address, behaviour=behaviour)
+        Point(
+            name=name,
+            unit_id=1,
+            table=table,
+            address=address,
+            type=PointType.BOOL if table.is_bits else PointType.UINT16,
+            behaviour=behaviour,
+        )
         for name, table, address, behaviour in live
     )
     return DeviceTemplate(name="default", units=(UnitLayout(unit_id=1),), points=points)

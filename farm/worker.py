@@ -28,10 +28,11 @@ from typing import Any
 import uvloop
 
 from farm import protocol
-from farm.banks import Segment, server_banks
-from farm.behaviours import Ticker, bind
+from farm.banks import ReadOnlyMasks, Segment, read_only_masks, server_banks
+from farm.behaviours import Ticker
 from farm.engine import Device, ModbusConnection
 from farm.protocol import Assign, Control, Heartbeat, Ready, Reply, ServerFailed, Stop
+from farm.stats import ShardCounters
 from farm.template import DeviceTemplate
 
 EXIT_BOOT_FAILED = 3  # the master does not restart a worker that exits with this
@@ -78,15 +79,18 @@ class Worker:
     stopping: asyncio.Event = field(default_factory=asyncio.Event)
     loop_lag_s: float = 0.0
     segment: Segment | None = None
+    counters: ShardCounters | None = None
 
     async def serve(self) -> None:
         loop = asyncio.get_running_loop()
         # Kept on self: if it were collected when serve() returns, SharedMemory.__del__
         # would try to unmap memory that the banks still view.
         self.segment = Segment.attach(self.assign.segment)
-        loop.add_reader(self.conn.fileno(), self._on_pipe)
+        self.counters = ShardCounters.attach(self.assign.stats_segment, len(self.assign.servers))
+        self.counters.reset_open_connections()  # a predecessor's connections died with it
+        protocol.watch(loop, self.conn, self._on_pipe)
         heartbeat = asyncio.create_task(self._heartbeats())
-        ticker = Ticker(self.assign.started_at)
+        ticker = Ticker(self.segment.buf, self.assign.started_at)
         failed = await self._start_servers(self.segment.buf, ticker)
         self._send(Ready(worker=self.assign.worker, servers_up=len(self.servers), failed=failed))
         ticking = asyncio.create_task(self._tick(ticker))
@@ -100,10 +104,14 @@ class Worker:
     async def _start_servers(self, buf: memoryview, ticker: Ticker) -> tuple[ServerFailed, ...]:
         loop = asyncio.get_running_loop()
         failed = []
+        masks: dict[str, ReadOnlyMasks] = {}
         for number, spec in enumerate(self.assign.servers):
             template: DeviceTemplate = self.assign.templates[spec.template]
-            banks = server_banks(buf, spec, template)
-            device = Device(spec.name, banks, template.identity)
+            if spec.template not in masks:
+                masks[spec.template] = read_only_masks(template)
+            banks = server_banks(buf, spec, template, masks[spec.template])
+            counters = self.counters.server(number) if self.counters else None
+            device = Device(spec.name, banks, template.identity, counters)
             try:
                 sock = self.sockets.pop(spec.index)
                 server = await loop.create_server(self._protocol_factory(device), sock=sock)
@@ -119,25 +127,28 @@ class Worker:
                 continue
             self.devices[spec.name] = device
             self.servers.append(server)
-            ticker.add(bind(template.points, banks, spec.seed))
+            ticker.add(spec, template)
             if number % BATCH == BATCH - 1:
                 await asyncio.sleep(0)
+        ticker.freeze()
         return tuple(failed)
 
     def _protocol_factory(self, device: Device) -> Callable[[], ModbusConnection]:
         return lambda: ModbusConnection(device, self.connections)
 
     async def _tick(self, ticker: Ticker) -> None:
-        intervals = [t.tick_interval_s for t in self.assign.templates.values()]
-        interval = min(intervals, default=1.0)
         while True:
-            ticker.tick(time.time())
-            await asyncio.sleep(interval)
+            due = ticker.tick(time.time())
+            if due == float("inf"):
+                return  # no live points
+            await asyncio.sleep(max(0.01, due - time.time()))
 
     async def _heartbeats(self) -> None:
         interval = self.assign.heartbeat_interval_s
         seq = 0
         while True:
+            if self.counters is not None:
+                self.counters.record_cpu()
             self._send(
                 Heartbeat(
                     worker=self.assign.worker,
@@ -147,7 +158,7 @@ class Worker:
                     cpu_s=time.process_time(),
                     rss_bytes=rss_bytes(),
                     connections=len(self.connections),
-                    requests=sum(d.requests for d in self.devices.values()),
+                    requests=self.counters.requests_total() if self.counters else 0,
                 )
             )
             seq += 1
@@ -167,20 +178,6 @@ class Worker:
             self._send(self._control(message))
 
     def _control(self, message: Control) -> Reply:
-        if message.op == "stats":
-            stats = {
-                name: {
-                    "requests": d.requests,
-                    "exceptions": d.exceptions,
-                    "malformed_frames": d.malformed,
-                    "connections": d.connections,
-                    "connections_accepted": d.connections_accepted,
-                    "bytes_received": d.bytes_in,
-                    "bytes_sent": d.bytes_out,
-                }
-                for name, d in self.devices.items()
-            }
-            return Reply(request_id=message.request_id, ok=True, result=stats)
         return Reply(request_id=message.request_id, ok=False, error=f"unknown op {message.op!r}")
 
     def _send(self, message: protocol.Message) -> None:

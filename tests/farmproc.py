@@ -98,13 +98,15 @@ class FarmProcess:
     api_port: int
     extra: list[str] = field(default_factory=list)
     process: subprocess.Popen[str] | None = None
+    file: str | None = None  # a config file: then `count` is only what to expect ready
 
     def start(self) -> FarmProcess:
+        source = ["--count", str(self.count), "--port-base", str(self.port_base)]
+        if self.file is not None:
+            source = [self.file]
         command = [
-            sys.executable, "-m", "farm", "up",
-            "--count", str(self.count),
+            sys.executable, "-m", "farm", "up", *source,
             "--workers", str(self.workers),
-            "--port-base", str(self.port_base),
             "--api-port", str(self.api_port),
             *self.extra,
         ]  # fmt: skip

@@ -1,0 +1,188 @@
+"""Server processes for the benchmark suite, and what /proc says about them.
+
+Each server under test is a subprocess this suite starts (a farm, the one-process pymodbus
+design, the minimal responder) on free loopback ports found at run time; it is stopped by
+PID (SIGTERM, then SIGKILL after a grace period), never by name.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import random
+import select
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+
+HOST = "127.0.0.1"
+CLOCK_TICK = os.sysconf("SC_CLK_TCK")
+T = TypeVar("T")
+
+
+def wait_for(predicate: Callable[[], T | None], timeout: float, what: str) -> T:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with contextlib.suppress(OSError, ValueError, KeyError):
+            value = predicate()
+            if value:
+                return value
+        time.sleep(0.02)
+    raise RuntimeError(f"timed out after {timeout:.0f} s waiting for {what}")
+
+
+def _port_free(port: int) -> bool:
+    with socket.socket() as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind((HOST, port))
+        except OSError:
+            return False
+    return True
+
+
+def free_port_range(count: int) -> int:
+    """A base port with `count` consecutive free ports, below the ephemeral range."""
+    for _ in range(200):
+        base = random.randrange(10000, 32000 - count)
+        if all(_port_free(base + i) for i in range(count)):
+            return base
+    raise RuntimeError(f"no {count} consecutive free ports below 32000")
+
+
+def cpu_seconds(pids: list[int]) -> float:
+    """User + system CPU time of these processes (/proc/PID/stat fields 14 and 15)."""
+    total = 0
+    for pid in pids:
+        with open(f"/proc/{pid}/stat") as stat:
+            fields = stat.read().rsplit(")", 1)[1].split()
+        total += int(fields[11]) + int(fields[12])
+    return total / CLOCK_TICK
+
+
+def memory_bytes(pids: list[int]) -> tuple[int, int]:
+    """(RSS, PSS) summed over these processes, from /proc/PID/smaps_rollup."""
+    rss = pss = 0
+    for pid in pids:
+        with open(f"/proc/{pid}/smaps_rollup") as rollup:
+            for line in rollup:
+                name, _, rest = line.partition(":")
+                if name == "Rss":
+                    rss += int(rest.split()[0]) * 1024
+                elif name == "Pss":
+                    pss += int(rest.split()[0]) * 1024
+    return rss, pss
+
+
+@dataclass
+class Server:
+    """A server set under test: one subprocess and the addresses it serves."""
+
+    name: str
+    command: list[str]
+    count: int
+    port_base: int
+    api_port: int | None = None
+    process: subprocess.Popen[bytes] | None = None
+    started_at: float = 0.0
+    ready_s: float = 0.0
+    extra_pids: list[int] = field(default_factory=list)
+
+    @property
+    def targets(self) -> list[tuple[str, int]]:
+        return [(HOST, self.port_base + i) for i in range(self.count)]
+
+    @property
+    def pids(self) -> list[int]:
+        assert self.process is not None
+        return [self.process.pid, *self.extra_pids]
+
+    def start(self, timeout: float = 120.0) -> Server:
+        self.started_at = time.monotonic()
+        self.process = subprocess.Popen(
+            self.command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE
+        )
+        if self.api_port is None:
+            self._wait_line(timeout)
+        else:
+            status = wait_for(self._farm_ready, timeout, f"{self.name} to be ready")
+            self.extra_pids = [w["pid"] for w in status["workers"]]
+        self.ready_s = time.monotonic() - self.started_at
+        return self
+
+    def _wait_line(self, timeout: float) -> None:
+        """Wait for the `ready` line, without blocking past the deadline."""
+        assert self.process is not None and self.process.stdout is not None
+        deadline = time.monotonic() + timeout
+        while (remaining := deadline - time.monotonic()) > 0:
+            readable, _, _ = select.select([self.process.stdout], [], [], remaining)
+            if not readable:
+                break
+            line = self.process.stdout.readline()
+            if line.strip() == b"ready":
+                return
+            if not line:
+                _, stderr = self.process.communicate()
+                raise RuntimeError(f"{self.name} exited: {stderr.decode(errors='replace')[-500:]}")
+        raise RuntimeError(f"timed out after {timeout:.0f} s waiting for {self.name}")
+
+    def _farm_ready(self) -> dict[str, Any] | None:
+        assert self.process is not None
+        if self.process.poll() is not None:
+            _, stderr = self.process.communicate()
+            raise RuntimeError(f"{self.name} exited: {stderr.decode(errors='replace')[-500:]}")
+        url = f"http://{HOST}:{self.api_port}/api/v1/status"
+        with urllib.request.urlopen(url, timeout=2) as response:
+            status: dict[str, Any] = json.load(response)
+        return status if status["servers_ready"] == self.count else None
+
+    def stop(self, grace: float = 10.0) -> None:
+        if self.process is None:
+            return
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+        try:
+            self.process.communicate(timeout=grace)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.communicate(timeout=grace)
+        for pid in self.extra_pids:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+
+
+def farm(count: int, workers: int) -> Server:
+    port_base = free_port_range(count)
+    api_port = free_port_range(1)
+    while port_base <= api_port < port_base + count:
+        api_port = free_port_range(1)
+    command = [
+        sys.executable, "-m", "farm", "up",
+        "--count", str(count), "--workers", str(workers),
+        "--port-base", str(port_base), "--api-port", str(api_port),
+        "--log-level", "warning",
+    ]  # fmt: skip
+    name = f"farm, {workers} worker{'s' if workers > 1 else ''}"
+    return Server(name, command, count, port_base, api_port)
+
+
+def pymodbus_farm(count: int, uvloop: bool = False) -> Server:
+    port_base = free_port_range(count)
+    command = [sys.executable, "-m", "benchmarks.pymodbus_farm", "--count", str(count)]
+    command += ["--port-base", str(port_base), *(["--uvloop"] if uvloop else [])]
+    name = "pymodbus, 1 process" + (", uvloop" if uvloop else ", asyncio")
+    return Server(name, command, count, port_base)
+
+
+def responder(count: int) -> Server:
+    port_base = free_port_range(count)
+    command = [sys.executable, "-m", "benchmarks.responder", "--count", str(count)]
+    command += ["--port-base", str(port_base)]
+    return Server("minimal uvloop responder", command, count, port_base)

@@ -1,0 +1,187 @@
+"""benchmarks/README.md from the suite's figures: tables, ratios, and targets met or missed."""
+
+from __future__ import annotations
+
+import datetime
+import os
+import platform
+from importlib import metadata
+from typing import Any
+
+FARM2, FARM1 = "farm, 2 workers", "farm, 1 worker"
+PYMODBUS, PYMODBUS_UV = "pymodbus, 1 process, asyncio", "pymodbus, 1 process, uvloop"
+CEILING = "minimal uvloop responder"
+
+
+def one_line(row: dict[str, Any]) -> str:
+    lat = row["latency_s"]
+    return (
+        f"{row['server']:<30} C={row['connections']:<4} depth={row['depth']}  "
+        f"{row['requests_per_s']:>9,.0f}/s  p50 {lat['p50'] * 1e3:.2f} p99 {lat['p99'] * 1e3:.2f} "
+        f"ms  server {_us(row['server_cpu_per_request_us'])}/req  "
+        f"generator busy {max(row['generator']['busy'], default=0):.0%}  errors {_errors(row)}"
+    )
+
+
+def _us(value: float | None) -> str:
+    return "-" if value is None else f"{value:.1f} us"
+
+
+def _errors(row: dict[str, Any]) -> int:
+    return int(row["timeouts"] + row["connection_errors"] + row["lost"] + row["unexpected"])
+
+
+def _find(rows: list[dict[str, Any]], server: str, connections: int) -> dict[str, Any]:
+    return next(r for r in rows if r["server"] == server and r["connections"] == connections)
+
+
+def _ratio(a: float | None, b: float | None) -> str:
+    return "-" if not a or not b else f"{a / b:.2f}x"
+
+
+def _load_table(rows: list[dict[str, Any]], reference: list[dict[str, Any]]) -> list[str]:
+    lines = [
+        "| server | C x depth | requests/s | vs pymodbus | of ceiling | p50 | p90 | p99 | max "
+        "| server CPU/request | vs ceiling | generator busy | errors |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for row in rows:
+        c, lat = row["connections"], row["latency_s"]
+        pym = _find(reference, PYMODBUS, c) if c in (50, 500) else None
+        top = next((r for r in reference if r["server"] == CEILING and r["connections"] == c), None)
+        busy = ", ".join(f"{b:.0%}" for b in row["generator"]["busy"])
+        saturated = " (saturated)" if row["generator"]["saturated"] else ""
+        lines.append(
+            f"| {row['server']} | {c} x {row['depth']} | {row['requests_per_s']:,.0f} "
+            f"| {_ratio(row['requests_per_s'], pym and pym['requests_per_s'])} "
+            f"| {_ratio(row['requests_per_s'], top and top['requests_per_s'])} "
+            + "".join(f"| {lat[k] * 1e3:.2f} ms " for k in ("p50", "p90", "p99", "max"))
+            + f"| {_us(row['server_cpu_per_request_us'])} "
+            f"| {_ratio(row['server_cpu_per_request_us'], top and top['server_cpu_per_request_us'])} "
+            f"| {busy}{saturated} | {_errors(row)} |"
+        )
+    return lines
+
+
+def _machine() -> str:
+    model = "unknown CPU"
+    try:
+        with open("/proc/cpuinfo") as cpuinfo:
+            for line in cpuinfo:
+                if line.startswith("model name"):
+                    model = line.split(":", 1)[1].strip()
+                    break
+    except OSError:
+        pass
+    versions = ", ".join(
+        f"{name} {metadata.version(name)}" for name in ("pymodbus", "uvloop", "modbus-farm")
+    )
+    return (
+        f"{os.cpu_count()} x {model}, Linux {platform.release()}, "
+        f"Python {platform.python_version()}; {versions}"
+    )
+
+
+def _targets(figures: dict[str, Any]) -> list[str]:
+    rows = figures["throughput"]
+    farm, pym, top = (_find(rows, s, 500) for s in (FARM2, PYMODBUS, CEILING))
+    startup = {r["servers"]: r for r in figures["startup"]}
+    checks: list[tuple[str, str, bool | None]] = [
+        (
+            "farm throughput >= 4x one-process pymodbus (500 servers, C = 500)",
+            _ratio(farm["requests_per_s"], pym["requests_per_s"]),
+            farm["requests_per_s"] >= 4 * pym["requests_per_s"],
+        ),
+        (
+            "farm server CPU per request <= 1.5x the minimal responder's (C = 500)",
+            _ratio(farm["server_cpu_per_request_us"], top["server_cpu_per_request_us"]),
+            farm["server_cpu_per_request_us"] <= 1.5 * top["server_cpu_per_request_us"],
+        ),
+        (
+            "farm p99 <= 10 ms at C = 500, generator not saturated",
+            f"{farm['latency_s']['p99'] * 1e3:.2f} ms, generator "
+            + ("saturated" if farm["generator"]["saturated"] else "not saturated"),
+            farm["latency_s"]["p99"] <= 0.010 and not farm["generator"]["saturated"],
+        ),
+    ]
+    for count, limit in ((500, 2.0), (10000, 10.0)):
+        if count in startup:
+            ready = startup[count]["ready_s"]
+            checks.append(
+                (f"{count:,} servers ready <= {limit:g} s", f"{ready:.2f} s", ready <= limit)
+            )
+    biggest = startup[max(startup)]
+    for kind in ("rss", "pss"):
+        per = biggest[kind] / biggest["servers"] / 1024
+        checks.append(
+            (
+                f"<= 25 KiB {kind.upper()} per idle server at {biggest['servers']:,} servers",
+                f"{per:.1f} KiB",
+                per <= 25,
+            )
+        )
+    lines = ["| target | measured | met |", "|---|---|---|"]
+    lines += [f"| {what} | {value} | {'yes' if ok else '**no**'} |" for what, value, ok in checks]
+    return lines
+
+
+def _startup_table(figures: dict[str, Any]) -> list[str]:
+    lines = [
+        "| servers | ready | RSS total | RSS per server | PSS total | PSS per server |",
+        "|---:|---:|---:|---:|---:|---:|",
+    ]
+    for row in figures["startup"]:
+        n = row["servers"]
+        lines.append(
+            f"| {n:,} | {row['ready_s']:.2f} s | {row['rss'] / 2**20:.0f} MiB "
+            f"| {row['rss'] / n / 1024:.1f} KiB | {row['pss'] / 2**20:.0f} MiB "
+            f"| {row['pss'] / n / 1024:.1f} KiB |"
+        )
+    lines += ["", "Idle memory of the 500-server sets used for the load runs:", ""]
+    lines += ["| server | RSS per server | PSS per server |", "|---|---:|---:|"]
+    for name, (rss, pss) in figures["idle_memory_500"].items():
+        lines.append(f"| {name} | {rss / 500 / 1024:.1f} KiB | {pss / 500 / 1024:.1f} KiB |")
+    return lines
+
+
+def readme(figures: dict[str, Any], command: str, duration_s: float, elapsed_s: float) -> str:
+    when = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC")
+    rows = figures["throughput"]
+    return "\n".join(
+        [
+            "# Benchmarks",
+            "",
+            f"Written by `{command}` on {when} ({elapsed_s:.0f} s); do not edit by hand.",
+            "",
+            f"- Machine: {_machine()}.",
+            f"- Load: `farm bench`'s engine (farm.loadgen), closed loop, FC 3 x 10 registers "
+            f"of unit 1, {duration_s:g} s per run after a 1 s warm-up, on 127.0.0.1. Every "
+            "server and the generator share the same cores.",
+            "- Server CPU/request: utime + stime of every server process (the farm's master "
+            "and workers) around the run, over the requests answered. `of ceiling` and "
+            "`vs ceiling` compare with the minimal uvloop responder in the same run.",
+            "- A generator process busier than 90 % of a core is marked saturated: that row "
+            "measures the generator as much as the server.",
+            "",
+            "## Targets",
+            "",
+            *_targets(figures),
+            "",
+            "## 1. Throughput and latency, 500 servers",
+            "",
+            *_load_table(rows, rows),
+            "",
+            "## 2. Scaling: 1 worker against 2",
+            "",
+            *_load_table(figures["scaling"] + [r for r in rows if r["server"] == FARM2], rows),
+            "",
+            "## 3. Start-up and memory (farm, 2 workers)",
+            "",
+            *_startup_table(figures),
+            "",
+            "## 4. Pipelined requests (depth 8)",
+            "",
+            *_load_table(figures["pipelined"], rows),
+            "",
+        ]
+    )

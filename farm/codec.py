@@ -1,0 +1,96 @@
+"""Typed values <-> register bytes, for many servers at once (numpy).
+
+Beside the behaviours in the data flow (... worker -> behaviours -> codec -> banks). Banks
+hold registers big-endian, as on the wire; a point's bytes are the value as the type's
+big-endian bytes, with registers swapped for word_order "little" and the two bytes of each
+register swapped for byte_order "little". Integer types round and saturate at the type's
+range, as a device's firmware would clamp a reading.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import numpy.typing as npt
+
+from farm.template import Point, PointType
+
+Floats = npt.NDArray[np.float64]
+Bytes2D = npt.NDArray[np.uint8]
+
+_DTYPES = {
+    PointType.BOOL: ">u2",
+    PointType.INT16: ">i2",
+    PointType.UINT16: ">u2",
+    PointType.INT32: ">i4",
+    PointType.UINT32: ">u4",
+    PointType.INT64: ">i8",
+    PointType.UINT64: ">u8",
+    PointType.FLOAT32: ">f4",
+    PointType.FLOAT64: ">f8",
+}
+
+
+def byte_width(point: Point) -> int:
+    return 1 if point.table.is_bits else 2 * point.width
+
+
+def _limits(dtype: np.dtype[np.generic]) -> tuple[float, float]:
+    info = np.iinfo(dtype)  # type: ignore[type-var]
+    high = float(info.max)
+    if dtype.itemsize == 8:
+        # float64 rounds 2**63 - 1 and 2**64 - 1 up, past the type; stay just inside.
+        high = float(np.nextafter(high, 0))
+    return float(info.min), high
+
+
+def _order(point: Point, raw: Bytes2D) -> Bytes2D:
+    """Reorder big-endian value bytes (n, 2 * registers) into the point's byte/word order."""
+    if point.word_order == "big" and point.byte_order == "big":
+        return raw
+    shaped = raw.reshape(raw.shape[0], -1, 2)
+    if point.word_order == "little":
+        shaped = shaped[:, ::-1, :]
+    if point.byte_order == "little":
+        shaped = shaped[:, :, ::-1]
+    return np.ascontiguousarray(shaped).reshape(raw.shape[0], -1)
+
+
+def encode(point: Point, values: Floats) -> Bytes2D:
+    """Engineering values (one per server) -> the bytes each server's bank holds."""
+    count = len(values)
+    if point.table.is_bits:
+        return (values >= 0.5).astype(np.uint8).reshape(count, 1)
+    if point.type is PointType.STRING:
+        raise ValueError("string points are encoded with encode_text")
+    dtype = np.dtype(_DTYPES[point.type])
+    raw = values / point.scale
+    if point.type is PointType.BOOL:
+        raw = (raw >= 0.5).astype(np.float64)
+    if dtype.kind in "iu":
+        low, high = _limits(dtype)
+        raw = np.clip(np.rint(np.nan_to_num(raw)), low, high)
+    data = raw.astype(dtype).view(np.uint8).reshape(count, dtype.itemsize)
+    return _order(point, data)
+
+
+def decode(point: Point, data: Bytes2D) -> Floats:
+    """The bytes in the banks -> engineering values (the inverse of `encode`)."""
+    if point.table.is_bits:
+        return data[:, 0].astype(np.float64)
+    dtype = np.dtype(_DTYPES[point.type])
+    big = _order(point, np.ascontiguousarray(data))  # the reordering is its own inverse
+    raw = big.view(dtype).reshape(len(data)).astype(np.float64)
+    return raw * point.scale
+
+
+def encode_text(point: Point, text: str) -> bytes:
+    """A string point: two characters per register, first in the high byte, NUL-padded."""
+    size = 2 * point.width
+    data = text.encode("utf-8")[:size].ljust(size, b"\0")
+    if point.byte_order == "little":
+        data = b"".join(data[i : i + 2][::-1] for i in range(0, size, 2))
+    return data
+
+
+def encode_one(point: Point, value: float) -> bytes:
+    return bytes(encode(point, np.array([value], dtype=np.float64))[0])

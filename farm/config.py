@@ -1,0 +1,177 @@
+"""Config files: the schema of templates and fleets in YAML or TOML, as pydantic models.
+
+The start of the data flow (config -> fleets -> plan -> ...). `read` parses a file,
+`FarmModel` validates its shape, and `describe` turns a validation error into one line that
+names the file, the path inside it (`fleets[2].addressing.port_start`), what is expected and
+what was found. farm.fleets checks the rest and expands it. The schema, by example, is in
+README.md and examples/.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import tomllib
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from farm.errors import ConfigError
+from farm.template import (
+    Identity,
+    PointType,
+    Table,
+)
+
+Order = Literal["big", "little"]
+Kind = Literal["constant", "counter", "ramp", "sine", "square", "random_walk", "replay"]
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class BehaviourModel(Strict):
+    kind: Kind = "constant"
+    value: float = 0.0
+    text: str = ""
+    low: float = 0.0
+    high: float = 1000.0
+    step: float = 1.0
+    period_s: float = Field(60.0, gt=0)
+    interval_s: float = Field(1.0, gt=0)
+    jitter: float = Field(0.0, ge=0)
+    csv: str | None = None
+    column: str | int | None = None
+
+    @model_validator(mode="after")
+    def _consistent(self) -> BehaviourModel:
+        if self.low > self.high:
+            raise ValueError(f"low ({self.low}) must not be above high ({self.high})")
+        if self.kind == "replay" and (self.csv is None or self.column is None):
+            raise ValueError("a replay behaviour needs csv (a file) and column (name or index)")
+        return self
+
+
+class PointModel(Strict):
+    name: str = Field(min_length=1)
+    unit_id: int | None = Field(None, ge=0, le=255)
+    table: Table
+    address: int = Field(ge=0, le=65535)
+    type: PointType | None = None
+    length: int | None = Field(None, ge=1, le=123)
+    byte_order: Order = "big"
+    word_order: Order = "big"
+    scale: float = 1.0
+    writable: bool = True
+    value: float | str | None = None
+    behaviour: BehaviourModel | None = None
+
+    @model_validator(mode="after")
+    def _consistent(self) -> PointModel:
+        kind = self.type or (PointType.BOOL if self.table.is_bits else PointType.UINT16)
+        if self.table.is_bits and kind is not PointType.BOOL:
+            raise ValueError(f"a point in {self.table} is a bool, not {kind}")
+        if kind is PointType.STRING and self.length is None:
+            raise ValueError("a string point needs length (registers, two characters each)")
+        if self.scale == 0:
+            raise ValueError("scale must not be 0")
+        if self.value is not None and self.behaviour is not None:
+            raise ValueError("give either value (a constant) or behaviour, not both")
+        if isinstance(self.value, str) and kind is not PointType.STRING:
+            raise ValueError(f"value {self.value!r} is text but the point is {kind}")
+        return self
+
+
+class UnitModel(Strict):
+    unit_id: int = Field(ge=0, le=255)
+    coils: int = Field(0, ge=0, le=65536)
+    discrete_inputs: int = Field(0, ge=0, le=65536)
+    holding_registers: int = Field(0, ge=0, le=65536)
+    input_registers: int = Field(0, ge=0, le=65536)
+
+
+_IDENTITY = Identity()  # the defaults (its class attributes are slot descriptors)
+
+
+class IdentityModel(Strict):
+    vendor_name: str = _IDENTITY.vendor_name
+    product_code: str = _IDENTITY.product_code
+    revision: str = _IDENTITY.revision
+    vendor_url: str = _IDENTITY.vendor_url
+    product_name: str = _IDENTITY.product_name
+    model_name: str = _IDENTITY.model_name
+    user_application_name: str = _IDENTITY.user_application_name
+
+
+class TemplateModel(Strict):
+    units: list[UnitModel] = Field(min_length=1)
+    points: list[PointModel] = []
+    identity: IdentityModel = IdentityModel()
+
+
+class AddressingModel(Strict):
+    """Either a port range on one host, or a range of addresses all on one port."""
+
+    host: str = "127.0.0.1"
+    port_start: int | None = Field(None, ge=1, le=65535)
+    port_end: int | None = Field(None, ge=1, le=65535)
+    ip_start: ipaddress.IPv4Address | None = None
+    ip_end: ipaddress.IPv4Address | None = None
+    port: int = Field(502, ge=1, le=65535)
+
+    @model_validator(mode="after")
+    def _one_mode(self) -> AddressingModel:
+        if (self.port_start is None) == (self.ip_start is None):
+            raise ValueError(
+                "give port_start (a port range on host) or ip_start (addresses on port)"
+            )
+        return self
+
+
+class FleetModel(Strict):
+    name: str = Field(min_length=1)
+    template: str
+    count: int = Field(ge=0)
+    addressing: AddressingModel
+    name_pattern: str = "{fleet}-{i:04d}"
+    overrides: dict[str, BehaviourModel] = {}
+
+
+class FarmModel(Strict):
+    seed: int = 0
+    templates: dict[str, TemplateModel] = {}
+    fleets: list[FleetModel] = Field(min_length=1)
+
+
+def _path(location: tuple[int | str, ...]) -> str:
+    text = ""
+    for part in location:
+        text += f"[{part}]" if isinstance(part, int) else (f".{part}" if text else str(part))
+    return text or "(top level)"
+
+
+def describe(error: ValidationError, source: Path) -> str:
+    details = error.errors()
+    first = details[0]
+    location = tuple(p for p in first["loc"] if not str(p).startswith("function-after"))
+    message = first["msg"].removeprefix("Value error, ")
+    found = first.get("input")
+    shown = "" if isinstance(found, dict | list) or found is None else f" (found {found!r})"
+    more = f" (and {len(details) - 1} more problems)" if len(details) > 1 else ""
+    return f"{source}: {_path(location)}: {message}{shown}{more}"
+
+
+def read(path: Path) -> Any:
+    try:
+        text = path.read_text()
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read: {exc.strerror or exc}") from exc
+    try:
+        if path.suffix.lower() == ".toml":
+            return tomllib.loads(text)
+        return yaml.safe_load(text)
+    except (yaml.YAMLError, tomllib.TOMLDecodeError) as exc:
+        detail = str(exc).replace("\n", " ")
+        raise ConfigError(f"{path}: not valid {path.suffix.lstrip('.').upper()}: {detail}") from exc

@@ -1,0 +1,147 @@
+"""`farm validate` and `farm plan`: what a config would build, without binding anything.
+
+Part of the CLI (the last stop of the data flow), and the one place that turns command-line
+options into a Plan: `make_plan` serves `farm up` too, so the dry run and the real run can
+never disagree.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections import Counter
+
+import click
+from rich.console import Console
+from rich.table import Table as RichTable
+
+from farm.errors import ConfigError, FarmError
+from farm.fleets import load
+from farm.listeners import describe
+from farm.plan import Plan, build_plan, default_servers
+from farm.template import TABLES_SHORT, DeviceTemplate, UnitLayout, default_template
+
+out = Console()
+err = Console(stderr=True)
+
+
+def make_plan(
+    file: str | None,
+    count: int | None,
+    host: str | None,
+    port_base: int | None,
+    workers: int | None,
+) -> Plan:
+    """The plan for `farm up/plan`: a config file, or `count` built-in default devices."""
+    workers = workers or os.cpu_count() or 1
+    if file is None:
+        template = default_template()
+        requests = default_servers(
+            count or 100, host or "127.0.0.1", port_base or 5020, template.name
+        )
+        return build_plan(requests, {template.name: template}, workers)
+    if host is not None or port_base is not None:
+        raise ConfigError(
+            "--host and --port-base apply only without a config file (fleets give addresses)"
+        )
+    farm_file = load(file)
+    templates, requests = farm_file.expand(count)
+    if not requests:
+        raise ConfigError(f"{file}: the fleets hold no servers (every count is 0)")
+    return build_plan(requests, templates, workers, seed=farm_file.seed)
+
+
+def span(addresses: list[tuple[str, int]]) -> str:
+    """Addresses compressed into runs; past three runs, just the first and the last."""
+    runs = describe(addresses)
+    if runs.count(",") < 3:
+        return runs
+    first, last = min(addresses), max(addresses)
+    return f"{first[0]}:{first[1]} … {last[0]}:{last[1]}"
+
+
+def registers(template: DeviceTemplate) -> str:
+    """'400 ir, 100 hr' per unit; '8 units x 10 ir' when every unit is alike."""
+
+    def tables(unit: UnitLayout) -> str:
+        sizes = [f"{unit.size(t)} {short}" for t, short in TABLES_SHORT if unit.size(t)]
+        return ", ".join(sizes) or "none"
+
+    described = [tables(unit) for unit in template.units]
+    if len(described) > 1 and len(set(described)) == 1:
+        return f"{len(described)} units x {described[0]}"
+    if len(described) == 1:
+        return described[0]
+    return "; ".join(
+        f"unit {u.unit_id}: {d}" for u, d in zip(template.units, described, strict=True)
+    )
+
+
+def _fail(error: FarmError) -> None:
+    err.print(f"[bold red]farm: error:[/] {error}", highlight=False, soft_wrap=True)
+    sys.exit(error.exit_code)
+
+
+@click.command()
+@click.argument("file", type=click.Path(dir_okay=False))
+@click.option(
+    "--count", type=int, default=None, help="Scale the fleets to this many servers in all."
+)
+def validate(file: str, count: int | None) -> None:
+    """Check a config file and show the fleets, addresses and registers it describes."""
+    try:
+        plan = make_plan(file, count, None, None, 1)
+    except FarmError as error:
+        _fail(error)
+    servers = plan.servers()
+    table = RichTable("fleet", "template", "servers", "addresses", "points", "registers per device")
+    for fleet in dict.fromkeys(spec.fleet for spec in servers):
+        members = [spec for spec in servers if spec.fleet == fleet]
+        template = plan.templates[members[0].template]
+        table.add_row(
+            fleet,
+            template.name,
+            str(len(members)),
+            span([(s.host, s.port) for s in members]),
+            str(len(template.points)),
+            registers(template),
+        )
+    out.print(f"{file}: valid", highlight=False)
+    out.print(table)
+    out.print(f"{len(servers)} servers in {len(plan.templates)} templates", highlight=False)
+
+
+@click.command(name="plan")
+@click.argument("file", type=click.Path(dir_okay=False), required=False)
+@click.option("--count", type=int, default=None, help="Servers in all (scales a file's fleets).")
+@click.option("--workers", type=int, default=None, help="Worker processes [default: CPUs].")
+@click.option(
+    "--servers", "every_server", is_flag=True, help="List every server, not one row per worker."
+)
+def plan_command(
+    file: str | None, count: int | None, workers: int | None, every_server: bool
+) -> None:
+    """Dry run: the servers, their addresses and each worker's shard; binds nothing."""
+    try:
+        plan = make_plan(file, count, None, None, workers)
+    except FarmError as error:
+        _fail(error)
+    if every_server:
+        rows = RichTable("server", "fleet", "address", "worker")
+        for shard in plan.shards:
+            for spec in shard.servers:
+                rows.add_row(spec.name, spec.fleet, spec.address, str(shard.worker))
+        out.print(rows)
+        return
+    table = RichTable("worker", "servers", "fleets", "addresses", "bank memory")
+    for shard in plan.shards:
+        fleets = Counter(spec.fleet for spec in shard.servers)
+        table.add_row(
+            str(shard.worker),
+            str(len(shard.servers)),
+            ", ".join(f"{name} {n}" for name, n in fleets.items()),
+            span([(s.host, s.port) for s in shard.servers]),
+            f"{shard.bank_bytes / 1024:.0f} KiB",
+        )
+    out.print(table)
+    out.print(f"{plan.servers_total} servers on {len(plan.shards)} workers", highlight=False)

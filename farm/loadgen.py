@@ -1,0 +1,354 @@
+"""The load generator's engine: one process's share of `farm bench`, in one uvloop loop.
+
+Not part of the farm's data flow: `farm bench` is a Modbus master that a test engineer
+points at a farm (or at anything that speaks Modbus TCP); farm.bench parses the command
+line, fans the load out over processes and reports. Here, one `Connection` (our own
+`asyncio.Protocol`) per TCP connection writes raw MBAP frames and matches responses to
+requests by transaction id, so the generator costs a few microseconds per request.
+
+Closed loop (`rate` None): every connection keeps `depth` requests in flight, sending the
+next as soon as a response arrives, like a SCADA master polling as fast as it can. Open loop:
+requests are scheduled at `rate` per second whatever the answers, round-robin over the
+connections, and a latency is measured from the scheduled time, so a slow server is not
+hidden by a generator that waits for it; a request whose connection already has `depth` in
+flight, or is down, is shed (counted, not sent).
+
+Every run is bounded: it stops sending at `duration_s` or after `max_requests`, waits at
+most `timeout_s` for what is in flight, and closes. A request unanswered after `timeout_s`
+counts as a timeout and its connection is closed and reopened, as a master does.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import struct
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import cast
+
+from farm.latency import Histogram
+
+_TID = struct.Struct(">H")
+_DENSE_BUCKETS = 40960  # covers latencies up to 2**31 us
+_MAX_US = (1 << 31) - 1
+TICK_S = 0.02
+PROGRESS_EVERY_S = 0.25
+RECONNECT_AFTER_S = 0.1
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class LoadSpec:
+    """One process's share of a run."""
+
+    targets: tuple[tuple[str, int], ...]  # one per connection
+    pdus: tuple[bytes, ...]  # the request cycle (function-code mix), by transaction id
+    unit: int = 1
+    depth: int = 1
+    rate: float | None = None  # requests/s for this process; None = closed loop
+    duration_s: float = 10.0
+    max_requests: int = 10_000_000
+    timeout_s: float = 1.0
+    connect_timeout_s: float = 5.0
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Snapshot:
+    """Counts so far, for the live display."""
+
+    sent: int
+    responses: int
+    exceptions: int
+    timeouts: int
+    errors: int
+    elapsed_s: float
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class LoadResult:
+    """What one process did in its window (from the first request to the end of drain)."""
+
+    connections: int
+    connected: int
+    sent: int
+    responses: int
+    exceptions: dict[int, int]
+    timeouts: int
+    connection_errors: int
+    lost: int  # in flight when a connection dropped
+    unexpected: int  # responses matching no request, or of the wrong function code
+    shed: int
+    histogram: Histogram
+    window_s: float
+    cpu_s: float
+
+
+@dataclass(slots=True)
+class Tally:
+    sent: int = 0
+    ok: int = 0
+    exceptions: dict[int, int] = field(default_factory=dict)
+    exceptions_total: int = 0
+    timeouts: int = 0
+    connection_errors: int = 0
+    lost: int = 0
+    unexpected: int = 0
+    shed: int = 0
+    max_us: int = 0
+    dense: list[int] = field(default_factory=lambda: [0] * _DENSE_BUCKETS)
+
+    @property
+    def responses(self) -> int:
+        return self.ok + self.exceptions_total
+
+
+class Connection(asyncio.Protocol):
+    """One TCP connection of the generator; `inflight` maps transaction id -> start time."""
+
+    def __init__(self, run: Run, target: tuple[str, int], first_tid: int) -> None:
+        self.run = run
+        self.target = target
+        self.tid = first_tid
+        self.inflight: dict[int, float] = {}
+        self.buffer = b""
+        self.transport: asyncio.Transport | None = None
+        self.down_since = 0.0
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = cast(asyncio.Transport, transport)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.transport = None
+        self.buffer = b""
+        self.down_since = time.perf_counter()
+        if self.inflight:
+            self.run.tally.lost += len(self.inflight)
+            self.inflight.clear()
+        self.run.on_idle()
+
+    def send(self, starts: list[float]) -> None:
+        """Send one request per start time (already checked against depth and budget)."""
+        run, inflight, tid = self.run, self.inflight, self.tid
+        tails = run.tails
+        cycle = len(tails)
+        frames = []
+        for start in starts:
+            tid = (tid + 1) & 0xFFFF
+            inflight[tid] = start
+            frames.append(_TID.pack(tid) + tails[tid % cycle])
+        self.tid = tid
+        run.tally.sent += len(starts)
+        assert self.transport is not None
+        self.transport.write(frames[0] if len(frames) == 1 else b"".join(frames))
+
+    def data_received(self, data: bytes) -> None:
+        now = time.perf_counter()
+        if self.buffer:
+            data = self.buffer + data
+        run, tally, inflight = self.run, self.run.tally, self.inflight
+        dense, expected, cycle = tally.dense, run.function_codes, len(run.function_codes)
+        size, pos, ok, max_us = len(data), 0, 0, tally.max_us
+        while size - pos >= 8:
+            end = pos + 6 + ((data[pos + 4] << 8) | data[pos + 5])
+            if end > size:
+                break
+            tid = (data[pos] << 8) | data[pos + 1]
+            start = inflight.pop(tid, None)
+            if start is None or end - pos < 8:
+                tally.unexpected += 1
+            else:
+                us = min(int((now - start) * 1e6), _MAX_US)
+                shift = us.bit_length() - 11
+                dense[(shift << 10) + (us >> shift) if shift > 0 else us] += 1
+                if us > max_us:
+                    max_us = us
+                fc = data[pos + 7]
+                if fc == expected[tid % cycle]:
+                    ok += 1
+                elif fc == expected[tid % cycle] | 0x80 and end - pos >= 9:
+                    code = data[pos + 8]
+                    tally.exceptions[code] = tally.exceptions.get(code, 0) + 1
+                    tally.exceptions_total += 1
+                else:
+                    tally.unexpected += 1
+            pos = end
+        self.buffer = data[pos:] if pos < size else b""
+        tally.ok += ok
+        tally.max_us = max_us
+        run.last_response = now
+        if run.closed_loop and run.sending:
+            self.fill(now)
+        elif not inflight:
+            run.on_idle()
+
+    def fill(self, now: float) -> None:
+        """Closed loop: top the connection up to `depth` requests in flight."""
+        run = self.run
+        want = min(run.spec.depth - len(self.inflight), run.budget)
+        if want > 0 and self.transport is not None:
+            run.budget -= want
+            self.send([now] * want)
+
+    def close(self) -> None:
+        if self.transport is not None:
+            self.transport.close()
+
+
+class Run:
+    """The state of one process's run."""
+
+    def __init__(self, spec: LoadSpec) -> None:
+        self.spec = spec
+        self.tally = Tally()
+        self.budget = spec.max_requests
+        self.closed_loop = spec.rate is None
+        self.sending = False
+        self.function_codes = [pdu[0] for pdu in spec.pdus]
+        # Everything of a frame after the transaction id, by position in the cycle.
+        self.tails = [struct.pack(">HHB", 0, len(pdu) + 1, spec.unit) + pdu for pdu in spec.pdus]
+        rng = random.Random(len(spec.targets))
+        self.connections = [
+            Connection(self, target, rng.randrange(65536)) for target in spec.targets
+        ]
+        self.idle = asyncio.Event()
+        self.last_response = 0.0
+
+    def on_idle(self) -> None:
+        if not self.sending and not any(c.inflight for c in self.connections):
+            self.idle.set()
+
+    async def connect(self, connection: Connection) -> bool:
+        loop = asyncio.get_running_loop()
+        host, port = connection.target
+        try:
+            await asyncio.wait_for(
+                loop.create_connection(lambda: connection, host, port),
+                self.spec.connect_timeout_s,
+            )
+        except (OSError, TimeoutError):
+            self.tally.connection_errors += 1
+            connection.down_since = time.perf_counter()
+            return False
+        return True
+
+    def snapshot(self, began: float) -> Snapshot:
+        t = self.tally
+        return Snapshot(
+            sent=t.sent,
+            responses=t.responses,
+            exceptions=t.exceptions_total,
+            timeouts=t.timeouts,
+            errors=t.connection_errors + t.lost + t.unexpected,
+            elapsed_s=time.perf_counter() - began,
+        )
+
+    def expire(self, now: float) -> None:
+        """Count requests older than the timeout; drop and reopen their connection."""
+        limit = now - self.spec.timeout_s
+        for connection in self.connections:
+            if connection.inflight and next(iter(connection.inflight.values())) < limit:
+                self.tally.timeouts += len(connection.inflight)
+                connection.inflight.clear()
+                connection.close()
+
+    def pace(self, elapsed: float, began: float, scheduled: int, turn: int) -> tuple[int, int]:
+        """Open loop: send what is due after `elapsed` s; returns (scheduled, next connection)."""
+        assert self.spec.rate is not None
+        elapsed = min(elapsed, self.spec.duration_s)
+        due = min(int(elapsed * self.spec.rate), self.spec.max_requests) - scheduled
+        batches: dict[int, list[float]] = {}
+        count = len(self.connections)
+        for k in range(scheduled, scheduled + due):
+            start = began + k / self.spec.rate
+            connection = self.connections[turn]
+            pending = len(connection.inflight) + len(batches.get(turn, ()))
+            if connection.transport is None or pending >= self.spec.depth:
+                self.tally.shed += 1
+            else:
+                batches.setdefault(turn, []).append(start)
+            turn = (turn + 1) % count
+        for index, starts in batches.items():
+            self.connections[index].send(starts)
+        return scheduled + max(due, 0), turn
+
+
+async def run_load(
+    spec: LoadSpec,
+    on_progress: Callable[[Snapshot], None] | None = None,
+    wait_for_go: Callable[[int], Awaitable[None]] | None = None,
+) -> LoadResult:
+    """Connect, (wait for the go), load, drain, close; always returns within its bounds."""
+    run = Run(spec)
+    results = await asyncio.gather(*(run.connect(c) for c in run.connections))
+    if wait_for_go is not None:
+        await wait_for_go(sum(results))
+    cpu_before, began = time.process_time(), time.perf_counter()
+    deadline = began + spec.duration_s
+    run.sending = True
+    if run.closed_loop:
+        for connection in run.connections:
+            connection.fill(began)
+    scheduled, turn, next_progress = 0, 0, began
+    reconnecting: set[asyncio.Task[bool]] = set()
+    while True:
+        now = time.perf_counter()
+        if not run.closed_loop:
+            scheduled, turn = run.pace(now - began, began, scheduled, turn)
+        if now >= deadline or run.budget <= 0 or scheduled >= spec.max_requests:
+            break
+        run.expire(now)
+        for connection in run.connections:
+            if connection.transport is None and now - connection.down_since > RECONNECT_AFTER_S:
+                connection.down_since = now + spec.connect_timeout_s  # one attempt at a time
+                task = asyncio.create_task(_reconnect(run, connection))
+                reconnecting.add(task)
+                task.add_done_callback(reconnecting.discard)
+        if on_progress is not None and now >= next_progress:
+            on_progress(run.snapshot(began))
+            next_progress = now + PROGRESS_EVERY_S
+        await asyncio.sleep(0.001 if not run.closed_loop else TICK_S)
+    stopped = time.perf_counter()
+    run.sending = False
+    run.on_idle()
+    try:
+        await asyncio.wait_for(run.idle.wait(), spec.timeout_s)
+    except TimeoutError:
+        run.expire(time.perf_counter() + spec.timeout_s)
+    window_s = max(stopped, run.last_response) - began
+    cpu_s = time.process_time() - cpu_before
+    for task in reconnecting:
+        task.cancel()
+    await asyncio.gather(*reconnecting, return_exceptions=True)
+    for connection in run.connections:
+        connection.close()
+    await asyncio.sleep(0)
+    if on_progress is not None:
+        on_progress(run.snapshot(began))
+    return _result(run, sum(results), window_s, cpu_s)
+
+
+async def _reconnect(run: Run, connection: Connection) -> bool:
+    connected = await run.connect(connection)
+    if connected and run.closed_loop and run.sending:
+        connection.fill(time.perf_counter())
+    return connected
+
+
+def _result(run: Run, connected: int, window_s: float, cpu_s: float) -> LoadResult:
+    t = run.tally
+    return LoadResult(
+        connections=len(run.connections),
+        connected=connected,
+        sent=t.sent,
+        responses=t.responses,
+        exceptions=dict(t.exceptions),
+        timeouts=t.timeouts,
+        connection_errors=t.connection_errors,
+        lost=t.lost,
+        unexpected=t.unexpected,
+        shed=t.shed,
+        histogram=Histogram.from_dense(t.dense, t.max_us),
+        window_s=window_s,
+        cpu_s=cpu_s,
+    )

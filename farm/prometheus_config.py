@@ -1,0 +1,154 @@
+"""`farm prometheus-config`: a Prometheus configuration that scrapes the running farm.
+
+At the end of the data flow with the CLI (... api -> cli): a client of the control API. It
+asks each farm (the one on `--api-port`, or every `--farm HOST:PORT` for a farm run as
+shards) where it serves /metrics (`metrics_urls` in `GET /api/v1/status`, the separate
+`--metrics-port` listener first) and prints a whole prometheus.yml: run Prometheus on it
+as it is, or paste its `scrape_configs` entry into an existing configuration.
+
+The scrape interval follows the farm's size unless `--scrape-interval` says otherwise: a
+scrape carries about 25 series per server, and Prometheus should finish one well before
+the next starts.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import sys
+import urllib.error
+import urllib.request
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import urlsplit
+
+import click
+import yaml
+from rich.console import Console
+
+from farm.errors import ConfigError, FarmError, FarmUnreachable
+
+_DURATION = re.compile(r"^[1-9][0-9]*(ms|s|m|h)$")
+_WILDCARDS = frozenset({"0.0.0.0", "::", ""})
+
+
+@dataclass(frozen=True, slots=True)
+class FarmTarget:
+    """One farm (or shard) as its API describes it."""
+
+    metrics: str  # host:port Prometheus scrapes
+    path: str
+    servers: int
+
+
+def scrape_interval_for(servers: int) -> str:
+    if servers <= 2_000:
+        return "5s"
+    if servers <= 10_000:
+        return "15s"
+    return "30s"
+
+
+def _seconds(duration: str) -> float:
+    number, unit = int(re.sub(r"[a-z]+$", "", duration)), re.sub(r"^[0-9]+", "", duration)
+    return number * {"ms": 0.001, "s": 1, "m": 60, "h": 3600}[unit]
+
+
+def describe_farm(api: str, target_host: str | None = None) -> FarmTarget:
+    """Ask the farm whose control API is at `api` (HOST:PORT) where its metrics are."""
+    url = f"http://{api}/api/v1/status"
+    try:
+        with urllib.request.urlopen(url, timeout=10) as response:
+            status: dict[str, Any] = json.load(response)
+        metrics_url = str(status["metrics_urls"][0])
+        servers = int(status["servers_total"])
+    except (urllib.error.URLError, ConnectionError, TimeoutError) as exc:
+        raise FarmUnreachable(
+            f"no farm answers at {url} ({getattr(exc, 'reason', exc)}); is `farm up` running "
+            "with this --api-port?"
+        ) from exc
+    except (ValueError, KeyError, IndexError, TypeError) as exc:
+        raise FarmError(f"{url} does not describe a farm's metrics ({exc!r})") from exc
+    parts = urlsplit(metrics_url)
+    host = parts.hostname or ""
+    if target_host:
+        host = target_host
+    elif host in _WILDCARDS:
+        host = urlsplit(f"http://{api}").hostname or "127.0.0.1"  # reachable as the API was
+    netloc = f"[{host}]" if ":" in host else host
+    return FarmTarget(metrics=f"{netloc}:{parts.port}", path=parts.path, servers=servers)
+
+
+def render_config(targets: list[FarmTarget], job: str, interval: str | None = None) -> str:
+    servers = sum(target.servers for target in targets)
+    interval = interval or scrape_interval_for(servers)
+    timeout = interval if _seconds(interval) <= 10 else "10s"
+    config = {
+        "global": {"scrape_interval": interval, "evaluation_interval": interval},
+        "scrape_configs": [
+            {
+                "job_name": job,
+                "scrape_interval": interval,
+                "scrape_timeout": timeout,
+                "metrics_path": targets[0].path,
+                "static_configs": [{"targets": [target.metrics for target in targets]}],
+            }
+        ],
+    }
+    farms = f"{len(targets)} farm{'s' if len(targets) > 1 else ''}"
+    header = (
+        f"# Prometheus configuration for modbus-farm: {farms}, {servers} servers.\n"
+        "# Written by `farm prometheus-config`; use it whole (prometheus --config.file=...)\n"
+        "# or copy the scrape_configs entry into your own prometheus.yml.\n"
+    )
+    return header + yaml.safe_dump(config, sort_keys=False, default_flow_style=False)
+
+
+@click.command(name="prometheus-config")
+@click.option("--api-port", default=9502, show_default=True, help="The farm's control API port.")
+@click.option(
+    "--api-host", default="127.0.0.1", show_default=True, help="The farm's control API address."
+)
+@click.option(
+    "--farm",
+    "farms",
+    multiple=True,
+    metavar="HOST:PORT",
+    help="Control API of one farm or shard (repeatable); replaces --api-host/--api-port.",
+)
+@click.option(
+    "--target-host",
+    default=None,
+    help="Address Prometheus reaches the farm at, if not the one the farm reports.",
+)
+@click.option(
+    "--scrape-interval",
+    default=None,
+    help="Prometheus duration such as 5s [default: from the farm's size].",
+)
+@click.option("--job", default="modbus-farm", show_default=True, help="Prometheus job name.")
+def prometheus_config(
+    api_port: int,
+    api_host: str,
+    farms: tuple[str, ...],
+    target_host: str | None,
+    scrape_interval: str | None,
+    job: str,
+) -> None:
+    """Print a Prometheus configuration that scrapes the running farm."""
+    try:
+        if scrape_interval is not None and not _DURATION.match(scrape_interval):
+            raise ConfigError(
+                f"--scrape-interval {scrape_interval!r}: expected a duration such as 5s or 1m"
+            )
+        apis = list(farms) or [f"{api_host}:{api_port}"]
+        targets = [describe_farm(api, target_host) for api in apis]
+        paths = {target.path for target in targets}
+        if len(paths) > 1:
+            raise FarmError(f"the farms serve metrics on different paths: {sorted(paths)}")
+    except FarmError as error:
+        Console(stderr=True).print(
+            f"[bold red]farm: error:[/] {error}", highlight=False, soft_wrap=True
+        )
+        sys.exit(error.exit_code)
+    click.echo(render_config(targets, job, scrape_interval), nl=False)

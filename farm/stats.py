@@ -1,0 +1,149 @@
+"""What every server counted, in shared memory the master owns: the engine writes, the
+master's /metrics reads.
+
+Sits beside the banks under the engine (... worker -> engine -> banks, stats -> metrics).
+The master creates one segment per shard next to the shard's bank segment and keeps it
+for the life of the farm; the worker attaches by name (`Assign.stats_segment`) and counts
+with plain integer stores, never through prometheus_client. Because the master owns the
+memory, no counter goes backwards when a worker is killed and replaced: the new worker
+carries on from what the old one left. Only the open-connections gauge is reset then, by
+the master when the worker dies and by the new worker when it attaches: those
+connections died with the process.
+
+Layout: uint64 slots in native byte order. `HEADER_SLOTS` for the worker, then
+`SERVER_SLOTS` per server, in the order of the shard's `Shard.servers`:
+
+    REQUEST_SLOT[fc]        requests with function code fc, one slot per code in
+                            FUNCTION_CODES and one for every other code
+    EXCEPTION_SLOT[code]    exception responses, one slot per code in EXCEPTION_CODES and
+                            one for every other code
+    DURATION + i            requests that took at most DURATION_BOUNDS_NS[i], the last slot
+                            for those above every bound; not cumulative (the renderer sums)
+    DURATION_SUM_NS         the durations added up, in nanoseconds
+    CONNECTIONS_OPEN        a gauge; every other slot is a counter
+    CONNECTIONS_ACCEPTED, BYTES_RECEIVED, BYTES_SENT, MALFORMED_FRAMES
+
+A request's duration runs from the moment its bytes reached the connection to the moment
+its response was handed to the kernel; requests pipelined in one read share one duration.
+The worker's header holds `WORKER_CPU_NS`: CPU time of every incarnation of the shard's
+worker so far, so it is a counter across restarts too (the time a killed worker spent
+after its last heartbeat is lost; it never runs backwards).
+"""
+
+from __future__ import annotations
+
+import time
+
+from farm.banks import Segment
+
+FUNCTION_CODES = (1, 2, 3, 4, 5, 6, 15, 16, 22, 23, 43)
+EXCEPTION_CODES = tuple(range(1, 12))
+DURATION_BOUNDS_S = (
+    0.0001, 0.00025, 0.0005,
+    0.001, 0.0025, 0.005,
+    0.01, 0.025, 0.05,
+    0.1, 0.25, 0.5,
+    1.0, 2.5, 5.0,
+    10.0,
+)  # fmt: skip
+DURATION_BOUNDS_NS = tuple(round(bound * 1e9) for bound in DURATION_BOUNDS_S)
+FIRST_BOUND_NS = DURATION_BOUNDS_NS[0]
+
+REQUESTS = 0
+EXCEPTIONS = REQUESTS + len(FUNCTION_CODES) + 1
+DURATION = EXCEPTIONS + len(EXCEPTION_CODES) + 1
+DURATION_SUM_NS = DURATION + len(DURATION_BOUNDS_NS) + 1
+CONNECTIONS_OPEN = DURATION_SUM_NS + 1
+CONNECTIONS_ACCEPTED = CONNECTIONS_OPEN + 1
+BYTES_RECEIVED = CONNECTIONS_ACCEPTED + 1
+BYTES_SENT = BYTES_RECEIVED + 1
+MALFORMED_FRAMES = BYTES_SENT + 1
+SERVER_SLOTS = MALFORMED_FRAMES + 1
+
+WORKER_CPU_NS = 0
+HEADER_SLOTS = 1
+
+
+def _slot_table(base: int, codes: tuple[int, ...]) -> bytes:
+    """Byte b of the result: the slot that counts code b."""
+    other = base + len(codes)
+    table = bytearray([other] * 256)
+    for offset, code in enumerate(codes):
+        table[code] = base + offset
+    return bytes(table)
+
+
+# Indexed by a request's function code / a response's exception code; bytes indexing is
+# the cheapest lookup there is on the request path.
+REQUEST_SLOT = _slot_table(REQUESTS, FUNCTION_CODES)
+EXCEPTION_SLOT = _slot_table(EXCEPTIONS, EXCEPTION_CODES)
+
+
+def local_counters() -> memoryview:
+    """Counters for one server that live in this process only (a Device outside a farm)."""
+    return memoryview(bytearray(8 * SERVER_SLOTS)).cast("Q")
+
+
+class ShardCounters:
+    """One shard's counters: `create` in the master, `attach` in the shard's worker."""
+
+    def __init__(self, segment: Segment, servers: int) -> None:
+        self.segment = segment
+        self.servers = servers
+        self.slots: memoryview = segment.buf.cast("Q")
+        # A fresh segment is zeroed by the kernel; the worker's CPU carries on from here.
+        self._cpu_before_ns = self.slots[WORKER_CPU_NS]
+
+    @staticmethod
+    def size(servers: int) -> int:
+        return 8 * (HEADER_SLOTS + servers * SERVER_SLOTS)
+
+    @classmethod
+    def create(cls, servers: int) -> ShardCounters:
+        return cls(Segment.create(cls.size(servers)), servers)
+
+    @classmethod
+    def attach(cls, name: str, servers: int) -> ShardCounters:
+        return cls(Segment.attach(name), servers)
+
+    @property
+    def name(self) -> str:
+        return self.segment.name
+
+    def server(self, position: int) -> memoryview:
+        """The slots of the shard's `position`-th server (its index in `Shard.servers`)."""
+        start = HEADER_SLOTS + position * SERVER_SLOTS
+        return self.slots[start : start + SERVER_SLOTS]
+
+    def snapshot(self) -> list[int]:
+        """Every slot, copied at once (slot k of server p is at `offset(p) + k`)."""
+        return self.slots.tolist()
+
+    @staticmethod
+    def offset(position: int) -> int:
+        return HEADER_SLOTS + position * SERVER_SLOTS
+
+    def column(self, values: list[int], slot: int) -> list[int]:
+        """Slot `slot` of every server, in shard order, from a `snapshot`."""
+        end = HEADER_SLOTS + self.servers * SERVER_SLOTS
+        return values[HEADER_SLOTS + slot : end : SERVER_SLOTS]
+
+    def requests_total(self) -> int:
+        values = self.snapshot()
+        return sum(sum(self.column(values, REQUESTS + i)) for i in range(EXCEPTIONS - REQUESTS))
+
+    def reset_open_connections(self) -> None:
+        for position in range(self.servers):
+            self.slots[self.offset(position) + CONNECTIONS_OPEN] = 0
+
+    def record_cpu(self) -> None:
+        """Called by the worker: its own CPU time on top of its predecessors'."""
+        self.slots[WORKER_CPU_NS] = self._cpu_before_ns + time.process_time_ns()
+
+    def cpu_seconds(self) -> float:
+        return float(self.slots[WORKER_CPU_NS]) / 1e9
+
+    def close(self) -> None:
+        """Drop this process's mapping; the master's also removes the segment."""
+        self.slots.release()
+        self.segment.close()
