@@ -74,7 +74,9 @@ class Slot:
 
     @property
     def pid(self) -> int | None:
-        return None if self.process is None else int(self.process.pid)
+        # None while Process.start is still running in its thread, too.
+        pid = None if self.process is None else self.process.pid
+        return None if pid is None else int(pid)
 
 
 class Supervisor:

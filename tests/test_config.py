@@ -202,3 +202,12 @@ def test_plans_give_unique_addresses_and_cover_fleets_once(
 def test_examples_are_valid(example: str) -> None:
     templates, requests = load(EXAMPLES / example).expand()
     assert requests and templates
+
+
+def test_readme_example_is_valid(tmp_path: Path) -> None:
+    readme = (EXAMPLES.parent / "README.md").read_text()
+    block = readme.split("## Describe your fleet")[1].split("```yaml")[1].split("```")[0]
+    path = tmp_path / "readme.yaml"
+    path.write_text(block)
+    templates, requests = load(path).expand()
+    assert len(requests) == 520 and "meter@spare-meters" in templates
