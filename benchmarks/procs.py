@@ -158,6 +158,20 @@ class Server:
                 os.kill(pid, signal.SIGKILL)
 
 
+def start(factory: Callable[[], Server], attempts: int = 3) -> Server:
+    """Start a server set on free ports; new ports if another process took one meanwhile."""
+    for attempt in range(attempts):
+        server = factory()
+        try:
+            return server.start()
+        except RuntimeError as exc:
+            server.stop()
+            if attempt == attempts - 1:
+                raise
+            print(f"{server.name} did not start ({str(exc)[-120:]!r}); trying other ports")
+    raise AssertionError("unreachable")
+
+
 def farm(count: int, workers: int) -> Server:
     port_base = free_port_range(count)
     api_port = free_port_range(1)

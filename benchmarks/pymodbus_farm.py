@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import logging
 import os
 import signal
@@ -46,12 +47,15 @@ async def serve(host: str, port_base: int, count: int, lifetime: float) -> None:
         servers.append(server)
     stop = asyncio.Event()
     loop.add_signal_handler(signal.SIGTERM, stop.set)
-    loop.add_reader(sys.stdin.fileno(), lambda: os.read(sys.stdin.fileno(), 1) or stop.set())
+
+    def on_stdin() -> None:
+        if not os.read(sys.stdin.fileno(), 1):  # end of file: the suite is gone
+            stop.set()
+
+    loop.add_reader(sys.stdin.fileno(), on_stdin)
     print("ready", flush=True)
-    try:
+    with contextlib.suppress(TimeoutError):
         await asyncio.wait_for(stop.wait(), lifetime)
-    except TimeoutError:
-        pass
     for server in servers:
         await server.shutdown()
 

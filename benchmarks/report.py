@@ -6,6 +6,7 @@ import datetime
 import os
 import platform
 from importlib import metadata
+from pathlib import Path
 from typing import Any
 
 FARM2, FARM1 = "farm, 2 workers", "farm, 1 worker"
@@ -28,11 +29,18 @@ def _us(value: float | None) -> str:
 
 
 def _errors(row: dict[str, Any]) -> int:
-    return int(row["timeouts"] + row["connection_errors"] + row["lost"] + row["unexpected"])
+    """Timeouts, connection errors, requests lost with a connection, unexpected answers,
+    and (open loop) requests shed because the server was behind."""
+    keys = ("timeouts", "connection_errors", "lost", "unexpected", "shed")
+    return sum(int(row[key]) for key in keys)
 
 
 def _find(rows: list[dict[str, Any]], server: str, connections: int) -> dict[str, Any]:
     return next(r for r in rows if r["server"] == server and r["connections"] == connections)
+
+
+def _get(row: dict[str, Any] | None, key: str) -> float | None:
+    return None if row is None else row[key]
 
 
 def _ratio(a: float | None, b: float | None) -> str:
@@ -47,17 +55,21 @@ def _load_table(rows: list[dict[str, Any]], reference: list[dict[str, Any]]) -> 
     ]
     for row in rows:
         c, lat = row["connections"], row["latency_s"]
-        pym = _find(reference, PYMODBUS, c) if c in (50, 500) else None
+        pym = _find(reference, PYMODBUS, c) if not row["rate"] else None
         top = next((r for r in reference if r["server"] == CEILING and r["connections"] == c), None)
+        top = top if not row["rate"] else None
+        cpu = row["server_cpu_per_request_us"]
         busy = ", ".join(f"{b:.0%}" for b in row["generator"]["busy"])
         saturated = " (saturated)" if row["generator"]["saturated"] else ""
+        load = f"{c} x {row['depth']}"
+        if row["rate"]:
+            load += f" at {row['rate']:,.0f}/s"
         lines.append(
-            f"| {row['server']} | {c} x {row['depth']} | {row['requests_per_s']:,.0f} "
-            f"| {_ratio(row['requests_per_s'], pym and pym['requests_per_s'])} "
-            f"| {_ratio(row['requests_per_s'], top and top['requests_per_s'])} "
+            f"| {row['server']} | {load} | {row['requests_per_s']:,.0f} "
+            f"| {_ratio(row['requests_per_s'], _get(pym, 'requests_per_s'))} "
+            f"| {_ratio(row['requests_per_s'], _get(top, 'requests_per_s'))} "
             + "".join(f"| {lat[k] * 1e3:.2f} ms " for k in ("p50", "p90", "p99", "max"))
-            + f"| {_us(row['server_cpu_per_request_us'])} "
-            f"| {_ratio(row['server_cpu_per_request_us'], top and top['server_cpu_per_request_us'])} "
+            + f"| {_us(cpu)} | {_ratio(cpu, _get(top, 'server_cpu_per_request_us'))} "
             f"| {busy}{saturated} | {_errors(row)} |"
         )
     return lines
@@ -183,5 +195,21 @@ def readme(figures: dict[str, Any], command: str, duration_s: float, elapsed_s: 
             "",
             *_load_table(figures["pipelined"], rows),
             "",
+            "## 5. Latency at a fixed rate (open loop)",
+            "",
+            "Latency counts from each request's scheduled time, so a server that falls behind "
+            "shows it; `errors` includes requests shed because 8 were already in flight.",
+            "",
+            *_load_table(figures["paced"], rows),
+            "",
+            *_notes(),
         ]
     )
+
+
+def _notes() -> list[str]:
+    """The hand-written analysis beside this file, kept when the figures are rewritten."""
+    path = Path(__file__).with_name("NOTES.md")
+    if not path.exists():
+        return []
+    return ["## Notes (written by hand, in benchmarks/NOTES.md)", "", path.read_text().strip(), ""]

@@ -12,7 +12,9 @@ missed). Sections, all against servers this suite starts on free loopback ports:
   3. start-up (process start to every server ready, through the API) and memory per idle
      server (RSS and PSS from /proc/PID/smaps_rollup, master + workers) at 500, 2,000 and
      10,000 servers;
-  4. pipelined requests (depth 8).
+  4. pipelined requests (depth 8);
+  5. latency at a fixed rate (open loop, 25,000 requests/s over 500 connections): what a
+     SCADA polling on a schedule sees, free of the closed loop's queueing at saturation.
 The load comes from `farm bench`'s own engine (farm.bench). Nothing here asserts a speed:
 a noisy machine makes absolute figures move, so each is set against a baseline measured
 minutes apart in the same run.
@@ -22,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import functools
 import sys
 import time
 from dataclasses import dataclass
@@ -30,10 +33,12 @@ from typing import Any
 
 from benchmarks import procs, report
 from benchmarks.procs import Server
-from farm.bench import BenchOptions, parse_mix, run_bench, split, summarize
+from farm.bench import run_bench, summarize
+from farm.loadspec import BenchOptions, parse_mix, split
 
 SERVERS = 500
 PDUS = parse_mix("3:100", address=0, quantity=10)
+OPEN_RATE = 25_000.0  # requests/s: 500 devices each polled 50 times a second
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -43,10 +48,13 @@ class Settings:
     sizes: tuple[int, ...]
 
 
-def measure(server: Server, connections: int, depth: int, settings: Settings) -> dict[str, Any]:
-    """One closed-loop run; the bench report plus the server's CPU per request."""
+def measure(
+    server: Server, connections: int, depth: int, settings: Settings, rate: float | None = None
+) -> dict[str, Any]:
+    """One run (closed loop, or open at `rate`); the bench report plus the server's CPU."""
     options = BenchOptions(
         connections=connections,
+        rate=rate,
         depth=depth,
         duration_s=settings.duration_s,
         timeout_s=2.0,
@@ -71,14 +79,20 @@ def warm_up(server: Server) -> None:
 
 
 def load_sections(settings: Settings) -> dict[str, Any]:
-    farm2, farm1 = procs.farm(SERVERS, 2), procs.farm(SERVERS, 1)
-    pym, pym_uv = procs.pymodbus_farm(SERVERS), procs.pymodbus_farm(SERVERS, uvloop=True)
-    ceiling = procs.responder(SERVERS)
-    everyone = (farm2, farm1, pym, pym_uv, ceiling)
+    everyone: list[Server] = []
     try:
-        for server in everyone:
-            server.start()
+        # One after the other: each picks its free ports once the previous one holds its own.
+        for factory in (
+            lambda: procs.farm(SERVERS, 2),
+            lambda: procs.farm(SERVERS, 1),
+            lambda: procs.pymodbus_farm(SERVERS),
+            lambda: procs.pymodbus_farm(SERVERS, uvloop=True),
+            lambda: procs.responder(SERVERS),
+        ):
+            server = procs.start(factory)
+            everyone.append(server)
             print(f"started {server.name}: {SERVERS} servers in {server.ready_s:.2f} s", flush=True)
+        farm2, farm1, pym, pym_uv, ceiling = everyone
         idle = {s.name: procs.memory_bytes(s.pids) for s in (farm2, pym, ceiling)}
         for server in everyone:
             warm_up(server)
@@ -90,6 +104,7 @@ def load_sections(settings: Settings) -> dict[str, Any]:
         throughput.append(measure(pym_uv, 500, 1, settings))
         scaling = [measure(farm1, c, 1, settings) for c in (50, 500)]
         pipelined = [measure(s, 50, 8, settings) for s in (farm2, ceiling, pym)]
+        paced = [measure(s, 500, 8, settings, OPEN_RATE) for s in (farm2, farm1, ceiling, pym)]
     finally:
         for server in everyone:
             server.stop()
@@ -97,6 +112,7 @@ def load_sections(settings: Settings) -> dict[str, Any]:
         "throughput": throughput,
         "scaling": scaling,
         "pipelined": pipelined,
+        "paced": paced,
         "idle_memory_500": idle,
     }
 
@@ -104,9 +120,8 @@ def load_sections(settings: Settings) -> dict[str, Any]:
 def startup_section(settings: Settings) -> list[dict[str, Any]]:
     rows = []
     for count in settings.sizes:
-        server = procs.farm(count, 2)
+        server = procs.start(functools.partial(procs.farm, count, 2))
         try:
-            server.start(timeout=120.0)
             time.sleep(1.0)  # idle: let start-up garbage settle before reading memory
             rss, pss = procs.memory_bytes(server.pids)
         finally:

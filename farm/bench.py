@@ -7,7 +7,8 @@ only through the control API (`GET /api/v1/servers`) when no explicit `--target`
                [--rate R] [--depth D] [--mix 3:80,16:20] [--duration S] [--processes P]
                [--json]
 
-The load itself runs in farm.loadgen, one share per process; with `--processes P > 1` the
+farm.loadspec turns the options into one share of the load per process; farm.loadgen runs
+a share; with `--processes P > 1` the
 shares run in spawned processes (this module starts them, and nothing else does: they are
 the generator's, not the farm's), which connect, wait at a barrier, and start together.
 The report gives the generator's own CPU use: a process busy most of the window measures
@@ -19,14 +20,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import math
 import resource
-import struct
 import sys
-import urllib.error
-import urllib.request
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Any
 
 import click
@@ -36,127 +32,12 @@ from rich.live import Live
 from rich.table import Table as RichTable
 
 from farm import loadfan
-from farm.errors import ConfigError, FarmError, FarmUnreachable
+from farm.errors import ConfigError, FarmError
 from farm.latency import Histogram
 from farm.loadgen import LoadResult, LoadSpec, Snapshot, run_load
+from farm.loadspec import BenchOptions, farm_targets, parse_mix, parse_targets, split
 
 SATURATED = 0.9  # a generator process busier than this fraction of a core is the bottleneck
-READS = {1: 2000, 2: 2000, 3: 125, 4: 125}  # function code -> largest quantity
-
-
-def parse_targets(texts: tuple[str, ...]) -> list[tuple[str, int]]:
-    """`127.0.0.1:5020-5519` or `127.0.0.1:5020` (repeatable) -> [(host, port), ...]."""
-    targets: list[tuple[str, int]] = []
-    for text in texts:
-        host, _, ports = text.rpartition(":")
-        first, _, last = ports.partition("-")
-        try:
-            low, high = int(first), int(last or first)
-        except ValueError:
-            raise ConfigError(f"--target {text!r}: expected HOST:PORT or HOST:PORT-PORT") from None
-        if not host or not 1 <= low <= high <= 65535:
-            raise ConfigError(f"--target {text!r}: expected HOST:PORT or HOST:PORT-PORT")
-        targets.extend((host.strip("[]"), port) for port in range(low, high + 1))
-    return targets
-
-
-def farm_targets(api_host: str, api_port: int) -> list[tuple[str, int]]:
-    """Every server the farm reports up, from its control API."""
-    url = f"http://{api_host}:{api_port}/api/v1/servers"
-    try:
-        with urllib.request.urlopen(url, timeout=10) as response:
-            rows = json.load(response)["servers"]
-    except (urllib.error.URLError, ConnectionError, TimeoutError, ValueError, KeyError) as exc:
-        raise FarmUnreachable(
-            f"no farm answers at {url} ({getattr(exc, 'reason', exc)}); start one with "
-            "`farm up`, pass its --api-port, or give --target HOST:PORT-PORT"
-        ) from exc
-    targets = []
-    for row in rows:
-        if row.get("up"):
-            host, _, port = str(row["address"]).rpartition(":")
-            targets.append((host.strip("[]"), int(port)))
-    return targets
-
-
-def request_pdu(function_code: int, address: int, quantity: int) -> bytes:
-    """The request a master sends for one entry of the mix."""
-    if function_code in READS:
-        return struct.pack(">BHH", function_code, address, quantity)
-    if function_code == 5:
-        return struct.pack(">BHH", 5, address, 0xFF00)
-    if function_code == 6:
-        return struct.pack(">BHH", 6, address, quantity)
-    if function_code == 15:
-        data = bytes(0x55 for _ in range((quantity + 7) // 8))
-        return struct.pack(">BHHB", 15, address, quantity, len(data)) + data
-    values = struct.pack(f">{quantity}H", *range(quantity))
-    return struct.pack(">BHHB", 16, address, quantity, len(values)) + values
-
-
-def parse_mix(text: str, address: int, quantity: int) -> tuple[bytes, ...]:
-    """`3:70,4:20,16:10` -> a cycle of request PDUs in those proportions, interleaved."""
-    weights: dict[int, int] = {}
-    for part in text.split(","):
-        fc_text, _, weight_text = part.strip().partition(":")
-        try:
-            fc, weight = int(fc_text), int(weight_text or 1)
-        except ValueError:
-            raise ConfigError(f"--mix {text!r}: expected FC:WEIGHT,... e.g. 3:80,16:20") from None
-        if fc not in (*READS, 5, 6, 15, 16) or weight < 0:
-            raise ConfigError(f"--mix: function code {fc} is not one of 1-6, 15, 16")
-        weights[fc] = weights.get(fc, 0) + weight
-    if not 1 <= quantity <= 65535 or not 0 <= address <= 65535:
-        raise ConfigError("--quantity must be 1-65535 and --address 0-65535")
-    if (16 in weights and quantity > 123) or (15 in weights and quantity > 1968):
-        raise ConfigError("--quantity is too large for one write request (FC 16: 123, FC 15: 1968)")
-    total = sum(weights.values())
-    if not 0 < total <= 10_000:
-        raise ConfigError(f"--mix {text!r}: weights must add up to 1-10000")
-    divisor = math.gcd(*weights.values())
-    # Smooth weighted round-robin: each function code spread evenly through the cycle.
-    credit = dict.fromkeys(weights, 0)
-    cycle = []
-    for _ in range(total // divisor):
-        for fc in credit:
-            credit[fc] += weights[fc]
-        chosen = max(credit, key=lambda fc: credit[fc])
-        credit[chosen] -= total
-        cycle.append(request_pdu(chosen, address, quantity))
-    return tuple(cycle)
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class BenchOptions:
-    connections: int = 50
-    rate: float | None = None
-    depth: int = 1
-    duration_s: float = 10.0
-    max_requests: int = 10_000_000
-    timeout_s: float = 1.0
-    unit: int = 1
-    processes: int = 1
-
-
-def split(
-    targets: list[tuple[str, int]], pdus: tuple[bytes, ...], options: BenchOptions
-) -> list[LoadSpec]:
-    """Spread C connections evenly over the servers, then over the processes."""
-    c, p = options.connections, options.processes
-    per_connection = [targets[i * len(targets) // c] for i in range(c)]
-    return [
-        LoadSpec(
-            targets=tuple(per_connection[share::p]),
-            pdus=pdus,
-            unit=options.unit,
-            depth=options.depth,
-            rate=None if options.rate is None else options.rate / p,
-            duration_s=options.duration_s,
-            max_requests=options.max_requests // p + (share < options.max_requests % p),
-            timeout_s=options.timeout_s,
-        )
-        for share in range(p)
-    ]
 
 
 def run_bench(

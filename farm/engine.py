@@ -81,6 +81,8 @@ _DECODER = DecodePDU(is_server=True)
 _HEADER = struct.Struct(">HHHB")
 _ADDRESS_COUNT = struct.Struct(">HH")
 _GATHER_BITS = 0x0102040810204080  # multiplies eight 0/1 bytes into one packed byte
+# A packed byte of coils (FC 15) spread to eight 0/1 bytes, least significant bit first.
+_SPREAD_BITS = tuple(bytes((value >> bit) & 1 for bit in range(8)) for value in range(256))
 
 
 def exception_pdu(function_code: int, code: int) -> bytes:
@@ -199,12 +201,10 @@ def _read_bits(bank: UnitBank, pdu: bytes, view: memoryview) -> bytes:
         return exception_pdu(fc, ILLEGAL_VALUE)
     if address + count > len(view):
         return exception_pdu(fc, ILLEGAL_ADDRESS)
-    bits = bytes(view[address : address + count])
-    bits += bytes(-count % 8)
-    packed = bytes(
-        ((int.from_bytes(bits[i : i + 8], "little") * _GATHER_BITS) >> 56) & 0xFF
-        for i in range(0, len(bits), 8)
-    )
+    bits = bytes(view[address : address + count]) + bytes(-count % 8)
+    # Eight 0/1 bytes read as one little-endian word; the multiply gathers them into a byte.
+    words = struct.unpack(f"<{len(bits) // 8}Q", bits)
+    packed = bytes([((word * _GATHER_BITS) >> 56) & 0xFF for word in words])
     return bytes((fc, len(packed))) + packed
 
 
@@ -251,8 +251,7 @@ def _write_coils(bank: UnitBank, pdu: bytes, view: memoryview) -> bytes:
         return exception_pdu(15, ILLEGAL_VALUE)
     if address + count > len(view) or not bank.writable(Table.COILS, address, count):
         return exception_pdu(15, ILLEGAL_ADDRESS)
-    packed = int.from_bytes(pdu[6:], "little")
-    view[address : address + count] = bytes((packed >> i) & 1 for i in range(count))
+    view[address : address + count] = b"".join([_SPREAD_BITS[byte] for byte in pdu[6:]])[:count]
     return pdu[:5]
 
 

@@ -17,7 +17,9 @@ pytestmark = pytest.mark.timeout(60)
 DT = ModbusTcpClient.DATATYPE
 
 
-def point(kind: PointType, byte_order: str = "big", word_order: str = "big", **more: float) -> Point:
+def point(
+    kind: PointType, byte_order: str = "big", word_order: str = "big", **more: float
+) -> Point:
     return Point(
         name="p",
         unit_id=1,
@@ -43,7 +45,9 @@ def registers(data: bytes) -> list[int]:
         ("little", "little", [0x79E9, 0xF642]),  # DCBA
     ],
 )
-def test_float32_orders_match_known_vectors(byte_order: str, word_order: str, expected: list[int]) -> None:
+def test_float32_orders_match_known_vectors(
+    byte_order: str, word_order: str, expected: list[int]
+) -> None:
     data = codec.encode_one(point(PointType.FLOAT32, byte_order, word_order), 123.456)
     assert registers(data) == expected
 
@@ -125,7 +129,9 @@ def test_round_trip_through_pymodbus(kind: PointType, word_order: str) -> None:
     st.sampled_from(["big", "little"]),
     st.sampled_from(["big", "little"]),
 )
-def test_decode_inverts_encode_in_every_order(value: float, byte_order: str, word_order: str) -> None:
+def test_decode_inverts_encode_in_every_order(
+    value: float, byte_order: str, word_order: str
+) -> None:
     typed = point(PointType.FLOAT32, byte_order, word_order)
     data = codec.encode(typed, np.array([value, -value]))
     assert codec.decode(typed, data).tolist() == pytest.approx([value, -value])

@@ -33,8 +33,18 @@ def base() -> dict[str, Any]:
             }
         },
         "fleets": [
-            {"name": "a", "template": "meter", "count": 3, "addressing": {"port_start": 6000, "port_end": 6009}},
-            {"name": "b", "template": "meter", "count": 2, "addressing": {"ip_start": "127.5.0.1", "port": 6000}},
+            {
+                "name": "a",
+                "template": "meter",
+                "count": 3,
+                "addressing": {"port_start": 6000, "port_end": 6009},
+            },
+            {
+                "name": "b",
+                "template": "meter",
+                "count": 2,
+                "addressing": {"ip_start": "127.5.0.1", "port": 6000},
+            },
         ],
     }
 
@@ -119,7 +129,10 @@ def test_validate_cli_exit_2_one_line_no_traceback(tmp_path: Path) -> None:
     data["fleets"][0]["addressing"]["port_start"] = 70000
     path = write(tmp_path, data)
     result = subprocess.run(
-        [sys.executable, "-m", "farm", "validate", str(path)], capture_output=True, text=True, timeout=60
+        [sys.executable, "-m", "farm", "validate", str(path)],
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
     assert result.returncode == 2
     lines = [line for line in result.stderr.splitlines() if line.strip()]
@@ -135,7 +148,11 @@ def test_validate_and_plan_cli_describe_the_farm(tmp_path: Path) -> None:
         capture_output=True, text=True, timeout=60, env=wide,
     )  # fmt: skip
     assert shown.returncode == 0, shown.stderr
-    assert "valid" in shown.stdout and "127.0.0.1:6000-6002" in shown.stdout and "5 servers" in shown.stdout
+    assert (
+        "valid" in shown.stdout
+        and "127.0.0.1:6000-6002" in shown.stdout
+        and "5 servers" in shown.stdout
+    )
     planned = subprocess.run(
         [sys.executable, "-m", "farm", "plan", str(path), "--workers", "2", "--servers"],
         capture_output=True, text=True, timeout=60, env=wide,
@@ -169,8 +186,14 @@ fleet_strategy = st.lists(
 )
 
 
-@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(fleets=fleet_strategy, workers=st.integers(1, 8), total=st.one_of(st.none(), st.integers(1, 200)))
+@settings(
+    max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(
+    fleets=fleet_strategy,
+    workers=st.integers(1, 8),
+    total=st.one_of(st.none(), st.integers(1, 200)),
+)
 def test_plans_give_unique_addresses_and_cover_fleets_once(
     tmp_path: Path, fleets: list[tuple[int, bool, int]], workers: int, total: int | None
 ) -> None:
@@ -182,7 +205,9 @@ def test_plans_give_unique_addresses_and_cover_fleets_once(
             if by_ip
             else {"port_start": 10000 + i * 1000 + gap, "port_end": 10000 + i * 1000 + 999}
         )
-        data["fleets"].append({"name": f"f{i}", "template": "meter", "count": count, "addressing": addressing})
+        data["fleets"].append(
+            {"name": f"f{i}", "template": "meter", "count": count, "addressing": addressing}
+        )
     path = write(tmp_path, data)
     templates, requests = load(path).expand(total)
     if not requests:
@@ -211,3 +236,60 @@ def test_readme_example_is_valid(tmp_path: Path) -> None:
     path.write_text(block)
     templates, requests = load(path).expand()
     assert len(requests) == 520 and "meter@spare-meters" in templates
+
+
+point_fields = st.fixed_dictionaries(
+    {
+        "name": st.text("abcxyz_", min_size=1, max_size=6),
+        "table": st.sampled_from(
+            ["coils", "discrete_inputs", "holding_registers", "input_registers", "attic"]
+        ),
+        "address": st.integers(-3, 70_000),
+        "type": st.sampled_from(
+            ["bool", "int16", "uint32", "float32", "float64", "string", "int128"]
+        ),
+    },
+    optional={
+        "length": st.integers(-1, 130),
+        "scale": st.sampled_from([0, 0.1, 1, -2]),
+        "word_order": st.sampled_from(["big", "little", "middle"]),
+        "behaviour": st.fixed_dictionaries(
+            {"kind": st.sampled_from(["sine", "counter", "random_walk", "wobble"])},
+            optional={
+                "low": st.integers(-5, 5),
+                "high": st.integers(-5, 5),
+                "period_s": st.integers(-1, 5),
+            },
+        ),
+    },
+)
+
+
+@settings(
+    max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(points=st.lists(point_fields, max_size=4))
+def test_any_point_list_loads_or_names_the_point(
+    tmp_path: Path, points: list[dict[str, Any]]
+) -> None:
+    """Whatever the points say, the file loads, or the error names a point and the file."""
+    data = base()
+    data["templates"]["meter"]["points"] = points
+    data["templates"]["meter"]["units"] = [
+        {
+            "unit_id": 1,
+            "coils": 50,
+            "discrete_inputs": 50,
+            "holding_registers": 50,
+            "input_registers": 50,
+        }
+    ]
+    path = write(tmp_path, data)
+    try:
+        templates, requests = load(path).expand()
+    except ConfigError as error:
+        assert str(error).startswith(f"{path}: templates.meter.points["), str(error)
+        return
+    for point in templates["meter"].points:
+        assert point.address >= 0 and point.address + point.width <= 50
+    assert len(requests) == 5

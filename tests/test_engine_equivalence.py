@@ -17,6 +17,7 @@ import socket
 import struct
 import threading
 from collections.abc import Iterator
+from typing import Any
 from unittest import mock
 
 import pytest
@@ -190,7 +191,8 @@ class PymodbusServer:
         self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
         self.thread.start()
         self.server = asyncio.run_coroutine_threadsafe(self._start(), self.loop).result(10)
-        port = self.server.transport.sockets[0].getsockname()[1]
+        listener: Any = self.server.transport  # an asyncio.Server, typed as a transport
+        port = listener.sockets[0].getsockname()[1]
         self.sock = socket.create_connection((HOST, port), timeout=5)
         self.transaction = 0
 

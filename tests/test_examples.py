@@ -139,7 +139,9 @@ def test_energy_meter_read_only_point_answers_02(meter: tuple[FarmProcess, dict[
         assert raised.value.get_exception_code() == 2
         with pytest.raises(ModbusError):
             master.execute(1, tk.WRITE_SINGLE_REGISTER, 91, output_value=5)
-        assert master.execute(1, tk.READ_HOLDING_REGISTERS, 90, 2) == divmod(21004711, 65536)  # unchanged
+        assert master.execute(1, tk.READ_HOLDING_REGISTERS, 90, 2) == divmod(
+            21004711, 65536
+        )  # unchanged
         master.execute(1, tk.WRITE_SINGLE_REGISTER, 2, output_value=30)  # writable setting
         assert master.execute(1, tk.READ_HOLDING_REGISTERS, 2, 1) == (30,)
         # A 16-bit write into half of a 32-bit writable point changes just that register.
@@ -222,7 +224,7 @@ def test_plant_scaled_serves_every_fleet(tmp_path: Path) -> None:
         servers = farm.api("/api/v1/servers")["servers"]
         assert {s["name"].split("-")[0] for s in servers} == {"meter", "inverter", "plc", "gw"}
         assert all(s["up"] for s in servers)
-        for fleet, address in ((0, 0), (1, 0), (2, 0), (3, 0)):
+        for fleet in range(4):
             host, port = first_address(data, fleet)
             c = client(host, port)
             try:

@@ -1,0 +1,185 @@
+"""A real Prometheus scrapes a real farm under load: every query of every shipped dashboard
+returns data, and kill -9 of a worker shows no counter reset.
+
+Prometheus is Debian's binary, configured with what `farm prometheus-config` prints (a
+1 s scrape interval), on a free loopback port, storage in a temporary directory, stopped
+by PID. Grafana is not here: its variables and macros are substituted as Grafana would
+for a 1 s scrape interval, and each expression is sent to Prometheus's query API.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.conftest import start_farm
+from tests.farmproc import FarmProcess, wait_for
+from tests.prometheus_server import PROMETHEUS, Prometheus, loaded, running_prometheus
+
+pytestmark = [
+    pytest.mark.timeout(150),
+    pytest.mark.skipif(
+        PROMETHEUS is None, reason="prometheus not installed (scripts/test installs it)"
+    ),
+]
+DASHBOARDS = Path(__file__).resolve().parent.parent / "dashboards"
+SERVER = "device-0000"
+# What Grafana puts in for a 1 s scrape interval over a short range.
+MACROS = {
+    "__rate_interval": "5s",
+    "__interval": "2s",
+    "__range": "1m",
+    "__range_s": "60",
+    "server": SERVER,
+}
+_VARIABLE = re.compile(r"\$\{(\w+)(?::\w+)?\}|\$(\w+)")
+_LABEL_VALUES = re.compile(r"^label_values\((.+),\s*(\w+)\)$")
+
+
+def substitute(expr: str) -> str:
+    def one(match: re.Match[str]) -> str:
+        name = match.group(1) or match.group(2)
+        if name not in MACROS:
+            raise AssertionError(f"no value for ${name} in {expr!r}")
+        return MACROS[name]
+
+    return _VARIABLE.sub(one, expr)
+
+
+def panels(board: dict[str, Any]) -> Iterator[dict[str, Any]]:
+    for panel in board["panels"]:
+        yield panel
+        yield from panel.get("panels", [])  # panels inside collapsed rows
+
+
+def dashboard_queries() -> list[tuple[str, str]]:
+    """(where, PromQL) for every target of every panel and every query variable."""
+    queries = []
+    for path in sorted(DASHBOARDS.glob("*.json")):
+        board = json.loads(path.read_text())
+        for panel in panels(board):
+            for target in panel.get("targets", []):
+                queries.append((f"{path.name}: {panel['title']}", target["expr"]))
+        for variable in board["templating"]["list"]:
+            if variable["type"] == "query":
+                query = variable["query"]
+                text = query["query"] if isinstance(query, dict) else query
+                match = _LABEL_VALUES.match(text)
+                assert match, f"{path.name}: ${variable['name']} is not label_values(metric, label)"
+                metric, label = match.groups()
+                queries.append(
+                    (f"{path.name}: ${variable['name']}", f"group by ({label}) ({metric})")
+                )
+    return queries
+
+
+def scrape_config(farm: FarmProcess) -> str:
+    result = subprocess.run(
+        [sys.executable, "-m", "farm", "prometheus-config", "--api-port", str(farm.api_port),
+         "--scrape-interval", "1s"],
+        capture_output=True, text=True, timeout=30,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    return result.stdout
+
+
+def scraped(prometheus: Prometheus, expr: str) -> float:
+    result = prometheus.query(expr)
+    return float(result[0]["value"][1]) if result else 0.0
+
+
+def test_every_dashboard_query_returns_data(tmp_path: Path) -> None:
+    queries = dashboard_queries()
+    assert len(queries) > 30
+    farm = start_farm(6, workers=2)
+    try:
+        farm.wait_ready()
+        with (
+            running_prometheus(scrape_config(farm), tmp_path) as prometheus,
+            loaded(farm, range(6)),
+        ):
+            wait_for(prometheus.targets_up, 20, "Prometheus to scrape the farm")
+            empty: list[str] = []
+
+            def all_answer() -> bool:
+                empty[:] = [
+                    f"{where}: {expr}"
+                    for where, expr in queries
+                    if not _has_data(prometheus.query(substitute(expr)))
+                ]
+                return not empty
+
+            try:
+                wait_for(all_answer, 40, "every dashboard query to return data", interval=0.5)
+            except AssertionError:
+                raise AssertionError("queries without data:\n" + "\n".join(empty)) from None
+    finally:
+        code, _, stderr = farm.stop()
+    assert code == 0, stderr
+
+
+def _has_data(result: list[dict[str, Any]]) -> bool:
+    """At least one sample, and not only NaN (what histogram_quantile gives for no traffic)."""
+    return any(sample["value"][1] != "NaN" for sample in result)
+
+
+def test_kill_9_shows_no_counter_reset(tmp_path: Path) -> None:
+    farm = start_farm(4, workers=2)
+    server = f'server="{SERVER}"'
+    try:
+        farm.wait_ready()
+        with (
+            running_prometheus(scrape_config(farm), tmp_path) as prometheus,
+            loaded(farm, range(4)) as loads,
+        ):
+            wait_for(prometheus.targets_up, 20, "Prometheus to scrape the farm")
+            samples = (
+                f"count_over_time(modbus_farm_requests_total{{{server},function_code='3'}}[5m])"
+            )
+            wait_for(lambda: scraped(prometheus, samples) >= 3, 20, "three scrapes under load")
+            answered = loads[0].answered
+            os.kill(farm.worker_pids()[0], signal.SIGKILL)  # worker 0 hosts device-0000
+            killed_at = time.monotonic()
+            wait_for(
+                lambda: (
+                    farm.status()["workers"][0]["restarts"] == 1
+                    and loads[0].answered > answered + 50
+                ),
+                20,
+                "worker 0 replaced and serving the load again",
+            )
+            seen = scraped(prometheus, samples)
+            wait_for(
+                lambda: (
+                    scraped(prometheus, samples) >= seen + 3
+                    and scraped(prometheus, "modbus_farm_worker_restarts_total{worker='0'}") == 1
+                ),
+                20,
+                "three more scrapes after the restart",
+            )
+            window = f"{int(time.monotonic() - killed_at) + 30}s"
+            for metric in (
+                "modbus_farm_requests_total",
+                "modbus_farm_exceptions_total",
+                "modbus_farm_request_duration_seconds_count",
+                "modbus_farm_received_bytes_total",
+                "modbus_farm_connections_accepted_total",
+                "modbus_farm_worker_cpu_seconds_total",
+            ):
+                resets = prometheus.query(f"resets({metric}[{window}]) > 0")
+                assert resets == [], f"{metric} was reset: {resets}"
+            rate = f"sum(rate(modbus_farm_requests_total{{{server}}}[{window}]))"
+            assert scraped(prometheus, rate) > 0
+    finally:
+        code, _, stderr = farm.stop()
+    assert code == 0, stderr
