@@ -67,6 +67,14 @@ def cpu_seconds(pids: list[int]) -> float:
     return total / CLOCK_TICK
 
 
+def machine_busy_seconds() -> float:
+    """CPU time every core spent on anything but idling (steal included), from /proc/stat."""
+    with open("/proc/stat") as stat:
+        fields = [int(x) for x in stat.readline().split()[1:]]
+    idle, iowait = fields[3], fields[4]
+    return (sum(fields[:8]) - idle - iowait) / CLOCK_TICK
+
+
 def memory_bytes(pids: list[int]) -> tuple[int, int]:
     """(RSS, PSS) summed over these processes, from /proc/PID/smaps_rollup."""
     rss = pss = 0

@@ -20,7 +20,8 @@ def one_line(row: dict[str, Any]) -> str:
         f"{row['server']:<30} C={row['connections']:<4} depth={row['depth']}  "
         f"{row['requests_per_s']:>9,.0f}/s  p50 {lat['p50'] * 1e3:.2f} p99 {lat['p99'] * 1e3:.2f} "
         f"ms  server {_us(row['server_cpu_per_request_us'])}/req  "
-        f"generator busy {max(row['generator']['busy'], default=0):.0%}  errors {_errors(row)}"
+        f"generator busy {max(row['generator']['busy'], default=0):.0%}  "
+        f"others {row['others_cores']:.2f} cores  errors {_errors(row)}"
     )
 
 
@@ -39,6 +40,10 @@ def _find(rows: list[dict[str, Any]], server: str, connections: int) -> dict[str
     return next(r for r in rows if r["server"] == server and r["connections"] == connections)
 
 
+def _runs(row: dict[str, Any]) -> str:
+    return " / ".join(f"{rate / 1000:.1f}k" for rate in row.get("all_requests_per_s", ()))
+
+
 def _get(row: dict[str, Any] | None, key: str) -> float | None:
     return None if row is None else row[key]
 
@@ -49,9 +54,9 @@ def _ratio(a: float | None, b: float | None) -> str:
 
 def _load_table(rows: list[dict[str, Any]], reference: list[dict[str, Any]]) -> list[str]:
     lines = [
-        "| server | C x depth | requests/s | vs pymodbus | of ceiling | p50 | p90 | p99 | max "
-        "| server CPU/request | vs ceiling | generator busy | errors |",
-        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "| server | C x depth | requests/s | runs | vs pymodbus | of ceiling | p50 | p90 | p99 "
+        "| max | server CPU/request | vs ceiling | generator busy | others | errors |",
+        "|---|---|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for row in rows:
         c, lat = row["connections"], row["latency_s"]
@@ -65,12 +70,12 @@ def _load_table(rows: list[dict[str, Any]], reference: list[dict[str, Any]]) -> 
         if row["rate"]:
             load += f" at {row['rate']:,.0f}/s"
         lines.append(
-            f"| {row['server']} | {load} | {row['requests_per_s']:,.0f} "
+            f"| {row['server']} | {load} | {row['requests_per_s']:,.0f} | {_runs(row)} "
             f"| {_ratio(row['requests_per_s'], _get(pym, 'requests_per_s'))} "
             f"| {_ratio(row['requests_per_s'], _get(top, 'requests_per_s'))} "
             + "".join(f"| {lat[k] * 1e3:.2f} ms " for k in ("p50", "p90", "p99", "max"))
             + f"| {_us(cpu)} | {_ratio(cpu, _get(top, 'server_cpu_per_request_us'))} "
-            f"| {busy}{saturated} | {_errors(row)} |"
+            f"| {busy}{saturated} | {row['others_cores']:.2f} | {_errors(row)} |"
         )
     return lines
 
@@ -156,7 +161,9 @@ def _startup_table(figures: dict[str, Any]) -> list[str]:
     return lines
 
 
-def readme(figures: dict[str, Any], command: str, duration_s: float, elapsed_s: float) -> str:
+def readme(
+    figures: dict[str, Any], command: str, duration_s: float, repeat: int, elapsed_s: float
+) -> str:
     when = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC")
     rows = figures["throughput"]
     return "\n".join(
@@ -169,6 +176,10 @@ def readme(figures: dict[str, Any], command: str, duration_s: float, elapsed_s: 
             f"- Load: `farm bench`'s engine (farm.loadgen), closed loop, FC 3 x 10 registers "
             f"of unit 1, {duration_s:g} s per run after a 1 s warm-up, on 127.0.0.1. Every "
             "server and the generator share the same cores.",
+            f"- Each case ran {repeat} time(s), in rounds over all cases; a row shows the least "
+            "disturbed run (closed loop: the fastest; open loop: the lowest p99) and `runs` "
+            "the requests/s of every run. `others` is the CPU that processes outside the "
+            "benchmark took during the chosen run (this machine is shared), in cores.",
             "- Server CPU/request: utime + stime of every server process (the farm's master "
             "and workers) around the run, over the requests answered. `of ceiling` and "
             "`vs ceiling` compare with the minimal uvloop responder in the same run.",

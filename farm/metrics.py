@@ -91,12 +91,9 @@ def _duration_format() -> str:
     return "".join(lines)
 
 
-class _Shard:
-    """One shard's label strings, built once."""
-
-    def __init__(self, worker: int, servers: Iterable[str]) -> None:
-        self.worker = str(worker)
-        self.labels = [f'server="{escape(name)}",worker="{worker}"' for name in servers]
+def _labels(worker: int, servers: Iterable[str]) -> list[str]:
+    """The label string of each server of a shard, in shard order."""
+    return [f'server="{escape(name)}",worker="{worker}"' for name in servers]
 
 
 class FarmMetrics:
@@ -104,8 +101,8 @@ class FarmMetrics:
 
     def __init__(self, supervisor: Supervisor) -> None:
         self.supervisor = supervisor
-        self.shards = [
-            _Shard(slot.shard.worker, (spec.name for spec in slot.shard.servers))
+        self.labels = [
+            _labels(slot.shard.worker, (spec.name for spec in slot.shard.servers))
             for slot in supervisor.slots
         ]
         self.build_labels = (
@@ -119,9 +116,9 @@ class FarmMetrics:
         self._farm(out)
         self._workers(out)
         snapshots = []
-        for slot, shard in zip(self.supervisor.slots, self.shards, strict=True):
+        for slot, labels in zip(self.supervisor.slots, self.labels, strict=True):
             try:
-                snapshots.append((shard.labels, slot.counters.snapshot()))
+                snapshots.append((labels, slot.counters.snapshot()))
             except ValueError:  # the farm is stopping and has released the segment
                 continue
         self._requests(out, snapshots)

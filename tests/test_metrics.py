@@ -11,10 +11,17 @@ import struct
 import subprocess
 import sys
 from pathlib import Path
+from types import SimpleNamespace
+from typing import Any, cast
 
 import pytest
 from pymodbus.client import ModbusTcpClient
 
+from farm import engine, stats
+from farm.banks import UnitBank
+from farm.metrics import FarmMetrics
+from farm.stats import ShardCounters
+from farm.template import Identity
 from tests.conftest import make_farm, start_farm
 from tests.farmproc import HOST, FarmProcess, free_port, wait_for
 from tests.prometheus_server import Samples, loaded, parse, scrape, scrape_text, value
@@ -39,6 +46,69 @@ def read_exactly(sock: socket.socket, size: int) -> bytes:
 
 def server_samples(samples: Samples, server: str) -> Samples:
     return {key: v for key, v in samples.items() if ("server", server) in key[1]}
+
+
+class _Transport:
+    def __init__(self) -> None:
+        self.written = b""
+
+    def write(self, data: bytes) -> None:
+        self.written += data
+
+    def close(self) -> None:
+        pass
+
+
+def in_memory(servers: int) -> ShardCounters:
+    """Counters laid out as in a farm, in private memory (no shared-memory tracker process)."""
+    buffer = memoryview(bytearray(ShardCounters.size(servers)))
+    return ShardCounters(cast(Any, SimpleNamespace(buf=buffer, close=lambda: None)), servers)
+
+
+def test_durations_land_in_the_right_bucket(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Three pipelined requests answered in 3 ms: three observations under le=0.005."""
+    clock = iter([1_000_000_000, 1_003_000_000])
+    monkeypatch.setattr(engine, "perf_counter_ns", lambda: next(clock))
+    shard = in_memory(1)
+    bank = UnitBank(
+        unit_id=1,
+        coils=memoryview(bytearray(10)),
+        discrete_inputs=memoryview(bytearray(10)),
+        holding_registers=memoryview(bytearray(20)),
+        input_registers=memoryview(bytearray(20)),
+    )
+    device = engine.Device("d", {1: bank}, Identity(), shard.server(0))
+    connection = engine.ModbusConnection(device, set())
+    connection.connection_made(cast(Any, _Transport()))
+    connection.data_received(b"".join(mbap(t, 1, b"\x03\x00\x00\x00\x01") for t in (1, 2, 3)))
+    connection.connection_lost(None)
+    values = shard.snapshot()
+    slot = ShardCounters.offset(0)
+    buckets = values[slot + stats.DURATION : slot + stats.DURATION_SUM_NS]
+    assert buckets[stats.DURATION_BOUNDS_S.index(0.005)] == 3 and sum(buckets) == 3
+    assert values[slot + stats.DURATION_SUM_NS] == 3 * 3_000_000
+    assert values[slot + stats.REQUEST_SLOT[3]] == 3
+    assert values[slot + stats.BYTES_SENT] == 3 * 11
+    assert values[slot + stats.CONNECTIONS_OPEN] == 0
+    assert values[slot + stats.CONNECTIONS_ACCEPTED] == 1
+
+
+def test_label_values_are_escaped() -> None:
+    name = 'boiler "B"\\2'
+    slot = SimpleNamespace(
+        shard=SimpleNamespace(worker=0, servers=(SimpleNamespace(name=name),)),
+        counters=in_memory(1),
+        heartbeat=None,
+        last_heartbeat=0.0,
+        state="starting",
+        restarts=0,
+        servers_up=0,
+    )
+    farm = SimpleNamespace(
+        slots=[slot], plan=SimpleNamespace(servers_total=1), servers_ready=lambda: 0
+    )
+    samples = parse(FarmMetrics(cast(Any, farm)).render().decode())
+    assert value(samples, "modbus_farm_connections_open", server=name, worker="0") == 0
 
 
 def test_counts_exactly_what_clients_sent() -> None:
