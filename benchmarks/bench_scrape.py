@@ -14,9 +14,10 @@
    framing loop and the same `fast_answer`, without the counting lines. The two must
    produce the same bytes (checked before timing).
 3. Counting, over sockets: the same two connection classes in a server subprocess on
-   loopback ports, loaded by a closed-loop client in this process for --load-seconds per
-   round, rounds alternating on/off. The client is usually the bottleneck on a small
-   machine, so the server's CPU per request is the figure to compare.
+   loopback ports, loaded by a closed-loop client in this process (1, then 8 requests in
+   flight per connection) for --load-seconds per round, rounds alternating on/off. Both
+   share a small machine with whatever else runs on it, so requests/s is noisy; the
+   server's CPU per request is the steadier figure.
 
 Prints one table per part with the ratios; there is no pass/fail here (tests hold behaviour,
 this file holds numbers).

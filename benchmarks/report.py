@@ -102,6 +102,7 @@ def _machine() -> str:
 def _targets(figures: dict[str, Any]) -> list[str]:
     rows = figures["throughput"]
     farm, pym, top = (_find(rows, s, 500) for s in (FARM2, PYMODBUS, CEILING))
+    paced = _find(figures["paced"], FARM2, 500)
     startup = {r["servers"]: r for r in figures["startup"]}
     checks: list[tuple[str, str, bool | None]] = [
         (
@@ -116,8 +117,10 @@ def _targets(figures: dict[str, Any]) -> list[str]:
         ),
         (
             "farm p99 <= 10 ms at C = 500, generator not saturated",
-            f"{farm['latency_s']['p99'] * 1e3:.2f} ms, generator "
-            + ("saturated" if farm["generator"]["saturated"] else "not saturated"),
+            f"{farm['latency_s']['p99'] * 1e3:.2f} ms closed loop, generator "
+            + ("saturated" if farm["generator"]["saturated"] else "not saturated")
+            + f" ({paced['latency_s']['p99'] * 1e3:.2f} ms open loop at "
+            f"{paced['rate']:,.0f}/s, section 5)",
             farm["latency_s"]["p99"] <= 0.010 and not farm["generator"]["saturated"],
         ),
     ]
@@ -203,6 +206,9 @@ def readme(
             *_startup_table(figures),
             "",
             "## 4. Pipelined requests (depth 8)",
+            "",
+            "pymodbus's server handles one frame per read and drops the others: its `errors` "
+            "are the pipelined requests it never answered (they time out).",
             "",
             *_load_table(figures["pipelined"], rows),
             "",

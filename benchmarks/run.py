@@ -24,8 +24,9 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
 import functools
-import sys
+import json
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -172,6 +173,8 @@ def main() -> None:
     parser.add_argument("--generator-processes", type=int, default=1)
     parser.add_argument("--quick", action="store_true", help="2 s runs; 10,000 servers skipped.")
     parser.add_argument("--output", type=Path, default=Path(__file__).with_name("README.md"))
+    parser.add_argument("--save", type=Path, help="Also write the raw figures to this JSON file.")
+    parser.add_argument("--render", type=Path, help="Only rewrite the README from saved figures.")
     args = parser.parse_args()
     settings = Settings(
         duration_s=2.0 if args.quick else args.duration,
@@ -179,14 +182,36 @@ def main() -> None:
         generator_processes=args.generator_processes,
         sizes=(500, 2000) if args.quick else (500, 2000, 10000),
     )
-    began = time.monotonic()
-    figures = load_sections(settings)
-    figures["startup"] = startup_section(settings)
-    command = "python3 -m benchmarks.run " + " ".join(sys.argv[1:])
-    elapsed = time.monotonic() - began
-    text = report.readme(figures, command.strip(), settings.duration_s, settings.repeat, elapsed)
+    if args.render:
+        saved = json.loads(args.render.read_text())
+        figures, elapsed = saved["figures"], saved["elapsed_s"]
+        settings = Settings(**saved["settings"])
+        command = saved["command"]
+    else:
+        began = time.monotonic()
+        figures = load_sections(settings)
+        figures["startup"] = startup_section(settings)
+        command = _command(args)
+        elapsed = time.monotonic() - began
+        if args.save:
+            saved = {"figures": figures, "command": command, "elapsed_s": elapsed}
+            saved["settings"] = dataclasses.asdict(settings)
+            args.save.write_text(json.dumps(saved, indent=1))
+    text = report.readme(figures, command, settings.duration_s, settings.repeat, elapsed)
     args.output.write_text(text)
-    print(f"wrote {args.output.name} in {time.monotonic() - began:.0f} s")
+    print(f"wrote {args.output.name}")
+
+
+def _command(args: argparse.Namespace) -> str:
+    """The command that reproduces these figures (file options left out: no local paths)."""
+    words = ["python3 -m benchmarks.run"]
+    if args.quick:
+        words.append("--quick")
+    defaults = {"duration": 4.0, "repeat": 3, "generator_processes": 1}
+    for name, default in defaults.items():
+        if getattr(args, name) != default:
+            words.append(f"--{name.replace('_', '-')} {getattr(args, name):g}")
+    return " ".join(words)
 
 
 if __name__ == "__main__":

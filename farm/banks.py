@@ -43,13 +43,21 @@ class Segment:
     def name(self) -> str:
         return str(self._shm.name)
 
-    def close(self) -> None:
-        """Drop this process's mapping; the owner also removes the segment."""
+    def unmap(self) -> None:
+        """Drop this process's mapping but keep the segment (and the right to unlink it).
+
+        The master writes starting values and then unmaps: pages it touched would otherwise
+        count in its RSS as well as in the workers'.
+        """
         self.buf.release()
         # A bank view may still be alive (an API request in flight): the mapping then goes
-        # with the process, and unlinking below still frees the memory afterwards.
+        # with the process, and unlinking still frees the memory afterwards.
         with contextlib.suppress(BufferError):
             self._shm.close()
+
+    def close(self) -> None:
+        """Drop this process's mapping; the owner also removes the segment."""
+        self.unmap()
         if self._owner:
             self._shm.unlink()
 

@@ -28,7 +28,8 @@ from rich.console import Console
 
 from farm.errors import ConfigError, FarmError, FarmUnreachable
 
-_DURATION = re.compile(r"^[1-9][0-9]*(ms|s|m|h)$")
+_DURATION = re.compile(r"^([1-9][0-9]*)(ms|s|m|h)$")
+_UNIT_S = {"ms": 0.001, "s": 1, "m": 60, "h": 3600}
 _WILDCARDS = frozenset({"0.0.0.0", "::", ""})
 
 
@@ -49,9 +50,12 @@ def scrape_interval_for(servers: int) -> str:
     return "30s"
 
 
-def _seconds(duration: str) -> float:
-    number, unit = int(re.sub(r"[a-z]+$", "", duration)), re.sub(r"^[0-9]+", "", duration)
-    return number * {"ms": 0.001, "s": 1, "m": 60, "h": 3600}[unit]
+def seconds(duration: str) -> float:
+    """A Prometheus duration (5s, 500ms, 1m) in seconds; ConfigError if it is not one."""
+    match = _DURATION.fullmatch(duration)
+    if match is None:
+        raise ConfigError(f"--scrape-interval {duration!r}: expected a duration such as 5s or 1m")
+    return int(match[1]) * _UNIT_S[match[2]]
 
 
 def describe_farm(api: str, target_host: str | None = None) -> FarmTarget:
@@ -82,7 +86,7 @@ def describe_farm(api: str, target_host: str | None = None) -> FarmTarget:
 def render_config(targets: list[FarmTarget], job: str, interval: str | None = None) -> str:
     servers = sum(target.servers for target in targets)
     interval = interval or scrape_interval_for(servers)
-    timeout = interval if _seconds(interval) <= 10 else "10s"
+    timeout = interval if seconds(interval) <= 10 else "10s"
     config = {
         "global": {"scrape_interval": interval, "evaluation_interval": interval},
         "scrape_configs": [
@@ -137,10 +141,8 @@ def prometheus_config(
 ) -> None:
     """Print a Prometheus configuration that scrapes the running farm."""
     try:
-        if scrape_interval is not None and not _DURATION.match(scrape_interval):
-            raise ConfigError(
-                f"--scrape-interval {scrape_interval!r}: expected a duration such as 5s or 1m"
-            )
+        if scrape_interval is not None:
+            seconds(scrape_interval)  # raises ConfigError for what is not a duration
         apis = list(farms) or [f"{api_host}:{api_port}"]
         targets = [describe_farm(api, target_host) for api in apis]
         paths = {target.path for target in targets}

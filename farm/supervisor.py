@@ -98,6 +98,7 @@ class Supervisor:
         ]
         for slot in self.slots:  # starting values, once: a restarted worker keeps the bank's
             initialize_shard(slot.segment.buf, slot.shard, plan.templates, self.started_at)
+            slot.segment.unmap()
         self.stopping = False
         self.fatal: BootError | None = None
         self.changed = asyncio.Event()  # set on every state change; start() waits on it

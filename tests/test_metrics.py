@@ -17,7 +17,7 @@ from typing import Any, cast
 import pytest
 from pymodbus.client import ModbusTcpClient
 
-from farm import engine, stats
+from farm import __version__, engine, stats
 from farm.banks import UnitBank
 from farm.metrics import FarmMetrics
 from farm.stats import ShardCounters
@@ -188,7 +188,7 @@ def test_counts_exactly_what_clients_sent() -> None:
         rss = value(samples, "modbus_farm_worker_resident_memory_bytes", worker=worker)
         assert rss is not None and rss > 10 * 2**20
     build = [k for k in samples if k[0] == "modbus_farm_build_info"]
-    assert len(build) == 1 and ("version", "0.1.0") in build[0][1]
+    assert len(build) == 1 and ("version", __version__) in build[0][1]
 
 
 @needs_promtool
