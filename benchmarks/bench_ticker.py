@@ -16,7 +16,7 @@ import struct
 import time
 
 from farm.behaviours import Ticker
-from farm.plan import ServerRequest, build_plan, point_offset
+from farm.plan import ServerRequest, build_plan
 from farm.template import Behaviour, DeviceTemplate, Point, PointType, Table, UnitLayout
 
 KINDS = (
@@ -76,7 +76,7 @@ def naive_updates(
     buf = bytearray(size)
     live = [
         (
-            d * 400 + point_offset(device, p) - point_offset(device, device.points[0]),
+            d * 400 + 2 * (p.address - device.points[0].address),  # input registers
             p,
             random.Random(d),
         )

@@ -6,9 +6,9 @@ stops; a worker attaches by name. Because the master owns the memory, a worker t
 killed and restarted finds every value a client wrote.
 
 Layout of a segment (offsets come from farm.plan, so both sides agree without talking):
-per server, per unit in template order, coils | discrete inputs | holding | input, where a
-bit takes one byte (0 or 1) and a register two bytes, big-endian as on the wire, so a read
-of registers is one slice copy.
+table-major per template block (see farm.plan), each server's table contiguous, where a bit
+takes one byte (0 or 1) and a register two bytes, big-endian as on the wire, so a read of
+registers is one slice copy.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from dataclasses import dataclass
 
 from multiprocess import shared_memory
 
-from farm.plan import TABLE_ORDER, ServerSpec, table_bytes, unit_bytes
+from farm.plan import TABLE_ORDER, ServerSpec, table_bytes, table_offset
 from farm.template import DeviceTemplate, Table
 
 
@@ -136,14 +136,11 @@ def server_banks(
 ) -> dict[int, UnitBank]:
     """The banks of one server, as views on its shard's segment."""
     banks: dict[int, UnitBank] = {}
-    offset = spec.bank_offset
     for unit in template.units:
         views: dict[str, memoryview] = {}
-        start = offset
         for table in TABLE_ORDER:
-            size = table_bytes(unit, table)
-            views[table.value] = buf[start : start + size]
-            start += size
+            start = table_offset(spec, template, unit.unit_id, table)
+            views[table.value] = buf[start : start + table_bytes(unit, table)]
         coils_mask, holding_mask = (masks or {}).get(unit.unit_id, (None, None))
         banks[unit.unit_id] = UnitBank(
             unit_id=unit.unit_id,
@@ -151,5 +148,4 @@ def server_banks(
             read_only_holding=holding_mask,
             **views,
         )
-        offset += unit_bytes(unit)
     return banks

@@ -111,7 +111,7 @@ class Ticker:
     def add(self, spec: ServerSpec, template: DeviceTemplate) -> None:
         for number, point in enumerate(template.points):
             group = self.groups.setdefault((template.name, number), PointGroup(point, number))
-            group.offsets.append(spec.bank_offset + point_offset(template, point))
+            group.offsets.append(point_offset(spec, template, point))
             group.seeds.append(spec.seed)
 
     def freeze(self) -> None:

@@ -4,6 +4,12 @@ Second stop in the data flow (config -> plan -> supervisor -> ...). `build_plan`
 templates into `ServerSpec`s, gives each an address, shards them over the workers
 (server i goes to worker i mod W: even, and stable for a given W), and lays out each shard's
 shared-memory segment so master and worker agree on every byte offset without talking.
+
+A segment is laid out table-major: one block per template (in order of first appearance in
+the shard), and inside it, per unit and per table, that table of every server of the block
+side by side (server of rank r at r * table size). Pages of a table nobody touches (an idle
+device's coils and holding registers) are then never allocated, where a server-major layout
+would have a live input register on nearly every page of the segment.
 """
 
 from __future__ import annotations
@@ -31,17 +37,25 @@ def device_bytes(template: DeviceTemplate) -> int:
     return sum(unit_bytes(unit) for unit in template.units)
 
 
-def point_offset(template: DeviceTemplate, point: Point) -> int:
-    """Byte offset of a point's first byte from the start of its device's banks."""
-    offset = 0
+def table_offset(spec: ServerSpec, template: DeviceTemplate, unit_id: int, table: Table) -> int:
+    """Byte offset of one table of a server's unit in its shard's segment."""
+    offset = spec.block_offset
     for unit in template.units:
-        if unit.unit_id == point.unit_id:
-            for table in TABLE_ORDER:
-                if table is point.table:
-                    return offset + point.address * (1 if table.is_bits else 2)
-                offset += table_bytes(unit, table)
-        offset += unit_bytes(unit)
-    raise ValueError(f"point {point.name} names unit {point.unit_id}, which {template.name} lacks")
+        for each in TABLE_ORDER:
+            if unit.unit_id == unit_id and each is table:
+                return offset + spec.rank * table_bytes(unit, each)
+            offset += spec.block_servers * table_bytes(unit, each)
+    raise ValueError(f"{template.name} has no unit {unit_id}")
+
+
+def point_offset(spec: ServerSpec, template: DeviceTemplate, point: Point) -> int:
+    """Byte offset of a point's first byte in its server's shard segment."""
+    if not any(unit.unit_id == point.unit_id for unit in template.units):
+        raise ValueError(
+            f"point {point.name} names unit {point.unit_id}, which {template.name} lacks"
+        )
+    start = table_offset(spec, template, point.unit_id, point.table)
+    return start + point.address * (1 if point.table.is_bits else 2)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -55,7 +69,11 @@ class ServerSpec:
     port: int
     template: str
     seed: int
-    bank_offset: int  # byte offset of this server's banks in its shard's segment
+    # Where its banks are (see the module docstring): the offset of its template's block
+    # in the shard's segment, the servers in that block, and this server's rank among them.
+    block_offset: int
+    block_servers: int
+    rank: int
 
     @property
     def address(self) -> str:
@@ -130,24 +148,45 @@ def build_plan(
     if workers < 1:
         raise ConfigError(f"--workers must be at least 1, got {workers}")
     workers = min(workers, len(requests))
-    members: list[list[ServerSpec]] = [[] for _ in range(workers)]
-    offsets = [0] * workers
-    for index, request in enumerate(requests):
-        slot = index % workers
-        spec = ServerSpec(
-            index=index,
-            name=request.name,
-            fleet=request.fleet,
-            host=request.host,
-            port=request.port,
-            template=request.template,
-            seed=zlib.crc32(f"{seed}:{request.name}".encode()),
-            bank_offset=offsets[slot],
-        )
-        members[slot].append(spec)
-        offsets[slot] += device_bytes(templates[request.template])
     shards = tuple(
-        Shard(worker=slot, servers=tuple(members[slot]), bank_bytes=max(offsets[slot], 1))
+        _shard(slot, requests[slot::workers], range(slot, len(requests), workers), templates, seed)
         for slot in range(workers)
     )
     return Plan(templates=dict(templates), shards=shards)
+
+
+def _shard(
+    slot: int,
+    requests: list[ServerRequest],
+    indices: range,
+    templates: dict[str, DeviceTemplate],
+    seed: int,
+) -> Shard:
+    """One worker's servers, their banks laid out table-major per template block."""
+    blocks: dict[str, int] = {}  # template -> servers of it in this shard
+    for request in requests:
+        blocks[request.template] = blocks.get(request.template, 0) + 1
+    block_offsets: dict[str, int] = {}
+    size = 0
+    for name, count in blocks.items():
+        block_offsets[name] = size
+        size += count * device_bytes(templates[name])
+    ranks = dict.fromkeys(blocks, 0)
+    servers = []
+    for index, request in zip(indices, requests, strict=True):
+        servers.append(
+            ServerSpec(
+                index=index,
+                name=request.name,
+                fleet=request.fleet,
+                host=request.host,
+                port=request.port,
+                template=request.template,
+                seed=zlib.crc32(f"{seed}:{request.name}".encode()),
+                block_offset=block_offsets[request.template],
+                block_servers=blocks[request.template],
+                rank=ranks[request.template],
+            )
+        )
+        ranks[request.template] += 1
+    return Shard(worker=slot, servers=tuple(servers), bank_bytes=max(size, 1))

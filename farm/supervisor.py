@@ -32,6 +32,7 @@ from farm import protocol, worker
 from farm.banks import Segment
 from farm.behaviours import initialize_shard
 from farm.errors import BootError
+from farm.listeners import InheritedSockets
 from farm.plan import Plan, Shard
 from farm.protocol import Assign, Control, Heartbeat, Ready, Reply, ServerFailed, Stop
 from farm.stats import ShardCounters
@@ -163,7 +164,7 @@ class Supervisor:
         ours, theirs = self.context.Pipe(duplex=True)
         process = self.context.Process(
             target=worker.run,
-            args=(theirs, slot.sockets),
+            args=(theirs, InheritedSockets(slot.sockets)),
             name=f"farm-worker-{slot.shard.worker}",
             daemon=True,
         )
@@ -171,7 +172,7 @@ class Supervisor:
         slot.servers_up, slot.heartbeat, slot.failed = 0, None, {}
         slot.exited = asyncio.Event()
         slot.spawned_at = time.monotonic()
-        # Process.start writes the pickled sockets to the child: off the loop, it blocks.
+        # Process.start writes the pickled process object to the child: off the loop, it blocks.
         await asyncio.to_thread(process.start)
         theirs.close()
         loop.add_reader(process.sentinel, self._on_exit, slot)

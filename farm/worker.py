@@ -21,7 +21,6 @@ import signal
 import socket
 import sys
 import time
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -42,7 +41,7 @@ BATCH = 250  # servers started between two yields to the loop (heartbeats keep f
 _PAGE = os.sysconf("SC_PAGE_SIZE")
 
 
-def run(conn: Any, sockets: tuple[tuple[int, socket.socket], ...]) -> None:
+def run(conn: Any, sockets: dict[int, socket.socket]) -> None:
     """Process entry point (spawned by the supervisor)."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
@@ -52,7 +51,7 @@ def run(conn: Any, sockets: tuple[tuple[int, socket.socket], ...]) -> None:
     assign = protocol.receive(conn)
     if not isinstance(assign, Assign):
         sys.exit(EXIT_BOOT_FAILED)
-    worker = Worker(conn=conn, assign=assign, sockets=dict(sockets))
+    worker = Worker(conn=conn, assign=assign, sockets=sockets)
     with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
         runner.run(worker.serve())
     # Bank views into the shared segment are alive until the very end; letting the
@@ -68,18 +67,39 @@ def rss_bytes() -> int:
         return int(statm.read().split()[1]) * _PAGE
 
 
+class ConnectionFactory:
+    """The protocol factory of one server; builds its `Device` on the first connection.
+
+    Most servers of a large farm are never connected to, and a device's views on its banks
+    and counters cost about 2 KiB: an idle server keeps only this object.
+    """
+
+    __slots__ = ("device", "number", "worker")
+
+    def __init__(self, worker: Worker, number: int) -> None:
+        self.worker = worker
+        self.number = number  # position in the shard (Assign.servers, the counters' order)
+        self.device: Device | None = None
+
+    def __call__(self) -> ModbusConnection:
+        device = self.device
+        if device is None:
+            device = self.device = self.worker.device(self.number)
+        return ModbusConnection(device, self.worker.connections)
+
+
 @dataclass
 class Worker:
     conn: Any
     assign: Assign
     sockets: dict[int, socket.socket]
-    devices: dict[str, Device] = field(default_factory=dict)
     servers: list[asyncio.AbstractServer] = field(default_factory=list)
     connections: set[ModbusConnection] = field(default_factory=set)
     stopping: asyncio.Event = field(default_factory=asyncio.Event)
     loop_lag_s: float = 0.0
     segment: Segment | None = None
     counters: ShardCounters | None = None
+    masks: dict[str, ReadOnlyMasks] = field(default_factory=dict)  # per template
 
     async def serve(self) -> None:
         loop = asyncio.get_running_loop()
@@ -91,7 +111,7 @@ class Worker:
         protocol.watch(loop, self.conn, self._on_pipe)
         heartbeat = asyncio.create_task(self._heartbeats())
         ticker = Ticker(self.segment.buf, self.assign.started_at)
-        failed = await self._start_servers(self.segment.buf, ticker)
+        failed = await self._start_servers(ticker)
         self._send(Ready(worker=self.assign.worker, servers_up=len(self.servers), failed=failed))
         ticking = asyncio.create_task(self._tick(ticker))
         await self.stopping.wait()
@@ -101,20 +121,14 @@ class Worker:
             task.cancel()
         await asyncio.gather(heartbeat, ticking, return_exceptions=True)
 
-    async def _start_servers(self, buf: memoryview, ticker: Ticker) -> tuple[ServerFailed, ...]:
+    async def _start_servers(self, ticker: Ticker) -> tuple[ServerFailed, ...]:
         loop = asyncio.get_running_loop()
         failed = []
-        masks: dict[str, ReadOnlyMasks] = {}
         for number, spec in enumerate(self.assign.servers):
             template: DeviceTemplate = self.assign.templates[spec.template]
-            if spec.template not in masks:
-                masks[spec.template] = read_only_masks(template)
-            banks = server_banks(buf, spec, template, masks[spec.template])
-            counters = self.counters.server(number) if self.counters else None
-            device = Device(spec.name, banks, template.identity, counters)
             try:
                 sock = self.sockets.pop(spec.index)
-                server = await loop.create_server(self._protocol_factory(device), sock=sock)
+                server = await loop.create_server(ConnectionFactory(self, number), sock=sock)
             except (OSError, KeyError) as exc:
                 failure = ServerFailed(
                     worker=self.assign.worker,
@@ -125,7 +139,6 @@ class Worker:
                 self._send(failure)
                 failed.append(failure)
                 continue
-            self.devices[spec.name] = device
             self.servers.append(server)
             ticker.add(spec, template)
             if number % BATCH == BATCH - 1:
@@ -133,8 +146,16 @@ class Worker:
         ticker.freeze()
         return tuple(failed)
 
-    def _protocol_factory(self, device: Device) -> Callable[[], ModbusConnection]:
-        return lambda: ModbusConnection(device, self.connections)
+    def device(self, number: int) -> Device:
+        """The device of the shard's `number`-th server, with views on its banks and counters."""
+        assert self.segment is not None
+        spec = self.assign.servers[number]
+        template = self.assign.templates[spec.template]
+        if spec.template not in self.masks:
+            self.masks[spec.template] = read_only_masks(template)
+        banks = server_banks(self.segment.buf, spec, template, self.masks[spec.template])
+        counters = self.counters.server(number) if self.counters else None
+        return Device(spec.name, banks, template.identity, counters)
 
     async def _tick(self, ticker: Ticker) -> None:
         while True:

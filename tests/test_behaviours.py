@@ -42,7 +42,7 @@ def rig(
         ticker.add(spec, template)
     ticker.freeze()
     ticker.initialize()
-    offsets = [spec.bank_offset + point_offset(template, live) for spec in shard.servers]
+    offsets = [point_offset(spec, template, live) for spec in shard.servers]
     return ticker, offsets, live
 
 
