@@ -49,7 +49,8 @@ class ReadySummary:
 async def _start_api(
     app: web.Application, host: str, port: int, option: str = "--api-port"
 ) -> web.AppRunner:
-    runner = web.AppRunner(app, access_log=None, handle_signals=False)
+    # A client still connected must not hold the stop up for aiohttp's default 60 s.
+    runner = web.AppRunner(app, access_log=None, handle_signals=False, shutdown_timeout=2.0)
     await runner.setup()
     site = web.TCPSite(runner, host, port, reuse_address=True)
     try:
@@ -73,19 +74,26 @@ async def serve(
     began = time.monotonic()
     loop = asyncio.get_running_loop()
     stop_requested = asyncio.Event()
-    sockets = bind_all(plan.servers())
+    # First of all: a SIGTERM while the sockets are being bound must still stop the farm
+    # cleanly (the handler only sets an event; the start below then gives way to the stop).
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(signum, stop_requested.set)
+    try:
+        sockets = bind_all(plan.servers())
+    except BaseException:
+        _remove_signal_handlers(loop)
+        raise
     try:
         supervisor = Supervisor(plan, sockets, options.supervisor)
     except BaseException:
         for sock in sockets.values():
             sock.close()
+        _remove_signal_handlers(loop)
         raise
     supervisor.on_progress = on_progress
     supervisor.on_fatal = stop_requested.set
     runner: web.AppRunner | None = None
     metrics_runner: web.AppRunner | None = None
-    for signum in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(signum, stop_requested.set)
     try:
         app = build_app(supervisor, stop_requested.set, options.api_token, _metrics_urls(options))
         runner = await _start_api(app, options.api_host, options.api_port)
@@ -116,8 +124,12 @@ async def serve(
             await runner.cleanup()
         if metrics_runner is not None:
             await metrics_runner.cleanup()
-        for signum in (signal.SIGINT, signal.SIGTERM):
-            loop.remove_signal_handler(signum)
+        _remove_signal_handlers(loop)
+
+
+def _remove_signal_handlers(loop: asyncio.AbstractEventLoop) -> None:
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        loop.remove_signal_handler(signum)
 
 
 def _metrics_urls(options: MasterOptions) -> tuple[str, ...]:

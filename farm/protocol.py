@@ -128,7 +128,10 @@ def decode(frame: bytes) -> Message:
     if not frame or frame[0] != VERSION:
         found = frame[0] if frame else "nothing"
         raise ProtocolError(f"pipe frame version {found}, expected {VERSION}")
-    message = _MessageUnpickler(io.BytesIO(frame[1:])).load()
+    try:
+        message = _MessageUnpickler(io.BytesIO(frame[1:])).load()
+    except (pickle.UnpicklingError, EOFError, AttributeError, ImportError, TypeError) as exc:
+        raise ProtocolError(f"pipe frame is not a readable message: {exc}") from exc
     if not isinstance(message, Assign | Ready | Heartbeat | ServerFailed | Control | Reply | Stop):
         raise ProtocolError(f"pipe frame holds a {type(message).__name__}, not a message")
     return message

@@ -72,6 +72,7 @@ class Slot:
     servers_up: int = 0
     failed: dict[str, ServerFailed] = field(default_factory=dict)
     exited: asyncio.Event = field(default_factory=asyncio.Event)
+    sending: asyncio.Lock = field(default_factory=asyncio.Lock)
 
     @property
     def pid(self) -> int | None:
@@ -115,7 +116,12 @@ class Supervisor:
     async def start(self) -> None:
         """Spawn every worker and wait until all are ready; raises BootError."""
         self._watchdog = asyncio.create_task(self._watch())
-        await asyncio.gather(*(self._spawn(slot) for slot in self.slots))
+        spawns = [asyncio.create_task(self._spawn(slot)) for slot in self.slots]
+        self._tasks.update(spawns)
+        # Shielded: a stop that cancels start() must not cut a spawn off halfway (a process
+        # started in a thread, its sentinel never watched); each spawn sees `stopping` and
+        # ends its worker itself.
+        await asyncio.shield(asyncio.gather(*spawns))
         while not all(slot.state == "ready" for slot in self.slots):
             if self.fatal is not None:
                 raise self.fatal
@@ -127,8 +133,12 @@ class Supervisor:
         self.stopping = True
         for slot in self.slots:
             if slot.conn is not None and slot.process is not None and slot.state != "stopped":
-                with contextlib.suppress(OSError):
-                    protocol.send(slot.conn, Stop(reason="farm stopping"))
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(slot.sending.acquire(), self.options.stop_grace_s)
+                    slot.sending.release()
+                if slot.conn is not None:
+                    with contextlib.suppress(OSError):
+                        protocol.send(slot.conn, Stop(reason="farm stopping"))
         live = [slot for slot in self.slots if slot.process is not None]
         waits = [asyncio.create_task(slot.exited.wait()) for slot in live]
         if waits:
@@ -175,6 +185,11 @@ class Supervisor:
         # Process.start writes the pickled process object to the child: off the loop, it blocks.
         await asyncio.to_thread(process.start)
         theirs.close()
+        if self.stopping:  # stop() began meanwhile: this worker has nothing to finish
+            process.kill()
+            await asyncio.to_thread(process.join, 2.0)
+            slot.exited.set()
+            return
         loop.add_reader(process.sentinel, self._on_exit, slot)
         protocol.watch(loop, ours, lambda: self._on_message(slot))
         assign = Assign(
@@ -186,8 +201,11 @@ class Supervisor:
             heartbeat_interval_s=self.options.heartbeat_interval_s,
             started_at=self.started_at,
         )
-        with contextlib.suppress(BrokenPipeError, ConnectionResetError):  # died; _on_exit has it
-            await asyncio.to_thread(protocol.send, ours, assign)
+        # Held while Assign is written from a thread: a Stop written meanwhile from the loop
+        # would land in the middle of its bytes.
+        async with slot.sending:
+            with contextlib.suppress(BrokenPipeError, ConnectionResetError):  # _on_exit has it
+                await asyncio.to_thread(protocol.send, ours, assign)
         log.debug("worker %d spawned as pid %s", slot.shard.worker, process.pid)
 
     def _forget_process(self, slot: Slot) -> None:

@@ -48,9 +48,12 @@ def run(conn: Any, sockets: dict[int, socket.socket]) -> None:
     resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
     if not conn.poll(ASSIGN_TIMEOUT_S):
         sys.exit(EXIT_BOOT_FAILED)
-    assign = protocol.receive(conn)
+    try:
+        assign = protocol.receive(conn)
+    except (EOFError, OSError, protocol.ProtocolError):
+        sys.exit(EXIT_BOOT_FAILED)  # the master went away, or stopped us before Assign
     if not isinstance(assign, Assign):
-        sys.exit(EXIT_BOOT_FAILED)
+        sys.exit(EXIT_BOOT_FAILED)  # a Stop that came before any Assign
     worker = Worker(conn=conn, assign=assign, sockets=sockets)
     with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
         runner.run(worker.serve())

@@ -29,11 +29,15 @@ def no_leftover_processes() -> Iterator[None]:
 
 def make_farm(count: int, workers: int = 2, extra: list[str] | None = None) -> FarmProcess:
     """A farm on free ports, not started yet."""
+    port_base = free_port_range(count)
+    api_port = free_port()
+    while port_base <= api_port < port_base + count:  # free now, but the farm will take it
+        api_port = free_port()
     return FarmProcess(
         count=count,
         workers=workers,
-        port_base=free_port_range(count),
-        api_port=free_port(),
+        port_base=port_base,
+        api_port=api_port,
         extra=extra or [],
     )
 

@@ -17,6 +17,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
@@ -54,11 +55,21 @@ def port_free(port: int, host: str = HOST) -> bool:
     return True
 
 
+# The last ranges handed out. A port is free when probed but only taken when a farm binds
+# it, so without this record the next call could hand the same port out again (a farm's API
+# port inside its own server range, say). Old ranges drop out: their farms are gone.
+_RECENT: deque[range] = deque(maxlen=8)
+
+
 def free_port_range(count: int) -> int:
     """A base port with `count` consecutive free ports, below the ephemeral range."""
-    for _ in range(200):
-        base = random.randrange(10000, 30000 - count)
-        if all(port_free(base + i) for i in range(count)):
+    bases = list(range(10000, 30000 - count, 50))
+    random.shuffle(bases)
+    for base in bases:
+        ports = range(base, base + count)
+        taken = any(r.start < ports.stop and ports.start < r.stop for r in _RECENT)
+        if not taken and all(port_free(port) for port in ports):
+            _RECENT.append(ports)
             return base
     raise RuntimeError(f"no {count} consecutive free ports found")
 

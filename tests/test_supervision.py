@@ -229,3 +229,21 @@ def test_cli_status_without_a_farm_is_one_clear_line() -> None:
     )  # fmt: skip
     assert result.returncode == 1
     assert "no farm answers" in result.stderr and "Traceback" not in result.stderr
+
+
+@pytest.mark.parametrize("delay", [0.6, 0.9, 1.2])
+def test_sigterm_while_starting_stops_cleanly(delay: float) -> None:
+    """However far the start got (binding, spawning, assigning), SIGTERM ends it cleanly."""
+    farm = start_farm(2000, workers=2)
+    assert farm.process is not None
+    # Not a wait for something: the point is to land the signal at some moment of the start.
+    time.sleep(delay)
+    farm.process.send_signal(signal.SIGTERM)
+    sent = time.monotonic()
+    farm.process.wait(timeout=20)
+    took = time.monotonic() - sent
+    code, _, stderr = farm.stop(timeout=10)
+    assert code == 0, stderr
+    assert took < 5, f"stop took {took:.1f} s"
+    assert "Traceback" not in stderr and "leaked" not in stderr, stderr
+    assert all(port_free(farm.port(i)) for i in (0, 1000, 1999))
