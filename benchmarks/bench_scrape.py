@@ -62,14 +62,12 @@ from farm import stats
 from farm.banks import UnitBank
 from farm.engine import (
     _HEADER,
-    GATEWAY_NO_RESPONSE,
     MAX_MBAP_LENGTH,
     Device,
     ModbusConnection,
-    exception_pdu,
-    fast_answer,
     reference_answer,
 )
+from farm.fastpath import GATEWAY_NO_RESPONSE, exception_pdu, fast_answer
 from farm.metrics import FarmMetrics
 from farm.plan import build_plan, default_servers
 from farm.protocol import Heartbeat
