@@ -163,10 +163,10 @@ def test_graceful_stop_releases_everything(signum: int) -> None:
         assert not os.path.exists(f"/proc/{pid}") or _zombie(pid)
 
 
-def test_busy_port_is_one_clear_line() -> None:
-    farm = make_farm(5, workers=2)
+def start_with_port_taken(farm: FarmProcess, port: int) -> tuple[int, str]:
+    """Start `farm` while something else listens on `port`; its exit code and stderr."""
     blocker = socket.socket()
-    blocker.bind((HOST, farm.port(3)))
+    blocker.bind((HOST, port))
     blocker.listen()
     try:
         farm.start()
@@ -174,7 +174,13 @@ def test_busy_port_is_one_clear_line() -> None:
         _, stderr = farm.process.communicate(timeout=30)
     finally:
         blocker.close()
-    assert farm.process.returncode not in (0, None)
+    return farm.process.returncode, stderr
+
+
+def test_busy_port_is_one_clear_line() -> None:
+    farm = make_farm(5, workers=2)
+    code, stderr = start_with_port_taken(farm, farm.port(3))
+    assert code not in (0, None)
     lines = [line for line in stderr.splitlines() if line.strip()]
     assert len(lines) == 1, stderr
     assert f"{HOST}:{farm.port(3)}" in lines[0] and "already in use" in lines[0]
@@ -183,16 +189,8 @@ def test_busy_port_is_one_clear_line() -> None:
 
 def test_busy_api_port_is_one_clear_line() -> None:
     farm = make_farm(3, workers=1)
-    blocker = socket.socket()
-    blocker.bind((HOST, farm.api_port))
-    blocker.listen()
-    try:
-        farm.start()
-        assert farm.process is not None
-        _, stderr = farm.process.communicate(timeout=30)
-    finally:
-        blocker.close()
-    assert farm.process.returncode not in (0, None)
+    code, stderr = start_with_port_taken(farm, farm.api_port)
+    assert code not in (0, None)
     assert f"{farm.api_port}" in stderr and "--api-port" in stderr and "Traceback" not in stderr
     assert all(port_free(farm.port(i)) for i in range(3))
 
