@@ -59,7 +59,8 @@ class Segment:
         """Drop this process's mapping; the owner also removes the segment."""
         self.unmap()
         if self._owner:
-            self._shm.unlink()
+            with contextlib.suppress(FileNotFoundError):  # someone cleaned /dev/shm already
+                self._shm.unlink()
 
 
 @dataclass(slots=True)

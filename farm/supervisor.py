@@ -232,13 +232,13 @@ class Supervisor:
             slot.state = "stopped"
             self._changed()
             return
-        slot.state = "restarting"
-        slot.restarts += 1
         cause = f"exit code {code}" if code is not None and code >= 0 else f"signal {-(code or 0)}"
-        log.warning("worker %d (pid %s) died (%s); restarting it", slot.shard.worker, pid, cause)
         if code == worker.EXIT_BOOT_FAILED:
             self._fail(slot, f"worker {slot.shard.worker} could not boot ({cause})")
             return
+        slot.state = "restarting"
+        slot.restarts += 1
+        log.warning("worker %d (pid %s) died (%s); restarting it", slot.shard.worker, pid, cause)
         if not booted:
             slot.boot_failures += 1
             if slot.boot_failures >= self.options.max_boot_failures:

@@ -108,8 +108,18 @@ class Worker:
         loop = asyncio.get_running_loop()
         # Kept on self: if it were collected when serve() returns, SharedMemory.__del__
         # would try to unmap memory that the banks still view.
-        self.segment = Segment.attach(self.assign.segment)
-        self.counters = ShardCounters.attach(self.assign.stats_segment, len(self.assign.servers))
+        try:
+            self.segment = Segment.attach(self.assign.segment)
+            self.counters = ShardCounters.attach(
+                self.assign.stats_segment, len(self.assign.servers)
+            )
+        except OSError as exc:
+            # Nothing a restart can fix: say why in one line and exit "could not boot".
+            print(
+                f"farm worker {self.assign.worker}: cannot attach its shared memory: {exc}",
+                file=sys.stderr,
+            )
+            raise SystemExit(EXIT_BOOT_FAILED) from exc
         self.counters.reset_open_connections()  # a predecessor's connections died with it
         protocol.watch(loop, self.conn, self._on_pipe)
         heartbeat = asyncio.create_task(self._heartbeats())

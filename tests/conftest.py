@@ -14,17 +14,33 @@ from tests.farmproc import FarmProcess, descendants, free_port, free_port_range,
 
 @pytest.fixture(autouse=True)
 def no_leftover_processes() -> Iterator[None]:
-    """Fail any test that leaves a child process behind (then clean it up, by PID)."""
+    """Fail any test that leaves a child process behind (then clean it up, by PID).
+
+    multiprocess's resource tracker is exempt: a test that runs a Supervisor in process
+    starts it, and it lives, by design, as long as the pytest process.
+    """
     before = descendants(os.getpid())
     yield
+
+    def left_behind() -> set[int]:
+        return {p for p in descendants(os.getpid()) - before if not _resource_tracker(p)}
+
     try:
-        wait_for(lambda: not (descendants(os.getpid()) - before), 10, "child processes to exit")
+        wait_for(lambda: not left_behind(), 10, "child processes to exit")
     except AssertionError:
-        left = descendants(os.getpid()) - before
+        left = left_behind()
         for pid in left:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
         pytest.fail(f"test left processes behind: {sorted(left)}")
+
+
+def _resource_tracker(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as cmdline:
+            return b"resource_tracker" in cmdline.read()
+    except OSError:
+        return False
 
 
 def make_farm(count: int, workers: int = 2, extra: list[str] | None = None) -> FarmProcess:

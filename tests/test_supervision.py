@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import signal
 import socket
@@ -11,10 +12,16 @@ import threading
 import time
 
 import pytest
+from multiprocess import shared_memory
 from pymodbus.client import ModbusTcpClient
 
+from farm.errors import BootError
+from farm.listeners import bind_all
+from farm.plan import build_plan, default_servers
+from farm.supervisor import Supervisor, SupervisorOptions
+from farm.template import default_template
 from tests.conftest import make_farm, start_farm
-from tests.farmproc import HOST, FarmProcess, port_free, wait_for
+from tests.farmproc import HOST, FarmProcess, free_port_range, port_free, wait_for
 
 pytestmark = pytest.mark.timeout(180)
 
@@ -245,3 +252,24 @@ def test_sigterm_while_starting_stops_cleanly(delay: float) -> None:
     assert took < 5, f"stop took {took:.1f} s"
     assert "Traceback" not in stderr and "leaked" not in stderr, stderr
     assert all(port_free(farm.port(i)) for i in (0, 1000, 1999))
+
+
+def test_worker_that_cannot_boot_stops_the_farm_without_restart_loop() -> None:
+    """A worker that exits "could not boot" is not restarted: the farm stops, saying why."""
+    template = default_template()
+    requests = default_servers(4, HOST, free_port_range(4), template.name)
+    plan = build_plan(requests, {template.name: template}, workers=2)
+    sockets = bind_all(plan.servers())
+
+    async def main() -> None:
+        supervisor = Supervisor(plan, sockets, SupervisorOptions())
+        # Someone removed worker 0's banks from /dev/shm: it can never attach them.
+        shared_memory.SharedMemory(name=supervisor.slots[0].segment.name).unlink()
+        try:
+            with pytest.raises(BootError, match="worker 0 could not boot"):
+                await asyncio.wait_for(supervisor.start(), 60)
+            assert supervisor.slots[0].restarts == 0  # died once, and was not restarted
+        finally:
+            await supervisor.stop()
+
+    asyncio.run(main())
