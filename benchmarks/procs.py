@@ -7,6 +7,7 @@ PID (SIGTERM, then SIGKILL after a grace period), never by name.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
 import os
@@ -25,6 +26,23 @@ from typing import Any, TypeVar
 HOST = "127.0.0.1"
 CLOCK_TICK = os.sysconf("SC_CLK_TCK")
 T = TypeVar("T")
+
+
+async def run_until_told(lifetime: float) -> None:
+    """In a server under test: say `ready`, then serve until SIGTERM, the end of stdin (the
+    suite is gone) or `lifetime` seconds, whichever comes first."""
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    loop.add_signal_handler(signal.SIGTERM, stop.set)
+
+    def on_stdin() -> None:
+        if not os.read(sys.stdin.fileno(), 1):
+            stop.set()
+
+    loop.add_reader(sys.stdin.fileno(), on_stdin)
+    print("ready", flush=True)
+    with contextlib.suppress(TimeoutError):
+        await asyncio.wait_for(stop.wait(), lifetime)
 
 
 def wait_for(predicate: Callable[[], T | None], timeout: float, what: str) -> T:

@@ -16,14 +16,12 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import logging
-import os
-import signal
-import sys
 
 from pymodbus.server import ModbusTcpServer
 from pymodbus.simulator import DataType, SimData, SimDevice
+
+from benchmarks.procs import run_until_told
 
 TABLE_SIZE = 1000
 
@@ -39,23 +37,12 @@ def default_device() -> SimDevice:
 
 
 async def serve(host: str, port_base: int, count: int, lifetime: float) -> None:
-    loop = asyncio.get_running_loop()
     servers = []
     for port in range(port_base, port_base + count):
         server = ModbusTcpServer(default_device(), address=(host, port))
         await server.serve_forever(background=True)
         servers.append(server)
-    stop = asyncio.Event()
-    loop.add_signal_handler(signal.SIGTERM, stop.set)
-
-    def on_stdin() -> None:
-        if not os.read(sys.stdin.fileno(), 1):  # end of file: the suite is gone
-            stop.set()
-
-    loop.add_reader(sys.stdin.fileno(), on_stdin)
-    print("ready", flush=True)
-    with contextlib.suppress(TimeoutError):
-        await asyncio.wait_for(stop.wait(), lifetime)
+    await run_until_told(lifetime)
     for server in servers:
         await server.shutdown()
 

@@ -14,13 +14,11 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
-import os
-import signal
 import struct
-import sys
 
 import uvloop
+
+from benchmarks.procs import run_until_told
 
 REGISTERS = bytearray(2000)
 HEADER = struct.Struct(">HHHB")
@@ -51,17 +49,7 @@ async def serve(host: str, port_base: int, count: int, lifetime: float) -> None:
     loop = asyncio.get_running_loop()
     for port in range(port_base, port_base + count):
         await loop.create_server(Responder, host, port, backlog=256)
-    stop = asyncio.Event()
-    loop.add_signal_handler(signal.SIGTERM, stop.set)
-
-    def on_stdin() -> None:
-        if not os.read(sys.stdin.fileno(), 1):  # end of file: the suite is gone
-            stop.set()
-
-    loop.add_reader(sys.stdin.fileno(), on_stdin)
-    print("ready", flush=True)
-    with contextlib.suppress(TimeoutError):
-        await asyncio.wait_for(stop.wait(), lifetime)
+    await run_until_told(lifetime)
 
 
 def main() -> None:

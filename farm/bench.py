@@ -21,7 +21,6 @@ import asyncio
 import contextlib
 import json
 import resource
-import sys
 from collections.abc import Callable
 from typing import Any
 
@@ -32,7 +31,7 @@ from rich.live import Live
 from rich.table import Table as RichTable
 
 from farm import loadfan
-from farm.errors import ConfigError, FarmError
+from farm.errors import ConfigError, FarmError, exit_with
 from farm.latency import Histogram
 from farm.loadgen import LoadResult, LoadSpec, Snapshot, run_load
 from farm.loadspec import BenchOptions, farm_targets, parse_mix, parse_targets, split
@@ -210,8 +209,7 @@ def bench(
         if report["connected"] == 0 and report["responses"] == 0:
             raise FarmError(f"no connection to any of the {len(targets)} targets succeeded")
     except FarmError as error:
-        err.print(f"[bold red]farm: error:[/] {error}", highlight=False, soft_wrap=True)
-        sys.exit(error.exit_code)
+        exit_with(error)
     if as_json:
         click.echo(json.dumps(report, indent=2))
     else:

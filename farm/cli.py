@@ -31,17 +31,12 @@ from rich.table import Table as RichTable
 from farm import __version__
 from farm.bench import bench
 from farm.dryrun import make_plan, plan_command, validate
-from farm.errors import FarmError, FarmUnreachable
+from farm.errors import FarmError, FarmUnreachable, exit_with
 from farm.master import MasterOptions, ReadySummary, serve
 from farm.prometheus_config import prometheus_config
 
 out = Console()
 err = Console(stderr=True)
-
-
-def _fail(error: FarmError) -> None:
-    err.print(f"[bold red]farm: error:[/] {error}", highlight=False, soft_wrap=True)
-    sys.exit(error.exit_code)
 
 
 def _setup_logging(level: str) -> None:
@@ -110,7 +105,7 @@ def up(
         )
         _run_up(plan.servers_total, lambda progress, ready: serve(plan, options, progress, ready))
     except FarmError as error:
-        _fail(error)
+        exit_with(error)
     except KeyboardInterrupt:
         sys.exit(130)
     err.print("farm stopped")
@@ -183,7 +178,7 @@ def status(api_port: int, api_host: str, as_json: bool) -> None:
     try:
         data = _call(api_host, api_port, "/api/v1/status")
     except FarmError as error:
-        _fail(error)
+        exit_with(error)
     if as_json:
         out.print_json(data=data)
         return
@@ -230,7 +225,7 @@ def down(api_port: int, api_host: str, api_token: str | None, timeout: float) ->
             time.sleep(0.1)
         raise FarmError(f"the farm was asked to stop but still answers after {timeout:.0f} s")
     except FarmError as error:
-        _fail(error)
+        exit_with(error)
 
 
 main.add_command(validate)

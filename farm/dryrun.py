@@ -8,21 +8,19 @@ never disagree.
 from __future__ import annotations
 
 import os
-import sys
 from collections import Counter
 
 import click
 from rich.console import Console
 from rich.table import Table as RichTable
 
-from farm.errors import ConfigError, FarmError
+from farm.errors import ConfigError, FarmError, exit_with
 from farm.fleets import load
 from farm.listeners import describe
 from farm.plan import Plan, build_plan, default_servers
 from farm.template import TABLES_SHORT, DeviceTemplate, UnitLayout, default_template
 
 out = Console()
-err = Console(stderr=True)
 
 
 def make_plan(
@@ -77,11 +75,6 @@ def registers(template: DeviceTemplate) -> str:
     )
 
 
-def _fail(error: FarmError) -> None:
-    err.print(f"[bold red]farm: error:[/] {error}", highlight=False, soft_wrap=True)
-    sys.exit(error.exit_code)
-
-
 @click.command()
 @click.argument("file", type=click.Path(dir_okay=False))
 @click.option(
@@ -92,7 +85,7 @@ def validate(file: str, count: int | None) -> None:
     try:
         plan = make_plan(file, count, None, None, 1)
     except FarmError as error:
-        _fail(error)
+        exit_with(error)
     servers = plan.servers()
     table = RichTable("fleet", "template", "servers", "addresses", "points", "registers per device")
     for fleet in dict.fromkeys(spec.fleet for spec in servers):
@@ -125,7 +118,7 @@ def plan_command(
     try:
         plan = make_plan(file, count, None, None, workers)
     except FarmError as error:
-        _fail(error)
+        exit_with(error)
     if every_server:
         rows = RichTable("server", "fleet", "address", "worker")
         for shard in plan.shards:

@@ -6,9 +6,16 @@ FarmError                  base: `str(error)` is the line the user sees
 ├── ResourceLimitError     too many servers for this machine's limits (exit 1)
 ├── BootError              a worker could not boot, repeatedly (exit 1)
 └── FarmUnreachable        the CLI could not reach a farm's control API (exit 1)
+
+`exit_with(error)` is how every command shows one: a single line on stderr, then the exit.
 """
 
 from __future__ import annotations
+
+import sys
+from typing import NoReturn
+
+from rich.console import Console
 
 
 class FarmError(Exception):
@@ -37,3 +44,11 @@ class BootError(FarmError):
 
 class FarmUnreachable(FarmError):
     """No farm answers on the control port."""
+
+
+def exit_with(error: FarmError) -> NoReturn:
+    """Print `error` as the one line a user sees, and exit with its code."""
+    Console(stderr=True).print(
+        f"[bold red]farm: error:[/] {error}", highlight=False, soft_wrap=True
+    )
+    sys.exit(error.exit_code)

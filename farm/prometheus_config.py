@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import json
 import re
-import sys
 import urllib.error
 import urllib.request
 from dataclasses import dataclass
@@ -24,9 +23,8 @@ from urllib.parse import urlsplit
 
 import click
 import yaml
-from rich.console import Console
 
-from farm.errors import ConfigError, FarmError, FarmUnreachable
+from farm.errors import ConfigError, FarmError, FarmUnreachable, exit_with
 
 _DURATION = re.compile(r"^([1-9][0-9]*)(ms|s|m|h)$")
 _UNIT_S = {"ms": 0.001, "s": 1, "m": 60, "h": 3600}
@@ -149,8 +147,5 @@ def prometheus_config(
         if len(paths) > 1:
             raise FarmError(f"the farms serve metrics on different paths: {sorted(paths)}")
     except FarmError as error:
-        Console(stderr=True).print(
-            f"[bold red]farm: error:[/] {error}", highlight=False, soft_wrap=True
-        )
-        sys.exit(error.exit_code)
+        exit_with(error)
     click.echo(render_config(targets, job, scrape_interval), nl=False)

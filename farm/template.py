@@ -25,10 +25,6 @@ class Table(StrEnum):
     def is_bits(self) -> bool:
         return self in (Table.COILS, Table.DISCRETE_INPUTS)
 
-    @property
-    def client_writable(self) -> bool:
-        return self in (Table.COILS, Table.HOLDING_REGISTERS)
-
 
 class PointType(StrEnum):
     BOOL = "bool"
@@ -67,9 +63,6 @@ TABLES_SHORT = (
     (Table.HOLDING_REGISTERS, "hr"),
     (Table.INPUT_REGISTERS, "ir"),
 )
-
-# Behaviour kinds; see farm.behaviours for the formulas.
-KINDS = ("constant", "counter", "ramp", "sine", "square", "random_walk", "replay")
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -241,16 +241,6 @@ def test_metrics_port_and_prometheus_config(tmp_path: Path) -> None:
         assert check.returncode == 0, check.stdout + check.stderr
 
 
-def test_prometheus_config_without_a_farm_is_one_clear_line() -> None:
-    result = subprocess.run(
-        [sys.executable, "-m", "farm", "prometheus-config", "--api-port", str(free_port())],
-        capture_output=True, text=True, timeout=30,
-    )  # fmt: skip
-    assert result.returncode == 1
-    assert "no farm answers" in result.stderr and "Traceback" not in result.stderr
-    assert len(result.stderr.strip().splitlines()) == 1
-
-
 def test_busy_metrics_port_is_one_clear_line() -> None:
     blocker = socket.socket()
     blocker.bind((HOST, 0))

@@ -21,7 +21,7 @@ from farm.plan import build_plan, default_servers
 from farm.supervisor import Supervisor, SupervisorOptions
 from farm.template import default_template
 from tests.conftest import make_farm, start_farm
-from tests.farmproc import HOST, FarmProcess, free_port_range, port_free, wait_for
+from tests.farmproc import HOST, FarmProcess, free_port, free_port_range, port_free, wait_for
 
 pytestmark = pytest.mark.timeout(180)
 
@@ -225,15 +225,15 @@ def test_cli_status_and_down() -> None:
         farm.stop()
 
 
-def test_cli_status_without_a_farm_is_one_clear_line() -> None:
-    from tests.farmproc import free_port
-
+@pytest.mark.parametrize("command", ["status", "down", "prometheus-config"])
+def test_cli_without_a_farm_is_one_clear_line(command: str) -> None:
     result = subprocess.run(
-        [sys.executable, "-m", "farm", "status", "--api-port", str(free_port())],
+        [sys.executable, "-m", "farm", command, "--api-port", str(free_port())],
         capture_output=True, text=True, timeout=30,
     )  # fmt: skip
     assert result.returncode == 1
     assert "no farm answers" in result.stderr and "Traceback" not in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
 
 
 @pytest.mark.parametrize("delay", [0.6, 0.9, 1.2])
