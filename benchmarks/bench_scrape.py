@@ -4,7 +4,7 @@
 
 1. Scrape: renders /metrics for a farm of --servers servers whose shared-memory counters
    hold realistic values (several function codes, exceptions, a filled histogram), with
-   farm.metrics, and beside it with prometheus_client's `generate_latest` on an equivalent
+   farm.master.metrics, and beside it with prometheus_client's `generate_latest` on an equivalent
    registry, built two ways: the metric objects (Counter, Gauge, Histogram with labels)
    and a custom collector building metric families from the same arrays at each scrape.
    "Equivalent" is checked, not assumed: on a small farm all three texts parse to the
@@ -58,22 +58,22 @@ from prometheus_client.core import (
 from prometheus_client.parser import text_string_to_metric_families
 from prometheus_client.registry import Collector
 
-from farm import stats
-from farm.banks import UnitBank
-from farm.engine import (
+from farm.config.plan import build_plan, default_servers
+from farm.config.templates import Identity, default_template
+from farm.ipc import stats
+from farm.ipc.banks import UnitBank
+from farm.ipc.messages import Heartbeat
+from farm.ipc.stats import ShardCounters
+from farm.master.metrics import FarmMetrics
+from farm.master.supervisor import Supervisor
+from farm.worker.engine import (
     _HEADER,
     MAX_MBAP_LENGTH,
     Device,
     ModbusConnection,
     reference_answer,
 )
-from farm.fastpath import GATEWAY_NO_RESPONSE, exception_pdu, fast_answer
-from farm.metrics import FarmMetrics
-from farm.plan import build_plan, default_servers
-from farm.protocol import Heartbeat
-from farm.stats import ShardCounters
-from farm.supervisor import Supervisor
-from farm.template import Identity, default_template
+from farm.worker.fastpath import GATEWAY_NO_RESPONSE, exception_pdu, fast_answer
 
 HOST = "127.0.0.1"
 CLOCK_TICK = os.sysconf("SC_CLK_TCK")
@@ -342,16 +342,16 @@ def bench_scrape(servers: int, repeat: int) -> None:
     finally:
         close_farm(farm)
     print(f"\nscrape of {servers} servers (median of {repeat}; the same samples in all three)")
-    print(f"  {'renderer':<46} {'ms':>8} {'MB':>7} {'vs farm.metrics':>16}")
+    print(f"  {'renderer':<46} {'ms':>8} {'MB':>7} {'vs farm.master.metrics':>16}")
     rows = (
-        ("farm.metrics (hand-rendered from the arrays)", ours, size),
+        ("farm.master.metrics (hand-rendered from the arrays)", ours, size),
         ("generate_latest, metric objects", objects, objects_size),
         ("generate_latest, collector from the arrays", collected, objects_size),
     )
     for name, seconds, length in rows:
         print(f"  {name:<46} {seconds * 1e3:8.1f} {length / 1e6:7.1f} {seconds / ours:15.1f}x")
     verdict = "within" if ours <= 0.25 else "OVER"
-    print(f"  farm.metrics: {ours * 1e3:.0f} ms, {verdict} the 250 ms budget")
+    print(f"  farm.master.metrics: {ours * 1e3:.0f} ms, {verdict} the 250 ms budget")
 
 
 # -- counting on the request path -------------------------------------------------------

@@ -3,7 +3,7 @@ one core), against a per-point Python loop measured in the same run.
 
     python3 -m benchmarks.bench_ticker [--devices 10000] [--points 20] [--ticks 20]
 
-Prints CPU seconds per tick for the farm's vectorised ticker (farm.behaviours) and for the
+Prints CPU seconds per tick for the farm's vectorised ticker (farm.worker.ticker) and for the
 baseline, the share of one core each costs at one tick a second, and the ratio.
 """
 
@@ -15,9 +15,9 @@ import random
 import struct
 import time
 
-from farm.behaviours import Ticker
-from farm.plan import ServerRequest, build_plan
-from farm.template import Behaviour, DeviceTemplate, Point, PointType, Table, UnitLayout
+from farm.config.plan import ServerRequest, build_plan
+from farm.config.templates import Behaviour, DeviceTemplate, Point, PointType, Table, UnitLayout
+from farm.worker.ticker import Ticker
 
 KINDS = (
     Behaviour(kind="sine", low=220, high=240, period_s=60, jitter=0.5),

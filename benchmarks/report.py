@@ -176,7 +176,7 @@ def readme(
             f"Written by `{command}` on {when} ({elapsed_s:.0f} s); do not edit by hand.",
             "",
             f"- Machine: {_machine()}.",
-            f"- Load: `farm bench`'s engine (farm.loadgen), closed loop, FC 3 x 10 registers "
+            f"- Load: `farm bench`'s engine (farm.bench.loadgen), closed loop, FC 3 x 10 registers "
             f"of unit 1, {duration_s:g} s per run after a 1 s warm-up, on 127.0.0.1. Every "
             "server and the generator share the same cores.",
             f"- Each case ran {repeat} time(s), in rounds over all cases; a row shows the least "

@@ -15,7 +15,7 @@ missed). Sections, all against servers this suite starts on free loopback ports:
   4. pipelined requests (depth 8);
   5. latency at a fixed rate (open loop, 25,000 requests/s over 500 connections): what a
      SCADA polling on a schedule sees, free of the closed loop's queueing at saturation.
-The load comes from `farm bench`'s own engine (farm.bench). Nothing here asserts a speed:
+The load comes from `farm bench`'s own engine (farm.bench.command). Nothing here asserts a speed:
 a noisy machine makes absolute figures move, so each is set against a baseline measured
 minutes apart in the same run.
 """
@@ -34,8 +34,8 @@ from typing import Any
 
 from benchmarks import procs, report
 from benchmarks.procs import Server
-from farm.bench import run_bench, summarize
-from farm.loadspec import BenchOptions, parse_mix, split
+from farm.bench.command import run_bench, summarize
+from farm.bench.spec import BenchOptions, parse_mix, split
 
 SERVERS = 500
 PDUS = parse_mix("3:100", address=0, quantity=10)

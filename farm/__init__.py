@@ -1,7 +1,27 @@
 """modbus-farm: a farm of simulated Modbus TCP devices.
 
-Data flows config -> plan -> supervisor -> worker -> engine -> banks -> metrics -> api -> cli;
-each module's docstring says where it sits in that flow.
+Four programs share this package; the folder tells which one runs a module:
+
+    farm CLI (cli/)  ──HTTP──>  master (master/)  ──pipe + shared memory──>  workers (worker/)
+    farm bench (bench/) ─Modbus TCP─> the workers' servers; HTTP (client.py) to find them
+
+    config/   what to serve: schema, templates, fleets, plan, codec, behaviours.
+              Pure data and arithmetic, no processes; every program reads it.
+    ipc/      what crosses the master-worker boundary: the pipe's messages and wire
+              format (messages), the shared-memory layouts of register banks (banks) and
+              counters (stats), and how a worker is spawned (spawn).
+    master/   the master process: run (start to stop), listeners (binds every port),
+              supervisor (spawns, watches, restarts workers), api and metrics (HTTP).
+    worker/   a worker process: process (its loop and servers), engine (Modbus over
+              TCP; the only module that imports pymodbus), fastpath, ticker.
+    bench/    the load generator, a program of its own.
+    client.py the one client of the control API (the CLI, bench and users' own tests).
+    cli/      the `farm` command.
+    errors.py the errors a user can meet, each one line.
+
+Imports follow the arrows: config imports none of the others; ipc imports config;
+master and worker import config and ipc, never each other; bench imports client and
+config. tests/test_layout.py keeps these contracts.
 """
 
 __version__ = "0.1.0"

@@ -7,10 +7,10 @@ import itertools
 import numpy as np
 import pytest
 
-from farm import codec
-from farm.behaviours import Ticker
-from farm.plan import ServerRequest, build_plan, point_offset
-from farm.template import Behaviour, DeviceTemplate, Point, PointType, Table, UnitLayout
+from farm.config import codec
+from farm.config.plan import ServerRequest, build_plan, point_offset
+from farm.config.templates import Behaviour, DeviceTemplate, Point, PointType, Table, UnitLayout
+from farm.worker.ticker import Ticker
 
 pytestmark = pytest.mark.timeout(60)
 T0 = 1_000_000.0  # the farm's start, as wall-clock seconds

@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 from pymodbus.client import ModbusTcpClient
 
-from farm.latency import Histogram, bucket
+from farm.bench.latency import Histogram, bucket
 from tests.farmproc import HOST, FarmProcess, free_port, wait_for
 
 pytestmark = pytest.mark.timeout(120)

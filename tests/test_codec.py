@@ -10,8 +10,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 from pymodbus.client import ModbusTcpClient
 
-from farm import codec
-from farm.template import Point, PointType, Table
+from farm.config import codec
+from farm.config.templates import Point, PointType, Table
 
 pytestmark = pytest.mark.timeout(60)
 DT = ModbusTcpClient.DATATYPE

@@ -13,9 +13,9 @@ import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from farm.config.fleets import load
+from farm.config.plan import build_plan
 from farm.errors import ConfigError
-from farm.fleets import load
-from farm.plan import build_plan
 
 pytestmark = pytest.mark.timeout(120)
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"

@@ -26,10 +26,10 @@ from hypothesis import strategies as st
 from pymodbus.server import ModbusTcpServer
 from pymodbus.simulator import DataType, SimData, SimDevice
 
-from farm import engine, fastpath
-from farm.banks import UnitBank
-from farm.engine import Device
-from farm.template import Identity, Table
+from farm.config.templates import Identity, Table
+from farm.ipc.banks import UnitBank
+from farm.worker import engine, fastpath
+from farm.worker.engine import Device
 from tests.farmproc import HOST
 
 pytestmark = pytest.mark.timeout(300)

@@ -17,11 +17,13 @@ from typing import Any, cast
 import pytest
 from pymodbus.client import ModbusTcpClient
 
-from farm import __version__, engine, stats
-from farm.banks import UnitBank
-from farm.metrics import FarmMetrics
-from farm.stats import ShardCounters
-from farm.template import Identity
+from farm import __version__
+from farm.config.templates import Identity
+from farm.ipc import stats
+from farm.ipc.banks import UnitBank
+from farm.ipc.stats import ShardCounters
+from farm.master.metrics import FarmMetrics
+from farm.worker import engine
 from tests.conftest import make_farm, start_farm
 from tests.farmproc import HOST, FarmProcess, free_port, wait_for
 from tests.prometheus_server import Samples, loaded, parse, scrape, scrape_text, value

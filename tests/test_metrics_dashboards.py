@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 import yaml
 
-from farm.prometheus_config import FarmTarget, render_config
+from farm.cli.prometheus_config import FarmTarget, render_config
 
 ROOT = Path(__file__).resolve().parent.parent
 DASHBOARDS = ROOT / "dashboards"

@@ -15,11 +15,11 @@ import pytest
 from multiprocess import shared_memory
 from pymodbus.client import ModbusTcpClient
 
+from farm.config.plan import build_plan, default_servers
+from farm.config.templates import default_template
 from farm.errors import BootError
-from farm.listeners import bind_all
-from farm.plan import build_plan, default_servers
-from farm.supervisor import Supervisor, SupervisorOptions
-from farm.template import default_template
+from farm.master.listeners import bind_all
+from farm.master.supervisor import Supervisor, SupervisorOptions
 from tests.conftest import make_farm, start_farm
 from tests.farmproc import HOST, FarmProcess, free_port, free_port_range, port_free, wait_for
 

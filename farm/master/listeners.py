@@ -4,7 +4,7 @@ Sits between plan and supervisor in the data flow. Binding in the master means a
 is found before a single process is spawned (one clear error, nothing to clean up), and a
 port stays open while its worker is replaced: connections made meanwhile wait in the
 kernel's backlog instead of being refused. Workers inherit the sockets at spawn, as bare
-file descriptors (`InheritedSockets`).
+file descriptors (`farm.ipc.spawn.InheritedSockets`).
 """
 
 from __future__ import annotations
@@ -15,10 +15,8 @@ import resource
 import socket
 from collections.abc import Iterable
 
-from multiprocess import context
-
+from farm.config.plan import ServerSpec
 from farm.errors import ConfigError, PortBusyError, ResourceLimitError
-from farm.plan import ServerSpec
 
 BACKLOG = 256
 FILES_RESERVED = 256  # pipes, the API, connections, and whatever Python opens itself
@@ -118,30 +116,3 @@ def bind_all(specs: list[ServerSpec]) -> dict[int, socket.socket]:
             )
         raise ConfigError("cannot listen on " + "; ".join(other))
     return bound
-
-
-class InheritedSockets:
-    """A shard's listening sockets on their way to a spawned worker, as bare descriptors.
-
-    Handed to the worker as a Process argument. Pickling thousands of socket objects through
-    multiprocess (dill's pure-Python pickler) left ~4.6 MB of heap the master never got back,
-    at every spawn; here each descriptor is registered with the spawning process directly (it
-    reaches the child under the same number) and only a tuple of ints is pickled. The child
-    unpickles a dict from server index to socket.
-    """
-
-    def __init__(self, sockets: tuple[tuple[int, socket.socket], ...]) -> None:
-        self.sockets = sockets
-
-    def __reduce__(self) -> tuple[object, tuple[tuple[int, ...], tuple[int, ...]]]:
-        popen = context.get_spawning_popen()
-        if popen is None:
-            raise RuntimeError("listening sockets travel only to a worker being spawned")
-        indices = tuple(index for index, _ in self.sockets)
-        fds = tuple(popen.duplicate_for_child(sock.fileno()) for _, sock in self.sockets)
-        return _adopt, (indices, fds)
-
-
-def _adopt(indices: tuple[int, ...], fds: tuple[int, ...]) -> dict[int, socket.socket]:
-    """In the worker: the inherited descriptors as sockets, by server index."""
-    return {index: socket.socket(fileno=fd) for index, fd in zip(indices, fds, strict=True)}

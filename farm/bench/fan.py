@@ -1,6 +1,6 @@
 """The load generator's processes: one spawned process per share of `farm bench --processes P`.
 
-Not part of the farm's data flow (see farm.bench). The parent spawns each share with a
+Not part of the farm's data flow (see farm.bench.command). The parent spawns each share with a
 duplex pipe, waits until every child has opened its connections (`ready`), then says `go`
 to all at once, so the shares load the target over the same window. Children send a
 `progress` snapshot four times a second and one `result` at the end; each is a pickled
@@ -24,8 +24,8 @@ import multiprocess
 import uvloop
 from multiprocess.connection import wait
 
+from farm.bench.loadgen import LoadResult, LoadSpec, Snapshot, run_load
 from farm.errors import FarmError
-from farm.loadgen import LoadResult, LoadSpec, Snapshot, run_load
 
 SPAWN_TIMEOUT_S = 30.0  # for a child to import, connect and say ready
 GO_TIMEOUT_S = 60.0

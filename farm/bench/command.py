@@ -7,7 +7,7 @@ only through the control API (`GET /api/v1/servers`) when no explicit `--target`
                [--rate R] [--depth D] [--mix 3:80,16:20] [--duration S] [--processes P]
                [--json]
 
-farm.loadspec turns the options into one share of the load per process; farm.loadgen runs
+farm.bench.spec turns the options into one share of the load per process; farm.bench.loadgen runs
 a share; with `--processes P > 1` the
 shares run in spawned processes (this module starts them, and nothing else does: they are
 the generator's, not the farm's), which connect, wait at a barrier, and start together.
@@ -30,11 +30,11 @@ from rich.console import Console
 from rich.live import Live
 from rich.table import Table as RichTable
 
-from farm import loadfan
+from farm.bench import fan as loadfan
+from farm.bench.latency import Histogram
+from farm.bench.loadgen import LoadResult, LoadSpec, Snapshot, run_load
+from farm.bench.spec import BenchOptions, farm_targets, parse_mix, parse_targets, split
 from farm.errors import ConfigError, FarmError, exit_with
-from farm.latency import Histogram
-from farm.loadgen import LoadResult, LoadSpec, Snapshot, run_load
-from farm.loadspec import BenchOptions, farm_targets, parse_mix, parse_targets, split
 
 SATURATED = 0.9  # a generator process busier than this fraction of a core is the bottleneck
 

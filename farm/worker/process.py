@@ -26,15 +26,15 @@ from typing import Any
 
 import uvloop
 
-from farm import protocol
-from farm.banks import ReadOnlyMasks, Segment, read_only_masks, server_banks
-from farm.behaviours import Ticker
-from farm.engine import Device, ModbusConnection
-from farm.protocol import Assign, Control, Heartbeat, Ready, Reply, ServerFailed, Stop
-from farm.stats import ShardCounters
-from farm.template import DeviceTemplate
+from farm.config.templates import DeviceTemplate
+from farm.ipc import messages
+from farm.ipc.banks import ReadOnlyMasks, Segment, read_only_masks, server_banks
+from farm.ipc.messages import Assign, Control, Heartbeat, Ready, Reply, ServerFailed, Stop
+from farm.ipc.spawn import EXIT_BOOT_FAILED
+from farm.ipc.stats import ShardCounters
+from farm.worker.engine import Device, ModbusConnection
+from farm.worker.ticker import Ticker
 
-EXIT_BOOT_FAILED = 3  # the master does not restart a worker that exits with this
 ASSIGN_TIMEOUT_S = 30.0
 DRAIN_TIMEOUT_S = 2.0
 BATCH = 250  # servers started between two yields to the loop (heartbeats keep flowing)
@@ -49,8 +49,8 @@ def run(conn: Any, sockets: dict[int, socket.socket]) -> None:
     if not conn.poll(ASSIGN_TIMEOUT_S):
         sys.exit(EXIT_BOOT_FAILED)
     try:
-        assign = protocol.receive(conn)
-    except (EOFError, OSError, protocol.ProtocolError):
+        assign = messages.receive(conn)
+    except (EOFError, OSError, messages.ProtocolError):
         sys.exit(EXIT_BOOT_FAILED)  # the master went away, or stopped us before Assign
     if not isinstance(assign, Assign):
         sys.exit(EXIT_BOOT_FAILED)  # a Stop that came before any Assign
@@ -121,9 +121,9 @@ class Worker:
             )
             raise SystemExit(EXIT_BOOT_FAILED) from exc
         self.counters.reset_open_connections()  # a predecessor's connections died with it
-        protocol.watch(loop, self.conn, self._on_pipe)
+        messages.watch(loop, self.conn, self._on_pipe)
         heartbeat = asyncio.create_task(self._heartbeats())
-        ticker = Ticker(self.segment.buf, self.assign.started_at)
+        ticker = Ticker(self.segment.buf, self.assign.origin)
         failed = await self._start_servers(ticker)
         self._send(Ready(worker=self.assign.worker, servers_up=len(self.servers), failed=failed))
         ticking = asyncio.create_task(self._tick(ticker))
@@ -172,10 +172,10 @@ class Worker:
 
     async def _tick(self, ticker: Ticker) -> None:
         while True:
-            due = ticker.tick(time.time())
+            due = ticker.tick(time.monotonic())
             if due == float("inf"):
                 return  # no live points
-            await asyncio.sleep(max(0.01, due - time.time()))
+            await asyncio.sleep(max(0.01, due - time.monotonic()))
 
     async def _heartbeats(self) -> None:
         interval = self.assign.heartbeat_interval_s
@@ -202,7 +202,7 @@ class Worker:
 
     def _on_pipe(self) -> None:
         try:
-            message = protocol.receive(self.conn)
+            message = messages.receive(self.conn)
         except (EOFError, OSError):
             self.stopping.set()  # the master is gone
             return
@@ -214,9 +214,9 @@ class Worker:
     def _control(self, message: Control) -> Reply:
         return Reply(request_id=message.request_id, ok=False, error=f"unknown op {message.op!r}")
 
-    def _send(self, message: protocol.Message) -> None:
+    def _send(self, message: messages.Message) -> None:
         try:
-            protocol.send(self.conn, message)
+            messages.send(self.conn, message)
         except (BrokenPipeError, ConnectionResetError, EOFError):
             self.stopping.set()
 

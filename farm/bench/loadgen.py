@@ -1,7 +1,7 @@
 """The load generator's engine: one process's share of `farm bench`, in one uvloop loop.
 
 Not part of the farm's data flow: `farm bench` is a Modbus master that a test engineer
-points at a farm (or at anything that speaks Modbus TCP); farm.bench parses the command
+points at a farm (or at anything that speaks Modbus TCP); farm.bench.command parses the command
 line, fans the load out over processes and reports. Here, one `Connection` (our own
 `asyncio.Protocol`) per TCP connection writes raw MBAP frames and matches responses to
 requests by transaction id, so the generator costs a few microseconds per request.
@@ -28,7 +28,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import cast
 
-from farm.latency import Histogram
+from farm.bench.latency import Histogram
 
 _TID = struct.Struct(">H")
 _DENSE_BUCKETS = 40960  # covers latencies up to 2**31 us

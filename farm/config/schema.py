@@ -3,7 +3,7 @@
 The start of the data flow (config -> fleets -> plan -> ...). `read` parses a file,
 `FarmModel` validates its shape, and `describe` turns a validation error into one line that
 names the file, the path inside it (`fleets[2].addressing.port_start`), what is expected and
-what was found. farm.fleets checks the rest and expands it. The schema, by example, is in
+what was found. farm.config.fleets checks the rest and expands it. The schema, by example, is in
 README.md and examples/.
 """
 
@@ -17,12 +17,12 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from farm.errors import ConfigError
-from farm.template import (
+from farm.config.templates import (
     Identity,
     PointType,
     Table,
 )
+from farm.errors import ConfigError
 
 Order = Literal["big", "little"]
 Kind = Literal["constant", "counter", "ramp", "sine", "square", "random_walk", "replay"]

@@ -16,11 +16,11 @@ from dataclasses import dataclass, field
 
 from aiohttp import web
 
-from farm.api import build_app, build_metrics_app
+from farm.config.plan import Plan
 from farm.errors import PortBusyError
-from farm.listeners import bind_all, describe
-from farm.plan import Plan
-from farm.supervisor import Supervisor, SupervisorOptions
+from farm.master.api import build_app, build_metrics_app
+from farm.master.listeners import bind_all, describe
+from farm.master.supervisor import Supervisor, SupervisorOptions
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

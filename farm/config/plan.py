@@ -17,8 +17,8 @@ from __future__ import annotations
 import zlib
 from dataclasses import dataclass
 
+from farm.config.templates import DeviceTemplate, Point, Table, UnitLayout
 from farm.errors import ConfigError
-from farm.template import DeviceTemplate, Point, Table, UnitLayout
 
 # Bits take a byte each (fast to address, and only 1/8 of the register tables' cost
 # matters at 25 KiB per server); registers are stored big-endian, as they go on the wire.

@@ -1,7 +1,7 @@
 """What `farm bench` sends where: targets, the function-code mix, and each process's share.
 
-Not part of the farm's data flow (see farm.bench). Turns the command line into `LoadSpec`s
-for farm.loadgen: the target servers (explicit `HOST:PORT-PORT` ranges, or every server a
+Not part of the farm's data flow (see farm.bench.command). Turns the command line into `LoadSpec`s
+for farm.bench.loadgen: the target servers (explicit `HOST:PORT-PORT` ranges, or every server a
 farm's control API reports up), the cycle of request PDUs that realises a function-code
 mix, and connections spread evenly over the servers and then over the processes.
 """
@@ -15,8 +15,8 @@ import urllib.error
 import urllib.request
 from dataclasses import dataclass
 
+from farm.bench.loadgen import LoadSpec
 from farm.errors import ConfigError, FarmUnreachable
-from farm.loadgen import LoadSpec
 
 READS = {1: 2000, 2: 2000, 3: 125, 4: 125}  # function code -> largest quantity
 

@@ -14,11 +14,11 @@ import click
 from rich.console import Console
 from rich.table import Table as RichTable
 
+from farm.config.fleets import load
+from farm.config.plan import Plan, build_plan, default_servers
+from farm.config.templates import TABLES_SHORT, DeviceTemplate, UnitLayout, default_template
 from farm.errors import ConfigError, FarmError, exit_with
-from farm.fleets import load
-from farm.listeners import describe
-from farm.plan import Plan, build_plan, default_servers
-from farm.template import TABLES_SHORT, DeviceTemplate, UnitLayout, default_template
+from farm.master.listeners import describe
 
 out = Console()
 

@@ -30,12 +30,12 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from farm.plan import ServerSpec
-from farm.template import DeviceTemplate
+from farm.config.plan import ServerSpec
+from farm.config.templates import DeviceTemplate
 
 VERSION = 1
 MAX_FRAME_BYTES = 64 * 1024 * 1024
-_ALLOWED_MODULES = frozenset({"farm.protocol", "farm.plan", "farm.template"})
+_ALLOWED_MODULES = frozenset({"farm.ipc.messages", "farm.config.plan", "farm.config.templates"})
 _ALLOWED_BUILTINS = frozenset({"frozenset", "set", "slice"})
 
 
@@ -47,11 +47,13 @@ class ProtocolError(Exception):
 class Assign:
     worker: int
     segment: str
-    stats_segment: str  # the shard's counters (farm.stats), also owned by the master
+    stats_segment: str  # the shard's counters (farm.ipc.stats), also owned by the master
     templates: dict[str, DeviceTemplate]
     servers: tuple[ServerSpec, ...]
     heartbeat_interval_s: float
-    started_at: float  # wall-clock start of the farm: the t = 0 of every behaviour
+    # The farm's start on the monotonic clock (CLOCK_MONOTONIC, one per host): the t = 0 of
+    # every behaviour, so a step of the wall clock never moves live values.
+    origin: float
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -1,6 +1,7 @@
-"""Live values: the behaviours that move points, applied to every server of a shard at once.
+"""Live values: the formulas that move points, applied to every server of a shard at once.
 
-Sits beside the engine in a worker (... worker -> engine/behaviours -> banks). Points are
+Pure data and arithmetic, no processes: the master writes every starting value with
+`initialize_shard`, a worker's ticker (farm.worker.ticker) moves the live ones. Points are
 grouped by template point, so one numpy expression updates that point on every server of
 the shard: 10,000 devices with 20 live points cost milliseconds a second, not a core. The
 ticker writes between requests and never awaits mid-update, so a client never sees half a
@@ -28,9 +29,9 @@ from dataclasses import dataclass, field
 import numpy as np
 import numpy.typing as npt
 
-from farm import codec
-from farm.plan import ServerSpec, Shard, point_offset
-from farm.template import DeviceTemplate, Point, PointType
+from farm.config import codec
+from farm.config.plan import ServerSpec, Shard, point_offset
+from farm.config.templates import DeviceTemplate, Point, PointType
 
 Floats = npt.NDArray[np.float64]
 _WALK_SALT = 0x9E3779B97F4A7C15
@@ -100,12 +101,11 @@ class PointGroup:
         return values
 
 
-class Ticker:
-    """Every point of a shard's servers, grouped; `tick` applies the due live ones."""
+class PointGroups:
+    """Every point of a shard's servers, grouped by template point, over a segment's bytes."""
 
-    def __init__(self, buf: memoryview, started_at: float) -> None:
+    def __init__(self, buf: memoryview) -> None:
         self.bytes = np.frombuffer(buf, dtype=np.uint8)
-        self.started_at = started_at
         self.groups: dict[tuple[str, int], PointGroup] = {}
 
     def add(self, spec: ServerSpec, template: DeviceTemplate) -> None:
@@ -132,26 +132,11 @@ class Ticker:
             values = np.full(len(group.offsets), scalar_value(point, 0.0))
             self.bytes[group.index] = codec.encode(point, values)
 
-    def tick(self, now: float) -> float:
-        """Update the due groups; returns when the next one is due (monotonic-free: wall)."""
-        t = now - self.started_at
-        upcoming = math.inf
-        for group in self.live():
-            if group.next_due <= now:
-                current = codec.decode(group.point, self.bytes[group.index])
-                self.bytes[group.index] = codec.encode(group.point, group.values(t, current))
-                interval = group.point.behaviour.interval_s
-                group.next_due = self.started_at + (math.floor(t / interval) + 1) * interval
-            upcoming = min(upcoming, group.next_due)
-        return upcoming
 
-
-def initialize_shard(
-    buf: memoryview, shard: Shard, templates: dict[str, DeviceTemplate], started_at: float
-) -> None:
+def initialize_shard(buf: memoryview, shard: Shard, templates: dict[str, DeviceTemplate]) -> None:
     """Write the starting value of every point of a shard into its fresh segment."""
-    ticker = Ticker(buf, started_at)
+    groups = PointGroups(buf)
     for spec in shard.servers:
-        ticker.add(spec, templates[spec.template])
-    ticker.freeze()
-    ticker.initialize()
+        groups.add(spec, templates[spec.template])
+    groups.freeze()
+    groups.initialize()

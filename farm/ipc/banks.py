@@ -5,8 +5,8 @@ one segment per shard before it spawns the shard's worker, and unlinks it when t
 stops; a worker attaches by name. Because the master owns the memory, a worker that is
 killed and restarted finds every value a client wrote.
 
-Layout of a segment (offsets come from farm.plan, so both sides agree without talking):
-table-major per template block (see farm.plan), each server's table contiguous, where a bit
+Layout of a segment (offsets come from farm.config.plan, so both sides agree without talking):
+table-major per template block (see farm.config.plan), each server's table contiguous, where a bit
 takes one byte (0 or 1) and a register two bytes, big-endian as on the wire, so a read of
 registers is one slice copy.
 """
@@ -19,8 +19,8 @@ from dataclasses import dataclass
 
 from multiprocess import shared_memory
 
-from farm.plan import TABLE_ORDER, ServerSpec, table_bytes, table_offset
-from farm.template import DeviceTemplate, Table
+from farm.config.plan import TABLE_ORDER, ServerSpec, table_bytes, table_offset
+from farm.config.templates import DeviceTemplate, Table
 
 
 class Segment:

@@ -34,7 +34,7 @@ from __future__ import annotations
 
 import time
 
-from farm.banks import Segment
+from farm.ipc.banks import Segment
 
 FUNCTION_CODES = (1, 2, 3, 4, 5, 6, 15, 16, 22, 23, 43)
 EXCEPTION_CODES = tuple(range(1, 12))

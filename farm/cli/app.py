@@ -4,8 +4,8 @@
             [--metrics-port M]
     farm status [--api-port A] [--json]
     farm down [--api-port A]
-    farm bench [--api-port A | --target HOST:PORT-PORT] ...   (farm.bench)
-    farm prometheus-config [--api-port A | --farm HOST:PORT ...]   (farm.prometheus_config)
+    farm bench [--api-port A | --target HOST:PORT-PORT] ...   (farm.bench.command)
+    farm prometheus-config [--api-port A | --farm HOST:PORT ...]   (farm.cli.prometheus_config)
 
 Every error a user can meet is one line on stderr and a non-zero exit (FarmError.exit_code).
 """
@@ -29,11 +29,11 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table as RichTable
 
 from farm import __version__
-from farm.bench import bench
-from farm.dryrun import make_plan, plan_command, validate
+from farm.bench.command import bench
+from farm.cli.inspect import make_plan, plan_command, validate
+from farm.cli.prometheus_config import prometheus_config
 from farm.errors import FarmError, FarmUnreachable, exit_with
-from farm.master import MasterOptions, ReadySummary, serve
-from farm.prometheus_config import prometheus_config
+from farm.master.run import MasterOptions, ReadySummary, serve
 
 out = Console()
 err = Console(stderr=True)

@@ -1,7 +1,7 @@
 """Prometheus metrics: the master renders the text format from what the workers counted.
 
 Sits between the workers and the API (... banks, stats -> metrics -> api). Per-server
-series come from the shards' shared-memory counters (farm.stats); per-worker series from
+series come from the shards' shared-memory counters (farm.ipc.stats); per-worker series from
 the supervisor's slots and the workers' heartbeats. Nothing here runs on a request's path.
 
 The text is rendered by hand rather than through prometheus_client's registry: a farm of
@@ -26,7 +26,7 @@ from itertools import accumulate, compress, repeat, starmap
 from operator import add, truediv
 
 from farm import __version__
-from farm.stats import (
+from farm.ipc.stats import (
     BYTES_RECEIVED,
     BYTES_SENT,
     CONNECTIONS_ACCEPTED,
@@ -42,7 +42,7 @@ from farm.stats import (
     REQUESTS,
     SERVER_SLOTS,
 )
-from farm.supervisor import Supervisor
+from farm.master.supervisor import Supervisor
 
 PREFIX = "modbus_farm_"
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"

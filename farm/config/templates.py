@@ -1,7 +1,7 @@
 """What a simulated device is: units, table sizes, typed points, behaviours and identity.
 
 First stop in the data flow (config -> plan -> ...): a `DeviceTemplate` is what a config
-file (farm.config) or the built-in default describes; the plan stamps out servers from it.
+file (farm.config.schema) or the built-in default describes; the plan stamps out servers from it.
 Everything here is frozen and picklable, because templates travel to workers in `Assign`.
 """
 
@@ -81,7 +81,7 @@ class UnitLayout:
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Behaviour:
-    """How a point's value moves over time (formulas in farm.behaviours).
+    """How a point's value moves over time (formulas in farm.worker.ticker).
 
     `value` is the constant, and the start of counters and random walks; `jitter` adds
     uniform noise of that amplitude at every update; `interval_s` is the update interval.

@@ -17,7 +17,7 @@ Unknown unit ids answer 0B (gateway target failed to respond); unit 0xFF, which 
 implementation guide recommends for addressing a TCP server directly, means the device's
 first unit. Function codes other than 1-6, 15, 16, 22, 23 and 43/14 answer 01.
 
-`fast_answer` (farm.fastpath) handles the hot function codes (1-6, 15, 16) straight from
+`fast_answer` (farm.worker.fastpath) handles the hot function codes (1-6, 15, 16) straight from
 the banks; it must produce the same bytes as `reference_answer` (a property test holds it
 to that).
 """
@@ -38,16 +38,9 @@ from pymodbus.pdu import DecodePDU, ExceptionResponse, ModbusPDU
 from pymodbus.pdu.device import DeviceInformationFactory, ModbusDeviceIdentification
 from pymodbus.pdu.mei_message import ReadDeviceInformationRequest, ReadDeviceInformationResponse
 
-from farm.banks import UnitBank
-from farm.fastpath import (
-    GATEWAY_NO_RESPONSE,
-    ILLEGAL_ADDRESS,
-    ILLEGAL_FUNCTION,
-    ILLEGAL_VALUE,
-    exception_pdu,
-    fast_answer,
-)
-from farm.stats import (
+from farm.config.templates import Identity, Table
+from farm.ipc.banks import UnitBank
+from farm.ipc.stats import (
     BYTES_RECEIVED,
     BYTES_SENT,
     CONNECTIONS_ACCEPTED,
@@ -61,7 +54,14 @@ from farm.stats import (
     REQUEST_SLOT,
     local_counters,
 )
-from farm.template import Identity, Table
+from farm.worker.fastpath import (
+    GATEWAY_NO_RESPONSE,
+    ILLEGAL_ADDRESS,
+    ILLEGAL_FUNCTION,
+    ILLEGAL_VALUE,
+    exception_pdu,
+    fast_answer,
+)
 
 # A frame that a client got wrong is the client's problem, counted in metrics; pymodbus
 # would log an ERROR or WARNING line for each.
@@ -190,7 +190,7 @@ def reference_answer(bank: UnitBank, pdu: bytes, identity: _IdentityBlock | None
 
 
 class Device:
-    """One simulated server: its banks, its identity, and its counters (farm.stats layout)."""
+    """One simulated server: its banks, its identity, and its counters (farm.ipc.stats layout)."""
 
     __slots__ = ("_identity", "banks", "counters", "identity_template", "name")
 

@@ -28,14 +28,14 @@ from typing import Any
 
 import multiprocess
 
-from farm import protocol, worker
-from farm.banks import Segment
-from farm.behaviours import initialize_shard
+from farm.config.behaviours import initialize_shard
+from farm.config.plan import Plan, Shard
 from farm.errors import BootError
-from farm.listeners import InheritedSockets
-from farm.plan import Plan, Shard
-from farm.protocol import Assign, Control, Heartbeat, Ready, Reply, ServerFailed, Stop
-from farm.stats import ShardCounters
+from farm.ipc import messages
+from farm.ipc.banks import Segment
+from farm.ipc.messages import Assign, Control, Heartbeat, Ready, Reply, ServerFailed, Stop
+from farm.ipc.spawn import EXIT_BOOT_FAILED, WORKER_ENTRY, InheritedSockets, run_entry
+from farm.ipc.stats import ShardCounters
 
 log = logging.getLogger("farm")
 
@@ -88,6 +88,7 @@ class Supervisor:
         self.plan = plan
         self.options = options
         self.started_at = time.time()
+        self.origin = time.monotonic()
         self.context = multiprocess.get_context("spawn")
         self.slots = [
             Slot(
@@ -99,7 +100,7 @@ class Supervisor:
             for shard in plan.shards
         ]
         for slot in self.slots:  # starting values, once: a restarted worker keeps the bank's
-            initialize_shard(slot.segment.buf, slot.shard, plan.templates, self.started_at)
+            initialize_shard(slot.segment.buf, slot.shard, plan.templates)
             slot.segment.unmap()
         self.stopping = False
         self.fatal: BootError | None = None
@@ -138,7 +139,7 @@ class Supervisor:
                     slot.sending.release()
                 if slot.conn is not None:
                     with contextlib.suppress(OSError):
-                        protocol.send(slot.conn, Stop(reason="farm stopping"))
+                        messages.send(slot.conn, Stop(reason="farm stopping"))
         live = [slot for slot in self.slots if slot.process is not None]
         waits = [asyncio.create_task(slot.exited.wait()) for slot in live]
         if waits:
@@ -173,8 +174,8 @@ class Supervisor:
         loop = asyncio.get_running_loop()
         ours, theirs = self.context.Pipe(duplex=True)
         process = self.context.Process(
-            target=worker.run,
-            args=(theirs, InheritedSockets(slot.sockets)),
+            target=run_entry,
+            args=(WORKER_ENTRY, theirs, InheritedSockets(slot.sockets)),
             name=f"farm-worker-{slot.shard.worker}",
             daemon=True,
         )
@@ -191,7 +192,7 @@ class Supervisor:
             slot.exited.set()
             return
         loop.add_reader(process.sentinel, self._on_exit, slot)
-        protocol.watch(loop, ours, lambda: self._on_message(slot))
+        messages.watch(loop, ours, lambda: self._on_message(slot))
         assign = Assign(
             worker=slot.shard.worker,
             segment=slot.segment.name,
@@ -199,13 +200,13 @@ class Supervisor:
             templates=self.plan.templates,
             servers=slot.shard.servers,
             heartbeat_interval_s=self.options.heartbeat_interval_s,
-            started_at=self.started_at,
+            origin=self.origin,
         )
         # Held while Assign is written from a thread: a Stop written meanwhile from the loop
         # would land in the middle of its bytes.
         async with slot.sending:
             with contextlib.suppress(BrokenPipeError, ConnectionResetError):  # _on_exit has it
-                await asyncio.to_thread(protocol.send, ours, assign)
+                await asyncio.to_thread(messages.send, ours, assign)
         log.debug("worker %d spawned as pid %s", slot.shard.worker, process.pid)
 
     def _forget_process(self, slot: Slot) -> None:
@@ -233,7 +234,7 @@ class Supervisor:
             self._changed()
             return
         cause = f"exit code {code}" if code is not None and code >= 0 else f"signal {-(code or 0)}"
-        if code == worker.EXIT_BOOT_FAILED:
+        if code == EXIT_BOOT_FAILED:
             self._fail(slot, f"worker {slot.shard.worker} could not boot ({cause})")
             return
         slot.state = "restarting"
@@ -276,8 +277,8 @@ class Supervisor:
 
     def _on_message(self, slot: Slot) -> None:
         try:
-            message = protocol.receive(slot.conn)
-        except (EOFError, OSError, protocol.ProtocolError):
+            message = messages.receive(slot.conn)
+        except (EOFError, OSError, messages.ProtocolError):
             # The pipe is closed or garbled: stop listening; the sentinel reports the exit.
             if slot.conn is not None:
                 asyncio.get_running_loop().remove_reader(slot.conn.fileno())
@@ -350,7 +351,7 @@ class Supervisor:
         request_id = next(self._request_ids)
         future: asyncio.Future[Reply] = asyncio.get_running_loop().create_future()
         self._replies[request_id] = future
-        protocol.send(slot.conn, Control(request_id=request_id, op=op, server=server, args=args))
+        messages.send(slot.conn, Control(request_id=request_id, op=op, server=server, args=args))
         try:
             return await asyncio.wait_for(future, timeout=5.0)
         except TimeoutError:

@@ -1,7 +1,7 @@
 """The fast path: the hot function codes (1-6, 15, 16) answered straight from the banks.
 
 Part of the engine (... worker -> engine -> fastpath -> banks), split out because it must
-not import pymodbus: every answer here must be byte-for-byte the answer farm.engine's
+not import pymodbus: every answer here must be byte-for-byte the answer farm.worker.engine's
 `reference_answer` gives through pymodbus's PDU classes, spec corrections included
 (tests/test_engine_equivalence.py drives random requests, valid and invalid, through both).
 It skips decoding into objects: a read of registers is one slice of the bank.
@@ -12,8 +12,8 @@ from __future__ import annotations
 import struct
 from collections.abc import Callable
 
-from farm.banks import UnitBank
-from farm.template import Table
+from farm.config.templates import Table
+from farm.ipc.banks import UnitBank
 
 ILLEGAL_FUNCTION = 0x01
 ILLEGAL_ADDRESS = 0x02

@@ -12,7 +12,7 @@ from __future__ import annotations
 import numpy as np
 import numpy.typing as npt
 
-from farm.template import Point, PointType
+from farm.config.templates import Point, PointType
 
 Floats = npt.NDArray[np.float64]
 Bytes2D = npt.NDArray[np.uint8]

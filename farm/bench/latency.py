@@ -1,6 +1,6 @@
 """Latency histograms for the load generator: cheap to record, exact to merge.
 
-Not part of the farm's data flow: `farm bench` (farm.bench, farm.loadgen) records one
+Not part of the farm's data flow: `farm bench` (farm.bench.command, farm.bench.loadgen) records one
 latency per response, so recording must cost a few operations. Latencies are kept in whole
 microseconds in log-linear buckets: 1 us wide below 2048 us, then 1024 buckets per power of
 two, so any percentile is within 0.1 % of the true value. Histograms from several processes

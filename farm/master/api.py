@@ -25,8 +25,8 @@ from aiohttp import web
 from aiohttp.typedefs import Middleware
 
 from farm import __version__
-from farm.metrics import CONTENT_TYPE, FarmMetrics
-from farm.supervisor import Supervisor
+from farm.master.metrics import CONTENT_TYPE, FarmMetrics
+from farm.master.supervisor import Supervisor
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -55,7 +55,7 @@ def status(supervisor: Supervisor) -> dict[str, Any]:
         )
     return {
         "version": __version__,
-        "uptime_s": round(time.time() - supervisor.started_at, 3),
+        "uptime_s": round(time.monotonic() - supervisor.origin, 3),
         "servers_total": supervisor.plan.servers_total,
         "servers_ready": supervisor.servers_ready(),
         "stopping": supervisor.stopping,

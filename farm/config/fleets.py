@@ -1,7 +1,7 @@
 """Fleets: a validated config file expanded into device templates and servers.
 
 Second half of the config stage (config -> fleets -> plan -> ...). `load(path)` reads a file
-through farm.config's schema; `FarmFile.expand()` resolves templates (with per-fleet
+through the schema (farm.config.schema); `FarmFile.expand()` resolves templates (with per-fleet
 behaviour overrides and CSV replay columns), scales fleet counts, assigns addresses and
 names, and checks what the schema alone cannot: points that overlap or run past their
 table, fleets whose addresses overlap, ranges too small for their count, missing CSVs.
@@ -17,7 +17,8 @@ from pathlib import Path
 
 from pydantic import ValidationError
 
-from farm.config import (
+from farm.config.plan import ServerRequest
+from farm.config.schema import (
     BehaviourModel,
     FarmModel,
     FleetModel,
@@ -26,9 +27,7 @@ from farm.config import (
     describe,
     read,
 )
-from farm.errors import ConfigError
-from farm.plan import ServerRequest
-from farm.template import (
+from farm.config.templates import (
     Behaviour,
     DeviceTemplate,
     Identity,
@@ -38,6 +37,7 @@ from farm.template import (
     UnitLayout,
     default_template,
 )
+from farm.errors import ConfigError
 
 
 def load(path: str | Path) -> FarmFile:

@@ -1,0 +1,8 @@
+"""The `farm` command: every subcommand, a client of the master's API or a front to it.
+
+app (the group, `up`, `status`, `down`), inspect (`validate`, `plan`), prometheus_config.
+"""
+
+from farm.cli.app import main
+
+__all__ = ["main"]

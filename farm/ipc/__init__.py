@@ -1,0 +1,6 @@
+"""What crosses the boundary between the master and its workers.
+
+messages: the pipe's messages and their wire format (nothing else knows it);
+banks: the shared-memory layout of register banks; stats: of per-server counters;
+spawn: how a worker is started and how it says it cannot boot. Imports only farm.config.
+"""
