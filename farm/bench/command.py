@@ -33,7 +33,8 @@ from rich.table import Table as RichTable
 from farm.bench import fan as loadfan
 from farm.bench.latency import Histogram
 from farm.bench.loadgen import LoadResult, LoadSpec, Snapshot, run_load
-from farm.bench.spec import BenchOptions, farm_targets, parse_mix, parse_targets, split
+from farm.bench.spec import BenchOptions, parse_mix, parse_targets, split
+from farm.client import FarmClient, api_options
 from farm.errors import ConfigError, FarmError, exit_with
 
 SATURATED = 0.9  # a generator process busier than this fraction of a core is the bottleneck
@@ -152,8 +153,7 @@ def live_view(snapshot: Snapshot, duration_s: float) -> str:
 
 @click.command()
 @click.option("--target", "-t", "target_texts", multiple=True, help="HOST:PORT[-PORT]; repeatable.")
-@click.option("--api-port", default=9502, show_default=True, help="Farm API port (no --target).")
-@click.option("--api-host", default="127.0.0.1", show_default=True, help="Farm API address.")
+@api_options
 @click.option("--connections", "-c", default=50, show_default=True, help="TCP connections.")
 @click.option("--rate", "-r", type=float, default=None, help="Open loop: requests/s in total.")
 @click.option(
@@ -172,8 +172,7 @@ def live_view(snapshot: Snapshot, duration_s: float) -> str:
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
 def bench(
     target_texts: tuple[str, ...],
-    api_port: int,
-    api_host: str,
+    client: FarmClient,
     connections: int,
     rate: float | None,
     depth: int,
@@ -194,7 +193,7 @@ def bench(
             connections, rate, depth, duration, max_requests, timeout, unit, processes
         )
         pdus = parse_mix(mix, address, quantity)
-        targets = parse_targets(target_texts) if target_texts else farm_targets(api_host, api_port)
+        targets = parse_targets(target_texts) if target_texts else client.targets()
         if not targets:
             raise FarmError("no server to load: the farm reports none up")
         specs = split(targets, pdus, options)

@@ -8,15 +8,12 @@ mix, and connections spread evenly over the servers and then over the processes.
 
 from __future__ import annotations
 
-import json
 import math
 import struct
-import urllib.error
-import urllib.request
 from dataclasses import dataclass
 
 from farm.bench.loadgen import LoadSpec
-from farm.errors import ConfigError, FarmUnreachable
+from farm.errors import ConfigError
 
 READS = {1: 2000, 2: 2000, 3: 125, 4: 125}  # function code -> largest quantity
 
@@ -34,25 +31,6 @@ def parse_targets(texts: tuple[str, ...]) -> list[tuple[str, int]]:
         if not host or not 1 <= low <= high <= 65535:
             raise ConfigError(f"--target {text!r}: expected HOST:PORT or HOST:PORT-PORT")
         targets.extend((host.strip("[]"), port) for port in range(low, high + 1))
-    return targets
-
-
-def farm_targets(api_host: str, api_port: int) -> list[tuple[str, int]]:
-    """Every server the farm reports up, from its control API."""
-    url = f"http://{api_host}:{api_port}/api/v1/servers"
-    try:
-        with urllib.request.urlopen(url, timeout=10) as response:
-            rows = json.load(response)["servers"]
-    except (urllib.error.URLError, ConnectionError, TimeoutError, ValueError, KeyError) as exc:
-        raise FarmUnreachable(
-            f"no farm answers at {url} ({getattr(exc, 'reason', exc)}); start one with "
-            "`farm up`, pass its --api-port, or give --target HOST:PORT-PORT"
-        ) from exc
-    targets = []
-    for row in rows:
-        if row.get("up"):
-            host, _, port = str(row["address"]).rpartition(":")
-            targets.append((host.strip("[]"), int(port)))
     return targets
 
 

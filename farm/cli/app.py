@@ -13,12 +13,9 @@ Every error a user can meet is one line on stderr and a non-zero exit (FarmError
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import sys
 import time
-import urllib.error
-import urllib.request
 from typing import Any
 
 import click
@@ -32,6 +29,13 @@ from farm import __version__
 from farm.bench.command import bench
 from farm.cli.inspect import make_plan, plan_command, validate
 from farm.cli.prometheus_config import prometheus_config
+from farm.client import (
+    FarmClient,
+    api_host_option,
+    api_options,
+    api_port_option,
+    api_token_option,
+)
 from farm.errors import FarmError, FarmUnreachable, exit_with
 from farm.master.run import MasterOptions, ReadySummary, serve
 
@@ -50,17 +54,6 @@ def main() -> None:
     """A farm of simulated Modbus TCP devices for load-testing SCADA systems."""
 
 
-api_port_option = click.option(
-    "--api-port", default=9502, show_default=True, help="The farm's control API port."
-)
-api_host_option = click.option(
-    "--api-host", default="127.0.0.1", show_default=True, help="The farm's control API address."
-)
-token_option = click.option(
-    "--api-token", envvar="FARM_API_TOKEN", default=None, help="Token for mutating API calls."
-)
-
-
 @main.command()
 @click.argument("file", type=click.Path(dir_okay=False), required=False)
 @click.option(
@@ -73,7 +66,7 @@ token_option = click.option(
 )
 @api_port_option
 @api_host_option
-@token_option
+@api_token_option
 @click.option("--metrics-port", type=int, default=None, help="Also serve /metrics on this port.")
 @click.option(
     "--metrics-host", default=None, help="Address for --metrics-port [default: api host]."
@@ -149,34 +142,13 @@ def _print_summary(summary: ReadySummary) -> None:
     out.print("Ctrl-C or `farm down` stops the farm.", highlight=False)
 
 
-def _call(
-    api_host: str, api_port: int, path: str, method: str = "GET", token: str | None = None
-) -> Any:
-    url = f"http://{api_host}:{api_port}{path}"
-    request = urllib.request.Request(url, method=method, data=b"" if method == "POST" else None)
-    if token:
-        request.add_header("Authorization", f"Bearer {token}")
-    try:
-        with urllib.request.urlopen(request, timeout=10) as response:
-            return json.load(response)
-    except urllib.error.HTTPError as exc:
-        detail = json.load(exc).get("error", exc.reason) if exc.fp else exc.reason
-        raise FarmError(f"{method} {url}: {exc.code} {detail}") from exc
-    except (urllib.error.URLError, ConnectionError, TimeoutError) as exc:
-        raise FarmUnreachable(
-            f"no farm answers at {url} ({getattr(exc, 'reason', exc)}); is `farm up` running "
-            "with this --api-port?"
-        ) from exc
-
-
 @main.command()
-@api_port_option
-@api_host_option
+@api_options
 @click.option("--json", "as_json", is_flag=True, help="Print the raw JSON.")
-def status(api_port: int, api_host: str, as_json: bool) -> None:
+def status(client: FarmClient, as_json: bool) -> None:
     """Show the running farm: servers ready and one row per worker."""
     try:
-        data = _call(api_host, api_port, "/api/v1/status")
+        data = client.status()
     except FarmError as error:
         exit_with(error)
     if as_json:
@@ -207,18 +179,16 @@ def status(api_port: int, api_host: str, as_json: bool) -> None:
 
 
 @main.command()
-@api_port_option
-@api_host_option
-@token_option
+@api_options
 @click.option("--timeout", default=15.0, show_default=True, help="Seconds to wait for the stop.")
-def down(api_port: int, api_host: str, api_token: str | None, timeout: float) -> None:
+def down(client: FarmClient, timeout: float) -> None:
     """Stop the running farm gracefully and wait until it is gone."""
     try:
-        _call(api_host, api_port, "/api/v1/shutdown", method="POST", token=api_token)
+        client.shutdown()
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             try:
-                _call(api_host, api_port, "/api/v1/status")
+                client.status()
             except FarmUnreachable:
                 out.print("farm stopped")
                 return

@@ -13,18 +13,15 @@ the next starts.
 
 from __future__ import annotations
 
-import json
 import re
-import urllib.error
-import urllib.request
 from dataclasses import dataclass
-from typing import Any
 from urllib.parse import urlsplit
 
 import click
 import yaml
 
-from farm.errors import ConfigError, FarmError, FarmUnreachable, exit_with
+from farm.client import FarmClient, api_options
+from farm.errors import ConfigError, FarmError, exit_with
 
 _DURATION = re.compile(r"^([1-9][0-9]*)(ms|s|m|h)$")
 _UNIT_S = {"ms": 0.001, "s": 1, "m": 60, "h": 3600}
@@ -56,27 +53,20 @@ def seconds(duration: str) -> float:
     return int(match[1]) * _UNIT_S[match[2]]
 
 
-def describe_farm(api: str, target_host: str | None = None) -> FarmTarget:
-    """Ask the farm whose control API is at `api` (HOST:PORT) where its metrics are."""
-    url = f"http://{api}/api/v1/status"
+def describe_farm(client: FarmClient, target_host: str | None = None) -> FarmTarget:
+    """Ask the farm behind `client` where its metrics are."""
+    status = client.status()
     try:
-        with urllib.request.urlopen(url, timeout=10) as response:
-            status: dict[str, Any] = json.load(response)
         metrics_url = str(status["metrics_urls"][0])
         servers = int(status["servers_total"])
-    except (urllib.error.URLError, ConnectionError, TimeoutError) as exc:
-        raise FarmUnreachable(
-            f"no farm answers at {url} ({getattr(exc, 'reason', exc)}); is `farm up` running "
-            "with this --api-port?"
-        ) from exc
     except (ValueError, KeyError, IndexError, TypeError) as exc:
-        raise FarmError(f"{url} does not describe a farm's metrics ({exc!r})") from exc
+        raise FarmError(f"{client.url} does not describe a farm's metrics ({exc!r})") from exc
     parts = urlsplit(metrics_url)
     host = parts.hostname or ""
     if target_host:
         host = target_host
     elif host in _WILDCARDS:
-        host = urlsplit(f"http://{api}").hostname or "127.0.0.1"  # reachable as the API was
+        host = urlsplit(client.url).hostname or "127.0.0.1"  # reachable as the API was
     netloc = f"[{host}]" if ":" in host else host
     return FarmTarget(metrics=f"{netloc}:{parts.port}", path=parts.path, servers=servers)
 
@@ -107,10 +97,7 @@ def render_config(targets: list[FarmTarget], job: str, interval: str | None = No
 
 
 @click.command(name="prometheus-config")
-@click.option("--api-port", default=9502, show_default=True, help="The farm's control API port.")
-@click.option(
-    "--api-host", default="127.0.0.1", show_default=True, help="The farm's control API address."
-)
+@api_options
 @click.option(
     "--farm",
     "farms",
@@ -130,8 +117,7 @@ def render_config(targets: list[FarmTarget], job: str, interval: str | None = No
 )
 @click.option("--job", default="modbus-farm", show_default=True, help="Prometheus job name.")
 def prometheus_config(
-    api_port: int,
-    api_host: str,
+    client: FarmClient,
     farms: tuple[str, ...],
     target_host: str | None,
     scrape_interval: str | None,
@@ -141,8 +127,8 @@ def prometheus_config(
     try:
         if scrape_interval is not None:
             seconds(scrape_interval)  # raises ConfigError for what is not a duration
-        apis = list(farms) or [f"{api_host}:{api_port}"]
-        targets = [describe_farm(api, target_host) for api in apis]
+        clients = [FarmClient(f"http://{api}", client.token) for api in farms] or [client]
+        targets = [describe_farm(each, target_host) for each in clients]
         paths = {target.path for target in targets}
         if len(paths) > 1:
             raise FarmError(f"the farms serve metrics on different paths: {sorted(paths)}")
