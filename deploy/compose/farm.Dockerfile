@@ -11,4 +11,6 @@ RUN useradd --system --no-create-home farm
 USER farm
 
 EXPOSE 5020-5119 9502
-CMD ["farm", "up", "--count=100", "--host=0.0.0.0", "--api-host=0.0.0.0"]
+# No token: run it with FARM_API_TOKEN set (and drop --api-insecure) when the API's port is
+# reachable from anywhere but this machine.
+CMD ["farm", "up", "--count=100", "--host=0.0.0.0", "--api-host=0.0.0.0", "--api-insecure"]

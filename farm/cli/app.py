@@ -67,6 +67,12 @@ def main() -> None:
 @api_port_option
 @api_host_option
 @api_token_option
+@click.option(
+    "--api-insecure",
+    is_flag=True,
+    help="Serve the API on a non-loopback --api-host without a token (anyone reaching it can "
+    "change values and stop the farm).",
+)
 @click.option("--metrics-port", type=int, default=None, help="Also serve /metrics on this port.")
 @click.option(
     "--metrics-host", default=None, help="Address for --metrics-port [default: api host]."
@@ -81,6 +87,7 @@ def up(
     api_port: int,
     api_host: str,
     api_token: str | None,
+    api_insecure: bool,
     metrics_port: int | None,
     metrics_host: str | None,
     log_level: str,
@@ -93,6 +100,7 @@ def up(
             api_host=api_host,
             api_port=api_port,
             api_token=api_token,
+            api_insecure=api_insecure,
             metrics_host=metrics_host,
             metrics_port=metrics_port,
         )

@@ -9,6 +9,8 @@ range, as a device's firmware would clamp a reading.
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import numpy.typing as npt
 
@@ -94,3 +96,48 @@ def encode_text(point: Point, text: str) -> bytes:
 
 def encode_one(point: Point, value: float) -> bytes:
     return bytes(encode(point, np.array([value], dtype=np.float64))[0])
+
+
+def decode_one(point: Point, data: bytes) -> float | str:
+    """A point's bytes -> its engineering value (text for string points)."""
+    if point.type is PointType.STRING and not point.table.is_bits:
+        if point.byte_order == "little":
+            data = b"".join(data[i : i + 2][::-1] for i in range(0, len(data), 2))
+        return data.rstrip(b"\0").decode("utf-8", errors="replace")
+    return float(decode(point, np.frombuffer(data, dtype=np.uint8).reshape(1, -1))[0])
+
+
+def encode_exact(point: Point, value: float | str) -> bytes:
+    """One engineering value -> the point's bytes, or ValueError saying why it does not fit.
+
+    Unlike `encode`, which clamps as firmware would, an operator's value that the point's
+    type cannot hold is refused. Integer types round to the point's resolution (its scale).
+    """
+    if point.type is PointType.STRING and not point.table.is_bits:
+        if not isinstance(value, str):
+            raise ValueError("a string point takes text")
+        room = 2 * point.width
+        if len(value.encode("utf-8")) > room:
+            raise ValueError(f"at most {room} bytes of UTF-8 fit in its {point.width} registers")
+        return encode_text(point, value)
+    if isinstance(value, str):
+        raise ValueError(f"a {point.type} point takes a number, not text")
+    number = float(value)
+    if not math.isfinite(number):
+        raise ValueError("takes a finite number")
+    if point.table.is_bits or point.type is PointType.BOOL:
+        if number not in (0.0, 1.0):
+            raise ValueError("takes 0, 1, true or false")
+        return encode_one(point, number)
+    dtype = np.dtype(_DTYPES[point.type])
+    raw = number / point.scale
+    if dtype.kind in "iu":
+        low, high = _limits(dtype)
+        if not low <= round(raw) <= high:
+            span = sorted((low * point.scale, high * point.scale))
+            raise ValueError(
+                f"{point.type} with scale {point.scale:g} holds {span[0]:g} to {span[1]:g}"
+            )
+    elif abs(raw) > float(np.finfo(dtype).max):
+        raise ValueError(f"too large for {point.type}")
+    return encode_one(point, number)

@@ -55,6 +55,17 @@ class Segment:
         with contextlib.suppress(BufferError):
             self._shm.close()
 
+    def remap(self) -> None:
+        """Map the segment afresh: the pages touched so far leave this process's RSS.
+
+        The master writes starting values, then remaps: it keeps a view for the control
+        API (which reads and writes values in place) without paying for every page it
+        initialised; a page joins its RSS again only when a request touches it.
+        """
+        self.unmap()
+        self._shm = shared_memory.SharedMemory(name=self.name)
+        self.buf = self._shm.buf
+
     def close(self) -> None:
         """Drop this process's mapping; the owner also removes the segment."""
         self.unmap()

@@ -9,7 +9,10 @@ Conversation:
                                               worker's loop (so a stuck loop goes silent)
     worker -> master   ServerFailed           a server could not start
     worker -> master   Ready                  every server of the shard is up (or has failed)
-    master -> worker   Control                an operation on a server; answered by Reply
+    master -> worker   Control                an operation on a server; answered by Reply:
+                                              STOP_SERVER closes its port and connections,
+                                              START_SERVER serves it again on the listening
+                                              socket that follows it (`send_socket`)
     worker -> master   Reply
     master -> worker   Stop                   stop accepting, finish, exit 0
 End-of-file on the pipe means the other side is gone: a worker then exits.
@@ -18,6 +21,9 @@ Wire format: each message is one `Connection.send_bytes` frame (the connection a
 4-byte length prefix) holding `VERSION` (one byte) then a pickle (protocol 5) of one message
 object. Receivers refuse frames over `MAX_FRAME_BYTES`, frames of another version, and
 pickles that name any class outside this package's message, plan and template modules.
+A listening socket travels right after the Control that announces it, as one byte `S` with
+the descriptor in SCM_RIGHTS ancillary data (the pipe is a Unix socket pair); frames are
+read to their exact length, so the byte is never swallowed by a frame read.
 """
 
 from __future__ import annotations
@@ -26,6 +32,7 @@ import asyncio
 import io
 import os
 import pickle
+import socket
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -35,6 +42,9 @@ from farm.config.templates import DeviceTemplate
 
 VERSION = 1
 MAX_FRAME_BYTES = 64 * 1024 * 1024
+STOP_SERVER = "stop_server"
+START_SERVER = "start_server"
+_SOCKET_MARK = b"S"
 _ALLOWED_MODULES = frozenset({"farm.ipc.messages", "farm.config.plan", "farm.config.templates"})
 _ALLOWED_BUILTINS = frozenset({"frozenset", "set", "slice"})
 
@@ -164,3 +174,20 @@ def receive(conn: _Connection) -> Message:
             raise ProtocolError(f"pipe frame over {MAX_FRAME_BYTES} bytes") from exc
         raise
     return decode(frame)
+
+
+def send_socket(conn: Any, sock: socket.socket) -> None:
+    """Pass `sock`'s descriptor to the other end (which calls `receive_socket`)."""
+    with socket.fromfd(conn.fileno(), socket.AF_UNIX, socket.SOCK_STREAM) as channel:
+        socket.send_fds(channel, [_SOCKET_MARK], [sock.fileno()])
+
+
+def receive_socket(conn: Any) -> socket.socket:
+    """The socket `send_socket` passed (blocks until it arrives)."""
+    with socket.fromfd(conn.fileno(), socket.AF_UNIX, socket.SOCK_STREAM) as channel:
+        data, fds, _, _ = socket.recv_fds(channel, 1, 1)
+    if data != _SOCKET_MARK or len(fds) != 1:
+        for fd in fds:
+            os.close(fd)
+        raise ProtocolError(f"expected a socket on the pipe, got {data!r} and {len(fds)} fds")
+    return socket.socket(fileno=fds[0])

@@ -1,14 +1,16 @@
 """The control API: JSON over HTTP on the master (aiohttp), 127.0.0.1 by default.
 
-Sits near the end of the data flow (... metrics -> api -> cli): the CLI's `farm status` and
-`farm down` are clients of it. Errors are JSON `{"error": "..."}` with a message that says
-what to fix. Mutating endpoints (POST) require `Authorization: Bearer TOKEN` when the farm
-was started with a token.
+Sits near the end of the data flow (... metrics -> api -> cli): the CLI is a client of it
+(farm.client). This module assembles the app from route tables (farm.master.routes), each
+route declaring the models that validate it and generate GET /api/v1/openapi.json. Errors
+are JSON `{"error": "..."}` with a message that says what to fix. Mutating endpoints require
+`Authorization: Bearer TOKEN` when the farm was started with a token.
 
-    GET  /api/v1/status     farm totals and one entry per worker
-    GET  /api/v1/servers    every server: name, address, worker, up
-    POST /api/v1/shutdown   stop the farm gracefully
-    GET  /metrics           Prometheus text format (also alone on `--metrics-port`)
+    GET  /api/v1/status         farm totals and one entry per worker
+    GET  /api/v1/servers...     servers, values, stop/start (farm.master.api_servers, api_values)
+    POST /api/v1/shutdown       stop the farm gracefully
+    GET  /api/v1/openapi.json   the OpenAPI 3.1 document of every route here
+    GET  /metrics               Prometheus text format (also alone on `--metrics-port`)
 
 `GET /api/v1/status` also lists `metrics_urls`, where the farm serves /metrics (the separate
 metrics listener first): `farm prometheus-config` builds its scrape config from them.
@@ -18,15 +20,21 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 from aiohttp import web
 from aiohttp.typedefs import Middleware
 
 from farm import __version__
+from farm.master.api_servers import server_routes
+from farm.master.api_values import value_routes
+from farm.master.inventory import Inventory
 from farm.master.metrics import CONTENT_TYPE, FarmMetrics
+from farm.master.openapi import openapi_route
+from farm.master.routes import Call, Route, add_routes
 from farm.master.supervisor import Supervisor
+from farm.master.switch import Switch
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -63,24 +71,6 @@ def status(supervisor: Supervisor) -> dict[str, Any]:
     }
 
 
-def servers(supervisor: Supervisor) -> list[dict[str, Any]]:
-    rows = []
-    for slot in supervisor.slots:
-        for spec in slot.shard.servers:
-            rows.append(
-                {
-                    "name": spec.name,
-                    "address": spec.address,
-                    "template": spec.template,
-                    "worker": slot.shard.worker,
-                    "up": slot.state == "ready" and spec.name not in slot.failed,
-                    "error": slot.failed[spec.name].reason if spec.name in slot.failed else None,
-                }
-            )
-    rows.sort(key=lambda row: str(row["name"]))
-    return rows
-
-
 def _json_errors(token: str | None) -> Middleware:
     @web.middleware
     async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
@@ -103,21 +93,28 @@ def _json_errors(token: str | None) -> Middleware:
     return middleware
 
 
-def metrics_handler(supervisor: Supervisor) -> Handler:
+def metrics_route(supervisor: Supervisor) -> Route:
     metrics = FarmMetrics(supervisor)
 
-    async def get_metrics(request: web.Request) -> web.Response:
+    async def get_metrics(call: Call) -> web.Response:
         # Off the loop: a big farm's scrape takes a while, and heartbeats must keep flowing.
         body = await asyncio.to_thread(metrics.render)
         return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE})
 
-    return get_metrics
+    return Route(
+        method="GET",
+        path="/metrics",
+        handler=get_metrics,
+        summary="Every server's and worker's counters, Prometheus text format",
+        content_type="text/plain",
+        tag="meta",
+    )
 
 
 def build_metrics_app(supervisor: Supervisor) -> web.Application:
     """The separate metrics listener (`--metrics-port`): /metrics and nothing else."""
     app = web.Application(middlewares=[_json_errors(None)])
-    app.router.add_get("/metrics", metrics_handler(supervisor))
+    add_routes(app, [metrics_route(supervisor)])
     return app
 
 
@@ -126,21 +123,39 @@ def build_app(
     request_stop: Callable[[], None],
     token: str | None,
     metrics_urls: tuple[str, ...] = (),
+    inventory: Inventory | None = None,
+    switch: Switch | None = None,
+    routes: Sequence[Route] = (),
 ) -> web.Application:
+    """The control API; `routes` are more routes to serve (and document) beside the farm's."""
+    inventory = inventory or Inventory(supervisor)
+    switch = switch or Switch(supervisor)
     app = web.Application(middlewares=[_json_errors(token)])
 
-    async def get_status(request: web.Request) -> web.Response:
+    async def get_status(call: Call) -> web.Response:
         return web.json_response({**status(supervisor), "metrics_urls": list(metrics_urls)})
 
-    async def get_servers(request: web.Request) -> web.Response:
-        return web.json_response({"servers": servers(supervisor)})
-
-    async def post_shutdown(request: web.Request) -> web.Response:
+    async def shutdown(call: Call) -> web.Response:
         request_stop()
         return web.json_response({"stopping": True})
 
-    app.router.add_get("/api/v1/status", get_status)
-    app.router.add_get("/api/v1/servers", get_servers)
-    app.router.add_post("/api/v1/shutdown", post_shutdown)
-    app.router.add_get("/metrics", metrics_handler(supervisor))
+    farm_routes = [
+        Route(
+            method="GET",
+            path="/api/v1/status",
+            handler=get_status,
+            summary="Farm totals, one entry per worker, and where /metrics is served",
+        ),
+        Route(
+            method="POST",
+            path="/api/v1/shutdown",
+            handler=shutdown,
+            summary="Stop the farm gracefully (answers at once)",
+        ),
+    ]
+    add_routes(app, farm_routes)
+    add_routes(app, server_routes(inventory, switch))
+    add_routes(app, value_routes(inventory))
+    add_routes(app, routes)
+    add_routes(app, [metrics_route(supervisor), openapi_route(token_required=bool(token))])
     return app

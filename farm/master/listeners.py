@@ -75,7 +75,7 @@ def describe(addresses: Iterable[tuple[str, int]], most: int = 4) -> str:
     return ", ".join(texts)
 
 
-def _bind(spec: ServerSpec) -> socket.socket:
+def bind_one(spec: ServerSpec) -> socket.socket:
     family = socket.AF_INET6 if ":" in spec.host else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_STREAM)
     try:
@@ -99,7 +99,7 @@ def bind_all(specs: list[ServerSpec]) -> dict[int, socket.socket]:
     other: list[str] = []
     for spec in specs:
         try:
-            bound[spec.index] = _bind(spec)
+            bound[spec.index] = bind_one(spec)
         except OSError as exc:
             if exc.errno == errno.EADDRINUSE:
                 busy.append((spec.host, spec.port))

@@ -9,6 +9,7 @@ for a graceful stop (stop accepting, finish, close, exit 0).
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import signal
 import time
 from collections.abc import Callable
@@ -17,10 +18,12 @@ from dataclasses import dataclass, field
 from aiohttp import web
 
 from farm.config.plan import Plan
-from farm.errors import PortBusyError
+from farm.errors import ConfigError, PortBusyError
 from farm.master.api import build_app, build_metrics_app
+from farm.master.inventory import Inventory
 from farm.master.listeners import bind_all, describe
 from farm.master.supervisor import Supervisor, SupervisorOptions
+from farm.master.switch import Switch
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -28,6 +31,7 @@ class MasterOptions:
     api_host: str = "127.0.0.1"
     api_port: int = 9502
     api_token: str | None = None
+    api_insecure: bool = False  # serve a non-loopback API without a token, knowingly
     metrics_host: str | None = None  # None: the API's host
     metrics_port: int | None = None  # a separate /metrics listener; None: none
     supervisor: SupervisorOptions = field(default_factory=SupervisorOptions)
@@ -72,6 +76,7 @@ async def serve(
 ) -> None:
     """Run the farm until SIGINT/SIGTERM or `POST /api/v1/shutdown`; raises FarmError."""
     began = time.monotonic()
+    check_api_exposure(options)
     loop = asyncio.get_running_loop()
     stop_requested = asyncio.Event()
     # First of all: a SIGTERM while the sockets are being bound must still stop the farm
@@ -95,7 +100,15 @@ async def serve(
     runner: web.AppRunner | None = None
     metrics_runner: web.AppRunner | None = None
     try:
-        app = build_app(supervisor, stop_requested.set, options.api_token, _metrics_urls(options))
+        inventory, switch = Inventory(supervisor), Switch(supervisor)
+        app = build_app(
+            supervisor,
+            stop_requested.set,
+            options.api_token,
+            _metrics_urls(options),
+            inventory=inventory,
+            switch=switch,
+        )
         runner = await _start_api(app, options.api_host, options.api_port)
         if options.metrics_port is not None:
             metrics_app = build_metrics_app(supervisor)
@@ -125,6 +138,26 @@ async def serve(
         if metrics_runner is not None:
             await metrics_runner.cleanup()
         _remove_signal_handlers(loop)
+
+
+def check_api_exposure(options: MasterOptions) -> None:
+    """Refuse an API that anyone on the network could drive: non-loopback and no token."""
+    if options.api_token or options.api_insecure or _loopback(options.api_host):
+        return
+    raise ConfigError(
+        f"the control API would listen on {options.api_host} without a token, so anyone who "
+        "reaches it could change values and stop the farm; set one with --api-token TOKEN "
+        "(or FARM_API_TOKEN), or pass --api-insecure to accept the risk"
+    )
+
+
+def _loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False  # a name: it may resolve to anything
 
 
 def _remove_signal_handlers(loop: asyncio.AbstractEventLoop) -> None:

@@ -58,7 +58,9 @@ class Slot:
     shard: Shard
     segment: Segment
     counters: ShardCounters
-    sockets: tuple[tuple[int, socket.socket], ...]
+    # Server index -> the master's copy of its listening socket; a server stopped through
+    # the API (farm.master.switch) has none, and a worker spawned meanwhile does not serve it.
+    sockets: dict[int, socket.socket]
     state: str = "starting"  # starting | ready | restarting | stopped
     process: Any = None
     conn: Any = None
@@ -71,6 +73,8 @@ class Slot:
     heartbeat: Heartbeat | None = None
     servers_up: int = 0
     failed: dict[str, ServerFailed] = field(default_factory=dict)
+    stopped: set[str] = field(default_factory=set)  # names of servers stopped through the API
+    replies: dict[int, asyncio.Future[Reply | None]] = field(default_factory=dict)
     exited: asyncio.Event = field(default_factory=asyncio.Event)
     sending: asyncio.Lock = field(default_factory=asyncio.Lock)
 
@@ -95,19 +99,18 @@ class Supervisor:
                 shard=shard,
                 segment=Segment.create(shard.bank_bytes),
                 counters=ShardCounters.create(len(shard.servers)),
-                sockets=tuple((s.index, sockets[s.index]) for s in shard.servers),
+                sockets={s.index: sockets[s.index] for s in shard.servers},
             )
             for shard in plan.shards
         ]
         for slot in self.slots:  # starting values, once: a restarted worker keeps the bank's
             initialize_shard(slot.segment.buf, slot.shard, plan.templates)
-            slot.segment.unmap()
+            slot.segment.remap()
         self.stopping = False
         self.fatal: BootError | None = None
         self.changed = asyncio.Event()  # set on every state change; start() waits on it
         self.on_progress: Callable[[int, int], None] | None = None
         self.on_fatal: Callable[[], None] | None = None
-        self._replies: dict[int, asyncio.Future[Reply]] = {}
         self._request_ids = itertools.count(1)
         self._watchdog: asyncio.Task[None] | None = None
         self._tasks: set[asyncio.Task[None]] = set()
@@ -161,7 +164,7 @@ class Supervisor:
             if task is not None:
                 task.cancel()
         for slot in self.slots:
-            for _, sock in slot.sockets:
+            for sock in slot.sockets.values():
                 sock.close()
             slot.segment.close()
             slot.counters.close()
@@ -169,13 +172,20 @@ class Supervisor:
     # -- spawning and exits ------------------------------------------------------------
 
     async def _spawn(self, slot: Slot) -> None:
+        # The lock is held from the choice of sockets until Assign is written: a server
+        # stopped or started meanwhile (farm.master.switch) is then told to the worker after
+        # its Assign, never before, and never lost between the two.
+        async with slot.sending:
+            await self._spawn_locked(slot)
+
+    async def _spawn_locked(self, slot: Slot) -> None:
         if self.stopping:
             return
         loop = asyncio.get_running_loop()
         ours, theirs = self.context.Pipe(duplex=True)
         process = self.context.Process(
             target=run_entry,
-            args=(WORKER_ENTRY, theirs, InheritedSockets(slot.sockets)),
+            args=(WORKER_ENTRY, theirs, InheritedSockets(tuple(slot.sockets.items()))),
             name=f"farm-worker-{slot.shard.worker}",
             daemon=True,
         )
@@ -202,11 +212,10 @@ class Supervisor:
             heartbeat_interval_s=self.options.heartbeat_interval_s,
             origin=self.origin,
         )
-        # Held while Assign is written from a thread: a Stop written meanwhile from the loop
-        # would land in the middle of its bytes.
-        async with slot.sending:
-            with contextlib.suppress(BrokenPipeError, ConnectionResetError):  # _on_exit has it
-                await asyncio.to_thread(messages.send, ours, assign)
+        # Written from a thread (a big Assign fills the pipe) under the lock held above: a
+        # Stop written meanwhile from the loop would land in the middle of its bytes.
+        with contextlib.suppress(BrokenPipeError, ConnectionResetError):  # _on_exit has it
+            await asyncio.to_thread(messages.send, ours, assign)
         log.debug("worker %d spawned as pid %s", slot.shard.worker, process.pid)
 
     def _forget_process(self, slot: Slot) -> None:
@@ -229,6 +238,10 @@ class Supervisor:
         self._forget_process(slot)
         slot.counters.reset_open_connections()  # its connections died with it
         slot.exited.set()
+        for future in slot.replies.values():  # nobody will answer them now
+            if not future.done():
+                future.set_result(None)
+        slot.replies.clear()
         if self.stopping:
             slot.state = "stopped"
             self._changed()
@@ -286,8 +299,8 @@ class Supervisor:
         now = time.monotonic()
         if isinstance(message, Heartbeat):
             slot.heartbeat, slot.last_heartbeat = message, now
+            slot.servers_up = message.servers_up  # servers stop and start through the API
             if slot.state == "starting":
-                slot.servers_up = message.servers_up
                 self._progress()
         elif isinstance(message, Ready):
             slot.state, slot.ready_at, slot.last_heartbeat = "ready", now, now
@@ -300,7 +313,7 @@ class Supervisor:
                 "server %s (%s) failed: %s", message.server, message.address, message.reason
             )
         elif isinstance(message, Reply):
-            future = self._replies.pop(message.request_id, None)
+            future = slot.replies.pop(message.request_id, None)
             if future is not None and not future.done():
                 future.set_result(message)
         self._changed()
@@ -344,18 +357,28 @@ class Supervisor:
     def servers_ready(self) -> int:
         return sum(slot.servers_up for slot in self.slots if slot.state == "ready")
 
-    async def control(self, worker_index: int, op: str, server: str = "", **args: Any) -> Reply:
-        slot = self.slots[worker_index]
-        if slot.state != "ready" or slot.conn is None:
-            return Reply(request_id=0, ok=False, error=f"worker {worker_index} is {slot.state}")
+    def tell(
+        self, slot: Slot, op: str, server: str, sock: socket.socket | None = None
+    ) -> asyncio.Future[Reply | None]:
+        """Send `Control(op, server)` (and `sock`, if any) to the slot's worker.
+
+        Call with the slot's `sending` lock held, after changing what a new worker would be
+        given; await the result after releasing it. The result is the worker's Reply, or None
+        when no worker will answer (none is running, or it died first): the next one learns
+        the server's state from its sockets at spawn. A stuck worker is killed by the
+        watchdog, so the wait is bounded by the heartbeat timeout.
+        """
+        future: asyncio.Future[Reply | None] = asyncio.get_running_loop().create_future()
+        if slot.conn is None or slot.process is None:
+            future.set_result(None)
+            return future
         request_id = next(self._request_ids)
-        future: asyncio.Future[Reply] = asyncio.get_running_loop().create_future()
-        self._replies[request_id] = future
-        messages.send(slot.conn, Control(request_id=request_id, op=op, server=server, args=args))
+        slot.replies[request_id] = future
         try:
-            return await asyncio.wait_for(future, timeout=5.0)
-        except TimeoutError:
-            self._replies.pop(request_id, None)
-            return Reply(
-                request_id=request_id, ok=False, error=f"worker {worker_index} did not answer"
-            )
+            messages.send(slot.conn, Control(request_id=request_id, op=op, server=server))
+            if sock is not None:
+                messages.send_socket(slot.conn, sock)
+        except OSError:  # the worker is dying; _on_exit respawns it with the new state
+            slot.replies.pop(request_id, None)
+            future.set_result(None)
+        return future

@@ -7,7 +7,9 @@ arrives as `Assign` on that pipe. The worker attaches the shard's bank segment, 
 server per socket, says `Ready`, and then sends a `Heartbeat` from a task in its loop until
 it is told to `Stop` or its pipe reaches end-of-file (the master is gone).
 
-A server that fails to start is reported (`ServerFailed`) and the others carry on. Signals
+A server that fails to start is reported (`ServerFailed`) and the others carry on. A server
+whose socket the master did not pass is stopped (farm.master.switch): its values still move,
+and `Control(START_SERVER)` brings it back with a fresh socket. Signals
 belong to the master: a worker ignores SIGINT (Ctrl-C reaches the whole process group) and
 is stopped through its pipe.
 """
@@ -96,13 +98,16 @@ class Worker:
     conn: Any
     assign: Assign
     sockets: dict[int, socket.socket]
-    servers: list[asyncio.AbstractServer] = field(default_factory=list)
+    servers: dict[int, asyncio.AbstractServer] = field(default_factory=dict)  # by number
+    numbers: dict[str, int] = field(default_factory=dict)  # server name -> number
+    stopped: set[int] = field(default_factory=set)  # told STOP_SERVER since (by number)
     connections: set[ModbusConnection] = field(default_factory=set)
     stopping: asyncio.Event = field(default_factory=asyncio.Event)
     loop_lag_s: float = 0.0
     segment: Segment | None = None
     counters: ShardCounters | None = None
     masks: dict[str, ReadOnlyMasks] = field(default_factory=dict)  # per template
+    tasks: set[asyncio.Task[None]] = field(default_factory=set)
 
     async def serve(self) -> None:
         loop = asyncio.get_running_loop()
@@ -121,6 +126,7 @@ class Worker:
             )
             raise SystemExit(EXIT_BOOT_FAILED) from exc
         self.counters.reset_open_connections()  # a predecessor's connections died with it
+        self.numbers = {spec.name: number for number, spec in enumerate(self.assign.servers)}
         messages.watch(loop, self.conn, self._on_pipe)
         heartbeat = asyncio.create_task(self._heartbeats())
         ticker = Ticker(self.segment.buf, self.assign.origin)
@@ -139,10 +145,13 @@ class Worker:
         failed = []
         for number, spec in enumerate(self.assign.servers):
             template: DeviceTemplate = self.assign.templates[spec.template]
+            ticker.add(spec, template)  # a stopped server's values move too
+            sock = self.sockets.pop(spec.index, None)
+            if sock is None:
+                continue  # stopped by the master, or started already by a Control
             try:
-                sock = self.sockets.pop(spec.index)
                 server = await loop.create_server(ConnectionFactory(self, number), sock=sock)
-            except (OSError, KeyError) as exc:
+            except OSError as exc:
                 failure = ServerFailed(
                     worker=self.assign.worker,
                     server=spec.name,
@@ -152,8 +161,7 @@ class Worker:
                 self._send(failure)
                 failed.append(failure)
                 continue
-            self.servers.append(server)
-            ticker.add(spec, template)
+            self._keep(number, server)
             if number % BATCH == BATCH - 1:
                 await asyncio.sleep(0)
         ticker.freeze()
@@ -208,11 +216,72 @@ class Worker:
             return
         if isinstance(message, Stop):
             self.stopping.set()
+        elif isinstance(message, Control) and message.op == messages.START_SERVER:
+            try:  # the socket follows its Control on the pipe: take it before anything else
+                sock = messages.receive_socket(self.conn)
+            except (OSError, messages.ProtocolError) as exc:
+                self._reply(message, error=f"no socket came with {message.op}: {exc}")
+                return
+            task = asyncio.create_task(self._start_server(message, sock))
+            self.tasks.add(task)
+            task.add_done_callback(self.tasks.discard)
+        elif isinstance(message, Control) and message.op == messages.STOP_SERVER:
+            self._stop_server(message)
         elif isinstance(message, Control):
-            self._send(self._control(message))
+            self._reply(message, error=f"unknown op {message.op!r}")
 
-    def _control(self, message: Control) -> Reply:
-        return Reply(request_id=message.request_id, ok=False, error=f"unknown op {message.op!r}")
+    def _reply(self, message: Control, error: str = "") -> None:
+        self._send(
+            Reply(
+                request_id=message.request_id,
+                ok=not error,
+                result=len(self.servers),
+                error=error,
+            )
+        )
+
+    def _stop_server(self, message: Control) -> None:
+        """Close the server's listening socket and its connections (the master closed its copy)."""
+        number = self.numbers.get(message.server)
+        if number is None:
+            self._reply(message, error=f"no server {message.server!r} here")
+            return
+        self.stopped.add(number)
+        server = self.servers.pop(number, None)
+        if server is not None:
+            server.close()
+        else:  # not started yet: the socket waits in the inherited ones
+            sock = self.sockets.pop(self.assign.servers[number].index, None)
+            if sock is not None:
+                sock.close()
+        for connection in list(self.connections):
+            if connection.device.name == message.server:
+                connection.close()
+        self._reply(message)
+
+    async def _start_server(self, message: Control, sock: socket.socket) -> None:
+        number = self.numbers.get(message.server)
+        if number is None or number in self.servers:
+            sock.close()  # unknown here, or serving already: the master's copy stays
+            self._reply(message, error="" if number is not None else "no such server here")
+            return
+        self.stopped.discard(number)
+        try:
+            server = await asyncio.get_running_loop().create_server(
+                ConnectionFactory(self, number), sock=sock
+            )
+        except OSError as exc:
+            sock.close()
+            self._reply(message, error=f"cannot serve {message.server}: {exc}")
+            return
+        self._keep(number, server)
+        self._reply(message)
+
+    def _keep(self, number: int, server: asyncio.AbstractServer) -> None:
+        if number in self.stopped:  # a STOP came while the server was being created
+            server.close()
+        else:
+            self.servers[number] = server
 
     def _send(self, message: messages.Message) -> None:
         try:
@@ -222,7 +291,7 @@ class Worker:
 
     async def _shutdown(self) -> None:
         """Stop accepting, let written responses drain, close every connection."""
-        for server in self.servers:
+        for server in self.servers.values():
             server.close()
         for connection in list(self.connections):
             connection.close()
