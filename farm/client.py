@@ -3,7 +3,11 @@
     from farm.client import FarmClient
     client = FarmClient("http://127.0.0.1:9502", token=None)
     client.status()["servers_ready"]
-    [s.name for s in client.servers() if s.up]
+    [s.name for s in client.servers(fleet="meters", state="up")]
+    client.write("device-0001", "holding_registers", 10, [1234, 5678])
+    client.read("device-0001", "holding_registers", 10, count=2)      # [1234, 5678]
+    client.set_point("meter-0003", "voltage_l1", 231.5).value         # 231.5
+    client.stop("device-0006"); client.start("device-0006")
 
 Only this module speaks HTTP to the API. Every failure reaches the caller as a `FarmError`:
 `FarmUnreachable` when no farm answers (the one place that turns that into its line), and
@@ -21,7 +25,7 @@ import urllib.request
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, TypeVar, cast
-from urllib.parse import urlsplit
+from urllib.parse import quote, urlencode, urlsplit
 
 import click
 
@@ -48,13 +52,64 @@ class ServerInfo:
     address: str  # HOST:PORT ([HOST]:PORT for IPv6)
     template: str
     worker: int
-    up: bool
-    error: str | None = None
+    up: bool  # its worker serves it now
+    error: str | None = None  # why it failed to start, if it did
+    fleet: str = "default"
+    state: str = "up"  # up | offline (not serving) | faulted (a fault is active on it)
+    stopped: bool = False  # stopped through the API (or an offline fault)
 
     @property
     def host_port(self) -> tuple[str, int]:
         host, _, port = self.address.rpartition(":")
         return host.strip("[]"), int(port)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ServerPage:
+    """One page of `FarmClient.page`: the servers, how many match in all, where to go on."""
+
+    servers: list[ServerInfo]
+    total: int
+    next_offset: int | None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class PointValue:
+    """A point of a server, with its engineering value when it was read."""
+
+    name: str
+    unit: int
+    table: str
+    address: int
+    type: str
+    scale: float
+    byte_order: str
+    word_order: str
+    writable: bool  # whether Modbus clients may write it (the API may, as the operator)
+    behaviour: str
+    value: float | int | str
+    registers: list[int]  # its raw table entries
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ServerDetail:
+    """One server in full: `info` as in the list, and what only the detail shows."""
+
+    info: ServerInfo
+    connections: int  # client connections open now
+    units: list[dict[str, int]]  # unit_id and the size of each table
+    points: list[PointValue]
+    faults: list[dict[str, Any]]  # active on it
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Switched:
+    """What `stop` or `start` did: `changed` is False when it was in that state already."""
+
+    name: str
+    changed: bool
+    up: bool
+    state: str
 
 
 class FarmClient:
@@ -91,12 +146,82 @@ class FarmClient:
             raise
         return True
 
-    def servers(self) -> list[ServerInfo]:
-        rows = self.request("GET", "/api/v1/servers")["servers"]
+    def servers(
+        self,
+        fleet: str | None = None,
+        name: str | None = None,
+        worker: int | None = None,
+        state: str | None = None,
+    ) -> list[ServerInfo]:
+        """Every server matching the filters (all given must match): a fleet, a name glob
+        ('plc-*'), the worker hosting it, its state (up, offline or faulted)."""
+        return self.page(fleet=fleet, name=name, worker=worker, state=state).servers
+
+    def page(
+        self,
+        fleet: str | None = None,
+        name: str | None = None,
+        worker: int | None = None,
+        state: str | None = None,
+        limit: int | None = None,
+        offset: int = 0,
+    ) -> ServerPage:
+        """`servers`, `limit` at a time from `offset` (None: all)."""
+        query = {"fleet": fleet, "name": name, "worker": worker, "state": state, "limit": limit}
+        query["offset"] = offset or None
+        data = self.request("GET", "/api/v1/servers" + _query(query))
         try:
-            return [ServerInfo(**{k: row[k] for k in _SERVER_FIELDS if k in row}) for row in rows]
+            return ServerPage(
+                servers=[_server_info(row) for row in data["servers"]],
+                total=int(data.get("total", len(data["servers"]))),
+                next_offset=data.get("next_offset"),
+            )
         except (TypeError, KeyError) as exc:
             raise FarmError(f"{self.url}/api/v1/servers does not list servers ({exc})") from exc
+
+    def server(self, name: str) -> ServerDetail:
+        """One server: address, worker, units, points with their values, faults, connections."""
+        data = self.request("GET", _server_path(name))
+        return ServerDetail(
+            info=_server_info(data),
+            connections=int(data["connections"]),
+            units=list(data["units"]),
+            points=[PointValue(**point) for point in data["points"]],
+            faults=list(data["faults"]),
+        )
+
+    def read(
+        self, name: str, table: str, address: int = 0, count: int = 1, unit: int = 255
+    ) -> list[int]:
+        """`count` entries of a table from `address` (bits as 0/1); unit 255: the first."""
+        path = _table_path(name, unit, table) + _query({"address": address, "count": count})
+        return list(self.request("GET", path)["values"])
+
+    def write(
+        self, name: str, table: str, address: int, values: list[int], unit: int = 255
+    ) -> list[int]:
+        """Write entries from `address` (registers 0-65535, bits 0/1); returns them read back.
+
+        Any table, input registers and discrete inputs too: the API writes as the operator.
+        """
+        body = {"address": address, "values": values}
+        return list(self.request("PUT", _table_path(name, unit, table), body)["values"])
+
+    def point(self, name: str, point: str) -> PointValue:
+        """A point's engineering value, decoded by its type, scale and byte/word order."""
+        return PointValue(**self.request("GET", _point_path(name, point)))
+
+    def set_point(self, name: str, point: str, value: float | str) -> PointValue:
+        """Encode `value` by the point's type, scale and orders and write it; read back."""
+        return PointValue(**self.request("PUT", _point_path(name, point), {"value": value}))
+
+    def stop(self, name: str) -> Switched:
+        """Take a server offline: its port closes (connections refused, open ones dropped)."""
+        return Switched(**self.request("POST", _server_path(name) + "/stop", {}))
+
+    def start(self, name: str) -> Switched:
+        """Bring a stopped server back, with its values (FarmAPIError 409: port taken)."""
+        return Switched(**self.request("POST", _server_path(name) + "/start", {}))
 
     def targets(self) -> list[tuple[str, int]]:
         """(host, port) of every server that is up: what a load generator connects to."""
@@ -131,7 +256,38 @@ class FarmClient:
             raise FarmError(f"{url} does not answer as a farm's API ({exc})") from exc
 
 
-_SERVER_FIELDS = ("name", "address", "template", "worker", "up", "error")
+_SERVER_FIELDS = (
+    "name",
+    "address",
+    "template",
+    "worker",
+    "up",
+    "error",
+    "fleet",
+    "state",
+    "stopped",
+)
+
+
+def _server_info(row: dict[str, Any]) -> ServerInfo:
+    return ServerInfo(**{key: row[key] for key in _SERVER_FIELDS if key in row})
+
+
+def _server_path(name: str) -> str:
+    return f"/api/v1/servers/{quote(name, safe='')}"
+
+
+def _table_path(name: str, unit: int, table: str) -> str:
+    return f"{_server_path(name)}/units/{unit}/{quote(str(table), safe='')}"
+
+
+def _point_path(name: str, point: str) -> str:
+    return f"{_server_path(name)}/points/{quote(point, safe='')}"
+
+
+def _query(params: dict[str, Any]) -> str:
+    given = {key: value for key, value in params.items() if value is not None}
+    return "?" + urlencode(given) if given else ""
 
 
 def _error_text(exc: urllib.error.HTTPError) -> str:

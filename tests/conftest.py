@@ -5,7 +5,7 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import pytest
 
@@ -72,3 +72,20 @@ def farm() -> Iterator[FarmProcess]:
     finally:
         code, _, stderr = running.stop()
         assert code == 0, stderr
+
+
+def start_config_farm(
+    config: Callable[[int], str], count: int, directory: str, extra: list[str] | None = None
+) -> FarmProcess:
+    """A farm from the config text `config(port_base)`, given `count` free ports from there."""
+    port_base = free_port_range(count)
+    api_port = free_port()
+    while port_base <= api_port < port_base + count:
+        api_port = free_port()
+    path = os.path.join(directory, "farm.yaml")
+    with open(path, "w") as file:
+        file.write(config(port_base))
+    farm = FarmProcess(
+        count=count, workers=2, port_base=port_base, api_port=api_port, extra=extra or [], file=path
+    )
+    return farm.start()

@@ -1,6 +1,7 @@
 """The `farm` command: every subcommand, a client of the master's API or a front to it.
 
-app (the group, `up`, `status`, `down`), inspect (`validate`, `plan`), prometheus_config.
+app (the group, `up`, `status`, `down`), inspect (`validate`, `plan`), prometheus_config,
+control (`servers`, `get`, `set`, `server stop|start`).
 """
 
 from farm.cli.app import main

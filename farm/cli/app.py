@@ -4,6 +4,7 @@
             [--metrics-port M]
     farm status [--api-port A] [--json]
     farm down [--api-port A]
+    farm servers | get | set | server stop|start ...          (farm.cli.control)
     farm bench [--api-port A | --target HOST:PORT-PORT] ...   (farm.bench.command)
     farm prometheus-config [--api-port A | --farm HOST:PORT ...]   (farm.cli.prometheus_config)
 
@@ -27,6 +28,7 @@ from rich.table import Table as RichTable
 
 from farm import __version__
 from farm.bench.command import bench
+from farm.cli.control import get, server, servers, set_values
 from farm.cli.inspect import make_plan, plan_command, validate
 from farm.cli.prometheus_config import prometheus_config
 from farm.client import (
@@ -210,3 +212,7 @@ main.add_command(validate)
 main.add_command(plan_command)
 main.add_command(bench)
 main.add_command(prometheus_config)
+main.add_command(servers)
+main.add_command(get)
+main.add_command(set_values)
+main.add_command(server)

@@ -1,0 +1,264 @@
+"""Values and stop/start through the API and the CLI, checked by real Modbus masters.
+
+mbpoll reads what the API and `farm set` wrote; pymodbus's client decodes typed points the
+API encoded, is refused by a stopped server, and served again after a start, across a kill -9
+of the server's worker too.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import struct
+import subprocess
+import sys
+import tempfile
+from collections.abc import Iterator
+
+import pytest
+from pymodbus.client import ModbusTcpClient
+from pymodbus.exceptions import ConnectionException
+
+from farm.client import FarmAPIError, FarmClient
+from tests.conftest import start_config_farm, start_farm
+from tests.farmproc import HOST, FarmProcess, wait_for
+from tests.test_control_api import SERVERS, TOKEN, config
+
+
+@pytest.fixture(scope="module")
+def farm() -> Iterator[FarmProcess]:
+    with tempfile.TemporaryDirectory() as directory:
+        running = start_config_farm(config, SERVERS, directory, ["--api-token", TOKEN])
+        try:
+            running.wait_ready()
+            yield running
+        finally:
+            code, _, stderr = running.stop()
+            assert code == 0, stderr
+
+
+def api(farm: FarmProcess) -> FarmClient:
+    return FarmClient.at(HOST, farm.api_port, TOKEN)
+
+
+def cli(farm: FarmProcess, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "farm", *args, "--api-port", str(farm.api_port)],
+        capture_output=True, text=True, timeout=60, env={**os.environ, "FARM_API_TOKEN": TOKEN},
+    )  # fmt: skip
+
+
+def mbpoll(port: int, *args: str) -> str:
+    """Debian's mbpoll, PDU addressing (-0: references from 0), one poll."""
+    command = ["mbpoll", "-m", "tcp", "-a", "1", "-0", "-1", "-p", str(port), *args]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=30)
+    assert done.returncode == 0, done.stdout + done.stderr
+    return done.stdout
+
+
+def pymodbus(farm: FarmProcess, index: int) -> ModbusTcpClient:
+    client = ModbusTcpClient(HOST, port=farm.port(index), timeout=3, retries=0)
+    assert client.connect()
+    return client
+
+
+def refused(port: int) -> bool:
+    with socket.socket() as sock:
+        sock.settimeout(3)
+        try:
+            sock.connect((HOST, port))
+        except ConnectionRefusedError:
+            return True
+    return False
+
+
+def test_api_write_is_read_by_mbpoll(farm: FarmProcess) -> None:
+    assert api(farm).write("meter-01", "holding_registers", 40, [1234, 5678]) == [1234, 5678]
+    assert "[40]: \t1234" in (out := mbpoll(farm.port(1), "-t", "4", "-r", "40", "-c", "2", HOST))
+    assert "[41]: \t5678" in out
+    api(farm).write("meter-01", "discrete_inputs", 3, [1, 0, 1])  # a table clients cannot write
+    out = mbpoll(farm.port(1), "-t", "1", "-r", "3", "-c", "3", HOST)
+    assert "[3]: \t1" in out and "[4]: \t0" in out and "[5]: \t1" in out
+
+
+def test_cli_set_is_read_by_mbpoll_and_get_reads_it(farm: FarmProcess) -> None:
+    done = cli(farm, "set", "meter-02", "holding_registers:10=1234,5678")
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.splitlines() == [
+        "holding_registers:10 = 1234",
+        "holding_registers:11 = 5678",
+    ]
+    out = mbpoll(farm.port(2), "-t", "4", "-r", "10", "-c", "2", HOST)
+    assert "[10]: \t1234" in out and "[11]: \t5678" in out
+    done = cli(farm, "get", "meter-02", "holding_registers:10:2")
+    assert done.stdout.splitlines() == [
+        "holding_registers:10 = 1234",
+        "holding_registers:11 = 5678",
+    ]
+    done = cli(farm, "set", "meter-02", "co:4=1,true,0", "pump=1")
+    assert done.returncode == 0, done.stderr
+    out = mbpoll(farm.port(2), "-t", "0", "-r", "0", "-c", "7", HOST)
+    for address, bit in ((0, 1), (4, 1), (5, 1), (6, 0)):
+        assert f"[{address}]: \t{bit}" in out
+
+
+def test_point_writes_are_encoded_for_pymodbus(farm: FarmProcess) -> None:
+    client = api(farm)
+    assert client.set_point("meter-03", "voltage", 231.25).value == 231.25
+    assert client.set_point("meter-03", "energy", -1234.5).value == pytest.approx(-1234.5)
+    assert client.set_point("meter-03", "level", -300).value == -300  # read-only to clients
+    assert client.set_point("meter-03", "label", "xy").value == "xy"
+    modbus = pymodbus(farm, 3)
+    try:
+        words = modbus.read_holding_registers(0, count=4, device_id=1).registers
+        voltage = modbus.convert_from_registers(
+            words[0:2], modbus.DATATYPE.FLOAT32, word_order="little"
+        )
+        assert voltage == 231.25
+        # int32 with scale 0.1, bytes swapped inside each register (BADC)
+        swapped = b"".join(struct.pack("<H", word) for word in words[2:4])
+        assert struct.unpack(">i", swapped)[0] == -12345
+        level = modbus.read_input_registers(0, count=1, device_id=1).registers
+        assert modbus.convert_from_registers(level, modbus.DATATYPE.INT16) == -300
+        label = modbus.read_holding_registers(10, count=2, device_id=1).registers
+        text = modbus.convert_from_registers(label, modbus.DATATYPE.STRING)
+        assert isinstance(text, str) and text.rstrip("\0") == "xy"
+    finally:
+        modbus.close()
+    assert cli(farm, "get", "meter-03", "energy").stdout.strip() == "energy = -1234.5"
+
+
+def test_a_counter_carries_on_from_a_write() -> None:
+    farm = start_farm(2, workers=1)
+    try:
+        farm.wait_ready()
+        client = FarmClient.at(HOST, farm.api_port)
+        assert client.set_point("device-0001", "uptime_s", 5000).value == 5000
+        modbus = pymodbus(farm, 1)
+        try:
+
+            def counted_on() -> bool:
+                value = modbus.read_input_registers(0, count=1, device_id=1).registers[0]
+                assert 5000 <= value < 5100  # from the write, not from where it was
+                return value > 5001
+
+            wait_for(counted_on, 30, "the counter to count on from 5000")
+        finally:
+            modbus.close()
+    finally:
+        code, _, stderr = farm.stop()
+        assert code == 0, stderr
+
+
+def test_stop_refuses_connections_and_start_serves_the_same_values(farm: FarmProcess) -> None:
+    client = api(farm)
+    client.write("plc-01", "holding_registers", 60, [4242])
+    modbus = pymodbus(farm, 5)
+    try:
+        assert modbus.read_holding_registers(60, count=1, device_id=1).registers == [4242]
+        done = cli(farm, "server", "stop", "plc-01")
+        assert done.returncode == 0 and done.stdout.strip() == "plc-01 stopped", done.stderr
+        assert refused(farm.port(5))
+        with pytest.raises(ConnectionException):  # the open connection was dropped
+            modbus.read_holding_registers(60, count=1, device_id=1)
+    finally:
+        modbus.close()
+    assert not ModbusTcpClient(HOST, port=farm.port(5), timeout=2, retries=0).connect()
+    assert [s.name for s in client.servers(state="offline")] == ["plc-01"]
+    assert client.server("plc-01").info.stopped
+    assert cli(farm, "server", "stop", "plc-01").stdout.strip() == "plc-01 was already stopped"
+    client.write("plc-01", "holding_registers", 61, [99])  # values can change while offline
+    done = cli(farm, "server", "start", "plc-01")
+    assert done.returncode == 0 and done.stdout.strip() == "plc-01 started", done.stderr
+    modbus = pymodbus(farm, 5)
+    try:
+        assert modbus.read_holding_registers(60, count=2, device_id=1).registers == [4242, 99]
+    finally:
+        modbus.close()
+    assert client.server("plc-01").info.state == "up"
+
+
+def test_start_says_so_when_the_port_was_taken_meanwhile(farm: FarmProcess) -> None:
+    client = api(farm)
+    client.stop("meter-00")
+    with socket.socket() as squatter:
+        squatter.bind((HOST, farm.port(0)))
+        squatter.listen()
+        with pytest.raises(FarmAPIError) as caught:
+            client.start("meter-00")
+        assert caught.value.status == 409
+        assert f"{HOST}:{farm.port(0)}" in str(caught.value) and "stays stopped" in str(
+            caught.value
+        )
+        assert client.server("meter-00").info.stopped
+    assert client.start("meter-00").changed
+    modbus = pymodbus(farm, 0)
+    modbus.close()
+
+
+def test_a_stopped_server_stays_stopped_when_its_worker_is_killed() -> None:
+    farm = start_farm(4, workers=2)
+    try:
+        farm.wait_ready()
+        client = FarmClient.at(HOST, farm.api_port)
+        client.write("device-0001", "holding_registers", 40, [1234, 5678])
+        # The issue's own command lines, exactly as written:
+        script = (
+            f"alias farm='{sys.executable} -m farm'; p='--api-port {farm.api_port}'\n"
+            "farm set device-0001 holding_registers:10=1234,5678 $p\n"
+            "farm get device-0001 holding_registers:10:2 $p\n"
+            "farm server stop device-0003 $p && farm server start device-0003 $p\n"
+        )
+        done = subprocess.run(
+            ["bash", "-O", "expand_aliases", "-ec", script],
+            capture_output=True, text=True, timeout=60,
+        )  # fmt: skip
+        assert done.returncode == 0, done.stderr
+        assert done.stdout.splitlines()[-4:] == [
+            "holding_registers:10 = 1234",
+            "holding_registers:11 = 5678",
+            "device-0003 stopped",
+            "device-0003 started",
+        ]
+        assert client.stop("device-0001").changed
+        worker = client.server("device-0001").info.worker
+        row = farm.status()["workers"][worker]
+        os.kill(row["pid"], signal.SIGKILL)
+
+        def replaced() -> bool:
+            now = farm.status()["workers"][worker]
+            return bool(now["restarts"] > row["restarts"] and now["state"] == "ready")
+
+        wait_for(replaced, 60, "the worker to be replaced")
+        assert refused(farm.port(1))
+        assert [s.name for s in client.servers(state="offline")] == ["device-0001"]
+        assert farm.status()["servers_ready"] == 3
+        assert client.start("device-0001").up
+        assert farm.status()["servers_ready"] == 4
+        out = mbpoll(farm.port(1), "-t", "4", "-r", "40", "-c", "2", HOST)
+        assert "[40]: \t1234" in out and "[41]: \t5678" in out
+    finally:
+        code, _, stderr = farm.stop()
+        assert code == 0, stderr
+
+
+def test_cli_errors_are_one_line(farm: FarmProcess) -> None:
+    for args, message in (
+        (("get", "nope"), "no server named 'nope'"),
+        (("get", "meter-00", "coils:99"), "'address'"),
+        (("set", "meter-00", "holding_registers:1=70000"), "0-65535"),
+        (("set", "meter-00", "voltage"), "POINT=VALUE"),
+        (("server", "start", "nope"), "no server named 'nope'"),
+    ):
+        done = cli(farm, *args)
+        assert done.returncode != 0, args
+        lines = done.stderr.strip().splitlines()
+        assert len(lines) == 1 and message in lines[0], (args, done.stderr)
+
+
+def test_cli_lists_servers(farm: FarmProcess) -> None:
+    done = cli(farm, "servers", "--fleet", "plcs")
+    assert done.returncode == 0, done.stderr
+    assert "plc-00" in done.stdout and "plc-01" in done.stdout and "meter-00" not in done.stdout
+    assert done.stdout.strip().endswith("2 servers")
