@@ -1,6 +1,8 @@
 """The master process: binds every port, supervises the workers, serves HTTP.
 
 run (a farm from start to stop), listeners (binding), supervisor (spawn, watch, restart),
-api (the control API), metrics (the Prometheus exposition). Only the master handles
-signals. Imports farm.config and farm.ipc, never farm.worker (so never pymodbus).
+switch (stop and start single servers), inventory (every server by name, its banks and
+counters), api (assembles the control API from route tables: routes, openapi, api_servers,
+api_values), metrics (the Prometheus exposition). Only the master handles signals.
+Imports farm.config and farm.ipc, never farm.worker (so never pymodbus).
 """

@@ -79,6 +79,8 @@ class Switch:
         async with slot.sending:
             if name not in slot.stopped:
                 return Switched(server=name, changed=False, running=True)
+            if self.supervisor.stopping:  # its sockets are closed, or about to be
+                raise PortTaken(f"server {name} stays stopped: the farm is stopping")
             try:
                 sock = bind_one(spec)
             except OSError as exc:
