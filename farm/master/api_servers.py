@@ -20,7 +20,7 @@ from pydantic import BaseModel, Field
 from farm.master.api_values import PointValue, point_value
 from farm.master.inventory import Filters, Inventory, Located, State
 from farm.master.routes import Call, Conflict, Route, Strict
-from farm.master.switch import PortTaken, Switch
+from farm.master.switch import CannotStart, Switch
 
 
 class ServersQuery(Strict):
@@ -129,7 +129,7 @@ def server_routes(inventory: Inventory, switch: Switch) -> list[Route]:
         server = find(call)
         try:
             done = await switch.start(server.name)
-        except PortTaken as error:
+        except CannotStart as error:
             raise Conflict(str(error)) from error
         return switched(inventory, server, done.changed)
 

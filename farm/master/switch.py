@@ -34,8 +34,8 @@ from farm.master.supervisor import Slot, Supervisor
 log = logging.getLogger("farm")
 
 
-class PortTaken(Exception):
-    """A server could not start again: another program listens on its address now."""
+class CannotStart(Exception):
+    """A server could not start again: its port was taken meanwhile, or the farm is stopping."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -74,13 +74,13 @@ class Switch:
         return Switched(server=name, changed=True, running=False)
 
     async def start(self, name: str) -> Switched:
-        """Bind the server's address again and serve it; raises KeyError, PortTaken."""
+        """Bind the server's address again and serve it; raises KeyError, CannotStart (409)."""
         slot, spec = self._where[name]
         async with slot.sending:
             if name not in slot.stopped:
                 return Switched(server=name, changed=False, running=True)
             if self.supervisor.stopping:  # its sockets are closed, or about to be
-                raise PortTaken(f"server {name} stays stopped: the farm is stopping")
+                raise CannotStart(f"server {name} stays stopped: the farm is stopping")
             try:
                 sock = bind_one(spec)
             except OSError as exc:
@@ -89,7 +89,7 @@ class Switch:
                     if exc.errno == errno.EADDRINUSE
                     else exc.strerror or str(exc)
                 )
-                raise PortTaken(
+                raise CannotStart(
                     f"server {name} cannot listen on {spec.address} again: {reason}; "
                     "it stays stopped (free the port, then start it again)"
                 ) from exc
