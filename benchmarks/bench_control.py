@@ -10,7 +10,8 @@ Against a farm this starts on free loopback ports (benchmarks.procs):
    worker never notice. The alternative it is set against: replacing the worker with a new
    one holding the new socket, which is what a kill -9 costs (measured here as kill -9 of
    one worker until every server is ready again), and which drops every connection of
-   the shard.
+   the shard. Then every server stopped and started at once (concurrent requests), as a
+   fault taking a whole fleet offline would.
 2. the values API: GET of 10 registers, PUT of one point, GET of one server's detail and a
    GET /api/v1/servers of every server, each repeated `--cycles` times.
 
@@ -20,11 +21,13 @@ Prints medians and maxima; nothing is asserted (tests hold behaviour, this holds
 from __future__ import annotations
 
 import argparse
+import asyncio
 import os
 import signal
 import socket
 import statistics
 import time
+import urllib.request
 from collections.abc import Callable
 
 from benchmarks import procs
@@ -68,6 +71,30 @@ def stop_start(client: FarmClient, server: procs.Server, cycles: int) -> None:
     print(line("POST /start (bind, SCM_RIGHTS to the worker)", starts))
     print(f"  refused right after stop returned: {refused}/{cycles}; "
           f"accepted right after start returned: {served}/{cycles}")  # fmt: skip
+
+
+def many_at_once(server: procs.Server) -> None:
+    """Stop, then start, every server at once in the master (as an offline fault on a whole
+    fleet would), over the API: concurrent requests, each answered once its worker confirmed."""
+    assert server.api_port is not None
+    base = f"http://{HOST}:{server.api_port}/api/v1/servers"
+
+    def post(name: str, action: str) -> None:
+        request = urllib.request.Request(f"{base}/{name}/{action}", data=b"{}", method="POST")
+        request.add_header("Content-Type", "application/json")
+        urllib.request.urlopen(request, timeout=30).close()
+
+    async def all_of(action: str) -> float:
+        began = time.perf_counter()
+        names = [f"device-{index:04d}" for index in range(server.count)]
+        await asyncio.gather(*(asyncio.to_thread(post, name, action) for name in names))
+        return time.perf_counter() - began
+
+    for action in ("stop", "start"):
+        took = asyncio.run(all_of(action))
+        print(f"  {action} all {server.count} servers, concurrent requests: {took * 1e3:.0f} ms")
+    closed = sum(not connects(server.port_base + index) for index in range(server.count))
+    print(f"  refused after the starts: {closed}/{server.count}")
 
 
 def respawn(client: FarmClient, server: procs.Server) -> None:
@@ -115,6 +142,7 @@ def main() -> None:
         client = FarmClient.at(HOST, server.api_port)
         print(f"farm of {args.servers} servers, {args.workers} workers")
         stop_start(client, server, args.cycles)
+        many_at_once(server)
         respawn(client, server)
         values(client, server, args.cycles)
     finally:
