@@ -135,3 +135,63 @@ def test_decode_inverts_encode_in_every_order(
     typed = point(PointType.FLOAT32, byte_order, word_order)
     data = codec.encode(typed, np.array([value, -value]))
     assert codec.decode(typed, data).tolist() == pytest.approx([value, -value])
+
+
+INTEGERS = {
+    PointType.INT16: (-(2**15), 2**15 - 1),
+    PointType.UINT16: (0, 2**16 - 1),
+    PointType.INT32: (-(2**31), 2**31 - 1),
+    PointType.UINT32: (0, 2**32 - 1),
+}
+
+
+@given(
+    kind=st.sampled_from(list(INTEGERS)),
+    orders=st.sampled_from(
+        [("big", "big"), ("little", "big"), ("big", "little"), ("little", "little")]
+    ),
+    fraction=st.floats(0, 1),
+    scale=st.sampled_from([1.0, 0.1, 0.01, 10.0]),
+)
+def test_exact_encoding_round_trips_whatever_fits(
+    kind: PointType, orders: tuple[str, str], fraction: float, scale: float
+) -> None:
+    """What the API writes (encode_exact) the API reads back (decode_one), to the resolution."""
+    low, high = INTEGERS[kind]
+    typed = point(kind, byte_order=orders[0], word_order=orders[1], scale=scale)
+    raw = round(low + fraction * (high - low))
+    value = raw * scale
+    assert codec.decode_one(typed, codec.encode_exact(typed, value)) == pytest.approx(value)
+    for outside in (low - 1, high + 1):  # one step past the type refuses, never clamps
+        with pytest.raises(ValueError, match="holds"):
+            codec.encode_exact(typed, outside * scale)
+
+
+@pytest.mark.parametrize(
+    ("kind", "value", "why"),
+    [
+        (PointType.FLOAT32, 1e39, "too large"),
+        (PointType.FLOAT64, float("nan"), "finite"),
+        (PointType.UINT16, "12", "number"),
+        (PointType.BOOL, 2, "0, 1"),
+        (PointType.STRING, 5, "text"),
+    ],
+)
+def test_exact_encoding_refuses_what_does_not_fit(
+    kind: PointType, value: float | str, why: str
+) -> None:
+    typed = point(kind, length=2) if kind is PointType.STRING else point(kind)
+    with pytest.raises(ValueError, match=why):
+        codec.encode_exact(typed, value)
+
+
+def test_exact_encoding_of_text_and_floats() -> None:
+    text = point(PointType.STRING, byte_order="little", length=2)
+    assert codec.decode_one(text, codec.encode_exact(text, "abc")) == "abc"
+    with pytest.raises(ValueError, match="at most 4 bytes"):
+        codec.encode_exact(text, "abcde")
+    swapped = point(PointType.FLOAT32, word_order="little")
+    assert (
+        codec.encode_exact(swapped, 231.25)
+        == struct.pack(">f", 231.25)[2:] + struct.pack(">f", 231.25)[:2]
+    )
