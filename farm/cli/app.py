@@ -165,7 +165,9 @@ def status(client: FarmClient, as_json: bool) -> None:
         out.print_json(data=data)
         return
     out.print(
-        f"servers ready {data['servers_ready']} / {data['servers_total']}   "
+        f"servers ready {data['servers_ready']} / {data['servers_total']}"
+        + (f" ({data['servers_stopped']} stopped)" if data.get("servers_stopped") else "")
+        + "   "
         f"uptime {data['uptime_s']:.0f} s   version {data['version']}",
         highlight=False,
     )

@@ -66,6 +66,7 @@ def status(supervisor: Supervisor) -> dict[str, Any]:
         "uptime_s": round(time.monotonic() - supervisor.origin, 3),
         "servers_total": supervisor.plan.servers_total,
         "servers_ready": supervisor.servers_ready(),
+        "servers_stopped": supervisor.servers_stopped(),
         "stopping": supervisor.stopping,
         "workers": workers,
     }

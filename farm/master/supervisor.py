@@ -357,6 +357,10 @@ class Supervisor:
     def servers_ready(self) -> int:
         return sum(slot.servers_up for slot in self.slots if slot.state == "ready")
 
+    def servers_stopped(self) -> int:
+        """Servers stopped through the API (farm.master.switch): offline on purpose."""
+        return sum(len(slot.stopped) for slot in self.slots)
+
     def tell(
         self, slot: Slot, op: str, server: str, sock: socket.socket | None = None
     ) -> asyncio.Future[Reply | None]:
