@@ -5,17 +5,20 @@ Four programs share this package; the folder tells which one runs a module:
     farm CLI (cli/)  ──HTTP──>  master (master/)  ──pipe + shared memory──>  workers (worker/)
     farm bench (bench/) ─Modbus TCP─> the workers' servers; HTTP (client.py) to find them
 
-    config/   what to serve: schema, templates, fleets, plan, codec, behaviours.
+    config/   what to serve: schema, templates, fleets, plan, codec, behaviours, faults.
               Pure data and arithmetic, no processes; every program reads it.
     ipc/      what crosses the master-worker boundary: the pipe's messages and wire
               format (messages), the shared-memory layouts of register banks (banks) and
               counters (stats), and how a worker is spawned (spawn).
     master/   the master process: run (start to stop), listeners (binds every port),
-              supervisor (spawns, watches, restarts workers), api and metrics (HTTP).
+              supervisor (spawns, watches, restarts workers), api and metrics (HTTP),
+              faults (the fault table: when each fault starts and ends, who applies it).
     worker/   a worker process: process (its loop and servers), engine (Modbus over
-              TCP; the only module that imports pymodbus), fastpath, ticker.
+              TCP; the only module that imports pymodbus), fastpath, ticker, faults
+              (how a faulted server answers) and outbox (answers that must wait).
     bench/    the load generator, a program of its own.
-    client.py the one client of the control API (the CLI, bench and users' own tests).
+    client.py the one client of the control API (the CLI, bench and users' own tests);
+              fault_targets.py, its fault targets (Fleet, Glob, Fraction, ...).
     cli/      the `farm` command.
     errors.py the errors a user can meet, each one line.
 

@@ -8,6 +8,8 @@
     client.read("device-0001", "holding_registers", 10, count=2)      # [1234, 5678]
     client.set_point("meter-0003", "voltage_l1", 231.5).value         # 231.5
     client.stop("device-0006"); client.start("device-0006")
+    fault = client.fault("delay", target=Fleet("meters"), ms=800, duration="30s")
+    client.clear_fault(fault.id)               # targets: farm.fault_targets
 
 Only this module speaks HTTP to the API. Every failure reaches the caller as a `FarmError`:
 `FarmUnreachable` when no farm answers (the one place that turns that into its line), and
@@ -30,6 +32,19 @@ from urllib.parse import quote, urlencode, urlsplit
 import click
 
 from farm.errors import FarmError, FarmUnreachable
+from farm.fault_targets import FaultInfo, Fleet, Fraction, Glob, Servers, Target, target_body
+
+__all__ = [
+    "FarmAPIError",
+    "FarmClient",
+    "FaultInfo",
+    "Fleet",
+    "Fraction",
+    "Glob",
+    "ServerInfo",
+    "Servers",
+    "api_options",
+]
 
 DEFAULT_API_HOST = "127.0.0.1"
 DEFAULT_API_PORT = 9502
@@ -222,6 +237,41 @@ class FarmClient:
     def start(self, name: str) -> Switched:
         """Bring a stopped server back, with its values (FarmAPIError 409: port taken)."""
         return Switched(**self.request("POST", _server_path(name) + "/start", {}))
+
+    def fault(
+        self,
+        kind: str,
+        target: Target,
+        duration: str | float | None = None,
+        start_in: str | float | None = None,
+        probability: float | None = None,
+        **params: Any,
+    ) -> FaultInfo:
+        """Put a fault on servers, in effect when this returns: `fault("delay", "dev-1", ms=300)`.
+
+        `duration` and `start_in` take seconds or text ('500ms', '30s', '5m'); None: until
+        cleared, and at once. `params` are the kind's own (ms, code, mode, segments, ...)
+        and the narrowing ones (function_codes, unit, addresses={"start": 0, "end": 9}).
+        """
+        body: dict[str, Any] = {"kind": kind, "target": target_body(target), **params}
+        given = {"duration": duration, "start_in": start_in, "probability": probability}
+        body.update({key: value for key, value in given.items() if value is not None})
+        return FaultInfo.from_json(self.request("POST", "/api/v1/faults", body))
+
+    def faults(self) -> list[FaultInfo]:
+        """Every fault of the farm, scheduled or active."""
+        return [FaultInfo.from_json(row) for row in self.request("GET", "/api/v1/faults")["faults"]]
+
+    def get_fault(self, fault_id: int) -> FaultInfo:
+        return FaultInfo.from_json(self.request("GET", f"/api/v1/faults/{int(fault_id)}"))
+
+    def clear_fault(self, fault_id: int) -> FaultInfo:
+        """Clear one fault; returns it as it was."""
+        return FaultInfo.from_json(self.request("DELETE", f"/api/v1/faults/{int(fault_id)}"))
+
+    def clear_faults(self) -> list[int]:
+        """Clear every fault; returns the ids cleared."""
+        return [int(each) for each in self.request("DELETE", "/api/v1/faults")["cleared"]]
 
     def targets(self) -> list[tuple[str, int]]:
         """(host, port) of every server that is up: what a load generator connects to."""

@@ -93,6 +93,8 @@ def test_dashboards_show_what_the_issue_asks_for() -> None:
         "topk(10, sum by (server) (rate(modbus_farm_requests_total",
         "topk(10, sum by (server) (rate(modbus_farm_exceptions_total",
         "histogram_quantile(0.99",
+        "sum by (kind) (modbus_farm_faults_active)",
+        "sum by (kind) (rate(modbus_farm_fault_injections_total",
     ):
         assert metric in exprs["fleet.json"], metric
     for metric in (

@@ -7,6 +7,7 @@
     farm servers | get | set | server stop|start ...          (farm.cli.control)
     farm bench [--api-port A | --target HOST:PORT-PORT] ...   (farm.bench.command)
     farm prometheus-config [--api-port A | --farm HOST:PORT ...]   (farm.cli.prometheus_config)
+    farm fault add KIND --target NAME ... | list | clear [ID | --all]   (farm.cli.faults)
 
 Every error a user can meet is one line on stderr and a non-zero exit (FarmError.exit_code).
 """
@@ -29,6 +30,7 @@ from rich.table import Table as RichTable
 from farm import __version__
 from farm.bench.command import bench
 from farm.cli.control import get, server, servers, set_values
+from farm.cli.faults import fault
 from farm.cli.inspect import make_plan, plan_command, validate
 from farm.cli.prometheus_config import prometheus_config
 from farm.client import (
@@ -218,3 +220,4 @@ main.add_command(servers)
 main.add_command(get)
 main.add_command(set_values)
 main.add_command(server)
+main.add_command(fault)

@@ -1,7 +1,8 @@
 """Live values: the formulas that move points, applied to every server of a shard at once.
 
 Pure data and arithmetic, no processes: the master writes every starting value with
-`initialize_shard`, a worker's ticker (farm.worker.ticker) moves the live ones. Points are
+`initialize_shard` (and one server's again with `reset_server`, when a reboot fault
+ends), a worker's ticker (farm.worker.ticker) moves the live ones. Points are
 grouped by template point, so one numpy expression updates that point on every server of
 the shard: 10,000 devices with 20 live points cost milliseconds a second, not a core. The
 ticker writes between requests and never awaits mid-update, so a client never sees half a
@@ -30,7 +31,14 @@ import numpy as np
 import numpy.typing as npt
 
 from farm.config import codec
-from farm.config.plan import ServerSpec, Shard, point_offset
+from farm.config.plan import (
+    TABLE_ORDER,
+    ServerSpec,
+    Shard,
+    point_offset,
+    table_bytes,
+    table_offset,
+)
 from farm.config.templates import DeviceTemplate, Point, PointType
 
 Floats = npt.NDArray[np.float64]
@@ -138,5 +146,19 @@ def initialize_shard(buf: memoryview, shard: Shard, templates: dict[str, DeviceT
     groups = PointGroups(buf)
     for spec in shard.servers:
         groups.add(spec, templates[spec.template])
+    groups.freeze()
+    groups.initialize()
+
+
+def reset_server(buf: memoryview, spec: ServerSpec, template: DeviceTemplate) -> None:
+    """A server's banks as after a power cycle: every table zeroed, then every point at its
+    starting value (counters and random walks carry on from there)."""
+    data = np.frombuffer(buf, dtype=np.uint8)
+    for unit in template.units:
+        for table in TABLE_ORDER:
+            start = table_offset(spec, template, unit.unit_id, table)
+            data[start : start + table_bytes(unit, table)] = 0
+    groups = PointGroups(buf)
+    groups.add(spec, template)
     groups.freeze()
     groups.initialize()

@@ -13,6 +13,9 @@ Conversation:
                                               STOP_SERVER closes its port and connections,
                                               START_SERVER serves it again on the listening
                                               socket that follows it (`send_socket`)
+    master -> worker   Faults                 every fault active now on the worker's servers
+                                              (replaces the last; also sent within Assign)
+    worker -> master   FaultsApplied          the Faults of that `seq` are in effect
     worker -> master   Reply
     master -> worker   Stop                   stop accepting, finish, exit 0
 End-of-file on the pipe means the other side is gone: a worker then exits.
@@ -37,6 +40,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from farm.config.fault_rules import FaultRule
 from farm.config.plan import ServerSpec
 from farm.config.templates import DeviceTemplate
 
@@ -45,7 +49,11 @@ MAX_FRAME_BYTES = 64 * 1024 * 1024
 STOP_SERVER = "stop_server"
 START_SERVER = "start_server"
 _SOCKET_MARK = b"S"
-_ALLOWED_MODULES = frozenset({"farm.ipc.messages", "farm.config.plan", "farm.config.templates"})
+_ALLOWED_MODULES = frozenset(
+    {"farm.ipc.messages", "farm.config.plan", "farm.config.templates", "farm.config.fault_rules"}
+)
+# Each active fault with the shard positions (indexes into Assign.servers) it applies to.
+ActiveFaults = tuple[tuple[FaultRule, tuple[int, ...]], ...]
 _ALLOWED_BUILTINS = frozenset({"frozenset", "set", "slice"})
 
 
@@ -64,6 +72,7 @@ class Assign:
     # The farm's start on the monotonic clock (CLOCK_MONOTONIC, one per host): the t = 0 of
     # every behaviour, so a step of the wall clock never moves live values.
     origin: float
+    faults: ActiveFaults = ()  # as a Faults message would say (a restarted worker keeps them)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -94,6 +103,18 @@ class Heartbeat:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class Faults:
+    active: ActiveFaults
+    seq: int  # echoed by FaultsApplied
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class FaultsApplied:
+    worker: int
+    seq: int
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class Control:
     request_id: int
     op: str
@@ -114,7 +135,9 @@ class Stop:
     reason: str = ""
 
 
-Message = Assign | Ready | Heartbeat | ServerFailed | Control | Reply | Stop
+Message = (
+    Assign | Ready | Heartbeat | ServerFailed | Faults | FaultsApplied | Control | Reply | Stop
+)
 
 
 class _Connection(Protocol):
@@ -144,7 +167,7 @@ def decode(frame: bytes) -> Message:
         message = _MessageUnpickler(io.BytesIO(frame[1:])).load()
     except (pickle.UnpicklingError, EOFError, AttributeError, ImportError, TypeError) as exc:
         raise ProtocolError(f"pipe frame is not a readable message: {exc}") from exc
-    if not isinstance(message, Assign | Ready | Heartbeat | ServerFailed | Control | Reply | Stop):
+    if not isinstance(message, Message):
         raise ProtocolError(f"pipe frame holds a {type(message).__name__}, not a message")
     return message
 

@@ -22,6 +22,8 @@ Layout: uint64 slots in native byte order. `HEADER_SLOTS` for the worker, then
     DURATION_SUM_NS         the durations added up, in nanoseconds
     CONNECTIONS_OPEN        a gauge; every other slot is a counter
     CONNECTIONS_ACCEPTED, BYTES_RECEIVED, BYTES_SENT, MALFORMED_FRAMES
+    INJECTIONS + i          requests (or, for offline and reboot, outages) a fault of kind
+                            farm.config.faults.KINDS[i] acted on; INJECTION_SLOT[kind]
 
 A request's duration runs from the moment its bytes reached the connection to the moment
 its response was handed to the kernel; requests pipelined in one read share one duration.
@@ -34,6 +36,7 @@ from __future__ import annotations
 
 import time
 
+from farm.config.fault_rules import KINDS
 from farm.ipc.banks import Segment
 
 FUNCTION_CODES = (1, 2, 3, 4, 5, 6, 15, 16, 22, 23, 43)
@@ -58,7 +61,8 @@ CONNECTIONS_ACCEPTED = CONNECTIONS_OPEN + 1
 BYTES_RECEIVED = CONNECTIONS_ACCEPTED + 1
 BYTES_SENT = BYTES_RECEIVED + 1
 MALFORMED_FRAMES = BYTES_SENT + 1
-SERVER_SLOTS = MALFORMED_FRAMES + 1
+INJECTIONS = MALFORMED_FRAMES + 1
+SERVER_SLOTS = INJECTIONS + len(KINDS)
 
 WORKER_CPU_NS = 0
 HEADER_SLOTS = 1
@@ -77,6 +81,7 @@ def _slot_table(base: int, codes: tuple[int, ...]) -> bytes:
 # the cheapest lookup there is on the request path.
 REQUEST_SLOT = _slot_table(REQUESTS, FUNCTION_CODES)
 EXCEPTION_SLOT = _slot_table(EXCEPTIONS, EXCEPTION_CODES)
+INJECTION_SLOT = {kind: INJECTIONS + number for number, kind in enumerate(KINDS)}
 
 
 def local_counters() -> memoryview:
@@ -130,6 +135,10 @@ class ShardCounters:
             sum(self.slots[HEADER_SLOTS + slot : end : SERVER_SLOTS])
             for slot in range(REQUESTS, EXCEPTIONS)
         )
+
+    def count_injection(self, position: int, kind: str) -> None:
+        """A fault the master applies itself (offline, reboot) acted on a server."""
+        self.slots[self.offset(position) + INJECTION_SLOT[kind]] += 1
 
     def reset_open_connections(self) -> None:
         for position in range(self.servers):

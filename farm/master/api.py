@@ -27,8 +27,10 @@ from aiohttp import web
 from aiohttp.typedefs import Middleware
 
 from farm import __version__
+from farm.master.api_faults import fault_routes
 from farm.master.api_servers import server_routes
 from farm.master.api_values import value_routes
+from farm.master.faults import FaultTable
 from farm.master.inventory import Inventory
 from farm.master.metrics import CONTENT_TYPE, FarmMetrics
 from farm.master.openapi import openapi_route
@@ -94,8 +96,8 @@ def _json_errors(token: str | None) -> Middleware:
     return middleware
 
 
-def metrics_route(supervisor: Supervisor) -> Route:
-    metrics = FarmMetrics(supervisor)
+def metrics_route(supervisor: Supervisor, faults: FaultTable | None = None) -> Route:
+    metrics = FarmMetrics(supervisor, faults)
 
     async def get_metrics(call: Call) -> web.Response:
         # Off the loop: a big farm's scrape takes a while, and heartbeats must keep flowing.
@@ -112,10 +114,10 @@ def metrics_route(supervisor: Supervisor) -> Route:
     )
 
 
-def build_metrics_app(supervisor: Supervisor) -> web.Application:
+def build_metrics_app(supervisor: Supervisor, faults: FaultTable | None = None) -> web.Application:
     """The separate metrics listener (`--metrics-port`): /metrics and nothing else."""
     app = web.Application(middlewares=[_json_errors(None)])
-    add_routes(app, [metrics_route(supervisor)])
+    add_routes(app, [metrics_route(supervisor, faults)])
     return app
 
 
@@ -127,10 +129,12 @@ def build_app(
     inventory: Inventory | None = None,
     switch: Switch | None = None,
     routes: Sequence[Route] = (),
+    faults: FaultTable | None = None,
 ) -> web.Application:
     """The control API; `routes` are more routes to serve (and document) beside the farm's."""
     inventory = inventory or Inventory(supervisor)
     switch = switch or Switch(supervisor)
+    faults = faults or FaultTable(supervisor, switch)
     app = web.Application(middlewares=[_json_errors(token)])
 
     async def get_status(call: Call) -> web.Response:
@@ -157,6 +161,7 @@ def build_app(
     add_routes(app, farm_routes)
     add_routes(app, server_routes(inventory, switch))
     add_routes(app, value_routes(inventory))
+    add_routes(app, fault_routes(faults))
     add_routes(app, routes)
-    add_routes(app, [metrics_route(supervisor), openapi_route(token_required=bool(token))])
+    add_routes(app, [metrics_route(supervisor, faults), openapi_route(token_required=bool(token))])
     return app

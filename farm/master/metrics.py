@@ -26,6 +26,7 @@ from itertools import accumulate, compress, repeat, starmap
 from operator import add, truediv
 
 from farm import __version__
+from farm.config.fault_rules import KINDS
 from farm.ipc.stats import (
     BYTES_RECEIVED,
     BYTES_SENT,
@@ -38,10 +39,12 @@ from farm.ipc.stats import (
     EXCEPTIONS,
     FUNCTION_CODES,
     HEADER_SLOTS,
+    INJECTIONS,
     MALFORMED_FRAMES,
     REQUESTS,
     SERVER_SLOTS,
 )
+from farm.master.faults import FaultTable
 from farm.master.supervisor import Supervisor
 
 PREFIX = "modbus_farm_"
@@ -99,8 +102,9 @@ def _labels(worker: int, servers: Iterable[str]) -> list[str]:
 class FarmMetrics:
     """Renders `/metrics` for one supervisor; safe to call from a thread."""
 
-    def __init__(self, supervisor: Supervisor) -> None:
+    def __init__(self, supervisor: Supervisor, faults: FaultTable | None = None) -> None:
         self.supervisor = supervisor
+        self.faults = faults
         self.labels = [
             _labels(slot.shard.worker, (spec.name for spec in slot.shard.servers))
             for slot in supervisor.slots
@@ -124,6 +128,7 @@ class FarmMetrics:
         self._requests(out, snapshots)
         self._exceptions(out, snapshots)
         self._durations(out, snapshots)
+        self._faults(out, snapshots)
         for name, kind, text, slot_index in _PLAIN:
             out.append(_header(PREFIX + name, kind, text))
             template = PREFIX + name + "{%s} %d\n"
@@ -226,6 +231,21 @@ class FarmMetrics:
                 column = values[HEADER_SLOTS + first_slot + offset :: SERVER_SLOTS]
                 rows = compress(zip(labels, column, strict=True), column)
                 out.extend(map(template.__mod__, rows))
+
+    def _faults(self, out: list[str], snapshots: list[tuple[list[str], list[int]]]) -> None:
+        if self.faults is not None:
+            name = PREFIX + "faults_active"
+            out.append(_header(name, "gauge", "Faults active now (scheduled ones not yet)."))
+            for kind, count in self.faults.active_by_kind().items():
+                out.append(f'{name}{{kind="{kind}"}} {count}\n')
+        out.append(
+            _header(
+                PREFIX + "fault_injections_total",
+                "counter",
+                "Requests a fault acted on (offline and reboot: times the server went down).",
+            )
+        )
+        self._coded(out, snapshots, "fault_injections_total", "kind", list(KINDS), INJECTIONS)
 
     def _durations(self, out: list[str], snapshots: list[tuple[list[str], list[int]]]) -> None:
         out.append(

@@ -20,6 +20,7 @@ from aiohttp import web
 from farm.config.plan import Plan
 from farm.errors import ConfigError, PortBusyError
 from farm.master.api import build_app, build_metrics_app
+from farm.master.faults import FaultTable
 from farm.master.inventory import Inventory
 from farm.master.listeners import bind_all, describe
 from farm.master.supervisor import Supervisor, SupervisorOptions
@@ -99,8 +100,11 @@ async def serve(
     supervisor.on_fatal = stop_requested.set
     runner: web.AppRunner | None = None
     metrics_runner: web.AppRunner | None = None
+    faults: FaultTable | None = None
     try:
         inventory, switch = Inventory(supervisor), Switch(supervisor)
+        faults = FaultTable(supervisor, switch)
+        inventory.faults = faults.faults_of
         app = build_app(
             supervisor,
             stop_requested.set,
@@ -108,10 +112,11 @@ async def serve(
             _metrics_urls(options),
             inventory=inventory,
             switch=switch,
+            faults=faults,
         )
         runner = await _start_api(app, options.api_host, options.api_port)
         if options.metrics_port is not None:
-            metrics_app = build_metrics_app(supervisor)
+            metrics_app = build_metrics_app(supervisor, faults)
             metrics_host = options.metrics_host or options.api_host
             metrics_runner = await _start_api(
                 metrics_app, metrics_host, options.metrics_port, "--metrics-port"
@@ -132,6 +137,8 @@ async def serve(
     finally:
         # Handlers stay until everything is released: a second Ctrl-C during the stop
         # must not kill the master halfway through.
+        if faults is not None:
+            await faults.close()
         await supervisor.stop()
         if runner is not None:
             await runner.cleanup()

@@ -33,7 +33,18 @@ from farm.config.plan import Plan, Shard
 from farm.errors import BootError
 from farm.ipc import messages
 from farm.ipc.banks import Segment
-from farm.ipc.messages import Assign, Control, Heartbeat, Ready, Reply, ServerFailed, Stop
+from farm.ipc.messages import (
+    ActiveFaults,
+    Assign,
+    Control,
+    FaultsApplied,
+    Heartbeat,
+    Message,
+    Ready,
+    Reply,
+    ServerFailed,
+    Stop,
+)
 from farm.ipc.spawn import EXIT_BOOT_FAILED, WORKER_ENTRY, InheritedSockets, run_entry
 from farm.ipc.stats import ShardCounters
 
@@ -111,6 +122,10 @@ class Supervisor:
         self.changed = asyncio.Event()  # set on every state change; start() waits on it
         self.on_progress: Callable[[int, int], None] | None = None
         self.on_fatal: Callable[[], None] | None = None
+        # The faults each worker must apply now (farm.master.faults sets both): sent within
+        # every Assign, so a restarted worker applies them again.
+        self.active_faults: Callable[[int], ActiveFaults] = lambda worker: ()
+        self.on_faults_applied: Callable[[FaultsApplied], None] = lambda message: None
         self._request_ids = itertools.count(1)
         self._watchdog: asyncio.Task[None] | None = None
         self._tasks: set[asyncio.Task[None]] = set()
@@ -211,6 +226,7 @@ class Supervisor:
             servers=slot.shard.servers,
             heartbeat_interval_s=self.options.heartbeat_interval_s,
             origin=self.origin,
+            faults=self.active_faults(slot.shard.worker),  # read under the lock: current
         )
         # Written from a thread (a big Assign fills the pipe) under the lock held above: a
         # Stop written meanwhile from the loop would land in the middle of its bytes.
@@ -312,6 +328,8 @@ class Supervisor:
             log.warning(
                 "server %s (%s) failed: %s", message.server, message.address, message.reason
             )
+        elif isinstance(message, FaultsApplied):
+            self.on_faults_applied(message)
         elif isinstance(message, Reply):
             future = slot.replies.pop(message.request_id, None)
             if future is not None and not future.done():
@@ -360,6 +378,19 @@ class Supervisor:
     def servers_stopped(self) -> int:
         """Servers stopped through the API (farm.master.switch): offline on purpose."""
         return sum(len(slot.stopped) for slot in self.slots)
+
+    async def update_worker(self, worker_index: int, make: Callable[[], Message]) -> bool:
+        """Send a worker the message `make` builds under the slot's `sending` lock, so it is
+        current; False when no worker has its Assign now (the next Assign carries the news)."""
+        slot = self.slots[worker_index]
+        async with slot.sending:
+            if slot.conn is None or slot.process is None or self.stopping:
+                return False
+            try:
+                messages.send(slot.conn, make())
+            except OSError:  # dying: the next worker gets the news with its Assign
+                return False
+            return True
 
     def tell(
         self, slot: Slot, op: str, server: str, sock: socket.socket | None = None

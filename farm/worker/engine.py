@@ -30,7 +30,7 @@ import struct
 from bisect import bisect_left
 from collections.abc import Sequence
 from time import perf_counter_ns
-from typing import Any, cast
+from typing import TYPE_CHECKING, Any, cast
 
 from pymodbus.constants import DeviceInformation, ExcCodes
 from pymodbus.datastore import ModbusServerContext
@@ -62,6 +62,10 @@ from farm.worker.fastpath import (
     exception_pdu,
     fast_answer,
 )
+
+if TYPE_CHECKING:
+    from farm.worker.faults import ServerFaults
+    from farm.worker.outbox import Outbox
 
 # A frame that a client got wrong is the client's problem, counted in metrics; pymodbus
 # would log an ERROR or WARNING line for each.
@@ -192,7 +196,7 @@ def reference_answer(bank: UnitBank, pdu: bytes, identity: _IdentityBlock | None
 class Device:
     """One simulated server: its banks, its identity, and its counters (farm.ipc.stats layout)."""
 
-    __slots__ = ("_identity", "banks", "counters", "identity_template", "name")
+    __slots__ = ("_identity", "banks", "counters", "faults", "identity_template", "name")
 
     def __init__(
         self,
@@ -208,6 +212,7 @@ class Device:
         self.identity_template = identity
         self._identity: _IdentityBlock | None = None
         self.counters = local_counters() if counters is None else counters
+        self.faults: ServerFaults | None = None  # farm.worker.faults; None: no fault
 
     def identity(self) -> _IdentityBlock:
         # Built on first use: most devices are never asked, and it costs ~1 KiB each.
@@ -235,13 +240,14 @@ class Device:
 class ModbusConnection(asyncio.Protocol):
     """One client connection to one device."""
 
-    __slots__ = ("buffer", "device", "open_connections", "transport")
+    __slots__ = ("buffer", "device", "open_connections", "outbox", "transport")
 
     def __init__(self, device: Device, open_connections: set[ModbusConnection]) -> None:
         self.device = device
         self.open_connections = open_connections
         self.buffer = bytearray()
         self.transport: asyncio.Transport | None = None
+        self.outbox: Outbox | None = None  # only once a fault holds an answer back
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = cast(asyncio.Transport, transport)
@@ -257,14 +263,19 @@ class ModbusConnection(asyncio.Protocol):
             counters[CONNECTIONS_OPEN] -= 1
         self.transport = None
         self.open_connections.discard(self)
+        if self.outbox is not None:
+            self.outbox.drop()
 
     def close(self) -> None:
         if self.transport is not None:
             self.transport.close()
 
     def data_received(self, data: bytes) -> None:
-        arrived = perf_counter_ns()
         device = self.device
+        if device.faults is not None:  # the one check a server without faults pays
+            device.faults.received(self, data)
+            return
+        arrived = perf_counter_ns()
         counters = device.counters
         counters[BYTES_RECEIVED] += len(data)
         buffer = self.buffer

@@ -31,10 +31,21 @@ import uvloop
 from farm.config.templates import DeviceTemplate
 from farm.ipc import messages
 from farm.ipc.banks import ReadOnlyMasks, Segment, read_only_masks, server_banks
-from farm.ipc.messages import Assign, Control, Heartbeat, Ready, Reply, ServerFailed, Stop
+from farm.ipc.messages import (
+    Assign,
+    Control,
+    Faults,
+    FaultsApplied,
+    Heartbeat,
+    Ready,
+    Reply,
+    ServerFailed,
+    Stop,
+)
 from farm.ipc.spawn import EXIT_BOOT_FAILED
 from farm.ipc.stats import ShardCounters
 from farm.worker.engine import Device, ModbusConnection
+from farm.worker.faults import FaultBook
 from farm.worker.ticker import Ticker
 
 ASSIGN_TIMEOUT_S = 30.0
@@ -108,6 +119,8 @@ class Worker:
     counters: ShardCounters | None = None
     masks: dict[str, ReadOnlyMasks] = field(default_factory=dict)  # per template
     tasks: set[asyncio.Task[None]] = field(default_factory=set)
+    devices: dict[int, Device] = field(default_factory=dict)  # built, by shard position
+    faults: FaultBook = field(default_factory=FaultBook)
 
     async def serve(self) -> None:
         loop = asyncio.get_running_loop()
@@ -127,6 +140,7 @@ class Worker:
             raise SystemExit(EXIT_BOOT_FAILED) from exc
         self.counters.reset_open_connections()  # a predecessor's connections died with it
         self.numbers = {spec.name: number for number, spec in enumerate(self.assign.servers)}
+        self.faults.replace(self.assign.faults, self.devices.get)
         messages.watch(loop, self.conn, self._on_pipe)
         heartbeat = asyncio.create_task(self._heartbeats())
         ticker = Ticker(self.segment.buf, self.assign.origin)
@@ -176,7 +190,9 @@ class Worker:
             self.masks[spec.template] = read_only_masks(template)
         banks = server_banks(self.segment.buf, spec, template, self.masks[spec.template])
         counters = self.counters.server(number) if self.counters else None
-        return Device(spec.name, banks, template.identity, counters)
+        device = self.devices[number] = Device(spec.name, banks, template.identity, counters)
+        self.faults.attach(device, number)
+        return device
 
     async def _tick(self, ticker: Ticker) -> None:
         while True:
@@ -227,6 +243,9 @@ class Worker:
             task.add_done_callback(self.tasks.discard)
         elif isinstance(message, Control) and message.op == messages.STOP_SERVER:
             self._stop_server(message)
+        elif isinstance(message, Faults):
+            self.faults.replace(message.active, self.devices.get)
+            self._send(FaultsApplied(worker=self.assign.worker, seq=message.seq))
         elif isinstance(message, Control):
             self._reply(message, error=f"unknown op {message.op!r}")
 

@@ -1,0 +1,123 @@
+"""What the fault hooks cost a request, in process: the engine's `data_received` for one
+FC 3 x 10 frame per read, with a transport that discards what it is given.
+
+    python3 -m benchmarks.bench_fault_hotpath [--requests 200000] [--rounds 5] [--baseline REF]
+
+Cases, measured in alternating rounds (best round kept):
+  - before: the engine as it was at git REF (loaded from `git show REF:farm/worker/engine.py`),
+    when --baseline is given: the cost of the hot path before the fault hooks existed;
+  - no fault: today's engine, a server without faults (its one attribute check per read);
+  - fault, no match: the server has a fault that narrows to a function code the requests do
+    not use, so every request goes through the faulted path and is answered normally;
+  - exception: every request answered with an injected exception (answer-level fault).
+Prints microseconds of CPU per request and each case's ratio to `no fault`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import random
+import struct
+import subprocess
+import sys
+import time
+import types
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from farm.config.fault_rules import FaultRule
+from farm.config.templates import Identity
+from farm.ipc.banks import UnitBank
+from farm.worker import engine
+from farm.worker.faults import ServerFaults
+
+ROOT = Path(__file__).resolve().parent.parent
+FRAME = struct.pack(">HHHB", 1, 0, 6, 1) + bytes([3, 0, 0, 0, 10])
+
+
+class Sink:
+    """An asyncio transport that discards what it is given."""
+
+    def write(self, data: bytes) -> None:
+        pass
+
+    def is_closing(self) -> bool:
+        return False
+
+    def close(self) -> None:
+        pass
+
+    def get_extra_info(self, name: str) -> Any:
+        return None
+
+
+def bank() -> UnitBank:
+    return UnitBank(
+        unit_id=1,
+        coils=memoryview(bytearray(64)),
+        discrete_inputs=memoryview(bytearray(64)),
+        holding_registers=memoryview(bytearray(200)),
+        input_registers=memoryview(bytearray(200)),
+    )
+
+
+def connection(module: Any, rules: tuple[FaultRule, ...] = ()) -> Any:
+    device = module.Device("bench", {1: bank()}, Identity())
+    if rules:
+        device.faults = ServerFaults(device, rules, random.Random(1))
+    made = module.ModbusConnection(device, set())
+    made.connection_made(Sink())
+    return made
+
+
+def baseline_engine(ref: str) -> types.ModuleType:
+    """farm/worker/engine.py as it was at `ref`, as a module of its own."""
+    source = subprocess.run(
+        ["git", "show", f"{ref}:farm/worker/engine.py"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    module = types.ModuleType("farm.worker.engine_at_" + ref.replace("/", "_"))
+    module.__file__ = f"{ref}:farm/worker/engine.py"
+    sys.modules[module.__name__] = module
+    exec(compile(source, module.__file__, "exec"), module.__dict__)
+    return module
+
+
+def per_request_us(receive: Callable[[bytes], None], requests: int) -> float:
+    began = time.process_time()
+    for _ in range(requests):
+        receive(FRAME)
+    return 1e6 * (time.process_time() - began) / requests
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--requests", type=int, default=200_000)
+    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--baseline", default=None, help="git ref of the engine before")
+    args = parser.parse_args()
+    no_match = FaultRule(id=1, kind="exception", code=6, function_codes=(16,))
+    everything = FaultRule(id=2, kind="exception", code=6)
+    cases: dict[str, Any] = {}
+    if args.baseline:
+        cases[f"before ({args.baseline})"] = connection(baseline_engine(args.baseline))
+    cases["no fault"] = connection(engine)
+    cases["fault, no match"] = connection(engine, (no_match,))
+    cases["exception"] = connection(engine, (everything,))
+    best: dict[str, float] = {}
+    for _ in range(args.rounds):
+        for name, made in cases.items():
+            took = per_request_us(made.data_received, args.requests)
+            best[name] = min(best.get(name, took), took)
+    reference = best["no fault"]
+    print(f"CPU per request, best of {args.rounds} rounds of {args.requests:,} requests:")
+    for name, took in best.items():
+        print(f"  {name:<22} {took:6.3f} us   {took / reference:5.2f}x no fault")
+
+
+if __name__ == "__main__":
+    main()

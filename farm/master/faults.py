@@ -1,0 +1,324 @@
+"""The fault table: every fault of the farm, when it starts and ends, and who applies it.
+
+Sits in the master between the API and the workers (api_faults -> faults -> supervisor ->
+worker). A fault (farm.config.faults.FaultSpec) is resolved here once, when it is added, to
+server names and, per worker, to shard positions; then it waits for its start (a loop timer,
+on the master's monotonic clock) and is active until its end (another timer), until it is
+cleared, or until the farm stops. Whenever the faults active on a worker's servers change,
+the worker is sent all of them (`Faults`, farm.ipc.messages): one message replaces the last,
+so an update can never be half-applied, and a worker spawned after a kill -9 gets the same
+set within its Assign (`Supervisor.active_faults`). Workers get durations (delays, gaps),
+never times.
+
+Offline and reboot take their servers down through farm.master.switch (the port closed in
+every process, connections dropped) and bring them back when they end, except servers that
+were already stopped, or that another active offline fault still holds down. A reboot also
+writes its servers' starting values back (farm.config.behaviours.reset_server) before they
+come back. Each fault applied, started, expired or cleared is one log line.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import itertools
+import logging
+import time
+from collections import Counter
+from collections.abc import Coroutine
+from dataclasses import dataclass, field
+from typing import Any
+
+from farm.config.behaviours import reset_server
+from farm.config.faults import (
+    KINDS,
+    SERVER_KINDS,
+    FaultRule,
+    FaultSpec,
+    FaultSpecError,
+    rule,
+    select,
+)
+from farm.ipc.messages import ActiveFaults, Faults, FaultsApplied
+from farm.master.supervisor import Supervisor
+from farm.master.switch import CannotStart, Switch
+
+log = logging.getLogger("farm")
+SHOWN_NAMES = 3  # servers named in a log line before the rest is counted
+SETTLE_TIMEOUT_S = 10.0  # an API call waits this long at most for the workers to confirm
+
+
+@dataclass(eq=False, kw_only=True)
+class Fault:
+    """One fault in the table; times are on the master's monotonic clock."""
+
+    id: int
+    spec: FaultSpec
+    servers: tuple[str, ...]
+    rule: FaultRule
+    placement: dict[int, tuple[int, ...]]  # worker -> shard positions of its servers
+    start: float
+    end: float | None
+    state: str = "scheduled"  # scheduled | active | expired | cleared
+    timers: list[asyncio.TimerHandle] = field(default_factory=list)
+    downed: set[str] = field(default_factory=set)  # servers this fault took offline
+
+    def view(self, now: float) -> dict[str, Any]:
+        """The fault as the API shows it (farm.master.api_faults.FaultView)."""
+        return {
+            "id": self.id,
+            "kind": self.spec.kind,
+            "state": self.state,
+            "servers": list(self.servers),
+            "starts_in_s": round(max(0.0, self.start - now), 3),
+            "ends_in_s": None if self.end is None else round(max(0.0, self.end - now), 3),
+            "spec": self.spec.model_dump(mode="json"),
+        }
+
+
+class FaultTable:
+    """Every fault of one supervisor's farm; see the module docstring."""
+
+    def __init__(self, supervisor: Supervisor, switch: Switch) -> None:
+        self.supervisor = supervisor
+        self.switch = switch
+        self.where: dict[str, tuple[int, int]] = {
+            spec.name: (worker, position)
+            for worker, slot in enumerate(supervisor.slots)
+            for position, spec in enumerate(slot.shard.servers)
+        }
+        self.fleets = {spec.name: spec.fleet for spec in supervisor.plan.servers()}
+        self.faults: dict[int, Fault] = {}
+        self.on_server: dict[str, set[int]] = {}  # active fault ids by server
+        self.ids = itertools.count(1)
+        self.seqs = itertools.count(1)
+        self.acks: dict[int, asyncio.Future[None]] = {}  # Faults.seq -> its confirmation
+        self.tasks: set[asyncio.Task[None]] = set()
+        supervisor.active_faults = self.active_for
+        supervisor.on_faults_applied = self._applied
+
+    # -- what the API calls ----------------------------------------------------------------
+
+    async def settle(self) -> None:
+        """Wait until what was asked so far is in effect: every worker concerned confirmed
+        its faults, and servers are down or back (at most SETTLE_TIMEOUT_S)."""
+        if self.tasks:
+            await asyncio.wait(set(self.tasks), timeout=SETTLE_TIMEOUT_S)
+
+    def add(self, spec: FaultSpec) -> Fault:
+        """Resolve, schedule and (if it starts now) apply a fault; raises FaultSpecError."""
+        servers = self._resolve(spec)
+        fault_id = next(self.ids)
+        placement: dict[int, list[int]] = {}
+        for name in servers:
+            worker, position = self.where[name]
+            placement.setdefault(worker, []).append(position)
+        now = time.monotonic()
+        fault = Fault(
+            id=fault_id,
+            spec=spec,
+            servers=tuple(servers),
+            rule=rule(fault_id, spec),
+            placement={worker: tuple(each) for worker, each in placement.items()},
+            start=now + spec.start_in,
+            end=None if spec.duration is None else now + spec.start_in + spec.duration,
+        )
+        self.faults[fault_id] = fault
+        when = f"starts in {spec.start_in:g} s" if spec.start_in else "active now"
+        until = "until cleared" if spec.duration is None else f"for {spec.duration:g} s"
+        log.info(
+            "fault %d applied: %s on %s, %s, %s", fault_id, _what(fault), _on(fault), when, until
+        )
+        loop = asyncio.get_running_loop()
+        if spec.start_in:
+            fault.timers.append(loop.call_later(spec.start_in, self._start, fault))
+        else:
+            self._start(fault, quiet=True)
+        if spec.duration is not None:
+            ends_in = spec.start_in + spec.duration
+            fault.timers.append(loop.call_later(ends_in, self._finish, fault, "expired"))
+        return fault
+
+    def get(self, fault_id: int) -> Fault | None:
+        return self.faults.get(fault_id)
+
+    def remove(self, fault_id: int) -> Fault | None:
+        """Clear one fault (None if there is no such fault)."""
+        fault = self.faults.get(fault_id)
+        if fault is not None:
+            self._finish(fault, "cleared")
+        return fault
+
+    def clear(self) -> list[Fault]:
+        cleared = list(self.faults.values())
+        for fault in cleared:
+            self._finish(fault, "cleared")
+        return cleared
+
+    def views(self) -> list[dict[str, Any]]:
+        now = time.monotonic()
+        return [fault.view(now) for fault in self.faults.values()]
+
+    def faults_of(self, server: str) -> list[dict[str, Any]]:
+        """The faults active on one server, as the API shows them."""
+        now = time.monotonic()
+        return [self.faults[each].view(now) for each in sorted(self.on_server.get(server, ()))]
+
+    def active_by_kind(self) -> dict[str, int]:
+        """Active faults by kind, every kind present (for modbus_farm_faults_active).
+
+        Called from the scrape's thread: the table is copied in one C-level step first.
+        """
+        faults = tuple(self.faults.values())
+        counts: Counter[str] = Counter(f.spec.kind for f in faults if f.state == "active")
+        return {kind: counts[kind] for kind in KINDS}
+
+    def active_for(self, worker: int) -> ActiveFaults:
+        """Every fault active now on a worker's servers, as the worker applies them."""
+        return tuple(
+            (fault.rule, fault.placement[worker])
+            for fault in self.faults.values()
+            if fault.state == "active" and worker in fault.placement
+        )
+
+    async def close(self) -> None:
+        """The farm is stopping: cancel every timer and whatever is under way."""
+        for fault in self.faults.values():
+            for timer in fault.timers:
+                timer.cancel()
+        for task in self.tasks:
+            task.cancel()
+        if self.tasks:
+            await asyncio.gather(*self.tasks, return_exceptions=True)
+
+    # -- the life of a fault ---------------------------------------------------------------
+
+    def _resolve(self, spec: FaultSpec) -> list[str]:
+        target = spec.target
+        unknown = [name for name in target.servers if name not in self.where]
+        if unknown:
+            raise FaultSpecError("target.servers", f"no server named {unknown[0]!r} in this farm")
+        if target.fleet is not None and target.fleet not in self.fleets.values():
+            fleets = ", ".join(sorted(set(self.fleets.values())))
+            raise FaultSpecError("target.fleet", f"no fleet {target.fleet!r}; fleets: {fleets}")
+        servers = select(target, self.fleets.items())
+        if not servers:
+            raise FaultSpecError("target", "matches no server of this farm")
+        return servers
+
+    def _start(self, fault: Fault, quiet: bool = False) -> None:
+        fault.state = "active"
+        for name in fault.servers:
+            self.on_server.setdefault(name, set()).add(fault.id)
+        if not quiet:
+            log.info("fault %d started: %s on %s", fault.id, _what(fault), _on(fault))
+        if fault.spec.kind in SERVER_KINDS:
+            self._later(self._take_down(fault))
+        self._tell(fault)
+
+    def _finish(self, fault: Fault, how: str) -> None:
+        if self.faults.pop(fault.id, None) is None:
+            return
+        for timer in fault.timers:
+            timer.cancel()
+        log.info("fault %d %s: %s on %s", fault.id, how, _what(fault), _on(fault))
+        was, fault.state = fault.state, how
+        if was != "active":
+            return
+        for name in fault.servers:
+            ids = self.on_server.get(name)
+            if ids is not None:
+                ids.discard(fault.id)
+                if not ids:
+                    del self.on_server[name]
+        if fault.spec.kind in SERVER_KINDS:
+            self._later(self._bring_back(fault))
+        self._tell(fault)
+
+    def _tell(self, fault: Fault) -> None:
+        """Send every worker that hosts a server of `fault` its active faults, as they are."""
+        for worker in fault.placement:
+            self._later(self._update(worker))
+
+    async def _update(self, worker: int) -> None:
+        seq = next(self.seqs)
+        confirmed = self.acks[seq] = asyncio.get_running_loop().create_future()
+        make = functools.partial(self._faults, worker, seq)
+        try:
+            if await self.supervisor.update_worker(worker, make):
+                await asyncio.wait_for(confirmed, SETTLE_TIMEOUT_S)
+        except TimeoutError:
+            log.warning("worker %d did not confirm its faults in %g s", worker, SETTLE_TIMEOUT_S)
+        finally:
+            del self.acks[seq]
+
+    def _faults(self, worker: int, seq: int) -> Faults:
+        return Faults(active=self.active_for(worker), seq=seq)
+
+    def _applied(self, message: FaultsApplied) -> None:
+        confirmed = self.acks.get(message.seq)
+        if confirmed is not None and not confirmed.done():
+            confirmed.set_result(None)
+
+    async def _take_down(self, fault: Fault) -> None:
+        """Stop the fault's servers (those not stopped already) and count the outage."""
+        switched = await asyncio.gather(*(self.switch.stop(name) for name in fault.servers))
+        for name, done in zip(fault.servers, switched, strict=True):
+            if done.changed:
+                fault.downed.add(name)
+                worker, position = self.where[name]
+                self.supervisor.slots[worker].counters.count_injection(position, fault.spec.kind)
+
+    async def _bring_back(self, fault: Fault) -> None:
+        """Start what the fault stopped, unless another offline fault still holds it; a
+        reboot writes the template's starting values first."""
+        held = {
+            name
+            for other in self.faults.values()
+            if other.state == "active" and other.spec.kind in SERVER_KINDS
+            for name in other.servers
+        }
+        back = sorted(fault.downed - held)
+        if fault.spec.kind == "reboot":
+            for name in back:
+                self._power_cycle(name)
+        await asyncio.gather(*(self._start_server(name) for name in back))
+
+    async def _start_server(self, name: str) -> None:
+        try:
+            await self.switch.start(name)
+        except CannotStart as error:  # it stays stopped, as `farm server start` would say
+            log.warning("%s", error)
+
+    def _power_cycle(self, name: str) -> None:
+        worker, position = self.where[name]
+        slot = self.supervisor.slots[worker]
+        spec = slot.shard.servers[position]
+        reset_server(slot.segment.buf, spec, self.supervisor.plan.templates[spec.template])
+
+    def _later(self, coroutine: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.create_task(coroutine)
+        self.tasks.add(task)
+        task.add_done_callback(self.tasks.discard)
+
+
+def _what(fault: Fault) -> str:
+    params = fault.spec.model_dump(
+        include={"ms", "jitter_ms", "distribution", "code", "mode", "segments", "gap_ms"},
+        exclude_defaults=True,
+    )
+    shown = " ".join(
+        f"{key}={value:g}" if isinstance(value, float) else f"{key}={value}"
+        for key, value in params.items()
+    )
+    if fault.spec.probability < 1:
+        shown += f" probability={fault.spec.probability:g}"
+    return f"{fault.spec.kind} {shown}".rstrip()
+
+
+def _on(fault: Fault) -> str:
+    names = ", ".join(fault.servers[:SHOWN_NAMES])
+    more = len(fault.servers) - SHOWN_NAMES
+    if more > 0:
+        return f"{len(fault.servers)} servers ({names} and {more} more)"
+    return f"{len(fault.servers)} server{'s' if len(fault.servers) > 1 else ''} ({names})"

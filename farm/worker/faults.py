@@ -1,0 +1,281 @@
+"""Fault hooks: how a faulted server answers (farm.config.faults says what each kind means).
+
+Sits beside the engine in a worker (... worker -> engine -> faults -> outbox). A `Device`
+with no fault has `faults = None`, and its connections pay that one attribute check per
+read: the engine's own loop and the fast path run untouched. A device with faults hands
+each read to `ServerFaults.received`, which frames MBAP like the engine does, then for each
+request draws which rules apply (function code, unit, address range, probability) and acts:
+    answer-level, where the answer is built: exception (the request is not carried out),
+        garble, wrong_tid, wrong_unit;
+    connection-level, through the connection's ordered outbox (farm.worker.outbox): delay,
+        slice, drop (nothing is queued; the request is not carried out), disconnect and
+        reset (after the answers before them; later requests go unanswered).
+When the last rule of a server is cleared while some answers are still waiting, the device
+keeps its (empty) `ServerFaults` until they have left, so later answers cannot overtake them.
+Offline and reboot act on the server's listener, not on requests (farm.worker.process).
+"""
+
+from __future__ import annotations
+
+import random
+import struct
+from collections.abc import Callable
+from time import perf_counter_ns
+from typing import TYPE_CHECKING
+
+from farm.config.fault_rules import SERVER_KINDS, FaultRule
+from farm.ipc.messages import ActiveFaults
+from farm.ipc.stats import (
+    BYTES_RECEIVED,
+    BYTES_SENT,
+    EXCEPTION_SLOT,
+    INJECTION_SLOT,
+    MALFORMED_FRAMES,
+    REQUEST_SLOT,
+)
+from farm.worker.fastpath import exception_pdu
+from farm.worker.outbox import CLOSE, RESET, SEND, Entry, Outbox, count_answered
+
+if TYPE_CHECKING:
+    from farm.worker.engine import Device, ModbusConnection
+
+_HEADER = struct.Struct(">HHHB")
+_ADDRESS_COUNT = struct.Struct(">HH")
+MAX_MBAP_LENGTH = 254  # as farm.worker.engine
+# Function codes whose request starts with an address, and those that also give a count.
+_ADDRESSED = frozenset({1, 2, 3, 4, 5, 6, 15, 16, 22, 23})
+_COUNTED = frozenset({1, 2, 3, 4, 15, 16, 23})
+_NO_FUNCTION = (0, *range(44, 65), *range(73, 100))  # unassigned in the spec (v1.1b3, 5.1)
+
+
+class ServerFaults:
+    """The rules active on one server, and how many of its connections hold answers back."""
+
+    __slots__ = ("device", "pending", "rng", "rules")
+
+    def __init__(self, device: Device, rules: tuple[FaultRule, ...], rng: random.Random) -> None:
+        self.device = device
+        self.rules = rules
+        self.rng = rng
+        self.pending = 0
+
+    def settle(self) -> None:
+        if not self.rules and not self.pending and self.device.faults is self:
+            self.device.faults = None
+
+    def received(self, connection: ModbusConnection, data: bytes) -> None:
+        """The faulted counterpart of `ModbusConnection.data_received` (same framing)."""
+        arrived = perf_counter_ns()
+        counters = self.device.counters
+        counters[BYTES_RECEIVED] += len(data)
+        outbox = connection.outbox
+        if outbox is not None and outbox.closing:
+            return  # a disconnect is queued: nothing more is answered
+        buffer = connection.buffer
+        buffer += data
+        batch = _Batch(connection, arrived)
+        position, available = 0, len(buffer)
+        while available - position >= 7:
+            transaction, protocol, length, unit = _HEADER.unpack_from(buffer, position)
+            if protocol != 0 or length < 2 or length > MAX_MBAP_LENGTH:
+                batch.flush()
+                counters[MALFORMED_FRAMES] += 1
+                buffer.clear()
+                connection.close()
+                return
+            end = position + 6 + length
+            if end > available:
+                break
+            self._request(batch, transaction, unit, bytes(buffer[position + 7 : end]))
+            position = end
+            if batch.stopped:
+                buffer.clear()
+                return
+        del buffer[:position]
+        batch.flush()
+
+    def _request(self, batch: _Batch, transaction: int, unit: int, pdu: bytes) -> None:
+        device = self.device
+        counters = device.counters
+        matched = [rule for rule in self.rules if self._applies(rule, unit, pdu)]
+        if not matched:
+            answer = device.answer(unit, pdu)
+            batch.answer(_HEADER.pack(transaction, 0, len(answer) + 1, unit) + answer)
+            return
+        for rule in matched:
+            counters[INJECTION_SLOT[rule.kind]] += 1
+        kinds = {rule.kind: rule for rule in matched}
+        delay = sum(self._delay(rule) for rule in matched if rule.kind == "delay")
+        stop = RESET if "reset" in kinds else CLOSE if "disconnect" in kinds else SEND
+        if stop != SEND or "drop" in kinds:
+            counters[REQUEST_SLOT[pdu[0]]] += 1  # counted, not carried out
+            if stop != SEND:
+                batch.queue(delay, 0.0, [b""], stop)
+            return
+        if "exception" in kinds:
+            counters[REQUEST_SLOT[pdu[0]]] += 1
+            code = kinds["exception"].code
+            counters[EXCEPTION_SLOT[code]] += 1
+            answer = exception_pdu(pdu[0], code)
+        else:
+            answer = device.answer(unit, pdu)
+        if "wrong_tid" in kinds:
+            transaction = (transaction + 0x8000) & 0xFFFF
+        if "wrong_unit" in kinds:
+            unit = (unit + 1) & 0xFF
+        frame = _HEADER.pack(transaction, 0, len(answer) + 1, unit) + answer
+        if "garble" in kinds:
+            frame = self._garble(frame, kinds["garble"].mode)
+        pieces = [frame]
+        gap = 0.0
+        if "slice" in kinds:
+            pieces = _cut(frame, kinds["slice"].segments)
+            gap = kinds["slice"].gap_ms / 1000
+        if delay or gap or batch.waiting():
+            batch.queue(delay, gap, pieces, SEND)
+        else:
+            batch.answer(frame)
+
+    def _applies(self, rule: FaultRule, unit: int, pdu: bytes) -> bool:
+        fc = pdu[0]
+        if rule.function_codes and fc not in rule.function_codes:
+            return False
+        if rule.unit is not None and unit != rule.unit:
+            return False
+        if rule.first_address > 0 or rule.last_address < 65535:
+            if fc not in _ADDRESSED or len(pdu) < 5:
+                return False
+            address, count = _ADDRESS_COUNT.unpack_from(pdu, 1)
+            last = address + max(count, 1) - 1 if fc in _COUNTED else address
+            if last < rule.first_address or address > rule.last_address:
+                return False
+        return rule.probability >= 1.0 or self.rng.random() < rule.probability
+
+    def _delay(self, rule: FaultRule) -> float:
+        if rule.distribution == "uniform":
+            ms = rule.ms + rule.jitter_ms * (2 * self.rng.random() - 1)
+        elif rule.distribution == "normal":
+            ms = self.rng.gauss(rule.ms, rule.jitter_ms)
+        else:
+            ms = rule.ms
+        return max(ms, 0.0) / 1000
+
+    def _garble(self, frame: bytes, mode: str) -> bytes:
+        if mode == "truncate":  # the header promises more than comes
+            return frame[: len(frame) - max(1, (len(frame) - 7) // 2)]
+        if mode == "length":  # one byte short: the last byte reads as the next frame's start
+            length = (frame[4] << 8) | frame[5]
+            return frame[:4] + struct.pack(">H", length - 1) + frame[6:]
+        # Random bytes, but the function code is one no answer can carry (0, or a code the
+        # spec leaves unassigned): random bytes can otherwise read as a valid exception.
+        function_code = bytes((self.rng.choice(_NO_FUNCTION),))
+        return frame[:7] + function_code + self.rng.randbytes(len(frame) - 8)
+
+
+def _cut(frame: bytes, segments: int) -> list[bytes]:
+    """`frame` in `segments` pieces of nearly equal size (fewer if it is shorter)."""
+    segments = min(segments, len(frame))
+    size, extra = divmod(len(frame), segments)
+    pieces, start = [], 0
+    for number in range(segments):
+        end = start + size + (1 if number < extra else 0)
+        pieces.append(frame[start:end])
+        start = end
+    return pieces
+
+
+class _Batch:
+    """The answers to one read: written at once while nothing waits, else queued in order."""
+
+    __slots__ = ("arrived", "connection", "ready", "stopped")
+
+    def __init__(self, connection: ModbusConnection, arrived: int) -> None:
+        self.connection = connection
+        self.arrived = arrived
+        self.ready: list[bytes] = []
+        self.stopped = False
+
+    def waiting(self) -> bool:
+        outbox = self.connection.outbox
+        return outbox is not None and len(outbox) > 0
+
+    def answer(self, frame: bytes) -> None:
+        if self.waiting():
+            self.queue(0.0, 0.0, [frame], SEND)
+        else:
+            self.ready.append(frame)
+
+    def flush(self) -> None:
+        """Write the answers that need not wait (nothing is queued before them)."""
+        if not self.ready:
+            return
+        connection = self.connection
+        counters = connection.device.counters
+        out = b"".join(self.ready)
+        if connection.transport is not None:
+            connection.transport.write(out)
+            counters[BYTES_SENT] += len(out)
+            count_answered(counters, len(self.ready), self.arrived)
+        self.ready = []
+
+    def queue(self, delay: float, gap: float, pieces: list[bytes], action: int) -> None:
+        self.flush()
+        outbox = self._outbox()
+        if outbox is None:
+            return
+        not_before = outbox.loop.time() + delay
+        last = len(pieces) - 1
+        for number, piece in enumerate(pieces):
+            answers = 1 if number == last and action == SEND else 0
+            outbox.push(
+                Entry(
+                    not_before=not_before,
+                    gap=gap if number else 0.0,
+                    data=piece,
+                    action=action if number == last else SEND,
+                    answers=answers,
+                    arrived_ns=self.arrived,
+                )
+            )
+        self.stopped = action != SEND
+
+    def _outbox(self) -> Outbox | None:
+        connection = self.connection
+        faults = connection.device.faults
+        if connection.transport is None or faults is None:
+            return None
+        if connection.outbox is None:
+            connection.outbox = Outbox(connection.transport, connection.device.counters, faults)
+        connection.outbox.owner = faults  # an empty outbox may still name an earlier owner
+        return connection.outbox
+
+
+class FaultBook:
+    """The fault rules of every server of a worker, by position in the shard."""
+
+    def __init__(self) -> None:
+        self.rules: dict[int, tuple[FaultRule, ...]] = {}
+        self.rng = random.Random()
+
+    def replace(self, active: ActiveFaults, devices: Callable[[int], Device | None]) -> None:
+        """Make `active` (all the worker's faults now) the rules; `devices` finds built ones."""
+        rules: dict[int, list[FaultRule]] = {}
+        for rule, positions in active:
+            if rule.kind in SERVER_KINDS:
+                continue  # acts on the listener (farm.worker.process), not on requests
+            for position in positions:
+                rules.setdefault(position, []).append(rule)
+        before, self.rules = self.rules, {p: tuple(each) for p, each in rules.items()}
+        for position in before.keys() | self.rules.keys():
+            device = devices(position)
+            if device is not None:
+                self.attach(device, position)
+
+    def attach(self, device: Device, position: int) -> None:
+        """Give a device the rules of its position (a new one, or after a change)."""
+        rules = self.rules.get(position, ())
+        if device.faults is not None:
+            device.faults.rules = rules
+            device.faults.settle()
+        elif rules:
+            device.faults = ServerFaults(device, rules, self.rng)
