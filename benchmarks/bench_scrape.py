@@ -144,7 +144,6 @@ def make_farm(servers: int, workers: int = 2, seed: int = 1) -> _Farm:
         fill(counters, rng)
         beat = Heartbeat(
             worker=shard.worker,
-            seq=1,
             servers_up=len(shard.servers),
             loop_lag_s=0.0004,
             cpu_s=12.5,

@@ -15,9 +15,11 @@ Every error a user can meet is one line on stderr and a non-zero exit (FarmError
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import sys
 import time
+from collections.abc import Callable, Coroutine
 from typing import Any
 
 import click
@@ -113,10 +115,18 @@ def up(
         exit_with(error)
     except KeyboardInterrupt:
         sys.exit(130)
-    err.print("farm stopped")
+    # After a hangup the terminal is gone and writing to it fails (EIO): the stop was clean.
+    with contextlib.suppress(OSError):
+        err.print("farm stopped")
 
 
-def _run_up(total: int, make: Any) -> None:
+ProgressCallback = Callable[[int, int], None]
+ReadyCallback = Callable[[ReadySummary], None]
+
+
+def _run_up(
+    total: int, make: Callable[[ProgressCallback, ReadyCallback], Coroutine[Any, Any, None]]
+) -> None:
     progress = Progress(
         TextColumn("starting servers"),
         BarColumn(),

@@ -21,48 +21,56 @@ Conversation:
 End-of-file on the pipe means the other side is gone: a worker then exits.
 
 Wire format: each message is one `Connection.send_bytes` frame (the connection adds a
-4-byte length prefix) holding `VERSION` (one byte) then a pickle (protocol 5) of one message
-object. Receivers refuse frames over `MAX_FRAME_BYTES`, frames of another version, and
-pickles that name any class outside this package's message, plan and template modules.
+4-byte length prefix) holding `VERSION` (one byte) then the message as MessagePack
+(msgspec): a map whose "type" key names the message class, every other key one of its
+fields. Templates and server specs inside an Assign are the plain frozen dataclasses of
+farm.config, encoded field by field (enums as their values, tuples as arrays). Decoding
+is typed: the receiver builds exactly the classes of the `Message` union and their field
+types, and nothing else; nothing is unpickled or looked up by name. A frame over
+`MAX_FRAME_BYTES`, of another version, naming another type, with a field missing, unknown
+or of the wrong type, or with bytes that are not MessagePack (or not UTF-8 where text is
+due) is a `ProtocolError`.
+
 A listening socket travels right after the Control that announces it, as one byte `S` with
 the descriptor in SCM_RIGHTS ancillary data (the pipe is a Unix socket pair); frames are
 read to their exact length, so the byte is never swallowed by a frame read.
+
+A new message is a class here (a `_Message`) added to `Message`; its fields must be types
+msgspec encodes (builtins, enums, tuples, dicts, dataclasses or structs of those).
 """
 
 from __future__ import annotations
 
 import asyncio
-import io
 import os
-import pickle
 import socket
 from collections.abc import Callable
-from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Protocol
+
+import msgspec
 
 from farm.config.fault_rules import FaultRule
 from farm.config.plan import ServerSpec
 from farm.config.templates import DeviceTemplate
 
-VERSION = 1
+VERSION = 2
 MAX_FRAME_BYTES = 64 * 1024 * 1024
 STOP_SERVER = "stop_server"
 START_SERVER = "start_server"
 _SOCKET_MARK = b"S"
-_ALLOWED_MODULES = frozenset(
-    {"farm.ipc.messages", "farm.config.plan", "farm.config.templates", "farm.config.fault_rules"}
-)
 # Each active fault with the shard positions (indexes into Assign.servers) it applies to.
 ActiveFaults = tuple[tuple[FaultRule, tuple[int, ...]], ...]
-_ALLOWED_BUILTINS = frozenset({"frozenset", "set", "slice"})
 
 
 class ProtocolError(Exception):
     """A frame that is not a message of this version."""
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
-class Assign:
+class _Message(msgspec.Struct, frozen=True, kw_only=True, tag=True, forbid_unknown_fields=True):
+    """Base of every message: frozen, keyword-only, tagged on the wire with its class name."""
+
+
+class Assign(_Message, frozen=True):
     worker: int
     segment: str
     stats_segment: str  # the shard's counters (farm.ipc.stats), also owned by the master
@@ -75,25 +83,21 @@ class Assign:
     faults: ActiveFaults = ()  # as a Faults message would say (a restarted worker keeps them)
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
-class ServerFailed:
+class ServerFailed(_Message, frozen=True):
     worker: int
     server: str
     address: str
     reason: str
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
-class Ready:
+class Ready(_Message, frozen=True):
     worker: int
     servers_up: int
     failed: tuple[ServerFailed, ...] = ()
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
-class Heartbeat:
+class Heartbeat(_Message, frozen=True):
     worker: int
-    seq: int
     servers_up: int
     loop_lag_s: float
     cpu_s: float
@@ -102,36 +106,30 @@ class Heartbeat:
     requests: int
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
-class Faults:
+class Faults(_Message, frozen=True):
     active: ActiveFaults
     seq: int  # echoed by FaultsApplied
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
-class FaultsApplied:
+class FaultsApplied(_Message, frozen=True):
     worker: int
     seq: int
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
-class Control:
+class Control(_Message, frozen=True):
     request_id: int
-    op: str
+    op: str  # STOP_SERVER or START_SERVER; a worker answers any other with an error
     server: str
-    args: dict[str, Any] = field(default_factory=dict)
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
-class Reply:
+class Reply(_Message, frozen=True):
     request_id: int
     ok: bool
-    result: Any = None
+    result: int | None = None  # the servers the worker serves now
     error: str = ""
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
-class Stop:
+class Stop(_Message, frozen=True):
     reason: str = ""
 
 
@@ -140,20 +138,18 @@ Message = (
 )
 
 
-class _Connection(Protocol):
+class Connection(Protocol):
+    """The parts of a `multiprocess` pipe end this package uses."""
+
     def send_bytes(self, buf: bytes) -> None: ...
     def recv_bytes(self, maxlength: int | None = None) -> bytes: ...
-
-
-class _MessageUnpickler(pickle.Unpickler):
-    def find_class(self, module: str, name: str) -> Any:
-        if module in _ALLOWED_MODULES or (module == "builtins" and name in _ALLOWED_BUILTINS):
-            return super().find_class(module, name)
-        raise ProtocolError(f"pipe message names a foreign class {module}.{name}")
+    def poll(self, timeout: float | None = 0.0) -> bool: ...
+    def fileno(self) -> int: ...
+    def close(self) -> None: ...
 
 
 def encode(message: Message) -> bytes:
-    frame = bytes([VERSION]) + pickle.dumps(message, protocol=5)
+    frame = bytes([VERSION]) + msgspec.msgpack.encode(message)
     if len(frame) > MAX_FRAME_BYTES:
         raise ProtocolError(f"{type(message).__name__} is {len(frame)} bytes, over the cap")
     return frame
@@ -163,16 +159,16 @@ def decode(frame: bytes) -> Message:
     if not frame or frame[0] != VERSION:
         found = frame[0] if frame else "nothing"
         raise ProtocolError(f"pipe frame version {found}, expected {VERSION}")
+    if len(frame) > MAX_FRAME_BYTES:
+        raise ProtocolError(f"pipe frame of {len(frame)} bytes, over {MAX_FRAME_BYTES}")
     try:
-        message = _MessageUnpickler(io.BytesIO(frame[1:])).load()
-    except (pickle.UnpicklingError, EOFError, AttributeError, ImportError, TypeError) as exc:
+        message: Message = msgspec.msgpack.decode(memoryview(frame)[1:], type=Message)
+    except (msgspec.MsgspecError, ValueError, TypeError) as exc:  # ValueError: bad UTF-8 too
         raise ProtocolError(f"pipe frame is not a readable message: {exc}") from exc
-    if not isinstance(message, Message):
-        raise ProtocolError(f"pipe frame holds a {type(message).__name__}, not a message")
     return message
 
 
-def watch(loop: asyncio.AbstractEventLoop, conn: Any, callback: Callable[[], None]) -> None:
+def watch(loop: asyncio.AbstractEventLoop, conn: Connection, callback: Callable[[], None]) -> None:
     """Call `callback` when a message can be read, keeping the pipe in blocking mode.
 
     uvloop's add_reader makes the descriptor non-blocking; then a frame larger than the
@@ -184,11 +180,11 @@ def watch(loop: asyncio.AbstractEventLoop, conn: Any, callback: Callable[[], Non
     os.set_blocking(conn.fileno(), True)
 
 
-def send(conn: _Connection, message: Message) -> None:
+def send(conn: Connection, message: Message) -> None:
     conn.send_bytes(encode(message))
 
 
-def receive(conn: _Connection) -> Message:
+def receive(conn: Connection) -> Message:
     """Read one message; raises EOFError when the other side is gone."""
     try:
         frame = conn.recv_bytes(MAX_FRAME_BYTES)
@@ -199,13 +195,13 @@ def receive(conn: _Connection) -> Message:
     return decode(frame)
 
 
-def send_socket(conn: Any, sock: socket.socket) -> None:
+def send_socket(conn: Connection, sock: socket.socket) -> None:
     """Pass `sock`'s descriptor to the other end (which calls `receive_socket`)."""
     with socket.fromfd(conn.fileno(), socket.AF_UNIX, socket.SOCK_STREAM) as channel:
         socket.send_fds(channel, [_SOCKET_MARK], [sock.fileno()])
 
 
-def receive_socket(conn: Any) -> socket.socket:
+def receive_socket(conn: Connection) -> socket.socket:
     """The socket `send_socket` passed (blocks until it arrives)."""
     with socket.fromfd(conn.fileno(), socket.AF_UNIX, socket.SOCK_STREAM) as channel:
         data, fds, _, _ = socket.recv_fds(channel, 1, 1)

@@ -2,17 +2,22 @@
 owns the signals.
 
 Ties the flow together for `farm up` (plan -> listeners -> supervisor -> api). The only
-module that touches signals: SIGINT and SIGTERM, through `loop.add_signal_handler`, ask
-for a graceful stop (stop accepting, finish, close, exit 0).
+module that touches signals: SIGINT (Ctrl-C), SIGTERM (a service manager, `docker stop`)
+and SIGHUP (the terminal was closed) ask for a graceful stop (stop accepting, finish,
+close, exit 0). They are caught with `loop.add_signal_handler`, which installs a real
+handler: as PID 1 of a container, where the kernel drops every signal that has no handler
+(SIGTERM's default action included), the farm still stops on SIGTERM.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import ipaddress
 import signal
+import socket
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
 from aiohttp import web
@@ -25,6 +30,8 @@ from farm.master.inventory import Inventory
 from farm.master.listeners import bind_all, describe
 from farm.master.supervisor import Supervisor, SupervisorOptions
 from farm.master.switch import Switch
+
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -75,35 +82,26 @@ async def serve(
     on_progress: Callable[[int, int], None] | None = None,
     on_ready: Callable[[ReadySummary], None] | None = None,
 ) -> None:
-    """Run the farm until SIGINT/SIGTERM or `POST /api/v1/shutdown`; raises FarmError."""
+    """Run the farm until a stop signal or `POST /api/v1/shutdown`; raises FarmError."""
     began = time.monotonic()
     check_api_exposure(options)
-    loop = asyncio.get_running_loop()
     stop_requested = asyncio.Event()
-    # First of all: a SIGTERM while the sockets are being bound must still stop the farm
-    # cleanly (the handler only sets an event; the start below then gives way to the stop).
-    for signum in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(signum, stop_requested.set)
-    try:
+    # Undone in reverse order, whatever happens: the API stops, the workers stop and the
+    # sockets and shared memory go, and only then the signal handlers (a second Ctrl-C
+    # during the stop must not kill the master halfway through).
+    async with contextlib.AsyncExitStack() as cleanup:
+        # First of all: a signal while the sockets are being bound must still stop the farm
+        # cleanly (the handler only sets an event; the start below then gives way to the stop).
+        cleanup.enter_context(_stop_signals(stop_requested.set))
         sockets = bind_all(plan.servers())
-    except BaseException:
-        _remove_signal_handlers(loop)
-        raise
-    try:
+        cleanup.callback(_close, sockets)  # in case the supervisor never takes them over
         supervisor = Supervisor(plan, sockets, options.supervisor)
-    except BaseException:
-        for sock in sockets.values():
-            sock.close()
-        _remove_signal_handlers(loop)
-        raise
-    supervisor.on_progress = on_progress
-    supervisor.on_fatal = stop_requested.set
-    runner: web.AppRunner | None = None
-    metrics_runner: web.AppRunner | None = None
-    faults: FaultTable | None = None
-    try:
+        cleanup.push_async_callback(supervisor.stop)
+        supervisor.on_progress = on_progress
+        supervisor.on_fatal = stop_requested.set
         inventory, switch = Inventory(supervisor), Switch(supervisor)
         faults = FaultTable(supervisor, switch)
+        cleanup.push_async_callback(faults.close)
         inventory.faults = faults.faults_of
         app = build_app(
             supervisor,
@@ -114,13 +112,16 @@ async def serve(
             switch=switch,
             faults=faults,
         )
-        runner = await _start_api(app, options.api_host, options.api_port)
+        cleanup.push_async_callback(
+            (await _start_api(app, options.api_host, options.api_port)).cleanup
+        )
         if options.metrics_port is not None:
             metrics_app = build_metrics_app(supervisor, faults)
             metrics_host = options.metrics_host or options.api_host
             metrics_runner = await _start_api(
                 metrics_app, metrics_host, options.metrics_port, "--metrics-port"
             )
+            cleanup.push_async_callback(metrics_runner.cleanup)
         starting = asyncio.create_task(supervisor.start())
         stopping = asyncio.create_task(stop_requested.wait())
         await asyncio.wait({starting, stopping}, return_when=asyncio.FIRST_COMPLETED)
@@ -134,17 +135,18 @@ async def serve(
             await asyncio.gather(starting, return_exceptions=True)
         if supervisor.fatal is not None:
             raise supervisor.fatal
+
+
+@contextlib.contextmanager
+def _stop_signals(stop: Callable[[], None]) -> Iterator[None]:
+    loop = asyncio.get_running_loop()
+    for signum in STOP_SIGNALS:
+        loop.add_signal_handler(signum, stop)
+    try:
+        yield
     finally:
-        # Handlers stay until everything is released: a second Ctrl-C during the stop
-        # must not kill the master halfway through.
-        if faults is not None:
-            await faults.close()
-        await supervisor.stop()
-        if runner is not None:
-            await runner.cleanup()
-        if metrics_runner is not None:
-            await metrics_runner.cleanup()
-        _remove_signal_handlers(loop)
+        for signum in STOP_SIGNALS:
+            loop.remove_signal_handler(signum)
 
 
 def check_api_exposure(options: MasterOptions) -> None:
@@ -167,9 +169,9 @@ def _loopback(host: str) -> bool:
         return False  # a name: it may resolve to anything
 
 
-def _remove_signal_handlers(loop: asyncio.AbstractEventLoop) -> None:
-    for signum in (signal.SIGINT, signal.SIGTERM):
-        loop.remove_signal_handler(signum)
+def _close(sockets: dict[int, socket.socket]) -> None:
+    for sock in sockets.values():
+        sock.close()
 
 
 def _metrics_urls(options: MasterOptions) -> tuple[str, ...]:

@@ -10,6 +10,13 @@ loop is stuck, or it was SIGSTOPped), is killed and replaced.
 Each slot (one shard) is restarted with a backoff that grows with consecutive crashes;
 a slot that fails to boot `max_boot_failures` times in a row, or a worker that exits with
 `EXIT_BOOT_FAILED`, stops the farm with a `BootError` naming the slot and the cause.
+
+Heartbeat ages are measured on the master's loop, so time the master itself was stalled
+(a long callback, a SIGSTOP, a laptop lid) is not charged to the workers: the watchdog
+measures how late its own sleeps wake up, adds that to `stalled_s`, and a worker's silence
+is the time since its last heartbeat minus the master's stalls since then. Without that, a
+master resumed after a stall would kill every healthy worker whose heartbeats were still
+waiting, unread, in its pipe.
 """
 
 from __future__ import annotations
@@ -22,9 +29,10 @@ import os
 import signal
 import socket
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
-from typing import Any
+from enum import StrEnum
+from typing import Any, Protocol
 
 import multiprocess
 
@@ -36,6 +44,7 @@ from farm.ipc.banks import Segment
 from farm.ipc.messages import (
     ActiveFaults,
     Assign,
+    Connection,
     Control,
     FaultsApplied,
     Heartbeat,
@@ -49,6 +58,27 @@ from farm.ipc.spawn import EXIT_BOOT_FAILED, WORKER_ENTRY, InheritedSockets, run
 from farm.ipc.stats import ShardCounters
 
 log = logging.getLogger("farm")
+
+
+class SlotState(StrEnum):
+    STARTING = "starting"  # spawned, not Ready yet
+    READY = "ready"
+    RESTARTING = "restarting"  # its worker died; a new one is due after the backoff
+    STOPPED = "stopped"  # the farm is stopping, or the slot failed for good
+
+
+class WorkerProcess(Protocol):
+    """The parts of a `multiprocess` Process the supervisor uses."""
+
+    @property
+    def pid(self) -> int | None: ...
+    @property
+    def sentinel(self) -> int: ...
+    @property
+    def exitcode(self) -> int | None: ...
+    def start(self) -> None: ...
+    def join(self, timeout: float | None = None) -> None: ...
+    def kill(self) -> None: ...
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -72,15 +102,18 @@ class Slot:
     # Server index -> the master's copy of its listening socket; a server stopped through
     # the API (farm.master.switch) has none, and a worker spawned meanwhile does not serve it.
     sockets: dict[int, socket.socket]
-    state: str = "starting"  # starting | ready | restarting | stopped
-    process: Any = None
-    conn: Any = None
+    state: SlotState = SlotState.STARTING
+    process: WorkerProcess | None = None
+    conn: Connection | None = None
     restarts: int = 0
     crashes_in_a_row: int = 0
     boot_failures: int = 0
     spawned_at: float = 0.0
     ready_at: float = 0.0
     last_heartbeat: float = 0.0
+    # The master's `stalled_s` when the worker was spawned and last heard from.
+    stalled_at_spawn: float = 0.0
+    stalled_at_heartbeat: float = 0.0
     heartbeat: Heartbeat | None = None
     servers_up: int = 0
     failed: dict[str, ServerFailed] = field(default_factory=dict)
@@ -98,11 +131,15 @@ class Slot:
 
 class Supervisor:
     def __init__(
-        self, plan: Plan, sockets: dict[int, socket.socket], options: SupervisorOptions
+        self,
+        plan: Plan,
+        sockets: dict[int, socket.socket],
+        options: SupervisorOptions,
+        entry: str = WORKER_ENTRY,  # `module:function` each worker process runs
     ) -> None:
         self.plan = plan
         self.options = options
-        self.started_at = time.time()
+        self.entry = entry
         self.origin = time.monotonic()
         self.context = multiprocess.get_context("spawn")
         self.slots = [
@@ -118,6 +155,7 @@ class Supervisor:
             initialize_shard(slot.segment.buf, slot.shard, plan.templates)
             slot.segment.remap()
         self.stopping = False
+        self.stalled_s = 0.0  # how long the master's own loop was late, in all
         self.fatal: BootError | None = None
         self.changed = asyncio.Event()  # set on every state change; start() waits on it
         self.on_progress: Callable[[int, int], None] | None = None
@@ -141,7 +179,7 @@ class Supervisor:
         # started in a thread, its sentinel never watched); each spawn sees `stopping` and
         # ends its worker itself.
         await asyncio.shield(asyncio.gather(*spawns))
-        while not all(slot.state == "ready" for slot in self.slots):
+        while not all(slot.state is SlotState.READY for slot in self.slots):
             if self.fatal is not None:
                 raise self.fatal
             self.changed.clear()
@@ -151,7 +189,11 @@ class Supervisor:
         """Ask every worker to stop, kill what is left after the grace period, free all."""
         self.stopping = True
         for slot in self.slots:
-            if slot.conn is not None and slot.process is not None and slot.state != "stopped":
+            if (
+                slot.conn is not None
+                and slot.process is not None
+                and slot.state != SlotState.STOPPED
+            ):
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(slot.sending.acquire(), self.options.stop_grace_s)
                     slot.sending.release()
@@ -200,14 +242,14 @@ class Supervisor:
         ours, theirs = self.context.Pipe(duplex=True)
         process = self.context.Process(
             target=run_entry,
-            args=(WORKER_ENTRY, theirs, InheritedSockets(tuple(slot.sockets.items()))),
+            args=(self.entry, theirs, InheritedSockets(tuple(slot.sockets.items()))),
             name=f"farm-worker-{slot.shard.worker}",
             daemon=True,
         )
-        slot.state, slot.process, slot.conn = "starting", process, ours
+        slot.state, slot.process, slot.conn = SlotState.STARTING, process, ours
         slot.servers_up, slot.heartbeat, slot.failed = 0, None, {}
         slot.exited = asyncio.Event()
-        slot.spawned_at = time.monotonic()
+        slot.spawned_at, slot.stalled_at_spawn = time.monotonic(), self.stalled_s
         # Process.start writes the pickled process object to the child: off the loop, it blocks.
         await asyncio.to_thread(process.start)
         theirs.close()
@@ -217,7 +259,7 @@ class Supervisor:
             slot.exited.set()
             return
         loop.add_reader(process.sentinel, self._on_exit, slot)
-        messages.watch(loop, ours, lambda: self._on_message(slot))
+        messages.watch(loop, ours, lambda: self._on_message(slot, ours))
         assign = Assign(
             worker=slot.shard.worker,
             segment=slot.segment.name,
@@ -242,31 +284,45 @@ class Supervisor:
             loop.remove_reader(slot.conn.fileno())
             slot.conn.close()
         slot.process, slot.conn = None, None
+        for future in slot.replies.values():  # nobody will answer them now
+            if not future.done():
+                future.set_result(None)
+        slot.replies.clear()
 
     def _on_exit(self, slot: Slot) -> None:
         process = slot.process
         if process is None:
             return
-        # The sentinel closes a moment before the child can be reaped.
-        process.join(1.0)
+        # The sentinel stays readable until the process is forgotten: one call is enough.
+        asyncio.get_running_loop().remove_reader(process.sentinel)
+        self._later(self._reap(slot, process))
+
+    async def _reap(self, slot: Slot, process: WorkerProcess) -> None:
+        """Collect a worker whose sentinel closed, then restart it or stop the farm."""
+        process.join(0)
+        if process.exitcode is None:
+            # The sentinel closes when the child's descriptors do, which can be well before
+            # it can be reaped (and join then waits for the exit whatever its timeout says).
+            # Never wait for that on the loop: heartbeats and the API would stall with it.
+            # A child that lingers stops heartbeating and is killed by the watchdog, or by
+            # stop(), so this returns.
+            await asyncio.to_thread(process.join)
+        if slot.process is not process:  # stop() has collected it meanwhile
+            return
         code, pid = process.exitcode, process.pid
-        booted = slot.state == "ready"
+        booted = slot.state is SlotState.READY
         self._forget_process(slot)
         slot.counters.reset_open_connections()  # its connections died with it
         slot.exited.set()
-        for future in slot.replies.values():  # nobody will answer them now
-            if not future.done():
-                future.set_result(None)
-        slot.replies.clear()
         if self.stopping:
-            slot.state = "stopped"
+            slot.state = SlotState.STOPPED
             self._changed()
             return
         cause = f"exit code {code}" if code is not None and code >= 0 else f"signal {-(code or 0)}"
         if code == EXIT_BOOT_FAILED:
             self._fail(slot, f"worker {slot.shard.worker} could not boot ({cause})")
             return
-        slot.state = "restarting"
+        slot.state = SlotState.RESTARTING
         slot.restarts += 1
         log.warning("worker %d (pid %s) died (%s); restarting it", slot.shard.worker, pid, cause)
         if not booted:
@@ -290,36 +346,37 @@ class Supervisor:
         await self._spawn(slot)
 
     def _fail(self, slot: Slot, message: str) -> None:
-        slot.state = "stopped"
+        slot.state = SlotState.STOPPED
         if self.fatal is None:
             self.fatal = BootError(message)
             if self.on_fatal is not None:
                 self.on_fatal()
         self._changed()
 
-    def _later(self, coroutine: Any) -> None:
+    def _later(self, coroutine: Coroutine[Any, Any, None]) -> None:
         task = asyncio.create_task(coroutine)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
     # -- messages ----------------------------------------------------------------------
 
-    def _on_message(self, slot: Slot) -> None:
+    def _on_message(self, slot: Slot, conn: Connection) -> None:
         try:
-            message = messages.receive(slot.conn)
+            message = messages.receive(conn)
         except (EOFError, OSError, messages.ProtocolError):
             # The pipe is closed or garbled: stop listening; the sentinel reports the exit.
-            if slot.conn is not None:
-                asyncio.get_running_loop().remove_reader(slot.conn.fileno())
+            asyncio.get_running_loop().remove_reader(conn.fileno())
             return
         now = time.monotonic()
         if isinstance(message, Heartbeat):
             slot.heartbeat, slot.last_heartbeat = message, now
             slot.servers_up = message.servers_up  # servers stop and start through the API
-            if slot.state == "starting":
+            slot.stalled_at_heartbeat = self.stalled_s
+            if slot.state is SlotState.STARTING:
                 self._progress()
         elif isinstance(message, Ready):
-            slot.state, slot.ready_at, slot.last_heartbeat = "ready", now, now
+            slot.state, slot.ready_at, slot.last_heartbeat = SlotState.READY, now, now
+            slot.stalled_at_heartbeat = self.stalled_s
             slot.servers_up, slot.boot_failures = message.servers_up, 0
             log.debug("worker %d ready: %d servers", slot.shard.worker, message.servers_up)
             self._progress()
@@ -347,19 +404,16 @@ class Supervisor:
         """Kill workers that miss their boot deadline or go silent; the exit path restarts."""
         interval = min(self.options.heartbeat_interval_s, 0.5)
         while True:
+            before = time.monotonic()
             await asyncio.sleep(interval)
             now = time.monotonic()
+            # However late this wake-up is, the master was not listening meanwhile.
+            self.stalled_s += max(0.0, now - before - interval)
             for slot in self.slots:
                 if slot.pid is None or self.stopping:
                     continue
-                if slot.state == "starting" and now - slot.spawned_at > self.options.boot_timeout_s:
-                    reason = f"not ready after {self.options.boot_timeout_s:.0f} s"
-                elif (
-                    slot.state == "ready"
-                    and now - slot.last_heartbeat > self.options.heartbeat_timeout_s
-                ):
-                    reason = f"no heartbeat for {now - slot.last_heartbeat:.1f} s"
-                else:
+                reason = self._overdue(slot, now)
+                if reason is None:
                     continue
                 log.warning(
                     "worker %d (pid %d): %s; replacing it", slot.shard.worker, slot.pid, reason
@@ -367,13 +421,26 @@ class Supervisor:
                 with contextlib.suppress(ProcessLookupError):
                     os.kill(slot.pid, signal.SIGKILL)
 
-    # -- queries and control -----------------------------------------------------------
+    def _overdue(self, slot: Slot, now: float) -> str | None:
+        """Why `slot`'s worker must be replaced now, if it must; master stalls not counted."""
+        if slot.state is SlotState.STARTING:
+            booting = now - slot.spawned_at - (self.stalled_s - slot.stalled_at_spawn)
+            if booting > self.options.boot_timeout_s:
+                return f"not ready after {self.options.boot_timeout_s:.0f} s"
+        elif slot.state is SlotState.READY:
+            silent = now - slot.last_heartbeat - (self.stalled_s - slot.stalled_at_heartbeat)
+            if silent > self.options.heartbeat_timeout_s:
+                return f"no heartbeat for {silent:.1f} s"
+        return None
+
+    # -- queries -----------------------------------------------------------------------
 
     def servers_up(self) -> int:
-        return sum(slot.servers_up for slot in self.slots if slot.state in ("ready", "starting"))
+        live = (SlotState.READY, SlotState.STARTING)
+        return sum(slot.servers_up for slot in self.slots if slot.state in live)
 
     def servers_ready(self) -> int:
-        return sum(slot.servers_up for slot in self.slots if slot.state == "ready")
+        return sum(slot.servers_up for slot in self.slots if slot.state is SlotState.READY)
 
     def servers_stopped(self) -> int:
         """Servers stopped through the API (farm.master.switch): offline on purpose."""

@@ -9,9 +9,9 @@ it is told to `Stop` or its pipe reaches end-of-file (the master is gone).
 
 A server that fails to start is reported (`ServerFailed`) and the others carry on. A server
 whose socket the master did not pass is stopped (farm.master.switch): its values still move,
-and `Control(START_SERVER)` brings it back with a fresh socket. Signals
-belong to the master: a worker ignores SIGINT (Ctrl-C reaches the whole process group) and
-is stopped through its pipe.
+and `Control(START_SERVER)` brings it back with a fresh socket. Signals belong to the
+master: a worker ignores SIGINT and SIGHUP (Ctrl-C and a closed terminal reach the whole
+process group) and is stopped through its pipe.
 """
 
 from __future__ import annotations
@@ -24,7 +24,6 @@ import socket
 import sys
 import time
 from dataclasses import dataclass, field
-from typing import Any
 
 import uvloop
 
@@ -33,6 +32,7 @@ from farm.ipc import messages
 from farm.ipc.banks import ReadOnlyMasks, Segment, read_only_masks, server_banks
 from farm.ipc.messages import (
     Assign,
+    Connection,
     Control,
     Faults,
     FaultsApplied,
@@ -54,9 +54,10 @@ BATCH = 250  # servers started between two yields to the loop (heartbeats keep f
 _PAGE = os.sysconf("SC_PAGE_SIZE")
 
 
-def run(conn: Any, sockets: dict[int, socket.socket]) -> None:
+def run(conn: Connection, sockets: dict[int, socket.socket]) -> None:
     """Process entry point (spawned by the supervisor)."""
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    for signum in (signal.SIGINT, signal.SIGHUP):
+        signal.signal(signum, signal.SIG_IGN)
     _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
     if not conn.poll(ASSIGN_TIMEOUT_S):
@@ -106,7 +107,7 @@ class ConnectionFactory:
 
 @dataclass
 class Worker:
-    conn: Any
+    conn: Connection
     assign: Assign
     sockets: dict[int, socket.socket]
     servers: dict[int, asyncio.AbstractServer] = field(default_factory=dict)  # by number
@@ -203,14 +204,12 @@ class Worker:
 
     async def _heartbeats(self) -> None:
         interval = self.assign.heartbeat_interval_s
-        seq = 0
         while True:
             if self.counters is not None:
                 self.counters.record_cpu()
             self._send(
                 Heartbeat(
                     worker=self.assign.worker,
-                    seq=seq,
                     servers_up=len(self.servers),
                     loop_lag_s=self.loop_lag_s,
                     cpu_s=time.process_time(),
@@ -219,7 +218,6 @@ class Worker:
                     requests=self.counters.requests_total() if self.counters else 0,
                 )
             )
-            seq += 1
             before = time.monotonic()
             await asyncio.sleep(interval)
             self.loop_lag_s = max(0.0, time.monotonic() - before - interval)
@@ -227,8 +225,8 @@ class Worker:
     def _on_pipe(self) -> None:
         try:
             message = messages.receive(self.conn)
-        except (EOFError, OSError):
-            self.stopping.set()  # the master is gone
+        except (EOFError, OSError, messages.ProtocolError):
+            self.stopping.set()  # the master is gone, or its pipe is garbled: nothing to obey
             return
         if isinstance(message, Stop):
             self.stopping.set()

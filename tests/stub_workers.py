@@ -1,0 +1,37 @@
+"""Worker entry points that misbehave on purpose, for supervisor tests.
+
+A Supervisor spawns its workers by entry-point name (`Supervisor(..., entry=...)`), so a
+test can hand it one of these: each runs in a real spawned process, as a worker would.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import sys
+import time
+
+from farm.ipc.messages import Connection
+
+LINGER_S = 3.0
+
+
+def crash_at_once(conn: Connection, sockets: dict[int, socket.socket]) -> None:
+    """Die before saying Ready: a worker that fails to boot (not "could not boot")."""
+    sys.exit(1)
+
+
+def close_fds_and_linger(conn: Connection, sockets: dict[int, socket.socket]) -> None:
+    """Close every inherited descriptor, the end of the master's sentinel pipe among them,
+    then stay alive a while: the master sees the sentinel close long before it can reap."""
+    os.closerange(3, os.sysconf("SC_OPEN_MAX"))
+    time.sleep(LINGER_S)
+    os._exit(1)
+
+
+def send_frame_and_linger(conn: Connection, sockets: dict[int, socket.socket]) -> None:
+    """Send the master one frame, the bytes of the file `FARM_TEST_FRAME` names, and linger."""
+    with open(os.environ["FARM_TEST_FRAME"], "rb") as frame:
+        conn.send_bytes(frame.read())
+    time.sleep(LINGER_S)
+    os._exit(1)
