@@ -11,6 +11,7 @@ are JSON `{"error": "..."}` with a message that says what to fix. Mutating endpo
     POST /api/v1/shutdown       stop the farm gracefully
     GET  /api/v1/openapi.json   the OpenAPI 3.1 document of every route here
     GET  /metrics               Prometheus text format (also alone on `--metrics-port`)
+    GET  /                      the fleet view, a live page (farm.master.pages, fleetview)
 
 `GET /api/v1/status` also lists `metrics_urls`, where the farm serves /metrics (the separate
 metrics listener first): `farm prometheus-config` builds its scrape config from them.
@@ -31,9 +32,11 @@ from farm.master.api_faults import fault_routes
 from farm.master.api_servers import server_routes
 from farm.master.api_values import value_routes
 from farm.master.faults import FaultTable
+from farm.master.fleetview import FleetView, ViewSources
 from farm.master.inventory import Inventory
 from farm.master.metrics import CONTENT_TYPE, FarmMetrics
 from farm.master.openapi import openapi_route
+from farm.master.pages import add_view
 from farm.master.routes import Call, Route, add_routes
 from farm.master.supervisor import Supervisor
 from farm.master.switch import Switch
@@ -163,5 +166,14 @@ def build_app(
     add_routes(app, value_routes(inventory))
     add_routes(app, fault_routes(faults))
     add_routes(app, routes)
+    add_view(app, FleetView(supervisor, sources=view_sources(faults)), bool(token))
     add_routes(app, [metrics_route(supervisor, faults), openapi_route(token_required=bool(token))])
     return app
+
+
+def view_sources(faults: FaultTable) -> ViewSources:
+    """What the fleet view shows of the fault table: who is faulted, how many faults."""
+    return ViewSources(
+        faulted=lambda: faults.on_server.keys(),
+        faults_active=lambda: sum(faults.active_by_kind().values()),
+    )

@@ -1,0 +1,183 @@
+"""What the fleet view's update stream costs the master (issue 13's budget: under 5 % of one
+core at 10,000 servers).
+
+    python3 -m benchmarks.bench_fleetview [--servers 10000] [--clients 5] [--seconds 10]
+                                          [--rounds 3] [--rate 5000] [--connections 1000]
+
+1. On a real farm of --servers servers (2 workers), under a steady `farm bench` load of
+   --rate requests/s over --connections connections for the whole run: the master's CPU
+   (utime + stime from /proc) over --seconds with no page open, then with --clients pages'
+   event streams open and read (in this process), alternating for --rounds rounds. The
+   difference is what the stream costs; one producer serves every page, so it should hardly
+   depend on --clients.
+2. The worst case, in process: FleetView.tick() over counters of --servers servers where
+   every server's rate bucket changes at every tick (so every cell is in every delta): CPU
+   per tick, and the event's size, at the view's two ticks a second.
+
+Prints both, with the share of one core; there is no pass/fail here.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import functools
+import statistics
+import subprocess
+import sys
+import time
+from types import SimpleNamespace
+from typing import Any, cast
+
+import aiohttp
+import numpy as np
+
+from benchmarks import procs
+from benchmarks.procs import HOST, Server
+from farm.config.plan import ServerRequest, build_plan
+from farm.config.templates import default_template
+from farm.ipc.stats import HEADER_SLOTS, REQUEST_SLOT, SERVER_SLOTS, ShardCounters
+from farm.master.fleetview import FleetView
+from farm.master.supervisor import Supervisor
+
+
+async def read_streams(api_port: int, clients: int, seconds: float) -> tuple[int, int]:
+    """Open `clients` event streams and read them for `seconds`: (events, bytes) read."""
+    url = f"http://{HOST}:{api_port}/api/v1/view/stream"
+    totals = [0, 0]
+
+    async def client(session: aiohttp.ClientSession) -> None:
+        async with session.get(url) as response:
+            async for line in response.content:
+                totals[1] += len(line)
+                totals[0] += line.startswith(b"event:")
+
+    timeout = aiohttp.ClientTimeout(total=None, sock_read=10)
+    async with aiohttp.ClientSession(timeout=timeout) as session:
+        tasks = [asyncio.create_task(client(session)) for _ in range(clients)]
+        await asyncio.sleep(seconds)
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+    return totals[0], totals[1]
+
+
+def master_cpu(server: Server) -> float:
+    assert server.process is not None
+    return procs.cpu_seconds([server.process.pid])
+
+
+def measure_farm(args: argparse.Namespace) -> None:
+    server = procs.start(functools.partial(procs.farm, args.servers, 2))
+    load = None
+    try:
+        duration = args.rounds * 2 * args.seconds + 10
+        assert server.api_port is not None
+        load = subprocess.Popen(
+            [
+                sys.executable, "-m", "farm", "bench", "--api-port", str(server.api_port),
+                "-c", str(args.connections), "-r", str(args.rate), "--duration", str(duration),
+                "--json",
+            ],
+            stdout=subprocess.DEVNULL,
+        )  # fmt: skip
+        time.sleep(3)  # the load's connections open
+        idle, open_, events, received = [], [], 0, 0
+        for _ in range(args.rounds):
+            before = master_cpu(server)
+            time.sleep(args.seconds)
+            idle.append((master_cpu(server) - before) / args.seconds)
+            before = master_cpu(server)
+            got = asyncio.run(read_streams(server.api_port, args.clients, args.seconds))
+            open_.append((master_cpu(server) - before) / args.seconds)
+            events, received = events + got[0], received + got[1]
+    finally:
+        if load is not None:
+            load.terminate()
+            load.wait(10)
+        server.stop()
+    seconds = args.rounds * args.seconds
+    cost = statistics.median(open_) - statistics.median(idle)
+    print(
+        f"farm of {args.servers} servers, 2 workers, under {args.rate:.0f} requests/s "
+        f"over {args.connections} connections; {args.rounds} rounds of {args.seconds:.0f} s"
+    )
+    print(f"  master CPU, no page open:      {_rounds(idle)}")
+    print(f"  master CPU, {args.clients} pages open:     {_rounds(open_)}")
+    print(f"  the stream costs the master:   {cost * 100:5.2f} % of one core (medians)")
+    print(
+        f"  each page read {events / seconds / args.clients:.1f} events/s, "
+        f"{received / seconds / args.clients / 1024:.1f} KiB/s"
+    )
+
+
+def _rounds(values: list[float]) -> str:
+    shares = " / ".join(f"{v * 100:.2f}" for v in values)
+    return f"{statistics.median(values) * 100:5.2f} % of one core (rounds: {shares})"
+
+
+def measure_worst_case(servers: int, ticks: int = 40) -> None:
+    requests = [
+        ServerRequest(name=f"d{i:05d}", fleet="f", host=HOST, port=1, template="default")
+        for i in range(servers)
+    ]
+    plan = build_plan(requests, {"default": default_template()}, workers=2)
+    slots = [
+        SimpleNamespace(
+            shard=shard,
+            counters=_private_counters(len(shard.servers)),
+            state="ready",
+            failed={},
+            stopped=set(),
+            pid=1,
+            last_heartbeat=1.0,
+            restarts=0,
+            servers_up=len(shard.servers),
+        )
+        for shard in plan.shards
+    ]
+    farm = SimpleNamespace(slots=slots, plan=plan, stopping=False, servers_ready=lambda: servers)
+    now = [0.0]
+    view = FleetView(cast(Supervisor, farm), interval_s=0.5, window_s=0.5, clock=lambda: now[0])
+    view.tick()
+    cpu, size = 0.0, 0
+    for k in range(ticks):
+        # Every server alternates between 2 and 200 requests per 0.5 s: buckets 3 and 5.
+        step = 100 if k % 2 == 0 else 1
+        for slot in slots:
+            counts = np.frombuffer(slot.counters.slots, dtype=np.uint64)
+            counts[HEADER_SLOTS + REQUEST_SLOT[3] :: SERVER_SLOTS] += np.uint64(step)
+            del counts
+        now[0] += 0.5
+        before = time.process_time()
+        event = view.tick()
+        cpu += time.process_time() - before
+        size += len(event)
+    per_tick = cpu / ticks
+    print(f"worst case, in process: every one of {servers} cells changes at every tick")
+    print(
+        f"  {per_tick * 1000:.1f} ms CPU per tick, {size / ticks / 1024:.0f} KiB per event: "
+        f"{per_tick * 2 * 100:.1f} % of one core at 2 ticks/s"
+    )
+
+
+def _private_counters(servers: int) -> Any:
+    buffer = memoryview(bytearray(ShardCounters.size(servers)))
+    return ShardCounters(cast(Any, SimpleNamespace(buf=buffer, close=lambda: None)), servers)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--servers", type=int, default=10_000)
+    parser.add_argument("--clients", type=int, default=5)
+    parser.add_argument("--seconds", type=float, default=10.0)
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--rate", type=float, default=5000.0)
+    parser.add_argument("--connections", type=int, default=1000)
+    args = parser.parse_args()
+    measure_farm(args)
+    measure_worst_case(args.servers)
+
+
+if __name__ == "__main__":
+    main()

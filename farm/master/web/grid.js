@@ -1,0 +1,194 @@
+// The fleet as a grid of cells on one canvas: one cell per server, grouped by fleet and
+// worker, coloured by state and shaded by request rate. Deltas repaint only their cells;
+// a filter change lays the visible cells out again. Nothing here talks to the network.
+
+const HEADER = 18; // px above each group's cells, for its label
+const PAD = 8;
+
+// Colours by state (up, erroring, faulted, offline) and rate bucket: brighter is busier.
+const HUES = [
+  [140, 55], // up: green
+  [32, 90], // erroring: orange
+  [285, 60], // faulted: purple
+  [0, 0], // offline: grey, and not shaded (it answers nothing)
+];
+
+function colour(code) {
+  const state = code >> 3;
+  const bucket = code & 7;
+  const [hue, saturation] = HUES[state] ?? HUES[3];
+  const light = state === 3 ? 30 : 26 + bucket * 9;
+  return `hsl(${hue} ${saturation}% ${light}%)`;
+}
+
+export const PALETTE = Array.from({ length: 32 }, (_, code) => colour(code));
+
+export class Grid {
+  constructor(canvas) {
+    this.canvas = canvas;
+    this.context = canvas.getContext("2d", { alpha: false });
+    this.layout = null;
+    this.codes = new Uint8Array(0);
+    this.visible = () => true;
+    this.selected = -1;
+    this.blocks = []; // per drawn group: {group, top, cells: [cell ids]}
+    this.x = new Int32Array(0); // each cell's position on the canvas, -1 when filtered out
+    this.y = new Int32Array(0);
+    this.dirty = new Set();
+    this.full = false;
+    this.frame = 0;
+  }
+
+  setLayout(layout) {
+    this.layout = layout;
+    this.codes = new Uint8Array(layout.cells);
+    this.x = new Int32Array(layout.cells).fill(-1);
+    this.y = new Int32Array(layout.cells).fill(-1);
+    this.index = new Map(layout.names.map((name, cell) => [name, cell]));
+    this.relayout();
+  }
+
+  setCodes(codes) {
+    this.codes = codes;
+    this.relayout();
+  }
+
+  // Apply a delta: [cell, code, cell, code, ...]. Returns true when a cell changed state.
+  apply(pairs) {
+    let stateChanged = false;
+    for (let i = 0; i < pairs.length; i += 2) {
+      const cell = pairs[i];
+      const code = pairs[i + 1];
+      if (this.codes[cell] >> 3 !== code >> 3) stateChanged = true;
+      this.codes[cell] = code;
+      this.dirty.add(cell);
+    }
+    this.schedule();
+    return stateChanged;
+  }
+
+  setFilter(visible) {
+    this.visible = visible;
+    this.relayout();
+  }
+
+  select(cell) {
+    const previous = this.selected;
+    this.selected = cell;
+    if (previous >= 0) this.dirty.add(previous);
+    if (cell >= 0) this.dirty.add(cell);
+    this.schedule();
+  }
+
+  get pitch() {
+    const cells = this.layout ? this.layout.cells : 0;
+    return cells <= 1000 ? 16 : cells <= 4000 ? 11 : 8;
+  }
+
+  // Place every visible cell: groups one under the other, cells in rows across the width.
+  relayout() {
+    if (!this.layout) return;
+    const pitch = this.pitch;
+    const width = Math.max(200, this.canvas.parentElement.clientWidth - 2);
+    const columns = Math.max(1, Math.floor((width - 2 * PAD) / pitch));
+    this.x.fill(-1);
+    this.y.fill(-1);
+    this.blocks = [];
+    let top = PAD;
+    let shown = 0;
+    for (const group of this.layout.groups) {
+      const cells = [];
+      for (let cell = group.start; cell < group.start + group.count; cell++) {
+        if (this.visible(cell)) cells.push(cell);
+      }
+      if (!cells.length) continue;
+      const first = top + HEADER;
+      cells.forEach((cell, i) => {
+        this.x[cell] = PAD + (i % columns) * pitch;
+        this.y[cell] = first + Math.floor(i / columns) * pitch;
+      });
+      this.blocks.push({ group, top, first, cells, columns });
+      top = first + Math.ceil(cells.length / columns) * pitch + PAD;
+      shown += cells.length;
+    }
+    this.columns = columns;
+    this.height = top;
+    this.width = width;
+    this.shown = shown;
+    this.full = true;
+    this.schedule();
+  }
+
+  schedule() {
+    if (!this.frame) this.frame = requestAnimationFrame(() => this.draw());
+  }
+
+  draw() {
+    this.frame = 0;
+    if (this.full) this.drawAll();
+    else for (const cell of this.dirty) this.drawCell(cell);
+    this.dirty.clear();
+    this.full = false;
+    this.canvas.dataset.cells = String(this.shown);
+  }
+
+  drawAll() {
+    const ratio = window.devicePixelRatio || 1;
+    const { canvas, context } = this;
+    canvas.width = Math.round(this.width * ratio);
+    canvas.height = Math.round(this.height * ratio);
+    canvas.style.width = `${this.width}px`;
+    canvas.style.height = `${this.height}px`;
+    context.setTransform(ratio, 0, 0, ratio, 0, 0);
+    context.fillStyle = "#101317";
+    context.fillRect(0, 0, this.width, this.height);
+    context.font = "12px system-ui, sans-serif";
+    context.textBaseline = "middle";
+    for (const block of this.blocks) {
+      const { group, top, cells } = block;
+      const hidden = group.count - cells.length;
+      const label = `${group.fleet} · worker ${group.worker} · ${cells.length} servers`;
+      context.fillStyle = "#9aa4b1";
+      context.fillText(hidden ? `${label} (${hidden} filtered out)` : label, PAD, top + HEADER / 2);
+      for (const cell of cells) this.drawCell(cell);
+    }
+  }
+
+  drawCell(cell) {
+    const x = this.x[cell];
+    const y = this.y[cell];
+    if (x < 0) return;
+    const size = this.pitch - 2;
+    const context = this.context;
+    context.fillStyle = "#101317";
+    context.fillRect(x - 1, y - 1, size + 2, size + 2);
+    context.fillStyle = PALETTE[this.codes[cell]];
+    context.fillRect(x, y, size, size);
+    if (cell === this.selected) {
+      context.strokeStyle = "#ffffff";
+      context.lineWidth = 2;
+      context.strokeRect(x, y, size, size);
+    }
+  }
+
+  // The cell under a point of the canvas (CSS pixels), or -1.
+  cellAt(px, py) {
+    const pitch = this.pitch;
+    for (const block of this.blocks) {
+      const rows = Math.ceil(block.cells.length / block.columns);
+      if (py < block.first || py >= block.first + rows * pitch) continue;
+      const column = Math.floor((px - PAD) / pitch);
+      const row = Math.floor((py - block.first) / pitch);
+      if (column < 0 || column >= block.columns) return -1;
+      return block.cells[row * block.columns + column] ?? -1;
+    }
+    return -1;
+  }
+
+  // The centre of a cell in CSS pixels of the canvas, or null when it is not drawn.
+  centre(cell) {
+    if (cell < 0 || this.x[cell] < 0) return null;
+    const half = (this.pitch - 2) / 2;
+    return { x: this.x[cell] + half, y: this.y[cell] + half };
+  }
+}
