@@ -12,7 +12,8 @@ Four programs share this package; the folder tells which one runs a module:
               counters (stats), and how a worker is spawned (spawn).
     master/   the master process: run (start to stop), listeners (binds every port),
               supervisor (spawns, watches, restarts workers), api and metrics (HTTP),
-              faults (the fault table: when each fault starts and ends, who applies it).
+              faults (the fault table: when each fault starts and ends, who applies it),
+              fleetview and pages (the live page at /, its files in master/web/).
     worker/   a worker process: process (its loop and servers), engine (Modbus over
               TCP; the only module that imports pymodbus), fastpath, ticker, faults
               (how a faulted server answers) and outbox (answers that must wait).

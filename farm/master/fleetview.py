@@ -14,8 +14,8 @@ A cell's byte is `state << 3 | rate bucket`:
             2 faulted (an active fault targets it); 3 offline (its worker is not ready,
             its port could not be bound, or it was stopped through the API)
     bucket  0 idle; then requests/s up to each of RATE_BOUNDS[1:]; the last, above them
-Cells are numbered in display order: by fleet (in order of first appearance), then worker,
-then the server's index in the plan.
+Cells are numbered in display order (farm.master.fleetlayout): by fleet, then worker, then
+the server's index in the plan.
 
 Events (text/event-stream; each `data:` line is one JSON object):
     layout    {"cells", "names", "groups": [{"fleet", "worker", "start", "count"}],
@@ -34,7 +34,7 @@ import contextlib
 import json
 import time
 from collections import deque
-from collections.abc import Callable, Collection, Sequence
+from collections.abc import Callable, Collection
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -50,7 +50,8 @@ from farm.ipc.stats import (
     SERVER_SLOTS,
     ShardCounters,
 )
-from farm.master.supervisor import Slot, Supervisor
+from farm.master.fleetlayout import cell_layout
+from farm.master.supervisor import Supervisor
 
 STATES = ("up", "erroring", "faulted", "offline")
 UP, ERRORING, FAULTED, OFFLINE = range(len(STATES))
@@ -67,15 +68,6 @@ class ViewSources:
     faulted: Callable[[], Collection[str]] | None = None  # servers an active fault targets
     faults_active: Callable[[], int] | None = None
     scenario: Callable[[], dict[str, Any] | None] | None = None  # the step a scenario is at
-
-
-@dataclass(frozen=True, slots=True)
-class Place:
-    """Where a server is: its cell, and its slot and position in the slot's shard."""
-
-    cell: int
-    slot: int
-    position: int
 
 
 @dataclass(eq=False)
@@ -141,9 +133,10 @@ class FleetView:
         self.clock = clock
         slots = supervisor.slots
         self.sizes = [len(slot.shard.servers) for slot in slots]
-        self.places, self.order, layout = _layout(slots)
+        self.places, self.order, layout = cell_layout(slots)
         # `retry`: how soon a dropped page's EventSource comes back, in ms.
-        self.layout_event = b"retry: 1000\n" + sse("layout", {**layout, "interval_s": interval_s})
+        layout.update(states=list(STATES), rate_bounds=list(RATE_BOUNDS), interval_s=interval_s)
+        self.layout_event = b"retry: 1000\n" + sse("layout", layout)
         self.codes = np.zeros(len(self.order), dtype=np.uint8)
         self.rates = np.zeros(len(self.order), dtype=np.float64)
         # (time, requests, errors) in shard order, oldest first: a tick's rates run from the
@@ -312,41 +305,3 @@ class FleetView:
         if self._task is None or name not in self.places:
             return None
         return STATES[int(self.codes[self.places[name].cell]) >> 3]
-
-
-def _layout(slots: Sequence[Slot]) -> tuple[dict[str, Place], npt.NDArray[np.intp], dict[str, Any]]:
-    """Cells in display order: each server's place, the shard-order index of each cell (to
-    reorder the counters' columns), and the layout the page draws."""
-    shard_order = [
-        (spec, slot_index, position)
-        for slot_index, slot in enumerate(slots)
-        for position, spec in enumerate(slot.shard.servers)
-    ]
-    fleets: dict[str, int] = {}
-    for spec, _, _ in sorted(shard_order, key=lambda entry: entry[0].index):
-        fleets.setdefault(spec.fleet, len(fleets))
-    ranked = sorted(
-        range(len(shard_order)),
-        key=lambda i: (
-            fleets[shard_order[i][0].fleet],
-            slots[shard_order[i][1]].shard.worker,
-            shard_order[i][0].index,
-        ),
-    )
-    places: dict[str, Place] = {}
-    groups: list[dict[str, Any]] = []
-    for cell, source in enumerate(ranked):
-        spec, slot_index, position = shard_order[source]
-        places[spec.name] = Place(cell=cell, slot=slot_index, position=position)
-        worker = slots[slot_index].shard.worker
-        if not groups or (groups[-1]["fleet"], groups[-1]["worker"]) != (spec.fleet, worker):
-            groups.append({"fleet": spec.fleet, "worker": worker, "start": cell, "count": 0})
-        groups[-1]["count"] += 1
-    layout = {
-        "cells": len(ranked),
-        "names": [shard_order[i][0].name for i in ranked],
-        "groups": groups,
-        "states": list(STATES),
-        "rate_bounds": list(RATE_BOUNDS),
-    }
-    return places, np.array(ranked, dtype=np.intp), layout

@@ -39,6 +39,8 @@ function input(param) {
     const numeric = ["number", "integer"].includes(schema.type);
     field.type = numeric ? "number" : "text";
     if (numeric) field.step = schema.type === "integer" ? "1" : "any";
+    if (schema.minimum !== undefined) field.min = String(schema.minimum);
+    if (schema.maximum !== undefined) field.max = String(schema.maximum);
     field.size = 6;
   }
   field.name = param.name;
@@ -123,18 +125,30 @@ export class FaultForm {
     const items = faults.map((fault) => {
       const item = document.createElement("li");
       item.dataset.fault = String(fault.id);
-      const described = Object.entries(fault)
-        .filter(([key, value]) => !["id", "kind", "target", "servers"].includes(key) && value !== null)
-        .map(([key, value]) => `${key} ${typeof value === "object" ? JSON.stringify(value) : value}`)
-        .join(", ");
       const button = document.createElement("button");
       button.type = "button";
       button.textContent = "clear";
       button.addEventListener("click", () => this.clear(fault.id));
-      item.append(`#${fault.id} ${fault.kind}${described ? ` (${described})` : ""} `, button);
+      item.append(`#${fault.id} ${fault.kind} ${describe(fault)} `, button);
       return item;
     });
     if (!items.length) items.push(Object.assign(document.createElement("li"), { textContent: "none", className: "muted" }));
     this.list.replaceChildren(...items);
   }
+}
+
+// A fault's own parameters (defaults left out) and where it stands.
+function describe(fault) {
+  const skip = { kind: true, target: true, probability: 1, start_in: 0 };
+  const params = Object.entries(fault.spec ?? {})
+    .filter(([key, value]) => skip[key] !== true && skip[key] !== value && value !== null)
+    .filter(([, value]) => !(Array.isArray(value) && !value.length))
+    .map(([key, value]) => `${key} ${typeof value === "object" ? JSON.stringify(value) : value}`);
+  const when =
+    fault.state !== "active"
+      ? fault.state
+      : fault.ends_in_s == null
+        ? "until cleared"
+        : `ends in ${Math.ceil(fault.ends_in_s)} s`;
+  return `(${[...params, when].join(", ")})`;
 }
