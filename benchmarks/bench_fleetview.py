@@ -4,7 +4,8 @@ core at 10,000 servers).
     python3 -m benchmarks.bench_fleetview [--servers 10000] [--clients 5] [--seconds 10]
                                           [--rounds 3] [--rate 5000] [--connections 1000]
 
-1. On a real farm of --servers servers (2 workers), under a steady `farm bench` load of
+1. On a real farm of --servers servers (2 workers, two fleets, each server at its own
+   127.77.x.y / 127.78.x.y address on one port), under a steady `farm bench` load of
    --rate requests/s over --connections connections for the whole run: the master's CPU
    (utime + stime from /proc) over --seconds with no page open, then with --clients pages'
    event streams open and read (in this process), alternating for --rounds rounds. The
@@ -22,15 +23,19 @@ from __future__ import annotations
 import argparse
 import asyncio
 import functools
+import json
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
+from pathlib import Path
 from types import SimpleNamespace
 from typing import Any, cast
 
 import aiohttp
 import numpy as np
+import yaml
 
 from benchmarks import procs
 from benchmarks.procs import HOST, Server
@@ -41,16 +46,43 @@ from farm.master.fleetview import FleetView
 from farm.master.supervisor import Supervisor
 
 
-async def read_streams(api_port: int, clients: int, seconds: float) -> tuple[int, int]:
-    """Open `clients` event streams and read them for `seconds`: (events, bytes) read."""
+def farm_on_addresses(servers: int, folder: Path) -> Server:
+    """A farm of `servers` default devices in two fleets, each device at its own loopback
+    address (127.77.x.y) on one port: no range of 10,000 free ports needed on a machine
+    where other programs hold ports here and there."""
+    port = procs.free_port_range(1)
+    half = servers // 2
+    fleets = [
+        {"name": name, "template": "default", "count": count, "name_pattern": name + "-{i:05d}",
+         "addressing": {"ip_start": start, "port": port}}
+        for name, count, start in (
+            ("meters", half, "127.77.0.1"), ("plcs", servers - half, "127.78.0.1")
+        )
+    ]  # fmt: skip
+    config = folder / "fleet.yaml"
+    config.write_text(yaml.safe_dump({"fleets": fleets}))
+    api = procs.free_port_range(1)
+    command = [
+        sys.executable, "-m", "farm", "up", str(config), "--workers", "2",
+        "--api-port", str(api), "--log-level", "warning",
+    ]  # fmt: skip
+    return Server("farm, 2 workers", command, servers, port, api)
+
+
+async def read_streams(api_port: int, clients: int, seconds: float) -> tuple[int, int, float]:
+    """Open `clients` event streams and read them for `seconds`: events and bytes read, and
+    the farm's requests/s as the last tick reported it (the load, seen from the master)."""
     url = f"http://{HOST}:{api_port}/api/v1/view/stream"
     totals = [0, 0]
+    last = [b"{}"]
 
     async def client(session: aiohttp.ClientSession) -> None:
         async with session.get(url) as response:
             async for line in response.content:
                 totals[1] += len(line)
                 totals[0] += line.startswith(b"event:")
+                if line.startswith(b"data:"):
+                    last[0] = line[5:]
 
     timeout = aiohttp.ClientTimeout(total=None, sock_read=10)
     async with aiohttp.ClientSession(timeout=timeout) as session:
@@ -59,7 +91,8 @@ async def read_streams(api_port: int, clients: int, seconds: float) -> tuple[int
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
-    return totals[0], totals[1]
+    load = json.loads(last[0]).get("totals", {}).get("requests_per_s", 0.0)
+    return totals[0], totals[1], float(load)
 
 
 def master_cpu(server: Server) -> float:
@@ -68,7 +101,8 @@ def master_cpu(server: Server) -> float:
 
 
 def measure_farm(args: argparse.Namespace) -> None:
-    server = procs.start(functools.partial(procs.farm, args.servers, 2))
+    folder = tempfile.TemporaryDirectory()
+    server = procs.start(functools.partial(farm_on_addresses, args.servers, Path(folder.name)))
     load = None
     try:
         duration = args.rounds * 2 * args.seconds + 10
@@ -82,7 +116,7 @@ def measure_farm(args: argparse.Namespace) -> None:
             stdout=subprocess.DEVNULL,
         )  # fmt: skip
         time.sleep(3)  # the load's connections open
-        idle, open_, events, received = [], [], 0, 0
+        idle, open_, events, received, answered = [], [], 0, 0, 0.0
         for _ in range(args.rounds):
             before = master_cpu(server)
             time.sleep(args.seconds)
@@ -90,18 +124,20 @@ def measure_farm(args: argparse.Namespace) -> None:
             before = master_cpu(server)
             got = asyncio.run(read_streams(server.api_port, args.clients, args.seconds))
             open_.append((master_cpu(server) - before) / args.seconds)
-            events, received = events + got[0], received + got[1]
+            events, received, answered = events + got[0], received + got[1], got[2]
     finally:
         if load is not None:
             load.terminate()
             load.wait(10)
         server.stop()
+        folder.cleanup()
     seconds = args.rounds * args.seconds
     cost = statistics.median(open_) - statistics.median(idle)
     print(
         f"farm of {args.servers} servers, 2 workers, under {args.rate:.0f} requests/s "
         f"over {args.connections} connections; {args.rounds} rounds of {args.seconds:.0f} s"
     )
+    print(f"  the farm answered {answered:,.0f} requests/s (the stream's last totals)")
     print(f"  master CPU, no page open:      {_rounds(idle)}")
     print(f"  master CPU, {args.clients} pages open:     {_rounds(open_)}")
     print(f"  the stream costs the master:   {cost * 100:5.2f} % of one core (medians)")
