@@ -10,7 +10,8 @@ core at 10,000 servers).
    (utime + stime from /proc) over --seconds with no page open, then with --clients pages'
    event streams open and read (in this process), alternating for --rounds rounds. The
    difference is what the stream costs; one producer serves every page, so it should hardly
-   depend on --clients.
+   depend on --clients. Then, still under load, the page itself in Debian's headless
+   Chromium (if installed): time to draw every cell, tasks over 50 ms, a filter's time.
 2. The worst case, in process: FleetView.tick() over counters of --servers servers where
    every server's rate bucket changes at every tick (so every cell is in every delta): CPU
    per tick, and the event's size, at the view's two ticks a second.
@@ -24,6 +25,7 @@ import argparse
 import asyncio
 import functools
 import json
+import shutil
 import statistics
 import subprocess
 import sys
@@ -105,7 +107,7 @@ def measure_farm(args: argparse.Namespace) -> None:
     server = procs.start(functools.partial(farm_on_addresses, args.servers, Path(folder.name)))
     load = None
     try:
-        duration = args.rounds * 2 * args.seconds + 10
+        duration = args.rounds * 2 * args.seconds + args.seconds + 30  # and the page's turn
         assert server.api_port is not None
         load = subprocess.Popen(
             [
@@ -125,12 +127,24 @@ def measure_farm(args: argparse.Namespace) -> None:
             got = asyncio.run(read_streams(server.api_port, args.clients, args.seconds))
             open_.append((master_cpu(server) - before) / args.seconds)
             events, received, answered = events + got[0], received + got[1], got[2]
+        report_farm(args, idle, open_, events, received, answered)
+        measure_page(server.api_port, args.servers, args.seconds)
     finally:
         if load is not None:
             load.terminate()
             load.wait(10)
         server.stop()
         folder.cleanup()
+
+
+def report_farm(
+    args: argparse.Namespace,
+    idle: list[float],
+    open_: list[float],
+    events: int,
+    received: int,
+    answered: float,
+) -> None:
     seconds = args.rounds * args.seconds
     cost = statistics.median(open_) - statistics.median(idle)
     print(
@@ -144,6 +158,64 @@ def measure_farm(args: argparse.Namespace) -> None:
     print(
         f"  each page read {events / seconds / args.clients:.1f} events/s, "
         f"{received / seconds / args.clients / 1024:.1f} KiB/s"
+    )
+
+
+# Debian's chromium on a machine with no display and no network (as in the browser test).
+CHROMIUM_FLAGS = [
+    "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+    "--disable-background-networking", "--disable-component-update", "--disable-sync",
+]  # fmt: skip
+# In the page: how long a filter takes to show, from the input to the frame after it.
+FILTER_JS = """async (pattern) => {
+    const input = document.getElementById('f-name');
+    const began = performance.now();
+    input.value = pattern;
+    input.dispatchEvent(new Event('input'));
+    await new Promise((done) => requestAnimationFrame(() => setTimeout(done, 0)));
+    return [performance.now() - began, Number(document.getElementById('grid').dataset.cells)];
+}"""
+LONG_TASKS_JS = """() => {
+    window.longTasks = [];
+    new PerformanceObserver((list) => {
+        for (const entry of list.getEntries()) longTasks.push(entry.duration);
+    }).observe({entryTypes: ['longtask']});
+}"""
+
+
+def measure_page(api_port: int, servers: int, seconds: float) -> None:
+    """The page in headless Chromium on the loaded farm: time to draw every cell, tasks over
+    50 ms while deltas arrive, time for a filter to show."""
+    chromium = shutil.which("chromium")
+    if chromium is None:
+        print("  the page in Chromium: not measured (chromium is not installed)")
+        return
+    from playwright.sync_api import sync_playwright
+
+    with tempfile.TemporaryDirectory() as profile, sync_playwright() as driver:
+        context = driver.chromium.launch_persistent_context(
+            profile, executable_path=chromium, args=CHROMIUM_FLAGS, headless=True,
+            viewport={"width": 1400, "height": 900},
+        )  # fmt: skip
+        try:
+            page = context.new_page()
+            began = time.monotonic()
+            page.goto(f"http://{HOST}:{api_port}/")
+            cells = "Number(document.getElementById('grid').dataset.cells)"
+            procs.wait_for(lambda: page.evaluate(cells) == servers, 60, "every cell drawn")
+            drawn = time.monotonic() - began
+            page.evaluate(LONG_TASKS_JS)
+            time.sleep(seconds)
+            long_tasks = page.evaluate("longTasks")
+            filtered_ms, shown = page.evaluate(FILTER_JS, "meters-000*")
+            restored_ms, _ = page.evaluate(FILTER_JS, "")
+        finally:
+            context.close()
+    print(f"  the page in Chromium: {servers} cells drawn {drawn:.2f} s after loading;")
+    print(
+        f"  {len(long_tasks)} tasks over 50 ms in {seconds:.0f} s of deltas "
+        f"(longest {max(long_tasks, default=0):.0f} ms); a name filter showed {shown} cells "
+        f"in {filtered_ms:.0f} ms, all {servers} again in {restored_ms:.0f} ms"
     )
 
 
