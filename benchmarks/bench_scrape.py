@@ -402,7 +402,8 @@ class BareConnection(ModbusConnection):
             if end > available:
                 break
             response = device.answer(unit, bytes(buffer[position + 7 : end]))
-            replies.append(_HEADER.pack(transaction, 0, len(response) + 1, unit) + response)
+            if response is not None:
+                replies.append(_HEADER.pack(transaction, 0, len(response) + 1, unit) + response)
             position = end
         del buffer[:position]
         if replies and self.transport is not None:

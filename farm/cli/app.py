@@ -1,13 +1,14 @@
 """The `farm` command: the last stop of the data flow, and a client of the control API.
 
     farm up [--count N] [--workers W] [--host H] [--port-base P] [--api-port A]
-            [--metrics-port M]
+            [--metrics-port M] [--transport T [--certs DIR]]
     farm status [--api-port A] [--json]
     farm down [--api-port A]
     farm servers | get | set | server stop|start ...          (farm.cli.control)
     farm bench [--api-port A | --target HOST:PORT-PORT] ...   (farm.bench.command)
     farm prometheus-config [--api-port A | --farm HOST:PORT ...]   (farm.cli.prometheus_config)
     farm fault add KIND --target NAME ... | list | clear [ID | --all]   (farm.cli.faults)
+    farm certs DIR [--role R]   (farm.cli.certs: throwaway certificates for a TLS test)
 
 Every error a user can meet is one line on stderr and a non-zero exit (FarmError.exit_code).
 """
@@ -31,6 +32,7 @@ from rich.table import Table as RichTable
 
 from farm import __version__
 from farm.bench.command import bench
+from farm.cli.certs import certs as certs_command
 from farm.cli.control import get, server, servers, set_values
 from farm.cli.faults import fault
 from farm.cli.inspect import make_plan, plan_command, validate
@@ -42,6 +44,7 @@ from farm.client import (
     api_port_option,
     api_token_option,
 )
+from farm.config.plan import TRANSPORTS, Transport
 from farm.errors import FarmError, FarmUnreachable, exit_with
 from farm.master.run import MasterOptions, ReadySummary, serve
 
@@ -83,6 +86,18 @@ def main() -> None:
 @click.option(
     "--metrics-host", default=None, help="Address for --metrics-port [default: api host]."
 )
+@click.option(
+    "--transport",
+    type=click.Choice(TRANSPORTS),
+    default=None,
+    help="How devices frame Modbus [default: tcp]; with FILE, the fleets say.",
+)
+@click.option(
+    "--certs",
+    type=click.Path(file_okay=False),
+    default=None,
+    help="For --transport tls: a `farm certs` directory (server.pem, server.key, ca.pem).",
+)
 @click.option("--log-level", default="info", show_default=True, help="debug, info, warning.")
 def up(
     file: str | None,
@@ -90,6 +105,8 @@ def up(
     workers: int | None,
     host: str | None,
     port_base: int | None,
+    transport: Transport | None,
+    certs: str | None,
     api_port: int,
     api_host: str,
     api_token: str | None,
@@ -101,7 +118,7 @@ def up(
     """Start the farm (from FILE, or COUNT default devices) until Ctrl-C or SIGTERM."""
     _setup_logging(log_level)
     try:
-        plan = make_plan(file, count, host, port_base, workers)
+        plan = make_plan(file, count, host, port_base, workers, transport, certs)
         options = MasterOptions(
             api_host=api_host,
             api_port=api_port,
@@ -231,3 +248,4 @@ main.add_command(get)
 main.add_command(set_values)
 main.add_command(server)
 main.add_command(fault)
+main.add_command(certs_command)

@@ -9,13 +9,14 @@ from __future__ import annotations
 
 import os
 from collections import Counter
+from pathlib import Path
 
 import click
 from rich.console import Console
 from rich.table import Table as RichTable
 
 from farm.config.fleets import load
-from farm.config.plan import Plan, build_plan, default_servers
+from farm.config.plan import Plan, TlsSettings, Transport, build_plan, default_servers
 from farm.config.templates import TABLES_SHORT, DeviceTemplate, UnitLayout, default_template
 from farm.errors import ConfigError, FarmError, exit_with
 from farm.master.listeners import describe
@@ -29,24 +30,55 @@ def make_plan(
     host: str | None,
     port_base: int | None,
     workers: int | None,
+    transport: Transport | None = None,
+    certs: str | None = None,
 ) -> Plan:
     """The plan for `farm up/plan`: a config file, or `count` built-in default devices."""
     workers = workers or os.cpu_count() or 1
     if file is None:
         template = default_template()
         requests = default_servers(
-            count or 100, host or "127.0.0.1", port_base or 5020, template.name
+            count or 100,
+            host or "127.0.0.1",
+            port_base or 5020,
+            template.name,
+            transport or "tcp",
+            tls_from(certs, transport or "tcp"),
         )
         return build_plan(requests, {template.name: template}, workers)
-    if host is not None or port_base is not None:
+    if host is not None or port_base is not None or transport is not None:
         raise ConfigError(
-            "--host and --port-base apply only without a config file (fleets give addresses)"
+            "--host, --port-base and --transport apply only without a config file "
+            "(fleets give addresses and transports)"
         )
     farm_file = load(file)
     templates, requests = farm_file.expand(count)
     if not requests:
         raise ConfigError(f"{file}: the fleets hold no servers (every count is 0)")
     return build_plan(requests, templates, workers, seed=farm_file.seed)
+
+
+CERT_FILES = {"certificate": "server.pem", "key": "server.key", "client_ca": "ca.pem"}
+
+
+def tls_from(certs: str | None, transport: Transport) -> TlsSettings | None:
+    """TLS settings from a `farm certs` directory: its server certificate and key, and its
+    CA for client certificates (each must be readable)."""
+    if transport != "tls":
+        if certs is not None:
+            raise ConfigError("--certs applies only with --transport tls")
+        return None
+    if certs is None:
+        raise ConfigError("--transport tls needs --certs DIR (make one with `farm certs DIR`)")
+    paths = {}
+    for field, name in CERT_FILES.items():
+        path = Path(certs, name).resolve()
+        try:
+            path.read_bytes()
+        except OSError as exc:
+            raise ConfigError(f"--certs {certs}: cannot read {name}: {exc.strerror}") from exc
+        paths[field] = str(path)
+    return TlsSettings(**paths)
 
 
 def span(addresses: list[tuple[str, int]]) -> str:

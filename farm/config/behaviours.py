@@ -25,6 +25,7 @@ and jitter adds jitter * (2u' - 1) with an independent u'.
 from __future__ import annotations
 
 import math
+import struct
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -35,11 +36,12 @@ from farm.config.plan import (
     TABLE_ORDER,
     ServerSpec,
     Shard,
+    file_offset,
     point_offset,
     table_bytes,
     table_offset,
 )
-from farm.config.templates import DeviceTemplate, Point, PointType
+from farm.config.templates import DeviceTemplate, Point, PointType, Table
 
 Floats = npt.NDArray[np.float64]
 _WALK_SALT = 0x9E3779B97F4A7C15
@@ -142,17 +144,38 @@ class PointGroups:
 
 
 def initialize_shard(buf: memoryview, shard: Shard, templates: dict[str, DeviceTemplate]) -> None:
-    """Write the starting value of every point of a shard into its fresh segment."""
+    """Write the starting value of every point, file record and FIFO of a shard into its
+    fresh segment."""
     groups = PointGroups(buf)
     for spec in shard.servers:
         groups.add(spec, templates[spec.template])
     groups.freeze()
     groups.initialize()
+    for spec in shard.servers:
+        initialize_records(buf, spec, templates[spec.template])
+
+
+def initialize_records(buf: memoryview, spec: ServerSpec, template: DeviceTemplate) -> None:
+    """A server's starting file records (FC 20/21) and FIFOs."""
+    for file in template.files:
+        if file.values:
+            start = file_offset(spec, template, file.number)
+            struct.pack_into(f">{len(file.values)}H", buf, start, *file.values)
+    initialize_fifos(buf, spec, template)
+
+
+def initialize_fifos(buf: memoryview, spec: ServerSpec, template: DeviceTemplate) -> None:
+    """A server's starting FIFOs (FC 24): the count in the pointer register, values after it."""
+    for fifo in template.fifos:
+        start = table_offset(spec, template, fifo.unit_id, Table.HOLDING_REGISTERS)
+        values = (len(fifo.values), *fifo.values)
+        struct.pack_into(f">{len(values)}H", buf, start + 2 * fifo.address, *values)
 
 
 def reset_server(buf: memoryview, spec: ServerSpec, template: DeviceTemplate) -> None:
-    """A server's banks as after a power cycle: every table zeroed, then every point at its
-    starting value (counters and random walks carry on from there)."""
+    """A server's banks as after a power cycle: every table zeroed, then every point and FIFO
+    at its starting value (counters and random walks carry on from there). File records are
+    kept, as a device's non-volatile memory is."""
     data = np.frombuffer(buf, dtype=np.uint8)
     for unit in template.units:
         for table in TABLE_ORDER:
@@ -162,3 +185,4 @@ def reset_server(buf: memoryview, spec: ServerSpec, template: DeviceTemplate) ->
     groups.add(spec, template)
     groups.freeze()
     groups.initialize()
+    initialize_fifos(buf, spec, template)

@@ -17,19 +17,22 @@ from pathlib import Path
 
 from pydantic import ValidationError
 
-from farm.config.plan import ServerRequest
+from farm.config.plan import ServerRequest, TlsSettings
 from farm.config.schema import (
     BehaviourModel,
     FarmModel,
     FleetModel,
     PointModel,
     TemplateModel,
+    TlsModel,
     describe,
     read,
 )
 from farm.config.templates import (
     Behaviour,
     DeviceTemplate,
+    Fifo,
+    FileRecords,
     Identity,
     Point,
     PointType,
@@ -93,7 +96,48 @@ class FarmFile:
         )
         self._check_layout(where, points, units)
         identity = Identity(**model.identity.model_dump())
-        return DeviceTemplate(name=name, units=units, points=points, identity=identity)
+        return DeviceTemplate(
+            name=name,
+            units=units,
+            points=points,
+            identity=identity,
+            exception_status_coil=model.exception_status_coil,
+            files=self._files(where, model),
+            fifos=self._fifos(where, model, units),
+        )
+
+    def _files(self, where: str, model: TemplateModel) -> tuple[FileRecords, ...]:
+        numbers: set[int] = set()
+        for i, file in enumerate(model.files):
+            if file.number in numbers:
+                raise self.fail(f"{where}.files[{i}].number", f"file {file.number} is listed twice")
+            numbers.add(file.number)
+        return tuple(
+            FileRecords(number=f.number, records=f.records, values=tuple(f.values))
+            for f in model.files
+        )
+
+    def _fifos(
+        self, where: str, model: TemplateModel, units: tuple[UnitLayout, ...]
+    ) -> tuple[Fifo, ...]:
+        fifos = []
+        for i, fifo in enumerate(model.fifos):
+            unit_id = units[0].unit_id if fifo.unit_id is None else fifo.unit_id
+            unit = next((u for u in units if u.unit_id == unit_id), None)
+            if unit is None:
+                raise self.fail(
+                    f"{where}.fifos[{i}].unit_id",
+                    f"found {unit_id}, expected one of the template's units",
+                )
+            # The count register and room for the 31 values a FIFO may hold.
+            if fifo.address + 32 > unit.holding_registers:
+                raise self.fail(
+                    f"{where}.fifos[{i}].address",
+                    f"a FIFO takes holding registers {fifo.address}-{fifo.address + 31} "
+                    f"(count, then 31 values) but unit {unit_id} has {unit.holding_registers}",
+                )
+            fifos.append(Fifo(unit_id=unit_id, address=fifo.address, values=tuple(fifo.values)))
+        return tuple(fifos)
 
     def _point(self, where: str, model: PointModel, units: tuple[UnitLayout, ...]) -> Point:
         unit_id = units[0].unit_id if model.unit_id is None else model.unit_id
@@ -207,12 +251,30 @@ class FarmFile:
                 )
             behaviour = self._behaviour(f"{where}.overrides.{name}", override)
             points[points.index(by_name[name])] = replace(by_name[name], behaviour=behaviour)
-        return DeviceTemplate(
-            name=f"{base.name}@{fleet.name}",
-            units=base.units,
-            points=tuple(points),
-            identity=base.identity,
-        )
+        return replace(base, name=f"{base.name}@{fleet.name}", points=tuple(points))
+
+    def _tls(self, index: int, model: TlsModel | None) -> TlsSettings | None:
+        """The fleet's TLS files, relative to the config file, each checked readable."""
+        if model is None:
+            return None
+        paths: dict[str, str | None] = {}
+        for field in ("certificate", "key", "client_ca"):
+            name = getattr(model, field)
+            if name is None:
+                paths[field] = None
+                continue
+            path = (self.source.parent / name).resolve()
+            try:
+                path.read_bytes()
+            except OSError as exc:
+                raise self.fail(
+                    f"fleets[{index}].tls.{field}",
+                    f"cannot read {name} (relative to the config file): {exc.strerror}",
+                ) from exc
+            paths[field] = str(path)
+        certificate, key = paths["certificate"], paths["key"]
+        assert certificate is not None and key is not None
+        return TlsSettings(certificate=certificate, key=key, client_ca=paths["client_ca"])
 
     # -- fleets ------------------------------------------------------------------------
 
@@ -288,6 +350,7 @@ class FarmFile:
                 f"{where}.addressing.{field}",
                 f"count {count} needs {count} {unit} but the range holds {capacity}",
             )
+        tls = self._tls(index, fleet.tls)
         names = []
         for i in range(count):
             try:
@@ -299,14 +362,23 @@ class FarmFile:
                     "use {i}, {n} and {fleet}",
                 ) from exc
         return [
-            ServerRequest(name=name, fleet=fleet.name, host=host, port=port, template=template)
+            ServerRequest(
+                name=name,
+                fleet=fleet.name,
+                host=host,
+                port=port,
+                template=template,
+                transport=fleet.transport,
+                tls=tls,
+            )
             for name, (host, port) in zip(names, addresses, strict=True)
         ]
 
     def _check_unique(self, requests: list[ServerRequest]) -> None:
         fleets = {f.name: i for i, f in enumerate(self.model.fleets)}
         seen_names: dict[str, str] = {}
-        by_port: dict[int, dict[str, str]] = {}
+        # UDP and TCP ports are separate: a udp fleet may share a port number with a tcp one.
+        by_port: dict[tuple[bool, int], dict[str, str]] = {}
         for request in requests:
             where = f"fleets[{fleets[request.fleet]}]"
             if request.name in seen_names:
@@ -316,7 +388,7 @@ class FarmFile:
                     f"{seen_names[request.name]}",
                 )
             seen_names[request.name] = request.fleet
-            hosts = by_port.setdefault(request.port, {})
+            hosts = by_port.setdefault((request.transport == "udp", request.port), {})
             wildcard = request.host in ("0.0.0.0", "::")
             clash = hosts.get(request.host) or (
                 next(iter(hosts.values())) if wildcard and hosts else None

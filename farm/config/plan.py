@@ -9,16 +9,25 @@ A segment is laid out table-major: one block per template (in order of first app
 the shard), and inside it, per unit and per table, that table of every server of the block
 side by side (server of rank r at r * table size). Pages of a table nobody touches (an idle
 device's coils and holding registers) are then never allocated, where a server-major layout
-would have a live input register on nearly every page of the segment.
+would have a live input register on nearly every page of the segment. After the tables come
+every server's diagnostics block (`DIAGNOSTICS_BYTES`, laid out by farm.ipc.diagnostics:
+listen-only mode, counter baselines, the event log), then every server's file records
+(FC 20/21), in the template's file order: device state that a worker restart keeps.
 """
 
 from __future__ import annotations
 
 import zlib
 from dataclasses import dataclass
+from typing import Literal
 
 from farm.config.templates import DeviceTemplate, Point, Table, UnitLayout
 from farm.errors import ConfigError
+
+Transport = Literal["tcp", "rtu-over-tcp", "udp", "tls"]
+TRANSPORTS: tuple[Transport, ...] = ("tcp", "rtu-over-tcp", "udp", "tls")
+# Room for one server's diagnostics block; farm.ipc.diagnostics lays it out and checks it fits.
+DIAGNOSTICS_BYTES = 256
 
 # Bits take a byte each (fast to address, and only 1/8 of the register tables' cost
 # matters at 25 KiB per server); registers are stored big-endian, as they go on the wire.
@@ -33,8 +42,33 @@ def unit_bytes(unit: UnitLayout) -> int:
     return sum(table_bytes(unit, table) for table in TABLE_ORDER)
 
 
-def device_bytes(template: DeviceTemplate) -> int:
+def tables_bytes(template: DeviceTemplate) -> int:
     return sum(unit_bytes(unit) for unit in template.units)
+
+
+def files_bytes(template: DeviceTemplate) -> int:
+    return sum(2 * file.records for file in template.files)
+
+
+def device_bytes(template: DeviceTemplate) -> int:
+    return tables_bytes(template) + DIAGNOSTICS_BYTES + files_bytes(template)
+
+
+def diagnostics_offset(spec: ServerSpec, template: DeviceTemplate) -> int:
+    """Byte offset of a server's diagnostics block in its shard's segment."""
+    tables_end = spec.block_offset + spec.block_servers * tables_bytes(template)
+    return tables_end + spec.rank * DIAGNOSTICS_BYTES
+
+
+def file_offset(spec: ServerSpec, template: DeviceTemplate, number: int) -> int:
+    """Byte offset of record 0 of a server's file `number`."""
+    offset = spec.block_offset + spec.block_servers * (tables_bytes(template) + DIAGNOSTICS_BYTES)
+    offset += spec.rank * files_bytes(template)
+    for file in template.files:
+        if file.number == number:
+            return offset
+        offset += 2 * file.records
+    raise ValueError(f"{template.name} has no file {number}")
 
 
 def table_offset(spec: ServerSpec, template: DeviceTemplate, unit_id: int, table: Table) -> int:
@@ -59,8 +93,18 @@ def point_offset(spec: ServerSpec, template: DeviceTemplate, point: Point) -> in
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class TlsSettings:
+    """Modbus/TCP Security for a fleet: absolute paths of the server's certificate and key,
+    and of the CA its clients' certificates must chain to (None: no client certificate)."""
+
+    certificate: str
+    key: str
+    client_ca: str | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class ServerSpec:
-    """One simulated device: where it listens and where its registers live."""
+    """One simulated device: where it listens, how it frames Modbus, where its registers live."""
 
     index: int
     name: str
@@ -69,6 +113,8 @@ class ServerSpec:
     port: int
     template: str
     seed: int
+    transport: Transport = "tcp"
+    tls: TlsSettings | None = None  # shared by every server of a fleet
     # Where its banks are (see the module docstring): the offset of its template's block
     # in the shard's segment, the servers in that block, and this server's rank among them.
     block_offset: int
@@ -112,9 +158,18 @@ class ServerRequest:
     host: str
     port: int
     template: str
+    transport: Transport = "tcp"
+    tls: TlsSettings | None = None
 
 
-def default_servers(count: int, host: str, port_base: int, template: str) -> list[ServerRequest]:
+def default_servers(
+    count: int,
+    host: str,
+    port_base: int,
+    template: str,
+    transport: Transport = "tcp",
+    tls: TlsSettings | None = None,
+) -> list[ServerRequest]:
     """`--count N` servers on consecutive ports of one host."""
     if count < 1:
         raise ConfigError(f"--count must be at least 1, got {count}")
@@ -133,6 +188,8 @@ def default_servers(count: int, host: str, port_base: int, template: str) -> lis
             host=host,
             port=port_base + i,
             template=template,
+            transport=transport,
+            tls=tls,
         )
         for i in range(count)
     ]
@@ -183,6 +240,8 @@ def _shard(
                 port=request.port,
                 template=request.template,
                 seed=zlib.crc32(f"{seed}:{request.name}".encode()),
+                transport=request.transport,
+                tls=request.tls,
                 block_offset=block_offsets[request.template],
                 block_servers=blocks[request.template],
                 rank=ranks[request.template],

@@ -12,7 +12,7 @@ from __future__ import annotations
 import ipaddress
 import tomllib
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
@@ -25,6 +25,7 @@ from farm.config.templates import (
 from farm.errors import ConfigError
 
 Order = Literal["big", "little"]
+Transport = Literal["tcp", "rtu-over-tcp", "udp", "tls"]
 Kind = Literal["constant", "counter", "ramp", "sine", "square", "random_walk", "replay"]
 
 
@@ -103,12 +104,37 @@ class IdentityModel(Strict):
     product_name: str = _IDENTITY.product_name
     model_name: str = _IDENTITY.model_name
     user_application_name: str = _IDENTITY.user_application_name
+    server_id: int = Field(default=_IDENTITY.server_id, ge=0, le=255)
+
+
+Register = Annotated[int, Field(ge=0, le=65535)]
+
+
+class FileModel(Strict):
+    number: int = Field(ge=1, le=65535)
+    records: int = Field(ge=1, le=10000)
+    values: list[Register] = []
+
+    @model_validator(mode="after")
+    def _fits(self) -> FileModel:
+        if len(self.values) > self.records:
+            raise ValueError(f"{len(self.values)} values do not fit in {self.records} records")
+        return self
+
+
+class FifoModel(Strict):
+    unit_id: int | None = Field(None, ge=0, le=255)
+    address: int = Field(ge=0, le=65535)
+    values: list[Register] = Field([], max_length=31)
 
 
 class TemplateModel(Strict):
     units: list[UnitModel] = Field(min_length=1)
     points: list[PointModel] = []
     identity: IdentityModel = IdentityModel()
+    exception_status_coil: int = Field(0, ge=0, le=65535)
+    files: list[FileModel] = []
+    fifos: list[FifoModel] = []
 
 
 class AddressingModel(Strict):
@@ -130,6 +156,16 @@ class AddressingModel(Strict):
         return self
 
 
+class TlsModel(Strict):
+    """Modbus/TCP Security: the server's certificate and key, and the CA that client
+    certificates must chain to (none: clients are not asked for one). Paths are relative
+    to the config file."""
+
+    certificate: str = Field(min_length=1)
+    key: str = Field(min_length=1)
+    client_ca: str | None = None
+
+
 class FleetModel(Strict):
     name: str = Field(min_length=1)
     template: str
@@ -137,6 +173,16 @@ class FleetModel(Strict):
     addressing: AddressingModel
     name_pattern: str = "{fleet}-{i:04d}"
     overrides: dict[str, BehaviourModel] = {}
+    transport: Transport = "tcp"
+    tls: TlsModel | None = None
+
+    @model_validator(mode="after")
+    def _tls_settings(self) -> FleetModel:
+        if self.transport == "tls" and self.tls is None:
+            raise ValueError("transport tls needs tls: {certificate: FILE, key: FILE}")
+        if self.transport != "tls" and self.tls is not None:
+            raise ValueError(f"tls settings given but transport is {self.transport}")
+        return self
 
 
 class FarmModel(Strict):

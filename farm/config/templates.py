@@ -144,16 +144,42 @@ class Identity:
     product_name: str = "modbus-farm simulated device"
     model_name: str = "default"
     user_application_name: str = "{name}"
+    # Report Server ID (FC 17): the server id byte, before the run indicator and the name.
+    server_id: int = 1
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class FileRecords:
+    """A file of FC 20/21 (Read/Write File Record): `records` registers, numbered from 0."""
+
+    number: int  # 1-65535
+    records: int  # 1-10000 (record numbers 0-9999, as the spec has them)
+    values: tuple[int, ...] = ()  # starting values of the first records; the rest are 0
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Fifo:
+    """A FIFO of FC 24 (Read FIFO Queue), in a unit's holding registers: the count at
+    `address`, then up to 31 queued values."""
+
+    unit_id: int
+    address: int
+    values: tuple[int, ...] = ()  # starting contents
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class DeviceTemplate:
-    """A device: its units, points and identity."""
+    """A device: its units, points, identity, and what the diagnostic and file functions
+    (FC 07, 20, 21, 24) read."""
 
     name: str
     units: tuple[UnitLayout, ...]
     points: tuple[Point, ...] = ()
     identity: Identity = field(default_factory=Identity)
+    # FC 07 Read Exception Status: the eight coils from this address of the addressed unit.
+    exception_status_coil: int = 0
+    files: tuple[FileRecords, ...] = ()
+    fifos: tuple[Fifo, ...] = ()
 
     def unit(self, unit_id: int) -> UnitLayout:
         return next(unit for unit in self.units if unit.unit_id == unit_id)

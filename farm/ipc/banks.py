@@ -8,7 +8,8 @@ killed and restarted finds every value a client wrote.
 Layout of a segment (offsets come from farm.config.plan, so both sides agree without talking):
 table-major per template block (see farm.config.plan), each server's table contiguous, where a bit
 takes one byte (0 or 1) and a register two bytes, big-endian as on the wire, so a read of
-registers is one slice copy.
+registers is one slice copy. After the tables of a block come each server's diagnostics block
+(farm.ipc.diagnostics) and file records (FC 20/21): device state a restart keeps too.
 """
 
 from __future__ import annotations
@@ -19,7 +20,15 @@ from dataclasses import dataclass
 
 from multiprocess import shared_memory
 
-from farm.config.plan import TABLE_ORDER, ServerSpec, table_bytes, table_offset
+from farm.config.plan import (
+    DIAGNOSTICS_BYTES,
+    TABLE_ORDER,
+    ServerSpec,
+    diagnostics_offset,
+    file_offset,
+    table_bytes,
+    table_offset,
+)
 from farm.config.templates import DeviceTemplate, Table
 
 
@@ -161,3 +170,20 @@ def server_banks(
             **views,
         )
     return banks
+
+
+def server_diagnostics(buf: memoryview, spec: ServerSpec, template: DeviceTemplate) -> memoryview:
+    """A server's diagnostics block (laid out by farm.ipc.diagnostics)."""
+    start = diagnostics_offset(spec, template)
+    return buf[start : start + DIAGNOSTICS_BYTES]
+
+
+def server_files(
+    buf: memoryview, spec: ServerSpec, template: DeviceTemplate
+) -> dict[int, memoryview]:
+    """A server's files (FC 20/21) by number: two bytes a record, big-endian as on the wire."""
+    files = {}
+    for file in template.files:
+        start = file_offset(spec, template, file.number)
+        files[file.number] = buf[start : start + 2 * file.records]
+    return files

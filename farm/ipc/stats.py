@@ -24,12 +24,19 @@ Layout: uint64 slots in native byte order. `HEADER_SLOTS` for the worker, then
     CONNECTIONS_ACCEPTED, BYTES_RECEIVED, BYTES_SENT, MALFORMED_FRAMES
     INJECTIONS + i          requests (or, for offline and reboot, outages) a fault of kind
                             farm.config.faults.KINDS[i] acted on; INJECTION_SLOT[kind]
+    CRC_ERRORS              RTU frames whose CRC did not match (ignored, as on a serial line)
+    UNANSWERED              requests answered with silence by design: listen-only mode,
+                            broadcasts, RTU frames for another unit id
+    TLS_HANDSHAKE_FAILURES  TLS clients refused (no or a bad certificate, wrong protocol)
 
 A request's duration runs from the moment its bytes reached the connection to the moment
 its response was handed to the kernel; requests pipelined in one read share one duration.
 The worker's header holds `WORKER_CPU_NS`: CPU time of every incarnation of the shard's
 worker so far, so it is a counter across restarts too (the time a killed worker spent
-after its last heartbeat is lost; it never runs backwards).
+after its last heartbeat is lost; it never runs backwards). Then the role table: TLS sessions
+by the role their client's certificate names (`ROLES` counters, then `ROLES` names of at most
+`ROLE_NAME_BYTES` UTF-8 bytes, NUL-padded); a name that does not fit is cut, a role past
+the table's size counts under the last entry, "other".
 """
 
 from __future__ import annotations
@@ -39,7 +46,7 @@ import time
 from farm.config.fault_rules import KINDS
 from farm.ipc.banks import Segment
 
-FUNCTION_CODES = (1, 2, 3, 4, 5, 6, 15, 16, 22, 23, 43)
+FUNCTION_CODES = (1, 2, 3, 4, 5, 6, 7, 8, 11, 12, 15, 16, 17, 20, 21, 22, 23, 24, 43)
 EXCEPTION_CODES = tuple(range(1, 12))
 DURATION_BOUNDS_S = (
     0.0001, 0.00025, 0.0005,
@@ -62,10 +69,19 @@ BYTES_RECEIVED = CONNECTIONS_ACCEPTED + 1
 BYTES_SENT = BYTES_RECEIVED + 1
 MALFORMED_FRAMES = BYTES_SENT + 1
 INJECTIONS = MALFORMED_FRAMES + 1
-SERVER_SLOTS = INJECTIONS + len(KINDS)
+CRC_ERRORS = INJECTIONS + len(KINDS)
+UNANSWERED = CRC_ERRORS + 1
+TLS_HANDSHAKE_FAILURES = UNANSWERED + 1
+SERVER_SLOTS = TLS_HANDSHAKE_FAILURES + 1
 
 WORKER_CPU_NS = 0
-HEADER_SLOTS = 1
+ROLES = 16
+ROLE_NAME_BYTES = 48
+ROLE_COUNTS = 1  # ROLES slots
+ROLE_NAMES = ROLE_COUNTS + ROLES  # ROLES * ROLE_NAME_BYTES bytes
+HEADER_SLOTS = ROLE_NAMES + ROLES * ROLE_NAME_BYTES // 8
+NO_ROLE = "none"
+OTHER_ROLE = "other"
 
 
 def _slot_table(base: int, codes: tuple[int, ...]) -> bytes:
@@ -150,6 +166,35 @@ class ShardCounters:
 
     def cpu_seconds(self) -> float:
         return float(self.slots[WORKER_CPU_NS]) / 1e9
+
+    def _role_name(self, entry: int) -> memoryview:
+        start = 8 * ROLE_NAMES + entry * ROLE_NAME_BYTES
+        return self.segment.buf[start : start + ROLE_NAME_BYTES]
+
+    def count_role(self, role: str | None) -> None:
+        """Called by the worker: one more TLS session whose client has this role."""
+        name = (role or NO_ROLE).encode()[:ROLE_NAME_BYTES] or NO_ROLE.encode()
+        padded = name.ljust(ROLE_NAME_BYTES, b"\0")
+        for entry in range(ROLES - 1):
+            stored = self._role_name(entry)
+            if stored[0] == 0:
+                stored[:] = padded  # a new role: the entry is this one's from now on
+            if stored == padded:
+                self.slots[ROLE_COUNTS + entry] += 1
+                return
+        last = self._role_name(ROLES - 1)
+        last[:] = OTHER_ROLE.encode().ljust(ROLE_NAME_BYTES, b"\0")
+        self.slots[ROLE_COUNTS + ROLES - 1] += 1
+
+    def roles(self) -> dict[str, int]:
+        """TLS sessions so far by client role (read by the master)."""
+        counts: dict[str, int] = {}
+        for entry in range(ROLES):
+            name = bytes(self._role_name(entry)).rstrip(b"\0")
+            if name:
+                label = name.decode(errors="replace")
+                counts[label] = counts.get(label, 0) + self.slots[ROLE_COUNTS + entry]
+        return counts
 
     def close(self) -> None:
         """Drop this process's mapping; the master's also removes the segment."""

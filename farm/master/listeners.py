@@ -1,4 +1,5 @@
-"""Listening sockets for every server, bound by the master before any worker starts.
+"""Listening sockets for every server (TCP, or UDP for a udp fleet), bound by the master
+before any worker starts.
 
 Sits between plan and supervisor in the data flow. Binding in the master means a busy port
 is found before a single process is spawned (one clear error, nothing to clean up), and a
@@ -77,13 +78,17 @@ def describe(addresses: Iterable[tuple[str, int]], most: int = 4) -> str:
 
 def bind_one(spec: ServerSpec) -> socket.socket:
     family = socket.AF_INET6 if ":" in spec.host else socket.AF_INET
-    sock = socket.socket(family, socket.SOCK_STREAM)
+    datagrams = spec.transport == "udp"
+    sock = socket.socket(family, socket.SOCK_DGRAM if datagrams else socket.SOCK_STREAM)
     try:
-        # Lets a replacement worker, or the next farm, listen while old connections linger
-        # in TIME_WAIT; it does not let two listeners share a port.
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        if not datagrams:
+            # Lets a replacement worker, or the next farm, listen while old connections
+            # linger in TIME_WAIT; it does not let two listeners share a port. (On a UDP
+            # socket it would: two farms could then bind one port, so not there.)
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         sock.bind((spec.host, spec.port))
-        sock.listen(BACKLOG)
+        if not datagrams:
+            sock.listen(BACKLOG)
         sock.setblocking(False)
     except OSError:
         sock.close()

@@ -15,7 +15,13 @@ pymodbus and the Modbus Application Protocol spec v1.1b3 disagree, the spec wins
     basic stream access from an unknown object id restarts at object 0.
 Unknown unit ids answer 0B (gateway target failed to respond); unit 0xFF, which the TCP
 implementation guide recommends for addressing a TCP server directly, means the device's
-first unit. Function codes other than 1-6, 15, 16, 22, 23 and 43/14 answer 01.
+first unit. FC 07, 08, 11, 12 and 17 are farm.worker.diagnostics's, FC 20, 21 and 24
+farm.worker.records's, each per device (pymodbus keeps their state once per process).
+Function codes other than these, 1-6, 15, 16, 22, 23 and 43/14 answer 01.
+
+`Device.answer(unit, pdu)` answers one request PDU, or returns None when the device stays
+silent (listen-only mode, FC 08/04): every framing calls it, MBAP here (`ModbusConnection`),
+RTU over TCP (farm.worker.framing), UDP (farm.worker.udp), TLS (farm.worker.tls).
 
 `fast_answer` (farm.worker.fastpath) handles the hot function codes (1-6, 15, 16) straight from
 the banks; it must produce the same bytes as `reference_answer` (a property test holds it
@@ -40,6 +46,7 @@ from pymodbus.pdu.mei_message import ReadDeviceInformationRequest, ReadDeviceInf
 
 from farm.config.templates import Identity, Table
 from farm.ipc.banks import UnitBank
+from farm.ipc.diagnostics import local_block
 from farm.ipc.stats import (
     BYTES_RECEIVED,
     BYTES_SENT,
@@ -54,6 +61,8 @@ from farm.ipc.stats import (
     REQUEST_SLOT,
     local_counters,
 )
+from farm.worker import diagnostics, records
+from farm.worker.diagnostics import Diagnostics
 from farm.worker.fastpath import (
     GATEWAY_NO_RESPONSE,
     ILLEGAL_ADDRESS,
@@ -62,6 +71,7 @@ from farm.worker.fastpath import (
     exception_pdu,
     fast_answer,
 )
+from farm.worker.records import Records
 
 if TYPE_CHECKING:
     from farm.worker.faults import ServerFaults
@@ -194,9 +204,19 @@ def reference_answer(bank: UnitBank, pdu: bytes, identity: _IdentityBlock | None
 
 
 class Device:
-    """One simulated server: its banks, its identity, and its counters (farm.ipc.stats layout)."""
+    """One simulated server: its banks, its identity, its counters (farm.ipc.stats layout),
+    its diagnostics (FC 07/08/11/12/17) and its files and FIFOs (FC 20/21/24)."""
 
-    __slots__ = ("_identity", "banks", "counters", "faults", "identity_template", "name")
+    __slots__ = (
+        "_identity",
+        "banks",
+        "counters",
+        "diagnostics",
+        "faults",
+        "identity_template",
+        "name",
+        "records",
+    )
 
     def __init__(
         self,
@@ -204,6 +224,11 @@ class Device:
         banks: dict[int, UnitBank],
         identity: Identity,
         counters: memoryview | None = None,
+        *,
+        block: memoryview | None = None,  # its diagnostics block (farm.ipc.diagnostics)
+        files: dict[int, memoryview] | None = None,
+        fifos: Sequence[tuple[int, int]] = (),  # (unit id, pointer address)
+        exception_status_coil: int = 0,
     ) -> None:
         self.name = name
         self.banks = dict(banks)
@@ -213,6 +238,14 @@ class Device:
         self._identity: _IdentityBlock | None = None
         self.counters = local_counters() if counters is None else counters
         self.faults: ServerFaults | None = None  # farm.worker.faults; None: no fault
+        self.diagnostics = Diagnostics(
+            self.counters,
+            local_block() if block is None else block,
+            identity.server_id,
+            name,
+            exception_status_coil,
+        )
+        self.records = Records(files or {}, fifos)
 
     def identity(self) -> _IdentityBlock:
         # Built on first use: most devices are never asked, and it costs ~1 KiB each.
@@ -220,9 +253,13 @@ class Device:
             self._identity = _IdentityBlock(self.identity_template, self.name)
         return self._identity
 
-    def answer(self, unit: int, pdu: bytes) -> bytes:
+    def answer(self, unit: int, pdu: bytes) -> bytes | None:
+        """The response PDU to a request PDU for `unit`; None: the device stays silent."""
         counters = self.counters
         counters[REQUEST_SLOT[pdu[0]]] += 1
+        if self.diagnostics.listen_only:
+            self.diagnostics.unanswered(pdu)
+            return None
         bank = self.banks.get(unit)
         response: bytes | None
         if bank is None:
@@ -230,11 +267,22 @@ class Device:
         else:
             response = fast_answer(bank, pdu)
             if response is None:
-                identity = self.identity() if pdu[0] == 43 else None
-                response = reference_answer(bank, pdu, identity)
+                response = self._answer_slowly(bank, pdu)
+                if response is None:
+                    return None  # FC 08/04 enters listen-only mode without an answer
         if response[0] & 0x80:
             counters[EXCEPTION_SLOT[response[1]]] += 1
+            self.diagnostics.exception_sent(response[1])
         return response
+
+    def _answer_slowly(self, bank: UnitBank, pdu: bytes) -> bytes | None:
+        fc = pdu[0]
+        if fc in diagnostics.CODES:
+            return self.diagnostics.answer(bank, pdu)
+        if fc in records.CODES:
+            return self.records.answer(bank, pdu)
+        identity = self.identity() if fc == 43 else None
+        return reference_answer(bank, pdu, identity)
 
 
 class ModbusConnection(asyncio.Protocol):
@@ -293,7 +341,8 @@ class ModbusConnection(asyncio.Protocol):
             if end > available:
                 break
             response = device.answer(unit, bytes(buffer[position + 7 : end]))
-            replies.append(_HEADER.pack(transaction, 0, len(response) + 1, unit) + response)
+            if response is not None:
+                replies.append(_HEADER.pack(transaction, 0, len(response) + 1, unit) + response)
             position = end
         del buffer[:position]
         if replies and self.transport is not None:

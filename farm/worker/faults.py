@@ -100,7 +100,8 @@ class ServerFaults:
         matched = [rule for rule in self.rules if self._applies(rule, unit, pdu)]
         if not matched:
             answer = device.answer(unit, pdu)
-            batch.answer(_HEADER.pack(transaction, 0, len(answer) + 1, unit) + answer)
+            if answer is not None:  # None: the device is silent (listen-only mode)
+                batch.answer(_HEADER.pack(transaction, 0, len(answer) + 1, unit) + answer)
             return
         for rule in matched:
             counters[INJECTION_SLOT[rule.kind]] += 1
@@ -118,7 +119,10 @@ class ServerFaults:
             counters[EXCEPTION_SLOT[code]] += 1
             answer = exception_pdu(pdu[0], code)
         else:
-            answer = device.answer(unit, pdu)
+            silent = device.answer(unit, pdu)
+            if silent is None:
+                return  # listen-only mode: nothing to delay, garble or slice
+            answer = silent
         if "wrong_tid" in kinds:
             transaction = (transaction + 0x8000) & 0xFFFF
         if "wrong_unit" in kinds:

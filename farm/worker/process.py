@@ -21,6 +21,7 @@ import os
 import resource
 import signal
 import socket
+import ssl
 import sys
 import time
 from dataclasses import dataclass, field
@@ -29,7 +30,14 @@ import uvloop
 
 from farm.config.templates import DeviceTemplate
 from farm.ipc import messages
-from farm.ipc.banks import ReadOnlyMasks, Segment, read_only_masks, server_banks
+from farm.ipc.banks import (
+    ReadOnlyMasks,
+    Segment,
+    read_only_masks,
+    server_banks,
+    server_diagnostics,
+    server_files,
+)
 from farm.ipc.messages import (
     Assign,
     Connection,
@@ -47,6 +55,7 @@ from farm.ipc.stats import ShardCounters
 from farm.worker.engine import Device, ModbusConnection
 from farm.worker.faults import FaultBook
 from farm.worker.ticker import Ticker
+from farm.worker.transports import Listener, Transports
 
 ASSIGN_TIMEOUT_S = 30.0
 DRAIN_TIMEOUT_S = 2.0
@@ -84,33 +93,12 @@ def rss_bytes() -> int:
         return int(statm.read().split()[1]) * _PAGE
 
 
-class ConnectionFactory:
-    """The protocol factory of one server; builds its `Device` on the first connection.
-
-    Most servers of a large farm are never connected to, and a device's views on its banks
-    and counters cost about 2 KiB: an idle server keeps only this object.
-    """
-
-    __slots__ = ("device", "number", "worker")
-
-    def __init__(self, worker: Worker, number: int) -> None:
-        self.worker = worker
-        self.number = number  # position in the shard (Assign.servers, the counters' order)
-        self.device: Device | None = None
-
-    def __call__(self) -> ModbusConnection:
-        device = self.device
-        if device is None:
-            device = self.device = self.worker.device(self.number)
-        return ModbusConnection(device, self.worker.connections)
-
-
 @dataclass
 class Worker:
     conn: Connection
     assign: Assign
     sockets: dict[int, socket.socket]
-    servers: dict[int, asyncio.AbstractServer] = field(default_factory=dict)  # by number
+    servers: dict[int, Listener] = field(default_factory=dict)  # by number
     numbers: dict[str, int] = field(default_factory=dict)  # server name -> number
     stopped: set[int] = field(default_factory=set)  # told STOP_SERVER since (by number)
     connections: set[ModbusConnection] = field(default_factory=set)
@@ -122,6 +110,7 @@ class Worker:
     tasks: set[asyncio.Task[None]] = field(default_factory=set)
     devices: dict[int, Device] = field(default_factory=dict)  # built, by shard position
     faults: FaultBook = field(default_factory=FaultBook)
+    transports: Transports | None = None
 
     async def serve(self) -> None:
         loop = asyncio.get_running_loop()
@@ -156,7 +145,7 @@ class Worker:
         await asyncio.gather(heartbeat, ticking, return_exceptions=True)
 
     async def _start_servers(self, ticker: Ticker) -> tuple[ServerFailed, ...]:
-        loop = asyncio.get_running_loop()
+        self.transports = transports = Transports(self, self._count_tls_role)
         failed = []
         for number, spec in enumerate(self.assign.servers):
             template: DeviceTemplate = self.assign.templates[spec.template]
@@ -165,8 +154,8 @@ class Worker:
             if sock is None:
                 continue  # stopped by the master, or started already by a Control
             try:
-                server = await loop.create_server(ConnectionFactory(self, number), sock=sock)
-            except OSError as exc:
+                server = await transports.start(spec, number, sock)
+            except (OSError, ssl.SSLError) as exc:
                 failure = ServerFailed(
                     worker=self.assign.worker,
                     server=spec.name,
@@ -189,11 +178,25 @@ class Worker:
         template = self.assign.templates[spec.template]
         if spec.template not in self.masks:
             self.masks[spec.template] = read_only_masks(template)
-        banks = server_banks(self.segment.buf, spec, template, self.masks[spec.template])
+        buf = self.segment.buf
+        banks = server_banks(buf, spec, template, self.masks[spec.template])
         counters = self.counters.server(number) if self.counters else None
-        device = self.devices[number] = Device(spec.name, banks, template.identity, counters)
+        device = self.devices[number] = Device(
+            spec.name,
+            banks,
+            template.identity,
+            counters,
+            block=server_diagnostics(buf, spec, template),
+            files=server_files(buf, spec, template),
+            fifos=[(fifo.unit_id, fifo.address) for fifo in template.fifos],
+            exception_status_coil=template.exception_status_coil,
+        )
         self.faults.attach(device, number)
         return device
+
+    def _count_tls_role(self, role: str | None) -> None:
+        if self.counters is not None:
+            self.counters.count_role(role)
 
     async def _tick(self, ticker: Ticker) -> None:
         while True:
@@ -283,18 +286,17 @@ class Worker:
             self._reply(message, error="" if number is not None else "no such server here")
             return
         self.stopped.discard(number)
+        assert self.transports is not None, "servers start before any Control is read"
         try:
-            server = await asyncio.get_running_loop().create_server(
-                ConnectionFactory(self, number), sock=sock
-            )
-        except OSError as exc:
+            server = await self.transports.start(self.assign.servers[number], number, sock)
+        except (OSError, ssl.SSLError) as exc:
             sock.close()
             self._reply(message, error=f"cannot serve {message.server}: {exc}")
             return
         self._keep(number, server)
         self._reply(message)
 
-    def _keep(self, number: int, server: asyncio.AbstractServer) -> None:
+    def _keep(self, number: int, server: Listener) -> None:
         if number in self.stopped:  # a STOP came while the server was being created
             server.close()
         else:

@@ -1,0 +1,66 @@
+"""Modbus over UDP: one MBAP frame per datagram, the answer to its sender.
+
+Sits beside the engine in a worker (... worker -> udp -> engine -> banks). One `UdpEndpoint`
+per server on the datagram socket the master bound. A datagram that is not exactly one
+MBAP frame (protocol id 0, a length field that matches the datagram) is counted as
+malformed and dropped: there is no connection to close, and no stream to resynchronise.
+UDP has no connections either, so a UDP server's connection series stay at 0.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import struct
+from collections.abc import Callable
+from time import perf_counter_ns
+from typing import Any, cast
+
+from farm.ipc.stats import BYTES_RECEIVED, BYTES_SENT, MALFORMED_FRAMES
+from farm.worker.engine import MAX_MBAP_LENGTH, Device
+from farm.worker.framing import record_duration
+
+_HEADER = struct.Struct(">HHHB")
+
+
+class UdpEndpoint(asyncio.DatagramProtocol):
+    """One server's datagram socket; its `Device` is built with the first datagram."""
+
+    def __init__(self, build: Callable[[], Device]) -> None:
+        self.build = build
+        self.device: Device | None = None
+        self.transport: asyncio.DatagramTransport | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = cast(asyncio.DatagramTransport, transport)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.transport = None
+
+    def close(self) -> None:
+        if self.transport is not None:
+            self.transport.close()
+
+    def datagram_received(self, data: bytes, addr: Any) -> None:
+        arrived = perf_counter_ns()
+        device = self.device
+        if device is None:
+            device = self.device = self.build()
+        counters = device.counters
+        counters[BYTES_RECEIVED] += len(data)
+        if len(data) < 8:
+            counters[MALFORMED_FRAMES] += 1
+            return
+        transaction, protocol, length, unit = _HEADER.unpack_from(data)
+        if protocol != 0 or not 2 <= length <= MAX_MBAP_LENGTH or length + 6 != len(data):
+            counters[MALFORMED_FRAMES] += 1
+            return
+        response = device.answer(unit, data[7:])
+        if response is None or self.transport is None:
+            return
+        out = _HEADER.pack(transaction, 0, len(response) + 1, unit) + response
+        self.transport.sendto(out, addr)
+        counters[BYTES_SENT] += len(out)
+        record_duration(counters, 1, perf_counter_ns() - arrived)
+
+    def error_received(self, exc: Exception) -> None:
+        """An ICMP error for an earlier answer (its sender went away): nothing to do."""
