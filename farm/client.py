@@ -72,6 +72,7 @@ class ServerInfo:
     fleet: str = "default"
     state: str = "up"  # up | offline (not serving) | faulted (a fault is active on it)
     stopped: bool = False  # stopped through the API (or an offline fault)
+    transport: str = "tcp"  # tcp, rtu-over-tcp, udp or tls
 
     @property
     def host_port(self) -> tuple[str, int]:
@@ -273,9 +274,14 @@ class FarmClient:
         """Clear every fault; returns the ids cleared."""
         return [int(each) for each in self.request("DELETE", "/api/v1/faults")["cleared"]]
 
-    def targets(self) -> list[tuple[str, int]]:
-        """(host, port) of every server that is up: what a load generator connects to."""
-        return [server.host_port for server in self.servers() if server.up]
+    def targets(self, transport: str | None = None) -> list[tuple[str, int]]:
+        """(host, port) of every server that is up (and speaks `transport`, if given): what
+        a load generator connects to."""
+        return [
+            server.host_port
+            for server in self.servers()
+            if server.up and transport in (None, server.transport)
+        ]
 
     def shutdown(self) -> None:
         """Ask the farm to stop gracefully (returns at once; the farm stops meanwhile)."""
@@ -316,6 +322,7 @@ _SERVER_FIELDS = (
     "fleet",
     "state",
     "stopped",
+    "transport",
 )
 
 

@@ -98,7 +98,10 @@ def test_durations_land_in_the_right_bucket(monkeypatch: pytest.MonkeyPatch) -> 
 def test_label_values_are_escaped() -> None:
     name = 'boiler "B"\\2'
     slot = SimpleNamespace(
-        shard=SimpleNamespace(worker=0, servers=(SimpleNamespace(name=name),)),
+        shard=SimpleNamespace(
+            worker=0,
+            servers=(SimpleNamespace(name=name, fleet=name, template="t", transport="udp"),),
+        ),
         counters=in_memory(1),
         heartbeat=None,
         last_heartbeat=0.0,
@@ -111,6 +114,8 @@ def test_label_values_are_escaped() -> None:
     )
     samples = parse(FarmMetrics(cast(Any, farm)).render().decode())
     assert value(samples, "modbus_farm_connections_open", server=name, worker="0") == 0
+    info = {"server": name, "worker": "0", "fleet": name, "template": "t", "transport": "udp"}
+    assert value(samples, "modbus_farm_server_info", **info) == 1
 
 
 def test_counts_exactly_what_clients_sent() -> None:
@@ -127,10 +132,10 @@ def test_counts_exactly_what_clients_sent() -> None:
             assert client.read_holding_registers(5000, count=1).isError()  # 12 in, 9 out
         client.close()
         with socket.create_connection((HOST, farm.port(0)), timeout=5) as sock:
-            # Two frames in one write: FC 8 (not implemented: 01) and unit 9 (unknown: 0B).
-            sock.sendall(mbap(1, 1, b"\x08\x00\x00\x12\x34") + mbap(2, 9, b"\x03\x00\x00\x00\x01"))
+            # Two frames in one write: FC 65 (not implemented: 01) and unit 9 (unknown: 0B).
+            sock.sendall(mbap(1, 1, b"\x41\x00\x00\x12\x34") + mbap(2, 9, b"\x03\x00\x00\x00\x01"))
             answers = read_exactly(sock, 18)
-            assert answers[7:9] == b"\x88\x01" and answers[16:18] == b"\x83\x0b"
+            assert answers[7:9] == b"\xc1\x01" and answers[16:18] == b"\x83\x0b"
             sock.sendall(struct.pack(">HHHB", 3, 1, 6, 1) + b"\x03\x00\x00\x00\x01")
             assert sock.recv(100) == b""  # malformed (protocol id 1): the farm hangs up
 

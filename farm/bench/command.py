@@ -5,7 +5,7 @@ only through the control API (`GET /api/v1/servers`) when no explicit `--target`
 
     farm bench [--api-port A | --target HOST:PORT[-PORT] ...] [--connections C]
                [--rate R] [--depth D] [--mix 3:80,16:20] [--duration S] [--processes P]
-               [--json]
+               [--transport tcp|rtu-over-tcp|udp|tls [--certs DIR]] [--json]
 
 farm.bench.spec turns the options into one share of the load per process; farm.bench.loadgen runs
 a share; with `--processes P > 1` the
@@ -22,6 +22,8 @@ import contextlib
 import json
 import resource
 from collections.abc import Callable
+from dataclasses import replace
+from pathlib import Path
 from typing import Any
 
 import click
@@ -34,7 +36,9 @@ from farm.bench import fan as loadfan
 from farm.bench.latency import Histogram
 from farm.bench.loadgen import LoadResult, LoadSpec, Snapshot, run_load
 from farm.bench.spec import BenchOptions, parse_mix, parse_targets, split
+from farm.bench.transports import ClientTls
 from farm.client import FarmClient, api_options
+from farm.config.plan import TRANSPORTS
 from farm.errors import ConfigError, FarmError, exit_with
 
 SATURATED = 0.9  # a generator process busier than this fraction of a core is the bottleneck
@@ -169,6 +173,19 @@ def live_view(snapshot: Snapshot, duration_s: float) -> str:
     "--timeout", default=1.0, show_default=True, help="Seconds before a request times out."
 )
 @click.option("--processes", "-p", default=1, show_default=True, help="Generator processes.")
+@click.option(
+    "--transport",
+    type=click.Choice(TRANSPORTS),
+    default="tcp",
+    show_default=True,
+    help="How to frame requests (from a farm's API: only its servers of this transport).",
+)
+@click.option(
+    "--certs",
+    type=click.Path(file_okay=False),
+    default=None,
+    help="For tls: a `farm certs` directory (ca.pem checks the farm, client.pem/.key are sent).",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
 def bench(
     target_texts: tuple[str, ...],
@@ -184,18 +201,21 @@ def bench(
     max_requests: int,
     timeout: float,
     processes: int,
+    transport: str,
+    certs: str | None,
     as_json: bool,
 ) -> None:
-    """Load a farm (or any Modbus TCP servers) like a SCADA master, and report."""
+    """Load a farm (or any Modbus servers) like a SCADA master, and report."""
     err = Console(stderr=True)
     try:
         options = _options(
             connections, rate, depth, duration, max_requests, timeout, unit, processes
         )
+        options = replace(options, transport=transport, tls=client_tls(transport, certs))
         pdus = parse_mix(mix, address, quantity)
-        targets = parse_targets(target_texts) if target_texts else client.targets()
+        targets = parse_targets(target_texts) if target_texts else client.targets(transport)
         if not targets:
-            raise FarmError("no server to load: the farm reports none up")
+            raise FarmError(f"no server to load: the farm reports no {transport} server up")
         specs = split(targets, pdus, options)
         live = Live(console=err, auto_refresh=False, transient=True)
         show = err.is_terminal and not as_json
@@ -213,6 +233,23 @@ def bench(
         click.echo(json.dumps(report, indent=2))
     else:
         Console().print(render(report))
+
+
+def client_tls(transport: str, certs: str | None) -> ClientTls | None:
+    """The client side of a `farm certs` directory, each file checked readable."""
+    if certs is None:
+        return None
+    if transport != "tls":
+        raise ConfigError("--certs applies only with --transport tls")
+    paths = []
+    for name in ("ca.pem", "client.pem", "client.key"):
+        path = Path(certs, name)
+        try:
+            path.read_bytes()
+        except OSError as exc:
+            raise ConfigError(f"--certs {certs}: cannot read {name}: {exc.strerror}") from exc
+        paths.append(str(path))
+    return ClientTls(ca=paths[0], certificate=paths[1], key=paths[2])
 
 
 def _options(

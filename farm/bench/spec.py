@@ -13,6 +13,7 @@ import struct
 from dataclasses import dataclass
 
 from farm.bench.loadgen import LoadSpec
+from farm.bench.transports import ClientTls
 from farm.errors import ConfigError
 
 READS = {1: 2000, 2: 2000, 3: 125, 4: 125}  # function code -> largest quantity
@@ -91,6 +92,8 @@ class BenchOptions:
     timeout_s: float = 1.0
     unit: int = 1
     processes: int = 1
+    transport: str = "tcp"
+    tls: ClientTls | None = None
 
 
 def split(
@@ -109,6 +112,8 @@ def split(
             duration_s=options.duration_s,
             max_requests=options.max_requests // p + (share < options.max_requests % p),
             timeout_s=options.timeout_s,
+            transport=options.transport,
+            tls=options.tls,
         )
         for share in range(p)
     ]

@@ -45,6 +45,7 @@ class ServerSummary(BaseModel):
     address: str = Field(description="HOST:PORT ([HOST]:PORT for IPv6)")
     fleet: str
     template: str
+    transport: str = Field(description="tcp, rtu-over-tcp, udp or tls")
     worker: int
     up: bool = Field(description="Its worker serves it now")
     state: State = Field(description="offline if not serving, faulted if a fault is on, else up")
@@ -186,6 +187,7 @@ def summary(inventory: Inventory, server: Located) -> ServerSummary:
         address=f"[{spec.host}]:{spec.port}" if ":" in spec.host else spec.address,
         fleet=spec.fleet,
         template=spec.template,
+        transport=spec.transport,
         worker=server.slot.shard.worker,
         up=server.up,
         state=inventory.state(server),

@@ -32,6 +32,7 @@ from farm.ipc.stats import (
     BYTES_SENT,
     CONNECTIONS_ACCEPTED,
     CONNECTIONS_OPEN,
+    CRC_ERRORS,
     DURATION,
     DURATION_BOUNDS_S,
     DURATION_SUM_NS,
@@ -43,6 +44,8 @@ from farm.ipc.stats import (
     MALFORMED_FRAMES,
     REQUESTS,
     SERVER_SLOTS,
+    TLS_HANDSHAKE_FAILURES,
+    UNANSWERED,
 )
 from farm.master.faults import FaultTable
 from farm.master.supervisor import Supervisor
@@ -66,8 +69,27 @@ _PLAIN = (
         "malformed_frames_total",
         "counter",
         "Frames with a bad MBAP header (protocol id not 0, length out of range); "
-        "each closes its connection.",
+        "each closes its TCP or TLS connection (a UDP datagram is dropped).",
         MALFORMED_FRAMES,
+    ),
+    (
+        "crc_errors_total",
+        "counter",
+        "RTU frames (rtu-over-tcp) whose CRC did not match; ignored, as on a serial line.",
+        CRC_ERRORS,
+    ),
+    (
+        "unanswered_total",
+        "counter",
+        "Requests left unanswered by design: listen-only mode (FC 08/04), broadcasts and "
+        "frames for another unit id on an RTU line.",
+        UNANSWERED,
+    ),
+    (
+        "tls_handshake_failures_total",
+        "counter",
+        "TLS clients refused in the handshake (no or a bad certificate, an old protocol).",
+        TLS_HANDSHAKE_FAILURES,
     ),
 )
 
@@ -109,6 +131,13 @@ class FarmMetrics:
             _labels(slot.shard.worker, (spec.name for spec in slot.shard.servers))
             for slot in supervisor.slots
         ]
+        self.info = [
+            f'{PREFIX}server_info{{server="{escape(spec.name)}",worker="{slot.shard.worker}",'
+            f'fleet="{escape(spec.fleet)}",template="{escape(spec.template)}",'
+            f'transport="{spec.transport}"}} 1\n'
+            for slot in supervisor.slots
+            for spec in slot.shard.servers
+        ]
         self.build_labels = (
             f'version="{__version__}",python="{platform.python_version()}",'
             f'pymodbus="{metadata.version("pymodbus")}"'
@@ -125,6 +154,15 @@ class FarmMetrics:
                 snapshots.append((labels, slot.counters.snapshot()))
             except ValueError:  # the farm is stopping and has released the segment
                 continue
+        out.append(
+            _header(
+                PREFIX + "server_info",
+                "gauge",
+                "Always 1: a server's fleet, template and transport (tcp, rtu-over-tcp, udp, tls).",
+            )
+        )
+        out.extend(self.info)
+        self._roles(out)
         self._requests(out, snapshots)
         self._exceptions(out, snapshots)
         self._durations(out, snapshots)
@@ -191,6 +229,26 @@ class FarmMetrics:
             if samples:
                 out.append(_header(PREFIX + family, kind, text))
                 out.extend(samples)
+
+    def _roles(self, out: list[str]) -> None:
+        samples = []
+        for slot in self.supervisor.slots:
+            with contextlib.suppress(ValueError):  # released: the farm is stopping
+                for role, count in slot.counters.roles().items():
+                    samples.append(
+                        f'{PREFIX}tls_sessions_total{{worker="{slot.shard.worker}",'
+                        f'role="{escape(role)}"}} {count}\n'
+                    )
+        if samples:
+            out.append(
+                _header(
+                    PREFIX + "tls_sessions_total",
+                    "counter",
+                    "TLS sessions established, by the role in the client's certificate "
+                    "(none: no role; other: past the first 15 roles a worker saw).",
+                )
+            )
+            out.extend(samples)
 
     def _requests(self, out: list[str], snapshots: list[tuple[list[str], list[int]]]) -> None:
         out.append(
