@@ -220,7 +220,8 @@ def test_pymodbus_udp_client(farm: FarmProcess) -> None:
         assert client.read_fifo_queue(address=0x04DE, device_id=1).values == [0x01B8, 0x1284]
         records = client.read_file_record(
             # pymodbus's record_length counts bytes, not records
-            [FileRecord(file_number=4, record_number=1, record_length=4)], device_id=1
+            [FileRecord(file_number=4, record_number=1, record_length=4)],
+            device_id=1,
         )
         assert records.records[0].record_data == bytes.fromhex("0dfe0020")
     finally:
