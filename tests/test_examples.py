@@ -18,8 +18,10 @@ import pytest
 import yaml
 from modbus_tk import modbus_tcp
 from modbus_tk.exceptions import ModbusError
-from pymodbus.client import ModbusTcpClient
+from pymodbus import FramerType
+from pymodbus.client import ModbusTcpClient, ModbusUdpClient
 from pymodbus.pdu import ExceptionResponse
+from pymodbus.pdu.file_message import FileRecord
 
 from tests.farmproc import HOST, FarmProcess, free_port, free_port_range, port_free
 
@@ -241,3 +243,26 @@ def test_plant_scaled_serves_every_fleet(tmp_path: Path) -> None:
             assert isinstance(volts, float) and 226 <= volts <= 234
         finally:
             c.close()
+
+
+def test_serial_line_over_rtu_and_udp(tmp_path: Path) -> None:
+    path, data = relocated("serial-line.yaml", tmp_path, count=2)
+    for _ in serve(path, data):
+        # Any: pymodbus types every response as its base class ModbusPDU.
+        (rtu_host, rtu_port), (udp_host, udp_port) = first_address(data, 0), first_address(data, 1)
+        rtu: Any = ModbusTcpClient(
+            rtu_host, port=rtu_port, framer=FramerType.RTU, timeout=3, retries=0
+        )
+        udp: Any = ModbusUdpClient(udp_host, port=udp_port, timeout=3, retries=1)
+        try:
+            assert rtu.connect() and udp.connect()
+            assert rtu.diag_query_data(b"\x12\x34").message == b"\x12\x34"
+            assert rtu.read_exception_status().status & 1 == 1  # the alarm relay, coil 10
+            records = [FileRecord(file_number=1, record_number=0, record_length=8)]  # bytes
+            loads = rtu.read_file_record(records).records[0].record_data
+            assert struct.unpack(">4H", loads) == (120, 118, 121, 130)
+            assert udp.read_fifo_queue(address=100).values == [0x0101, 0x0203]
+            assert udp.report_device_id().identifier.startswith(b"\x4d\xffudp-")
+        finally:
+            rtu.close()
+            udp.close()

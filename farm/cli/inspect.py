@@ -119,13 +119,16 @@ def validate(file: str, count: int | None) -> None:
     except FarmError as error:
         exit_with(error)
     servers = plan.servers()
-    table = RichTable("fleet", "template", "servers", "addresses", "points", "registers per device")
+    table = RichTable(
+        "fleet", "template", "transport", "servers", "addresses", "points", "registers per device"
+    )
     for fleet in dict.fromkeys(spec.fleet for spec in servers):
         members = [spec for spec in servers if spec.fleet == fleet]
         template = plan.templates[members[0].template]
         table.add_row(
             fleet,
             template.name,
+            members[0].transport,
             str(len(members)),
             span([(s.host, s.port) for s in members]),
             str(len(template.points)),
