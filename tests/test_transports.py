@@ -366,6 +366,11 @@ def test_diagnostics_and_files_survive_a_worker_restart(tmp_path: Path, certs: P
         assert client.diag_read_bus_message_count().message == 4
         client.diag_force_listen_only()  # pymodbus sends it expecting no answer
         client.close()
+        wait_for(  # taken in by the worker before it is killed
+            lambda: metric(farm, "modbus_farm_unanswered_total", server="plain-0", worker="0"),
+            10,
+            "listen-only mode to be entered",
+        )
         victim = farm.worker_pids()[0]
         os.kill(victim, signal.SIGKILL)
         wait_for(lambda: farm.status()["workers"][0]["restarts"] == 1, 30, "a new worker")
