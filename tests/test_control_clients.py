@@ -157,6 +157,7 @@ def test_stop_refuses_connections_and_start_serves_the_same_values(farm: FarmPro
     modbus = pymodbus(farm, 5)
     try:
         assert modbus.read_holding_registers(60, count=1, device_id=1).registers == [4242]
+        assert client.server("plc-01").connections == 1
         done = cli(farm, "server", "stop", "plc-01")
         assert done.returncode == 0 and done.stdout.strip() == "plc-01 stopped", done.stderr
         assert refused(farm.port(5))
@@ -167,6 +168,7 @@ def test_stop_refuses_connections_and_start_serves_the_same_values(farm: FarmPro
     assert not ModbusTcpClient(HOST, port=farm.port(5), timeout=2, retries=0).connect()
     assert [s.name for s in client.servers(state="offline")] == ["plc-01"]
     assert client.server("plc-01").info.stopped
+    wait_for(lambda: client.server("plc-01").connections == 0, 10, "the connection counted closed")
     assert cli(farm, "server", "stop", "plc-01").stdout.strip() == "plc-01 was already stopped"
     client.write("plc-01", "holding_registers", 61, [99])  # values can change while offline
     done = cli(farm, "server", "start", "plc-01")
