@@ -74,18 +74,50 @@ def farm() -> Iterator[FarmProcess]:
         assert code == 0, stderr
 
 
-def start_config_farm(
+def ready_farm(count: int, workers: int = 2, extra: list[str] | None = None) -> FarmProcess:
+    """`start_farm`, up and ready, started again on other ports if one was taken meanwhile."""
+    for attempt in range(3):
+        farm = start_farm(count, workers, extra)
+        try:
+            farm.wait_ready()
+            return farm
+        except AssertionError as error:
+            farm.kill()
+            if "already in use" not in str(error) or attempt == 2:
+                raise
+    raise AssertionError("unreachable")
+
+
+def ready_config_farm(
     config: Callable[[int], str], count: int, directory: str, extra: list[str] | None = None
 ) -> FarmProcess:
-    """A farm from the config text `config(port_base)`, given `count` free ports from there."""
-    port_base = free_port_range(count)
-    api_port = free_port()
-    while port_base <= api_port < port_base + count:
+    """A farm from the config text `config(port_base)` on `count` free ports, up and ready.
+
+    Ports are free when probed but taken only when the farm binds them: on a machine shared
+    with other test runs another program may take one in between. The farm then exits with
+    "address already in use", and it is started again on other ports (three tries).
+    """
+    for attempt in range(3):
+        port_base = free_port_range(count)
         api_port = free_port()
-    path = os.path.join(directory, "farm.yaml")
-    with open(path, "w") as file:
-        file.write(config(port_base))
-    farm = FarmProcess(
-        count=count, workers=2, port_base=port_base, api_port=api_port, extra=extra or [], file=path
-    )
-    return farm.start()
+        while port_base <= api_port < port_base + count:
+            api_port = free_port()
+        path = os.path.join(directory, "farm.yaml")
+        with open(path, "w") as file:
+            file.write(config(port_base))
+        farm = FarmProcess(
+            count=count,
+            workers=2,
+            port_base=port_base,
+            api_port=api_port,
+            extra=extra or [],
+            file=path,
+        ).start()
+        try:
+            farm.wait_ready()
+            return farm
+        except AssertionError as error:
+            farm.kill()
+            if "already in use" not in str(error) or attempt == 2:
+                raise
+    raise AssertionError("unreachable")

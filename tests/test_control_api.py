@@ -26,7 +26,7 @@ from farm.master.listeners import bind_all
 from farm.master.openapi import document
 from farm.master.routes import served_routes
 from farm.master.supervisor import Supervisor, SupervisorOptions
-from tests.conftest import start_config_farm
+from tests.conftest import ready_config_farm
 from tests.farmproc import HOST, FarmProcess, free_port_range
 
 TOKEN = "s3cret-token"
@@ -58,9 +58,8 @@ fleets:
 @pytest.fixture(scope="module")
 def farm() -> Iterator[FarmProcess]:
     with tempfile.TemporaryDirectory() as directory:
-        running = start_config_farm(config, SERVERS, directory, ["--api-token", TOKEN])
+        running = ready_config_farm(config, SERVERS, directory, ["--api-token", TOKEN])
         try:
-            running.wait_ready()
             yield running
         finally:
             code, _, stderr = running.stop()

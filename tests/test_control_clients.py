@@ -21,7 +21,7 @@ from pymodbus.client import ModbusTcpClient
 from pymodbus.exceptions import ConnectionException
 
 from farm.client import FarmAPIError, FarmClient
-from tests.conftest import start_config_farm, start_farm
+from tests.conftest import ready_config_farm, ready_farm
 from tests.farmproc import HOST, FarmProcess, wait_for
 from tests.test_control_api import SERVERS, TOKEN, config
 
@@ -29,9 +29,8 @@ from tests.test_control_api import SERVERS, TOKEN, config
 @pytest.fixture(scope="module")
 def farm() -> Iterator[FarmProcess]:
     with tempfile.TemporaryDirectory() as directory:
-        running = start_config_farm(config, SERVERS, directory, ["--api-token", TOKEN])
+        running = ready_config_farm(config, SERVERS, directory, ["--api-token", TOKEN])
         try:
-            running.wait_ready()
             yield running
         finally:
             code, _, stderr = running.stop()
@@ -130,9 +129,8 @@ def test_point_writes_are_encoded_for_pymodbus(farm: FarmProcess) -> None:
 
 
 def test_a_counter_carries_on_from_a_write() -> None:
-    farm = start_farm(2, workers=1)
+    farm = ready_farm(2, workers=1)
     try:
-        farm.wait_ready()
         client = FarmClient.at(HOST, farm.api_port)
         assert client.set_point("device-0001", "uptime_s", 5000).value == 5000
         modbus = pymodbus(farm, 1)
@@ -200,9 +198,8 @@ def test_start_says_so_when_the_port_was_taken_meanwhile(farm: FarmProcess) -> N
 
 
 def test_a_stopped_server_stays_stopped_when_its_worker_is_killed() -> None:
-    farm = start_farm(4, workers=2)
+    farm = ready_farm(4, workers=2)
     try:
-        farm.wait_ready()
         client = FarmClient.at(HOST, farm.api_port)
         client.write("device-0001", "holding_registers", 40, [1234, 5678])
         # The issue's own command lines, exactly as written:
