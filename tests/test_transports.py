@@ -27,6 +27,7 @@ from pymodbus.exceptions import ConnectionException, ModbusIOException
 from pymodbus.pdu.file_message import FileRecord
 
 from farm import rtu
+from farm.client import FarmClient
 from farm.worker.tls import role_of
 from tests.farmproc import HOST, FarmProcess, free_port, free_port_range, wait_for
 from tests.prometheus_server import scrape, value
@@ -177,6 +178,35 @@ def test_rtu_bad_crc_is_ignored_and_counted(farm: FarmProcess) -> None:
     assert metric(farm, "modbus_farm_crc_errors_total", **labels) == before + 1
 
 
+def test_faults_on_rtu_over_tcp(farm: FarmProcess) -> None:
+    """A garble fault leaves an RTU answer whose CRC does not match; an exception fault
+    answers a proper RTU exception frame."""
+    client = FarmClient.at(HOST, farm.api_port)
+    request = rtu.frame(1, bytes.fromhex("03 0000 0001"))
+    garble = client.fault("garble", "serial-0", mode="random")
+    try:
+        with socket.create_connection((HOST, farm.port(2)), timeout=5) as sock:
+            sock.sendall(request)
+            answer = b""
+            while len(answer) < 7:  # as long as the true answer (its byte count is garbled)
+                chunk = sock.recv(100)
+                assert chunk, "the farm closed the connection"
+                answer += chunk
+        assert answer[:2] == b"\x01\x03" and not rtu.crc_ok(answer, 0, len(answer))
+    finally:
+        client.clear_fault(garble.id)
+    failing = client.fault("exception", "serial-0", code=6)
+    try:
+        with socket.create_connection((HOST, farm.port(2)), timeout=5) as sock:
+            (answer,) = rtu_exchange(sock, request, 1)
+        assert answer == rtu.frame(1, bytes.fromhex("83 06"))
+    finally:
+        client.clear_fault(failing.id)
+    with socket.create_connection((HOST, farm.port(2)), timeout=5) as sock:
+        (answer,) = rtu_exchange(sock, request, 1)
+    assert answer[:3] == bytes.fromhex("01 03 02") and rtu.crc_ok(answer, 0, len(answer))
+
+
 def test_mbpoll_in_rtu_mode_through_a_socat_pty(farm: FarmProcess, tmp_path: Path) -> None:
     tty = tmp_path / "ttyFARM"
     bridge = subprocess.Popen(
@@ -245,6 +275,24 @@ def test_udp_malformed_datagram_is_dropped_and_counted(farm: FarmProcess) -> Non
         answer = sock.recv(100)
     assert answer[:2] == b"\x00\x02" and answer[7] == 3
     assert metric(farm, "modbus_farm_malformed_frames_total", **labels) == before + 1
+
+
+def test_faults_on_udp(farm: FarmProcess) -> None:
+    """Answer-level faults reach datagrams too: an exception, a wrong transaction id."""
+    client = FarmClient.at(HOST, farm.api_port)
+    request = struct.pack(">HHHB", 0x0102, 0, 6, 1) + bytes.fromhex("03 0000 0001")
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        sock.settimeout(5)
+        for kind, params, expected in (
+            ("exception", {"code": 6}, struct.pack(">HHHB", 0x0102, 0, 3, 1) + b"\x83\x06"),
+            ("wrong_tid", {}, struct.pack(">HHHB", 0x8102, 0, 5, 1) + b"\x03\x02"),
+        ):
+            fault = client.fault(kind, "datagram-0", **params)
+            try:
+                sock.sendto(request, (HOST, farm.port(3)))
+                assert sock.recv(100)[: len(expected)] == expected, kind
+            finally:
+                client.clear_fault(fault.id)
 
 
 # -- TLS ------------------------------------------------------------------------------------

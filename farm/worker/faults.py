@@ -13,6 +13,9 @@ request draws which rules apply (function code, unit, address range, probability
 When the last rule of a server is cleared while some answers are still waiting, the device
 keeps its (empty) `ServerFaults` until they have left, so later answers cannot overtake them.
 Offline and reboot act on the server's listener, not on requests (farm.worker.process).
+How an answer is framed, and garbled, is a `Framing`'s (farm.worker.framing): MBAP for
+TCP, TLS and UDP, RTU for RTU over TCP; RTU connections and UDP endpoints hand their requests
+to `answer_frames`.
 """
 
 from __future__ import annotations
@@ -34,6 +37,7 @@ from farm.ipc.stats import (
     REQUEST_SLOT,
 )
 from farm.worker.fastpath import exception_pdu
+from farm.worker.framing import MBAP, Framing
 from farm.worker.outbox import CLOSE, RESET, SEND, Entry, Outbox, count_answered
 
 if TYPE_CHECKING:
@@ -45,7 +49,6 @@ MAX_MBAP_LENGTH = 254  # as farm.worker.engine
 # Function codes whose request starts with an address, and those that also give a count.
 _ADDRESSED = frozenset({1, 2, 3, 4, 5, 6, 15, 16, 22, 23})
 _COUNTED = frozenset({1, 2, 3, 4, 15, 16, 23})
-_NO_FUNCTION = (0, *range(44, 65), *range(73, 100))  # unassigned in the spec (v1.1b3, 5.1)
 
 
 class ServerFaults:
@@ -86,7 +89,7 @@ class ServerFaults:
             end = position + 6 + length
             if end > available:
                 break
-            self._request(batch, transaction, unit, bytes(buffer[position + 7 : end]))
+            self._request(batch, transaction, unit, bytes(buffer[position + 7 : end]), MBAP)
             position = end
             if batch.stopped:
                 buffer.clear()
@@ -94,14 +97,36 @@ class ServerFaults:
         del buffer[:position]
         batch.flush()
 
-    def _request(self, batch: _Batch, transaction: int, unit: int, pdu: bytes) -> None:
+    def answer_frames(
+        self,
+        connection: ModbusConnection,
+        arrived: int,
+        frames: list[tuple[int, int, bytes]],
+        framing: Framing,
+    ) -> None:
+        """Answer (header, unit, PDU) requests that another framing read off `connection`
+        (RTU over TCP: header 0; a UDP datagram: its transaction id)."""
+        outbox = connection.outbox
+        if outbox is not None and outbox.closing:
+            return  # a disconnect is queued: nothing more is answered
+        batch = _Batch(connection, arrived)
+        for header, unit, pdu in frames:
+            self._request(batch, header, unit, pdu, framing)
+            if batch.stopped:
+                connection.buffer.clear()
+                return
+        batch.flush()
+
+    def _request(
+        self, batch: _Batch, transaction: int, unit: int, pdu: bytes, framing: Framing
+    ) -> None:
         device = self.device
         counters = device.counters
         matched = [rule for rule in self.rules if self._applies(rule, unit, pdu)]
         if not matched:
-            answer = device.answer(unit, pdu)
+            answer = framing.answer(device, unit, pdu)
             if answer is not None:  # None: the device is silent (listen-only mode)
-                batch.answer(_HEADER.pack(transaction, 0, len(answer) + 1, unit) + answer)
+                batch.answer(framing.encode(transaction, unit, answer))
             return
         for rule in matched:
             counters[INJECTION_SLOT[rule.kind]] += 1
@@ -119,7 +144,7 @@ class ServerFaults:
             counters[EXCEPTION_SLOT[code]] += 1
             answer = exception_pdu(pdu[0], code)
         else:
-            silent = device.answer(unit, pdu)
+            silent = framing.answer(device, unit, pdu)
             if silent is None:
                 return  # listen-only mode: nothing to delay, garble or slice
             answer = silent
@@ -127,9 +152,9 @@ class ServerFaults:
             transaction = (transaction + 0x8000) & 0xFFFF
         if "wrong_unit" in kinds:
             unit = (unit + 1) & 0xFF
-        frame = _HEADER.pack(transaction, 0, len(answer) + 1, unit) + answer
+        frame = framing.encode(transaction, unit, answer)
         if "garble" in kinds:
-            frame = self._garble(frame, kinds["garble"].mode)
+            frame = framing.garble(frame, kinds["garble"].mode, self.rng)
         pieces = [frame]
         gap = 0.0
         if "slice" in kinds:
@@ -163,17 +188,6 @@ class ServerFaults:
         else:
             ms = rule.ms
         return max(ms, 0.0) / 1000
-
-    def _garble(self, frame: bytes, mode: str) -> bytes:
-        if mode == "truncate":  # the header promises more than comes
-            return frame[: len(frame) - max(1, (len(frame) - 7) // 2)]
-        if mode == "length":  # one byte short: the last byte reads as the next frame's start
-            length = (frame[4] << 8) | frame[5]
-            return frame[:4] + struct.pack(">H", length - 1) + frame[6:]
-        # Random bytes, but the function code is one no answer can carry (0, or a code the
-        # spec leaves unassigned): random bytes can otherwise read as a valid exception.
-        function_code = bytes((self.rng.choice(_NO_FUNCTION),))
-        return frame[:7] + function_code + self.rng.randbytes(len(frame) - 8)
 
 
 def _cut(frame: bytes, segments: int) -> list[bytes]:

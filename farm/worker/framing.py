@@ -1,6 +1,8 @@
-"""RTU over TCP: a serial device behind a terminal server, one RTU frame after another.
+"""How answers are framed: MBAP (the engine's, TCP and TLS) and RTU over TCP, a serial
+device behind a terminal server, one RTU frame after another; and what a garble fault does
+to each (`MbapFraming`, `RtuFraming`: farm.worker.faults builds faulted answers with them).
 
-Sits beside the engine in a worker (... worker -> framing -> engine -> banks). A frame is
+Sits beside the engine in a worker (... worker -> framing -> engine -> banks). An RTU frame is
 the unit id, the PDU and its CRC-16 (farm.rtu tells its length from its content, as a
 serial line's silences cannot cross TCP). The device behaves as a serial one does:
   - a frame whose CRC does not match is ignored, with every byte after it up to this read's
@@ -10,14 +12,18 @@ serial line's silences cannot cross TCP). The device behaves as a serial one doe
   - a frame for a unit id the device lacks is read and left unanswered (another device on
     the line would answer it), not answered with exception 0B as a gateway would;
   - more than 256 bytes with no frame in them is an overrun (FC 08/12): dropped.
-Frames pipelined in one read are all answered, in order, with one write. A frame's answer
-is encoded in `encode`, the one place a garble fault corrupts an RTU answer's CRC.
+Frames pipelined in one read are all answered, in order, with one write. A garble fault
+on an RTU answer leaves a CRC that does not match (`RtuFraming.garble`): a master drops it,
+as it would a frame hit by noise on the line.
 """
 
 from __future__ import annotations
 
+import random
+import struct
 from bisect import bisect_left
 from time import perf_counter_ns
+from typing import Protocol
 
 from farm import rtu
 from farm.ipc.stats import (
@@ -33,6 +39,8 @@ from farm.ipc.stats import (
 from farm.worker.engine import Device, ModbusConnection
 from farm.worker.fastpath import fast_answer
 
+_HEADER = struct.Struct(">HHHB")
+_NO_FUNCTION = (0, *range(44, 65), *range(73, 100))  # unassigned in the spec (v1.1b3, 5.1)
 BROADCAST_UNIT = 0
 BROADCAST_WRITES = frozenset({5, 6, 15, 16})
 BROADCAST_DIAGNOSTICS = (b"\x08\x00\x01", b"\x08\x00\x04", b"\x08\x00\x0a")
@@ -60,9 +68,61 @@ def answer_serial(device: Device, unit: int, pdu: bytes) -> bytes | None:
     return None
 
 
-def encode(unit: int, response: bytes) -> bytes:
-    """An answer's RTU frame: where a garble fault would corrupt the CRC."""
-    return rtu.frame(unit, response)
+class Framing(Protocol):
+    """How a transport answers a request and frames the answer (`header`: MBAP's
+    transaction id; RTU has none), and what a garble fault does to a framed answer."""
+
+    def answer(self, device: Device, unit: int, pdu: bytes) -> bytes | None: ...
+
+    def encode(self, header: int, unit: int, answer: bytes) -> bytes: ...
+
+    def garble(self, frame: bytes, mode: str, rng: random.Random) -> bytes: ...
+
+
+class MbapFraming:
+    """Modbus/TCP's framing (and TLS's)."""
+
+    def answer(self, device: Device, unit: int, pdu: bytes) -> bytes | None:
+        return device.answer(unit, pdu)
+
+    def encode(self, header: int, unit: int, answer: bytes) -> bytes:
+        return _HEADER.pack(header, 0, len(answer) + 1, unit) + answer
+
+    def garble(self, frame: bytes, mode: str, rng: random.Random) -> bytes:
+        if mode == "truncate":  # the header promises more than comes
+            return frame[: len(frame) - max(1, (len(frame) - 7) // 2)]
+        if mode == "length":  # one byte short: the last byte reads as the next frame's start
+            length = (frame[4] << 8) | frame[5]
+            return frame[:4] + struct.pack(">H", length - 1) + frame[6:]
+        # Random bytes, but the function code is one no answer can carry (0, or a code the
+        # spec leaves unassigned): random bytes can otherwise read as a valid exception.
+        function_code = bytes((rng.choice(_NO_FUNCTION),))
+        return frame[:7] + function_code + rng.randbytes(len(frame) - 8)
+
+
+class RtuFraming:
+    """RTU over TCP: serial addressing, the unit id and CRC-16 around each answer."""
+
+    def answer(self, device: Device, unit: int, pdu: bytes) -> bytes | None:
+        return answer_serial(device, unit, pdu)
+
+    def encode(self, header: int, unit: int, answer: bytes) -> bytes:
+        return rtu.frame(unit, answer)
+
+    def garble(self, frame: bytes, mode: str, rng: random.Random) -> bytes:
+        """Every garbled RTU answer ends with a CRC that does not match its bytes: cut in
+        half (truncate), one byte short (length), or its data replaced (random)."""
+        if mode == "truncate":
+            return frame[: max(2, len(frame) // 2)]
+        if mode == "length":
+            return frame[:-1]
+        body = frame[:2] + rng.randbytes(len(frame) - 4)
+        wrong = rtu.crc(body) ^ 0xFFFF
+        return body + bytes((wrong & 0xFF, wrong >> 8))
+
+
+MBAP = MbapFraming()
+RTU = RtuFraming()
 
 
 class RtuConnection(ModbusConnection):
@@ -75,9 +135,29 @@ class RtuConnection(ModbusConnection):
         device = self.device
         counters = device.counters
         counters[BYTES_RECEIVED] += len(data)
+        self.buffer += data
+        frames = self.frames()
+        if not frames:
+            return
+        if device.faults is not None:  # the one check a server without faults pays
+            device.faults.answer_frames(self, arrived, frames, RTU)
+            return
+        replies = []
+        for _, unit, pdu in frames:
+            response = answer_serial(device, unit, pdu)
+            if response is not None:
+                replies.append(rtu.frame(unit, response))
+        if replies and self.transport is not None:
+            out = b"".join(replies)
+            self.transport.write(out)
+            counters[BYTES_SENT] += len(out)
+            record_duration(counters, len(replies), perf_counter_ns() - arrived)
+
+    def frames(self) -> list[tuple[int, int, bytes]]:
+        """Take the whole frames off the buffer: (0, unit id, PDU) of each whose CRC matches
+        (0: RTU has no transaction id)."""
         buffer = self.buffer
-        buffer += data
-        replies: list[bytes] = []
+        frames = []
         position = 0
         available = len(buffer)
         while available - position >= rtu.MIN_FRAME:
@@ -87,27 +167,20 @@ class RtuConnection(ModbusConnection):
             if length > rtu.MAX_FRAME or (
                 length == rtu.NEED_MORE and available - position >= rtu.MAX_FRAME
             ):
-                device.diagnostics.overrun()  # no frame can be this long: drop it all
+                self.device.diagnostics.overrun()  # no frame can be this long: drop it all
                 position = available
                 break
             if length == rtu.NEED_MORE or position + length > available:
                 break
             end = position + length
             if not rtu.crc_ok(buffer, position, end):
-                counters[CRC_ERRORS] += 1
+                self.device.counters[CRC_ERRORS] += 1
                 position = available  # skip to the next "silence": the end of this read
                 break
-            unit = buffer[position]
-            response = answer_serial(device, unit, bytes(buffer[position + 1 : end - 2]))
-            if response is not None:
-                replies.append(encode(unit, response))
+            frames.append((0, buffer[position], bytes(buffer[position + 1 : end - 2])))
             position = end
         del buffer[:position]
-        if replies and self.transport is not None:
-            out = b"".join(replies)
-            self.transport.write(out)
-            counters[BYTES_SENT] += len(out)
-            record_duration(counters, len(replies), perf_counter_ns() - arrived)
+        return frames
 
 
 def record_duration(counters: memoryview, answered: int, took: int) -> None:

@@ -4,7 +4,9 @@ Sits beside the engine in a worker (... worker -> udp -> engine -> banks). One `
 per server on the datagram socket the master bound. A datagram that is not exactly one
 MBAP frame (protocol id 0, a length field that matches the datagram) is counted as
 malformed and dropped: there is no connection to close, and no stream to resynchronise.
-UDP has no connections either, so a UDP server's connection series stay at 0.
+UDP has no connections either, so a UDP server's connection series stay at 0. A faulted
+server's datagrams go through farm.worker.faults as a connection's reads do, each as its own
+one-request `_Datagram`: a delay holds its answer back, a disconnect or reset answers nothing.
 """
 
 from __future__ import annotations
@@ -16,8 +18,8 @@ from time import perf_counter_ns
 from typing import Any, cast
 
 from farm.ipc.stats import BYTES_RECEIVED, BYTES_SENT, MALFORMED_FRAMES
-from farm.worker.engine import MAX_MBAP_LENGTH, Device
-from farm.worker.framing import record_duration
+from farm.worker.engine import MAX_MBAP_LENGTH, Device, ModbusConnection
+from farm.worker.framing import MBAP, record_duration
 
 _HEADER = struct.Struct(">HHHB")
 
@@ -54,6 +56,10 @@ class UdpEndpoint(asyncio.DatagramProtocol):
         if protocol != 0 or not 2 <= length <= MAX_MBAP_LENGTH or length + 6 != len(data):
             counters[MALFORMED_FRAMES] += 1
             return
+        if device.faults is not None:  # the one check a server without faults pays
+            datagram = cast(ModbusConnection, _Datagram(device, _Reply(self, addr)))
+            device.faults.answer_frames(datagram, arrived, [(transaction, unit, data[7:])], MBAP)
+            return
         response = device.answer(unit, data[7:])
         if response is None or self.transport is None:
             return
@@ -64,3 +70,46 @@ class UdpEndpoint(asyncio.DatagramProtocol):
 
     def error_received(self, exc: Exception) -> None:
         """An ICMP error for an earlier answer (its sender went away): nothing to do."""
+
+
+class _Reply:
+    """The transport a faulted answer to one datagram is written to: each write is a
+    datagram to the request's sender; there is no connection to close or reset."""
+
+    __slots__ = ("addr", "endpoint")
+
+    def __init__(self, endpoint: UdpEndpoint, addr: Any) -> None:
+        self.endpoint = endpoint
+        self.addr = addr
+
+    def write(self, data: bytes) -> None:
+        if self.endpoint.transport is not None:
+            self.endpoint.transport.sendto(data, self.addr)
+
+    def is_closing(self) -> bool:
+        return self.endpoint.transport is None or self.endpoint.transport.is_closing()
+
+    def close(self) -> None:
+        """A disconnect fault: the answer is not sent, and there is nothing to close."""
+
+    def abort(self) -> None:
+        """A reset fault: as a disconnect."""
+
+    def get_extra_info(self, name: str, default: Any = None) -> Any:
+        return default
+
+
+class _Datagram:
+    """One request datagram as farm.worker.faults sees a connection: its device, its (empty)
+    buffer, its own outbox, and a transport that answers its sender."""
+
+    __slots__ = ("buffer", "device", "outbox", "transport")
+
+    def __init__(self, device: Device, reply: _Reply) -> None:
+        self.device = device
+        self.transport = reply
+        self.buffer = bytearray()
+        self.outbox = None
+
+    def close(self) -> None:
+        """A garbled stream would close a connection; a datagram has nothing to close."""
