@@ -324,6 +324,24 @@ def test_tls_client_with_a_certificate_and_its_role(farm: FarmProcess, certs: Pa
     assert sessions >= 1
 
 
+def test_faults_match_the_tls_clients_role(farm: FarmProcess, certs: Path) -> None:
+    """A fault narrowed to a role acts on that role's requests only."""
+    api = FarmClient.at(HOST, farm.api_port)
+    client: Any = tls_client(farm, certs, certs)  # its certificate names "operator"
+    assert client.connect()
+    try:
+        for role, fails in (("operator", True), ("engineer", False)):
+            fault = api.fault("exception", "secure-0", code=6, role=role)
+            try:
+                answer = client.read_holding_registers(3, count=1, device_id=1)
+                assert answer.isError() == fails, role
+                assert not fails or answer.exception_code == 6
+            finally:
+                api.clear_fault(fault.id)
+    finally:
+        client.close()
+
+
 def test_tls_client_without_an_accepted_certificate_is_refused(
     farm: FarmProcess, certs: Path, tmp_path: Path
 ) -> None:

@@ -48,6 +48,7 @@ def fault() -> None:
 @click.option("--probability", type=float, default=None, help="Per request, 0-1 [1].")
 @click.option("--function-code", "function_codes", type=int, multiple=True, help="Only this FC.")
 @click.option("--unit", type=int, default=None, help="Only requests to this unit id.")
+@click.option("--role", default=None, help="Only requests from TLS clients with this role.")
 @click.option("--addresses", default=None, help="Only requests touching START-END.")
 @click.option("--ms", type=float, default=None, help="delay: milliseconds (the mean if spread).")
 @click.option(
@@ -75,6 +76,7 @@ def add(
     probability: float | None,
     function_codes: tuple[int, ...],
     unit: int | None,
+    role: str | None,
     addresses: str | None,
     as_json: bool,
     **params: Any,
@@ -96,6 +98,8 @@ def add(
         body["function_codes"] = list(function_codes)
     if unit is not None:
         body["unit"] = unit
+    if role is not None:
+        body["role"] = role
     try:
         if addresses is not None:
             body["addresses"] = _address_range(addresses)

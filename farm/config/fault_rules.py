@@ -37,6 +37,7 @@ class FaultRule:
     probability: float = 1.0
     function_codes: tuple[int, ...] = ()
     unit: int | None = None
+    role: str | None = None  # only requests from TLS clients whose certificate names it
     first_address: int = 0
     last_address: int = 65535
     ms: float = 0.0

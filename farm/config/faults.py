@@ -23,7 +23,7 @@ Kinds and their parameters:
     reboot      connections dropped, offline for the fault's duration (default 5 s), then
                 back with the template's starting values (as after a power cycle)
 Every kind but offline and reboot can be narrowed to function codes, a unit id, an address
-range, and a probability per request.
+range, the role in a TLS client's certificate, and a probability per request.
 """
 
 from __future__ import annotations
@@ -116,6 +116,8 @@ class _Fault(_Strict):
     target: Target
     function_codes: tuple[Annotated[int, Field(ge=1, le=127)], ...] = ()
     unit: int | None = Field(None, ge=0, le=255)
+    # The role a TLS client's certificate names (Modbus/TCP Security): only its requests.
+    role: str | None = Field(None, min_length=1, max_length=200)
     addresses: AddressRange | None = None
     probability: float = Field(1.0, gt=0, le=1)
     start_in: Seconds = Field(0.0, ge=0)
@@ -181,6 +183,7 @@ class _ServerFault(_Fault):
         given = {
             "function_codes": bool(self.function_codes),
             "unit": self.unit is not None,
+            "role": self.role is not None,
             "addresses": self.addresses is not None,
             "probability": self.probability != 1.0,
         }
@@ -263,6 +266,7 @@ def rule(fault_id: int, spec: FaultSpec) -> FaultRule:
         probability=spec.probability,
         function_codes=spec.function_codes,
         unit=spec.unit,
+        role=spec.role,
         first_address=addresses.start,
         last_address=addresses.end,
         **params,

@@ -77,6 +77,7 @@ class ServerFaults:
         buffer = connection.buffer
         buffer += data
         batch = _Batch(connection, arrived)
+        role = _role(connection)
         position, available = 0, len(buffer)
         while available - position >= 7:
             transaction, protocol, length, unit = _HEADER.unpack_from(buffer, position)
@@ -89,7 +90,8 @@ class ServerFaults:
             end = position + 6 + length
             if end > available:
                 break
-            self._request(batch, transaction, unit, bytes(buffer[position + 7 : end]), MBAP)
+            pdu = bytes(buffer[position + 7 : end])
+            self._request(batch, transaction, unit, pdu, MBAP, role)
             position = end
             if batch.stopped:
                 buffer.clear()
@@ -111,18 +113,24 @@ class ServerFaults:
             return  # a disconnect is queued: nothing more is answered
         batch = _Batch(connection, arrived)
         for header, unit, pdu in frames:
-            self._request(batch, header, unit, pdu, framing)
+            self._request(batch, header, unit, pdu, framing, None)
             if batch.stopped:
                 connection.buffer.clear()
                 return
         batch.flush()
 
     def _request(
-        self, batch: _Batch, transaction: int, unit: int, pdu: bytes, framing: Framing
+        self,
+        batch: _Batch,
+        transaction: int,
+        unit: int,
+        pdu: bytes,
+        framing: Framing,
+        role: str | None,
     ) -> None:
         device = self.device
         counters = device.counters
-        matched = [rule for rule in self.rules if self._applies(rule, unit, pdu)]
+        matched = [rule for rule in self.rules if self._applies(rule, unit, pdu, role)]
         if not matched:
             answer = framing.answer(device, unit, pdu)
             if answer is not None:  # None: the device is silent (listen-only mode)
@@ -165,11 +173,13 @@ class ServerFaults:
         else:
             batch.answer(frame)
 
-    def _applies(self, rule: FaultRule, unit: int, pdu: bytes) -> bool:
+    def _applies(self, rule: FaultRule, unit: int, pdu: bytes, role: str | None) -> bool:
         fc = pdu[0]
         if rule.function_codes and fc not in rule.function_codes:
             return False
         if rule.unit is not None and unit != rule.unit:
+            return False
+        if rule.role is not None and role != rule.role:
             return False
         if rule.first_address > 0 or rule.last_address < 65535:
             if fc not in _ADDRESSED or len(pdu) < 5:
@@ -188,6 +198,12 @@ class ServerFaults:
         else:
             ms = rule.ms
         return max(ms, 0.0) / 1000
+
+
+def _role(connection: ModbusConnection) -> str | None:
+    """The role in the client's certificate (farm.worker.tls); None on other transports."""
+    role: str | None = getattr(connection, "role", None)
+    return role
 
 
 def _cut(frame: bytes, segments: int) -> list[bytes]:
