@@ -58,14 +58,14 @@ from prometheus_client.core import (
 from prometheus_client.parser import text_string_to_metric_families
 from prometheus_client.registry import Collector
 
-from farm.config.plan import build_plan, default_servers
+from farm.config.plan import Plan, Shard, build_plan, default_servers
 from farm.config.templates import Identity, default_template
 from farm.ipc import stats
 from farm.ipc.banks import UnitBank
 from farm.ipc.messages import Heartbeat
 from farm.ipc.stats import ShardCounters
 from farm.master.metrics import FarmMetrics
-from farm.master.supervisor import Supervisor
+from farm.master.supervisor import SlotState, Supervisor
 from farm.worker.engine import (
     _HEADER,
     MAX_MBAP_LENGTH,
@@ -87,18 +87,18 @@ FC3_FRAME = struct.pack(">HHHBBHH", 1, 0, 6, 1, 3, 0, 10)
 class _Slot:
     """What FarmMetrics reads of a supervisor slot."""
 
-    shard: Any
+    shard: Shard
     counters: ShardCounters
     heartbeat: Heartbeat | None
     last_heartbeat: float
-    state: str = "ready"
+    state: SlotState = SlotState.READY
     restarts: int = 0
     servers_up: int = 0
 
 
 @dataclass(eq=False)
 class _Farm:
-    plan: Any
+    plan: Plan
     slots: list[_Slot] = field(default_factory=list)
 
     def servers_ready(self) -> int:
@@ -140,7 +140,7 @@ def make_farm(servers: int, workers: int = 2, seed: int = 1) -> _Farm:
     farm = _Farm(plan=plan)
     now = time.monotonic()
     for shard in plan.shards:
-        counters = ShardCounters.create(len(shard.servers))
+        counters = ShardCounters.create(shard.stats_size)
         fill(counters, rng)
         beat = Heartbeat(
             worker=shard.worker,
@@ -175,8 +175,8 @@ def _per_server(farm: _Farm) -> Iterator[tuple[str, str, list[int]]]:
     """(server, worker, that server's slots) for every server."""
     for slot in farm.slots:
         values = slot.counters.snapshot()
-        for position, spec in enumerate(slot.shard.servers):
-            start = ShardCounters.offset(position)
+        for spec in slot.shard.servers:
+            start = ShardCounters.offset(spec.stats_index)
             yield spec.name, str(slot.shard.worker), values[start : start + stats.SERVER_SLOTS]
 
 

@@ -16,15 +16,23 @@ import struct
 import time
 
 from farm.config.plan import ServerRequest, build_plan
-from farm.config.templates import Behaviour, DeviceTemplate, Point, PointType, Table, UnitLayout
+from farm.config.templates import (
+    Behaviour,
+    BehaviourKind,
+    DeviceTemplate,
+    Point,
+    PointType,
+    Table,
+    UnitLayout,
+)
 from farm.worker.ticker import Ticker
 
 KINDS = (
-    Behaviour(kind="sine", low=220, high=240, period_s=60, jitter=0.5),
-    Behaviour(kind="random_walk", low=0, high=100, step=2, value=50),
-    Behaviour(kind="counter", step=1, high=1e9),
-    Behaviour(kind="ramp", low=0, high=100, period_s=90),
-    Behaviour(kind="square", low=0, high=1, period_s=10),
+    Behaviour(kind=BehaviourKind.SINE, low=220, high=240, period_s=60, jitter=0.5),
+    Behaviour(kind=BehaviourKind.RANDOM_WALK, low=0, high=100, step=2, value=50),
+    Behaviour(kind=BehaviourKind.COUNTER, step=1, high=1e9),
+    Behaviour(kind=BehaviourKind.RAMP, low=0, high=100, period_s=90),
+    Behaviour(kind=BehaviourKind.SQUARE, low=0, high=1, period_s=10),
 )
 TYPES = (PointType.FLOAT32, PointType.UINT16, PointType.UINT32, PointType.INT16, PointType.UINT16)
 

@@ -22,10 +22,11 @@ Four programs share this package; the folder tells which one runs a module:
               fault_targets.py, its fault targets (Fleet, Glob, Fraction, ...).
     cli/      the `farm` command.
     errors.py the errors a user can meet, each one line.
+    limits.py the open-files limit, raised the same way by every program.
 
 Imports follow the arrows: config imports none of the others; ipc imports config;
 master and worker import config and ipc, never each other; bench imports client and
-config. tests/test_layout.py keeps these contracts.
+config; errors and limits are for everyone. tests/test_layout.py keeps these contracts.
 """
 
 __version__ = "0.1.0"

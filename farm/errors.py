@@ -25,9 +25,17 @@ class FarmError(Exception):
 
 
 class ConfigError(FarmError):
-    """A bad option or configuration file."""
+    """A bad option or configuration file.
+
+    `about` names the parameters of the model at fault (`count`, `port_base`, ...): the
+    model speaks of itself, and a front end (the CLI) names its own options for them.
+    """
 
     exit_code = 2
+
+    def __init__(self, message: str, about: tuple[str, ...] = ()) -> None:
+        super().__init__(message)
+        self.about = about
 
 
 class PortBusyError(FarmError):

@@ -9,7 +9,15 @@ import pytest
 
 from farm.config import codec
 from farm.config.plan import ServerRequest, build_plan, point_offset
-from farm.config.templates import Behaviour, DeviceTemplate, Point, PointType, Table, UnitLayout
+from farm.config.templates import (
+    Behaviour,
+    BehaviourKind,
+    DeviceTemplate,
+    Point,
+    PointType,
+    Table,
+    UnitLayout,
+)
 from farm.worker.ticker import Ticker
 
 pytestmark = pytest.mark.timeout(60)
@@ -64,38 +72,40 @@ def run(
 
 
 def test_constant_is_written_at_start_and_never_ticks() -> None:
-    ticker, offsets, live = rig(Behaviour(kind="constant", value=42.5))
+    ticker, offsets, live = rig(Behaviour(kind=BehaviourKind.CONSTANT, value=42.5))
     assert values(ticker, offsets, live) == [42.5] * 3
     assert ticker.live() == []
 
 
 def test_counter_steps_and_wraps_to_low() -> None:
-    seen = run(Behaviour(kind="counter", value=10, step=5, low=0, high=20), [0, 1, 2, 3, 4])
+    seen = run(
+        Behaviour(kind=BehaviourKind.COUNTER, value=10, step=5, low=0, high=20), [0, 1, 2, 3, 4]
+    )
     assert seen == [15, 20, 0, 5, 10]
 
 
 def test_ramp() -> None:
-    ramp = Behaviour(kind="ramp", low=0, high=100, period_s=100)
+    ramp = Behaviour(kind=BehaviourKind.RAMP, low=0, high=100, period_s=100)
     assert run(ramp, [0, 25, 50, 99, 125]) == pytest.approx([0, 25, 50, 99, 25])
 
 
 def test_sine() -> None:
-    sine = Behaviour(kind="sine", low=180, high=260, period_s=60)
+    sine = Behaviour(kind=BehaviourKind.SINE, low=180, high=260, period_s=60)
     assert run(sine, [0, 15, 30, 45]) == pytest.approx([220, 260, 220, 180], abs=1e-3)
 
 
 def test_square() -> None:
-    square = Behaviour(kind="square", low=0, high=1, period_s=10)
+    square = Behaviour(kind=BehaviourKind.SQUARE, low=0, high=1, period_s=10)
     assert run(square, [1, 4, 6, 9, 11]) == [1, 1, 0, 0, 1]
 
 
 def test_replay_steps_through_samples_one_per_interval() -> None:
-    replay = Behaviour(kind="replay", samples=(1.0, 2.0, 3.0), interval_s=10)
+    replay = Behaviour(kind=BehaviourKind.REPLAY, samples=(1.0, 2.0, 3.0), interval_s=10)
     assert run(replay, [0, 10, 25, 30, 41]) == [1, 2, 3, 1, 2]
 
 
 def test_random_walk_stays_in_bounds_and_moves() -> None:
-    walk = Behaviour(kind="random_walk", low=950, high=1050, step=20, value=1000)
+    walk = Behaviour(kind=BehaviourKind.RANDOM_WALK, low=950, high=1050, step=20, value=1000)
     seen = run(walk, [float(t) for t in range(300)])
     assert all(950 <= v <= 1050 for v in seen)
     assert len(set(seen)) > 100
@@ -103,7 +113,7 @@ def test_random_walk_stays_in_bounds_and_moves() -> None:
 
 
 def test_random_walk_is_deterministic_per_server_seed() -> None:
-    walk = Behaviour(kind="random_walk", low=0, high=100, step=5, value=50)
+    walk = Behaviour(kind=BehaviourKind.RANDOM_WALK, low=0, high=100, step=5, value=50)
     first, offsets, live = rig(walk)
     second, _, _ = rig(walk)
     for t in range(20):
@@ -115,7 +125,7 @@ def test_random_walk_is_deterministic_per_server_seed() -> None:
 
 
 def test_jitter_is_bounded_and_deterministic() -> None:
-    noisy = Behaviour(kind="sine", low=100, high=100, jitter=0.5)
+    noisy = Behaviour(kind=BehaviourKind.SINE, low=100, high=100, jitter=0.5)
     first, offsets, live = rig(noisy)
     second, _, _ = rig(noisy)
     first.tick(T0 + 3)
@@ -126,7 +136,7 @@ def test_jitter_is_bounded_and_deterministic() -> None:
 
 
 def test_points_update_only_on_their_interval() -> None:
-    slow = Behaviour(kind="counter", value=0, step=1, high=100, interval_s=5)
+    slow = Behaviour(kind=BehaviourKind.COUNTER, value=0, step=1, high=100, interval_s=5)
     ticker, offsets, live = rig(slow, 1)
     seen = []
     for t in range(11):
@@ -138,7 +148,7 @@ def test_points_update_only_on_their_interval() -> None:
 def test_counter_carries_on_from_a_written_value() -> None:
     """A client's write, or a restarted worker, continues from the bank's value."""
     ticker, offsets, live = rig(
-        Behaviour(kind="counter", value=0, step=1, high=1000), 1, PointType.UINT16
+        Behaviour(kind=BehaviourKind.COUNTER, value=0, step=1, high=1000), 1, PointType.UINT16
     )
     ticker.tick(T0)
     ticker.bytes[offsets[0] : offsets[0] + 2] = np.frombuffer(

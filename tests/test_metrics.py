@@ -100,7 +100,11 @@ def test_label_values_are_escaped() -> None:
     slot = SimpleNamespace(
         shard=SimpleNamespace(
             worker=0,
-            servers=(SimpleNamespace(name=name, fleet=name, template="t", transport="udp"),),
+            servers=(
+                SimpleNamespace(
+                    name=name, fleet=name, template="t", transport="udp", stats_index=0
+                ),
+            ),
         ),
         counters=in_memory(1),
         heartbeat=None,

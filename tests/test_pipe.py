@@ -23,6 +23,7 @@ from farm.config.fleets import load
 from farm.config.plan import Plan, ServerSpec, build_plan, default_servers
 from farm.config.templates import (
     Behaviour,
+    BehaviourKind,
     DeviceTemplate,
     Point,
     PointType,
@@ -84,9 +85,9 @@ def plan_of(count: int, workers: int = 1) -> Plan:
                   type=PointType.STRING, length=4, writable=False,
                   behaviour=Behaviour(text="héllo ✓")),
             Point(name="r", unit_id=1, table=Table.INPUT_REGISTERS, address=0,
-                  behaviour=Behaviour(kind="replay", samples=(1.5, -2.25, 1e300), interval_s=0.5)),
+                  behaviour=Behaviour(kind=BehaviourKind.REPLAY, samples=(1.5, -2.25, 1e300), interval_s=0.5)),
             Point(name="b", unit_id=1, table=Table.COILS, address=3, type=PointType.BOOL,
-                  behaviour=Behaviour(kind="square", period_s=2, jitter=0.5)),
+                  behaviour=Behaviour(kind=BehaviourKind.SQUARE, period_s=2, jitter=0.5)),
         ),
     )  # fmt: skip
     requests = default_servers(count, HOST, 20000, template.name)

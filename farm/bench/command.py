@@ -20,7 +20,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import resource
 from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
@@ -40,6 +39,7 @@ from farm.bench.transports import ClientTls
 from farm.client import FarmClient, api_options
 from farm.config.plan import TRANSPORTS
 from farm.errors import ConfigError, FarmError, exit_with
+from farm.limits import raise_open_files_limit
 
 SATURATED = 0.9  # a generator process busier than this fraction of a core is the bottleneck
 
@@ -48,8 +48,7 @@ def run_bench(
     specs: list[LoadSpec], on_progress: Callable[[Snapshot], None] | None = None
 ) -> list[LoadResult]:
     """Run the shares: in this process when there is one, else one spawned process each."""
-    _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    raise_open_files_limit()
     if len(specs) == 1:
         with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
             return [runner.run(run_load(specs[0], on_progress))]

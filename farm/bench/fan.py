@@ -14,11 +14,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
-import resource
 import signal
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Protocol
 
 import multiprocess
 import uvloop
@@ -26,16 +25,25 @@ from multiprocess.connection import wait
 
 from farm.bench.loadgen import LoadResult, LoadSpec, Snapshot, run_load
 from farm.errors import FarmError
+from farm.limits import raise_open_files_limit
 
 SPAWN_TIMEOUT_S = 30.0  # for a child to import, connect and say ready
 GO_TIMEOUT_S = 60.0
 
 
-def child(conn: Any, spec: LoadSpec) -> None:
+class Pipe(Protocol):
+    """The parts of a `multiprocess` pipe end used here (between this program's processes)."""
+
+    def send(self, obj: object) -> None: ...
+    def recv(self) -> Any: ...
+    def poll(self, timeout: float | None = 0.0) -> bool: ...
+    def close(self) -> None: ...
+
+
+def child(conn: Pipe, spec: LoadSpec) -> None:
     """Entry point of a spawned generator process."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent decides when to stop
-    _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    raise_open_files_limit()
 
     async def wait_for_go(connected: int) -> None:
         conn.send(("ready", connected))
@@ -84,7 +92,7 @@ def run_processes(
 
 
 def _conduct(
-    conns: list[Any], on_progress: Callable[[Snapshot], None] | None, deadline: float
+    conns: list[Pipe], on_progress: Callable[[Snapshot], None] | None, deadline: float
 ) -> list[LoadResult]:
     ready: set[int] = set()
     latest: dict[int, Snapshot] = {}

@@ -24,6 +24,10 @@ from farm.master.listeners import describe
 out = Console()
 
 
+# The CLI's names for the model's parameters (ConfigError.about).
+FLAGS = {"count": "--count", "port_base": "--port-base", "workers": "--workers"}
+
+
 def make_plan(
     file: str | None,
     count: int | None,
@@ -34,13 +38,32 @@ def make_plan(
     certs: str | None = None,
 ) -> Plan:
     """The plan for `farm up/plan`: a config file, or `count` built-in default devices."""
-    workers = workers or os.cpu_count() or 1
+    try:
+        return _make_plan(file, count, host, port_base, workers, transport, certs)
+    except ConfigError as error:
+        if not error.about:
+            raise
+        flags = ", ".join(FLAGS[name] for name in error.about)
+        raise ConfigError(f"{flags}: {error}") from error
+
+
+def _make_plan(
+    file: str | None,
+    count: int | None,
+    host: str | None,
+    port_base: int | None,
+    workers: int | None,
+    transport: Transport | None,
+    certs: str | None,
+) -> Plan:
+    if workers is None:
+        workers = os.cpu_count() or 1
     if file is None:
         template = default_template()
         requests = default_servers(
-            count or 100,
+            100 if count is None else count,
             host or "127.0.0.1",
-            port_base or 5020,
+            5020 if port_base is None else port_base,
             template.name,
             transport or "tcp",
             tls_from(certs, transport or "tcp"),

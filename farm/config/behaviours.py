@@ -41,7 +41,7 @@ from farm.config.plan import (
     table_bytes,
     table_offset,
 )
-from farm.config.templates import DeviceTemplate, Point, PointType, Table
+from farm.config.templates import BehaviourKind, DeviceTemplate, Point, PointType, Table
 
 Floats = npt.NDArray[np.float64]
 _WALK_SALT = 0x9E3779B97F4A7C15
@@ -62,14 +62,14 @@ def uniform(seeds: npt.NDArray[np.uint64], point: int, k: int, salt: int) -> Flo
 def scalar_value(point: Point, t: float) -> float:
     """The value of a time-only behaviour at t (also the start of the stateful ones)."""
     b = point.behaviour
-    if b.kind == "ramp":
+    if b.kind is BehaviourKind.RAMP:
         return b.low + (b.high - b.low) * ((t % b.period_s) / b.period_s)
-    if b.kind == "sine":
+    if b.kind is BehaviourKind.SINE:
         mid, amp = (b.high + b.low) / 2, (b.high - b.low) / 2
         return mid + amp * math.sin(2 * math.pi * t / b.period_s)
-    if b.kind == "square":
+    if b.kind is BehaviourKind.SQUARE:
         return b.high if (t % b.period_s) < b.period_s / 2 else b.low
-    if b.kind == "replay":
+    if b.kind is BehaviourKind.REPLAY:
         return b.samples[int(t // b.interval_s) % len(b.samples)] if b.samples else b.value
     return b.value  # constant, and where counters and random walks start
 
@@ -95,10 +95,10 @@ class PointGroup:
     def values(self, t: float, current: Floats) -> Floats:
         b = self.point.behaviour
         k = int(t // b.interval_s)
-        if b.kind == "counter":
+        if b.kind is BehaviourKind.COUNTER:
             stepped = current + b.step
             values = np.where(stepped > b.high, b.low, stepped)
-        elif b.kind == "random_walk":
+        elif b.kind is BehaviourKind.RANDOM_WALK:
             start = np.where((current < b.low) | (current > b.high), b.value, current)
             noise = uniform(self.seed_array, self.number, k, _WALK_SALT)
             values = np.clip(start + b.step * (2 * noise - 1), b.low, b.high)

@@ -30,6 +30,7 @@ from farm.config.schema import (
 )
 from farm.config.templates import (
     Behaviour,
+    BehaviourKind,
     DeviceTemplate,
     Fifo,
     FileRecords,
@@ -168,7 +169,7 @@ class FarmFile:
 
     def _behaviour(self, where: str, model: BehaviourModel) -> Behaviour:
         samples: tuple[float, ...] = ()
-        if model.kind == "replay":
+        if model.kind is BehaviourKind.REPLAY:
             assert model.csv is not None and model.column is not None
             samples = self._csv_column(where, model.csv, model.column)
         fields = model.model_dump(exclude={"csv", "column"})
@@ -284,7 +285,9 @@ class FarmFile:
         if total is None:
             return counts
         if total < 1:
-            raise ConfigError(f"--count must be at least 1, got {total}")
+            raise ConfigError(
+                f"the fleets must hold at least 1 server in all, got {total}", about=("count",)
+            )
         whole = sum(counts) or len(counts)
         weights = counts if sum(counts) else [1] * len(counts)
         exact = [total * w / whole for w in weights]

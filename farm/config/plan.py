@@ -2,22 +2,33 @@
 
 Second stop in the data flow (config -> plan -> supervisor -> ...). `build_plan` expands
 templates into `ServerSpec`s, gives each an address, shards them over the workers
-(server i goes to worker i mod W: even, and stable for a given W), and lays out each shard's
-shared-memory segment so master and worker agree on every byte offset without talking.
+(server i goes to worker i mod W: even, and stable for a given W), and places each server in
+its shard's shared memory so master and worker agree on every byte offset without talking.
 
-A segment is laid out table-major: one block per template (in order of first appearance in
-the shard), and inside it, per unit and per table, that table of every server of the block
-side by side (server of rank r at r * table size). Pages of a table nobody touches (an idle
-device's coils and holding registers) are then never allocated, where a server-major layout
-would have a live input register on nearly every page of the segment. After the tables come
-every server's diagnostics block (`DIAGNOSTICS_BYTES`, laid out by farm.ipc.diagnostics:
-listen-only mode, counter baselines, the event log), then every server's file records
-(FC 20/21), in the template's file order: device state that a worker restart keeps.
+Places are keyed, not positional: a server keeps its place whatever else joins or leaves
+the shard. A shard's memory is a list of blocks at fixed offsets; a block has room for
+`capacity` servers of one template, and each server holds one slot of a block and one
+index in the shard's counters (farm.ipc.stats), given once and never moved. `add_servers`
+(which `build_plan` uses too) puts a newcomer in a slot a departed server of its template
+left free, else appends one block for the newcomers of a template at the end of the
+segment, and their counters at the end of the counters: a shard grows by extending its two
+segments (an ftruncate; mapped bytes stay where they are), never by moving bytes. A server
+leaves by being dropped from `Shard.servers`; its slot and counters index are then free for
+the next newcomer of its template.
+
+Inside a block the banks are laid out table-major: per unit and per table, that table of
+every slot side by side (slot s at s * table size). Pages of a table nobody touches (an idle
+device's coils and holding registers, a free slot) are then never allocated, where a
+server-major layout would have a live input register on nearly every page of the segment.
+After the tables come every slot's diagnostics block (`DIAGNOSTICS_BYTES`, laid out by
+farm.ipc.diagnostics: listen-only mode, counter baselines, the event log), then every slot's
+file records (FC 20/21), in the template's file order: device state a worker restart keeps.
 """
 
 from __future__ import annotations
 
 import zlib
+from collections import Counter
 from dataclasses import dataclass
 from typing import Literal
 
@@ -56,14 +67,14 @@ def device_bytes(template: DeviceTemplate) -> int:
 
 def diagnostics_offset(spec: ServerSpec, template: DeviceTemplate) -> int:
     """Byte offset of a server's diagnostics block in its shard's segment."""
-    tables_end = spec.block_offset + spec.block_servers * tables_bytes(template)
-    return tables_end + spec.rank * DIAGNOSTICS_BYTES
+    tables_end = spec.block_offset + spec.block_capacity * tables_bytes(template)
+    return tables_end + spec.slot * DIAGNOSTICS_BYTES
 
 
 def file_offset(spec: ServerSpec, template: DeviceTemplate, number: int) -> int:
     """Byte offset of record 0 of a server's file `number`."""
-    offset = spec.block_offset + spec.block_servers * (tables_bytes(template) + DIAGNOSTICS_BYTES)
-    offset += spec.rank * files_bytes(template)
+    offset = spec.block_offset + spec.block_capacity * (tables_bytes(template) + DIAGNOSTICS_BYTES)
+    offset += spec.slot * files_bytes(template)
     for file in template.files:
         if file.number == number:
             return offset
@@ -77,8 +88,8 @@ def table_offset(spec: ServerSpec, template: DeviceTemplate, unit_id: int, table
     for unit in template.units:
         for each in TABLE_ORDER:
             if unit.unit_id == unit_id and each is table:
-                return offset + spec.rank * table_bytes(unit, each)
-            offset += spec.block_servers * table_bytes(unit, each)
+                return offset + spec.slot * table_bytes(unit, each)
+            offset += spec.block_capacity * table_bytes(unit, each)
     raise ValueError(f"{template.name} has no unit {unit_id}")
 
 
@@ -115,11 +126,12 @@ class ServerSpec:
     seed: int
     transport: Transport = "tcp"
     tls: TlsSettings | None = None  # shared by every server of a fleet
-    # Where its banks are (see the module docstring): the offset of its template's block
-    # in the shard's segment, the servers in that block, and this server's rank among them.
+    # Its places in the shard's memory (see the module docstring): its block (offset in the
+    # bank segment, and room), its slot in that block, and the index of its counters.
     block_offset: int
-    block_servers: int
-    rank: int
+    block_capacity: int
+    slot: int
+    stats_index: int
 
     @property
     def address(self) -> str:
@@ -127,12 +139,35 @@ class ServerSpec:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class Block:
+    """Room for `capacity` servers of one template, at a fixed place in a shard's memory:
+    `size` bytes of banks from `offset` in the bank segment, and counters from index
+    `first_stats` on (slot s has counters index first_stats + s)."""
+
+    template: str
+    offset: int
+    capacity: int
+    size: int
+    first_stats: int
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class Shard:
-    """The servers one worker hosts, and the size of the segment holding their banks."""
+    """The servers one worker hosts, and the blocks of memory they live in."""
 
     worker: int
     servers: tuple[ServerSpec, ...]
-    bank_bytes: int
+    blocks: tuple[Block, ...]
+
+    @property
+    def bank_bytes(self) -> int:
+        """The size of the bank segment (at least 1 byte: a segment cannot be empty)."""
+        return max((block.offset + block.size for block in self.blocks), default=0) or 1
+
+    @property
+    def stats_size(self) -> int:
+        """Counters indexes in use or free: the length of the shard's counters."""
+        return sum(block.capacity for block in self.blocks)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -170,15 +205,20 @@ def default_servers(
     transport: Transport = "tcp",
     tls: TlsSettings | None = None,
 ) -> list[ServerRequest]:
-    """`--count N` servers on consecutive ports of one host."""
+    """`count` servers on consecutive ports of one host, from `port_base` on."""
     if count < 1:
-        raise ConfigError(f"--count must be at least 1, got {count}")
+        raise ConfigError(f"a farm needs at least 1 server, got {count}", about=("count",))
     if not 1 <= port_base <= 65535:
-        raise ConfigError(f"--port-base must be a TCP port (1-65535), got {port_base}")
-    if port_base + count - 1 > 65535:
         raise ConfigError(
-            f"--count {count} from --port-base {port_base} runs past port 65535; "
-            f"lower --port-base to at most {65536 - count} or lower --count"
+            f"the first port must be a TCP port (1-65535), got {port_base}", about=("port_base",)
+        )
+    if port_base + count - 1 > 65535:
+        fix = (
+            f"start at port {65536 - count} at most" if count < 65536 else "a host has 65535 ports"
+        )
+        raise ConfigError(
+            f"{count} servers from port {port_base} run past port 65535 ({fix})",
+            about=("count", "port_base"),
         )
     width = max(4, len(str(count - 1)))
     return [
@@ -203,34 +243,51 @@ def build_plan(
 ) -> Plan:
     """Shard the requested servers over `workers` workers (fewer if there are fewer servers)."""
     if workers < 1:
-        raise ConfigError(f"--workers must be at least 1, got {workers}")
+        raise ConfigError(f"a farm needs at least 1 worker, got {workers}", about=("workers",))
     workers = min(workers, len(requests))
+    indexed = list(enumerate(requests))  # server i goes to worker i mod W
+    empty = [Shard(worker=worker, servers=(), blocks=()) for worker in range(workers)]
     shards = tuple(
-        _shard(slot, requests[slot::workers], range(slot, len(requests), workers), templates, seed)
-        for slot in range(workers)
+        add_servers(shard, indexed[shard.worker :: workers], templates, seed) for shard in empty
     )
     return Plan(templates=dict(templates), shards=shards)
 
 
-def _shard(
-    slot: int,
-    requests: list[ServerRequest],
-    indices: range,
+def add_servers(
+    shard: Shard,
+    newcomers: list[tuple[int, ServerRequest]],
     templates: dict[str, DeviceTemplate],
     seed: int,
 ) -> Shard:
-    """One worker's servers, their banks laid out table-major per template block."""
-    blocks: dict[str, int] = {}  # template -> servers of it in this shard
-    for request in requests:
-        blocks[request.template] = blocks.get(request.template, 0) + 1
-    block_offsets: dict[str, int] = {}
-    size = 0
-    for name, count in blocks.items():
-        block_offsets[name] = size
-        size += count * device_bytes(templates[name])
-    ranks = dict.fromkeys(blocks, 0)
-    servers = []
-    for index, request in zip(indices, requests, strict=True):
+    """`shard` with `newcomers` (farm-wide index, request) placed; no one else moves.
+
+    A newcomer takes a free slot of a block of its template (the oldest first); the
+    newcomers of a template short of free slots share one new block, appended at the end.
+    """
+    taken = {(spec.block_offset, spec.slot) for spec in shard.servers}
+    free: dict[str, list[tuple[Block, int]]] = {}
+    for block in shard.blocks:
+        free.setdefault(block.template, []).extend(
+            (block, slot) for slot in range(block.capacity) if (block.offset, slot) not in taken
+        )
+    blocks = list(shard.blocks)
+    needed = Counter(request.template for _, request in newcomers)  # in order of appearance
+    for template, count in needed.items():
+        short = count - len(free.get(template, ()))
+        if short > 0:
+            block = Block(
+                template=template,
+                offset=max((b.offset + b.size for b in blocks), default=0),
+                capacity=short,
+                size=short * device_bytes(templates[template]),
+                first_stats=sum(b.capacity for b in blocks),
+            )
+            blocks.append(block)
+            free.setdefault(template, []).extend((block, slot) for slot in range(short))
+    places = {template: iter(each) for template, each in free.items()}
+    servers = list(shard.servers)
+    for index, request in newcomers:
+        block, slot = next(places[request.template])
         servers.append(
             ServerSpec(
                 index=index,
@@ -242,10 +299,10 @@ def _shard(
                 seed=zlib.crc32(f"{seed}:{request.name}".encode()),
                 transport=request.transport,
                 tls=request.tls,
-                block_offset=block_offsets[request.template],
-                block_servers=blocks[request.template],
-                rank=ranks[request.template],
+                block_offset=block.offset,
+                block_capacity=block.capacity,
+                slot=slot,
+                stats_index=block.first_stats + slot,
             )
         )
-        ranks[request.template] += 1
-    return Shard(worker=slot, servers=tuple(servers), bank_bytes=max(size, 1))
+    return Shard(worker=shard.worker, servers=tuple(servers), blocks=tuple(blocks))

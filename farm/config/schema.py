@@ -18,6 +18,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from farm.config.templates import (
+    BehaviourKind,
     Identity,
     PointType,
     Table,
@@ -26,7 +27,6 @@ from farm.errors import ConfigError
 
 Order = Literal["big", "little"]
 Transport = Literal["tcp", "rtu-over-tcp", "udp", "tls"]
-Kind = Literal["constant", "counter", "ramp", "sine", "square", "random_walk", "replay"]
 
 
 class Strict(BaseModel):
@@ -34,7 +34,7 @@ class Strict(BaseModel):
 
 
 class BehaviourModel(Strict):
-    kind: Kind = "constant"
+    kind: BehaviourKind = BehaviourKind.CONSTANT
     value: float = 0.0
     text: str = ""
     low: float = 0.0
@@ -50,7 +50,7 @@ class BehaviourModel(Strict):
     def _consistent(self) -> BehaviourModel:
         if self.low > self.high:
             raise ValueError(f"low ({self.low}) must not be above high ({self.high})")
-        if self.kind == "replay" and (self.csv is None or self.column is None):
+        if self.kind is BehaviourKind.REPLAY and (self.csv is None or self.column is None):
             raise ValueError("a replay behaviour needs csv (a file) and column (name or index)")
         return self
 

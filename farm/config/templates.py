@@ -79,6 +79,18 @@ class UnitLayout:
         return int(getattr(self, table.value))
 
 
+class BehaviourKind(StrEnum):
+    """How a point moves (the words a config file's `kind` takes)."""
+
+    CONSTANT = "constant"
+    COUNTER = "counter"
+    RAMP = "ramp"
+    SINE = "sine"
+    SQUARE = "square"
+    RANDOM_WALK = "random_walk"
+    REPLAY = "replay"
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Behaviour:
     """How a point's value moves over time (formulas in farm.worker.ticker).
@@ -87,7 +99,7 @@ class Behaviour:
     uniform noise of that amplitude at every update; `interval_s` is the update interval.
     """
 
-    kind: str = "constant"
+    kind: BehaviourKind = BehaviourKind.CONSTANT
     value: float = 0.0
     text: str = ""  # a string point's constant
     low: float = 0.0
@@ -101,7 +113,7 @@ class Behaviour:
     @property
     def live(self) -> bool:
         """Whether the ticker updates it (a plain constant is written once, at start)."""
-        return self.kind != "constant" or self.jitter > 0
+        return self.kind is not BehaviourKind.CONSTANT or self.jitter > 0
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -192,25 +204,35 @@ def default_template() -> DeviceTemplate:
     SCADA pointed at the farm sees live values without any configuration.
     """
     live = (
-        ("uptime_s", Table.INPUT_REGISTERS, 0, Behaviour(kind="counter", step=1, high=65535)),
+        (
+            "uptime_s",
+            Table.INPUT_REGISTERS,
+            0,
+            Behaviour(kind=BehaviourKind.COUNTER, step=1, high=65535),
+        ),
         (
             "temperature_dc",
             Table.INPUT_REGISTERS,
             1,
-            Behaviour(kind="sine", period_s=60, low=180, high=260),
+            Behaviour(kind=BehaviourKind.SINE, period_s=60, low=180, high=260),
         ),
-        ("load_pct", Table.INPUT_REGISTERS, 2, Behaviour(kind="ramp", period_s=100, high=100)),
+        (
+            "load_pct",
+            Table.INPUT_REGISTERS,
+            2,
+            Behaviour(kind=BehaviourKind.RAMP, period_s=100, high=100),
+        ),
         (
             "pressure_mbar",
             Table.INPUT_REGISTERS,
             3,
-            Behaviour(kind="random_walk", low=950, high=1050, step=2, value=1000),
+            Behaviour(kind=BehaviourKind.RANDOM_WALK, low=950, high=1050, step=2, value=1000),
         ),
         (
             "pump_running",
             Table.DISCRETE_INPUTS,
             0,
-            Behaviour(kind="square", period_s=10, low=0, high=1),
+            Behaviour(kind=BehaviourKind.SQUARE, period_s=10, low=0, high=1),
         ),
     )
     points = tuple(

@@ -6,10 +6,12 @@ stops; a worker attaches by name. Because the master owns the memory, a worker t
 killed and restarted finds every value a client wrote.
 
 Layout of a segment (offsets come from farm.config.plan, so both sides agree without talking):
-table-major per template block (see farm.config.plan), each server's table contiguous, where a bit
-takes one byte (0 or 1) and a register two bytes, big-endian as on the wire, so a read of
-registers is one slice copy. After the tables of a block come each server's diagnostics block
-(farm.ipc.diagnostics) and file records (FC 20/21): device state a restart keeps too.
+blocks at fixed offsets, each for the slots of one template (a server at the slot its spec
+names: its place never moves when others join or leave). A block is table-major, each
+server's table contiguous, where a bit takes one byte (0 or 1) and a register two bytes,
+big-endian as on the wire, so a read of registers is one slice copy. After the tables of a
+block come each slot's diagnostics block (farm.ipc.diagnostics) and file records (FC
+20/21): device state a restart keeps too.
 """
 
 from __future__ import annotations

@@ -11,7 +11,8 @@ the master when the worker dies and by the new worker when it attaches: those
 connections died with the process.
 
 Layout: uint64 slots in native byte order. `HEADER_SLOTS` for the worker, then
-`SERVER_SLOTS` per server, in the order of the shard's `Shard.servers`:
+`SERVER_SLOTS` per server, at its `ServerSpec.stats_index` (farm.config.plan: a server keeps
+its counters whoever joins or leaves the shard; a free index is all zeros):
 
     REQUEST_SLOT[fc]        requests with function code fc, one slot per code in
                             FUNCTION_CODES and one for every other code
@@ -110,7 +111,7 @@ class ShardCounters:
 
     def __init__(self, segment: Segment, servers: int) -> None:
         self.segment = segment
-        self.servers = servers
+        self.servers = servers  # counters indexes (`Shard.stats_size`), in use or free
         self.slots: memoryview = segment.buf.cast("Q")
         # A fresh segment is zeroed by the kernel; the worker's CPU carries on from here.
         self._cpu_before_ns = self.slots[WORKER_CPU_NS]
@@ -124,25 +125,29 @@ class ShardCounters:
         return cls(Segment.create(cls.size(servers)), servers)
 
     @classmethod
-    def attach(cls, name: str, servers: int) -> ShardCounters:
-        return cls(Segment.attach(name), servers)
+    def attach(cls, name: str) -> ShardCounters:
+        segment = Segment.attach(name)
+        return cls(segment, (len(segment.buf) // 8 - HEADER_SLOTS) // SERVER_SLOTS)
 
     @property
     def name(self) -> str:
         return self.segment.name
 
-    def server(self, position: int) -> memoryview:
-        """The slots of the shard's `position`-th server (its index in `Shard.servers`)."""
-        start = self.offset(position)
+    def server(self, index: int) -> memoryview:
+        """The slots of the server whose `ServerSpec.stats_index` is `index`."""
+        start = self.offset(index)
         return self.slots[start : start + SERVER_SLOTS]
 
-    def snapshot(self) -> list[int]:
-        """Every slot, copied at once (slot k of server p is at `offset(p) + k`)."""
-        return self.slots.tolist()
+    def snapshot(self, servers: int | None = None) -> list[int]:
+        """The header and the first `servers` (default: all) servers' slots, copied at once
+        (slot k of stats index i is at `offset(i) + k`)."""
+        if servers is None:
+            return self.slots.tolist()
+        return self.slots[: self.offset(servers)].tolist()
 
     @staticmethod
-    def offset(position: int) -> int:
-        return HEADER_SLOTS + position * SERVER_SLOTS
+    def offset(index: int) -> int:
+        return HEADER_SLOTS + index * SERVER_SLOTS
 
     def requests_total(self) -> int:
         # Strided views, summed in C: a quarter of the time a snapshot would take.
@@ -152,13 +157,13 @@ class ShardCounters:
             for slot in range(REQUESTS, EXCEPTIONS)
         )
 
-    def count_injection(self, position: int, kind: str) -> None:
+    def count_injection(self, index: int, kind: str) -> None:
         """A fault the master applies itself (offline, reboot) acted on a server."""
-        self.slots[self.offset(position) + INJECTION_SLOT[kind]] += 1
+        self.slots[self.offset(index) + INJECTION_SLOT[kind]] += 1
 
     def reset_open_connections(self) -> None:
-        for position in range(self.servers):
-            self.slots[self.offset(position) + CONNECTIONS_OPEN] = 0
+        for index in range(self.servers):
+            self.slots[self.offset(index) + CONNECTIONS_OPEN] = 0
 
     def record_cpu(self) -> None:
         """Called by the worker: its own CPU time on top of its predecessors'."""

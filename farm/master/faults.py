@@ -267,7 +267,9 @@ class FaultTable:
             if done.changed:
                 fault.downed.add(name)
                 worker, position = self.where[name]
-                self.supervisor.slots[worker].counters.count_injection(position, fault.spec.kind)
+                slot = self.supervisor.slots[worker]
+                index = slot.shard.servers[position].stats_index
+                slot.counters.count_injection(index, fault.spec.kind)
 
     async def _bring_back(self, fault: Fault) -> None:
         """Start what the fault stopped, unless another offline fault still holds it; a

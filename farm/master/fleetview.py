@@ -105,7 +105,8 @@ def sse(event: str, data: dict[str, Any]) -> bytes:
 
 
 def read_counters(counters: ShardCounters) -> tuple[Counts, Counts]:
-    """Each server's requests, and its exception responses plus malformed frames."""
+    """Requests, and exception responses plus malformed frames, by counters index
+    (`ServerSpec.stats_index`)."""
     n = counters.servers
     slots = np.frombuffer(counters.slots, dtype=np.uint64, count=HEADER_SLOTS + n * SERVER_SLOTS)
     table = slots[HEADER_SLOTS:].reshape(n, SERVER_SLOTS)
@@ -133,6 +134,10 @@ class FleetView:
         self.clock = clock
         slots = supervisor.slots
         self.sizes = [len(slot.shard.servers) for slot in slots]
+        # Each shard's servers' counters indexes, in the order of its servers.
+        self.stats = [
+            np.array([s.stats_index for s in slot.shard.servers], dtype=np.int64) for slot in slots
+        ]
         self.places, self.order, layout = cell_layout(slots)
         # `retry`: how soon a dropped page's EventSource comes back, in ms.
         layout.update(states=list(STATES), rate_bounds=list(RATE_BOUNDS), interval_s=interval_s)
@@ -233,11 +238,13 @@ class FleetView:
 
     def _read(self) -> tuple[Counts, Counts]:
         requests, errors = [], []
-        for slot, size in zip(self.supervisor.slots, self.sizes, strict=True):
+        for slot, size, stats in zip(self.supervisor.slots, self.sizes, self.stats, strict=True):
             try:
                 made, failed = read_counters(slot.counters)
             except ValueError:  # the farm is stopping and has released the segment
                 made, failed = np.zeros(size, np.int64), np.zeros(size, np.int64)
+            else:
+                made, failed = made[stats], failed[stats]
             requests.append(made)
             errors.append(failed)
         return np.concatenate(requests), np.concatenate(errors)

@@ -22,7 +22,7 @@ from farm.config.templates import DeviceTemplate
 from farm.ipc.banks import UnitBank, server_banks
 from farm.ipc.stats import CONNECTIONS_OPEN
 from farm.master.routes import NotFound
-from farm.master.supervisor import Slot, Supervisor
+from farm.master.supervisor import Slot, SlotState, Supervisor
 
 State = Literal["up", "offline", "faulted"]
 BROADCAST_TCP_UNIT = 0xFF  # as in the engine: the device's first unit
@@ -39,7 +39,7 @@ class Located:
 
     spec: ServerSpec
     slot: Slot
-    position: int  # in its shard's servers (the counters' order)
+    position: int  # in its shard's servers
     template: DeviceTemplate
 
     @property
@@ -58,10 +58,10 @@ class Located:
     @property
     def up(self) -> bool:
         """Its worker serves it now."""
-        return self.slot.state == "ready" and not self.stopped and self.error is None
+        return self.slot.state is SlotState.READY and not self.stopped and self.error is None
 
     def connections(self) -> int:
-        return int(self.slot.counters.server(self.position)[CONNECTIONS_OPEN])
+        return int(self.slot.counters.server(self.spec.stats_index)[CONNECTIONS_OPEN])
 
     def banks(self) -> dict[int, UnitBank]:
         """Views on its units' tables (read-only points are writable here: the operator's)."""

@@ -12,27 +12,25 @@ from __future__ import annotations
 
 import errno
 import ipaddress
-import resource
 import socket
 from collections.abc import Iterable
 
 from farm.config.plan import ServerSpec
 from farm.errors import ConfigError, PortBusyError, ResourceLimitError
+from farm.limits import raise_open_files_limit
 
 BACKLOG = 256
 FILES_RESERVED = 256  # pipes, the API, connections, and whatever Python opens itself
 
 
-def raise_file_limit(needed: int) -> None:
-    """Raise the soft open-files limit to the hard one; fail clearly if even that is short."""
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    if hard != resource.RLIM_INFINITY and needed + FILES_RESERVED > hard:
+def ensure_file_limit(needed: int) -> None:
+    """Raise the open-files limit; fail clearly if even the hard limit is short."""
+    limit = raise_open_files_limit()
+    if limit is not None and needed + FILES_RESERVED > limit:
         raise ResourceLimitError(
             f"{needed} servers need about {needed + FILES_RESERVED} open files but this "
-            f"machine allows {hard} (ulimit -Hn); raise the limit or run fewer servers"
+            f"machine allows {limit} (ulimit -Hn); raise the limit or run fewer servers"
         )
-    if soft != hard:
-        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
 
 
 def describe(addresses: Iterable[tuple[str, int]], most: int = 4) -> str:
@@ -98,7 +96,7 @@ def bind_one(spec: ServerSpec) -> socket.socket:
 
 def bind_all(specs: list[ServerSpec]) -> dict[int, socket.socket]:
     """Bind every server's address; all or nothing."""
-    raise_file_limit(len(specs))
+    ensure_file_limit(len(specs))
     bound: dict[int, socket.socket] = {}
     busy: list[tuple[str, int]] = []
     other: list[str] = []

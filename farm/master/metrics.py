@@ -7,8 +7,9 @@ the supervisor's slots and the workers' heartbeats. Nothing here runs on a reque
 The text is rendered by hand rather than through prometheus_client's registry: a farm of
 10,000 servers has a quarter of a million series, and building a metric family object per
 scrape costs several times the budget (benchmarks/bench_scrape.py measures both). Label
-strings are built once; a scrape copies each shard's counters in one go and formats whole
-columns with C-level `map`/`starmap`, so no Python bytecode runs per line.
+strings are built once per shard (farm.master.series); a scrape copies each shard's
+counters in one go and formats whole columns with C-level `map`/`starmap`, so no Python
+bytecode runs per line.
 
 Series with a code label (requests by function code, exceptions by exception code) appear
 when their counter first moves; a server's duration histogram appears with its first
@@ -20,7 +21,6 @@ from __future__ import annotations
 import contextlib
 import platform
 import time
-from collections.abc import Iterable
 from importlib import metadata
 from itertools import accumulate, compress, repeat, starmap
 from operator import add, truediv
@@ -48,9 +48,9 @@ from farm.ipc.stats import (
     UNANSWERED,
 )
 from farm.master.faults import FaultTable
-from farm.master.supervisor import Supervisor
+from farm.master.series import PREFIX, ShardSeries, escape
+from farm.master.supervisor import SlotState, Supervisor
 
-PREFIX = "modbus_farm_"
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 DURATION_NAME = PREFIX + "request_duration_seconds"
 
@@ -94,11 +94,6 @@ _PLAIN = (
 )
 
 
-def escape(value: str) -> str:
-    """A label value as the text format wants it."""
-    return value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
-
-
 def _header(name: str, kind: str, text: str) -> str:
     return f"# HELP {name} {text}\n# TYPE {name} {kind}\n"
 
@@ -116,28 +111,15 @@ def _duration_format() -> str:
     return "".join(lines)
 
 
-def _labels(worker: int, servers: Iterable[str]) -> list[str]:
-    """The label string of each server of a shard, in shard order."""
-    return [f'server="{escape(name)}",worker="{worker}"' for name in servers]
-
-
 class FarmMetrics:
     """Renders `/metrics` for one supervisor; safe to call from a thread."""
 
     def __init__(self, supervisor: Supervisor, faults: FaultTable | None = None) -> None:
         self.supervisor = supervisor
         self.faults = faults
-        self.labels = [
-            _labels(slot.shard.worker, (spec.name for spec in slot.shard.servers))
-            for slot in supervisor.slots
-        ]
-        self.info = [
-            f'{PREFIX}server_info{{server="{escape(spec.name)}",worker="{slot.shard.worker}",'
-            f'fleet="{escape(spec.fleet)}",template="{escape(spec.template)}",'
-            f'transport="{spec.transport}"}} 1\n'
-            for slot in supervisor.slots
-            for spec in slot.shard.servers
-        ]
+        # Built once per shard, and again only when a slot's shard changes (servers added
+        # or removed): keyed by worker, checked against the shard they were built for.
+        self.series: dict[int, ShardSeries] = {}
         self.build_labels = (
             f'version="{__version__}",python="{platform.python_version()}",'
             f'pymodbus="{metadata.version("pymodbus")}"'
@@ -149,9 +131,14 @@ class FarmMetrics:
         self._farm(out)
         self._workers(out)
         snapshots = []
-        for slot, labels in zip(self.supervisor.slots, self.labels, strict=True):
+        info = []
+        for slot in self.supervisor.slots:
+            series = self.series.get(slot.shard.worker)
+            if series is None or series.shard is not slot.shard:
+                series = self.series[slot.shard.worker] = ShardSeries.of(slot.shard)
+            info.extend(series.info)
             try:
-                snapshots.append((labels, slot.counters.snapshot()))
+                snapshots.append((series.labels, series.values(slot.counters)))
             except ValueError:  # the farm is stopping and has released the segment
                 continue
         out.append(
@@ -161,7 +148,7 @@ class FarmMetrics:
                 "Always 1: a server's fleet, template and transport (tcp, rtu-over-tcp, udp, tls).",
             )
         )
-        out.extend(self.info)
+        out.extend(info)
         self._roles(out)
         self._requests(out, snapshots)
         self._exceptions(out, snapshots)
@@ -214,8 +201,8 @@ class FarmMetrics:
         for slot in self.supervisor.slots:
             labels = f'worker="{slot.shard.worker}"'
             beat = slot.heartbeat
-            up = slot.state in ("ready", "starting")
-            add_sample("worker_up", labels, int(slot.state == "ready"))
+            up = slot.state in (SlotState.READY, SlotState.STARTING)
+            add_sample("worker_up", labels, int(slot.state is SlotState.READY))
             if slot.last_heartbeat:
                 add_sample("worker_heartbeat_age_seconds", labels, now - slot.last_heartbeat)
             add_sample("worker_restarts_total", labels, slot.restarts)

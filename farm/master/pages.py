@@ -179,15 +179,15 @@ def view_routes(view: FleetView, files: dict[str, tuple[bytes, str]]) -> list[Ro
 def counters(view: FleetView, name: str) -> ServerCounters:
     place = view.places[name]
     slot = view.supervisor.slots[place.slot]
+    spec = slot.shard.servers[place.position]
     try:
-        values = slot.counters.server(place.position).tolist()
+        values = slot.counters.server(spec.stats_index).tolist()
     except ValueError:  # the farm is stopping
         values = [0] * SERVER_SLOTS
     requests = {str(code): values[REQUESTS + i] for i, code in enumerate(FUNCTION_CODES)}
     requests["other"] = values[REQUESTS + len(FUNCTION_CODES)]
     exceptions = {str(code): values[EXCEPTIONS + i] for i, code in enumerate(EXCEPTION_CODES)}
     exceptions["other"] = values[EXCEPTIONS + len(EXCEPTION_CODES)]
-    spec = slot.shard.servers[place.position]
     return ServerCounters(
         name=name,
         address=f"[{spec.host}]:{spec.port}" if ":" in spec.host else spec.address,

@@ -146,7 +146,7 @@ class Supervisor:
             Slot(
                 shard=shard,
                 segment=Segment.create(shard.bank_bytes),
-                counters=ShardCounters.create(len(shard.servers)),
+                counters=ShardCounters.create(shard.stats_size),
                 sockets={s.index: sockets[s.index] for s in shard.servers},
             )
             for shard in plan.shards

@@ -34,7 +34,7 @@ import asyncio
 import logging
 import struct
 from bisect import bisect_left
-from collections.abc import Sequence
+from collections.abc import Coroutine, Sequence
 from time import perf_counter_ns
 from typing import TYPE_CHECKING, Any, cast
 
@@ -148,12 +148,13 @@ class _IdentityBlock:
         self.Identity = ModbusDeviceIdentification(info=info)
 
 
-def _run_now(coroutine: Any) -> ModbusPDU:
+def _run_now(coroutine: Coroutine[Any, Any, ModbusPDU]) -> ModbusPDU:
     """Drive a `datastore_update` coroutine that never suspends (our context does not)."""
     try:
         coroutine.send(None)
     except StopIteration as done:
-        return cast(ModbusPDU, done.value)
+        result: ModbusPDU = done.value
+        return result
     coroutine.close()
     raise RuntimeError("datastore_update suspended; UnitContext must not await")
 

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-import resource
 import signal
 import socket
 import ssl
@@ -52,6 +51,7 @@ from farm.ipc.messages import (
 )
 from farm.ipc.spawn import EXIT_BOOT_FAILED
 from farm.ipc.stats import ShardCounters
+from farm.limits import raise_open_files_limit
 from farm.worker.engine import Device, ModbusConnection
 from farm.worker.faults import FaultBook
 from farm.worker.ticker import Ticker
@@ -67,8 +67,7 @@ def run(conn: Connection, sockets: dict[int, socket.socket]) -> None:
     """Process entry point (spawned by the supervisor)."""
     for signum in (signal.SIGINT, signal.SIGHUP):
         signal.signal(signum, signal.SIG_IGN)
-    _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    raise_open_files_limit()
     if not conn.poll(ASSIGN_TIMEOUT_S):
         sys.exit(EXIT_BOOT_FAILED)
     try:
@@ -118,9 +117,7 @@ class Worker:
         # would try to unmap memory that the banks still view.
         try:
             self.segment = Segment.attach(self.assign.segment)
-            self.counters = ShardCounters.attach(
-                self.assign.stats_segment, len(self.assign.servers)
-            )
+            self.counters = ShardCounters.attach(self.assign.stats_segment)
         except OSError as exc:
             # Nothing a restart can fix: say why in one line and exit "could not boot".
             print(
@@ -180,7 +177,7 @@ class Worker:
             self.masks[spec.template] = read_only_masks(template)
         buf = self.segment.buf
         banks = server_banks(buf, spec, template, self.masks[spec.template])
-        counters = self.counters.server(number) if self.counters else None
+        counters = self.counters.server(spec.stats_index) if self.counters else None
         device = self.devices[number] = Device(
             spec.name,
             banks,
