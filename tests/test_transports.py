@@ -464,6 +464,32 @@ def test_diagnostics_and_files_survive_a_worker_restart(tmp_path: Path, certs: P
     assert code == 0, stderr
 
 
+def test_a_reboot_fault_powers_the_diagnostics_up(farm: FarmProcess) -> None:
+    """A reboot ends listen-only mode and clears the counters, as a power cycle does."""
+    api = FarmClient.at(HOST, farm.api_port)
+    with socket.create_connection((HOST, farm.port(1)), timeout=5) as sock:
+        sock.sendall(struct.pack(">HHHB", 1, 0, 6, 1) + bytes.fromhex("08 0004 0000"))
+        wait_for(
+            lambda: metric(farm, "modbus_farm_unanswered_total", **server(farm, 1)),
+            10,
+            "listen-only mode to be entered",
+        )
+    api.fault("reboot", "plain-1", duration=0.5)
+
+    def answered() -> int | None:
+        client: Any = ModbusTcpClient(HOST, port=farm.port(1), timeout=1, retries=0)
+        try:
+            client.connect()
+            return int(client.diag_read_bus_message_count().message) + 1
+        except (ConnectionException, ModbusIOException):
+            return None
+        finally:
+            client.close()
+
+    # Only the requests since it came back: the count request itself (and earlier tries).
+    assert wait_for(answered, 30, "the server back, answering") - 1 <= 3
+
+
 def test_transport_mistakes_are_one_line(tmp_path: Path) -> None:
     data = config(20000, str(tmp_path))
     fleets = data["fleets"]

@@ -21,11 +21,24 @@ Layout: uint64 slots in native byte order, then the event log.
     LOGGED_ANSWERS       normal answers already accounted for in the event log
     LOG_HEAD, LOG_COUNT  where the ring writes next, how many events it holds (at most 64)
     LOG                  64 event bytes, a ring (FC 12 reads it newest first)
+
+`power_up` puts a block back as a power cycle leaves a device (the master does it for a
+reboot fault): counters cleared, the event log empty, listen-only mode off.
 """
 
 from __future__ import annotations
 
 from farm.config.plan import DIAGNOSTICS_BYTES
+from farm.ipc.stats import (
+    CRC_ERRORS,
+    DURATION,
+    EXCEPTION_SLOT,
+    EXCEPTIONS,
+    MALFORMED_FRAMES,
+    REQUEST_SLOT,
+    REQUESTS,
+    UNANSWERED,
+)
 
 FLAGS = 0
 BASE_MESSAGES = 1
@@ -59,3 +72,42 @@ def views(block: memoryview) -> tuple[memoryview, memoryview]:
 def local_block() -> memoryview:
     """A block that lives in this process only (a Device outside a farm)."""
     return memoryview(bytearray(BLOCK_BYTES))
+
+
+def requests(counters: memoryview) -> int:
+    """Every request the server counted (a server's slots of farm.ipc.stats)."""
+    return sum(counters[REQUESTS:EXCEPTIONS])
+
+
+def exceptions(counters: memoryview) -> int:
+    return sum(counters[EXCEPTIONS:DURATION])
+
+
+def answers(counters: memoryview) -> int:
+    """Requests answered normally (not with an exception, not with silence)."""
+    return requests(counters) - exceptions(counters) - counters[UNANSWERED]
+
+
+def sources(counters: memoryview, slots: memoryview) -> dict[int, int]:
+    """Each baseline slot's source as it is now: a clear stores these."""
+    return {
+        BASE_MESSAGES: requests(counters),
+        BASE_EXCEPTIONS: exceptions(counters),
+        BASE_COMM_ERRORS: counters[MALFORMED_FRAMES] + counters[CRC_ERRORS],
+        BASE_NAK: counters[EXCEPTION_SLOT[7]],
+        BASE_BUSY: counters[EXCEPTION_SLOT[6]],
+        BASE_EVENTS: answers(counters) - counters[REQUEST_SLOT[11]],
+        BASE_NO_RESPONSE: counters[UNANSWERED] - slots[NOT_ADDRESSED],
+        BASE_NOT_ADDRESSED: slots[NOT_ADDRESSED],
+        BASE_OVERRUN: slots[OVERRUN],
+    }
+
+
+def power_up(block: memoryview, counters: memoryview) -> None:
+    """The block as after a power cycle: counters cleared, no events, not listen-only."""
+    slots, _ = views(block)
+    for slot, value in sources(counters, slots).items():
+        slots[slot] = value
+    slots[FLAGS] = 0
+    slots[LOG_COUNT] = 0
+    slots[LOGGED_ANSWERS] = answers(counters)

@@ -13,8 +13,9 @@ never times.
 Offline and reboot take their servers down through farm.master.switch (the port closed in
 every process, connections dropped) and bring them back when they end, except servers that
 were already stopped, or that another active offline fault still holds down. A reboot also
-writes its servers' starting values back (farm.config.behaviours.reset_server) before they
-come back. Each fault applied, started, expired or cleared is one log line.
+writes its servers' starting values back (farm.config.behaviours.reset_server), and powers
+up their diagnostics (farm.ipc.diagnostics.power_up), before they come back. Each fault
+applied, started, expired or cleared is one log line.
 """
 
 from __future__ import annotations
@@ -39,6 +40,8 @@ from farm.config.faults import (
     rule,
     select,
 )
+from farm.ipc.banks import server_diagnostics
+from farm.ipc.diagnostics import power_up
 from farm.ipc.messages import ActiveFaults, Faults, FaultsApplied
 from farm.master.supervisor import Supervisor
 from farm.master.switch import CannotStart, Switch
@@ -296,7 +299,12 @@ class FaultTable:
         worker, position = self.where[name]
         slot = self.supervisor.slots[worker]
         spec = slot.shard.servers[position]
-        reset_server(slot.segment.buf, spec, self.supervisor.plan.templates[spec.template])
+        template = self.supervisor.plan.templates[spec.template]
+        reset_server(slot.segment.buf, spec, template)
+        # Its diagnostics too (FC 08/11/12): counters cleared, no events, not listen-only.
+        power_up(
+            server_diagnostics(slot.segment.buf, spec, template), slot.counters.server(position)
+        )
 
     def _later(self, coroutine: Coroutine[Any, Any, None]) -> None:
         task = asyncio.create_task(coroutine)

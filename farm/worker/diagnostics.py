@@ -38,13 +38,8 @@ from farm.ipc import diagnostics as block_layout
 from farm.ipc.banks import UnitBank
 from farm.ipc.diagnostics import LISTEN_ONLY
 from farm.ipc.stats import (
-    CRC_ERRORS,
-    DURATION,
     EXCEPTION_SLOT,
-    EXCEPTIONS,
-    MALFORMED_FRAMES,
     REQUEST_SLOT,
-    REQUESTS,
     UNANSWERED,
 )
 from farm.worker.fastpath import ILLEGAL_FUNCTION, ILLEGAL_VALUE, exception_pdu
@@ -82,30 +77,15 @@ class Diagnostics:
 
     # -- the sources every counter derives from ----------------------------------------
 
-    def _requests(self) -> int:
-        return sum(self.counters[REQUESTS:EXCEPTIONS])
-
-    def _exceptions(self) -> int:
-        return sum(self.counters[EXCEPTIONS:DURATION])
-
     def _answers(self) -> int:
-        """Requests answered normally (not with an exception, not with silence)."""
-        return self._requests() - self._exceptions() - self.counters[UNANSWERED]
+        return block_layout.answers(self.counters)
 
     def _sources(self) -> dict[int, int]:
-        """Each baseline slot's source as it is now."""
-        c, s = self.counters, self.slots
-        return {
-            block_layout.BASE_MESSAGES: self._requests(),
-            block_layout.BASE_EXCEPTIONS: self._exceptions(),
-            block_layout.BASE_COMM_ERRORS: c[MALFORMED_FRAMES] + c[CRC_ERRORS],
-            block_layout.BASE_NAK: c[NAK_SLOT],
-            block_layout.BASE_BUSY: c[BUSY_SLOT],
-            block_layout.BASE_EVENTS: self._answers() - c[REQUEST_SLOT[11]],
-            block_layout.BASE_NO_RESPONSE: c[UNANSWERED] - s[block_layout.NOT_ADDRESSED],
-            block_layout.BASE_NOT_ADDRESSED: s[block_layout.NOT_ADDRESSED],
-            block_layout.BASE_OVERRUN: s[block_layout.OVERRUN],
-        }
+        return block_layout.sources(self.counters, self.slots)
+
+    def reload(self) -> None:
+        """Read listen-only mode again (the master powered the device up: a reboot fault)."""
+        self.listen_only = bool(self.slots[block_layout.FLAGS] & LISTEN_ONLY)
 
     def counter(self, sub_function: int) -> int:
         """FC 08 counter 0B-12 since the last clear, as 16 bits."""

@@ -283,6 +283,9 @@ class Worker:
             self._reply(message, error="" if number is not None else "no such server here")
             return
         self.stopped.discard(number)
+        device = self.devices.get(number)
+        if device is not None:  # after a reboot fault the master powered its diagnostics up
+            device.diagnostics.reload()
         assert self.transports is not None, "servers start before any Control is read"
         try:
             server = await self.transports.start(self.assign.servers[number], number, sock)
