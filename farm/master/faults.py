@@ -302,9 +302,8 @@ class FaultTable:
         template = self.supervisor.plan.templates[spec.template]
         reset_server(slot.segment.buf, spec, template)
         # Its diagnostics too (FC 08/11/12): counters cleared, no events, not listen-only.
-        power_up(
-            server_diagnostics(slot.segment.buf, spec, template), slot.counters.server(position)
-        )
+        block = server_diagnostics(slot.segment.buf, spec, template)
+        power_up(block, slot.counters.server(spec.stats_index))
 
     def _later(self, coroutine: Coroutine[Any, Any, None]) -> None:
         task = asyncio.create_task(coroutine)
