@@ -16,6 +16,7 @@ import sys
 from typing import NoReturn
 
 from rich.console import Console
+from rich.text import Text
 
 
 class FarmError(Exception):
@@ -55,8 +56,11 @@ class FarmUnreachable(FarmError):
 
 
 def exit_with(error: FarmError) -> NoReturn:
-    """Print `error` as the one line a user sees, and exit with its code."""
-    Console(stderr=True).print(
-        f"[bold red]farm: error:[/] {error}", highlight=False, soft_wrap=True
-    )
+    """Print `error` as the one line a user sees, and exit with its code.
+
+    The message carries user text (file names, fleet names, addresses) that may hold
+    square brackets: it goes out as a Text, never through Rich markup.
+    """
+    line = Text.assemble(("farm: error:", "bold red"), " ", str(error))
+    Console(stderr=True, markup=False).print(line, highlight=False, soft_wrap=True)
     sys.exit(error.exit_code)

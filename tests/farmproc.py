@@ -135,13 +135,35 @@ class FarmProcess:
         return self.port_base + index
 
     def api(self, path: str, method: str = "GET") -> Any:
+        """JSON from the API; a POST carries `{}` as JSON, as the API asks of every change."""
+        status, body = self.http(method, path, b"{}" if method == "POST" else None)
+        if status >= 400:
+            raise AssertionError(f"{method} {path}: {status} {body}")
+        return body
+
+    def http(
+        self,
+        method: str,
+        path: str,
+        data: bytes | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> tuple[int, Any]:
+        """One raw call to the API: (HTTP status, parsed JSON body), errors included.
+
+        `data` goes as `application/json` unless `headers` name another Content-Type.
+        """
+        headers = dict(headers or {})
+        if data is not None:
+            headers.setdefault("Content-Type", "application/json")
         request = urllib.request.Request(
-            f"http://{HOST}:{self.api_port}{path}",
-            method=method,
-            data=b"" if method == "POST" else None,
+            f"http://{HOST}:{self.api_port}{path}", method=method, data=data, headers=headers
         )
-        with urllib.request.urlopen(request, timeout=5) as response:
-            return json.load(response)
+        try:
+            with urllib.request.urlopen(request, timeout=10) as response:
+                return response.status, json.load(response)
+        except urllib.error.HTTPError as error:
+            with error:
+                return error.code, json.load(error)
 
     def status(self) -> dict[str, Any]:
         result: dict[str, Any] = self.api("/api/v1/status")

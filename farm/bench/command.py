@@ -30,6 +30,7 @@ import uvloop
 from rich.console import Console
 from rich.live import Live
 from rich.table import Table as RichTable
+from rich.text import Text
 
 from farm.bench import fan as loadfan
 from farm.bench.latency import Histogram
@@ -132,25 +133,29 @@ def render(report: dict[str, Any]) -> RichTable:
     )
     busy = ", ".join(f"{b:.0%}" for b in gen["busy"])
     verdict = (
-        "[bold red]saturated: these figures measure the generator[/]"
+        ("saturated: these figures measure the generator", "bold red")
         if gen["saturated"]
         else "not saturated"
     )
     table.add_row(
         "generator",
-        f"{gen['processes']} process(es), busy {busy} of a core, "
-        f"{gen['cpu_per_request_us']} us CPU per request; {verdict}",
+        Text.assemble(
+            f"{gen['processes']} process(es), busy {busy} of a core, "
+            f"{gen['cpu_per_request_us']} us CPU per request; ",
+            verdict,
+        ),
     )
     return table
 
 
-def live_view(snapshot: Snapshot, duration_s: float) -> str:
+def live_view(snapshot: Snapshot, duration_s: float) -> Text:
     rate = snapshot.responses / snapshot.elapsed_s if snapshot.elapsed_s > 0 else 0.0
-    return (
-        f"[bold]farm bench[/] {min(snapshot.elapsed_s, duration_s):5.1f} / {duration_s:g} s  "
+    return Text.assemble(
+        ("farm bench", "bold"),
+        f" {min(snapshot.elapsed_s, duration_s):5.1f} / {duration_s:g} s  "
         f"{snapshot.responses:,} answered  {rate:,.0f}/s  "
         f"exceptions {snapshot.exceptions}  timeouts {snapshot.timeouts}  "
-        f"errors {snapshot.errors}"
+        f"errors {snapshot.errors}",
     )
 
 
@@ -205,7 +210,7 @@ def bench(
     as_json: bool,
 ) -> None:
     """Load a farm (or any Modbus servers) like a SCADA master, and report."""
-    err = Console(stderr=True)
+    err = Console(stderr=True, markup=False)  # markup off: nothing here is Rich markup
     try:
         options = _options(
             connections, rate, depth, duration, max_requests, timeout, unit, processes
@@ -231,7 +236,7 @@ def bench(
     if as_json:
         click.echo(json.dumps(report, indent=2))
     else:
-        Console().print(render(report))
+        Console(markup=False).print(render(report))
 
 
 def client_tls(transport: str, certs: str | None) -> ClientTls | None:

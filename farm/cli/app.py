@@ -29,6 +29,7 @@ from rich.console import Console
 from rich.logging import RichHandler
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table as RichTable
+from rich.text import Text
 
 from farm import __version__
 from farm.bench.command import bench
@@ -48,8 +49,10 @@ from farm.config.plan import TRANSPORTS, Transport
 from farm.errors import FarmError, FarmUnreachable, exit_with
 from farm.master.run import MasterOptions, ReadySummary, serve
 
-out = Console()
-err = Console(stderr=True)
+# Markup off: what these print carries user text (names, addresses, file names) that may
+# hold square brackets; styled words are Text spans instead.
+out = Console(markup=False)
+err = Console(stderr=True, markup=False)
 
 
 def _setup_logging(level: str) -> None:
@@ -167,8 +170,10 @@ def _run_up(
 
 def _print_summary(summary: ReadySummary) -> None:
     out.print(
-        f"[bold green]farm ready[/] in {summary.seconds:.2f} s: "
-        f"{summary.servers_ready} of {summary.servers} servers up",
+        Text.assemble(
+            ("farm ready", "bold green"),
+            f" in {summary.seconds:.2f} s: {summary.servers_ready} of {summary.servers} servers up",
+        ),
         highlight=False,
     )
     out.print(f"  servers  {summary.addresses}", highlight=False)
@@ -177,7 +182,7 @@ def _print_summary(summary: ReadySummary) -> None:
     out.print(f"  api      {summary.api_url}", highlight=False)
     out.print(f"  metrics  {summary.metrics_url}", highlight=False)
     for line in summary.failed:
-        out.print(f"  [red]failed[/]   {line}", highlight=False)
+        out.print(Text.assemble("  ", ("failed", "red"), f"   {line}"), highlight=False)
     out.print("Ctrl-C or `farm down` stops the farm.", highlight=False)
 
 

@@ -21,7 +21,7 @@ from farm.config.templates import TABLES_SHORT, DeviceTemplate, UnitLayout, defa
 from farm.errors import ConfigError, FarmError, exit_with
 from farm.master.listeners import describe
 
-out = Console()
+out = Console(markup=False)  # file, fleet and template names are printed as they are
 
 
 # The CLI's names for the model's parameters (ConfigError.about).

@@ -3,10 +3,12 @@
 Sits near the end of the data flow (... metrics -> api -> cli): the CLI is a client of it
 (farm.client). This module assembles the app from route tables (farm.master.routes), each
 route declaring the models that validate it and generate GET /api/v1/openapi.json. Errors
-are JSON `{"error": "..."}` with a message that says what to fix. Mutating endpoints require
-`Authorization: Bearer TOKEN` when the farm was started with a token.
+are JSON `{"error": "..."}` with a message that says what to fix. Every mutating request
+(any method but GET and HEAD, on any path) passes farm.master.access first: no foreign
+`Origin` (403), a JSON body (415), and the token when the farm has one (401).
 
     GET  /api/v1/status         farm totals and one entry per worker
+    GET  /api/v1/ready          200 when every server is up, 503 before (for probes)
     GET  /api/v1/servers...     servers, values, stop/start (farm.master.api_servers, api_values)
     POST /api/v1/shutdown       stop the farm gracefully
     GET  /api/v1/openapi.json   the OpenAPI 3.1 document of every route here
@@ -26,8 +28,10 @@ from typing import Any
 
 from aiohttp import web
 from aiohttp.typedefs import Middleware
+from pydantic import BaseModel
 
 from farm import __version__
+from farm.master.access import guard
 from farm.master.api_faults import fault_routes
 from farm.master.api_servers import server_routes
 from farm.master.api_values import value_routes
@@ -42,6 +46,25 @@ from farm.master.supervisor import Supervisor
 from farm.master.switch import Switch
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+class Readiness(BaseModel):
+    """GET /api/v1/ready: 200 with ready true, or 503 with ready false and why in `error`."""
+
+    ready: bool
+    servers_ready: int
+    servers_total: int
+    error: str | None = None
+
+
+def readiness(supervisor: Supervisor) -> Readiness:
+    """Ready means every server up: a probe should not send traffic to a half-started farm."""
+    total, ready = supervisor.plan.servers_total, supervisor.servers_ready()
+    if supervisor.stopping:
+        error: str | None = "stopping"
+    else:
+        error = None if ready == total else f"{ready} of {total} servers up"
+    return Readiness(ready=error is None, servers_ready=ready, servers_total=total, error=error)
 
 
 def status(supervisor: Supervisor) -> dict[str, Any]:
@@ -77,18 +100,9 @@ def status(supervisor: Supervisor) -> dict[str, Any]:
     }
 
 
-def _json_errors(token: str | None) -> Middleware:
+def _json_errors() -> Middleware:
     @web.middleware
     async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-        authorized = request.headers.get("Authorization", "") == f"Bearer {token}"
-        if token and request.method != "GET" and not authorized:
-            return web.json_response(
-                {
-                    "error": "this farm needs a token: send 'Authorization: Bearer TOKEN' "
-                    "(farm CLI: --api-token or FARM_API_TOKEN)"
-                },
-                status=401,
-            )
         try:
             return await handler(request)
         except web.HTTPException as exc:
@@ -119,7 +133,7 @@ def metrics_route(supervisor: Supervisor, faults: FaultTable | None = None) -> R
 
 def build_metrics_app(supervisor: Supervisor, faults: FaultTable | None = None) -> web.Application:
     """The separate metrics listener (`--metrics-port`): /metrics and nothing else."""
-    app = web.Application(middlewares=[_json_errors(None)])
+    app = web.Application(middlewares=[_json_errors(), guard(None)])
     add_routes(app, [metrics_route(supervisor, faults)])
     return app
 
@@ -138,10 +152,18 @@ def build_app(
     inventory = inventory or Inventory(supervisor)
     switch = switch or Switch(supervisor)
     faults = faults or FaultTable(supervisor, switch)
-    app = web.Application(middlewares=[_json_errors(token)])
+    app = web.Application(middlewares=[_json_errors(), guard(token)])
 
     async def get_status(call: Call) -> web.Response:
         return web.json_response({**status(supervisor), "metrics_urls": list(metrics_urls)})
+
+    async def get_ready(call: Call) -> web.Response:
+        body = readiness(supervisor)
+        return web.Response(
+            text=body.model_dump_json(exclude_none=True),
+            content_type="application/json",
+            status=200 if body.ready else 503,
+        )
 
     async def shutdown(call: Call) -> web.Response:
         request_stop()
@@ -153,6 +175,14 @@ def build_app(
             path="/api/v1/status",
             handler=get_status,
             summary="Farm totals, one entry per worker, and where /metrics is served",
+        ),
+        Route(
+            method="GET",
+            path="/api/v1/ready",
+            handler=get_ready,
+            summary="200 when every server is up; 503 before, while a worker restarts, or stopping",
+            response=Readiness,
+            errors=(503,),
         ),
         Route(
             method="POST",
