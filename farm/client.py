@@ -21,6 +21,7 @@ declared here once, for every command that talks to a farm or serves one.
 from __future__ import annotations
 
 import functools
+import http.client
 import json
 import urllib.error
 import urllib.request
@@ -31,7 +32,7 @@ from urllib.parse import quote, urlencode, urlsplit
 
 import click
 
-from farm.errors import FarmError, FarmUnreachable
+from farm.errors import ConfigError, FarmError, FarmUnreachable
 from farm.fault_targets import FaultInfo, Fleet, Fraction, Glob, Servers, Target, target_body
 
 __all__ = [
@@ -293,7 +294,10 @@ class FarmClient:
         """One call: JSON in, JSON out; every failure as a FarmError with one line."""
         url = self.url + path
         data = None if body is None else json.dumps(body).encode()
-        request = urllib.request.Request(url, method=method, data=data)
+        try:
+            request = urllib.request.Request(url, method=method, data=data)
+        except ValueError as exc:  # "Invalid IPv6 URL": a host with brackets in it
+            raise self._not_an_address(exc) from exc
         if data is not None:
             request.add_header("Content-Type", "application/json")
         if self.token:
@@ -303,6 +307,8 @@ class FarmClient:
                 return json.load(response)
         except urllib.error.HTTPError as exc:
             raise FarmAPIError(f"{method} {path}: {_error_text(exc)}", exc.code) from exc
+        except http.client.InvalidURL as exc:  # a port that is not a number, a space
+            raise self._not_an_address(exc) from exc
         except (urllib.error.URLError, ConnectionError, TimeoutError) as exc:
             raise FarmUnreachable(
                 f"no farm answers at {self.url} ({getattr(exc, 'reason', exc)}); is `farm up` "
@@ -310,6 +316,12 @@ class FarmClient:
             ) from exc
         except ValueError as exc:  # not JSON: something else listens there
             raise FarmError(f"{url} does not answer as a farm's API ({exc})") from exc
+
+    def _not_an_address(self, exc: Exception) -> ConfigError:
+        return ConfigError(
+            f"{self.url} is not the address of a farm's API ({exc}); "
+            "check --api-host/--api-port (or --farm HOST:PORT)"
+        )
 
 
 _SERVER_FIELDS = (

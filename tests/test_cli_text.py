@@ -1,0 +1,77 @@
+"""User text reaches the terminal as it is: square brackets are not Rich markup.
+
+File names, fleet and server names, targets and addresses come from the user; printed
+through Rich markup, `site[a].yaml` showed as `site.yaml` and `[/x]` ended in a traceback.
+Each case runs the real `farm` command in a subprocess.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+pytestmark = pytest.mark.timeout(120)
+WIDE = {**os.environ, "COLUMNS": "200"}  # rich wraps table cells at 80 columns in a pipe
+
+
+def farm(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "farm", *args],
+        capture_output=True, text=True, timeout=60, env=WIDE, cwd=cwd,
+    )  # fmt: skip
+
+
+def one_error_line(result: subprocess.CompletedProcess[str], code: int) -> str:
+    assert result.returncode == code, result.stdout + result.stderr
+    assert "Traceback" not in result.stderr
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1, result.stderr
+    return lines[0]
+
+
+def config(fleet: str, template: str = "default") -> str:
+    fleets = [{"name": fleet, "template": template, "count": 2, "addressing": {"port_start": 7000}}]
+    return yaml.safe_dump({"fleets": fleets})
+
+
+def test_validate_prints_file_and_fleet_names_literally(tmp_path: Path) -> None:
+    (tmp_path / "site[a].yaml").write_text(config("meters[/x]"))
+    shown = farm("validate", "site[a].yaml", cwd=tmp_path)
+    assert shown.returncode == 0, shown.stderr
+    assert "site[a].yaml: valid" in shown.stdout
+    assert "meters[/x]" in shown.stdout and "Traceback" not in shown.stderr
+    planned = farm("plan", "site[a].yaml", "--servers", cwd=tmp_path)
+    assert planned.returncode == 0, planned.stderr
+    assert "meters[/x]-0000" in planned.stdout and "meters[/x]-0001" in planned.stdout
+
+
+def test_error_lines_print_names_literally(tmp_path: Path) -> None:
+    line = one_error_line(farm("validate", "nope[a].yaml", cwd=tmp_path), 2)
+    assert line.startswith("farm: error: nope[a].yaml: ")
+    odd = tmp_path / "odd["  # with the file below: a path that reads "odd[/x].yaml"
+    odd.mkdir()
+    (odd / "x].yaml").write_text(config("a", template="t[/x]"))
+    line = one_error_line(farm("validate", "odd[/x].yaml", cwd=tmp_path), 2)
+    assert line.startswith("farm: error: odd[/x].yaml: fleets[0].template: found 't[/x]'"), line
+    line = one_error_line(farm("up", "odd[/x].yaml", cwd=tmp_path), 2)
+    assert "odd[/x].yaml" in line and "'t[/x]'" in line
+
+
+@pytest.mark.parametrize(
+    ("args", "shown"),
+    [
+        (["bench", "--target", "[red]h[/x]:x"], "--target '[red]h[/x]:x'"),
+        (["bench", "--target", "127.0.0.1:1", "--mix", "3:[/x]"], "--mix '3:[/x]'"),
+        (["status", "--api-host", "[/x]"], "http://[/x]:"),
+        (["prometheus-config", "--farm", "127.0.0.1:[b]"], "http://127.0.0.1:[b]"),
+    ],
+    ids=["bench-target", "bench-mix", "status-api-host", "prometheus-farm"],
+)
+def test_options_are_echoed_literally(args: list[str], shown: str) -> None:
+    line = one_error_line(farm(*args), 2)
+    assert shown in line, line
