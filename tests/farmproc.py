@@ -22,8 +22,20 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
+from farm.master.supervisor import SupervisorOptions
+
 T = TypeVar("T")
 HOST = "127.0.0.1"
+
+# Deadlines are what the design guarantees, with room for a loaded 2-core machine; tests
+# print the figure they measured. A graceful stop: the Stop may wait stop_grace_s for the
+# pipe and as long again for the exits, then a kill and a 2 s join, then the API's 2 s close.
+_DESIGN = SupervisorOptions()
+STOP_DEADLINE_S = 2 * (2 * _DESIGN.stop_grace_s + 2 + 2)
+# A dead worker is respawned at once (its first crash) and must be Ready in boot_timeout_s.
+RESTART_DEADLINE_S = _DESIGN.boot_timeout_s + 15
+# A stuck one is found after heartbeat_timeout_s (checked twice a second), then restarted.
+REPLACE_DEADLINE_S = _DESIGN.heartbeat_timeout_s + 1 + RESTART_DEADLINE_S
 
 
 def wait_for(

@@ -10,7 +10,6 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import shutil
 import signal
 import subprocess
 import threading
@@ -25,6 +24,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from pymodbus.client import ModbusTcpClient
 
 from tests.farmproc import HOST, FarmProcess, free_port, wait_for
+from tests.tools import tool
 
 Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
 
@@ -113,9 +113,6 @@ def loaded(farm: FarmProcess, servers: range) -> Iterator[list[Load]]:
             load.join(10)
 
 
-PROMETHEUS = shutil.which("prometheus")
-
-
 class Prometheus:
     """A real Prometheus server on a free loopback port, scraping what `config` says."""
 
@@ -128,11 +125,10 @@ class Prometheus:
         self.process: subprocess.Popen[bytes] | None = None
 
     def start(self) -> Prometheus:
-        assert PROMETHEUS is not None
         with open(self.log, "wb") as log:
             self.process = subprocess.Popen(
                 [
-                    PROMETHEUS,
+                    tool("prometheus"),
                     f"--config.file={self.config}",
                     f"--storage.tsdb.path={self.workdir / 'data'}",
                     f"--web.listen-address={HOST}:{self.port}",

@@ -19,11 +19,10 @@ import pytest
 from farm.client import FarmClient
 from farm.master.access import own_origin
 from tests.conftest import start_farm
-from tests.farmproc import HOST, FarmProcess, wait_for
+from tests.farmproc import HOST, RESTART_DEADLINE_S, STOP_DEADLINE_S, FarmProcess, wait_for
 
 pytestmark = pytest.mark.timeout(180)
 TOKEN = "s3cret-token-Zq7"
-STOP_DEADLINE_S = 20.0  # stop grace 3 s, twice, kill and join 2 s, API close 2 s; and margin
 
 
 def assert_still_running(farm: FarmProcess) -> None:
@@ -92,7 +91,7 @@ def test_ready_is_503_until_every_server_is_up_and_while_a_worker_restarts() -> 
         os.kill(victim, signal.SIGKILL)
         killed = time.monotonic()
         wait_for(lambda: not client.ready(), 30, "ready to turn 503 after kill -9", interval=0.01)
-        wait_for(client.ready, 60, "ready to turn 200 again")
+        wait_for(client.ready, RESTART_DEADLINE_S, "ready to turn 200 again")
         print(f"ready again {time.monotonic() - killed:.2f} s after kill -9 of a worker")
         status = farm.status()
         assert status["servers_ready"] == 1000 and status["workers"][0]["pid"] != victim

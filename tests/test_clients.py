@@ -5,6 +5,7 @@ from __future__ import annotations
 import socket
 import struct
 import subprocess
+import time
 
 import modbus_tk.defines as tk
 import pytest
@@ -15,6 +16,7 @@ from pymodbus.pdu import ExceptionResponse
 from pymodbus.pdu.mei_message import ReadDeviceInformationResponse
 
 from tests.farmproc import HOST, FarmProcess
+from tests.tools import tool
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -95,7 +97,7 @@ def test_live_values_move(farm: FarmProcess) -> None:
 
 def mbpoll(port: int, *args: str) -> subprocess.CompletedProcess[str]:
     """Debian's mbpoll (scripts/test installs it): unit 1, one poll, then exit."""
-    command = ["mbpoll", "-m", "tcp", "-a", "1", "-p", str(port), "-1", *args]
+    command = [tool("mbpoll"), "-m", "tcp", "-a", "1", "-p", str(port), "-1", *args]
     return subprocess.run(command, capture_output=True, text=True, timeout=20)
 
 
@@ -197,11 +199,68 @@ def test_pymodbus_client_sees_exception(farm: FarmProcess) -> None:
 def test_malformed_frame_closes_only_that_connection(farm: FarmProcess, garbage: bytes) -> None:
     bystander = pymodbus_client(farm, 12)
     try:
+        assert not bystander.write_registers(0, [12, 34]).isError()
         with socket.create_connection((HOST, farm.port(12)), timeout=5) as sock:
             sock.sendall(garbage)
             assert sock.recv(100) == b""  # closed by the server, nothing answered
-        assert bystander.read_holding_registers(0, count=2).registers is not None
-        assert not bystander.read_holding_registers(0, count=2).isError()
+        assert bystander.read_holding_registers(0, count=2).registers == [12, 34]
     finally:
         bystander.close()
     assert farm.status()["servers_ready"] == farm.count
+
+
+def read_until_closed(sock: socket.socket) -> bytes:
+    data = b""
+    while chunk := sock.recv(4096):
+        data += chunk
+    return data
+
+
+def test_valid_and_malformed_frame_in_one_read(farm: FarmProcess) -> None:
+    """The valid request ahead of the bad frame is answered, then the connection closes."""
+    client = pymodbus_client(farm, 14)
+    try:
+        assert not client.write_registers(30, [3, 4]).isError()
+    finally:
+        client.close()
+    good = mbap(21, 1, struct.pack(">BHH", 3, 30, 2))
+    bad = struct.pack(">HHHB", 22, 7, 6, 1) + struct.pack(">BHH", 3, 30, 2)  # protocol id 7
+    with socket.create_connection((HOST, farm.port(14)), timeout=5) as sock:
+        sock.sendall(good + bad)  # one write: the server reads both at once
+        assert read_until_closed(sock) == mbap(21, 1, bytes([3, 4, 0, 3, 0, 4]))
+    with socket.create_connection((HOST, farm.port(14)), timeout=5) as sock:
+        sock.sendall(bad + good)  # the bad frame first: nothing after it is answered
+        assert read_until_closed(sock) == b""
+    assert raw_exchange(farm.port(14), good, 1) == [mbap(21, 1, bytes([3, 4, 0, 3, 0, 4]))]
+
+
+def test_requests_delivered_a_byte_at_a_time(farm: FarmProcess) -> None:
+    """Each byte in its own segment: the server waits for a whole frame, then answers it."""
+    exchanges = [
+        (
+            mbap(31, 1, struct.pack(">BHHB3H", 16, 40, 3, 6, 7, 8, 9)),
+            mbap(31, 1, struct.pack(">BHH", 16, 40, 3)),
+        ),
+        (
+            mbap(32, 1, struct.pack(">BHH", 3, 40, 3)),
+            mbap(32, 1, struct.pack(">BB3H", 3, 6, 7, 8, 9)),
+        ),
+    ]
+    with socket.create_connection((HOST, farm.port(15)), timeout=5) as sock:
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        for request, expected in exchanges:
+            for byte in request[:-1]:
+                sock.sendall(bytes([byte]))
+                # Pacing, not waiting for anything: each byte reaches the server on its own.
+                time.sleep(0.005)
+            sock.settimeout(0.2)
+            with pytest.raises(TimeoutError):
+                sock.recv(100)  # a frame short of one byte is not answered
+            sock.settimeout(5)
+            sock.sendall(request[-1:])
+            answer = b""
+            while len(answer) < len(expected):
+                chunk = sock.recv(100)
+                assert chunk, f"closed after {answer.hex()}"
+                answer += chunk
+            assert answer == expected

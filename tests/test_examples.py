@@ -6,6 +6,7 @@ ports that are free now, and keeps everything else (templates, points, behaviour
 
 from __future__ import annotations
 
+import contextlib
 import shutil
 import struct
 import subprocess
@@ -24,6 +25,7 @@ from pymodbus.pdu import ExceptionResponse
 from pymodbus.pdu.file_message import FileRecord
 
 from tests.farmproc import HOST, FarmProcess, free_port, free_port_range, port_free
+from tests.tools import tool
 
 pytestmark = pytest.mark.timeout(180)
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
@@ -62,7 +64,9 @@ def relocated(name: str, tmp_path: Path, count: int | None = None) -> tuple[Path
     return path, data
 
 
+@contextlib.contextmanager
 def serve(path: Path, data: dict[str, Any]) -> Iterator[FarmProcess]:
+    """The farm for `path`, stopped on exit: a stop that fails fails the test, too."""
     expected = sum(f["count"] for f in data["fleets"])
     farm = FarmProcess(count=expected, workers=2, port_base=0, api_port=free_port(), file=str(path))
     farm.start()
@@ -90,7 +94,7 @@ def client(host: str, port: int) -> ModbusTcpClient:
 
 
 def mbpoll(host: str, port: int, *args: str) -> str:
-    command = ["mbpoll", "-m", "tcp", "-a", "1", "-p", str(port), "-1", *args, host]
+    command = [tool("mbpoll"), "-m", "tcp", "-a", "1", "-p", str(port), "-1", *args, host]
     result = subprocess.run(command, capture_output=True, text=True, timeout=20)
     assert result.returncode == 0, result.stdout + result.stderr
     return result.stdout
@@ -99,7 +103,7 @@ def mbpoll(host: str, port: int, *args: str) -> str:
 @pytest.fixture
 def meter(tmp_path: Path) -> Iterator[tuple[FarmProcess, dict[str, Any]]]:
     path, data = relocated("energy-meter.yaml", tmp_path, count=3)
-    for farm in serve(path, data):
+    with serve(path, data) as farm:
         yield farm, data
 
 
@@ -151,11 +155,31 @@ def test_energy_meter_read_only_point_answers_02(meter: tuple[FarmProcess, dict[
         assert master.execute(1, tk.READ_HOLDING_REGISTERS, 4, 2) == (0x42C8, 0)
     finally:
         master.close()
+    serial = list(divmod(21004711, 65536))
+    c = client(host, port)
+    try:  # FC 22 (mask write) and FC 23 (read/write) refuse the read-only serial too
+        for refused in (
+            c.mask_write_register(address=90, and_mask=0, or_mask=0xFFFF),
+            c.mask_write_register(address=91, and_mask=0xFFFF, or_mask=1),
+            c.readwrite_registers(read_address=0, read_count=2, write_address=90, values=[1, 2]),
+            c.readwrite_registers(read_address=0, read_count=1, write_address=91, values=[3]),
+            c.readwrite_registers(read_address=2, read_count=1, write_address=89, values=[4, 5]),
+        ):
+            assert isinstance(refused, ExceptionResponse), refused
+            assert refused.exception_code == 2, refused
+        assert c.read_holding_registers(89, count=3).registers == [0, *serial]  # unchanged
+        # ...while both work on the writable setting: the refusal is the point's, not the FC's.
+        assert not c.mask_write_register(address=2, and_mask=0, or_mask=25).isError()
+        both = c.readwrite_registers(read_address=90, read_count=2, write_address=3, values=[26])
+        assert not both.isError() and both.registers == serial
+        assert c.read_holding_registers(2, count=2).registers == [25, 26]
+    finally:
+        c.close()
 
 
 def test_plc_bits_and_strings(tmp_path: Path) -> None:
     path, data = relocated("plc.yaml", tmp_path, count=2)
-    for _ in serve(path, data):
+    with serve(path, data):
         host, port = first_address(data)
         coils = mbpoll(host, port, "-t", "0", "-r", "1", "-c", "2")
         assert "[1]: \t1" in coils and "[2]: \t0" in coils
@@ -179,7 +203,7 @@ def test_plc_bits_and_strings(tmp_path: Path) -> None:
 
 def test_gateway_serves_eight_units(tmp_path: Path) -> None:
     path, data = relocated("gateway.yaml", tmp_path, count=1)
-    for _ in serve(path, data):
+    with serve(path, data):
         host, port = first_address(data)
         master = modbus_tcp.TcpMaster(host=host, port=port, timeout_in_sec=3)
         try:
@@ -197,7 +221,7 @@ def test_gateway_serves_eight_units(tmp_path: Path) -> None:
 
 def test_solar_inverter_sunspec_map(tmp_path: Path) -> None:
     path, data = relocated("solar-inverter.yaml", tmp_path, count=2)
-    for _ in serve(path, data):
+    with serve(path, data):
         c = client(*first_address(data))
         try:
             marker = c.convert_from_registers(
@@ -222,7 +246,7 @@ def test_solar_inverter_sunspec_map(tmp_path: Path) -> None:
 
 def test_plant_scaled_serves_every_fleet(tmp_path: Path) -> None:
     path, data = relocated("plant.yaml", tmp_path, count=400)
-    for farm in serve(path, data):
+    with serve(path, data) as farm:
         servers = farm.api("/api/v1/servers")["servers"]
         assert {s["name"].split("-")[0] for s in servers} == {"meter", "inverter", "plc", "gw"}
         assert all(s["up"] for s in servers)

@@ -4,7 +4,6 @@ metrics port, `farm prometheus-config`, and counters that survive kill -9 of a w
 from __future__ import annotations
 
 import os
-import shutil
 import signal
 import socket
 import struct
@@ -27,10 +26,9 @@ from farm.worker import engine
 from tests.conftest import make_farm, start_farm
 from tests.farmproc import HOST, FarmProcess, free_port, wait_for
 from tests.prometheus_server import Samples, loaded, parse, scrape, scrape_text, value
+from tests.tools import tool
 
 pytestmark = pytest.mark.timeout(120)
-PROMTOOL = shutil.which("promtool")
-needs_promtool = pytest.mark.skipif(PROMTOOL is None, reason="promtool not installed")
 
 
 def mbap(transaction: int, unit: int, pdu: bytes) -> bytes:
@@ -202,14 +200,16 @@ def test_counts_exactly_what_clients_sent() -> None:
     assert len(build) == 1 and ("version", __version__) in build[0][1]
 
 
-@needs_promtool
 def test_promtool_accepts_a_scrape_under_load(farm: FarmProcess) -> None:
     with loaded(farm, range(3)) as loads:
         wait_for(lambda: all(load.answered > 30 for load in loads), 20, "load on three servers")
         text = scrape_text(farm.api_port)
-    assert PROMTOOL is not None
     lint = subprocess.run(
-        [PROMTOOL, "check", "metrics"], input=text, capture_output=True, text=True, timeout=30
+        [tool("promtool"), "check", "metrics"],
+        input=text,
+        capture_output=True,
+        text=True,
+        timeout=30,
     )
     assert lint.returncode == 0 and not lint.stdout.strip() and not lint.stderr.strip(), (
         lint.stdout + lint.stderr
@@ -243,13 +243,13 @@ def test_metrics_port_and_prometheus_config(tmp_path: Path) -> None:
     assert f"metrics  http://{HOST}:{metrics_port}/metrics" in stdout
     assert config.returncode == 0, config.stderr
     assert f"- {HOST}:{metrics_port}" in config.stdout and "scrape_interval: 5s" in config.stdout
-    if PROMTOOL is not None:
-        path = tmp_path / "prometheus.yml"
-        path.write_text(config.stdout)
-        check = subprocess.run(
-            [PROMTOOL, "check", "config", str(path)], capture_output=True, text=True, timeout=30
-        )
-        assert check.returncode == 0, check.stdout + check.stderr
+    path = tmp_path / "prometheus.yml"
+    path.write_text(config.stdout)
+    check = subprocess.run(
+        [tool("promtool"), "check", "config", str(path)],
+        capture_output=True, text=True, timeout=30,
+    )  # fmt: skip
+    assert check.returncode == 0, check.stdout + check.stderr
 
 
 def test_busy_metrics_port_is_one_clear_line() -> None:

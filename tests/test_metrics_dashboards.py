@@ -5,16 +5,15 @@ test_metrics_prometheus.py, which runs every dashboard query)."""
 from __future__ import annotations
 
 import json
-import shutil
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import pytest
 import yaml
 
 from farm.cli.prometheus_config import FarmTarget, render_config
+from tests.tools import tool
 
 ROOT = Path(__file__).resolve().parent.parent
 DASHBOARDS = ROOT / "dashboards"
@@ -158,10 +157,9 @@ def test_compose_file_is_complete() -> None:
     assert source["datasources"][0]["url"] == "http://prometheus:9090"
 
 
-@pytest.mark.skipif(shutil.which("promtool") is None, reason="promtool not installed")
 def test_compose_prometheus_config_is_valid() -> None:
     check = subprocess.run(
-        ["promtool", "check", "config", str(COMPOSE / "prometheus.yml")],
+        [tool("promtool"), "check", "config", str(COMPOSE / "prometheus.yml")],
         capture_output=True, text=True, timeout=30,
     )  # fmt: skip
     assert check.returncode == 0, check.stdout + check.stderr

@@ -24,14 +24,9 @@ import pytest
 
 from tests.conftest import start_farm
 from tests.farmproc import FarmProcess, wait_for
-from tests.prometheus_server import PROMETHEUS, Prometheus, loaded, running_prometheus
+from tests.prometheus_server import Prometheus, loaded, running_prometheus
 
-pytestmark = [
-    pytest.mark.timeout(150),
-    pytest.mark.skipif(
-        PROMETHEUS is None, reason="prometheus not installed (scripts/test installs it)"
-    ),
-]
+pytestmark = pytest.mark.timeout(150)
 DASHBOARDS = Path(__file__).resolve().parent.parent / "dashboards"
 SERVER = "device-0000"
 # What Grafana puts in for a 1 s scrape interval over a short range.

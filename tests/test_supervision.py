@@ -21,7 +21,17 @@ from farm.errors import BootError
 from farm.master.listeners import bind_all
 from farm.master.supervisor import Supervisor, SupervisorOptions
 from tests.conftest import make_farm, start_farm
-from tests.farmproc import HOST, FarmProcess, free_port, free_port_range, port_free, wait_for
+from tests.farmproc import (
+    HOST,
+    REPLACE_DEADLINE_S,
+    RESTART_DEADLINE_S,
+    STOP_DEADLINE_S,
+    FarmProcess,
+    free_port,
+    free_port_range,
+    port_free,
+    wait_for,
+)
 
 pytestmark = pytest.mark.timeout(180)
 
@@ -61,7 +71,8 @@ class Poller(threading.Thread):
         self.failures: list[str] = []
 
     def run(self) -> None:
-        client = ModbusTcpClient(HOST, port=self.port, timeout=2, retries=0)
+        # A timeout far beyond any answer's time: a failure here is a real stall.
+        client = ModbusTcpClient(HOST, port=self.port, timeout=10, retries=0)
         client.connect()
         deadline = time.monotonic() + self.limit_s
         try:
@@ -101,17 +112,25 @@ def test_kill_9_worker_restarts_and_keeps_values(farm4: FarmProcess) -> None:
         victim = farm.worker_pids()[0]
         os.kill(victim, signal.SIGKILL)
         killed_at = time.monotonic()
-        wait_for(lambda: read_once(farm.port(0), 10, 3) == [101, 102, 103], 3, "server 0 back")
+        wait_for(
+            lambda: read_once(farm.port(0), 10, 3) == [101, 102, 103],
+            RESTART_DEADLINE_S,
+            "server 0 back",
+        )
         restarted_in = time.monotonic() - killed_at
+        print(f"worker 0 answered again {restarted_in:.2f} s after kill -9")
         assert read_once(farm.port(2), 10, 1) == [201]
-        status = wait_for(lambda: (s := farm.status())["servers_ready"] == 4 and s, 5, "all ready")
+        status = wait_for(
+            lambda: (s := farm.status())["servers_ready"] == 4 and s,
+            RESTART_DEADLINE_S,
+            "all ready",
+        )
         assert status["workers"][0]["restarts"] == 1 and status["workers"][0]["pid"] != victim
         ok_before = bystander.ok
-        wait_for(lambda: bystander.ok > ok_before + 5, 5, "the bystander to keep reading")
+        wait_for(lambda: bystander.ok > ok_before + 5, 30, "the bystander to keep reading")
         bystander.done.set()
         bystander.join(10)
         assert bystander.failures == [], bystander.failures[:3]
-        print(f"worker 0 answered again {restarted_in:.2f} s after kill -9")
     finally:
         code, _, stderr = farm.stop()
     assert code == 0, stderr
@@ -125,11 +144,13 @@ def test_stuck_worker_is_replaced(farm4: FarmProcess) -> None:
         write_once(farm.port(1), 0, [77])
         victim = farm.worker_pids()[1]
         os.kill(victim, signal.SIGSTOP)
+        stopped_at = time.monotonic()
         wait_for(
             lambda: farm.worker_pids()[1] not in (victim, None) and read_once(farm.port(1)) == [77],
-            10,
+            REPLACE_DEADLINE_S,
             "the stopped worker to be replaced",
         )
+        print(f"SIGSTOPped worker replaced and answering in {time.monotonic() - stopped_at:.2f} s")
         wait_for(
             lambda: not os.path.exists(f"/proc/{victim}") or _zombie(victim), 5, "old pid gone"
         )
@@ -157,12 +178,12 @@ def test_graceful_stop_releases_everything(signum: int) -> None:
     assert farm.process is not None
     farm.process.send_signal(signum)
     sent = time.monotonic()
-    farm.process.wait(timeout=10)
+    farm.process.wait(timeout=STOP_DEADLINE_S)  # the requirement: it stops by itself, in time
     took = time.monotonic() - sent
     code, _, stderr = farm.stop(timeout=10)
     client.close()
     assert code == 0, stderr
-    assert took < 5, f"stop took {took:.1f} s"
+    print(f"stopped {took:.2f} s after {signal.Signals(signum).name}")
     assert "Traceback" not in stderr and "farm stopped" in stderr
     assert all(port_free(farm.port(i)) for i in range(6))
     assert port_free(farm.api_port)
@@ -236,22 +257,70 @@ def test_cli_without_a_farm_is_one_clear_line(command: str) -> None:
     assert len(result.stderr.strip().splitlines()) == 1
 
 
-@pytest.mark.parametrize("delay", [0.6, 0.9, 1.2])
-def test_sigterm_while_starting_stops_cleanly(delay: float) -> None:
-    """However far the start got (binding, spawning, assigning), SIGTERM ends it cleanly."""
-    farm = start_farm(2000, workers=2)
+START_PHASES = ("launching", "binding", "spawning", "assigning", "ready")
+
+
+def start_phase(farm: FarmProcess) -> str:
+    """Where a starting farm is, as a user can see it from outside.
+
+    launching: nothing listens yet. binding: the master listens on the servers' ports (it
+    binds them all, then builds the banks) but its API does not answer yet. spawning: the
+    API answers and no worker has reported. assigning: workers report servers started, not
+    all of them yet. ready: every server is up.
+    """
+    try:
+        status = farm.status()
+    except OSError:  # URLError included: the API is not listening yet
+        try:
+            socket.create_connection((HOST, farm.port(0)), timeout=1).close()
+        except OSError:
+            return "launching"
+        return "binding"
+    if status["servers_ready"] == status["servers_total"]:
+        return "ready"
+    reported = any(w["heartbeat_age_s"] is not None or w["servers_up"] for w in status["workers"])
+    return "assigning" if reported else "spawning"
+
+
+def sigterm_in_phase(farm: FarmProcess, phase: str) -> str:
+    """Send SIGTERM as soon as the start is seen in `phase`, or past it; the phase seen."""
     assert farm.process is not None
-    # Not a wait for something: the point is to land the signal at some moment of the start.
-    time.sleep(delay)
+    target = START_PHASES.index(phase)
+
+    def reached() -> str | None:
+        seen = start_phase(farm)
+        return seen if START_PHASES.index(seen) >= target else None
+
+    seen = wait_for(reached, 60, f"the start to reach {phase}", interval=0.005)
     farm.process.send_signal(signal.SIGTERM)
-    sent = time.monotonic()
-    farm.process.wait(timeout=20)
-    took = time.monotonic() - sent
-    code, _, stderr = farm.stop(timeout=10)
-    assert code == 0, stderr
-    assert took < 5, f"stop took {took:.1f} s"
-    assert "Traceback" not in stderr and "leaked" not in stderr, stderr
-    assert all(port_free(farm.port(i)) for i in (0, 1000, 1999))
+    return seen
+
+
+@pytest.mark.parametrize("phase", ["binding", "spawning", "assigning"])
+def test_sigterm_while_starting_stops_cleanly(phase: str) -> None:
+    """However far the start got (binding, spawning, assigning), SIGTERM ends it cleanly.
+
+    The start is watched from outside and the signal sent once it is seen in `phase`. A
+    phase can pass between two looks (assigning lasts a few tens of milliseconds): then the
+    signal lands later, the stop is still checked, and the test tries again with a new farm.
+    """
+    landed = []
+    for _ in range(4):
+        farm = start_farm(2000, workers=2)
+        assert farm.process is not None
+        seen = sigterm_in_phase(farm, phase)
+        sent = time.monotonic()
+        farm.process.wait(timeout=STOP_DEADLINE_S)  # the requirement: it stops, in time
+        took = time.monotonic() - sent
+        code, _, stderr = farm.stop(timeout=10)
+        assert code == 0, stderr
+        assert "Traceback" not in stderr and "leaked" not in stderr, stderr
+        assert all(port_free(farm.port(i)) for i in (0, 1000, 1999))
+        landed.append(seen)
+        if seen == phase:
+            print(f"SIGTERM while {phase}: stopped in {took:.2f} s (tries: {landed})")
+            return
+    pytest.fail(f"never caught the start while {phase}: the signal landed in {landed}")
 
 
 def test_worker_that_cannot_boot_stops_the_farm_without_restart_loop() -> None:

@@ -20,6 +20,7 @@ import pytest
 from pymodbus.client import ModbusTcpClient
 
 from tests.farmproc import HOST, FarmProcess, wait_for
+from tests.tools import tool
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -35,7 +36,7 @@ class Capture:
         self.log = directory / "tshark.log"
         self.rows: list[list[str]] = []
         command = [
-            "tshark", "-i", "lo", "-f", f"tcp port {port}", "-l", "-a", "duration:60",
+            tool("tshark"), "-i", "lo", "-f", f"tcp port {port}", "-l", "-a", "duration:60",
             "-o", f"mbtcp.tcp.port:{port}", "-Y", "mbtcp",
             "-T", "fields", *(arg for name in FIELDS for arg in ("-e", name)),
         ]  # fmt: skip

@@ -1,0 +1,31 @@
+"""The programs written by others that the tests drive: one rule for all of them.
+
+scripts/test installs every one (Debian's mbpoll, prometheus with its promtool, tshark), so
+a missing program is a broken test machine: the test that needs it fails, saying which
+package to install. Nothing is skipped.
+"""
+
+from __future__ import annotations
+
+import shutil
+
+import pytest
+
+PACKAGES = {
+    "mbpoll": "mbpoll",
+    "prometheus": "prometheus",
+    "promtool": "prometheus",
+    "tshark": "tshark",
+}
+
+
+def tool(name: str) -> str:
+    """The path of program `name`; fails the calling test when it is not installed."""
+    path = shutil.which(name)
+    if path is None:
+        pytest.fail(
+            f"{name} is not installed: scripts/test installs it "
+            f"(apt-get install {PACKAGES.get(name, name)})",
+            pytrace=False,
+        )
+    return path
