@@ -293,3 +293,20 @@ def test_any_point_list_loads_or_names_the_point(
     for point in templates["meter"].points:
         assert point.address >= 0 and point.address + point.width <= 50
     assert len(requests) == 5
+
+
+def test_workers_default_to_the_cpus_this_process_may_use() -> None:
+    """Pinned to one CPU (as taskset or a container's cpuset would), a farm plans one worker."""
+    one_cpu = min(os.sched_getaffinity(0))
+    pinned = subprocess.run(
+        [sys.executable, "-m", "farm", "plan", "--count", "8"],
+        capture_output=True, text=True, timeout=60,
+        preexec_fn=lambda: os.sched_setaffinity(0, {one_cpu}),
+    )  # fmt: skip
+    assert pinned.returncode == 0, pinned.stderr
+    assert "8 servers on 1 workers" in pinned.stdout, pinned.stdout
+    free = subprocess.run(
+        [sys.executable, "-m", "farm", "plan", "--count", "8"],
+        capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert f"8 servers on {len(os.sched_getaffinity(0))} workers" in free.stdout, free.stdout

@@ -1,9 +1,11 @@
 """The `farm` command: the last stop of the data flow, and a client of the control API.
 
-    farm up [--count N] [--workers W] [--host H] [--port-base P] [--api-port A]
-            [--metrics-port M] [--transport T [--certs DIR]]
-    farm status [--api-port A] [--json]
-    farm down [--api-port A]
+    farm up [FILE] [--count N] [--workers W] [--host H] [--port-base P] [--api-host H]
+            [--api-port A] [--api-token T] [--api-insecure] [--metrics-port M]
+            [--metrics-host H] [--log-level L] [--transport T [--certs DIR]]
+    farm status [--api-host H] [--api-port A] [--json]
+    farm down [--api-host H] [--api-port A] [--timeout S]
+    farm validate FILE / farm plan [FILE]   (farm.cli.inspect)
     farm servers | get | set | server stop|start ...          (farm.cli.control)
     farm bench [--api-port A | --target HOST:PORT-PORT] ...   (farm.bench.command)
     farm prometheus-config [--api-port A | --farm HOST:PORT ...]   (farm.cli.prometheus_config)
@@ -71,7 +73,9 @@ def main() -> None:
 @click.option(
     "--count", type=int, default=None, help="Devices to serve [default: 100; with FILE: scale to]."
 )
-@click.option("--workers", type=int, default=None, help="Worker processes [default: CPUs].")
+@click.option(
+    "--workers", type=int, default=None, help="Worker processes [default: CPUs it may use]."
+)
 @click.option("--host", default=None, help="Address devices listen on [default: 127.0.0.1].")
 @click.option(
     "--port-base", type=int, default=None, help="Port of the first device [default: 5020]."

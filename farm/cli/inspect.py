@@ -57,7 +57,8 @@ def _make_plan(
     certs: str | None,
 ) -> Plan:
     if workers is None:
-        workers = os.cpu_count() or 1
+        # The CPUs this process may run on (taskset, a container's cpuset), not all there are.
+        workers = len(os.sched_getaffinity(0)) or 1
     if file is None:
         template = default_template()
         requests = default_servers(
@@ -165,7 +166,9 @@ def validate(file: str, count: int | None) -> None:
 @click.command(name="plan")
 @click.argument("file", type=click.Path(dir_okay=False), required=False)
 @click.option("--count", type=int, default=None, help="Servers in all (scales a file's fleets).")
-@click.option("--workers", type=int, default=None, help="Worker processes [default: CPUs].")
+@click.option(
+    "--workers", type=int, default=None, help="Worker processes [default: CPUs it may use]."
+)
 @click.option(
     "--servers", "every_server", is_flag=True, help="List every server, not one row per worker."
 )
