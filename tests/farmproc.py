@@ -194,7 +194,7 @@ class FarmProcess:
     def worker_pids(self) -> list[int]:
         return [w["pid"] for w in self.status()["workers"]]
 
-    def stop(self, timeout: float = 10.0) -> tuple[int, str, str]:
+    def stop(self, timeout: float = STOP_DEADLINE_S) -> tuple[int, str, str]:
         """SIGTERM the farm; returns (exit code, stdout, stderr)."""
         assert self.process is not None
         if self.process.poll() is None:

@@ -23,7 +23,7 @@ from typing import Any
 import pytest
 
 from tests.conftest import start_farm
-from tests.farmproc import FarmProcess, wait_for
+from tests.farmproc import RESTART_DEADLINE_S, FarmProcess, wait_for
 from tests.prometheus_server import Prometheus, loaded, running_prometheus
 
 pytestmark = pytest.mark.timeout(150)
@@ -150,7 +150,7 @@ def test_kill_9_shows_no_counter_reset(tmp_path: Path) -> None:
                     farm.status()["workers"][0]["restarts"] == 1
                     and loads[0].answered > answered + 50
                 ),
-                20,
+                RESTART_DEADLINE_S,
                 "worker 0 replaced and serving the load again",
             )
             seen = scraped(prometheus, samples)
