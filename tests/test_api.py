@@ -228,6 +228,8 @@ def test_token_guards_changes_and_never_shows() -> None:
         done = subprocess.run(down, capture_output=True, text=True, timeout=60, env=env)
         assert done.returncode == 0, done.stderr
         assert TOKEN not in done.stdout + done.stderr
+        assert farm.process is not None
+        assert farm.process.wait(timeout=STOP_DEADLINE_S) == 0  # gone by itself, not killed
     finally:
         code, stdout, stderr = farm.stop(timeout=STOP_DEADLINE_S)
     assert code == 0, stderr

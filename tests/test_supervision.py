@@ -288,10 +288,15 @@ def sigterm_in_phase(farm: FarmProcess, phase: str) -> str:
     target = START_PHASES.index(phase)
 
     def reached() -> str | None:
+        assert farm.process is not None
+        if farm.process.poll() is not None:
+            return "exited"
         seen = start_phase(farm)
         return seen if START_PHASES.index(seen) >= target else None
 
     seen = wait_for(reached, 60, f"the start to reach {phase}", interval=0.005)
+    if seen == "exited":
+        pytest.fail(f"the farm exited during its start: {farm.process.communicate()}")
     farm.process.send_signal(signal.SIGTERM)
     return seen
 
