@@ -235,3 +235,12 @@ def test_token_guards_changes_and_never_shows() -> None:
     assert code == 0, stderr
     assert "spawned as pid" in stderr  # debug logging was on, and still no token in it
     assert TOKEN not in stdout + stderr
+
+
+def test_openapi_documents_ready_and_the_refusals(farm: FarmProcess) -> None:
+    status, document = farm.http("GET", "/api/v1/openapi.json")
+    assert status == 200
+    ready = document["paths"]["/api/v1/ready"]["get"]["responses"]
+    assert {"200", "503"} <= set(ready)
+    shutdown = document["paths"]["/api/v1/shutdown"]["post"]["responses"]
+    assert {"200", "403", "415"} <= set(shutdown)

@@ -15,6 +15,8 @@ from pathlib import Path
 import pytest
 import yaml
 
+from tests.farmproc import FarmProcess, free_port, free_port_range
+
 pytestmark = pytest.mark.timeout(120)
 WIDE = {**os.environ, "COLUMNS": "200"}  # rich wraps table cells at 80 columns in a pipe
 
@@ -34,8 +36,8 @@ def one_error_line(result: subprocess.CompletedProcess[str], code: int) -> str:
     return lines[0]
 
 
-def config(fleet: str, template: str = "default") -> str:
-    fleets = [{"name": fleet, "template": template, "count": 2, "addressing": {"port_start": 7000}}]
+def config(fleet: str, template: str = "default", port: int = 7000) -> str:
+    fleets = [{"name": fleet, "template": template, "count": 2, "addressing": {"port_start": port}}]
     return yaml.safe_dump({"fleets": fleets})
 
 
@@ -75,3 +77,18 @@ def test_error_lines_print_names_literally(tmp_path: Path) -> None:
 def test_options_are_echoed_literally(args: list[str], shown: str) -> None:
     line = one_error_line(farm(*args), 2)
     assert shown in line, line
+
+
+def test_servers_of_a_running_farm_are_listed_literally(tmp_path: Path) -> None:
+    path = tmp_path / "site[a].yaml"
+    path.write_text(config("meters[/x]", port=free_port_range(2)))
+    running = FarmProcess(count=2, workers=1, port_base=0, api_port=free_port(), file=str(path))
+    running.start()
+    try:
+        running.wait_ready()
+        listed = farm("servers", "--api-port", str(running.api_port))
+        assert listed.returncode == 0, listed.stderr
+        assert "meters[/x]-0000" in listed.stdout and "meters[/x]-0001" in listed.stdout
+    finally:
+        code, _, stderr = running.stop()
+    assert code == 0, stderr

@@ -23,9 +23,10 @@ _STATUS_TEXT = {
     200: "OK",
     400: "Malformed request (not JSON, a parameter given twice)",
     401: "A token is set and the request did not carry it",
-    403: "Refused (a request from another origin, or not JSON)",
+    403: "Refused: a browser's request from another origin (a foreign Origin header)",
     404: "No such server, unit, point or fault",
     409: "Cannot be done now (say, a port taken by another program)",
+    415: "Refused: the body is not sent as Content-Type: application/json",
     422: "A field does not validate; the message names it",
     503: "Not ready",
 }
@@ -65,7 +66,9 @@ def document(routes: list[Route], token_required: bool) -> dict[str, Any]:
             "version": __version__,
             "description": (
                 "Watch and drive a running farm of simulated Modbus TCP devices. Mutating "
-                "requests need `Authorization: Bearer TOKEN` when the farm has a token."
+                "requests (every method but GET) need a JSON body sent as `Content-Type: "
+                "application/json`, no foreign `Origin`, and `Authorization: Bearer TOKEN` "
+                "when the farm has a token."
             ),
         },
         "paths": paths,
@@ -130,7 +133,7 @@ def _responses(
     if route.path_model is not None or route.query is not None or route.body is not None:
         statuses |= {400, 422}
     if route.mutating:
-        statuses |= {403} | ({401} if token_required else set())
+        statuses |= {403, 415} | ({401} if token_required else set())
     error = {"application/json": {"schema": refs[ErrorBody, "serialization"]}}
     for status in sorted(statuses):
         responses[str(status)] = {"description": _STATUS_TEXT[status], "content": error}
