@@ -182,14 +182,19 @@ class FarmProcess:
         return result
 
     def wait_ready(self, timeout: float = 60.0) -> dict[str, Any]:
+        assert self.process is not None
+        process = self.process
+
         def ready() -> dict[str, Any] | None:
-            assert self.process is not None
-            if self.process.poll() is not None:
-                raise AssertionError(f"farm exited early: {self.process.communicate()}")
-            status = self.status()
+            if process.poll() is not None:
+                return {"exited": process.returncode}  # out of the loop at once, not at timeout
+            status: dict[str, Any] = self.status()
             return status if status["servers_ready"] == self.count else None
 
-        return wait_for(ready, timeout, f"{self.count} servers ready")
+        status = wait_for(ready, timeout, f"{self.count} servers ready")
+        if "exited" in status:
+            raise AssertionError(f"farm exited early: {process.communicate()}")
+        return status
 
     def worker_pids(self) -> list[int]:
         return [w["pid"] for w in self.status()["workers"]]
