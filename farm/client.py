@@ -293,6 +293,8 @@ class FarmClient:
     def request(self, method: str, path: str, body: Any = None) -> Any:
         """One call: JSON in, JSON out; every failure as a FarmError with one line."""
         url = self.url + path
+        if body is None and method not in ("GET", "HEAD"):
+            body = {}  # the API takes a change only as JSON, a DELETE too (farm.master.access)
         data = None if body is None else json.dumps(body).encode()
         try:
             request = urllib.request.Request(url, method=method, data=data)

@@ -79,7 +79,7 @@ def test_options_are_echoed_literally(args: list[str], shown: str) -> None:
     assert shown in line, line
 
 
-def test_servers_of_a_running_farm_are_listed_literally(tmp_path: Path) -> None:
+def test_servers_and_faults_of_a_running_farm_are_printed_literally(tmp_path: Path) -> None:
     path = tmp_path / "site[a].yaml"
     path.write_text(config("meters[/x]", port=free_port_range(2)))
     running = FarmProcess(count=2, workers=1, port_base=0, api_port=free_port(), file=str(path))
@@ -89,6 +89,14 @@ def test_servers_of_a_running_farm_are_listed_literally(tmp_path: Path) -> None:
         listed = farm("servers", "--api-port", str(running.api_port))
         assert listed.returncode == 0, listed.stderr
         assert "meters[/x]-0000" in listed.stdout and "meters[/x]-0001" in listed.stdout
+        api = ["--api-port", str(running.api_port)]
+        added = farm("fault", "add", "delay", "--target", "meters[/x]-0001", "--ms", "1", *api)
+        assert added.returncode == 0, added.stderr
+        assert "on meters[/x]-0001" in added.stdout, added.stdout
+        listed = farm("fault", "list", *api)
+        assert listed.returncode == 0 and "meters[/x]-0001" in listed.stdout, listed.stderr
+        cleared = farm("fault", "clear", "--all", *api)
+        assert cleared.returncode == 0 and "cleared 1 fault" in cleared.stdout, cleared.stderr
     finally:
         code, _, stderr = running.stop()
     assert code == 0, stderr
