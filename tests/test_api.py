@@ -68,15 +68,19 @@ def test_ready_is_503_until_every_server_is_up_and_while_a_worker_restarts() -> 
     try:
         answers: list[tuple[int, dict[str, object]]] = []
 
-        def ready_answers_200() -> bool:
-            assert farm.process is not None and farm.process.poll() is None, "farm exited"
+        def ready_answers_200() -> str | None:
+            assert farm.process is not None
+            if farm.process.poll() is not None:
+                return "exited"  # out of the loop at once
             try:
                 answers.append(farm.http("GET", "/api/v1/ready"))
             except OSError:  # URLError included: the API is not listening yet
-                return False
-            return answers[-1][0] == 200
+                return None
+            return "ready" if answers[-1][0] == 200 else None
 
-        wait_for(ready_answers_200, 60, "GET /api/v1/ready to answer 200", interval=0.01)
+        seen = wait_for(ready_answers_200, 60, "GET /api/v1/ready to answer 200", interval=0.01)
+        assert farm.process is not None
+        assert seen == "ready", f"the farm exited during its start: {farm.process.communicate()}"
         first_status, first = answers[0]
         assert first_status == 503, answers[:3]  # the API is up before any worker is
         assert first["ready"] is False and first["servers_total"] == 1000
