@@ -78,9 +78,9 @@ def test_ready_is_503_until_every_server_is_up_and_while_a_worker_restarts() -> 
                 return None
             return "ready" if answers[-1][0] == 200 else None
 
-        seen = wait_for(ready_answers_200, 60, "GET /api/v1/ready to answer 200", interval=0.01)
+        started = wait_for(ready_answers_200, 60, "GET /api/v1/ready to answer 200", interval=0.01)
         assert farm.process is not None
-        assert seen == "ready", f"the farm exited during its start: {farm.process.communicate()}"
+        assert started == "ready", f"the farm exited during its start: {farm.process.communicate()}"
         first_status, first = answers[0]
         assert first_status == 503, answers[:3]  # the API is up before any worker is
         assert first["ready"] is False and first["servers_total"] == 1000
@@ -92,7 +92,7 @@ def test_ready_is_503_until_every_server_is_up_and_while_a_worker_restarts() -> 
 
         client = FarmClient.at(HOST, farm.api_port)
         assert client.ready() is True
-        seen = []
+        seen: list[str] = []
         for _ in range(3):  # each kill in a row is respawned later (backoff): a wider window
             victim = farm.worker_pids()[0]
             os.kill(victim, signal.SIGKILL)
