@@ -271,7 +271,7 @@ def test_plant_scaled_serves_every_fleet(tmp_path: Path) -> None:
 
 def test_serial_line_over_rtu_and_udp(tmp_path: Path) -> None:
     path, data = relocated("serial-line.yaml", tmp_path, count=2)
-    for _ in serve(path, data):
+    with serve(path, data):
         # Any: pymodbus types every response as its base class ModbusPDU.
         (rtu_host, rtu_port), (udp_host, udp_port) = first_address(data, 0), first_address(data, 1)
         rtu: Any = ModbusTcpClient(

@@ -1,8 +1,8 @@
 """The programs written by others that the tests drive: one rule for all of them.
 
-scripts/test installs every one (Debian's mbpoll, prometheus with its promtool, tshark), so
-a missing program is a broken test machine: the test that needs it fails, saying which
-package to install. Nothing is skipped.
+scripts/test installs every one (Debian's mbpoll, prometheus with its promtool, tshark,
+chromium, socat, nmap), so a missing program is a broken test machine: the test that needs
+it fails, saying which package to install. Nothing is skipped.
 """
 
 from __future__ import annotations
@@ -16,6 +16,9 @@ PACKAGES = {
     "prometheus": "prometheus",
     "promtool": "prometheus",
     "tshark": "tshark",
+    "chromium": "chromium",
+    "socat": "socat",
+    "nmap": "nmap",
 }
 
 
