@@ -65,9 +65,8 @@ def start_farm(count: int, workers: int = 2, extra: list[str] | None = None) -> 
 @pytest.fixture(scope="module")
 def farm() -> Iterator[FarmProcess]:
     """A 20-server, 2-worker farm shared by a module's tests (they must not kill it)."""
-    running = start_farm(20)
+    running = ready_farm(20)
     try:
-        running.wait_ready()
         yield running
     finally:
         code, _, stderr = running.stop()

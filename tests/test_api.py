@@ -19,7 +19,7 @@ import pytest
 
 from farm.client import FarmClient
 from farm.master.access import own_origin
-from tests.conftest import start_farm
+from tests.conftest import ready_farm, start_farm
 from tests.farmproc import HOST, RESTART_DEADLINE_S, STOP_DEADLINE_S, FarmProcess, wait_for
 
 pytestmark = pytest.mark.timeout(180)
@@ -51,9 +51,8 @@ def assert_stops(farm: FarmProcess) -> float:
 
 @pytest.fixture
 def small_farm() -> Iterator[FarmProcess]:
-    farm = start_farm(2, workers=1)
+    farm = ready_farm(2, workers=1)
     try:
-        farm.wait_ready()
         yield farm
     finally:
         code, _, stderr = farm.stop()
@@ -209,9 +208,8 @@ def test_origin_rule() -> None:
 
 
 def test_token_guards_changes_and_never_shows() -> None:
-    farm = start_farm(4, workers=2, extra=["--api-token", TOKEN, "--log-level", "debug"])
+    farm = ready_farm(4, workers=2, extra=["--api-token", TOKEN, "--log-level", "debug"])
     try:
-        farm.wait_ready()
         for authorization in (None, "Bearer wrong", f"Bearer {TOKEN[:-1]}X", TOKEN, "Bearer"):
             headers = {"Authorization": authorization} if authorization else {}
             status, body = farm.http("POST", "/api/v1/shutdown", b"{}", headers)

@@ -296,7 +296,10 @@ def sigterm_in_phase(farm: FarmProcess, phase: str) -> str:
 
     seen = wait_for(reached, 60, f"the start to reach {phase}", interval=0.005)
     if seen == "exited":
-        pytest.fail(f"the farm exited during its start: {farm.process.communicate()}")
+        _, stderr = farm.process.communicate()
+        if "already in use" in stderr:  # another program took a port between probe and bind
+            return "port taken"
+        pytest.fail(f"the farm exited during its start: {stderr}")
     farm.process.send_signal(signal.SIGTERM)
     return seen
 
@@ -314,6 +317,9 @@ def test_sigterm_while_starting_stops_cleanly(phase: str) -> None:
         farm = start_farm(2000, workers=2)
         assert farm.process is not None
         seen = sigterm_in_phase(farm, phase)
+        if seen == "port taken":  # a machine shared with other test runs: try other ports
+            landed.append(seen)
+            continue
         sent = time.monotonic()
         farm.process.wait(timeout=STOP_DEADLINE_S)  # the requirement: it stops, in time
         took = time.monotonic() - sent
