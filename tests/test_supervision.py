@@ -20,7 +20,7 @@ from farm.config.templates import default_template
 from farm.errors import BootError
 from farm.master.listeners import bind_all
 from farm.master.supervisor import Supervisor, SupervisorOptions
-from tests.conftest import make_farm, start_farm
+from tests.conftest import make_farm, ready_farm, start_farm
 from tests.farmproc import (
     HOST,
     REPLACE_DEADLINE_S,
@@ -96,7 +96,7 @@ class Poller(threading.Thread):
 
 @pytest.fixture
 def farm4() -> FarmProcess:
-    return start_farm(4, workers=2)
+    return ready_farm(4, workers=2)
 
 
 def test_kill_9_worker_restarts_and_keeps_values(farm4: FarmProcess) -> None:
