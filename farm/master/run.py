@@ -38,7 +38,7 @@ STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 class MasterOptions:
     api_host: str = "127.0.0.1"
     api_port: int = 9502
-    api_token: str | None = None
+    api_token: str | None = field(default=None, repr=False)  # never in a log line
     api_insecure: bool = False  # serve a non-loopback API without a token, knowingly
     metrics_host: str | None = None  # None: the API's host
     metrics_port: int | None = None  # a separate /metrics listener; None: none
