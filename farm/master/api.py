@@ -58,12 +58,20 @@ class Readiness(BaseModel):
 
 
 def readiness(supervisor: Supervisor) -> Readiness:
-    """Ready means every server up: a probe should not send traffic to a half-started farm."""
+    """Ready means every server up: a probe should not send traffic to a half-started farm.
+
+    Servers stopped through the API (or by an offline fault) are offline on purpose and do
+    not count: a test that takes a device down must not take the whole farm out of its
+    Service's endpoints.
+    """
     total, ready = supervisor.plan.servers_total, supervisor.servers_ready()
+    wanted = total - supervisor.servers_stopped()
     if supervisor.stopping:
         error: str | None = "stopping"
+    elif ready < wanted:
+        error = f"{ready} of {wanted} servers up"
     else:
-        error = None if ready == total else f"{ready} of {total} servers up"
+        error = None
     return Readiness(ready=error is None, servers_ready=ready, servers_total=total, error=error)
 
 
