@@ -20,9 +20,19 @@ KINDS = (
     "wrong_unit",
     "slice",
     "reboot",
+    "stuck",
+    "spike",
+    "drift",
+    "offset",
+    "scale",
+    "out_of_range",
+    "nan",
+    "flap",
 )
 # Kinds that take the whole server down rather than acting on requests.
 SERVER_KINDS = frozenset({"offline", "reboot"})
+# Kinds that change what a point reads (farm.config.value_rules), not how requests go.
+VALUE_KINDS = frozenset(KINDS[KINDS.index("stuck") :])
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -47,3 +57,19 @@ class FaultRule:
     mode: str = ""
     segments: int = 0
     gap_ms: float = 0.0
+    # Value faults (VALUE_KINDS): the point by name, the kind's parameters, and when the
+    # fault started on the master's monotonic clock (one per host, as Assign.origin), so a
+    # worker replaced midway carries a drift or a flap on from where it was.
+    point: str = ""
+    value: float | None = None  # stuck at, spike to, nan's value (nan, inf, -inf)
+    by: float = 0.0  # spike by, offset by
+    rate: float = 0.0  # drift per second
+    factor: float = 1.0  # scale
+    side: str = "high"  # out_of_range: high | low
+    beyond: str = "limits"  # out_of_range: limits (the point's low/high) | type
+    margin: float | None = None  # out_of_range beyond limits: how far (None: a tenth of low-high)
+    period_s: float = 0.0  # flap
+    started: float = 0.0
+    # stuck at the current value: the point's bytes when the fault started, one per shard
+    # position of the positions it is sent with (ActiveFaults), in that order.
+    held: tuple[bytes, ...] = ()

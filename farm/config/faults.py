@@ -23,35 +23,41 @@ Kinds and their parameters:
     reboot      connections dropped, offline for the fault's duration (default 5 s), then
                 back with the template's starting values (as after a power cycle)
 Every kind but offline and reboot can be narrowed to function codes, a unit id, an address
-range, the role in a TLS client's certificate, and a probability per request.
+range, the role in a TLS client's certificate, and a probability per request. The value
+kinds (stuck, spike, drift, offset, scale, out_of_range, nan, flap) act on a point by name
+instead: farm.config.value_faults.
 """
 
 from __future__ import annotations
 
-import fnmatch
-import hashlib
 import re
-from collections.abc import Iterable
 from typing import Annotated, Any, Literal
 
-from pydantic import (
-    BaseModel,
-    BeforeValidator,
-    ConfigDict,
-    Field,
-    TypeAdapter,
-    ValidationError,
-    model_validator,
-)
+from pydantic import Field, TypeAdapter, ValidationError, model_validator
 
-from farm.config.fault_rules import KINDS, SERVER_KINDS, FaultRule
+from farm.config.fault_rules import KINDS, SERVER_KINDS, VALUE_KINDS, FaultRule
+from farm.config.selection import Seconds, Target, parse_duration, pick_fraction, select
+from farm.config.selection import Strict as _Strict
+from farm.config.value_faults import VALUE_FAULTS, ValueFault, value_params
 from farm.errors import ConfigError
 
-__all__ = ["KINDS", "SERVER_KINDS", "FaultRule", "FaultSpec", "FaultSpecError", "parse_fault"]
+__all__ = [
+    "KINDS",
+    "SERVER_KINDS",
+    "VALUE_KINDS",
+    "FaultRule",
+    "FaultSpec",
+    "FaultSpecError",
+    "Seconds",
+    "Target",
+    "ValueFault",
+    "parse_duration",
+    "parse_fault",
+    "pick_fraction",
+    "select",
+]
 
-_DURATION = re.compile(r"^\s*(\d+(?:\.\d*)?|\.\d+)\s*(ms|s|m|h)?\s*$")
 _NAMED = re.compile(r"^(\w+): (.*)$")
-_UNIT_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, None: 1.0}
 
 
 class FaultSpecError(ConfigError):
@@ -60,45 +66,6 @@ class FaultSpecError(ConfigError):
     def __init__(self, field: str, message: str) -> None:
         super().__init__(f"{field}: {message}")
         self.field = field
-
-
-def parse_duration(value: Any) -> float:
-    """Seconds from 500ms, 30s, 5m, 1h or a plain number of seconds."""
-    if isinstance(value, bool):
-        raise ValueError(f"a duration is a number of seconds or text like 500ms, 30s, 5m: {value}")
-    if isinstance(value, int | float):
-        return float(value)
-    match = _DURATION.match(value) if isinstance(value, str) else None
-    if match is None:
-        raise ValueError(f"{value!r} is not a duration; write it like 500ms, 30s or 5m")
-    return float(match.group(1)) * _UNIT_SECONDS[match.group(2)]
-
-
-Seconds = Annotated[float, BeforeValidator(parse_duration)]
-
-
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-class Target(_Strict):
-    """Which servers: the ones matching every filter given, or a seeded fraction of them.
-
-    No filter but `fraction` picks from the whole farm. The same seed and selection always
-    pick the same servers.
-    """
-
-    servers: tuple[str, ...] = ()
-    fleet: str | None = None
-    glob: Annotated[str, Field(min_length=1)] | None = None
-    fraction: Annotated[float, Field(gt=0, le=1)] | None = None
-    seed: int = 0
-
-    @model_validator(mode="after")
-    def _something(self) -> Target:
-        if not (self.servers or self.fleet or self.glob or self.fraction):
-            raise ValueError("give servers (names), fleet, glob or fraction")
-        return self
 
 
 class AddressRange(_Strict):
@@ -213,7 +180,8 @@ FaultSpec = Annotated[
     | WrongTidFault
     | WrongUnitFault
     | SliceFault
-    | RebootFault,
+    | RebootFault
+    | ValueFault,
     Field(discriminator="kind"),
 ]
 _ADAPTER: TypeAdapter[FaultSpec] = TypeAdapter(FaultSpec)
@@ -255,7 +223,10 @@ def _describe(error: ValidationError) -> FaultSpecError:
     return FaultSpecError(field, message)
 
 
-def rule(fault_id: int, spec: FaultSpec) -> FaultRule:
+def rule(fault_id: int, spec: FaultSpec, started: float = 0.0) -> FaultRule:
+    """The fault as a worker applies it; `started`: when it began (master's monotonic clock)."""
+    if isinstance(spec, VALUE_FAULTS):
+        return FaultRule(id=fault_id, kind=spec.kind, started=started, **value_params(spec))
     params = spec.model_dump(include={"ms", "jitter_ms", "distribution", "code", "mode"})
     if isinstance(spec, SliceFault):
         params.update(segments=spec.segments, gap_ms=spec.gap_ms)
@@ -271,34 +242,3 @@ def rule(fault_id: int, spec: FaultSpec) -> FaultRule:
         last_address=addresses.end,
         **params,
     )
-
-
-def select(target: Target, servers: Iterable[tuple[str, str]]) -> list[str]:
-    """The names of the servers `target` picks from (name, fleet) pairs, sorted."""
-    chosen = sorted(
-        name
-        for name, fleet in servers
-        if (not target.servers or name in target.servers)
-        and (target.fleet is None or fleet == target.fleet)
-        and (target.glob is None or fnmatch.fnmatchcase(name, target.glob))
-    )
-    if target.fraction is None:
-        return chosen
-    return pick_fraction(chosen, target.fraction, target.seed)
-
-
-def pick_fraction(names: list[str], fraction: float, seed: int) -> list[str]:
-    """round(fraction * len(names)) of `names` (at least one), the same ones for a seed.
-
-    Each name draws a rank from a hash of (seed, name), so the pick of a server does not
-    depend on the order of the list, and a server added to a fleet does not reshuffle the
-    others.
-    """
-    if not names:
-        return []
-    count = max(1, round(fraction * len(names)))
-
-    def rank(name: str) -> bytes:
-        return hashlib.blake2b(f"{seed}:{name}".encode(), digest_size=8).digest()
-
-    return sorted(sorted(names, key=rank)[:count])

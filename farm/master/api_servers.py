@@ -117,7 +117,10 @@ def server_routes(inventory: Inventory, switch: Switch) -> list[Route]:
             **summary(inventory, server).model_dump(),
             connections=server.connections(),
             units=units,
-            points=[point_value(server, point, banks) for point in server.template.points],
+            points=[
+                point_value(server, point, banks, inventory.overlay)
+                for point in server.template.points
+            ],
             faults=inventory.faults(server.name),
         )
 

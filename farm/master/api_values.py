@@ -16,12 +16,14 @@ time-driven point (sine, ramp...) holds it until its next update.
 
 from __future__ import annotations
 
+import struct
+
 from pydantic import BaseModel, Field
 
 from farm.config import codec
 from farm.config.templates import Point, PointType, Table
 from farm.ipc.banks import UnitBank
-from farm.master.inventory import Inventory, Located
+from farm.master.inventory import Inventory, Located, Overlay, no_overlay
 from farm.master.routes import Call, Invalid, NotFound, Route, Strict
 
 _FLOATS = (PointType.FLOAT32, PointType.FLOAT64)
@@ -85,7 +87,7 @@ def value_routes(inventory: Inventory) -> list[Route]:
         query = call.query_as(RegistersQuery)
         table = call.path_as(TablePath).table
         _check_range(server, bank, table, query.address, query.count, "count")
-        return _registers(server, bank, table, query.address, query.count)
+        return _registers(server, bank, table, query.address, query.count, inventory.overlay)
 
     async def write_table(call: Call) -> Registers:
         path = call.path_as(TablePath)
@@ -101,7 +103,7 @@ def value_routes(inventory: Inventory) -> list[Route]:
 
     async def read_point(call: Call) -> PointValue:
         server, point = _point(inventory, call.path_as(PointPath))
-        return point_value(server, point, server.banks())
+        return point_value(server, point, server.banks(), inventory.overlay)
 
     async def write_point(call: Call) -> PointValue:
         server, point = _point(inventory, call.path_as(PointPath))
@@ -116,7 +118,7 @@ def value_routes(inventory: Inventory) -> list[Route]:
             bank.write_bits(point.table, point.address, [bool(data[-1])])
         else:
             bank.view(point.table)[2 * point.address : 2 * point.address + len(data)] = data
-        return point_value(server, point, banks)
+        return point_value(server, point, banks, inventory.overlay)
 
     table_path = "/api/v1/servers/{name}/units/{unit}/{table}"
     point_path = "/api/v1/servers/{name}/points/{point}"
@@ -233,27 +235,36 @@ def _words(values: list[int | bool]) -> list[int]:
     return [int(value) for value in values]
 
 
+def _entries(bank: UnitBank, table: Table, address: int, count: int) -> bytes:
+    """Entries in bank layout: a byte per bit, two (big-endian) per register."""
+    size = 1 if table.is_bits else 2
+    return bytes(bank.view(table)[size * address : size * (address + count)])
+
+
 def _registers(
-    server: Located, bank: UnitBank, table: Table, address: int, count: int
+    server: Located,
+    bank: UnitBank,
+    table: Table,
+    address: int,
+    count: int,
+    overlay: Overlay = no_overlay,
 ) -> Registers:
-    if table.is_bits:
-        values = [int(bit) for bit in bank.read_bits(table, address, count)]
-    else:
-        values = bank.read_registers(table, address, count)
+    data = overlay(server.name, bank.unit_id, table, address, _entries(bank, table, address, count))
+    values = list(data) if table.is_bits else list(struct.unpack(f">{count}H", data))
     return Registers(
         server=server.name, unit=bank.unit_id, table=table, address=address, values=values
     )
 
 
-def point_value(server: Located, point: Point, banks: dict[int, UnitBank]) -> PointValue:
-    """A point as the API shows it: its engineering value and raw entries, read now."""
+def point_value(
+    server: Located, point: Point, banks: dict[int, UnitBank], overlay: Overlay = no_overlay
+) -> PointValue:
+    """A point as the API shows it (as its readers see it): its engineering value and raw
+    entries, read now."""
     bank = banks[point.unit_id]
-    if point.table.is_bits:
-        raw = [int(bit) for bit in bank.read_bits(point.table, point.address, 1)]
-        data = bytes(raw)
-    else:
-        raw = bank.read_registers(point.table, point.address, point.width)
-        data = bytes(bank.view(point.table)[2 * point.address : 2 * (point.address + point.width)])
+    data = _entries(bank, point.table, point.address, point.width)
+    data = overlay(server.name, bank.unit_id, point.table, point.address, data)
+    raw = list(data) if point.table.is_bits else list(struct.unpack(f">{point.width}H", data))
     decoded = codec.decode_one(point, data)
     value: int | float | str = decoded
     if isinstance(decoded, float) and decoded.is_integer() and point.type not in _FLOATS:

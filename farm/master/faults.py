@@ -16,6 +16,10 @@ were already stopped, or that another active offline fault still holds down. A r
 writes its servers' starting values back (farm.config.behaviours.reset_server), and powers
 up their diagnostics (farm.ipc.diagnostics.power_up), before they come back. Each fault
 applied, started, expired or cleared is one log line.
+
+Value faults (farm.config.value_faults) are checked against the targeted servers' points,
+start from the master's clock (`FaultRule.started`), and hold what `stuck` captured
+(farm.master.value_faults); `overlay` makes the API read them as a Modbus client does.
 """
 
 from __future__ import annotations
@@ -34,17 +38,20 @@ from farm.config.behaviours import reset_server
 from farm.config.faults import (
     KINDS,
     SERVER_KINDS,
+    VALUE_KINDS,
     FaultRule,
     FaultSpec,
     FaultSpecError,
     rule,
     select,
 )
+from farm.config.templates import Table
 from farm.ipc.banks import server_diagnostics
 from farm.ipc.diagnostics import power_up
 from farm.ipc.messages import ActiveFaults, Faults, FaultsApplied
 from farm.master.supervisor import Supervisor
 from farm.master.switch import CannotStart, Switch
+from farm.master.value_faults import Entries, PointError, ValueFaults
 
 log = logging.getLogger("farm")
 SHOWN_NAMES = 3  # servers named in a log line before the rest is counted
@@ -65,6 +72,8 @@ class Fault:
     state: str = "scheduled"  # scheduled | active | expired | cleared
     timers: list[asyncio.TimerHandle] = field(default_factory=list)
     downed: set[str] = field(default_factory=set)  # servers this fault took offline
+    held: dict[str, bytes] = field(default_factory=dict)  # stuck: each server's point then
+    rules: dict[int, FaultRule] = field(default_factory=dict)  # per worker, with `held`
 
     def view(self, now: float) -> dict[str, Any]:
         """The fault as the API shows it (farm.master.api_faults.FaultView)."""
@@ -91,6 +100,7 @@ class FaultTable:
             for position, spec in enumerate(slot.shard.servers)
         }
         self.fleets = {spec.name: spec.fleet for spec in supervisor.plan.servers()}
+        self.values = ValueFaults(supervisor, self.where)
         self.faults: dict[int, Fault] = {}
         self.on_server: dict[str, set[int]] = {}  # active fault ids by server
         self.ids = itertools.count(1)
@@ -121,7 +131,7 @@ class FaultTable:
             id=fault_id,
             spec=spec,
             servers=tuple(servers),
-            rule=rule(fault_id, spec),
+            rule=rule(fault_id, spec, started=now + spec.start_in),
             placement={worker: tuple(each) for worker, each in placement.items()},
             start=now + spec.start_in,
             end=None if spec.duration is None else now + spec.start_in + spec.duration,
@@ -179,10 +189,22 @@ class FaultTable:
     def active_for(self, worker: int) -> ActiveFaults:
         """Every fault active now on a worker's servers, as the worker applies them."""
         return tuple(
-            (fault.rule, fault.placement[worker])
+            (fault.rules.get(worker, fault.rule), fault.placement[worker])
             for fault in self.faults.values()
             if fault.state == "active" and worker in fault.placement
         )
+
+    def overlay(self, server: str, unit_id: int, table: Table, first: int, data: bytes) -> bytes:
+        """Table entries of a server (bank layout, from `first`) as its readers see them:
+        with what active value faults make its points read (Inventory.overlay)."""
+        entries: Entries = [
+            (self.faults[each].rule, self.faults[each].held.get(server))
+            for each in sorted(self.on_server.get(server, ()))
+            if each in self.faults and self.faults[each].spec.kind in VALUE_KINDS
+        ]
+        if not entries:
+            return data
+        return self.values.overlay(entries, server, unit_id, table, first, data)
 
     async def close(self) -> None:
         """The farm is stopping: cancel every timer and whatever is under way."""
@@ -207,9 +229,22 @@ class FaultTable:
         servers = select(target, self.fleets.items())
         if not servers:
             raise FaultSpecError("target", "matches no server of this farm")
+        if spec.kind in VALUE_KINDS:
+            try:
+                self.values.check(spec.kind, getattr(spec, "point", ""), servers)
+            except PointError as error:
+                raise FaultSpecError("point", str(error)) from None
         return servers
 
+    def _hold(self, fault: Fault) -> None:
+        """A stuck fault without a value holds each server's point as it reads now."""
+        spec = fault.spec
+        if spec.kind == "stuck" and getattr(spec, "value", None) is None:
+            fault.held = self.values.capture(fault.servers, fault.rule.point)
+            fault.rules = self.values.per_worker(fault.rule, fault.placement, fault.held)
+
     def _start(self, fault: Fault, quiet: bool = False) -> None:
+        self._hold(fault)
         fault.state = "active"
         for name in fault.servers:
             self.on_server.setdefault(name, set()).add(fault.id)
@@ -311,18 +346,26 @@ class FaultTable:
         task.add_done_callback(self.tasks.discard)
 
 
+_SHOWN_PARAMS = {"ms", "jitter_ms", "distribution", "code", "mode", "segments", "gap_ms"}
+_SHOWN_VALUE_PARAMS = {"value", "by", "rate", "factor", "side", "beyond", "margin", "period"}
+
+
 def _what(fault: Fault) -> str:
-    params = fault.spec.model_dump(
-        include={"ms", "jitter_ms", "distribution", "code", "mode", "segments", "gap_ms"},
-        exclude_defaults=True,
+    spec = fault.spec
+    value_fault = spec.kind in VALUE_KINDS
+    params = spec.model_dump(
+        include=_SHOWN_VALUE_PARAMS if value_fault else _SHOWN_PARAMS, exclude_defaults=True
     )
     shown = " ".join(
         f"{key}={value:g}" if isinstance(value, float) else f"{key}={value}"
         for key, value in params.items()
     )
-    if fault.spec.probability < 1:
-        shown += f" probability={fault.spec.probability:g}"
-    return f"{fault.spec.kind} {shown}".rstrip()
+    probability = getattr(spec, "probability", 1.0)
+    if probability < 1:
+        shown += f" probability={probability:g}"
+    if value_fault:
+        shown = f"{getattr(spec, 'point', '')} {shown}"
+    return f"{spec.kind} {shown}".rstrip()
 
 
 def _on(fault: Fault) -> str:

@@ -7,7 +7,8 @@ worker being replaced does not stop the API from answering. A write lands where 
 worker's ticker reads back from, so counters and random walks carry on from it.
 
 `faults` is the hook through which the faults registry says which faults are active on a
-server (each a JSON object); until one is plugged in, no server has any.
+server (each a JSON object); until one is plugged in, no server has any. `overlay` is the
+hook through which it makes points under a value fault read as Modbus clients see them.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from farm.config.plan import ServerSpec
-from farm.config.templates import DeviceTemplate
+from farm.config.templates import DeviceTemplate, Table
 from farm.ipc.banks import UnitBank, server_banks
 from farm.ipc.stats import CONNECTIONS_OPEN
 from farm.master.routes import NotFound
@@ -27,10 +28,16 @@ from farm.master.supervisor import Slot, SlotState, Supervisor
 State = Literal["up", "offline", "faulted"]
 BROADCAST_TCP_UNIT = 0xFF  # as in the engine: the device's first unit
 FaultsOf = Callable[[str], list[dict[str, Any]]]
+# (server, unit id, table, first address, entries in bank layout) -> as readers see them
+Overlay = Callable[[str, int, Table, int, bytes], bytes]
 
 
 def no_faults(server: str) -> list[dict[str, Any]]:
     return []
+
+
+def no_overlay(server: str, unit_id: int, table: Table, first: int, data: bytes) -> bytes:
+    return data
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -97,6 +104,7 @@ class Inventory:
         located.sort(key=lambda each: each.spec.index)
         self.servers: dict[str, Located] = {each.name: each for each in located}
         self.faults: FaultsOf = no_faults
+        self.overlay: Overlay = no_overlay
 
     def get(self, name: str) -> Located | None:
         return self.servers.get(name)

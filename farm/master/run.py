@@ -103,6 +103,7 @@ async def serve(
         faults = FaultTable(supervisor, switch)
         cleanup.push_async_callback(faults.close)
         inventory.faults = faults.faults_of
+        inventory.overlay = faults.overlay
         app = build_app(
             supervisor,
             stop_requested.set,

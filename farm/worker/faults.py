@@ -16,6 +16,8 @@ Offline and reboot act on the server's listener, not on requests (farm.worker.pr
 How an answer is framed, and garbled, is a `Framing`'s (farm.worker.framing): MBAP for
 TCP, TLS and UDP, RTU for RTU over TCP; RTU connections and UDP endpoints hand their requests
 to `answer_frames`.
+Value faults (stuck, spike, drift, ...) change what reads of a point answer
+(farm.worker.values): they too route the server's requests through here.
 """
 
 from __future__ import annotations
@@ -26,7 +28,8 @@ from collections.abc import Callable
 from time import perf_counter_ns
 from typing import TYPE_CHECKING
 
-from farm.config.fault_rules import SERVER_KINDS, FaultRule
+from farm.config.fault_rules import SERVER_KINDS, VALUE_KINDS, FaultRule
+from farm.config.templates import DeviceTemplate
 from farm.ipc.messages import ActiveFaults
 from farm.ipc.stats import (
     BYTES_RECEIVED,
@@ -39,6 +42,7 @@ from farm.ipc.stats import (
 from farm.worker.fastpath import exception_pdu
 from farm.worker.framing import MBAP, Framing
 from farm.worker.outbox import CLOSE, RESET, SEND, Entry, Outbox, count_answered
+from farm.worker.values import PointValues
 
 if TYPE_CHECKING:
     from farm.worker.engine import Device, ModbusConnection
@@ -54,17 +58,36 @@ _COUNTED = frozenset({1, 2, 3, 4, 15, 16, 23})
 class ServerFaults:
     """The rules active on one server, and how many of its connections hold answers back."""
 
-    __slots__ = ("device", "pending", "rng", "rules")
+    __slots__ = ("device", "pending", "rng", "rules", "values")
 
-    def __init__(self, device: Device, rules: tuple[FaultRule, ...], rng: random.Random) -> None:
+    def __init__(
+        self,
+        device: Device,
+        rules: tuple[FaultRule, ...],
+        rng: random.Random,
+        values: PointValues | None = None,
+    ) -> None:
         self.device = device
         self.rules = rules
         self.rng = rng
+        self.values = values
         self.pending = 0
 
     def settle(self) -> None:
-        if not self.rules and not self.pending and self.device.faults is self:
+        idle = not self.rules and self.values is None and not self.pending
+        if idle and self.device.faults is self:
             self.device.faults = None
+
+    def answer(self, framing: Framing, unit: int, pdu: bytes) -> bytes | None:
+        """The device's answer, with faulted points reading as they should (None: the
+        device is silent, in listen-only mode or on a serial line's broadcast)."""
+        device = self.device
+        answer = framing.answer(device, unit, pdu)
+        if answer is not None and self.values is not None:
+            bank = device.banks.get(unit)
+            if bank is not None:
+                answer = self.values.patch(bank, pdu, answer, device.counters)
+        return answer
 
     def received(self, connection: ModbusConnection, data: bytes) -> None:
         """The faulted counterpart of `ModbusConnection.data_received` (same framing)."""
@@ -132,7 +155,7 @@ class ServerFaults:
         counters = device.counters
         matched = [rule for rule in self.rules if self._applies(rule, unit, pdu, role)]
         if not matched:
-            answer = framing.answer(device, unit, pdu)
+            answer = self.answer(framing, unit, pdu)
             if answer is not None:  # None: the device is silent (listen-only mode)
                 batch.answer(framing.encode(transaction, unit, answer))
             return
@@ -152,7 +175,7 @@ class ServerFaults:
             counters[EXCEPTION_SLOT[code]] += 1
             answer = exception_pdu(pdu[0], code)
         else:
-            silent = framing.answer(device, unit, pdu)
+            silent = self.answer(framing, unit, pdu)
             if silent is None:
                 return  # listen-only mode: nothing to delay, garble or slice
             answer = silent
@@ -284,23 +307,41 @@ class _Batch:
         return connection.outbox
 
 
+def _no_template(position: int) -> DeviceTemplate | None:
+    return None
+
+
 class FaultBook:
-    """The fault rules of every server of a worker, by position in the shard."""
+    """The fault rules of every server of a worker, by position in the shard.
+
+    `template_of` finds a position's template (the worker sets it), for the points that
+    value faults name.
+    """
 
     def __init__(self) -> None:
         self.rules: dict[int, tuple[FaultRule, ...]] = {}
+        self.values: dict[int, list[tuple[FaultRule, bytes | None]]] = {}
         self.rng = random.Random()
+        self.template_of: Callable[[int], DeviceTemplate | None] = _no_template
 
     def replace(self, active: ActiveFaults, devices: Callable[[int], Device | None]) -> None:
         """Make `active` (all the worker's faults now) the rules; `devices` finds built ones."""
         rules: dict[int, list[FaultRule]] = {}
+        values: dict[int, list[tuple[FaultRule, bytes | None]]] = {}
         for rule, positions in active:
             if rule.kind in SERVER_KINDS:
                 continue  # acts on the listener (farm.worker.process), not on requests
+            if rule.kind in VALUE_KINDS:
+                for number, position in enumerate(positions):
+                    held = rule.held[number] if rule.held else None
+                    values.setdefault(position, []).append((rule, held))
+                continue
             for position in positions:
                 rules.setdefault(position, []).append(rule)
-        before, self.rules = self.rules, {p: tuple(each) for p, each in rules.items()}
-        for position in before.keys() | self.rules.keys():
+        before = self.rules.keys() | self.values.keys()
+        self.rules = {p: tuple(each) for p, each in rules.items()}
+        self.values = values
+        for position in before | self.rules.keys() | self.values.keys():
             device = devices(position)
             if device is not None:
                 self.attach(device, position)
@@ -308,8 +349,14 @@ class FaultBook:
     def attach(self, device: Device, position: int) -> None:
         """Give a device the rules of its position (a new one, or after a change)."""
         rules = self.rules.get(position, ())
+        values = None
+        entries = self.values.get(position)
+        template = self.template_of(position) if entries else None
+        if entries and template is not None:
+            values = PointValues.build(entries, template)
         if device.faults is not None:
             device.faults.rules = rules
+            device.faults.values = values
             device.faults.settle()
-        elif rules:
-            device.faults = ServerFaults(device, rules, self.rng)
+        elif rules or values is not None:
+            device.faults = ServerFaults(device, rules, self.rng, values)

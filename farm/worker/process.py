@@ -127,6 +127,7 @@ class Worker:
             raise SystemExit(EXIT_BOOT_FAILED) from exc
         self.counters.reset_open_connections()  # a predecessor's connections died with it
         self.numbers = {spec.name: number for number, spec in enumerate(self.assign.servers)}
+        self.faults.template_of = self._template
         self.faults.replace(self.assign.faults, self.devices.get)
         messages.watch(loop, self.conn, self._on_pipe)
         heartbeat = asyncio.create_task(self._heartbeats())
@@ -194,6 +195,11 @@ class Worker:
     def _count_tls_role(self, role: str | None) -> None:
         if self.counters is not None:
             self.counters.count_role(role)
+
+    def _template(self, number: int) -> DeviceTemplate | None:
+        if not 0 <= number < len(self.assign.servers):
+            return None
+        return self.assign.templates.get(self.assign.servers[number].template)
 
     async def _tick(self, ticker: Ticker) -> None:
         while True:
