@@ -10,6 +10,9 @@
     client.stop("device-0006"); client.start("device-0006")
     fault = client.fault("delay", target=Fleet("meters"), ms=800, duration="30s")
     client.clear_fault(fault.id)               # targets: farm.fault_targets
+    client.play_scenario({"steps": [{"at": "1s", "fault": {"kind": "offline", "target": "x"}}]})
+    client.scenario()["current"]; client.stop_scenario()
+    client.scale("meters", 30)
 
 Only this module speaks HTTP to the API. Every failure reaches the caller as a `FarmError`:
 `FarmUnreachable` when no farm answers (the one place that turns that into its line), and
@@ -25,7 +28,7 @@ import http.client
 import json
 import urllib.error
 import urllib.request
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, TypeVar, cast
 from urllib.parse import quote, urlencode, urlsplit
@@ -274,6 +277,27 @@ class FarmClient:
     def clear_faults(self) -> list[int]:
         """Clear every fault; returns the ids cleared."""
         return [int(each) for each in self.request("DELETE", "/api/v1/faults")["cleared"]]
+
+    def play_scenario(self, scenario: Mapping[str, Any]) -> dict[str, Any]:
+        """Play a scenario (a config file's `scenario:` section) from now; its timeline.
+
+        The farm checks it first: a step it cannot play is a FarmAPIError (422) naming the
+        step, and nothing is applied; 409 while another scenario plays.
+        """
+        return dict(self.request("POST", "/api/v1/scenario", dict(scenario)))
+
+    def scenario(self) -> dict[str, Any]:
+        """The scenario's timeline: state, play, current step, each step's state."""
+        return dict(self.request("GET", "/api/v1/scenario"))
+
+    def stop_scenario(self) -> dict[str, Any]:
+        """Stop the scenario and undo what it applied (faults, stops, sets, scaling)."""
+        return dict(self.request("DELETE", "/api/v1/scenario"))
+
+    def scale(self, fleet: str, count: int) -> dict[str, Any]:
+        """Grow or shrink a fleet to `count` servers while the farm runs; what changed."""
+        path = f"/api/v1/fleets/{quote(fleet, safe='')}/scale"
+        return dict(self.request("POST", path, {"count": count}))
 
     def targets(self, transport: str | None = None) -> list[tuple[str, int]]:
         """(host, port) of every server that is up (and speaks `transport`, if given): what

@@ -40,6 +40,7 @@ from farm.cli.control import get, server, servers, set_values
 from farm.cli.faults import fault
 from farm.cli.inspect import make_plan, plan_command, validate
 from farm.cli.prometheus_config import prometheus_config
+from farm.cli.scenario import scale, scenario, scenario_for_up
 from farm.client import (
     FarmClient,
     api_host_option,
@@ -106,6 +107,12 @@ def main() -> None:
     help="For --transport tls: a `farm certs` directory (server.pem, server.key, ca.pem).",
 )
 @click.option("--log-level", default="info", show_default=True, help="debug, info, warning.")
+@click.option(
+    "--scenario",
+    "scenario_file",
+    default=None,
+    help="Play this file's scenario [default: FILE's scenario: section, if any].",
+)
 def up(
     file: str | None,
     count: int | None,
@@ -121,12 +128,15 @@ def up(
     metrics_port: int | None,
     metrics_host: str | None,
     log_level: str,
+    scenario_file: str | None,
 ) -> None:
     """Start the farm (from FILE, or COUNT default devices) until Ctrl-C or SIGTERM."""
     _setup_logging(log_level)
     try:
         plan = make_plan(file, count, host, port_base, workers, transport, certs)
+        timeline = scenario_for_up(file, scenario_file, plan)
         options = MasterOptions(
+            scenario=timeline,
             api_host=api_host,
             api_port=api_port,
             api_token=api_token,
@@ -258,3 +268,5 @@ main.add_command(set_values)
 main.add_command(server)
 main.add_command(fault)
 main.add_command(certs_command)
+main.add_command(scenario)
+main.add_command(scale)

@@ -9,13 +9,17 @@ from __future__ import annotations
 
 import os
 from collections import Counter
+from dataclasses import replace
 from pathlib import Path
 
 import click
 from rich.console import Console
 from rich.table import Table as RichTable
 
+from farm.cli.scenario import describe as describe_scenario
+from farm.cli.scenario import scenario_for_up
 from farm.config.fleets import load
+from farm.config.growth import default_fleet
 from farm.config.plan import Plan, TlsSettings, Transport, build_plan, default_servers
 from farm.config.templates import TABLES_SHORT, DeviceTemplate, UnitLayout, default_template
 from farm.errors import ConfigError, FarmError, exit_with
@@ -61,15 +65,14 @@ def _make_plan(
         workers = len(os.sched_getaffinity(0)) or 1
     if file is None:
         template = default_template()
-        requests = default_servers(
-            100 if count is None else count,
-            host or "127.0.0.1",
-            5020 if port_base is None else port_base,
-            template.name,
-            transport or "tcp",
-            tls_from(certs, transport or "tcp"),
-        )
-        return build_plan(requests, {template.name: template}, workers)
+        count = 100 if count is None else count
+        host = host or "127.0.0.1"
+        port_base = 5020 if port_base is None else port_base
+        tls = tls_from(certs, transport or "tcp")
+        requests = default_servers(count, host, port_base, template.name, transport or "tcp", tls)
+        plan = build_plan(requests, {template.name: template}, workers)
+        fleet = default_fleet(count, host, port_base, template.name, transport or "tcp", tls)
+        return replace(plan, fleets=(fleet,))
     if host is not None or port_base is not None or transport is not None:
         raise ConfigError(
             "--host, --port-base and --transport apply only without a config file "
@@ -79,7 +82,8 @@ def _make_plan(
     templates, requests = farm_file.expand(count)
     if not requests:
         raise ConfigError(f"{file}: the fleets hold no servers (every count is 0)")
-    return build_plan(requests, templates, workers, seed=farm_file.seed)
+    plan = build_plan(requests, templates, workers, seed=farm_file.seed)
+    return replace(plan, fleets=farm_file.fleet_specs(farm_file.counts(count)))
 
 
 CERT_FILES = {"certificate": "server.pem", "key": "server.key", "client_ca": "ca.pem"}
@@ -136,10 +140,14 @@ def registers(template: DeviceTemplate) -> str:
 @click.option(
     "--count", type=int, default=None, help="Scale the fleets to this many servers in all."
 )
-def validate(file: str, count: int | None) -> None:
-    """Check a config file and show the fleets, addresses and registers it describes."""
+@click.option(
+    "--scenario", "scenario_file", default=None, help="Check this file's scenario instead."
+)
+def validate(file: str, count: int | None, scenario_file: str | None) -> None:
+    """Check a config file (and its scenario) and show the fleets it describes."""
     try:
         plan = make_plan(file, count, None, None, 1)
+        timeline = scenario_for_up(file, scenario_file, plan)
     except FarmError as error:
         exit_with(error)
     servers = plan.servers()
@@ -161,6 +169,8 @@ def validate(file: str, count: int | None) -> None:
     out.print(f"{file}: valid", highlight=False)
     out.print(table)
     out.print(f"{len(servers)} servers in {len(plan.templates)} templates", highlight=False)
+    if timeline is not None:
+        out.print(describe_scenario(timeline), highlight=False)
 
 
 @click.command(name="plan")

@@ -11,12 +11,14 @@ Every mistake is a ConfigError naming the file and the path inside it.
 from __future__ import annotations
 
 import csv
+import functools
 import ipaddress
 from dataclasses import replace
 from pathlib import Path
 
 from pydantic import ValidationError
 
+from farm.config.growth import FleetSpec, capacity
 from farm.config.plan import ServerRequest, TlsSettings
 from farm.config.schema import (
     BehaviourModel,
@@ -402,3 +404,18 @@ class FarmFile:
                     f"{where}.addressing", f"{request.host}:{request.port} overlaps fleet {clash}"
                 )
             hosts[request.host] = request.fleet
+
+    def fleet_specs(self, counts: list[int]) -> tuple[FleetSpec, ...]:
+        """Each fleet at its count, as it can grow (farm.config.growth)."""
+        return tuple(
+            FleetSpec(
+                name=fleet.name,
+                template=self.fleet_templates[index].name,
+                count=count,
+                capacity=capacity(fleet.addressing),
+                servers=functools.partial(
+                    self._servers, index, fleet, template=self.fleet_templates[index].name
+                ),
+            )
+            for index, (fleet, count) in enumerate(zip(self.model.fleets, counts, strict=True))
+        )

@@ -30,7 +30,7 @@ from __future__ import annotations
 import zlib
 from collections import Counter
 from dataclasses import dataclass
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 from farm.config.templates import DeviceTemplate, Point, Table, UnitLayout
 from farm.errors import ConfigError
@@ -39,6 +39,9 @@ Transport = Literal["tcp", "rtu-over-tcp", "udp", "tls"]
 TRANSPORTS: tuple[Transport, ...] = ("tcp", "rtu-over-tcp", "udp", "tls")
 # Room for one server's diagnostics block; farm.ipc.diagnostics lays it out and checks it fits.
 DIAGNOSTICS_BYTES = 256
+
+if TYPE_CHECKING:
+    from farm.config.growth import FleetSpec
 
 # Bits take a byte each (fast to address, and only 1/8 of the register tables' cost
 # matters at 25 KiB per server); registers are stored big-endian, as they go on the wire.
@@ -174,6 +177,9 @@ class Shard:
 class Plan:
     templates: dict[str, DeviceTemplate]
     shards: tuple[Shard, ...]
+    # How each fleet grows and shrinks at runtime (farm.config.growth); () when unknown.
+    fleets: tuple[FleetSpec, ...] = ()
+    seed: int = 0  # the farm's seed: a server's own seed comes from it and its name
 
     @property
     def servers_total(self) -> int:
@@ -250,7 +256,7 @@ def build_plan(
     shards = tuple(
         add_servers(shard, indexed[shard.worker :: workers], templates, seed) for shard in empty
     )
-    return Plan(templates=dict(templates), shards=shards)
+    return Plan(templates=dict(templates), shards=shards, seed=seed)
 
 
 def add_servers(

@@ -33,6 +33,7 @@ from pydantic import BaseModel
 from farm import __version__
 from farm.master.access import guard
 from farm.master.api_faults import fault_routes
+from farm.master.api_scenario import scenario_routes
 from farm.master.api_servers import server_routes
 from farm.master.api_values import value_routes
 from farm.master.faults import FaultTable
@@ -42,6 +43,8 @@ from farm.master.metrics import CONTENT_TYPE, FarmMetrics
 from farm.master.openapi import openapi_route
 from farm.master.pages import add_view
 from farm.master.routes import Call, Route, add_routes
+from farm.master.scenario import ScenarioPlayer
+from farm.master.scenario_steps import StepActions
 from farm.master.supervisor import Supervisor
 from farm.master.switch import Switch
 
@@ -121,8 +124,12 @@ def _json_errors() -> Middleware:
     return middleware
 
 
-def metrics_route(supervisor: Supervisor, faults: FaultTable | None = None) -> Route:
-    metrics = FarmMetrics(supervisor, faults)
+def metrics_route(
+    supervisor: Supervisor,
+    faults: FaultTable | None = None,
+    scenario: ScenarioPlayer | None = None,
+) -> Route:
+    metrics = FarmMetrics(supervisor, faults, scenario)
 
     async def get_metrics(call: Call) -> web.Response:
         # Off the loop: a big farm's scrape takes a while, and heartbeats must keep flowing.
@@ -139,10 +146,14 @@ def metrics_route(supervisor: Supervisor, faults: FaultTable | None = None) -> R
     )
 
 
-def build_metrics_app(supervisor: Supervisor, faults: FaultTable | None = None) -> web.Application:
+def build_metrics_app(
+    supervisor: Supervisor,
+    faults: FaultTable | None = None,
+    scenario: ScenarioPlayer | None = None,
+) -> web.Application:
     """The separate metrics listener (`--metrics-port`): /metrics and nothing else."""
     app = web.Application(middlewares=[_json_errors(), guard(None)])
-    add_routes(app, [metrics_route(supervisor, faults)])
+    add_routes(app, [metrics_route(supervisor, faults, scenario)])
     return app
 
 
@@ -155,15 +166,25 @@ def build_app(
     switch: Switch | None = None,
     routes: Sequence[Route] = (),
     faults: FaultTable | None = None,
+    scenario: ScenarioPlayer | None = None,
 ) -> web.Application:
     """The control API; `routes` are more routes to serve (and document) beside the farm's."""
     inventory = inventory or Inventory(supervisor)
     switch = switch or Switch(supervisor)
     faults = faults or FaultTable(supervisor, switch)
+    scenario = scenario or ScenarioPlayer(
+        StepActions(faults, switch, inventory), supervisor.plan.fleets, supervisor.plan.templates
+    )
     app = web.Application(middlewares=[_json_errors(), guard(token)])
 
     async def get_status(call: Call) -> web.Response:
-        return web.json_response({**status(supervisor), "metrics_urls": list(metrics_urls)})
+        return web.json_response(
+            {
+                **status(supervisor),
+                "metrics_urls": list(metrics_urls),
+                "scenario": scenario.summary(),
+            }
+        )
 
     async def get_ready(call: Call) -> web.Response:
         body = readiness(supervisor)
@@ -203,9 +224,11 @@ def build_app(
     add_routes(app, server_routes(inventory, switch))
     add_routes(app, value_routes(inventory))
     add_routes(app, fault_routes(faults))
+    add_routes(app, scenario_routes(scenario))
     add_routes(app, routes)
     add_view(app, FleetView(supervisor, sources=view_sources(faults)), bool(token))
-    add_routes(app, [metrics_route(supervisor, faults), openapi_route(token_required=bool(token))])
+    metrics = metrics_route(supervisor, faults, scenario)
+    add_routes(app, [metrics, openapi_route(token_required=bool(token))])
     return app
 
 

@@ -24,6 +24,7 @@ import time
 from importlib import metadata
 from itertools import accumulate, compress, repeat, starmap
 from operator import add, truediv
+from typing import TYPE_CHECKING
 
 from farm import __version__
 from farm.config.fault_rules import KINDS
@@ -50,6 +51,9 @@ from farm.ipc.stats import (
 from farm.master.faults import FaultTable
 from farm.master.series import PREFIX, ShardSeries, escape
 from farm.master.supervisor import SlotState, Supervisor
+
+if TYPE_CHECKING:
+    from farm.master.scenario import ScenarioPlayer
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 DURATION_NAME = PREFIX + "request_duration_seconds"
@@ -114,12 +118,18 @@ def _duration_format() -> str:
 class FarmMetrics:
     """Renders `/metrics` for one supervisor; safe to call from a thread."""
 
-    def __init__(self, supervisor: Supervisor, faults: FaultTable | None = None) -> None:
+    def __init__(
+        self,
+        supervisor: Supervisor,
+        faults: FaultTable | None = None,
+        scenario: ScenarioPlayer | None = None,
+    ) -> None:
         self.supervisor = supervisor
         self.faults = faults
         # Built once per shard, and again only when a slot's shard changes (servers added
         # or removed): keyed by worker, checked against the shard they were built for.
         self.series: dict[int, ShardSeries] = {}
+        self.scenario = scenario
         self.build_labels = (
             f'version="{__version__}",python="{platform.python_version()}",'
             f'pymodbus="{metadata.version("pymodbus")}"'
@@ -154,6 +164,8 @@ class FarmMetrics:
         self._exceptions(out, snapshots)
         self._durations(out, snapshots)
         self._faults(out, snapshots)
+        if self.scenario is not None:
+            out.append(self.scenario.metrics())
         for name, kind, text, slot_index in _PLAIN:
             out.append(_header(PREFIX + name, kind, text))
             template = PREFIX + name + "{%s} %d\n"

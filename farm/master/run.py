@@ -23,11 +23,14 @@ from dataclasses import dataclass, field
 from aiohttp import web
 
 from farm.config.plan import Plan
+from farm.config.scenario import Timeline
 from farm.errors import ConfigError, PortBusyError
 from farm.master.api import build_app, build_metrics_app
 from farm.master.faults import FaultTable
 from farm.master.inventory import Inventory
 from farm.master.listeners import bind_all, describe
+from farm.master.scenario import ScenarioPlayer
+from farm.master.scenario_steps import StepActions
 from farm.master.supervisor import Supervisor, SupervisorOptions
 from farm.master.switch import Switch
 
@@ -43,6 +46,7 @@ class MasterOptions:
     metrics_host: str | None = None  # None: the API's host
     metrics_port: int | None = None  # a separate /metrics listener; None: none
     supervisor: SupervisorOptions = field(default_factory=SupervisorOptions)
+    scenario: Timeline | None = None  # played from when every server is ready
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -104,6 +108,8 @@ async def serve(
         cleanup.push_async_callback(faults.close)
         inventory.faults = faults.faults_of
         inventory.overlay = faults.overlay
+        player = ScenarioPlayer(StepActions(faults, switch, inventory), plan.fleets, plan.templates)
+        cleanup.push_async_callback(player.close)  # before the faults (callbacks run last first)
         app = build_app(
             supervisor,
             stop_requested.set,
@@ -112,12 +118,13 @@ async def serve(
             inventory=inventory,
             switch=switch,
             faults=faults,
+            scenario=player,
         )
         cleanup.push_async_callback(
             (await _start_api(app, options.api_host, options.api_port)).cleanup
         )
         if options.metrics_port is not None:
-            metrics_app = build_metrics_app(supervisor, faults)
+            metrics_app = build_metrics_app(supervisor, faults, player)
             metrics_host = options.metrics_host or options.api_host
             metrics_runner = await _start_api(
                 metrics_app, metrics_host, options.metrics_port, "--metrics-port"
@@ -130,6 +137,8 @@ async def serve(
             starting.result()  # raises BootError
             if on_ready is not None:
                 on_ready(_summary(plan, supervisor, options, time.monotonic() - began))
+            if options.scenario is not None:
+                player.begin(options.scenario)
             await stopping
         else:
             starting.cancel()
