@@ -114,6 +114,13 @@ def test_dashboards_show_what_the_issue_asks_for() -> None:
     assert f"/d/{server['uid']}/" in links and "var-server=" in links
 
 
+def test_the_fleet_dashboard_marks_each_scenario_step() -> None:
+    annotations = boards()["fleet.json"]["annotations"]["list"]
+    (steps,) = [each for each in annotations if "modbus_farm_scenario_step" in each.get("expr", "")]
+    assert steps["datasource"] == DATASOURCE and steps["enable"] is True
+    assert "{{index}}" in steps["titleFormat"] and "{{name}}" in steps["textFormat"]
+
+
 def test_provisioning_points_at_the_dashboards() -> None:
     sources = yaml.safe_load((DASHBOARDS / "provisioning/datasources/prometheus.yaml").read_text())
     (source,) = sources["datasources"]

@@ -65,6 +65,11 @@ def dashboard_queries() -> list[tuple[str, str]]:
         for panel in panels(board):
             for target in panel.get("targets", []):
                 queries.append((f"{path.name}: {panel['title']}", target["expr"]))
+        for annotation in board.get("annotations", {}).get("list", []):
+            if "expr" in annotation:
+                queries.append(
+                    (f"{path.name}: annotation {annotation['name']}", annotation["expr"])
+                )
         for variable in board["templating"]["list"]:
             if variable["type"] == "query":
                 query = variable["query"]
@@ -96,7 +101,11 @@ def scraped(prometheus: Prometheus, expr: str) -> float:
 def test_every_dashboard_query_returns_data(tmp_path: Path) -> None:
     queries = dashboard_queries()
     assert len(queries) > 30
-    farm = start_farm(6, workers=2)
+    story = tmp_path / "story.yaml"  # a scenario step, for the fleet board's annotation
+    story.write_text(
+        "scenario:\n  steps:\n    - {at: 0s, set: {target: device-0005, point: load_pct, value: 1}}\n"
+    )
+    farm = start_farm(6, workers=2, extra=["--scenario", str(story)])
     try:
         farm.wait_ready()
         with (

@@ -16,6 +16,7 @@ time-driven point (sine, ramp...) holds it until its next update.
 
 from __future__ import annotations
 
+import math
 import struct
 
 from pydantic import BaseModel, Field
@@ -77,7 +78,9 @@ class PointValue(BaseModel):
     word_order: str
     writable: bool = Field(description="Whether Modbus clients may write it (the API may)")
     behaviour: str
-    value: int | float | str = Field(description="Its engineering value now")
+    value: int | float | str = Field(
+        description="Its engineering value now (a float that is not finite: 'nan', 'inf', '-inf')"
+    )
     registers: list[int] = Field(description="Its raw table entries")
 
 
@@ -269,6 +272,8 @@ def point_value(
     value: int | float | str = decoded
     if isinstance(decoded, float) and decoded.is_integer() and point.type not in _FLOATS:
         value = int(decoded)  # 230 V as 230, not 230.0: whole numbers of integer types
+    elif isinstance(decoded, float) and not math.isfinite(decoded):
+        value = str(decoded)  # JSON has no NaN: "nan", "inf", "-inf" (float() reads them)
     return PointValue(
         name=point.name,
         unit=point.unit_id,
