@@ -21,6 +21,7 @@ Four programs share this package; the folder tells which one runs a module:
     client.py the one client of the control API (the CLI, bench and users' own tests);
               fault_targets.py, its fault targets (Fleet, Glob, Fraction, ...).
     cli/      the `farm` command.
+    pytest_plugin.py  the `modbus_farm` fixture: farms for a test suite, through client.py.
     errors.py the errors a user can meet, each one line.
     limits.py the open-files limit, raised the same way by every program.
 

@@ -174,3 +174,24 @@ def test_a_scenario_file_of_its_own(tmp_path: Path) -> None:
     (tmp_path / "empty.yaml").write_text("seed: 1\n")
     with pytest.raises(ConfigError, match=r"empty\.yaml: has no scenario: section"):
         scenario_for_up(str(farm_path), str(tmp_path / "empty.yaml"), plan)
+
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def test_the_readme_scenario_plays_on_the_readme_fleet(tmp_path: Path) -> None:
+    readme = (ROOT / "README.md").read_text()
+    fleet = readme.split("## Describe your fleet")[1].split("```yaml")[1].split("```")[0]
+    story = readme.split("## Tell a story: scenarios")[1].split("```yaml")[1].split("```")[0]
+    assert yaml.safe_load(story) == yaml.safe_load(ISSUE_SCENARIO)  # as the issue wrote it
+    path = tmp_path / "plant.yaml"
+    path.write_text(fleet + story)
+    timeline = scenario_for_up(str(path), None, make_plan(str(path), None, None, None, 1))
+    assert timeline is not None and len(timeline.steps) == 5
+
+
+@pytest.mark.parametrize("story", sorted(p.name for p in (ROOT / "examples/scenarios").glob("*")))
+def test_example_scenarios_play_on_the_energy_meters(story: str) -> None:
+    meters = str(ROOT / "examples/energy-meter.yaml")
+    plan = make_plan(meters, None, None, None, 1)
+    assert scenario_for_up(meters, str(ROOT / "examples/scenarios" / story), plan)

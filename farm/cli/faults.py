@@ -3,6 +3,7 @@
     farm fault add delay --ms 300 --target device-0003
     farm fault add exception --code 6 --fleet meters --fraction 0.1 --seed 7 --for 30s
     farm fault add offline --target device-0005 --for 2s --in 10s
+    farm fault add stuck --target meter-0003 --point voltage_l1 --for 30s
     farm fault list
     farm fault clear 3          farm fault clear --all
 
@@ -27,8 +28,12 @@ from farm.errors import ConfigError, FarmError, exit_with
 out = Console(markup=False)  # server names, fault details are printed as they are
 SHOWN_NAMES = 3
 # Each kind's own options, as the API names them (the farm says which a kind does not take).
-_PARAMS = ("ms", "jitter_ms", "distribution", "code", "mode", "segments", "gap_ms")
-_UNSAID = {"jitter_ms": 0, "distribution": "fixed"}  # defaults not worth a word
+_PARAMS = (
+    "ms", "jitter_ms", "distribution", "code", "mode", "segments", "gap_ms",
+    "point", "value", "by", "rate", "factor", "side", "beyond", "margin", "period",
+)  # fmt: skip
+# Defaults not worth a word.
+_UNSAID = {"jitter_ms": 0, "distribution": "fixed", "side": "high", "beyond": "limits"}
 
 
 @click.group()
@@ -61,6 +66,17 @@ def fault() -> None:
 )
 @click.option("--segments", type=int, default=None, help="slice: pieces per answer [2].")
 @click.option("--gap-ms", type=float, default=None, help="slice: milliseconds between pieces.")
+@click.option("--point", default=None, help="Value faults: the point, by name.")
+@click.option(
+    "--value", default=None, help="stuck: at this; spike: to this; nan: nan, inf or -inf."
+)
+@click.option("--by", type=float, default=None, help="spike, offset: by this amount.")
+@click.option("--rate", type=float, default=None, help="drift: per second.")
+@click.option("--factor", type=float, default=None, help="scale: multiply by this.")
+@click.option("--side", type=click.Choice(["high", "low"]), default=None, help="out_of_range.")
+@click.option("--beyond", type=click.Choice(["limits", "type"]), default=None, help="out_of_range.")
+@click.option("--margin", type=float, default=None, help="out_of_range: past the limits by.")
+@click.option("--period", default=None, help="flap: toggles every period (500ms, 2s).")
 @click.option("--json", "as_json", is_flag=True, help="Print the fault as JSON.")
 @api_options
 def add(
@@ -94,6 +110,8 @@ def add(
         if value:
             target[key] = value
     body: dict[str, Any] = {key: value for key, value in params.items() if value is not None}
+    if "value" in body and kind != "nan":
+        body["value"] = _number_or_text(body["value"])
     if function_codes:
         body["function_codes"] = list(function_codes)
     if unit is not None:
@@ -187,7 +205,7 @@ def _params(fault: FaultInfo) -> str:
     shown = [
         f"{key}={_number(spec[key])}"
         for key in _PARAMS
-        if key in spec and _UNSAID.get(key, ...) != spec[key]
+        if spec.get(key) is not None and _UNSAID.get(key, ...) != spec[key]
     ]
     if spec.get("probability", 1) != 1:
         shown.append(f"probability={spec['probability']}")
@@ -196,6 +214,13 @@ def _params(fault: FaultInfo) -> str:
 
 def _number(value: Any) -> str:
     return f"{value:g}" if isinstance(value, float) else json.dumps(value).strip('"')
+
+
+def _number_or_text(text: str) -> float | str:
+    try:
+        return float(text)
+    except ValueError:
+        return text  # the farm says what it takes
 
 
 def _names(servers: tuple[str, ...]) -> str:
