@@ -1,0 +1,168 @@
+"""How soon a scenario step is in effect on 10,000 servers (issue 12: within 1 s of its time).
+
+    python3 -m benchmarks.bench_scenario [--servers 10000] [--workers 2] [--sample 200]
+
+Against a farm this starts on loopback (benchmarks.procs; its servers at 127.77.0.1 and up,
+one port, as `ip_start` addressing gives them: 10,000 consecutive free ports are rarely
+there on a shared machine), a scenario posted to its API plays two steps on the whole
+fleet:
+  1 s   stuck: every server's temperature_dc reads 4242 (a value fault, applied by workers)
+  3 s   offline for 2 s: every server's port closes (farm.master.switch, server by server)
+A Modbus client (raw MBAP on one socket each) watches `--sample` servers spread over the
+fleet; a step is in effect on a server when the client first sees it there (4242 read;
+connection refused). The figure is the last of those, counted from the step's time, which
+is counted from the moment the scenario was posted (so the API call's own time counts
+against the step, never for it).
+
+Prints the figures; nothing is asserted (tests hold behaviour, this holds numbers).
+"""
+
+from __future__ import annotations
+
+import argparse
+import ipaddress
+import socket
+import statistics
+import struct
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from benchmarks import procs
+from farm.client import FarmClient
+
+HOST = "127.0.0.1"
+FIRST_IP = "127.77.0.1"
+STUCK_AT, OFFLINE_AT, OFFLINE_FOR = 1.0, 3.0, 2.0
+READ = struct.Struct(">HHHBBHH")
+
+
+def read_point(sock: socket.socket, transaction: int) -> int:
+    """temperature_dc (input register 1) of one server, over a connection kept open."""
+    sock.sendall(READ.pack(transaction, 0, 6, 1, 4, 1, 1))
+    data = b""
+    while len(data) < 11:
+        chunk = sock.recv(64)
+        if not chunk:
+            raise ConnectionError("closed")
+        data += chunk
+    return int(struct.unpack(">H", data[9:11])[0])
+
+
+def addresses(count: int, port: int) -> list[tuple[str, int]]:
+    first = int(ipaddress.IPv4Address(FIRST_IP))
+    return [(str(ipaddress.IPv4Address(first + i)), port) for i in range(count)]
+
+
+def fleet_farm(servers: int, workers: int, directory: Path) -> procs.Server:
+    """`servers` default devices at 127.77.0.1... on one free port."""
+    port = procs.free_port_range(1)
+    api_port = procs.free_port_range(1)
+    config = directory / "fleet.yaml"
+    config.write_text(
+        "fleets:\n"
+        f"  - {{name: default, template: default, count: {servers}, "
+        f'name_pattern: "device-{{i:05d}}", addressing: {{ip_start: {FIRST_IP}, port: {port}}}}}\n'
+    )
+    command = [
+        sys.executable, "-m", "farm", "up", str(config), "--workers", str(workers),
+        "--api-port", str(api_port), "--log-level", "warning",
+    ]  # fmt: skip
+    return procs.Server(f"farm, {workers} workers", command, servers, port, api_port)
+
+
+def refused(address: tuple[str, int]) -> bool:
+    with socket.socket() as sock:
+        sock.settimeout(1)
+        try:
+            sock.connect(address)
+        except ConnectionRefusedError:
+            return True
+        except OSError:
+            return False
+    return False
+
+
+def run(servers: int, workers: int, sample: int) -> None:
+    with tempfile.TemporaryDirectory() as directory:
+        farm = procs.start(lambda: fleet_farm(servers, workers, Path(directory)))
+        measure(farm, servers, workers, sample)
+
+
+def measure(farm: procs.Server, servers: int, workers: int, sample: int) -> None:
+    try:
+        assert farm.api_port is not None
+        client = FarmClient(f"http://{HOST}:{farm.api_port}", timeout=60)
+        step = max(1, servers // sample)
+        ports = addresses(servers, farm.port_base)[::step][:sample]
+        sockets = [socket.create_connection(address, timeout=5) for address in ports]
+        scenario = {
+            "steps": [
+                {"at": f"{STUCK_AT}s", "fault": {"kind": "stuck", "fleet": "default",
+                                                "point": "temperature_dc", "value": 4242}},
+                {"at": f"{OFFLINE_AT}s", "for": f"{OFFLINE_FOR}s",
+                 "fault": {"kind": "offline", "fleet": "default"}},
+            ]
+        }  # fmt: skip
+        posted = time.monotonic()
+        client.play_scenario(scenario)
+        answered = time.monotonic() - posted
+        seen: dict[int, float] = {}
+        deadline = posted + STUCK_AT + 10
+        transaction = 0
+        while len(seen) < len(sockets) and time.monotonic() < deadline:
+            for number, sock in enumerate(sockets):
+                if number in seen:
+                    continue
+                transaction = (transaction + 1) & 0xFFFF
+                if read_point(sock, transaction) == 4242:
+                    seen[number] = time.monotonic() - posted - STUCK_AT
+        for sock in sockets:
+            sock.close()
+        while time.monotonic() < posted + OFFLINE_AT - 0.2:
+            time.sleep(0.01)
+        down: dict[int, float] = {}
+        deadline = posted + OFFLINE_AT + OFFLINE_FOR
+        while len(down) < len(ports) and time.monotonic() < deadline:
+            for number, port in enumerate(ports):
+                if number not in down and refused(port):
+                    down[number] = time.monotonic() - posted - OFFLINE_AT
+        print(f"  offline seen on {len(down)}/{len(ports)} watched", flush=True)
+        began = time.monotonic()
+        view = client.scenario()
+        print(f"  GET /api/v1/scenario then took {time.monotonic() - began:.1f} s", flush=True)
+        client.stop_scenario()
+    finally:
+        farm.stop()
+    print(f"{servers} servers, {workers} workers; POST /api/v1/scenario answered in "
+          f"{answered * 1e3:.0f} ms; a sample of {len(ports)} servers watched")  # fmt: skip
+    report("stuck on every server (value fault)", seen, len(ports))
+    report("offline on every server (ports closed)", down, len(ports))
+    errors = [step["error"] for step in view["steps"] if step.get("error")]
+    print(f"  steps that could not act: {errors or 'none'}")
+
+
+def report(what: str, lateness: dict[int, float], sample: int) -> None:
+    if not lateness:
+        print(f"  {what}: never seen")
+        return
+    values = sorted(lateness.values())
+    print(
+        f"  {what}: in effect on {len(values)}/{sample} watched, last {values[-1] * 1e3:.0f} ms "
+        f"after the step's time (median {statistics.median(values) * 1e3:.0f} ms, first "
+        f"{values[0] * 1e3:.0f} ms)"
+    )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--servers", type=int, default=10_000)
+    parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--sample", type=int, default=200)
+    args = parser.parse_args()
+    run(args.servers, args.workers, args.sample)
+
+
+if __name__ == "__main__":
+    main()
