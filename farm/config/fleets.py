@@ -18,9 +18,10 @@ from pathlib import Path
 
 from pydantic import ValidationError
 
-from farm.config.growth import FleetSpec, capacity
+from farm.config.growth import FleetSpec
 from farm.config.plan import ServerRequest, TlsSettings
 from farm.config.schema import (
+    AddressingModel,
     BehaviourModel,
     FarmModel,
     FleetModel,
@@ -412,10 +413,19 @@ class FarmFile:
                 name=fleet.name,
                 template=self.fleet_templates[index].name,
                 count=count,
-                capacity=capacity(fleet.addressing),
+                capacity=_capacity(fleet.addressing),
                 servers=functools.partial(
                     self._servers, index, fleet, template=self.fleet_templates[index].name
                 ),
             )
             for index, (fleet, count) in enumerate(zip(self.model.fleets, counts, strict=True))
         )
+
+
+def _capacity(addressing: AddressingModel) -> int:
+    """How many servers a fleet's addressing holds (as `FarmFile._servers` assigns them)."""
+    if addressing.port_start is not None:
+        return max(0, (addressing.port_end or 65535) - addressing.port_start + 1)
+    assert addressing.ip_start is not None
+    last = int(addressing.ip_end or ipaddress.IPv4Address("255.255.255.254"))
+    return max(0, last - int(addressing.ip_start) + 1)

@@ -1,22 +1,19 @@
 """How a fleet grows and shrinks: its next names and addresses, and how many it can hold.
 
-Pure data (farm.config). The plan lays out the servers a farm starts with; a `FleetSpec`
-remembers how each fleet made them, so `farm scale FLEET N` (farm.master.scale) and a
-scenario's scale step give new servers the fleet's next names and addresses, exactly as
-if the config had asked for N from the start, and a scenario can be checked against the
-fleet's address range (farm.config.scenario_check).
+Pure data (farm.config; no pydantic: the plan, which workers load, names it). The plan
+lays out the servers a farm starts with; a `FleetSpec` remembers how each fleet made them,
+so `farm scale FLEET N` (farm.master.scale) and a scenario's scale step give new servers
+the fleet's next names and addresses, exactly as if the config had asked for N from the
+start, and a scenario can be checked against the fleet's address range
+(farm.config.scenario_check).
 """
 
 from __future__ import annotations
 
-import ipaddress
 from collections.abc import Callable
 from dataclasses import dataclass
 
 from farm.config.plan import ServerRequest, TlsSettings, Transport
-from farm.config.schema import AddressingModel
-
-_LAST_IP = int(ipaddress.IPv4Address("255.255.255.254"))
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -31,15 +28,6 @@ class FleetSpec:
 
     def names(self, count: int) -> list[str]:
         return [request.name for request in self.servers(count)]
-
-
-def capacity(addressing: AddressingModel) -> int:
-    """How many servers a fleet's addressing holds (as farm.config.fleets assigns them)."""
-    if addressing.port_start is not None:
-        return max(0, (addressing.port_end or 65535) - addressing.port_start + 1)
-    assert addressing.ip_start is not None
-    last = int(addressing.ip_end) if addressing.ip_end else _LAST_IP
-    return max(0, last - int(addressing.ip_start) + 1)
 
 
 def default_fleet(
