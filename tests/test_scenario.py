@@ -18,7 +18,7 @@ from pymodbus.client import ModbusTcpClient
 
 from farm.client import FarmAPIError, FarmClient
 from farm.config.selection import pick_fraction
-from tests.conftest import start_config_farm
+from tests.conftest import ready_config_farm
 from tests.farmproc import HOST, FarmProcess, wait_for
 
 pytestmark = pytest.mark.timeout(120)
@@ -48,9 +48,8 @@ fleets:
 @pytest.fixture(scope="module")
 def farm() -> Iterator[FarmProcess]:
     with tempfile.TemporaryDirectory() as directory:
-        running = start_config_farm(config, SERVERS, directory)
+        running = ready_config_farm(config, SERVERS, directory)
         try:
-            running.wait_ready()
             yield running
         finally:
             code, _, stderr = running.stop()
