@@ -35,7 +35,7 @@ from typing import Any
 import pytest
 import yaml
 
-from farm.client import FarmAPIError, FarmClient
+from farm.client import FarmClient
 from farm.config.schema import read
 from farm.errors import FarmError
 
@@ -172,21 +172,11 @@ def _wait_ready(farm: RunningFarm, timeout: float) -> None:
         if farm.process.poll() is not None:
             raise FarmError(f"farm up exited with {farm.process.returncode}: {farm.log()[-2000:]}")
         with contextlib.suppress(FarmError):
-            if _ready(farm.client):
+            if farm.client.ready():
                 return
         time.sleep(0.1)
     _stop(farm)
     raise FarmError(f"the farm was not ready after {timeout:g} s: {farm.log()[-2000:]}")
-
-
-def _ready(client: FarmClient) -> bool:
-    try:
-        return client.ready()
-    except FarmAPIError as error:
-        if error.status != 404:
-            raise
-    status = client.status()  # a farm without /api/v1/ready
-    return bool(status["servers_ready"] == status["servers_total"])
 
 
 def _stop(farm: RunningFarm) -> str:
