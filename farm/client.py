@@ -132,6 +132,45 @@ class Switched:
     state: str
 
 
+class PointTarget:
+    """One point of a device, as a SCADA maps it (see farm.config.targets)."""
+
+    name: str
+    unit_id: int
+    table: str
+    address: int
+    count: int
+    type: str
+    byte_order: str
+    word_order: str
+    scale: float
+    writable: bool
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class DeviceTarget:
+    """One device as a SCADA imports it: where it answers, its unit ids and its points."""
+
+    index: int  # in the whole fleet: the same whichever shard serves it
+    name: str
+    fleet: str
+    ip: str
+    port: int
+    template: str
+    unit_ids: tuple[int, ...]
+    points: tuple[PointTarget, ...]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class DeviceList:
+    """A farm's devices, and which shard of the fleet the farm serves."""
+
+    shard_index: int
+    shard_count: int
+    fleet_total: int
+    devices: tuple[DeviceTarget, ...]
+
+
 class FarmClient:
     """A farm's control API at `url` (http://HOST:PORT), with the token mutating calls need."""
 
@@ -308,6 +347,35 @@ class FarmClient:
             if server.up and transport in (None, server.transport)
         ]
 
+    def device_list(self) -> DeviceList:
+        """Every device this farm serves, with its points (GET /api/v1/targets)."""
+        body = self.request("GET", "/api/v1/targets")
+        try:
+            templates = {
+                name: (
+                    tuple(int(u) for u in row["unit_ids"]),
+                    tuple(PointTarget(**point) for point in row["points"]),
+                )
+                for name, row in body["templates"].items()
+            }
+            devices = tuple(
+                DeviceTarget(
+                    **device,
+                    unit_ids=templates[device["template"]][0],
+                    points=templates[device["template"]][1],
+                )
+                for device in body["devices"]
+            )
+            shard = body["shard"]
+            return DeviceList(
+                shard_index=int(shard["index"]),
+                shard_count=int(shard["count"]),
+                fleet_total=int(shard["fleet_total"]),
+                devices=devices,
+            )
+        except (TypeError, KeyError, ValueError, AttributeError) as exc:
+            raise FarmError(f"{self.url}/api/v1/targets does not list devices ({exc!r})") from exc
+
     def shutdown(self) -> None:
         """Ask the farm to stop gracefully (returns at once; the farm stops meanwhile)."""
         self.request("POST", "/api/v1/shutdown", {})
@@ -428,3 +496,17 @@ def api_options(command: F) -> F:
         return command(*args, client=FarmClient.at(api_host, api_port, api_token), **kwargs)
 
     return cast(F, api_host_option(api_port_option(api_token_option(wrapper))))
+
+
+farms_option = click.option(
+    "--farm",
+    "farms",
+    multiple=True,
+    metavar="HOST:PORT",
+    help="Control API of one farm or shard (repeatable); replaces --api-host/--api-port.",
+)
+
+
+def farm_clients(client: FarmClient, farms: tuple[str, ...]) -> list[FarmClient]:
+    """One client per `--farm HOST:PORT` (with the token of `client`), or `client` alone."""
+    return [FarmClient(f"http://{api}", client.token) for api in farms] or [client]

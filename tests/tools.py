@@ -1,7 +1,7 @@
 """The programs written by others that the tests drive: one rule for all of them.
 
 scripts/test installs every one (Debian's mbpoll, prometheus with its promtool, tshark,
-chromium, socat, nmap), so a missing program is a broken test machine: the test that needs
+chromium, socat, nmap, iproute2), so a missing program is a broken test machine: the test that needs
 it fails, saying which package to install. Nothing is skipped.
 """
 
@@ -19,6 +19,8 @@ PACKAGES = {
     "chromium": "chromium",
     "socat": "socat",
     "nmap": "nmap",
+    "ip": "iproute2",
+    "setpriv": "util-linux",
 }
 
 

@@ -3,7 +3,8 @@
 Not part of the farm's data flow: it is a client, like a real master, and it knows the farm
 only through the control API (`GET /api/v1/servers`) when no explicit `--target` is given.
 
-    farm bench [--api-port A | --target HOST:PORT[-PORT] ...] [--connections C]
+    farm bench [--api-port A | --farm HOST:PORT ... | --target HOST:PORT[-PORT] ...]
+               [--connections C]
                [--rate R] [--depth D] [--mix 3:80,16:20] [--duration S] [--processes P]
                [--transport tcp|rtu-over-tcp|udp|tls [--certs DIR]] [--json]
 
@@ -37,7 +38,7 @@ from farm.bench.latency import Histogram
 from farm.bench.loadgen import LoadResult, LoadSpec, Snapshot, run_load
 from farm.bench.spec import BenchOptions, parse_mix, parse_targets, split
 from farm.bench.transports import ClientTls
-from farm.client import FarmClient, api_options
+from farm.client import FarmClient, api_options, farm_clients, farms_option
 from farm.config.plan import TRANSPORTS
 from farm.errors import ConfigError, FarmError, exit_with
 from farm.limits import raise_open_files_limit
@@ -162,6 +163,7 @@ def live_view(snapshot: Snapshot, duration_s: float) -> Text:
 @click.command()
 @click.option("--target", "-t", "target_texts", multiple=True, help="HOST:PORT[-PORT]; repeatable.")
 @api_options
+@farms_option
 @click.option("--connections", "-c", default=50, show_default=True, help="TCP connections.")
 @click.option("--rate", "-r", type=float, default=None, help="Open loop: requests/s in total.")
 @click.option(
@@ -194,6 +196,7 @@ def live_view(snapshot: Snapshot, duration_s: float) -> Text:
 def bench(
     target_texts: tuple[str, ...],
     client: FarmClient,
+    farms: tuple[str, ...],
     connections: int,
     rate: float | None,
     depth: int,
@@ -217,7 +220,9 @@ def bench(
         )
         options = replace(options, transport=transport, tls=client_tls(transport, certs))
         pdus = parse_mix(mix, address, quantity)
-        targets = parse_targets(target_texts) if target_texts else client.targets(transport)
+        targets = parse_targets(target_texts) or [
+            target for each in farm_clients(client, farms) for target in each.targets(transport)
+        ]
         if not targets:
             raise FarmError(f"no server to load: the farm reports no {transport} server up")
         specs = split(targets, pdus, options)

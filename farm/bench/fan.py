@@ -28,6 +28,7 @@ from farm.errors import FarmError
 from farm.limits import raise_open_files_limit
 
 SPAWN_TIMEOUT_S = 30.0  # for a child to import, connect and say ready
+CONNECT_S = 0.005  # more of it per connection to open, on a machine shared with the farm
 GO_TIMEOUT_S = 60.0
 
 
@@ -75,8 +76,11 @@ def run_processes(
         theirs.close()
         processes.append(process)
         conns.append(ours)
+    # Opening connections takes time in proportion to their number (10,000 a process is
+    # seconds of CPU, more on a busy machine): the bound grows with it.
     bound = SPAWN_TIMEOUT_S + max(
-        s.duration_s + 2 * s.timeout_s + s.connect_timeout_s for s in specs
+        s.duration_s + 2 * s.timeout_s + s.connect_timeout_s + CONNECT_S * len(s.targets)
+        for s in specs
     )
     try:
         return _conduct(conns, on_progress, time.monotonic() + bound)

@@ -39,8 +39,11 @@ from farm.cli.certs import certs as certs_command
 from farm.cli.control import get, server, servers, set_values
 from farm.cli.faults import fault
 from farm.cli.inspect import make_plan, plan_command, validate
+from farm.cli.net import bind_privilege_problem, net
 from farm.cli.prometheus_config import prometheus_config
 from farm.cli.scenario import scale, scenario, scenario_for_up
+from farm.cli.sharding import ShardChoice, shard_options
+from farm.cli.targets import targets
 from farm.client import (
     FarmClient,
     api_host_option,
@@ -48,8 +51,9 @@ from farm.client import (
     api_port_option,
     api_token_option,
 )
-from farm.config.plan import TRANSPORTS, Transport
-from farm.errors import FarmError, FarmUnreachable, exit_with
+from farm.config.plan import TRANSPORTS, Plan, Transport
+from farm.config.shards import FleetSlice
+from farm.errors import ConfigError, FarmError, FarmUnreachable, exit_with
 from farm.master.run import MasterOptions, ReadySummary, serve
 
 # Markup off: what these print carries user text (names, addresses, file names) that may
@@ -113,6 +117,7 @@ def main() -> None:
     default=None,
     help="Play this file's scenario [default: FILE's scenario: section, if any].",
 )
+@shard_options(need_index=True)
 def up(
     file: str | None,
     count: int | None,
@@ -129,12 +134,20 @@ def up(
     metrics_host: str | None,
     log_level: str,
     scenario_file: str | None,
+    shard: ShardChoice | None,
 ) -> None:
-    """Start the farm (from FILE, or COUNT default devices) until Ctrl-C or SIGTERM."""
+    """Start the farm (from FILE, or COUNT default devices) until Ctrl-C or SIGTERM.
+
+    With --shard-index I --shard-count N, serve only shard I of the fleet: N farms started
+    the same way with I = 0..N-1 serve it exactly once.
+    """
     _setup_logging(log_level)
     try:
-        plan = make_plan(file, count, host, port_base, workers, transport, certs)
+        plan = make_plan(file, count, host, port_base, workers, transport, certs, shard)
         timeline = scenario_for_up(file, scenario_file, plan)
+        problem = bind_privilege_problem(spec.port for spec in plan.servers())
+        if problem is not None:
+            raise ConfigError(problem)
         options = MasterOptions(
             scenario=timeline,
             api_host=api_host,
@@ -144,7 +157,7 @@ def up(
             metrics_host=metrics_host,
             metrics_port=metrics_port,
         )
-        _run_up(plan.servers_total, lambda progress, ready: serve(plan, options, progress, ready))
+        _run_up(plan, lambda progress, ready: serve(plan, options, progress, ready))
     except FarmError as error:
         exit_with(error)
     except KeyboardInterrupt:
@@ -159,7 +172,7 @@ ReadyCallback = Callable[[ReadySummary], None]
 
 
 def _run_up(
-    total: int, make: Callable[[ProgressCallback, ReadyCallback], Coroutine[Any, Any, None]]
+    plan: Plan, make: Callable[[ProgressCallback, ReadyCallback], Coroutine[Any, Any, None]]
 ) -> None:
     progress = Progress(
         TextColumn("starting servers"),
@@ -169,20 +182,20 @@ def _run_up(
         console=err,
         transient=True,
     )
-    task = progress.add_task("servers", total=total)
+    task = progress.add_task("servers", total=plan.servers_total)
 
     def on_progress(up: int, total: int) -> None:
         progress.update(task, completed=up)
 
     def on_ready(summary: ReadySummary) -> None:
         progress.stop()
-        _print_summary(summary)
+        _print_summary(summary, plan.fleet_slice)
 
     with progress, asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
         runner.run(make(on_progress, on_ready))
 
 
-def _print_summary(summary: ReadySummary) -> None:
+def _print_summary(summary: ReadySummary, part: FleetSlice) -> None:
     out.print(
         Text.assemble(
             ("farm ready", "bold green"),
@@ -191,6 +204,12 @@ def _print_summary(summary: ReadySummary) -> None:
         highlight=False,
     )
     out.print(f"  servers  {summary.addresses}", highlight=False)
+    if not part.whole:
+        out.print(
+            f"  shard    {part.index} of {part.count}: servers {part.start}-{part.stop - 1} "
+            f"of a fleet of {part.total}",
+            highlight=False,
+        )
     pids = ", ".join(str(pid) for pid in summary.pids)
     out.print(f"  workers  {summary.workers} (pids {pids})", highlight=False)
     out.print(f"  api      {summary.api_url}", highlight=False)
@@ -270,3 +289,5 @@ main.add_command(fault)
 main.add_command(certs_command)
 main.add_command(scenario)
 main.add_command(scale)
+main.add_command(targets)
+main.add_command(net)

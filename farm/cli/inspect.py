@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 from collections import Counter
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import click
@@ -18,9 +18,18 @@ from rich.table import Table as RichTable
 
 from farm.cli.scenario import describe as describe_scenario
 from farm.cli.scenario import scenario_for_up
+from farm.cli.sharding import ShardChoice, shard_options
 from farm.config.fleets import load
-from farm.config.growth import default_fleet
-from farm.config.plan import Plan, TlsSettings, Transport, build_plan, default_servers
+from farm.config.growth import FleetSpec, default_fleet
+from farm.config.plan import (
+    Plan,
+    ServerRequest,
+    TlsSettings,
+    Transport,
+    build_plan,
+    default_servers,
+)
+from farm.config.shards import fleet_slice, fleet_slices
 from farm.config.templates import TABLES_SHORT, DeviceTemplate, UnitLayout, default_template
 from farm.errors import ConfigError, FarmError, exit_with
 from farm.master.listeners import describe
@@ -32,37 +41,25 @@ out = Console(markup=False)  # file, fleet and template names are printed as the
 FLAGS = {"count": "--count", "port_base": "--port-base", "workers": "--workers"}
 
 
-def make_plan(
+@dataclass(frozen=True, slots=True)
+class Fleet:
+    """The whole fleet, before any shard takes its slice."""
+
+    templates: dict[str, DeviceTemplate]
+    requests: list[ServerRequest]
+    seed: int
+    fleets: tuple[FleetSpec, ...]  # how each fleet grows and shrinks (farm.config.growth)
+
+
+def expand(
     file: str | None,
     count: int | None,
     host: str | None,
     port_base: int | None,
-    workers: int | None,
     transport: Transport | None = None,
     certs: str | None = None,
-) -> Plan:
-    """The plan for `farm up/plan`: a config file, or `count` built-in default devices."""
-    try:
-        return _make_plan(file, count, host, port_base, workers, transport, certs)
-    except ConfigError as error:
-        if not error.about:
-            raise
-        flags = ", ".join(FLAGS[name] for name in error.about)
-        raise ConfigError(f"{flags}: {error}") from error
-
-
-def _make_plan(
-    file: str | None,
-    count: int | None,
-    host: str | None,
-    port_base: int | None,
-    workers: int | None,
-    transport: Transport | None,
-    certs: str | None,
-) -> Plan:
-    if workers is None:
-        # The CPUs this process may run on (taskset, a container's cpuset), not all there are.
-        workers = len(os.sched_getaffinity(0)) or 1
+) -> Fleet:
+    """The whole fleet: a config file, or `count` built-in default devices."""
     if file is None:
         template = default_template()
         count = 100 if count is None else count
@@ -70,9 +67,8 @@ def _make_plan(
         port_base = 5020 if port_base is None else port_base
         tls = tls_from(certs, transport or "tcp")
         requests = default_servers(count, host, port_base, template.name, transport or "tcp", tls)
-        plan = build_plan(requests, {template.name: template}, workers)
         fleet = default_fleet(count, host, port_base, template.name, transport or "tcp", tls)
-        return replace(plan, fleets=(fleet,))
+        return Fleet({template.name: template}, requests, 0, (fleet,))
     if host is not None or port_base is not None or transport is not None:
         raise ConfigError(
             "--host, --port-base and --transport apply only without a config file "
@@ -82,8 +78,42 @@ def _make_plan(
     templates, requests = farm_file.expand(count)
     if not requests:
         raise ConfigError(f"{file}: the fleets hold no servers (every count is 0)")
-    plan = build_plan(requests, templates, workers, seed=farm_file.seed)
-    return replace(plan, fleets=farm_file.fleet_specs(farm_file.counts(count)))
+    specs = farm_file.fleet_specs(farm_file.counts(count))
+    return Fleet(templates, requests, farm_file.seed, specs)
+
+
+def make_plan(
+    file: str | None,
+    count: int | None,
+    host: str | None,
+    port_base: int | None,
+    workers: int | None,
+    transport: Transport | None = None,
+    certs: str | None = None,
+    shard: ShardChoice | None = None,
+) -> Plan:
+    """The plan for `farm up/plan`: a config file, or `count` built-in default devices.
+
+    With `shard`, the whole fleet is expanded and the plan keeps that shard's slice.
+    """
+    try:
+        if workers is None:
+            # The CPUs this process may run on (taskset, a container's cpuset), not all there are.
+            workers = len(os.sched_getaffinity(0)) or 1
+        fleet = expand(file, count, host, port_base, transport, certs)
+        part = None
+        if shard is not None:
+            assert shard.index is not None
+            part = fleet_slice(len(fleet.requests), shard.index, shard.count)
+        plan = build_plan(fleet.requests, fleet.templates, workers, fleet.seed, part)
+        # A shard does not grow its fleet: its next names and addresses are another
+        # shard's servers (growth sees no fleet, as for a plan made without one).
+        return replace(plan, fleets=fleet.fleets if part is None else ())
+    except ConfigError as error:
+        if not error.about:
+            raise
+        flags = ", ".join(FLAGS[name] for name in error.about)
+        raise ConfigError(f"{flags}: {error}") from error
 
 
 CERT_FILES = {"certificate": "server.pem", "key": "server.key", "client_ca": "ca.pem"}
@@ -182,30 +212,66 @@ def validate(file: str, count: int | None, scenario_file: str | None) -> None:
 @click.option(
     "--servers", "every_server", is_flag=True, help="List every server, not one row per worker."
 )
+@shard_options(need_index=False)
 def plan_command(
-    file: str | None, count: int | None, workers: int | None, every_server: bool
+    file: str | None,
+    count: int | None,
+    workers: int | None,
+    every_server: bool,
+    shard: ShardChoice | None,
 ) -> None:
-    """Dry run: the servers, their addresses and each worker's shard; binds nothing."""
+    """Dry run: the servers, their addresses and each worker's shard; binds nothing.
+
+    With --shard-count N alone: each shard's slice of the fleet; with --shard-index too: that
+    shard's workers.
+    """
     try:
-        plan = make_plan(file, count, None, None, workers)
+        if shard is not None and shard.index is None:
+            _print_slices(file, count, shard.count)
+            return
+        plan = make_plan(file, count, None, None, workers, shard=shard)
     except FarmError as error:
         exit_with(error)
     if every_server:
         rows = RichTable("server", "fleet", "address", "worker")
-        for shard in plan.shards:
-            for spec in shard.servers:
-                rows.add_row(spec.name, spec.fleet, spec.address, str(shard.worker))
+        for worker in plan.shards:
+            for spec in worker.servers:
+                rows.add_row(spec.name, spec.fleet, spec.address, str(worker.worker))
         out.print(rows)
         return
     table = RichTable("worker", "servers", "fleets", "addresses", "bank memory")
-    for shard in plan.shards:
-        fleets = Counter(spec.fleet for spec in shard.servers)
+    for worker in plan.shards:
+        fleets = Counter(spec.fleet for spec in worker.servers)
         table.add_row(
-            str(shard.worker),
-            str(len(shard.servers)),
+            str(worker.worker),
+            str(len(worker.servers)),
             ", ".join(f"{name} {n}" for name, n in fleets.items()),
-            span([(s.host, s.port) for s in shard.servers]),
-            f"{shard.bank_bytes / 1024:.0f} KiB",
+            span([(s.host, s.port) for s in worker.servers]),
+            f"{worker.bank_bytes / 1024:.0f} KiB",
         )
     out.print(table)
-    out.print(f"{plan.servers_total} servers on {len(plan.shards)} workers", highlight=False)
+    part = plan.fleet_slice
+    where = ""
+    if not part.whole:
+        where = (
+            f" (shard {part.index} of {part.count}: "
+            f"servers {part.start}-{part.stop - 1} of {part.total})"
+        )
+    out.print(f"{plan.servers_total} servers on {len(plan.shards)} workers{where}", highlight=False)
+
+
+def _print_slices(file: str | None, count: int | None, shards: int) -> None:
+    """One row per shard: which servers it serves, by index, name and address."""
+    requests = expand(file, count, None, None).requests
+    table = RichTable("shard", "servers", "indices", "names", "addresses")
+    for part in fleet_slices(len(requests), shards):
+        mine = requests[part.start : part.stop]
+        table.add_row(
+            str(part.index),
+            str(part.servers),
+            f"{part.start}-{part.stop - 1}",
+            f"{mine[0].name} … {mine[-1].name}" if len(mine) > 1 else mine[0].name,
+            span([(r.host, r.port) for r in mine]),
+        )
+    out.print(table)
+    out.print(f"{len(requests)} servers in {shards} shards", highlight=False)

@@ -20,7 +20,8 @@ from urllib.parse import urlsplit
 import click
 import yaml
 
-from farm.client import FarmClient, api_options
+from farm.cli.sharding import ShardSeen, check_cover
+from farm.client import FarmClient, api_options, farm_clients, farms_option
 from farm.errors import ConfigError, FarmError, exit_with
 
 _DURATION = re.compile(r"^([1-9][0-9]*)(ms|s|m|h)$")
@@ -35,6 +36,7 @@ class FarmTarget:
     metrics: str  # host:port Prometheus scrapes
     path: str
     servers: int
+    shard: ShardSeen | None = None  # None: not said (a farm before shards)
 
 
 def scrape_interval_for(servers: int) -> str:
@@ -59,6 +61,8 @@ def describe_farm(client: FarmClient, target_host: str | None = None) -> FarmTar
     try:
         metrics_url = str(status["metrics_urls"][0])
         servers = int(status["servers_total"])
+        part = status.get("shard") or {"index": 0, "count": 1, "fleet_total": servers}
+        shard = ShardSeen(client.netloc, part["index"], part["count"], part["fleet_total"])
     except (ValueError, KeyError, IndexError, TypeError) as exc:
         raise FarmError(f"{client.url} does not describe a farm's metrics ({exc!r})") from exc
     parts = urlsplit(metrics_url)
@@ -68,7 +72,9 @@ def describe_farm(client: FarmClient, target_host: str | None = None) -> FarmTar
     elif host in _WILDCARDS:
         host = urlsplit(client.url).hostname or "127.0.0.1"  # reachable as the API was
     netloc = f"[{host}]" if ":" in host else host
-    return FarmTarget(metrics=f"{netloc}:{parts.port}", path=parts.path, servers=servers)
+    return FarmTarget(
+        metrics=f"{netloc}:{parts.port}", path=parts.path, servers=servers, shard=shard
+    )
 
 
 def render_config(targets: list[FarmTarget], job: str, interval: str | None = None) -> str:
@@ -98,13 +104,7 @@ def render_config(targets: list[FarmTarget], job: str, interval: str | None = No
 
 @click.command(name="prometheus-config")
 @api_options
-@click.option(
-    "--farm",
-    "farms",
-    multiple=True,
-    metavar="HOST:PORT",
-    help="Control API of one farm or shard (repeatable); replaces --api-host/--api-port.",
-)
+@farms_option
 @click.option(
     "--target-host",
     default=None,
@@ -127,11 +127,14 @@ def prometheus_config(
     try:
         if scrape_interval is not None:
             seconds(scrape_interval)  # raises ConfigError for what is not a duration
-        clients = [FarmClient(f"http://{api}", client.token) for api in farms] or [client]
+        clients = farm_clients(client, farms)
         targets = [describe_farm(each, target_host) for each in clients]
         paths = {target.path for target in targets}
         if len(paths) > 1:
             raise FarmError(f"the farms serve metrics on different paths: {sorted(paths)}")
+        warning = check_cover([t.shard for t in targets if t.shard is not None])
+        if warning is not None:
+            click.echo(f"farm: warning: {warning}", err=True)
     except FarmError as error:
         exit_with(error)
     click.echo(render_config(targets, job, scrape_interval), nl=False)

@@ -47,6 +47,27 @@ from farm.config.templates import (
 from farm.errors import ConfigError
 
 
+def ip_range(addressing: AddressingModel) -> tuple[int, int]:
+    """First and last address (as integers) a fleet addressed by IP may take.
+
+    A subnet gives its host addresses (not the network and broadcast addresses, which a
+    SCADA could not reach as a device), from ip_start and up to ip_end when given.
+    """
+    subnet = addressing.subnet
+    if subnet is None:
+        assert addressing.ip_start is not None
+        first, last = int(addressing.ip_start), int(ipaddress.IPv4Address("255.255.255.254"))
+    elif subnet.prefixlen >= 31:
+        first, last = int(subnet.network_address), int(subnet.broadcast_address)
+    else:
+        first, last = int(subnet.network_address) + 1, int(subnet.broadcast_address) - 1
+    if addressing.ip_start is not None:
+        first = int(addressing.ip_start)
+    if addressing.ip_end is not None:
+        last = int(addressing.ip_end)
+    return first, last
+
+
 def load(path: str | Path) -> FarmFile:
     """Read and validate a config file; raises ConfigError."""
     source = Path(path)
@@ -333,20 +354,18 @@ class FarmFile:
                 (addressing.host, addressing.port_start + i) for i in range(min(count, capacity))
             ]
         else:
-            assert addressing.ip_start is not None
-            first = int(addressing.ip_start)
-            last = (
-                int(addressing.ip_end)
-                if addressing.ip_end
-                else int(ipaddress.IPv4Address("255.255.255.254"))
-            )
+            first, last = ip_range(addressing)
             if last < first:
                 raise self.fail(
                     f"{where}.addressing.ip_end",
-                    f"found {addressing.ip_end}, expected at least ip_start {addressing.ip_start}",
+                    f"found {addressing.ip_end}, expected at least "
+                    f"{addressing.ip_start or 'the subnet start'}",
                 )
             capacity = last - first + 1
-            field, unit = "ip_end" if addressing.ip_end else "ip_start", "addresses"
+            field = "ip_end" if addressing.ip_end else "ip_start"
+            if addressing.subnet is not None and not addressing.ip_end:
+                field = "subnet"
+            unit = "addresses"
             addresses = [
                 (str(ipaddress.IPv4Address(first + i)), addressing.port)
                 for i in range(min(count, capacity))
@@ -379,6 +398,28 @@ class FarmFile:
             )
             for name, (host, port) in zip(names, addresses, strict=True)
         ]
+
+    def routed_networks(self, total: int | None = None) -> list[ipaddress.IPv4Network]:
+        """The networks, outside 127.0.0.0/8, that the fleets' own addresses fill.
+
+        What the AnyIP route must make local on the farm host and what a SCADA host must
+        route to it (`farm net plan`): each fleet's subnet, or the smallest networks that
+        cover its ip_start..ip_end range.
+        """
+        loopback = ipaddress.IPv4Network("127.0.0.0/8")
+        found: list[ipaddress.IPv4Network] = []
+        for fleet, count in zip(self.model.fleets, self.counts(total), strict=True):
+            addressing = fleet.addressing
+            if addressing.subnet is not None:
+                networks = [addressing.subnet]
+            elif addressing.ip_start is not None and count > 0:
+                first, last = ip_range(addressing)
+                end = ipaddress.IPv4Address(min(last, first + count - 1))
+                networks = list(ipaddress.summarize_address_range(addressing.ip_start, end))
+            else:
+                continue
+            found.extend(n for n in networks if not n.subnet_of(loopback))
+        return list(ipaddress.collapse_addresses(found))
 
     def _check_unique(self, requests: list[ServerRequest]) -> None:
         fleets = {f.name: i for i, f in enumerate(self.model.fleets)}

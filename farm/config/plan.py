@@ -32,6 +32,7 @@ from collections import Counter
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Literal
 
+from farm.config.shards import FleetSlice, whole_fleet
 from farm.config.templates import DeviceTemplate, Point, Table, UnitLayout
 from farm.errors import ConfigError
 
@@ -177,6 +178,9 @@ class Shard:
 class Plan:
     templates: dict[str, DeviceTemplate]
     shards: tuple[Shard, ...]
+    # The part of the fleet this farm serves, when the fleet runs as several farms
+    # (farm.config.shards); the whole fleet otherwise.
+    fleet_slice: FleetSlice
     # How each fleet grows and shrinks at runtime (farm.config.growth); () when unknown.
     fleets: tuple[FleetSpec, ...] = ()
     seed: int = 0  # the farm's seed: a server's own seed comes from it and its name
@@ -246,17 +250,25 @@ def build_plan(
     templates: dict[str, DeviceTemplate],
     workers: int,
     seed: int = 0,
+    fleet_slice: FleetSlice | None = None,
 ) -> Plan:
-    """Shard the requested servers over `workers` workers (fewer if there are fewer servers)."""
+    """Shard the requested servers over `workers` workers (fewer if there are fewer servers).
+
+    With `fleet_slice`, `requests` is the whole fleet and the plan holds only that slice,
+    each server keeping its index in the whole fleet.
+    """
     if workers < 1:
         raise ConfigError(f"a farm needs at least 1 worker, got {workers}", about=("workers",))
-    workers = min(workers, len(requests))
-    indexed = list(enumerate(requests))  # server i goes to worker i mod W
+    part = fleet_slice or whole_fleet(len(requests))
+    # Each server keeps its index in the whole fleet; server i of the slice goes to worker
+    # i mod W.
+    indexed = list(enumerate(requests))[part.start : part.stop]
+    workers = min(workers, len(indexed))
     empty = [Shard(worker=worker, servers=(), blocks=()) for worker in range(workers)]
     shards = tuple(
         add_servers(shard, indexed[shard.worker :: workers], templates, seed) for shard in empty
     )
-    return Plan(templates=dict(templates), shards=shards, seed=seed)
+    return Plan(templates=dict(templates), shards=shards, seed=seed, fleet_slice=part)
 
 
 def add_servers(

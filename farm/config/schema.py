@@ -15,7 +15,14 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from farm.config.templates import (
     BehaviourKind,
@@ -138,21 +145,50 @@ class TemplateModel(Strict):
 
 
 class AddressingModel(Strict):
-    """Either a port range on one host, or a range of addresses all on one port."""
+    """A port range on one host, a range of addresses on one port, or a subnet's addresses.
+
+    With `subnet`, each device takes the next host address of the subnet (`ip_start`, if
+    given, is the first one): a SCADA then reaches every device at its own IP on `port`, once
+    the subnet is local to the farm host (`farm net plan`).
+    """
 
     host: str = "127.0.0.1"
     port_start: int | None = Field(None, ge=1, le=65535)
     port_end: int | None = Field(None, ge=1, le=65535)
+    subnet: ipaddress.IPv4Network | None = None
     ip_start: ipaddress.IPv4Address | None = None
     ip_end: ipaddress.IPv4Address | None = None
     port: int = Field(502, ge=1, le=65535)
 
+    @field_validator("subnet", mode="before")
+    @classmethod
+    def _network(cls, value: Any) -> Any:
+        # pydantic's own message ("not a valid IPv4 network") hides the usual slip: an
+        # address with its host bits set, such as 10.77.0.1/16.
+        if isinstance(value, str):
+            try:
+                ipaddress.IPv4Network(value)
+            except ValueError as exc:
+                try:
+                    network = ipaddress.IPv4Network(value, strict=False)
+                except ValueError:
+                    raise ValueError(f"{value!r} is not an IPv4 network ({exc})") from None
+                raise ValueError(f"{value} has host bits set; the network is {network}") from None
+        return value
+
     @model_validator(mode="after")
     def _one_mode(self) -> AddressingModel:
-        if (self.port_start is None) == (self.ip_start is None):
+        by_ip = self.ip_start is not None or self.subnet is not None
+        if (self.port_start is None) == (not by_ip):
             raise ValueError(
-                "give port_start (a port range on host) or ip_start (addresses on port)"
+                "give port_start (a port range on host), or subnet or ip_start "
+                "(an address each, on port)"
             )
+        if self.subnet is not None:
+            for name in ("ip_start", "ip_end"):
+                address = getattr(self, name)
+                if address is not None and address not in self.subnet:
+                    raise ValueError(f"{name} {address} is outside subnet {self.subnet}")
         return self
 
 

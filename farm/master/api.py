@@ -11,6 +11,8 @@ are JSON `{"error": "..."}` with a message that says what to fix. Every mutating
     GET  /api/v1/ready          200 when every server is up, 503 before (for probes)
     GET  /api/v1/servers...     servers, values, stop/start (farm.master.api_servers, api_values)
     POST /api/v1/shutdown       stop the farm gracefully
+    GET  /api/v1/targets        every device as a SCADA imports it (farm.master.api_targets)
+    GET  /api/v1/live           200 while the master runs and workers heartbeat (master.probes)
     GET  /api/v1/openapi.json   the OpenAPI 3.1 document of every route here
     GET  /metrics               Prometheus text format (also alone on `--metrics-port`)
     GET  /                      the fleet view, a live page (farm.master.pages, fleetview)
@@ -35,6 +37,7 @@ from farm.master.access import guard
 from farm.master.api_faults import fault_routes
 from farm.master.api_scenario import scenario_routes
 from farm.master.api_servers import server_routes
+from farm.master.api_targets import targets_route
 from farm.master.api_values import value_routes
 from farm.master.faults import FaultTable
 from farm.master.fleetview import FleetView, ViewSources
@@ -42,6 +45,7 @@ from farm.master.inventory import Inventory
 from farm.master.metrics import CONTENT_TYPE, FarmMetrics
 from farm.master.openapi import openapi_route
 from farm.master.pages import add_view
+from farm.master.probes import live_route
 from farm.master.routes import Call, Route, add_routes
 from farm.master.scenario import ScenarioPlayer
 from farm.master.scenario_steps import StepActions
@@ -103,6 +107,9 @@ def status(supervisor: Supervisor) -> dict[str, Any]:
     return {
         "version": __version__,
         "uptime_s": round(time.monotonic() - supervisor.origin, 3),
+        # Which part of the fleet this farm serves (farm.config.shards): index `index` of
+        # `count` shards, fleet servers start..stop-1 of fleet_total.
+        "shard": supervisor.plan.fleet_slice.as_json(),
         "servers_total": supervisor.plan.servers_total,
         "servers_ready": supervisor.servers_ready(),
         "servers_stopped": supervisor.servers_stopped(),
@@ -225,6 +232,7 @@ def build_app(
     add_routes(app, value_routes(inventory))
     add_routes(app, fault_routes(faults))
     add_routes(app, scenario_routes(scenario))
+    add_routes(app, [targets_route(supervisor), live_route(supervisor)])
     add_routes(app, routes)
     add_view(app, FleetView(supervisor, sources=view_sources(faults)), bool(token))
     metrics = metrics_route(supervisor, faults, scenario)

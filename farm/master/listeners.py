@@ -94,12 +94,21 @@ def bind_one(spec: ServerSpec) -> socket.socket:
     return sock
 
 
+def _hint(code: int | None) -> str:
+    if code == errno.EADDRNOTAVAIL:  # an address of a subnet that is not local (yet)
+        return " (not an address of this host: `farm net plan FILE` shows the route to add)"
+    if code == errno.EACCES:
+        return " (a port below 1024 needs root or CAP_NET_BIND_SERVICE)"
+    return ""
+
+
 def bind_all(specs: list[ServerSpec]) -> dict[int, socket.socket]:
     """Bind every server's address; all or nothing."""
     ensure_file_limit(len(specs))
     bound: dict[int, socket.socket] = {}
     busy: list[tuple[str, int]] = []
     other: list[str] = []
+    hints: set[str] = set()
     for spec in specs:
         try:
             bound[spec.index] = bind_one(spec)
@@ -108,6 +117,7 @@ def bind_all(specs: list[ServerSpec]) -> dict[int, socket.socket]:
                 busy.append((spec.host, spec.port))
             elif len(other) < 3:
                 other.append(f"{spec.address}: {exc.strerror or exc}")
+                hints.add(_hint(exc.errno))
     if busy or other:
         for sock in bound.values():
             sock.close()
@@ -117,5 +127,5 @@ def bind_all(specs: list[ServerSpec]) -> dict[int, socket.socket]:
                 f"({len(busy)} of {len(specs)} servers); stop what holds them, or move the "
                 "servers (--port-base, or the fleets' addressing in a config file)"
             )
-        raise ConfigError("cannot listen on " + "; ".join(other))
+        raise ConfigError("cannot listen on " + "; ".join(other) + "".join(sorted(hints)))
     return bound
