@@ -132,6 +132,7 @@ class Switched:
     state: str
 
 
+@dataclass(frozen=True, slots=True, kw_only=True)
 class PointTarget:
     """One point of a device, as a SCADA maps it (see farm.config.targets)."""
 

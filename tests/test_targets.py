@@ -20,6 +20,7 @@ from collections.abc import Iterator
 import pytest
 from pymodbus.client import ModbusTcpClient
 
+from farm.master.api_targets import TargetList
 from tests.farmproc import HOST, FarmProcess, free_port, free_port_range
 
 CONFIG = """\
@@ -124,3 +125,4 @@ def test_the_api_lists_templates_once(farm: FarmProcess) -> None:
     assert body["shard"] == {"index": 0, "count": 1, "start": 0, "stop": 5, "fleet_total": 5}
     assert {d["ip"] for d in body["devices"]} == {"0.0.0.0"}  # the bound address, as is
     assert farm.api("/api/v1/targets") == body  # built once, served the same
+    TargetList.model_validate(body)  # what GET /api/v1/openapi.json documents, no more

@@ -3,10 +3,10 @@
 run (a farm from start to stop), listeners (binding), supervisor (spawn, watch, restart),
 switch (stop and start single servers), inventory (every server by name, its banks and
 counters), api (assembles the control API from route tables: routes, openapi, api_servers,
-api_values; access says who may change the farm through it), metrics (the Prometheus
-exposition), fleetview and fleetlayout (the fleet view's live stream) with pages (the page
-at / and its routes; its files in web/), faults and value_faults (the fault table),
-scenario and scenario_steps (the scenario player; api_scenario its routes). Only the
-master handles signals.
+api_values, api_targets, probes; access says who may change the farm through it), metrics
+(the Prometheus exposition), fleetview and fleetlayout (the fleet view's live stream) with
+pages (the page at / and its routes; its files in web/), faults and value_faults (the fault
+table), scenario and scenario_steps (the scenario player; api_scenario its routes). Only
+the master handles signals.
 Imports farm.config and farm.ipc, never farm.worker (so never pymodbus).
 """
