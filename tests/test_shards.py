@@ -8,13 +8,16 @@ scraped in full by a real Prometheus configured by `farm prometheus-config --far
 
 from __future__ import annotations
 
+import ipaddress
 import itertools
 import json
 import os
+import random
 import socket
 import subprocess
 import sys
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any, cast
@@ -32,7 +35,7 @@ from farm.config.shards import fleet_slice, fleet_slices, index_from_hostname
 from farm.config.templates import default_template
 from farm.errors import ConfigError
 from farm.master.probes import liveness
-from tests.farmproc import HOST, FarmProcess, free_port, free_port_range, wait_for
+from tests.farmproc import HOST, FarmProcess, free_port, wait_for
 from tests.prometheus_server import running_prometheus
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -201,22 +204,39 @@ FLEET = 1_000
 SHARDS = 4
 
 
+@dataclass(frozen=True)
+class Fleet:
+    farms: list[FarmProcess]
+    subnet: ipaddress.IPv4Network  # device i at the subnet's host address i, all on `port`
+    port: int
+
+    def address(self, index: int) -> str:
+        return str(self.subnet.network_address + 1 + index)
+
+
 @pytest.fixture(scope="module")
-def shards(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[list[FarmProcess], int]]:
-    """Four `farm up` processes, shards 0..3 of one 1,000-device fleet on loopback ports."""
-    port_base = free_port_range(FLEET)
+def shards(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Fleet]:
+    """Four `farm up` processes, shards 0..3 of one 1,000-device fleet on loopback addresses.
+
+    The devices are at 127.x addresses of their own, one port: no range of 1,000 ports to
+    find free on 127.0.0.1, where other suites on this machine take ports too.
+    """
+    subnet = ipaddress.IPv4Network(
+        f"127.{random.randrange(100, 200)}.{4 * random.randrange(64)}.0/22"
+    )
+    port = free_port()
     config = tmp_path_factory.mktemp("shards") / "fleet.yaml"
     config.write_text(
         "seed: 3\nfleets:\n"
         f"  - {{name: plant, template: default, count: {FLEET}, name_pattern: 'dev-{{i:04d}}',\n"
-        f"     addressing: {{port_start: {port_base}, port_end: {port_base + FLEET - 1}}}}}\n"
+        f"     addressing: {{subnet: {subnet}, port: {port}}}}}\n"
     )
     farms = []
     for index in range(SHARDS):
         # Shard 3 takes its index and count from the environment, the others from options.
         extra = [] if index == 3 else ["--shard-index", str(index), "--shard-count", str(SHARDS)]
         farm = FarmProcess(
-            count=FLEET // SHARDS, workers=1, port_base=port_base, api_port=free_port(),
+            count=FLEET // SHARDS, workers=1, port_base=port, api_port=free_port(),
             extra=extra, file=str(config),
         )  # fmt: skip
         farms.append(farm)
@@ -229,7 +249,7 @@ def shards(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[list[Farm
     try:
         for farm in farms:
             farm.wait_ready(120)
-        yield farms, port_base
+        yield Fleet(farms, subnet, port)
     finally:
         results = [farm.stop() for farm in farms]
         for code, _, stderr in results:
@@ -237,20 +257,20 @@ def shards(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[list[Farm
 
 
 @pytest.mark.timeout(300)
-def test_four_shards_serve_the_fleet_exactly_once(shards: tuple[list[FarmProcess], int]) -> None:
-    farms, port_base = shards
+def test_four_shards_serve_the_fleet_exactly_once(shards: Fleet) -> None:
+    farms = shards.farms
     statuses = [farm.status() for farm in farms]
     assert [s["shard"]["index"] for s in statuses] == [0, 1, 2, 3]
     assert {s["servers_total"] for s in statuses} == {FLEET // SHARDS}
     names = [row["name"] for farm in farms for row in farm.api("/api/v1/servers")["servers"]]
     assert sorted(names) == [f"dev-{i:04d}" for i in range(FLEET)]  # once each
-    # Every port of the fleet takes a connection: each is served by exactly one shard,
-    # since a port can have one listener only.
-    for port in range(port_base, port_base + FLEET):
-        socket.create_connection((HOST, port), timeout=5).close()
+    # Every device's address takes a connection: each is served by exactly one shard,
+    # since an address can have one listener only.
+    for index in range(FLEET):
+        socket.create_connection((shards.address(index), shards.port), timeout=5).close()
     # A sample answers with its own name: the same device whichever shard serves it.
     for index in range(0, FLEET, 37):
-        client = ModbusTcpClient(HOST, port=port_base + index, timeout=5, retries=1)
+        client = ModbusTcpClient(shards.address(index), port=shards.port, timeout=5, retries=1)
         try:
             assert client.connect()
             reply = client.read_device_information(read_code=2)
@@ -262,15 +282,17 @@ def test_four_shards_serve_the_fleet_exactly_once(shards: tuple[list[FarmProcess
         assert farm.api("/api/v1/live")["live"] is True
 
 
-def test_farm_targets_lists_every_shard(shards: tuple[list[FarmProcess], int]) -> None:
-    farms, port_base = shards
+def test_farm_targets_lists_every_shard(shards: Fleet) -> None:
+    farms = shards.farms
     args = [arg for farm in farms for arg in ("--farm", f"{HOST}:{farm.api_port}")]
     result = farm_cli("targets", *args, "--format", "json")
     assert result.returncode == 0, result.stderr
     assert result.stderr == ""
     devices = json.loads(result.stdout)["devices"]
     assert [d["index"] for d in devices] == list(range(FLEET))
-    assert [d["port"] for d in devices] == list(range(port_base, port_base + FLEET))
+    assert [(d["ip"], d["port"]) for d in devices] == [
+        (shards.address(i), shards.port) for i in range(FLEET)
+    ]
     partial = farm_cli("targets", *args[:4])
     assert partial.returncode == 0
     assert "lacks shard(s) 2, 3 of 4" in partial.stderr
@@ -280,10 +302,8 @@ def test_farm_targets_lists_every_shard(shards: tuple[list[FarmProcess], int]) -
 
 
 @pytest.mark.timeout(300)
-def test_prometheus_config_scrapes_every_shard(
-    shards: tuple[list[FarmProcess], int], tmp_path: Path
-) -> None:
-    farms, _ = shards
+def test_prometheus_config_scrapes_every_shard(shards: Fleet, tmp_path: Path) -> None:
+    farms = shards.farms
     args = [arg for farm in farms for arg in ("--farm", f"{HOST}:{farm.api_port}")]
     result = farm_cli("prometheus-config", *args, "--scrape-interval", "1s")
     assert result.returncode == 0, result.stderr
@@ -301,8 +321,8 @@ def test_prometheus_config_scrapes_every_shard(
         assert float(per_server[0]["value"][1]) == FLEET  # every server once, in one shard
 
 
-def test_farm_bench_loads_every_shard_given(shards: tuple[list[FarmProcess], int]) -> None:
-    farms, _ = shards
+def test_farm_bench_loads_every_shard_given(shards: Fleet) -> None:
+    farms = shards.farms
     args = [arg for farm in farms[:2] for arg in ("--farm", f"{HOST}:{farm.api_port}")]
     command = ["bench", *args, "-c", "500", "--rate", "500", "--duration", "2", "--timeout", "10"]
     result = farm_cli(*command, "--json")
