@@ -157,6 +157,7 @@ class DeviceTarget:
     fleet: str
     ip: str
     port: int
+    transport: str  # tcp, rtu-over-tcp, udp or tls
     template: str
     unit_ids: tuple[int, ...]
     points: tuple[PointTarget, ...]

@@ -72,7 +72,7 @@ def test_json_lists_each_device_with_its_points(farm: FarmProcess) -> None:
     assert {d["ip"] for d in devices} == {HOST}  # 0.0.0.0 is where the API was reached
     meter = devices[1]
     assert meter["port"] == farm.port_base + 1 and meter["unit_ids"] == [3]
-    assert meter["template"] == "meter"
+    assert meter["template"] == "meter" and meter["transport"] == "tcp"
     assert meter["points"][0] == {
         "name": "volts", "unit_id": 3, "table": "input_registers", "address": 10,
         "count": 2, "type": "float32", "byte_order": "big", "word_order": "little",

@@ -1,7 +1,7 @@
 """`farm targets`: every device as a SCADA imports it, from one farm or every shard.
 
 A client of the control API (GET /api/v1/targets, see farm.config.targets): name, IP, port,
-unit ids, template and, per point, table, address, type, byte and word order, scale and
+transport, unit ids, template and, per point, table, address, type, byte and word order, scale and
 writability. CSV has one row per point (a device without points gets one row with the
 point columns empty); JSON has one object per device with its points inside.
 
@@ -33,7 +33,7 @@ from farm.client import (
 from farm.errors import FarmError, exit_with
 
 WILDCARDS = frozenset({"0.0.0.0", "::", ""})
-DEVICE_COLUMNS = ("device", "ip", "port", "unit_ids", "template")
+DEVICE_COLUMNS = ("device", "ip", "port", "transport", "unit_ids", "template")
 POINT_COLUMNS = (
     "unit_id", "point", "table", "address", "count", "type",
     "byte_order", "word_order", "scale", "writable",
@@ -64,7 +64,8 @@ def write_csv(devices: list[DeviceTarget], stream: Any) -> None:
     writer = csv.writer(stream, lineterminator="\n")
     writer.writerow(DEVICE_COLUMNS + POINT_COLUMNS)
     for device in devices:
-        head = [device.name, device.ip, device.port, " ".join(map(str, device.unit_ids))]
+        head = [device.name, device.ip, device.port, device.transport]
+        head.append(" ".join(map(str, device.unit_ids)))
         head.append(device.template)
         if not device.points:
             writer.writerow(head + [""] * len(POINT_COLUMNS))

@@ -7,7 +7,8 @@ device names its template: 50,000 devices of one template stay a small answer.
 
     {"shard": {...}, "templates": {"default": {"unit_ids": [1], "points": [...]}},
      "devices": [{"index": 0, "name": "device-0000", "fleet": "default",
-                  "ip": "127.0.0.1", "port": 5020, "template": "default"}, ...]}
+                  "ip": "127.0.0.1", "port": 5020, "transport": "tcp",
+                  "template": "default"}, ...]}
 
 A point: name, unit_id, table, address (from 0, as on the wire), count (registers or bits it
 takes), type, byte_order, word_order, scale (register value = engineering value / scale) and
@@ -60,6 +61,7 @@ def device_list(plan: Plan) -> dict[str, Any]:
                 "fleet": spec.fleet,
                 "ip": spec.host,
                 "port": spec.port,
+                "transport": spec.transport,
                 "template": spec.template,
             }
             for spec in servers

@@ -58,6 +58,7 @@ class DeviceTarget(Documented):
     fleet: str
     ip: str
     port: int
+    transport: str  # tcp, rtu-over-tcp, udp or tls
     template: str
 
 
