@@ -231,29 +231,48 @@ def shards(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Fleet]:
         f"  - {{name: plant, template: default, count: {FLEET}, name_pattern: 'dev-{{i:04d}}',\n"
         f"     addressing: {{subnet: {subnet}, port: {port}}}}}\n"
     )
-    farms = []
-    for index in range(SHARDS):
-        # Shard 3 takes its index and count from the environment, the others from options.
-        extra = [] if index == 3 else ["--shard-index", str(index), "--shard-count", str(SHARDS)]
-        farm = FarmProcess(
-            count=FLEET // SHARDS, workers=1, port_base=port, api_port=free_port(),
-            extra=extra, file=str(config),
-        )  # fmt: skip
-        farms.append(farm)
-    os.environ["FARM_SHARD_INDEX"], os.environ["FARM_SHARD_COUNT"] = "3", str(SHARDS)
+    farms: list[FarmProcess] = []
     try:
-        for farm in farms:
-            farm.start()
-    finally:
-        del os.environ["FARM_SHARD_INDEX"], os.environ["FARM_SHARD_COUNT"]
-    try:
-        for farm in farms:
-            farm.wait_ready(120)
+        for index in range(SHARDS):
+            farms.append(start_shard(index, str(config), port))
         yield Fleet(farms, subnet, port)
     finally:
         results = [farm.stop() for farm in farms]
         for code, _, stderr in results:
             assert code == 0, stderr
+
+
+def start_shard(index: int, config: str, port: int) -> FarmProcess:
+    """Shard `index`, up and ready; on another API port if a program took its port meanwhile
+    (the machine is shared with other test runs).
+
+    Shard 3 takes its index and count from the environment, the others from options.
+    """
+    extra = [] if index == 3 else ["--shard-index", str(index), "--shard-count", str(SHARDS)]
+    env = {"FARM_SHARD_INDEX": "3", "FARM_SHARD_COUNT": str(SHARDS)} if index == 3 else {}
+    for attempt in range(3):
+        farm = FarmProcess(
+            count=FLEET // SHARDS, workers=1, port_base=port, api_port=free_port(),
+            extra=extra, file=config,
+        )  # fmt: skip
+        saved = {name: os.environ.get(name) for name in env}
+        os.environ.update(env)
+        try:
+            farm.start()
+        finally:
+            for name, value in saved.items():
+                if value is None:
+                    os.environ.pop(name, None)
+                else:
+                    os.environ[name] = value
+        try:
+            farm.wait_ready(120)
+            return farm
+        except AssertionError as error:
+            farm.kill()
+            if "already in use" not in str(error) or attempt == 2:
+                raise
+    raise AssertionError("unreachable")
 
 
 @pytest.mark.timeout(300)

@@ -21,7 +21,8 @@ import pytest
 from pymodbus.client import ModbusTcpClient
 
 from farm.master.api_targets import TargetList
-from tests.farmproc import HOST, FarmProcess, free_port, free_port_range
+from tests.conftest import ready_config_farm
+from tests.farmproc import HOST, FarmProcess
 
 CONFIG = """\
 templates:
@@ -39,17 +40,14 @@ fleets:
 
 @pytest.fixture(scope="module")
 def farm(tmp_path_factory: pytest.TempPathFactory) -> Iterator[FarmProcess]:
-    meters, plain = free_port_range(3), free_port_range(2)
-    config = tmp_path_factory.mktemp("targets") / "plant.yaml"
-    config.write_text(CONFIG.format(meters=meters, plain=plain))
-    farm = FarmProcess(
-        count=5, workers=1, port_base=meters, api_port=free_port(), file=str(config)
-    ).start()
+    directory = str(tmp_path_factory.mktemp("targets"))
+    running = ready_config_farm(
+        lambda base: CONFIG.format(meters=base, plain=base + 3), 5, directory
+    )
     try:
-        farm.wait_ready()
-        yield farm
+        yield running
     finally:
-        code, _, stderr = farm.stop()
+        code, _, stderr = running.stop()
         assert code == 0, stderr
 
 
