@@ -127,6 +127,8 @@ def test_a_config_file_fleet_shards_the_same_way(tmp_path: Path) -> None:
         ["b-0001", "b-0002", "b-0003"],
     ]
     assert [str(n) for n in farm_file.routed_networks()] == ["10.77.0.0/29"]
+    # A /29 holds 6 devices (.1-.6: not the network or the broadcast address).
+    assert farm_file.fleet_specs(farm_file.counts(None))[0].capacity == 6
 
 
 @pytest.mark.parametrize(

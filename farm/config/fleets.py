@@ -467,6 +467,5 @@ def _capacity(addressing: AddressingModel) -> int:
     """How many servers a fleet's addressing holds (as `FarmFile._servers` assigns them)."""
     if addressing.port_start is not None:
         return max(0, (addressing.port_end or 65535) - addressing.port_start + 1)
-    assert addressing.ip_start is not None
-    last = int(addressing.ip_end or ipaddress.IPv4Address("255.255.255.254"))
-    return max(0, last - int(addressing.ip_start) + 1)
+    first, last = ip_range(addressing)
+    return max(0, last - first + 1)
