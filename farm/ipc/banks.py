@@ -17,6 +17,7 @@ block come each slot's diagnostics block (farm.ipc.diagnostics) and file records
 from __future__ import annotations
 
 import contextlib
+import os
 import struct
 from dataclasses import dataclass
 
@@ -41,6 +42,9 @@ class Segment:
         self._shm = shm
         self._owner = owner
         self.buf: memoryview = shm.buf
+        # Mappings from before the segment grew: views made on them (a device's banks) stay
+        # valid, on the same pages, so they stay mapped until the segment closes.
+        self._earlier: list[shared_memory.SharedMemory] = []
 
     @classmethod
     def create(cls, size: int) -> Segment:
@@ -77,8 +81,30 @@ class Segment:
         self._shm = shared_memory.SharedMemory(name=self.name)
         self.buf = self._shm.buf
 
+    def grow(self, size: int) -> None:
+        """The owner makes the segment `size` bytes long (never shorter), mapped afresh.
+
+        Bytes stay where they are (an ftruncate), so every view on the old mapping still
+        sees the same memory; new pages are zero. The other processes `refresh`.
+        """
+        if size > len(self.buf):
+            os.ftruncate(self._shm._fd, size)
+            self.refresh()
+
+    def refresh(self) -> None:
+        """Map the segment at its current size, if it grew; earlier views stay valid."""
+        fresh = shared_memory.SharedMemory(name=self.name)
+        if len(fresh.buf) <= len(self.buf):
+            fresh.close()
+            return
+        self._earlier.append(self._shm)
+        self._shm, self.buf = fresh, fresh.buf
+
     def close(self) -> None:
         """Drop this process's mapping; the owner also removes the segment."""
+        for earlier in self._earlier:
+            with contextlib.suppress(BufferError):
+                earlier.close()
         self.unmap()
         if self._owner:
             with contextlib.suppress(FileNotFoundError):  # someone cleaned /dev/shm already

@@ -17,6 +17,11 @@ Conversation:
                                               (replaces the last; also sent within Assign)
     worker -> master   FaultsApplied          the Faults of that `seq` are in effect
     worker -> master   Reply
+    master -> worker   AddServers             servers that join the shard (the fleet scaled
+                                              up); their listening sockets follow it
+                                              (`send_sockets`); answered by Reply
+    master -> worker   RemoveServers          servers that leave it: ports and connections
+                                              closed; answered by Reply
     master -> worker   Stop                   stop accepting, finish, exit 0
 End-of-file on the pipe means the other side is gone: a worker then exits.
 
@@ -129,12 +134,36 @@ class Reply(_Message, frozen=True):
     error: str = ""
 
 
+class AddServers(_Message, frozen=True):
+    """Servers that join the shard (their banks and counters are ready, the segments grown:
+    the worker maps them again); one listening socket each follows, in order."""
+
+    request_id: int
+    servers: tuple[ServerSpec, ...]
+    templates: dict[str, DeviceTemplate]  # those the servers name
+
+
+class RemoveServers(_Message, frozen=True):
+    request_id: int
+    servers: tuple[str, ...]  # names
+
+
 class Stop(_Message, frozen=True):
     reason: str = ""
 
 
 Message = (
-    Assign | Ready | Heartbeat | ServerFailed | Faults | FaultsApplied | Control | Reply | Stop
+    Assign
+    | Ready
+    | Heartbeat
+    | ServerFailed
+    | Faults
+    | FaultsApplied
+    | Control
+    | Reply
+    | AddServers
+    | RemoveServers
+    | Stop
 )
 
 
@@ -210,3 +239,30 @@ def receive_socket(conn: Connection) -> socket.socket:
             os.close(fd)
         raise ProtocolError(f"expected a socket on the pipe, got {data!r} and {len(fds)} fds")
     return socket.socket(fileno=fds[0])
+
+
+# Descriptors per sendmsg: the kernel takes at most SCM_MAX_FD (253) at once.
+_FDS_AT_ONCE = 250
+
+
+def send_sockets(conn: Connection, socks: list[socket.socket]) -> None:
+    """Pass many sockets' descriptors, in order (the other end calls `receive_sockets`)."""
+    with socket.fromfd(conn.fileno(), socket.AF_UNIX, socket.SOCK_STREAM) as channel:
+        for start in range(0, len(socks), _FDS_AT_ONCE):
+            chunk = [sock.fileno() for sock in socks[start : start + _FDS_AT_ONCE]]
+            socket.send_fds(channel, [_SOCKET_MARK], chunk)
+
+
+def receive_sockets(conn: Connection, count: int) -> list[socket.socket]:
+    """The `count` sockets `send_sockets` passed, in order (blocks until they arrive)."""
+    received: list[int] = []
+    with socket.fromfd(conn.fileno(), socket.AF_UNIX, socket.SOCK_STREAM) as channel:
+        while len(received) < count:
+            wanted = min(_FDS_AT_ONCE, count - len(received))
+            data, fds, _, _ = socket.recv_fds(channel, 1, wanted)
+            received.extend(fds)
+            if data != _SOCKET_MARK or not fds:
+                for fd in received:
+                    os.close(fd)
+                raise ProtocolError(f"expected sockets on the pipe, got {data!r}")
+    return [socket.socket(fileno=fd) for fd in received]

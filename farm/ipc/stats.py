@@ -133,6 +133,21 @@ class ShardCounters:
     def name(self) -> str:
         return self.segment.name
 
+    def grow(self, servers: int) -> None:
+        """Room for `servers` counters indexes (the master, when its shard grows)."""
+        self.segment.grow(self.size(servers))
+        self._remap()
+
+    def refresh(self) -> None:
+        """See what the master grew (a worker, when servers are added to its shard)."""
+        self.segment.refresh()
+        self._remap()
+
+    def _remap(self) -> None:
+        # Views on the old mapping (a device's counters) stay valid: same pages.
+        self.slots = self.segment.buf.cast("Q")
+        self.servers = (len(self.slots) - HEADER_SLOTS) // SERVER_SLOTS
+
     def server(self, index: int) -> memoryview:
         """The slots of the server whose `ServerSpec.stats_index` is `index`."""
         start = self.offset(index)

@@ -2,9 +2,9 @@
 
 Sits in the master between the API and the workers (api_faults -> faults -> supervisor ->
 worker). A fault (farm.config.faults.FaultSpec) is resolved here once, when it is added, to
-server names and, per worker, to shard positions; then it waits for its start (a loop timer,
-on the master's monotonic clock) and is active until its end (another timer), until it is
-cleared, or until the farm stops. Whenever the faults active on a worker's servers change,
+server names and, per worker, to their numbers there (counters indexes); then it waits for
+its start (a loop timer, on the master's monotonic clock) and is active until its end
+(another timer), until it is cleared, or until the farm stops. Whenever the faults active on a worker's servers change,
 the worker is sent all of them (`Faults`, farm.ipc.messages): one message replaces the last,
 so an update can never be half-applied, and a worker spawned after a kill -9 gets the same
 set within its Assign (`Supervisor.active_faults`). Workers get durations (delays, gaps),
@@ -45,6 +45,7 @@ from farm.config.faults import (
     rule,
     select,
 )
+from farm.config.plan import ServerSpec
 from farm.config.templates import Table
 from farm.ipc.banks import server_diagnostics
 from farm.ipc.diagnostics import power_up
@@ -94,13 +95,12 @@ class FaultTable:
     def __init__(self, supervisor: Supervisor, switch: Switch) -> None:
         self.supervisor = supervisor
         self.switch = switch
-        self.where: dict[str, tuple[int, int]] = {
-            spec.name: (worker, position)
-            for worker, slot in enumerate(supervisor.slots)
-            for position, spec in enumerate(slot.shard.servers)
-        }
-        self.fleets = {spec.name: spec.fleet for spec in supervisor.plan.servers()}
-        self.values = ValueFaults(supervisor, self.where)
+        # Server name -> (worker, its number there: ServerSpec.stats_index), and its spec.
+        self.where: dict[str, tuple[int, int]] = {}
+        self.specs: dict[str, ServerSpec] = {}
+        self.fleets: dict[str, str] = {}
+        self.values = ValueFaults(supervisor, self.where, self.specs)
+        self.refresh()
         self.faults: dict[int, Fault] = {}
         self.on_server: dict[str, set[int]] = {}  # active fault ids by server
         self.ids = itertools.count(1)
@@ -112,6 +112,38 @@ class FaultTable:
 
     # -- what the API calls ----------------------------------------------------------------
 
+    def refresh(self) -> tuple[str, ...]:
+        """Learn the farm's servers again (a fleet was scaled, farm.master.scale); faults
+        drop the servers that left. Returns the names that left."""
+        self.where.clear()
+        self.specs.clear()
+        for worker, slot in enumerate(self.supervisor.slots):
+            for spec in slot.shard.servers:
+                self.where[spec.name] = (worker, spec.stats_index)
+                self.specs[spec.name] = spec
+        left = tuple(name for name in self.fleets if name not in self.where)
+        self.fleets.clear()
+        self.fleets.update((name, spec.fleet) for name, spec in self.specs.items())
+        if left:
+            self._forget(set(left))
+        return left
+
+    def _forget(self, left: set[str]) -> None:
+        for fault in list(self.faults.values()):
+            if not left & set(fault.servers):
+                continue
+            fault.servers = tuple(name for name in fault.servers if name not in left)
+            fault.downed -= left
+            for name in left:
+                fault.held.pop(name, None)
+            self._place(fault)
+            if not fault.servers:
+                self._finish(fault, "cleared")
+            elif fault.state == "active":
+                self._tell(fault)
+        for name in left:
+            self.on_server.pop(name, None)
+
     async def settle(self) -> None:
         """Wait until what was asked so far is in effect: every worker concerned confirmed
         its faults, and servers are down or back (at most SETTLE_TIMEOUT_S)."""
@@ -122,20 +154,17 @@ class FaultTable:
         """Resolve, schedule and (if it starts now) apply a fault; raises FaultSpecError."""
         servers = self._resolve(spec)
         fault_id = next(self.ids)
-        placement: dict[int, list[int]] = {}
-        for name in servers:
-            worker, position = self.where[name]
-            placement.setdefault(worker, []).append(position)
         now = time.monotonic()
         fault = Fault(
             id=fault_id,
             spec=spec,
             servers=tuple(servers),
             rule=rule(fault_id, spec, started=now + spec.start_in),
-            placement={worker: tuple(each) for worker, each in placement.items()},
+            placement={},
             start=now + spec.start_in,
             end=None if spec.duration is None else now + spec.start_in + spec.duration,
         )
+        self._place(fault)
         self.faults[fault_id] = fault
         when = f"starts in {spec.start_in:g} s" if spec.start_in else "active now"
         until = "until cleared" if spec.duration is None else f"for {spec.duration:g} s"
@@ -236,12 +265,22 @@ class FaultTable:
                 raise FaultSpecError("point", str(error)) from None
         return servers
 
+    def _place(self, fault: Fault) -> None:
+        """Which numbers of which worker a fault's servers are (and their held values)."""
+        placement: dict[int, list[int]] = {}
+        for name in fault.servers:
+            worker, number = self.where[name]
+            placement.setdefault(worker, []).append(number)
+        fault.placement = {worker: tuple(each) for worker, each in placement.items()}
+        if fault.held:
+            fault.rules = self.values.per_worker(fault.rule, fault.servers, fault.held)
+
     def _hold(self, fault: Fault) -> None:
         """A stuck fault without a value holds each server's point as it reads now."""
         spec = fault.spec
         if spec.kind == "stuck" and getattr(spec, "value", None) is None:
             fault.held = self.values.capture(fault.servers, fault.rule.point)
-            fault.rules = self.values.per_worker(fault.rule, fault.placement, fault.held)
+            fault.rules = self.values.per_worker(fault.rule, fault.servers, fault.held)
 
     def _start(self, fault: Fault, quiet: bool = False) -> None:
         self._hold(fault)
@@ -304,10 +343,8 @@ class FaultTable:
         for name, done in zip(fault.servers, switched, strict=True):
             if done.changed:
                 fault.downed.add(name)
-                worker, position = self.where[name]
-                slot = self.supervisor.slots[worker]
-                index = slot.shard.servers[position].stats_index
-                slot.counters.count_injection(index, fault.spec.kind)
+                worker, number = self.where[name]
+                self.supervisor.slots[worker].counters.count_injection(number, fault.spec.kind)
 
     async def _bring_back(self, fault: Fault) -> None:
         """Start what the fault stopped, unless another offline fault still holds it; a
@@ -331,9 +368,9 @@ class FaultTable:
             log.warning("%s", error)
 
     def _power_cycle(self, name: str) -> None:
-        worker, position = self.where[name]
+        worker, _ = self.where[name]
         slot = self.supervisor.slots[worker]
-        spec = slot.shard.servers[position]
+        spec = self.specs[name]
         template = self.supervisor.plan.templates[spec.template]
         reset_server(slot.segment.buf, spec, template)
         # Its diagnostics too (FC 08/11/12): counters cleared, no events, not listen-only.

@@ -54,15 +54,20 @@ def check(
 class ValueFaults:
     """The value-fault work of one supervisor's fault table (farm.master.faults)."""
 
-    def __init__(self, supervisor: Supervisor, where: dict[str, tuple[int, int]]) -> None:
+    def __init__(
+        self,
+        supervisor: Supervisor,
+        where: dict[str, tuple[int, int]],
+        specs: dict[str, ServerSpec],
+    ) -> None:
         self.supervisor = supervisor
-        self.where = where  # server name -> (worker, shard position), the fault table's
+        self.where = where  # server name -> (worker, number), the fault table's
+        self.specs = specs  # server name -> its spec, the fault table's
 
     def _locate(self, name: str) -> tuple[Slot, ServerSpec, DeviceTemplate]:
-        worker, position = self.where[name]
-        slot = self.supervisor.slots[worker]
-        spec = slot.shard.servers[position]
-        return slot, spec, self.supervisor.plan.templates[spec.template]
+        worker, _ = self.where[name]
+        spec = self.specs[name]
+        return self.supervisor.slots[worker], spec, self.supervisor.plan.templates[spec.template]
 
     def check(self, kind: str, point: str, servers: Iterable[str]) -> None:
         """PointError unless every server has a point of that name fit for `kind`."""
@@ -77,15 +82,15 @@ class ValueFaults:
         return held
 
     def per_worker(
-        self, rule: FaultRule, placement: dict[int, tuple[int, ...]], held: dict[str, bytes]
+        self, rule: FaultRule, servers: tuple[str, ...], held: dict[str, bytes]
     ) -> dict[int, FaultRule]:
-        """The rule each worker gets: `held` in the order of its positions."""
-        rules = {}
-        for worker, positions in placement.items():
-            servers = self.supervisor.slots[worker].shard.servers
-            values = tuple(held[servers[position].name] for position in positions)
-            rules[worker] = replace(rule, held=values)
-        return rules
+        """The rule each worker gets: `held` in the order of its numbers in the placement
+        (which follows `servers`, farm.master.faults)."""
+        values: dict[int, list[bytes]] = {}
+        for name in servers:
+            worker, _ = self.where[name]
+            values.setdefault(worker, []).append(held[name])
+        return {worker: replace(rule, held=tuple(each)) for worker, each in values.items()}
 
     def overlay(
         self, entries: Entries, server: str, unit_id: int, table: Table, first: int, data: bytes

@@ -312,10 +312,10 @@ def _no_template(position: int) -> DeviceTemplate | None:
 
 
 class FaultBook:
-    """The fault rules of every server of a worker, by position in the shard.
+    """The fault rules of every server of a worker, by number (its counters index).
 
-    `template_of` finds a position's template (the worker sets it), for the points that
-    value faults name.
+    `template_of` finds a number's template (the worker sets it), for the points that value
+    faults name.
     """
 
     def __init__(self) -> None:

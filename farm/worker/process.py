@@ -23,10 +23,13 @@ import socket
 import ssl
 import sys
 import time
+from collections.abc import Coroutine
 from dataclasses import dataclass, field
+from typing import Any
 
 import uvloop
 
+from farm.config.plan import ServerSpec
 from farm.config.templates import DeviceTemplate
 from farm.ipc import messages
 from farm.ipc.banks import (
@@ -38,6 +41,7 @@ from farm.ipc.banks import (
     server_files,
 )
 from farm.ipc.messages import (
+    AddServers,
     Assign,
     Connection,
     Control,
@@ -45,6 +49,7 @@ from farm.ipc.messages import (
     FaultsApplied,
     Heartbeat,
     Ready,
+    RemoveServers,
     Reply,
     ServerFailed,
     Stop,
@@ -52,6 +57,7 @@ from farm.ipc.messages import (
 from farm.ipc.spawn import EXIT_BOOT_FAILED
 from farm.ipc.stats import ShardCounters
 from farm.limits import raise_open_files_limit
+from farm.worker import membership
 from farm.worker.engine import Device, ModbusConnection
 from farm.worker.faults import FaultBook
 from farm.worker.ticker import Ticker
@@ -97,6 +103,9 @@ class Worker:
     conn: Connection
     assign: Assign
     sockets: dict[int, socket.socket]
+    # A server's number is its counters index (ServerSpec.stats_index): it never changes
+    # while the server is in the shard, whoever joins or leaves (farm.worker.membership).
+    specs: dict[int, ServerSpec] = field(default_factory=dict)  # by number
     servers: dict[int, Listener] = field(default_factory=dict)  # by number
     numbers: dict[str, int] = field(default_factory=dict)  # server name -> number
     stopped: set[int] = field(default_factory=set)  # told STOP_SERVER since (by number)
@@ -107,9 +116,10 @@ class Worker:
     counters: ShardCounters | None = None
     masks: dict[str, ReadOnlyMasks] = field(default_factory=dict)  # per template
     tasks: set[asyncio.Task[None]] = field(default_factory=set)
-    devices: dict[int, Device] = field(default_factory=dict)  # built, by shard position
+    devices: dict[int, Device] = field(default_factory=dict)  # built, by number
     faults: FaultBook = field(default_factory=FaultBook)
     transports: Transports | None = None
+    ticker: Ticker | None = None
 
     async def serve(self) -> None:
         loop = asyncio.get_running_loop()
@@ -126,15 +136,16 @@ class Worker:
             )
             raise SystemExit(EXIT_BOOT_FAILED) from exc
         self.counters.reset_open_connections()  # a predecessor's connections died with it
-        self.numbers = {spec.name: number for number, spec in enumerate(self.assign.servers)}
+        self.specs = {spec.stats_index: spec for spec in self.assign.servers}
+        self.numbers = {spec.name: spec.stats_index for spec in self.assign.servers}
         self.faults.template_of = self._template
         self.faults.replace(self.assign.faults, self.devices.get)
         messages.watch(loop, self.conn, self._on_pipe)
         heartbeat = asyncio.create_task(self._heartbeats())
-        ticker = Ticker(self.segment.buf, self.assign.origin)
-        failed = await self._start_servers(ticker)
+        self.ticker = Ticker(self.segment.buf, self.assign.origin)
+        failed = await self._start_servers(self.ticker)
         self._send(Ready(worker=self.assign.worker, servers_up=len(self.servers), failed=failed))
-        ticking = asyncio.create_task(self._tick(ticker))
+        ticking = asyncio.create_task(self._tick())
         await self.stopping.wait()
         loop.remove_reader(self.conn.fileno())
         await self._shutdown()
@@ -145,7 +156,8 @@ class Worker:
     async def _start_servers(self, ticker: Ticker) -> tuple[ServerFailed, ...]:
         self.transports = transports = Transports(self, self._count_tls_role)
         failed = []
-        for number, spec in enumerate(self.assign.servers):
+        for started, spec in enumerate(self.assign.servers):
+            number = spec.stats_index
             template: DeviceTemplate = self.assign.templates[spec.template]
             ticker.add(spec, template)  # a stopped server's values move too
             sock = self.sockets.pop(spec.index, None)
@@ -164,15 +176,15 @@ class Worker:
                 failed.append(failure)
                 continue
             self._keep(number, server)
-            if number % BATCH == BATCH - 1:
+            if started % BATCH == BATCH - 1:
                 await asyncio.sleep(0)
         ticker.freeze()
         return tuple(failed)
 
     def device(self, number: int) -> Device:
-        """The device of the shard's `number`-th server, with views on its banks and counters."""
+        """The device of server `number`, with views on its banks and counters."""
         assert self.segment is not None
-        spec = self.assign.servers[number]
+        spec = self.specs[number]
         template = self.assign.templates[spec.template]
         if spec.template not in self.masks:
             self.masks[spec.template] = read_only_masks(template)
@@ -197,13 +209,14 @@ class Worker:
             self.counters.count_role(role)
 
     def _template(self, number: int) -> DeviceTemplate | None:
-        if not 0 <= number < len(self.assign.servers):
-            return None
-        return self.assign.templates.get(self.assign.servers[number].template)
+        spec = self.specs.get(number)
+        return None if spec is None else self.assign.templates.get(spec.template)
 
-    async def _tick(self, ticker: Ticker) -> None:
+    async def _tick(self) -> None:
         while True:
-            due = ticker.tick(time.monotonic())
+            # Read each time: servers joining or leaving replace it (farm.worker.membership).
+            assert self.ticker is not None
+            due = self.ticker.tick(time.monotonic())
             if due == float("inf"):
                 return  # no live points
             await asyncio.sleep(max(0.01, due - time.monotonic()))
@@ -242,16 +255,28 @@ class Worker:
             except (OSError, messages.ProtocolError) as exc:
                 self._reply(message, error=f"no socket came with {message.op}: {exc}")
                 return
-            task = asyncio.create_task(self._start_server(message, sock))
-            self.tasks.add(task)
-            task.add_done_callback(self.tasks.discard)
+            self._later(self._start_server(message, sock))
         elif isinstance(message, Control) and message.op == messages.STOP_SERVER:
             self._stop_server(message)
+        elif isinstance(message, AddServers):
+            try:  # their sockets follow on the pipe: take them before anything else
+                socks = messages.receive_sockets(self.conn, len(message.servers))
+            except (OSError, messages.ProtocolError) as exc:
+                self._send(Reply(request_id=message.request_id, ok=False, error=str(exc)))
+                return
+            self._later(membership.add(self, message, socks))
+        elif isinstance(message, RemoveServers):
+            membership.remove(self, message)
         elif isinstance(message, Faults):
             self.faults.replace(message.active, self.devices.get)
             self._send(FaultsApplied(worker=self.assign.worker, seq=message.seq))
         elif isinstance(message, Control):
             self._reply(message, error=f"unknown op {message.op!r}")
+
+    def _later(self, coroutine: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.create_task(coroutine)
+        self.tasks.add(task)
+        task.add_done_callback(self.tasks.discard)
 
     def _reply(self, message: Control, error: str = "") -> None:
         self._send(
@@ -274,7 +299,7 @@ class Worker:
         if server is not None:
             server.close()
         else:  # not started yet: the socket waits in the inherited ones
-            sock = self.sockets.pop(self.assign.servers[number].index, None)
+            sock = self.sockets.pop(self.specs[number].index, None)
             if sock is not None:
                 sock.close()
         for connection in list(self.connections):
@@ -294,7 +319,7 @@ class Worker:
             device.diagnostics.reload()
         assert self.transports is not None, "servers start before any Control is read"
         try:
-            server = await self.transports.start(self.assign.servers[number], number, sock)
+            server = await self.transports.start(self.specs[number], number, sock)
         except (OSError, ssl.SSLError) as exc:
             sock.close()
             self._reply(message, error=f"cannot serve {message.server}: {exc}")
