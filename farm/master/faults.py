@@ -4,11 +4,11 @@ Sits in the master between the API and the workers (api_faults -> faults -> supe
 worker). A fault (farm.config.faults.FaultSpec) is resolved here once, when it is added, to
 server names and, per worker, to their numbers there (counters indexes); then it waits for
 its start (a loop timer, on the master's monotonic clock) and is active until its end
-(another timer), until it is cleared, or until the farm stops. Whenever the faults active on a worker's servers change,
-the worker is sent all of them (`Faults`, farm.ipc.messages): one message replaces the last,
-so an update can never be half-applied, and a worker spawned after a kill -9 gets the same
-set within its Assign (`Supervisor.active_faults`). Workers get durations (delays, gaps),
-never times.
+(another timer), until it is cleared, or until the farm stops. Whenever the faults active
+on a worker's servers change, the worker is sent all of them (`Faults`, farm.ipc.messages):
+one message replaces the last, so an update can never be half-applied, and a worker spawned
+after a kill -9 gets the same set within its Assign (`Supervisor.active_faults`). Workers
+get durations (delays, gaps), never times.
 
 Offline and reboot take their servers down through farm.master.switch (the port closed in
 every process, connections dropped) and bring them back when they end, except servers that
