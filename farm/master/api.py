@@ -35,6 +35,7 @@ from pydantic import BaseModel
 from farm import __version__
 from farm.master.access import guard
 from farm.master.api_faults import fault_routes
+from farm.master.api_fleets import fleet_routes
 from farm.master.api_scenario import scenario_routes
 from farm.master.api_servers import server_routes
 from farm.master.api_targets import targets_route
@@ -47,6 +48,7 @@ from farm.master.openapi import openapi_route
 from farm.master.pages import add_view
 from farm.master.probes import live_route
 from farm.master.routes import Call, Route, add_routes
+from farm.master.scale import Scaler
 from farm.master.scenario import ScenarioPlayer
 from farm.master.scenario_steps import StepActions
 from farm.master.supervisor import Supervisor
@@ -174,13 +176,17 @@ def build_app(
     routes: Sequence[Route] = (),
     faults: FaultTable | None = None,
     scenario: ScenarioPlayer | None = None,
+    scaler: Scaler | None = None,
 ) -> web.Application:
     """The control API; `routes` are more routes to serve (and document) beside the farm's."""
     inventory = inventory or Inventory(supervisor)
     switch = switch or Switch(supervisor)
     faults = faults or FaultTable(supervisor, switch)
+    scaler = scaler or Scaler(supervisor, (inventory.refresh, switch.refresh, faults.refresh))
     scenario = scenario or ScenarioPlayer(
-        StepActions(faults, switch, inventory), supervisor.plan.fleets, supervisor.plan.templates
+        StepActions(faults, switch, inventory, scaler.scale, scaler.counts),
+        supervisor.plan.fleets,
+        supervisor.plan.templates,
     )
     app = web.Application(middlewares=[_json_errors(), guard(token)])
 
@@ -233,6 +239,7 @@ def build_app(
     add_routes(app, fault_routes(faults))
     add_routes(app, scenario_routes(scenario))
     add_routes(app, [targets_route(supervisor), live_route(supervisor)])
+    add_routes(app, fleet_routes(scaler))
     add_routes(app, routes)
     add_view(app, FleetView(supervisor, sources=view_sources(faults)), bool(token))
     metrics = metrics_route(supervisor, faults, scenario)

@@ -95,16 +95,21 @@ class Inventory:
 
     def __init__(self, supervisor: Supervisor) -> None:
         self.supervisor = supervisor
-        templates = supervisor.plan.templates
+        self.servers: dict[str, Located] = {}
+        self.refresh()
+        self.faults: FaultsOf = no_faults
+        self.overlay: Overlay = no_overlay
+
+    def refresh(self) -> None:
+        """Learn the servers again from the slots' shards (a fleet was scaled)."""
+        templates = self.supervisor.plan.templates
         located = [
             Located(spec=spec, slot=slot, position=position, template=templates[spec.template])
-            for slot in supervisor.slots
+            for slot in self.supervisor.slots
             for position, spec in enumerate(slot.shard.servers)
         ]
         located.sort(key=lambda each: each.spec.index)
-        self.servers: dict[str, Located] = {each.name: each for each in located}
-        self.faults: FaultsOf = no_faults
-        self.overlay: Overlay = no_overlay
+        self.servers = {each.name: each for each in located}
 
     def get(self, name: str) -> Located | None:
         return self.servers.get(name)

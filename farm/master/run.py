@@ -29,6 +29,7 @@ from farm.master.api import build_app, build_metrics_app
 from farm.master.faults import FaultTable
 from farm.master.inventory import Inventory
 from farm.master.listeners import bind_all, describe
+from farm.master.scale import Scaler
 from farm.master.scenario import ScenarioPlayer
 from farm.master.scenario_steps import StepActions
 from farm.master.supervisor import Supervisor, SupervisorOptions
@@ -108,7 +109,9 @@ async def serve(
         cleanup.push_async_callback(faults.close)
         inventory.faults = faults.faults_of
         inventory.overlay = faults.overlay
-        player = ScenarioPlayer(StepActions(faults, switch, inventory), plan.fleets, plan.templates)
+        scaler = Scaler(supervisor, (inventory.refresh, switch.refresh, faults.refresh))
+        actions = StepActions(faults, switch, inventory, scaler.scale, scaler.counts)
+        player = ScenarioPlayer(actions, plan.fleets, plan.templates)
         cleanup.push_async_callback(player.close)  # before the faults (callbacks run last first)
         app = build_app(
             supervisor,
@@ -119,6 +122,7 @@ async def serve(
             switch=switch,
             faults=faults,
             scenario=player,
+            scaler=scaler,
         )
         cleanup.push_async_callback(
             (await _start_api(app, options.api_host, options.api_port)).cleanup

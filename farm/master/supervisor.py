@@ -459,6 +459,29 @@ class Supervisor:
                 return False
             return True
 
+    def ask(
+        self,
+        slot: Slot,
+        make: Callable[[int], Message],
+        socks: list[socket.socket] | tuple[()] = (),
+    ) -> asyncio.Future[Reply | None]:
+        """Send the message `make(request_id)` builds (and `socks`, in order) to the slot's
+        worker; the future is its Reply, or None, as for `tell` (same rules)."""
+        future: asyncio.Future[Reply | None] = asyncio.get_running_loop().create_future()
+        if slot.conn is None or slot.process is None:
+            future.set_result(None)
+            return future
+        request_id = next(self._request_ids)
+        slot.replies[request_id] = future
+        try:
+            messages.send(slot.conn, make(request_id))
+            if socks:
+                messages.send_sockets(slot.conn, list(socks))
+        except OSError:  # the worker is dying; _on_exit respawns it with the new state
+            slot.replies.pop(request_id, None)
+            future.set_result(None)
+        return future
+
     def tell(
         self, slot: Slot, op: str, server: str, sock: socket.socket | None = None
     ) -> asyncio.Future[Reply | None]:

@@ -52,8 +52,13 @@ class Switch:
 
     def __init__(self, supervisor: Supervisor) -> None:
         self.supervisor = supervisor
-        self._where: dict[str, tuple[Slot, ServerSpec]] = {
-            spec.name: (slot, spec) for slot in supervisor.slots for spec in slot.shard.servers
+        self._where: dict[str, tuple[Slot, ServerSpec]] = {}
+        self.refresh()
+
+    def refresh(self) -> None:
+        """Learn the servers again from the slots' shards (a fleet was scaled)."""
+        self._where = {
+            spec.name: (slot, spec) for slot in self.supervisor.slots for spec in slot.shard.servers
         }
 
     def stopped(self, name: str) -> bool:
