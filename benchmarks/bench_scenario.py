@@ -7,7 +7,8 @@ one port, as `ip_start` addressing gives them: 10,000 consecutive free ports are
 there on a shared machine), a scenario posted to its API plays two steps on the whole
 fleet:
   1 s   stuck: every server's temperature_dc reads 4242 (a value fault, applied by workers)
-  3 s   offline for 2 s: every server's port closes (farm.master.switch, server by server)
+  3 s   offline for 2 s: 10 % of the servers' ports close (farm.master.switch, server by
+        server; `--offline 1.0` for all of them)
 A Modbus client (raw MBAP on one socket each) watches `--sample` servers spread over the
 fleet; a step is in effect on a server when the client first sees it there (4242 read;
 connection refused). The figure is the last of those, counted from the step's time, which
@@ -31,6 +32,7 @@ from pathlib import Path
 
 from benchmarks import procs
 from farm.client import FarmClient
+from farm.config.selection import pick_fraction
 
 HOST = "127.0.0.1"
 FIRST_IP = "127.77.0.1"
@@ -84,13 +86,13 @@ def refused(address: tuple[str, int]) -> bool:
     return False
 
 
-def run(servers: int, workers: int, sample: int) -> None:
+def run(servers: int, workers: int, sample: int, offline: float) -> None:
     with tempfile.TemporaryDirectory() as directory:
         farm = procs.start(lambda: fleet_farm(servers, workers, Path(directory)))
-        measure(farm, servers, workers, sample)
+        measure(farm, servers, workers, sample, offline)
 
 
-def measure(farm: procs.Server, servers: int, workers: int, sample: int) -> None:
+def measure(farm: procs.Server, servers: int, workers: int, sample: int, offline: float) -> None:
     try:
         assert farm.api_port is not None
         client = FarmClient(f"http://{HOST}:{farm.api_port}", timeout=60)
@@ -102,7 +104,7 @@ def measure(farm: procs.Server, servers: int, workers: int, sample: int) -> None
                 {"at": f"{STUCK_AT}s", "fault": {"kind": "stuck", "fleet": "default",
                                                 "point": "temperature_dc", "value": 4242}},
                 {"at": f"{OFFLINE_AT}s", "for": f"{OFFLINE_FOR}s",
-                 "fault": {"kind": "offline", "fleet": "default"}},
+                 "fault": {"kind": "offline", "fleet": "default", "fraction": offline}},
             ]
         }  # fmt: skip
         posted = time.monotonic()
@@ -120,6 +122,12 @@ def measure(farm: procs.Server, servers: int, workers: int, sample: int) -> None
                     seen[number] = time.monotonic() - posted - STUCK_AT
         for sock in sockets:
             sock.close()
+        chosen = set(pick_fraction([f"device-{i:05d}" for i in range(servers)], offline, 0))
+        ports = [
+            address
+            for index, address in enumerate(addresses(servers, farm.port_base))
+            if f"device-{index:05d}" in chosen
+        ][:sample]
         while time.monotonic() < posted + OFFLINE_AT - 0.2:
             time.sleep(0.01)
         down: dict[int, float] = {}
@@ -136,9 +144,9 @@ def measure(farm: procs.Server, servers: int, workers: int, sample: int) -> None
     finally:
         farm.stop()
     print(f"{servers} servers, {workers} workers; POST /api/v1/scenario answered in "
-          f"{answered * 1e3:.0f} ms; a sample of {len(ports)} servers watched")  # fmt: skip
-    report("stuck on every server (value fault)", seen, len(ports))
-    report("offline on every server (ports closed)", down, len(ports))
+          f"{answered * 1e3:.0f} ms; a sample of {sample} servers watched")  # fmt: skip
+    report("stuck on every server (value fault)", seen, sample)
+    report(f"offline on {offline:.0%} of the servers (ports closed)", down, len(ports))
     errors = [step["error"] for step in view["steps"] if step.get("error")]
     print(f"  steps that could not act: {errors or 'none'}")
 
@@ -160,8 +168,9 @@ def main() -> None:
     parser.add_argument("--servers", type=int, default=10_000)
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--sample", type=int, default=200)
+    parser.add_argument("--offline", type=float, default=0.1, help="Fraction taken offline.")
     args = parser.parse_args()
-    run(args.servers, args.workers, args.sample)
+    run(args.servers, args.workers, args.sample, args.offline)
 
 
 if __name__ == "__main__":
