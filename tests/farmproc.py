@@ -221,3 +221,22 @@ class FarmProcess:
         if self.process.poll() is None:
             self.process.kill()
         self.process.communicate(timeout=10)
+
+
+def scalable_farm(count: int, room: int, workers: int = 2) -> FarmProcess:
+    """A ready farm of `count` servers with ports kept free for it to grow to `room`."""
+    for attempt in range(3):
+        port_base = free_port_range(room)
+        api_port = free_port()
+        while port_base <= api_port < port_base + room:
+            api_port = free_port()
+        running = FarmProcess(count=count, workers=workers, port_base=port_base, api_port=api_port)
+        running.start()
+        try:
+            running.wait_ready()
+            return running
+        except AssertionError as error:
+            running.kill()
+            if "already in use" not in str(error) or attempt == 2:
+                raise
+    raise AssertionError("unreachable")

@@ -16,8 +16,9 @@ from typing import Any
 import pytest
 from pymodbus.client import ModbusTcpClient
 
+from farm.client import FarmClient
 from tests.conftest import start_farm
-from tests.farmproc import HOST, FarmProcess
+from tests.farmproc import HOST, FarmProcess, scalable_farm
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -146,3 +147,32 @@ def test_open_streams_do_not_hold_the_stop_up() -> None:
         assert running.process.returncode == 0, stderr
     finally:
         running.kill()
+
+
+def test_the_stream_follows_a_fleet_scaled_up_and_down() -> None:
+    running = scalable_farm(4, room=10)
+    stream = EventStream(running)
+    try:
+        events = iter(stream)
+        name, layout = next(events)
+        assert (name, layout["cells"]) == ("layout", 4)
+        api = FarmClient.at(HOST, running.api_port)
+        for count in (9, 2):
+            api.scale("default", count)
+            deadline = time.monotonic() + 15
+            name, data = next(events)
+            while name != "layout":  # the old layout's deltas until the new one
+                assert time.monotonic() < deadline, f"no layout of {count} cells"
+                name, data = next(events)
+            assert data["cells"] == count
+            assert sorted(data["names"]) == [f"device-{i:04d}" for i in range(count)]
+            assert sum(group["count"] for group in data["groups"]) == count
+            name, snapshot = next(events)  # then every cell of the new layout once
+            assert name == "snapshot"
+            assert len(base64.b64decode(snapshot["codes"])) == count
+            name, tick = next(events)  # and deltas continue from it
+            assert (name, tick["seq"]) == ("tick", snapshot["seq"] + 1)
+    finally:
+        stream.close()
+        code, _, stderr = running.stop()
+    assert code == 0, stderr

@@ -17,7 +17,7 @@ import pytest
 from pymodbus.client import ModbusTcpClient
 
 from farm.client import FarmAPIError, FarmClient, Servers
-from tests.farmproc import HOST, FarmProcess, free_port, free_port_range, port_free, wait_for
+from tests.farmproc import HOST, FarmProcess, port_free, scalable_farm, wait_for
 
 pytestmark = pytest.mark.timeout(150)
 START, ROOM = 20, 60  # servers at start; ports kept free for the fleet to grow into
@@ -25,20 +25,7 @@ START, ROOM = 20, 60  # servers at start; ports kept free for the fleet to grow 
 
 @pytest.fixture
 def farm() -> Iterator[FarmProcess]:
-    for attempt in range(3):
-        port_base = free_port_range(ROOM)
-        api_port = free_port()
-        while port_base <= api_port < port_base + ROOM:
-            api_port = free_port()
-        running = FarmProcess(count=START, workers=2, port_base=port_base, api_port=api_port)
-        running.start()
-        try:
-            running.wait_ready()
-            break
-        except AssertionError as error:
-            running.kill()
-            if "already in use" not in str(error) or attempt == 2:
-                raise
+    running = scalable_farm(START, ROOM)
     try:
         yield running
     finally:

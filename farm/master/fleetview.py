@@ -22,6 +22,8 @@ Events (text/event-stream; each `data:` line is one JSON object):
                "states", "rate_bounds", "interval_s"}            first on every connection
     snapshot  {"seq", "codes": base64 of one byte per cell, "totals"}        then once
     tick      {"seq", "cells": [cell, code, cell, code, ...], "totals"}  every interval
+When a fleet is scaled (a slot's shard changes), the next tick sends a new layout and a
+snapshot instead of a tick; deltas continue from there.
 A page that falls `MAX_BACKLOG` events behind is dropped; its EventSource reconnects and
 starts again from a layout and a snapshot.
 """
@@ -132,29 +134,41 @@ class FleetView:
         self.sources = sources or ViewSources()
         self.interval_s = interval_s
         self.clock = clock
-        slots = supervisor.slots
-        self.sizes = [len(slot.shard.servers) for slot in slots]
-        # Each shard's servers' counters indexes, in the order of its servers.
-        self.stats = [
-            np.array([s.stats_index for s in slot.shard.servers], dtype=np.int64) for slot in slots
-        ]
-        self.places, self.order, layout = cell_layout(slots)
-        # `retry`: how soon a dropped page's EventSource comes back, in ms.
-        layout.update(states=list(STATES), rate_bounds=list(RATE_BOUNDS), interval_s=interval_s)
-        self.layout_event = b"retry: 1000\n" + sse("layout", layout)
-        self.codes = np.zeros(len(self.order), dtype=np.uint8)
-        self.rates = np.zeros(len(self.order), dtype=np.float64)
         # (time, requests, errors) in shard order, oldest first: a tick's rates run from the
         # oldest, `window_s` before it.
         self.history: deque[tuple[float, Counts, Counts]] = deque(
             maxlen=max(1, round(window_s / interval_s))
         )
-        self.restarts = [slot.restarts for slot in slots]  # as of the last tick
+        self._lay_out()
+        self.restarts = [slot.restarts for slot in supervisor.slots]  # as of the last tick
         self.seq = 0
         self.totals: dict[str, Any] = {}
         self.subscribers: set[Subscription] = set()
         self._snapshot: tuple[int, bytes] | None = None
         self._task: asyncio.Task[None] | None = None
+
+    def _lay_out(self) -> None:
+        """The cells for the servers each slot's shard holds now. A scaled fleet gives its
+        slots new `Shard` objects (farm.master.scale), which is how a tick notices, as
+        /metrics does (farm.master.series)."""
+        slots = self.supervisor.slots
+        self.shards = [slot.shard for slot in slots]
+        self.sizes = [len(shard.servers) for shard in self.shards]
+        # Each shard's servers' counters indexes, in the order of its servers.
+        self.stats = [
+            np.array([s.stats_index for s in shard.servers], dtype=np.int64)
+            for shard in self.shards
+        ]
+        self.places, self.order, layout = cell_layout(slots)
+        # `retry`: how soon a dropped page's EventSource comes back, in ms.
+        layout.update(
+            states=list(STATES), rate_bounds=list(RATE_BOUNDS), interval_s=self.interval_s
+        )
+        self.layout_event = b"retry: 1000\n" + sse("layout", layout)
+        self.codes = np.zeros(len(self.order), dtype=np.uint8)
+        self.rates = np.zeros(len(self.order), dtype=np.float64)
+        # Counts in the old shard order cannot be subtracted from the new: rates start over.
+        self.history.clear()
 
     # -- subscribers -------------------------------------------------------------------
 
@@ -216,6 +230,12 @@ class FleetView:
 
     def tick(self) -> bytes:
         """Read every counter once; the event carrying what changed since the last tick."""
+        relaid = any(
+            slot.shard is not shard
+            for slot, shard in zip(self.supervisor.slots, self.shards, strict=True)
+        )
+        if relaid:
+            self._lay_out()
         now = self.clock()
         requests, errors = self._read()
         if self.history:
@@ -234,6 +254,8 @@ class FleetView:
         pairs[0::2], pairs[1::2] = changed, codes[changed]
         self.codes, self.rates, self.seq = codes, rates, self.seq + 1
         self.totals = self._totals(now, float(made.sum()) / seconds, float(failed.sum()) / seconds)
+        if relaid:  # every page starts again from the new layout, as on connecting
+            return self.layout_event + self.snapshot()
         return sse("tick", {"seq": self.seq, "cells": pairs.tolist(), "totals": self.totals})
 
     def _read(self) -> tuple[Counts, Counts]:

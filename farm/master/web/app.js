@@ -16,10 +16,14 @@ let seq = 0;
 function connect() {
   const source = new EventSource("/api/v1/view/stream");
   source.addEventListener("layout", (event) => {
+    // First on every connection, and again whenever a fleet is scaled: cells are renumbered,
+    // so the filters and the open server's cell are worked out again from names.
     layout = JSON.parse(event.data);
     grid.setLayout(layout);
     fillFleets(layout);
-    restoreFromHash();
+    applyFilters();
+    if (panel.name) grid.select(grid.index.get(panel.name) ?? -1);
+    else restoreFromHash();
   });
   source.addEventListener("snapshot", (event) => {
     const data = JSON.parse(event.data);
@@ -105,9 +109,11 @@ function countStates() {
 
 function fillFleets(layout) {
   const select = $("f-fleet");
+  const chosen = select.value;
   const fleets = [...new Set(layout.groups.map((group) => group.fleet))];
   const options = fleets.map((fleet) => new Option(fleet, fleet));
   select.replaceChildren(new Option("all fleets", ""), ...options);
+  if (fleets.includes(chosen)) select.value = chosen;
 }
 
 // A glob (* and ?) when it has one, else a substring; case does not matter.

@@ -45,6 +45,8 @@ export class Grid {
     this.x = new Int32Array(layout.cells).fill(-1);
     this.y = new Int32Array(layout.cells).fill(-1);
     this.index = new Map(layout.names.map((name, cell) => [name, cell]));
+    this.selected = -1; // a cell number of the old layout; the caller selects again by name
+    this.dirty.clear();
     this.relayout();
   }
 
