@@ -24,6 +24,7 @@ from playwright.sync_api import sync_playwright
 from pymodbus.client import ModbusTcpClient
 from pymodbus.pdu import ExceptionResponse
 
+from farm.client import FarmClient
 from tests.farmproc import HOST, FarmProcess, free_port, free_port_range, wait_for
 
 pytestmark = pytest.mark.timeout(180)
@@ -209,6 +210,22 @@ def test_the_page_shows_the_fleet_and_follows_a_kill_9(view: View) -> None:
     view.until(f"{restarts} === '1'", "the restart in the workers table")
     seq = view.seq()
     view.until(f"Number(document.body.dataset.seq) > {seq + 2}", "ticks to keep coming")
+
+
+def test_the_cells_follow_a_fleet_scaled_down_and_up(view: View) -> None:
+    cells = "document.querySelector('#grid').dataset.cells"
+    view.until(f"{cells} == {METERS + PLCS}", "500 cells")
+    view.page.select_option("#f-fleet", "plcs")  # a filter the new layouts must keep
+    view.until(f"{cells} == {PLCS}", "the plcs only")
+    api = FarmClient.at(HOST, view.farm.api_port, token=TOKEN)
+    for count in (PLCS - 50, PLCS):  # its config has ports for PLCS servers and no more
+        api.scale("plcs", count)
+        view.until(f"{cells} == {count}", f"{count} plc cells")
+        assert view.js("document.getElementById('f-fleet').value") == "plcs"
+    last = f"plc-{PLCS - 1:04d}"
+    view.page.select_option("#f-fleet", "")
+    view.until(f"{cells} == {METERS + PLCS}", "every cell again")
+    assert view.js(f"window.farmView.stateOf('{last}')") == "up"  # a newcomer's cell
 
 
 def test_a_value_written_from_the_page_is_read_by_mbpoll(view: View) -> None:
