@@ -31,6 +31,7 @@ from farm.config.templates import Identity
 from farm.ipc.banks import UnitBank
 from farm.worker import engine
 from farm.worker.faults import ServerFaults
+from farm.worker.limits import unlimited
 
 ROOT = Path(__file__).resolve().parent.parent
 FRAME = struct.pack(">HHHB", 1, 0, 6, 1) + bytes([3, 0, 0, 0, 10])
@@ -48,8 +49,11 @@ class Sink:
     def close(self) -> None:
         pass
 
-    def get_extra_info(self, name: str) -> Any:
-        return None
+    def get_extra_info(self, name: str, default: Any = None) -> Any:
+        return default
+
+    def set_write_buffer_limits(self, high: int, low: int) -> None:
+        pass
 
 
 def bank() -> UnitBank:
@@ -66,7 +70,9 @@ def connection(module: Any, rules: tuple[FaultRule, ...] = ()) -> Any:
     device = module.Device("bench", {1: bank()}, Identity())
     if rules:
         device.faults = ServerFaults(device, rules, random.Random(1))
-    made = module.ModbusConnection(device, set())
+    # Today's engine takes the server's connection limits; an engine from before them, a set.
+    guard: Any = unlimited(device.name, device.counters) if module is engine else set()
+    made = module.ModbusConnection(device, guard)
     made.connection_made(Sink())
     return made
 

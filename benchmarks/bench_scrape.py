@@ -68,12 +68,15 @@ from farm.master.metrics import FarmMetrics
 from farm.master.supervisor import SlotState, Supervisor
 from farm.worker.engine import (
     _HEADER,
+    FLUSH_INPUT_BYTES,
     MAX_MBAP_LENGTH,
     Device,
     ModbusConnection,
     reference_answer,
 )
 from farm.worker.fastpath import GATEWAY_NO_RESPONSE, exception_pdu, fast_answer
+from farm.worker.limits import unlimited
+from farm.worker.wheel import NOT_SCHEDULED
 
 HOST = "127.0.0.1"
 CLOCK_TICK = os.sysconf("SC_CLK_TCK")
@@ -379,19 +382,21 @@ class BareConnection(ModbusConnection):
 
     def connection_made(self, transport: Any) -> None:
         self.transport = transport
-        self.open_connections.add(self)
+        self.guard.admit(self)
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.transport = None
-        self.open_connections.discard(self)
+        self.guard.release(self)
 
     def data_received(self, data: bytes) -> None:
+        self.seen = self.clock.now
         device = self.device
         buffer = self.buffer
         buffer += data
         replies: list[bytes] = []
         position = 0
         available = len(buffer)
+        flush_at = FLUSH_INPUT_BYTES
         malformed = False
         while available - position >= 7:
             transaction, protocol, length, unit = _HEADER.unpack_from(buffer, position)
@@ -405,6 +410,13 @@ class BareConnection(ModbusConnection):
             if response is not None:
                 replies.append(_HEADER.pack(transaction, 0, len(response) + 1, unit) + response)
             position = end
+            if position >= flush_at:
+                if self.transport is not None:
+                    self.transport.write(b"".join(replies))
+                replies = []
+                if self.paused:
+                    break
+                flush_at = position + FLUSH_INPUT_BYTES
         del buffer[:position]
         if replies and self.transport is not None:
             self.transport.write(b"".join(replies))
@@ -412,6 +424,11 @@ class BareConnection(ModbusConnection):
             buffer.clear()
             if self.transport is not None:
                 self.transport.close()
+        elif buffer:
+            if self.partial_at == NOT_SCHEDULED and not self.paused:
+                self.guard.frame_started(self)
+        elif self.partial_at != NOT_SCHEDULED:
+            self.partial_at = NOT_SCHEDULED
 
 
 class _Sink:
@@ -424,6 +441,9 @@ class _Sink:
         self.last = data
 
     def close(self) -> None:
+        pass
+
+    def set_write_buffer_limits(self, high: int, low: int) -> None:
         pass
 
 
@@ -443,7 +463,8 @@ def make_device(bare: bool, counters: Any = None) -> Device:
 
 def connect(bare: bool, counters: Any = None) -> tuple[ModbusConnection, _Sink]:
     kind = BareConnection if bare else ModbusConnection
-    connection = kind(make_device(bare, counters), set())
+    device = make_device(bare, counters)
+    connection = kind(device, unlimited(device.name, device.counters))
     sink = _Sink()
     connection.connection_made(cast(Any, sink))
     return connection, sink
@@ -515,12 +536,10 @@ def serve(bare: bool, port_base: int, count: int, lifetime: float) -> None:
         servers = []
         for i in range(count):
             device = make_device(bare, shard.server(i) if shard else None)
-            open_connections: set[ModbusConnection] = set()
+            guard = unlimited(device.name, device.counters)
 
-            def factory(
-                device: Device = device, live: set[ModbusConnection] = open_connections
-            ) -> ModbusConnection:
-                return kind(device, live)
+            def factory(device: Device = device, guard: Any = guard) -> ModbusConnection:
+                return kind(device, guard)
 
             servers.append(await loop.create_server(factory, HOST, port_base + i))
         print("ready", flush=True)

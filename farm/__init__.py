@@ -13,10 +13,13 @@ Four programs share this package; the folder tells which one runs a module:
     master/   the master process: run (start to stop), listeners (binds every port),
               supervisor (spawns, watches, restarts workers), api and metrics (HTTP),
               faults (the fault table: when each fault starts and ends, who applies it),
-              fleetview and pages (the live page at /, its files in master/web/).
+              fleetview and pages (the live page at /, its files in master/web/), logs
+              (the farm's one log), state (banks saved to and restored from a file).
     worker/   a worker process: process (its loop and servers), engine (Modbus over
               TCP; the only module that imports pymodbus), fastpath, ticker, faults
-              (how a faulted server answers) and outbox (answers that must wait).
+              (how a faulted server answers) and outbox (answers that must wait), limits
+              (connection limits and timeouts on a timer wheel), events (its log lines,
+              sent to the master).
     bench/    the load generator, a program of its own.
     client.py the one client of the control API (the CLI, bench and users' own tests);
               fault_targets.py, its fault targets (Fleet, Glob, Fraction, ...).

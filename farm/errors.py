@@ -5,6 +5,7 @@ FarmError                  base: `str(error)` is the line the user sees
 ├── PortBusyError          addresses already in use at start (exit 1)
 ├── ResourceLimitError     too many servers for this machine's limits (exit 1)
 ├── BootError              a worker could not boot, repeatedly (exit 1)
+├── StateFileError         a state file that cannot be used: corrupt, foreign (exit 2)
 └── FarmUnreachable        the CLI could not reach a farm's control API (exit 1)
 
 `exit_with(error)` is how every command shows one: a single line on stderr, then the exit.
@@ -49,6 +50,12 @@ class ResourceLimitError(FarmError):
 
 class BootError(FarmError):
     """A worker slot failed to boot repeatedly; the farm stops."""
+
+
+class StateFileError(FarmError):
+    """A state file (`farm up --state`) that is unreadable, corrupt, or for another fleet."""
+
+    exit_code = 2
 
 
 class FarmUnreachable(FarmError):

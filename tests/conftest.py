@@ -120,3 +120,12 @@ def ready_config_farm(
             if "already in use" not in str(error) or attempt == 2:
                 raise
     raise AssertionError("unreachable")
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption(
+        "--soak-seconds",
+        type=float,
+        default=30.0,
+        help="Length of tests/test_soak.py's run under load (scripts/soak: 60 or more).",
+    )

@@ -22,7 +22,7 @@ from farm.ipc import stats
 from farm.ipc.banks import UnitBank
 from farm.ipc.stats import ShardCounters
 from farm.master.metrics import FarmMetrics
-from farm.worker import engine
+from farm.worker import engine, limits
 from tests.conftest import make_farm, start_farm
 from tests.farmproc import HOST, FarmProcess, free_port, wait_for
 from tests.prometheus_server import Samples, loaded, parse, scrape, scrape_text, value
@@ -58,6 +58,9 @@ class _Transport:
     def close(self) -> None:
         pass
 
+    def set_write_buffer_limits(self, high: int, low: int) -> None:
+        pass
+
 
 def in_memory(servers: int) -> ShardCounters:
     """Counters laid out as in a farm, in private memory (no shared-memory tracker process)."""
@@ -78,7 +81,7 @@ def test_durations_land_in_the_right_bucket(monkeypatch: pytest.MonkeyPatch) -> 
         input_registers=memoryview(bytearray(20)),
     )
     device = engine.Device("d", {1: bank}, Identity(), shard.server(0))
-    connection = engine.ModbusConnection(device, set())
+    connection = engine.ModbusConnection(device, limits.unlimited(device.name, device.counters))
     connection.connection_made(cast(Any, _Transport()))
     connection.data_received(b"".join(mbap(t, 1, b"\x03\x00\x00\x00\x01") for t in (1, 2, 3)))
     connection.connection_lost(None)
@@ -160,6 +163,7 @@ def test_counts_exactly_what_clients_sent() -> None:
         ("modbus_farm_exceptions_total", "exception_code", "2"): 2,
         ("modbus_farm_exceptions_total", "exception_code", "1"): 1,
         ("modbus_farm_exceptions_total", "exception_code", "11"): 1,
+        ("modbus_farm_connections_closed_total", "reason", "malformed_frame"): 1,
     }
     for (name, label, code_value), count in expected.items():
         assert value(samples, name, **server, **{label: code_value}) == count, (name, code_value)

@@ -2,7 +2,9 @@
 
     farm up [FILE] [--count N] [--workers W] [--host H] [--port-base P] [--api-host H]
             [--api-port A] [--api-token T] [--api-insecure] [--metrics-port M]
-            [--metrics-host H] [--log-level L] [--transport T [--certs DIR]]
+            [--metrics-host H] [--transport T [--certs DIR]] [--max-connections N]
+            [--connection-policy P] [--idle-timeout S] [--frame-timeout S] [--state FILE]
+            [--state-interval S] [--log-level L] [--log-format text|json] [--log-file FILE]
     farm status [--api-host H] [--api-port A] [--json]
     farm down [--api-host H] [--api-port A] [--timeout S]
     farm validate FILE / farm plan [FILE]   (farm.cli.inspect)
@@ -23,12 +25,12 @@ import logging
 import sys
 import time
 from collections.abc import Callable, Coroutine
+from pathlib import Path
 from typing import Any
 
 import click
 import uvloop
 from rich.console import Console
-from rich.logging import RichHandler
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table as RichTable
 from rich.text import Text
@@ -53,18 +55,16 @@ from farm.client import (
 )
 from farm.config.plan import TRANSPORTS, Plan, Transport
 from farm.config.shards import FleetSlice
+from farm.config.templates import ConnectionPolicy
 from farm.errors import ConfigError, FarmError, FarmUnreachable, exit_with
+from farm.master import logs
 from farm.master.run import MasterOptions, ReadySummary, serve
+from farm.master.supervisor import SupervisorOptions
 
 # Markup off: what these print carries user text (names, addresses, file names) that may
 # hold square brackets; styled words are Text spans instead.
 out = Console(markup=False)
 err = Console(stderr=True, markup=False)
-
-
-def _setup_logging(level: str) -> None:
-    handler = RichHandler(console=err, show_path=False, markup=False, rich_tracebacks=False)
-    logging.basicConfig(level=level.upper(), format="%(message)s", handlers=[handler], force=True)
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -110,7 +110,64 @@ def main() -> None:
     default=None,
     help="For --transport tls: a `farm certs` directory (server.pem, server.key, ca.pem).",
 )
-@click.option("--log-level", default="info", show_default=True, help="debug, info, warning.")
+@click.option(
+    "--max-connections",
+    type=click.IntRange(min=1),
+    default=None,
+    help="Connections one device accepts [default: the template's; built-in: 64].",
+)
+@click.option(
+    "--connection-policy",
+    type=click.Choice([p.value for p in ConnectionPolicy]),
+    default=None,
+    help="Past --max-connections: refuse the newcomer, or close the oldest [default: refuse].",
+)
+@click.option(
+    "--idle-timeout",
+    type=click.FloatRange(min=0),
+    default=None,
+    help="Close a connection silent this many seconds; 0: never [default: 300].",
+)
+@click.option(
+    "--frame-timeout",
+    type=click.FloatRange(min=0),
+    default=None,
+    help="Close a connection stuck this many seconds on half a frame; 0: never [default: 10].",
+)
+@click.option(
+    "--state",
+    "state_file",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="Restore every bank from FILE at start; save to it every --state-interval and at stop.",
+)
+@click.option(
+    "--state-interval",
+    type=click.FloatRange(min=0.1),
+    default=10.0,
+    show_default=True,
+    help="Seconds between saves of --state.",
+)
+@click.option(
+    "--log-level",
+    type=click.Choice(["debug", "info", "warning", "error"], case_sensitive=False),
+    default="info",
+    show_default=True,
+    help="debug: also every connection opened and closed, with the peer's address.",
+)
+@click.option(
+    "--log-format",
+    type=click.Choice(["text", "json"]),
+    default="text",
+    show_default=True,
+    help="json: one JSON object a line (time, level, worker, server, event, message, fields).",
+)
+@click.option(
+    "--log-file",
+    type=click.Path(dir_okay=False),
+    default=None,
+    help="Append the log to FILE instead of stderr.",
+)
 @click.option(
     "--scenario",
     "scenario_file",
@@ -132,7 +189,15 @@ def up(
     api_insecure: bool,
     metrics_port: int | None,
     metrics_host: str | None,
+    max_connections: int | None,
+    connection_policy: str | None,
+    idle_timeout: float | None,
+    frame_timeout: float | None,
+    state_file: Path | None,
+    state_interval: float,
     log_level: str,
+    log_format: logs.LogFormat,
+    log_file: str | None,
     scenario_file: str | None,
     shard: ShardChoice | None,
 ) -> None:
@@ -141,9 +206,26 @@ def up(
     With --shard-index I --shard-count N, serve only shard I of the fleet: N farms started
     the same way with I = 0..N-1 serve it exactly once.
     """
-    _setup_logging(log_level)
+    # JSON lines on stderr stay JSON lines: no progress bar there, no closing words.
+    plain = log_format == "text" or log_file is not None
     try:
-        plan = make_plan(file, count, host, port_base, workers, transport, certs, shard)
+        try:
+            logs.configure(log_level, log_format, log_file, err)
+        except OSError as exc:
+            raise ConfigError(f"--log-file {log_file}: {exc.strerror or exc}") from exc
+        connections: dict[str, Any] = {
+            name: value
+            for name, value in (
+                ("max", max_connections),
+                ("policy", connection_policy and ConnectionPolicy(connection_policy)),
+                ("idle_timeout_s", idle_timeout),
+                ("frame_timeout_s", frame_timeout),
+            )
+            if value is not None
+        }
+        plan = make_plan(
+            file, count, host, port_base, workers, transport, certs, shard, connections
+        )
         timeline = scenario_for_up(file, scenario_file, plan)
         problem = bind_privilege_problem(spec.port for spec in plan.servers())
         if problem is not None:
@@ -156,15 +238,21 @@ def up(
             api_insecure=api_insecure,
             metrics_host=metrics_host,
             metrics_port=metrics_port,
+            state_file=state_file,
+            state_interval_s=state_interval,
+            supervisor=SupervisorOptions(log_level=logging.getLevelName(log_level.upper())),
         )
-        _run_up(plan, lambda progress, ready: serve(plan, options, progress, ready))
+        _run_up(
+            plan, lambda progress, ready: serve(plan, options, progress, ready), show_progress=plain
+        )
     except FarmError as error:
         exit_with(error)
     except KeyboardInterrupt:
         sys.exit(130)
     # After a hangup the terminal is gone and writing to it fails (EIO): the stop was clean.
-    with contextlib.suppress(OSError):
-        err.print("farm stopped")
+    if plain:
+        with contextlib.suppress(OSError):
+            err.print("farm stopped")
 
 
 ProgressCallback = Callable[[int, int], None]
@@ -172,7 +260,9 @@ ReadyCallback = Callable[[ReadySummary], None]
 
 
 def _run_up(
-    plan: Plan, make: Callable[[ProgressCallback, ReadyCallback], Coroutine[Any, Any, None]]
+    plan: Plan,
+    make: Callable[[ProgressCallback, ReadyCallback], Coroutine[Any, Any, None]],
+    show_progress: bool = True,
 ) -> None:
     progress = Progress(
         TextColumn("starting servers"),
@@ -181,6 +271,7 @@ def _run_up(
         TimeElapsedColumn(),
         console=err,
         transient=True,
+        disable=not show_progress,
     )
     task = progress.add_task("servers", total=plan.servers_total)
 

@@ -11,6 +11,7 @@ import os
 from collections import Counter
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Any
 
 import click
 from rich.console import Console
@@ -30,7 +31,13 @@ from farm.config.plan import (
     default_servers,
 )
 from farm.config.shards import fleet_slice, fleet_slices
-from farm.config.templates import TABLES_SHORT, DeviceTemplate, UnitLayout, default_template
+from farm.config.templates import (
+    TABLES_SHORT,
+    DeviceTemplate,
+    UnitLayout,
+    default_template,
+    with_connections,
+)
 from farm.errors import ConfigError, FarmError, exit_with
 from farm.master.listeners import describe
 
@@ -91,10 +98,12 @@ def make_plan(
     transport: Transport | None = None,
     certs: str | None = None,
     shard: ShardChoice | None = None,
+    connections: dict[str, Any] | None = None,
 ) -> Plan:
     """The plan for `farm up/plan`: a config file, or `count` built-in default devices.
 
     With `shard`, the whole fleet is expanded and the plan keeps that shard's slice.
+    `connections` overrides fields of every template's ConnectionLimits.
     """
     try:
         if workers is None:
@@ -105,7 +114,8 @@ def make_plan(
         if shard is not None:
             assert shard.index is not None
             part = fleet_slice(len(fleet.requests), shard.index, shard.count)
-        plan = build_plan(fleet.requests, fleet.templates, workers, fleet.seed, part)
+        templates = with_connections(fleet.templates, **(connections or {}))
+        plan = build_plan(fleet.requests, templates, workers, fleet.seed, part)
         # A shard does not grow its fleet: its next names and addresses are another
         # shard's servers (growth sees no fleet, as for a plan made without one).
         return replace(plan, fleets=fleet.fleets if part is None else ())

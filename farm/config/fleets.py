@@ -34,6 +34,7 @@ from farm.config.schema import (
 from farm.config.templates import (
     Behaviour,
     BehaviourKind,
+    ConnectionLimits,
     DeviceTemplate,
     Fifo,
     FileRecords,
@@ -129,6 +130,7 @@ class FarmFile:
             exception_status_coil=model.exception_status_coil,
             files=self._files(where, model),
             fifos=self._fifos(where, model, units),
+            connections=ConnectionLimits(**model.connections.model_dump()),
         )
 
     def _files(self, where: str, model: TemplateModel) -> tuple[FileRecords, ...]:

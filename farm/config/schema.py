@@ -26,6 +26,8 @@ from pydantic import (
 
 from farm.config.templates import (
     BehaviourKind,
+    ConnectionLimits,
+    ConnectionPolicy,
     Identity,
     PointType,
     Table,
@@ -135,6 +137,18 @@ class FifoModel(Strict):
     values: list[Register] = Field([], max_length=31)
 
 
+_LIMITS = ConnectionLimits()
+
+
+class ConnectionsModel(Strict):
+    """`connections: {max: 8, policy: close_oldest, idle_timeout_s: 120, frame_timeout_s: 5}`"""
+
+    max: int = Field(default=_LIMITS.max, ge=1, le=1_000_000)
+    policy: ConnectionPolicy = _LIMITS.policy
+    idle_timeout_s: float = Field(default=_LIMITS.idle_timeout_s, ge=0)
+    frame_timeout_s: float = Field(default=_LIMITS.frame_timeout_s, ge=0)
+
+
 class TemplateModel(Strict):
     units: list[UnitModel] = Field(min_length=1)
     points: list[PointModel] = []
@@ -142,6 +156,7 @@ class TemplateModel(Strict):
     exception_status_coil: int = Field(0, ge=0, le=65535)
     files: list[FileModel] = []
     fifos: list[FifoModel] = []
+    connections: ConnectionsModel = ConnectionsModel()
 
 
 class AddressingModel(Strict):

@@ -7,8 +7,9 @@ Everything here is frozen and picklable, because templates travel to workers in 
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from enum import StrEnum
+from typing import Any
 
 from farm import __version__
 
@@ -179,10 +180,33 @@ class Fifo:
     values: tuple[int, ...] = ()  # starting contents
 
 
+class ConnectionPolicy(StrEnum):
+    """What a device does with a connection past its `max`."""
+
+    REFUSE = "refuse"  # accept it and close it at once: the newcomer loses
+    CLOSE_OLDEST = "close_oldest"  # close the oldest one to make room, as many devices do
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ConnectionLimits:
+    """How a device treats its client connections (`connections:` in a template).
+
+    The defaults suit a load test: room for a SCADA, a historian and a load generator's
+    share on every device, the excess refused rather than someone's connection closed, and
+    connections that say nothing (or stall half-way through a frame) cleaned up. A timeout
+    of 0 never fires.
+    """
+
+    max: int = 64
+    policy: ConnectionPolicy = ConnectionPolicy.REFUSE
+    idle_timeout_s: float = 300.0  # nothing received for this long: closed
+    frame_timeout_s: float = 10.0  # a frame begun and not finished for this long: closed
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class DeviceTemplate:
-    """A device: its units, points, identity, and what the diagnostic and file functions
-    (FC 07, 20, 21, 24) read."""
+    """A device: its units, points, identity, connection behaviour, and what the diagnostic
+    and file functions (FC 07, 20, 21, 24) read."""
 
     name: str
     units: tuple[UnitLayout, ...]
@@ -192,6 +216,7 @@ class DeviceTemplate:
     exception_status_coil: int = 0
     files: tuple[FileRecords, ...] = ()
     fifos: tuple[Fifo, ...] = ()
+    connections: ConnectionLimits = field(default_factory=ConnectionLimits)
 
     def unit(self, unit_id: int) -> UnitLayout:
         return next(unit for unit in self.units if unit.unit_id == unit_id)
@@ -247,3 +272,16 @@ def default_template() -> DeviceTemplate:
         for name, table, address, behaviour in live
     )
     return DeviceTemplate(name="default", units=(UnitLayout(unit_id=1),), points=points)
+
+
+def with_connections(
+    templates: dict[str, DeviceTemplate], **changes: Any
+) -> dict[str, DeviceTemplate]:
+    """Every template with these `ConnectionLimits` fields changed (the command line's
+    --max-connections and friends win over the file's)."""
+    if not changes:
+        return templates
+    return {
+        name: replace(template, connections=replace(template.connections, **changes))
+        for name, template in templates.items()
+    }

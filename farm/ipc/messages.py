@@ -22,6 +22,9 @@ Conversation:
                                               (`send_sockets`); answered by Reply
     master -> worker   RemoveServers          servers that leave it: ports and connections
                                               closed; answered by Reply
+    worker -> master   Events                 what the worker has to say (farm.master.logs
+                                              writes it to the farm's one log), sent as soon
+                                              as the loop iteration that produced it ends
     master -> worker   Stop                   stop accepting, finish, exit 0
 End-of-file on the pipe means the other side is gone: a worker then exits.
 
@@ -86,6 +89,7 @@ class Assign(_Message, frozen=True):
     # every behaviour, so a step of the wall clock never moves live values.
     origin: float
     faults: ActiveFaults = ()  # as a Faults message would say (a restarted worker keeps them)
+    log_level: int = 20  # logging.INFO; at DEBUG (10) a worker reports every connection
 
 
 class ServerFailed(_Message, frozen=True):
@@ -148,6 +152,22 @@ class RemoveServers(_Message, frozen=True):
     servers: tuple[str, ...]  # names
 
 
+class Event(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """One line of the farm's log, from a worker (inside Events)."""
+
+    time: float  # time.time(): log lines carry wall-clock time
+    level: int  # a logging level number
+    event: str  # what happened, in snake_case: idle_timeout, malformed_frame, ...
+    server: str = ""  # the server it concerns, if any
+    message: str = ""  # the line a person reads
+    fields: dict[str, str | int | float] = msgspec.field(default_factory=dict)
+
+
+class Events(_Message, frozen=True):
+    worker: int
+    events: tuple[Event, ...]
+
+
 class Stop(_Message, frozen=True):
     reason: str = ""
 
@@ -163,6 +183,7 @@ Message = (
     | Reply
     | AddServers
     | RemoveServers
+    | Events
     | Stop
 )
 

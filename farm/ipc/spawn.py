@@ -15,6 +15,24 @@ from multiprocess import context
 
 WORKER_ENTRY = "farm.worker.process:run"
 EXIT_BOOT_FAILED = 3  # the master does not restart a worker that exits with this
+# Descriptors a worker keeps for itself besides its listening sockets: the pipe, epoll, the
+# shared-memory segments, stdio, /proc reads, and the one an `accept` takes to refuse a client.
+FILES_RESERVED = 64
+
+
+NO_LIMIT_CAP = 1 << 20  # connections a worker may hold when open files are unlimited
+
+
+def connection_cap(open_files: int | None, listening: int) -> int:
+    """Client connections a worker may hold with this open-files limit (None: unlimited,
+    farm.limits) and these listeners.
+
+    Both sides need it: the worker enforces it (farm.worker.limits), the master says at start
+    how many connections fit.
+    """
+    if open_files is None:
+        return NO_LIMIT_CAP
+    return max(0, open_files - listening - FILES_RESERVED)
 
 
 def run_entry(entry: str, *args: Any) -> None:

@@ -29,6 +29,7 @@ its counters whoever joins or leaves the shard; a free index is all zeros):
     UNANSWERED              requests answered with silence by design: listen-only mode,
                             broadcasts, RTU frames for another unit id
     TLS_HANDSHAKE_FAILURES  TLS clients refused (no or a bad certificate, wrong protocol)
+    CLOSED + i              connections the farm closed for reason CLOSE_REASONS[i]
 
 A request's duration runs from the moment its bytes reached the connection to the moment
 its response was handed to the kernel; requests pipelined in one read share one duration.
@@ -58,6 +59,15 @@ DURATION_BOUNDS_S = (
     10.0,
 )  # fmt: skip
 DURATION_BOUNDS_NS = tuple(round(bound * 1e9) for bound in DURATION_BOUNDS_S)
+# Why the farm closed a connection (farm.worker.limits; the engine for a malformed frame).
+CLOSE_REASONS = (
+    "max_connections",  # refused: the device already had `max` open (policy refuse)
+    "close_oldest",  # closed to make room for a newer one (policy close_oldest)
+    "worker_limit",  # refused: the worker's share of open files is used up
+    "idle_timeout",  # nothing received for idle_timeout_s
+    "frame_timeout",  # half a frame, unfinished for frame_timeout_s
+    "malformed_frame",  # a frame with a bad MBAP header
+)
 FIRST_BOUND_NS = DURATION_BOUNDS_NS[0]
 
 REQUESTS = 0
@@ -73,7 +83,16 @@ INJECTIONS = MALFORMED_FRAMES + 1
 CRC_ERRORS = INJECTIONS + len(KINDS)
 UNANSWERED = CRC_ERRORS + 1
 TLS_HANDSHAKE_FAILURES = UNANSWERED + 1
-SERVER_SLOTS = TLS_HANDSHAKE_FAILURES + 1
+CLOSED = TLS_HANDSHAKE_FAILURES + 1
+(
+    CLOSED_MAX_CONNECTIONS,
+    CLOSED_OLDEST,
+    CLOSED_WORKER_LIMIT,
+    CLOSED_IDLE,
+    CLOSED_FRAME_TIMEOUT,
+    CLOSED_MALFORMED,
+) = range(CLOSED, CLOSED + len(CLOSE_REASONS))
+SERVER_SLOTS = CLOSED + len(CLOSE_REASONS)
 
 WORKER_CPU_NS = 0
 ROLES = 16

@@ -15,8 +15,9 @@ import ipaddress
 import socket
 from collections.abc import Iterable
 
-from farm.config.plan import ServerSpec
+from farm.config.plan import Plan, ServerSpec
 from farm.errors import ConfigError, PortBusyError, ResourceLimitError
+from farm.ipc.spawn import connection_cap
 from farm.limits import raise_open_files_limit
 
 BACKLOG = 256
@@ -31,6 +32,34 @@ def ensure_file_limit(needed: int) -> None:
             f"{needed} servers need about {needed + FILES_RESERVED} open files but this "
             f"machine allows {limit} (ulimit -Hn); raise the limit or run fewer servers"
         )
+
+
+def capacity(plan: Plan) -> str:
+    """One line at start: the open-files limit, and how many devices and connections fit.
+
+    A worker may hold `connection_cap` connections (its limit less its listening sockets and
+    its own files); a device at most its template's `connections.max`.
+    """
+    open_files = raise_open_files_limit()  # raised before binding: this reads it
+    fit = wanted = 0
+    caps = []
+    for shard in plan.shards:
+        cap = connection_cap(open_files, len(shard.servers))
+        want = sum(plan.templates[spec.template].connections.max for spec in shard.servers)
+        caps.append(cap)
+        fit += min(cap, want)
+        wanted += want
+    maxes = {plan.templates[spec.template].connections.max for spec in plan.servers()}
+    low, high = min(maxes, default=0), max(maxes, default=0)
+    most = f"{low:,}" if low == high else f"{low:,}-{high:,}"
+    limit = f"{open_files:,}" if open_files else "unlimited"
+    line = (
+        f"open files: {limit} per process; {plan.servers_total:,} devices on "
+        f"{len(plan.shards)} workers, {fit:,} client connections fit (up to {most} per device"
+    )
+    if wanted > fit:
+        line += f", at most {min(caps):,} per worker: more are refused"
+    return line + ")"
 
 
 def describe(addresses: Iterable[tuple[str, int]], most: int = 4) -> str:

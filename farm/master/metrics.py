@@ -31,6 +31,8 @@ from farm.config.fault_rules import KINDS
 from farm.ipc.stats import (
     BYTES_RECEIVED,
     BYTES_SENT,
+    CLOSE_REASONS,
+    CLOSED,
     CONNECTIONS_ACCEPTED,
     CONNECTIONS_OPEN,
     CRC_ERRORS,
@@ -166,6 +168,7 @@ class FarmMetrics:
         self._faults(out, snapshots)
         if self.scenario is not None:
             out.append(self.scenario.metrics())
+        self._closed(out, snapshots)
         for name, kind, text, slot_index in _PLAIN:
             out.append(_header(PREFIX + name, kind, text))
             template = PREFIX + name + "{%s} %d\n"
@@ -272,6 +275,18 @@ class FarmMetrics:
         )
         codes = [*map(str, EXCEPTION_CODES), "other"]
         self._coded(out, snapshots, "exceptions_total", "exception_code", codes, EXCEPTIONS)
+
+    def _closed(self, out: list[str], snapshots: list[tuple[list[str], list[int]]]) -> None:
+        out.append(
+            _header(
+                PREFIX + "connections_closed_total",
+                "counter",
+                "Client connections the farm closed or refused, by reason (max_connections, "
+                "close_oldest, worker_limit, idle_timeout, frame_timeout, malformed_frame).",
+            )
+        )
+        reasons = list(CLOSE_REASONS)
+        self._coded(out, snapshots, "connections_closed_total", "reason", reasons, CLOSED)
 
     @staticmethod
     def _coded(

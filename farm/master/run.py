@@ -14,24 +14,29 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import ipaddress
+import logging
 import signal
 import socket
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from aiohttp import web
 
 from farm.config.plan import Plan
 from farm.config.scenario import Timeline
 from farm.errors import ConfigError, PortBusyError
+from farm.master import logs
 from farm.master.api import build_app, build_metrics_app
 from farm.master.faults import FaultTable
 from farm.master.inventory import Inventory
-from farm.master.listeners import bind_all, describe
+from farm.master.listeners import bind_all, capacity, describe
 from farm.master.scale import Scaler
 from farm.master.scenario import ScenarioPlayer
 from farm.master.scenario_steps import StepActions
+from farm.master.state import Snapshot, load, restore
+from farm.master.statesaver import StateKeeper, StateSaver
 from farm.master.supervisor import Supervisor, SupervisorOptions
 from farm.master.switch import Switch
 
@@ -46,6 +51,8 @@ class MasterOptions:
     api_insecure: bool = False  # serve a non-loopback API without a token, knowingly
     metrics_host: str | None = None  # None: the API's host
     metrics_port: int | None = None  # a separate /metrics listener; None: none
+    state_file: Path | None = None  # banks restored from it at start, saved to it
+    state_interval_s: float = 10.0
     supervisor: SupervisorOptions = field(default_factory=SupervisorOptions)
     scenario: Timeline | None = None  # played from when every server is ready
 
@@ -90,6 +97,8 @@ async def serve(
     """Run the farm until a stop signal or `POST /api/v1/shutdown`; raises FarmError."""
     began = time.monotonic()
     check_api_exposure(options)
+    # A state file that cannot be used stops the start before anything is bound.
+    snapshot = load(options.state_file, plan) if options.state_file else None
     stop_requested = asyncio.Event()
     # Undone in reverse order, whatever happens: the API stops, the workers stop and the
     # sockets and shared memory go, and only then the signal handlers (a second Ctrl-C
@@ -100,7 +109,11 @@ async def serve(
         cleanup.enter_context(_stop_signals(stop_requested.set))
         sockets = bind_all(plan.servers())
         cleanup.callback(_close, sockets)  # in case the supervisor never takes them over
+        logs.event(logging.INFO, "capacity", capacity(plan))
         supervisor = Supervisor(plan, sockets, options.supervisor)
+        if options.state_file is not None:
+            keeper = _keep_state(options.state_file, options.state_interval_s, snapshot, supervisor)
+            cleanup.push_async_callback(keeper.finish)  # last in, first out: after the stop
         cleanup.push_async_callback(supervisor.stop)
         supervisor.on_progress = on_progress
         supervisor.on_fatal = stop_requested.set
@@ -181,6 +194,36 @@ def _loopback(host: str) -> bool:
         return ipaddress.ip_address(host).is_loopback
     except ValueError:
         return False  # a name: it may resolve to anything
+
+
+def _keep_state(
+    path: Path, interval_s: float, snapshot: Snapshot | None, supervisor: Supervisor
+) -> StateKeeper:
+    """Restore the banks from the state file (before any worker starts), then keep saving."""
+    plan = supervisor.plan
+    segments = {slot.shard.worker: slot.segment.name for slot in supervisor.slots}
+    if snapshot is None:
+        logs.event(
+            logging.INFO,
+            "state_new",
+            f"state file {path} does not exist yet: starting from the templates' values",
+            file=str(path),
+        )
+    else:
+        written = restore(snapshot, plan, segments)
+        logs.event(
+            logging.INFO,
+            "state_restored",
+            f"state restored from {path} (saved {snapshot.saved_at}): "
+            f"{len(snapshot.records)} changed ranges, {written} bytes",
+            file=str(path),
+            records=len(snapshot.records),
+            bytes=written,
+            saved_at=snapshot.saved_at,
+        )
+    keeper = StateKeeper(StateSaver(path, plan, segments), interval_s)
+    keeper.start()
+    return keeper
 
 
 def _close(sockets: dict[int, socket.socket]) -> None:

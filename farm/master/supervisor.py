@@ -46,6 +46,7 @@ from farm.ipc.messages import (
     Assign,
     Connection,
     Control,
+    Events,
     FaultsApplied,
     Heartbeat,
     Message,
@@ -56,6 +57,8 @@ from farm.ipc.messages import (
 )
 from farm.ipc.spawn import EXIT_BOOT_FAILED, WORKER_ENTRY, InheritedSockets, run_entry
 from farm.ipc.stats import ShardCounters
+from farm.master import logs
+from farm.master.logs import tag
 
 log = logging.getLogger("farm")
 
@@ -89,6 +92,7 @@ class SupervisorOptions:
     max_boot_failures: int = 3
     stop_grace_s: float = 3.0
     backoff_s: tuple[float, ...] = (0.0, 0.5, 1.0, 2.0, 4.0, 8.0)
+    log_level: int = logging.INFO  # what workers report (DEBUG: every connection)
     stable_after_s: float = 30.0  # a worker up this long resets its slot's backoff
 
 
@@ -210,6 +214,7 @@ class Supervisor:
                     "worker %d (pid %d) did not stop in time; killing it",
                     slot.shard.worker,
                     slot.pid,
+                    extra=tag("worker_killed", worker=slot.shard.worker, pid=slot.pid),
                 )
                 with contextlib.suppress(ProcessLookupError):
                     os.kill(slot.pid, signal.SIGKILL)
@@ -269,12 +274,18 @@ class Supervisor:
             heartbeat_interval_s=self.options.heartbeat_interval_s,
             origin=self.origin,
             faults=self.active_faults(slot.shard.worker),  # read under the lock: current
+            log_level=self.options.log_level,
         )
         # Written from a thread (a big Assign fills the pipe) under the lock held above: a
         # Stop written meanwhile from the loop would land in the middle of its bytes.
         with contextlib.suppress(BrokenPipeError, ConnectionResetError):  # _on_exit has it
             await asyncio.to_thread(messages.send, ours, assign)
-        log.debug("worker %d spawned as pid %s", slot.shard.worker, process.pid)
+        log.debug(
+            "worker %d spawned as pid %s",
+            slot.shard.worker,
+            process.pid,
+            extra=tag("worker_spawned", worker=slot.shard.worker, pid=process.pid),
+        )
 
     def _forget_process(self, slot: Slot) -> None:
         loop = asyncio.get_running_loop()
@@ -314,17 +325,28 @@ class Supervisor:
         self._forget_process(slot)
         slot.counters.reset_open_connections()  # its connections died with it
         slot.exited.set()
+        cause = f"exit code {code}" if code is not None and code >= 0 else f"signal {-(code or 0)}"
         if self.stopping:
             slot.state = SlotState.STOPPED
+            exited = tag("worker_exited", worker=slot.shard.worker, pid=pid, exit_code=code)
+            level = logging.DEBUG if code == 0 else logging.WARNING
+            log.log(
+                level, "worker %d (pid %s) exited (%s)", slot.shard.worker, pid, cause, extra=exited
+            )
             self._changed()
             return
-        cause = f"exit code {code}" if code is not None and code >= 0 else f"signal {-(code or 0)}"
         if code == EXIT_BOOT_FAILED:
             self._fail(slot, f"worker {slot.shard.worker} could not boot ({cause})")
             return
         slot.state = SlotState.RESTARTING
         slot.restarts += 1
-        log.warning("worker %d (pid %s) died (%s); restarting it", slot.shard.worker, pid, cause)
+        log.warning(
+            "worker %d (pid %s) died (%s); restarting it",
+            slot.shard.worker,
+            pid,
+            cause,
+            extra=tag("worker_restart", worker=slot.shard.worker, pid=pid, exit_code=code),
+        )
         if not booted:
             slot.boot_failures += 1
             if slot.boot_failures >= self.options.max_boot_failures:
@@ -378,12 +400,23 @@ class Supervisor:
             slot.state, slot.ready_at, slot.last_heartbeat = SlotState.READY, now, now
             slot.stalled_at_heartbeat = self.stalled_s
             slot.servers_up, slot.boot_failures = message.servers_up, 0
-            log.debug("worker %d ready: %d servers", slot.shard.worker, message.servers_up)
+            ready = tag("worker_ready", worker=slot.shard.worker, servers=message.servers_up)
+            log.debug(
+                "worker %d ready: %d servers", slot.shard.worker, message.servers_up, extra=ready
+            )
             self._progress()
+        elif isinstance(message, Events):
+            logs.worker_events(message)
+            return  # nothing changed for anyone waiting on the supervisor
         elif isinstance(message, ServerFailed):
             slot.failed[message.server] = message
+            failed = tag("server_failed", worker=slot.shard.worker, server=message.server)
             log.warning(
-                "server %s (%s) failed: %s", message.server, message.address, message.reason
+                "server %s (%s) failed: %s",
+                message.server,
+                message.address,
+                message.reason,
+                extra=failed,
             )
         elif isinstance(message, FaultsApplied):
             self.on_faults_applied(message)
@@ -416,7 +449,11 @@ class Supervisor:
                 if reason is None:
                     continue
                 log.warning(
-                    "worker %d (pid %d): %s; replacing it", slot.shard.worker, slot.pid, reason
+                    "worker %d (pid %d): %s; replacing it",
+                    slot.shard.worker,
+                    slot.pid,
+                    reason,
+                    extra=tag("worker_unresponsive", worker=slot.shard.worker, pid=slot.pid),
                 )
                 with contextlib.suppress(ProcessLookupError):
                     os.kill(slot.pid, signal.SIGKILL)

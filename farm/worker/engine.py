@@ -71,7 +71,9 @@ from farm.worker.fastpath import (
     exception_pdu,
     fast_answer,
 )
+from farm.worker.limits import ServerConnections
 from farm.worker.records import Records
+from farm.worker.wheel import NOT_SCHEDULED
 
 if TYPE_CHECKING:
     from farm.worker.faults import ServerFaults
@@ -96,6 +98,12 @@ FC_TABLE = {
     23: Table.HOLDING_REGISTERS,
     4: Table.INPUT_REGISTERS,
 }
+# Backpressure (ModbusConnection): unsent answers past HIGH_WATER_BYTES pause reading until
+# they drain below LOW_WATER_BYTES; a long read is answered FLUSH_INPUT_BYTES of requests at a
+# time (at most 33 times as many bytes of answers: 8-byte requests, 260-byte answers).
+HIGH_WATER_BYTES = 64 * 1024
+LOW_WATER_BYTES = 16 * 1024
+FLUSH_INPUT_BYTES = 2048
 _DECODER = DecodePDU(is_server=True)
 _HEADER = struct.Struct(">HHHB")
 
@@ -287,23 +295,50 @@ class Device:
 
 
 class ModbusConnection(asyncio.Protocol):
-    """One client connection to one device."""
+    """One client connection to one device.
 
-    __slots__ = ("buffer", "device", "open_connections", "outbox", "transport")
+    Backpressure: when answers the peer has not read pile up past `HIGH_WATER_BYTES` in the
+    transport, the transport calls `pause_writing` and the connection stops reading (as a
+    device's TCP stack would: the peer's sends then block in its kernel), until
+    `resume_writing` at `LOW_WATER_BYTES`. One read's frames are answered in chunks of
+    `FLUSH_INPUT_BYTES`, so a read full of pipelined requests cannot queue more than a chunk's
+    answers past the mark: a peer that never reads costs a bounded amount of memory.
+    """
 
-    def __init__(self, device: Device, open_connections: set[ModbusConnection]) -> None:
+    __slots__ = (
+        "buffer",
+        "clock",
+        "device",
+        "due",
+        "guard",
+        "outbox",
+        "partial_at",
+        "paused",
+        "peer",
+        "seen",
+        "transport",
+    )
+
+    def __init__(self, device: Device, guard: ServerConnections) -> None:
         self.device = device
-        self.open_connections = open_connections
+        self.guard = guard
+        self.clock = guard.clock
         self.buffer = bytearray()
         self.transport: asyncio.Transport | None = None
         self.outbox: Outbox | None = None  # only once a fault holds an answer back
+        self.paused = False
+        self.seen = 0  # the timer wheel's tick at the last read (farm.worker.limits)
+        self.partial_at = NOT_SCHEDULED  # the tick an unfinished frame began
+        self.due = NOT_SCHEDULED  # the tick the wheel looks at this connection next
+        self.peer = ""  # "host:port", filled in when something needs to name it
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = cast(asyncio.Transport, transport)
         counters = self.device.counters
         counters[CONNECTIONS_OPEN] += 1
         counters[CONNECTIONS_ACCEPTED] += 1
-        self.open_connections.add(self)
+        self.transport.set_write_buffer_limits(high=HIGH_WATER_BYTES, low=LOW_WATER_BYTES)
+        self.guard.admit(self)  # may refuse (and close) it
 
     def connection_lost(self, exc: Exception | None) -> None:
         counters = self.device.counters
@@ -311,7 +346,7 @@ class ModbusConnection(asyncio.Protocol):
         if counters[CONNECTIONS_OPEN]:
             counters[CONNECTIONS_OPEN] -= 1
         self.transport = None
-        self.open_connections.discard(self)
+        self.guard.release(self)
         if self.outbox is not None:
             self.outbox.drop()
 
@@ -319,7 +354,20 @@ class ModbusConnection(asyncio.Protocol):
         if self.transport is not None:
             self.transport.close()
 
+    def pause_writing(self) -> None:
+        self.paused = True
+        if self.transport is not None:
+            self.transport.pause_reading()
+
+    def resume_writing(self) -> None:
+        self.paused = False
+        if self.transport is not None:
+            self.transport.resume_reading()
+            if self.buffer:
+                self.data_received(b"")  # the frames left waiting when it paused
+
     def data_received(self, data: bytes) -> None:
+        self.seen = self.clock.now  # for the idle timeout (farm.worker.limits)
         device = self.device
         if device.faults is not None:  # the one check a server without faults pays
             device.faults.received(self, data)
@@ -329,9 +377,12 @@ class ModbusConnection(asyncio.Protocol):
         counters[BYTES_RECEIVED] += len(data)
         buffer = self.buffer
         buffer += data
+        # No check of `paused` here: a paused transport reads nothing, and resume_writing
+        # clears it before it calls this for the frames left waiting.
         replies: list[bytes] = []
         position = 0
         available = len(buffer)
+        flush_at = FLUSH_INPUT_BYTES
         malformed = False
         while available - position >= 7:
             transaction, protocol, length, unit = _HEADER.unpack_from(buffer, position)
@@ -345,6 +396,12 @@ class ModbusConnection(asyncio.Protocol):
             if response is not None:
                 replies.append(_HEADER.pack(transaction, 0, len(response) + 1, unit) + response)
             position = end
+            if position >= flush_at:  # a long read: answer it in chunks, minding backpressure
+                self._send(replies, arrived)
+                replies = []
+                if self.paused:
+                    break
+                flush_at = position + FLUSH_INPUT_BYTES
         del buffer[:position]
         if replies and self.transport is not None:
             out = b"".join(replies)
@@ -358,6 +415,32 @@ class ModbusConnection(asyncio.Protocol):
             counters[DURATION_SUM_NS] += answered * took
         if malformed:
             counters[MALFORMED_FRAMES] += 1
-            buffer.clear()
-            if self.transport is not None:
-                self.transport.close()
+            self._malformed(protocol, length)
+        elif buffer:
+            # A frame begun and not finished: its timeout runs from the first read that left
+            # it unfinished (a frame finished in this read means a new one began).
+            if (position or self.partial_at == NOT_SCHEDULED) and not self.paused:
+                self.guard.frame_started(self)
+        elif self.partial_at != NOT_SCHEDULED:
+            self.partial_at = NOT_SCHEDULED
+
+    def _send(self, replies: list[bytes], arrived: int) -> None:
+        """Write a chunk of a long read's answers (the common short read writes inline)."""
+        if not replies or self.transport is None:
+            return
+        counters = self.device.counters
+        out = b"".join(replies)
+        self.transport.write(out)  # may call pause_writing
+        counters[BYTES_SENT] += len(out)
+        took = perf_counter_ns() - arrived
+        bucket = 0 if took <= FIRST_BOUND_NS else bisect_left(DURATION_BOUNDS_NS, took)
+        counters[DURATION + bucket] += len(replies)
+        counters[DURATION_SUM_NS] += len(replies) * took
+
+    def _malformed(self, protocol: int, length: int) -> None:
+        self.buffer.clear()
+        self.partial_at = NOT_SCHEDULED
+        if self.transport is not None:
+            detail = f"protocol id {protocol}" if protocol else f"length field {length}"
+            self.guard.malformed(self, detail)
+            self.transport.close()

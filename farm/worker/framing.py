@@ -132,6 +132,7 @@ class RtuConnection(ModbusConnection):
 
     def data_received(self, data: bytes) -> None:
         arrived = perf_counter_ns()
+        self.seen = self.clock.now  # for the idle timeout (farm.worker.limits)
         device = self.device
         counters = device.counters
         counters[BYTES_RECEIVED] += len(data)

@@ -34,6 +34,7 @@ async def add(worker: Worker, message: AddServers, socks: list[socket.socket]) -
         worker.specs[spec.stats_index] = spec
         worker.numbers[spec.name] = spec.stats_index
         worker.stopped.discard(spec.stats_index)
+    worker.recap()
     _retick(worker)
     errors = []
     for spec, sock in zip(message.servers, socks, strict=True):
@@ -75,10 +76,9 @@ def remove(worker: Worker, message: RemoveServers) -> None:
             inherited.close()
         worker.stopped.discard(number)
         worker.devices.pop(number, None)
-    names = set(message.servers)
-    for connection in list(worker.connections):
-        if connection.device.name in names:
-            connection.close()
+    if worker.connections is not None:
+        worker.connections.forget(set(message.servers))
+    worker.recap()
     _retick(worker)
     worker._send(Reply(request_id=message.request_id, ok=True, result=len(worker.servers)))
 

@@ -17,6 +17,7 @@ process group) and is stopped through its pipe.
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import signal
 import socket
@@ -54,12 +55,14 @@ from farm.ipc.messages import (
     ServerFailed,
     Stop,
 )
-from farm.ipc.spawn import EXIT_BOOT_FAILED
+from farm.ipc.spawn import EXIT_BOOT_FAILED, connection_cap
 from farm.ipc.stats import ShardCounters
 from farm.limits import raise_open_files_limit
 from farm.worker import membership
-from farm.worker.engine import Device, ModbusConnection
+from farm.worker.engine import Device
+from farm.worker.events import EventLog
 from farm.worker.faults import FaultBook
+from farm.worker.limits import ServerConnections, WorkerConnections
 from farm.worker.ticker import Ticker
 from farm.worker.transports import Listener, Transports
 
@@ -109,8 +112,10 @@ class Worker:
     servers: dict[int, Listener] = field(default_factory=dict)  # by number
     numbers: dict[str, int] = field(default_factory=dict)  # server name -> number
     stopped: set[int] = field(default_factory=set)  # told STOP_SERVER since (by number)
-    connections: set[ModbusConnection] = field(default_factory=set)
+    connections: WorkerConnections | None = None
+    events: EventLog | None = None
     stopping: asyncio.Event = field(default_factory=asyncio.Event)
+    orphaned: bool = False  # the master is gone: stop at once
     loop_lag_s: float = 0.0
     segment: Segment | None = None
     counters: ShardCounters | None = None
@@ -141,6 +146,9 @@ class Worker:
         self.faults.template_of = self._template
         self.faults.replace(self.assign.faults, self.devices.get)
         messages.watch(loop, self.conn, self._on_pipe)
+        self.events = events = EventLog(self.assign.worker, self._send, self.assign.log_level)
+        self.connections = connections = self._connections(events)
+        connections.wheel.start(loop)
         heartbeat = asyncio.create_task(self._heartbeats())
         self.ticker = Ticker(self.segment.buf, self.assign.origin)
         failed = await self._start_servers(self.ticker)
@@ -149,9 +157,41 @@ class Worker:
         await self.stopping.wait()
         loop.remove_reader(self.conn.fileno())
         await self._shutdown()
+        connections.wheel.stop()
         for task in (heartbeat, ticking):
             task.cancel()
         await asyncio.gather(heartbeat, ticking, return_exceptions=True)
+        if not self.orphaned:
+            events.close()
+
+    def _connections(self, events: EventLog) -> WorkerConnections:
+        """The worker's connections, capped to fit its open-files limit; says so in the log."""
+        open_files = raise_open_files_limit()  # raised at start already: this reads it
+        cap = connection_cap(open_files, len(self.specs))
+        events.emit(
+            logging.INFO,
+            "worker_started",
+            f"started (pid {os.getpid()}): "
+            f"{len(self.assign.servers)} servers, room for {cap} connections",
+            pid=os.getpid(),
+            servers=len(self.assign.servers),
+            connection_cap=cap,
+            open_files=open_files or "unlimited",
+        )
+        return WorkerConnections(cap, events, servers=len(self.specs))
+
+    def recap(self) -> None:
+        """The shard grew or shrank: the connections' cap follows its listening sockets."""
+        if self.connections is not None:
+            cap = connection_cap(raise_open_files_limit(), len(self.specs))
+            self.connections.resize(cap, len(self.specs))
+
+    def guard(self, number: int, device: Device) -> ServerConnections:
+        """The limits of the shard's `number`-th server, over its device's counters."""
+        assert self.connections is not None
+        spec = self.specs[number]
+        limits = self.assign.templates[spec.template].connections
+        return ServerConnections(spec.name, limits, device.counters, self.connections)
 
     async def _start_servers(self, ticker: Ticker) -> tuple[ServerFailed, ...]:
         self.transports = transports = Transports(self, self._count_tls_role)
@@ -233,7 +273,7 @@ class Worker:
                     loop_lag_s=self.loop_lag_s,
                     cpu_s=time.process_time(),
                     rss_bytes=rss_bytes(),
-                    connections=len(self.connections),
+                    connections=len(self.connections or ()),
                     requests=self.counters.requests_total() if self.counters else 0,
                 )
             )
@@ -245,7 +285,8 @@ class Worker:
         try:
             message = messages.receive(self.conn)
         except (EOFError, OSError, messages.ProtocolError):
-            self.stopping.set()  # the master is gone, or its pipe is garbled: nothing to obey
+            self.orphaned = True  # the master is gone, or its pipe is garbled: nothing to obey
+            self.stopping.set()
             return
         if isinstance(message, Stop):
             self.stopping.set()
@@ -302,9 +343,8 @@ class Worker:
             sock = self.sockets.pop(self.specs[number].index, None)
             if sock is not None:
                 sock.close()
-        for connection in list(self.connections):
-            if connection.device.name == message.server:
-                connection.close()
+        if self.connections is not None:
+            self.connections.close_all(servers={message.server})
         self._reply(message)
 
     async def _start_server(self, message: Control, sock: socket.socket) -> None:
@@ -337,14 +377,20 @@ class Worker:
         try:
             messages.send(self.conn, message)
         except (BrokenPipeError, ConnectionResetError, EOFError):
+            self.orphaned = True
             self.stopping.set()
 
     async def _shutdown(self) -> None:
-        """Stop accepting, let written responses drain, close every connection."""
+        """Stop accepting, let written responses drain, close every connection.
+
+        With the master gone nobody waits for the drain: every connection is cut at once,
+        so the worker exits (and its ports are free) within moments.
+        """
         for server in self.servers.values():
             server.close()
-        for connection in list(self.connections):
-            connection.close()
-        deadline = time.monotonic() + DRAIN_TIMEOUT_S
+        if self.connections is None:
+            return
+        self.connections.close_all(abort=self.orphaned)
+        deadline = time.monotonic() + (0.2 if self.orphaned else DRAIN_TIMEOUT_S)
         while self.connections and time.monotonic() < deadline:
             await asyncio.sleep(0.01)

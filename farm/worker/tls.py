@@ -24,6 +24,7 @@ import uvloop.loop
 from farm.config.plan import TlsSettings
 from farm.ipc.stats import TLS_HANDSHAKE_FAILURES
 from farm.worker.engine import Device, ModbusConnection
+from farm.worker.limits import ServerConnections
 
 # uvloop's TLS layer (Cython), or asyncio's (Python) if a uvloop lacks it: both take a
 # waiter that fails with the handshake, which `create_server(ssl=...)` would only log.
@@ -85,10 +86,10 @@ class TlsConnection(ModbusConnection):
     def __init__(
         self,
         device: Device,
-        open_connections: set[ModbusConnection],
+        guard: ServerConnections,
         on_session: Callable[[str | None], None],
     ) -> None:
-        super().__init__(device, open_connections)
+        super().__init__(device, guard)
         self.on_session = on_session  # tallies the client's role
         self.role: str | None = None
 

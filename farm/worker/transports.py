@@ -21,6 +21,7 @@ from typing import Protocol
 from farm.config.plan import ServerSpec, TlsSettings
 from farm.worker.engine import Device, ModbusConnection
 from farm.worker.framing import RtuConnection
+from farm.worker.limits import ServerConnections
 from farm.worker.tls import TlsConnection, secured, server_context
 from farm.worker.udp import UdpEndpoint
 
@@ -32,15 +33,14 @@ class Listener(Protocol):
 
 
 class Devices(Protocol):
-    """Where a server's `Device` comes from (the worker), and its set of open connections."""
-
-    connections: set[ModbusConnection]
+    """Where a server's `Device` comes from (the worker), and its connection limits."""
 
     def device(self, number: int) -> Device: ...
+    def guard(self, number: int, device: Device) -> ServerConnections: ...
 
 
 # Makes the protocol of a new connection: a ModbusConnection, or a TLS layer around one.
-ConnectionClass = Callable[[Device, set[ModbusConnection]], asyncio.BaseProtocol]
+ConnectionClass = Callable[[Device, ServerConnections], asyncio.BaseProtocol]
 
 
 class ConnectionFactory:
@@ -50,19 +50,21 @@ class ConnectionFactory:
     and counters cost about 2 KiB: an idle server keeps only this object.
     """
 
-    __slots__ = ("device", "devices", "make", "number")
+    __slots__ = ("device", "devices", "guard", "make", "number")
 
     def __init__(self, devices: Devices, number: int, make: ConnectionClass) -> None:
         self.devices = devices
         self.number = number  # position in the shard (Assign.servers, the counters' order)
         self.make = make  # shared by the servers of a transport (and of a TLS fleet)
         self.device: Device | None = None
+        self.guard: ServerConnections | None = None  # its limits (farm.worker.limits)
 
     def __call__(self) -> asyncio.BaseProtocol:
-        device = self.device
-        if device is None:
+        device, guard = self.device, self.guard
+        if device is None or guard is None:
             device = self.device = self.devices.device(self.number)
-        return self.make(device, self.devices.connections)
+            guard = self.guard = self.devices.guard(self.number, device)
+        return self.make(device, guard)
 
 
 @dataclass
@@ -96,8 +98,8 @@ class Transports:
         if made is None:
             context, on_session = server_context(spec.tls), self.on_tls_session
 
-            def made(device: Device, connections: set[ModbusConnection]) -> asyncio.BaseProtocol:
-                return secured(TlsConnection(device, connections, on_session), context)
+            def made(device: Device, guard: ServerConnections) -> asyncio.BaseProtocol:
+                return secured(TlsConnection(device, guard, on_session), context)
 
             self.tls_classes[spec.tls] = made
         return made

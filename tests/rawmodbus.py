@@ -1,0 +1,79 @@
+"""Test support: Modbus/TCP by hand over plain sockets, and what /proc says about a process.
+
+For tests that need what no real master does on purpose (never reading, half frames,
+thousands of connections) or that must touch hundreds of servers quickly.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import struct
+import time
+
+from tests.farmproc import HOST
+
+_PAGE = os.sysconf("SC_PAGE_SIZE")
+
+
+def mbap(transaction: int, unit: int, pdu: bytes) -> bytes:
+    return struct.pack(">HHHB", transaction, 0, len(pdu) + 1, unit) + pdu
+
+
+def read_exactly(sock: socket.socket, size: int) -> bytes:
+    data = b""
+    while len(data) < size:
+        chunk = sock.recv(size - len(data))
+        assert chunk, f"connection closed after {len(data)} of {size} bytes"
+        data += chunk
+    return data
+
+
+def read_frame(sock: socket.socket) -> bytes:
+    """One MBAP frame (header included)."""
+    header = read_exactly(sock, 7)
+    (length,) = struct.unpack_from(">H", header, 4)
+    return header + read_exactly(sock, length - 1)
+
+
+def read_registers(port: int, address: int, count: int, unit: int = 1) -> list[int]:
+    """FC 3 over a fresh connection; raises on an exception response."""
+    with socket.create_connection((HOST, port), timeout=5) as sock:
+        sock.sendall(mbap(1, unit, struct.pack(">BHH", 3, address, count)))
+        frame = read_frame(sock)
+    assert frame[7] == 3, f"exception {frame[7:9].hex()} from port {port}"
+    return list(struct.unpack(f">{count}H", frame[9 : 9 + 2 * count]))
+
+
+def write_registers(sock: socket.socket, address: int, values: list[int], unit: int = 1) -> None:
+    """FC 16 on an open connection; raises on an exception response."""
+    data = struct.pack(f">{len(values)}H", *values)
+    pdu = struct.pack(">BHHB", 16, address, len(values), len(data)) + data
+    sock.sendall(mbap(7, unit, pdu))
+    frame = read_frame(sock)
+    assert frame[7] == 16, f"exception {frame[7:9].hex()}"
+
+
+def closed_by_peer(sock: socket.socket, timeout: float) -> float | None:
+    """Seconds until the peer closes the connection (reading and dropping anything it
+    sends), or None if it is still open after `timeout`."""
+    began = time.monotonic()
+    sock.settimeout(0.1)
+    while time.monotonic() - began < timeout:
+        try:
+            if not sock.recv(4096):
+                return time.monotonic() - began
+        except TimeoutError:
+            continue
+        except ConnectionResetError:
+            return time.monotonic() - began
+    return None
+
+
+def rss_bytes(pid: int) -> int:
+    with open(f"/proc/{pid}/statm") as statm:
+        return int(statm.read().split()[1]) * _PAGE
+
+
+def open_files(pid: int) -> int:
+    return len(os.listdir(f"/proc/{pid}/fd"))

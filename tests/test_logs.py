@@ -1,0 +1,122 @@
+"""One log for the whole farm: workers' events in the master's log, as JSON lines or text,
+rate-limited per server, kept when a worker is killed, every connection at debug level."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import struct
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.conftest import make_farm
+from tests.farmproc import HOST, wait_for
+from tests.rawmodbus import closed_by_peer, mbap, read_frame
+
+pytestmark = pytest.mark.timeout(120)
+KEYS = {"time", "level", "worker", "server", "event", "message", "fields"}
+
+
+def lines(path: Path) -> list[dict[str, Any]]:
+    """Every line of a JSON log, each parsed (a line that does not parse fails the test)."""
+    parsed = []
+    for line in path.read_text().splitlines():
+        record = json.loads(line)
+        assert set(record) == KEYS, record
+        parsed.append(record)
+    return parsed
+
+
+def events(path: Path, name: str) -> list[dict[str, Any]]:
+    return [record for record in lines(path) if record["event"] == name]
+
+
+def malformed(port: int) -> None:
+    """One connection, one frame with protocol id 1: the farm hangs up."""
+    with socket.create_connection((HOST, port), timeout=5) as sock:
+        sock.sendall(struct.pack(">HHHB", 1, 1, 6, 1) + b"\x03\x00\x00\x00\x01")
+        assert closed_by_peer(sock, 5) is not None
+
+
+def test_json_lines_carry_every_worker_event(tmp_path: Path) -> None:
+    log = tmp_path / "farm.jsonl"
+    farm = make_farm(4, extra=["--log-format", "json", "--log-file", str(log)])
+    farm.start()
+    try:
+        farm.wait_ready()
+        wait_for(lambda: len(events(log, "worker_started")) == 2, 10, "both workers to say so")
+        for _ in range(30):  # 30 malformed frames to one server: one line now ...
+            malformed(farm.port(0))
+        wait_for(lambda: events(log, "malformed_frame"), 10, "the malformed frame line")
+        # ... and one for server 1 (worker 1), whose worker is then killed 50 ms later: the
+        # line it sent before must be in the log all the same.
+        malformed(farm.port(1))
+        time.sleep(0.05)
+        victim = farm.worker_pids()[1]
+        os.kill(victim, signal.SIGKILL)
+        wait_for(lambda: events(log, "worker_restart"), 10, "the restart to be logged")
+        wait_for(lambda: len(events(log, "worker_started")) == 3, 10, "the new worker 1")
+    finally:
+        code, _, stderr = farm.stop()
+    assert code == 0, stderr
+    assert stderr.strip() in ("", "farm stopped"), stderr  # the log went to the file
+    found = events(log, "malformed_frame")
+    first, rest = [r for r in found if r["server"] == "device-0000"], []
+    rest = [r for r in first if "repeated" in r["fields"]]
+    assert len(first) == 2, found  # one line at once, one count at the end of the window
+    assert rest and rest[0]["fields"]["repeated"] == 29 and rest[0]["worker"] == 0
+    assert first[0]["level"] == "warning" and first[0]["fields"]["detail"] == "protocol id 1"
+    assert [r["worker"] for r in found if r["server"] == "device-0001"] == [1]
+    restart = events(log, "worker_restart")[0]
+    assert restart["worker"] == 1 and restart["fields"]["pid"] == victim
+    assert restart["time"].endswith("Z") and restart["server"] is None
+    assert events(log, "capacity")[0]["worker"] is None  # the master's own line
+
+
+def test_debug_level_names_every_connection_and_its_peer(tmp_path: Path) -> None:
+    log = tmp_path / "farm.jsonl"
+    farm = make_farm(
+        2, extra=["--log-level", "debug", "--log-format", "json", "--log-file", str(log)]
+    )
+    farm.start()
+    try:
+        farm.wait_ready()
+        with socket.create_connection((HOST, farm.port(1)), timeout=5) as sock:
+            host, port = sock.getsockname()[:2]
+            peer = f"{host}:{port}"
+            sock.sendall(mbap(1, 1, b"\x03\x00\x00\x00\x01"))
+            read_frame(sock)
+
+        def both() -> list[dict[str, Any]] | None:
+            found = [
+                r
+                for r in lines(log)
+                if r["event"] in ("connection_opened", "connection_closed") and peer in r["message"]
+            ]
+            return found if len(found) == 2 else None
+
+        opened, closed = wait_for(both, 10, "the connection's two lines")
+    finally:
+        code, _, stderr = farm.stop()
+    assert code == 0, stderr
+    assert opened["event"] == "connection_opened" and closed["event"] == "connection_closed"
+    assert opened["server"] == "device-0001" and opened["worker"] == 1
+    assert opened["level"] == "debug"
+
+
+def test_text_log_names_worker_and_server() -> None:
+    farm = make_farm(2)
+    farm.start()
+    try:
+        farm.wait_ready()
+        malformed(farm.port(1))
+    finally:  # a graceful stop sends what the workers have to say before they exit
+        code, _, stderr = farm.stop()
+    assert code == 0, stderr
+    flat = " ".join(stderr.split())  # Rich wraps lines on a narrow terminal
+    assert "worker 1: device-0001: malformed frame from 127.0.0.1:" in flat, stderr

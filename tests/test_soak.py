@@ -1,0 +1,176 @@
+"""Crash under load: 500 servers, steady `farm bench` load plus a writer that remembers every
+acknowledged write, and kill -9 of a worker half-way. Zero lost writes; errors only on the
+killed worker's servers and only within its restart; counters monotonic; the surviving
+processes' memory flat.
+
+`--soak-seconds` sets the length (30 s in the suite; `scripts/soak` runs 60 s or more).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from dataclasses import dataclass, field
+
+import pytest
+
+from tests.conftest import start_farm
+from tests.farmproc import HOST, FarmProcess, wait_for
+from tests.prometheus_server import parse, scrape_text
+from tests.rawmodbus import read_registers, rss_bytes, write_registers
+
+SERVERS = 500
+REGISTER = 100  # the writer's; the bench only reads
+pytestmark = pytest.mark.timeout(300)
+
+
+@dataclass(eq=False)
+class Writer(threading.Thread):
+    """Writes an increasing number to every server in turn; remembers what was acknowledged."""
+
+    farm: FarmProcess
+    limit_s: float
+    acked: dict[int, int] = field(default_factory=dict)
+    attempted: dict[int, int] = field(default_factory=dict)
+    writes: int = 0
+    errors: list[tuple[int, float, str]] = field(default_factory=list)
+    done: threading.Event = field(default_factory=threading.Event)
+
+    def __post_init__(self) -> None:
+        super().__init__(daemon=True)
+
+    def run(self) -> None:
+        sockets: dict[int, socket.socket] = {}
+        deadline = time.monotonic() + self.limit_s
+        number = 0
+        while not self.done.is_set() and time.monotonic() < deadline:
+            number += 1
+            for index in range(SERVERS):
+                value = number & 0xFFFF
+                self.attempted[index] = value
+                try:
+                    sock = sockets.get(index) or socket.create_connection(
+                        (HOST, self.farm.port(index)), timeout=2
+                    )
+                    sockets[index] = sock
+                    write_registers(sock, REGISTER, [value])
+                    self.acked[index] = value
+                    self.writes += 1
+                except (OSError, AssertionError) as exc:
+                    self.errors.append((index, time.monotonic(), repr(exc)))
+                    dead = sockets.pop(index, None)
+                    if dead is not None:
+                        dead.close()
+        for sock in sockets.values():
+            sock.close()
+
+
+@dataclass(eq=False)
+class Scraper(threading.Thread):
+    """Scrapes /metrics every second; notes any counter that went backwards."""
+
+    farm: FarmProcess
+    limit_s: float
+    backwards: list[str] = field(default_factory=list)
+    scrapes: int = 0
+    done: threading.Event = field(default_factory=threading.Event)
+
+    def __post_init__(self) -> None:
+        super().__init__(daemon=True)
+
+    def run(self) -> None:
+        last: dict[tuple[str, frozenset[tuple[str, str]]], float] = {}
+        deadline = time.monotonic() + self.limit_s
+        while not self.done.wait(1.0) and time.monotonic() < deadline:
+            samples = parse(scrape_text(self.farm.api_port))
+            self.scrapes += 1
+            for key, value in samples.items():
+                name = key[0]
+                counter = name.endswith(("_total", "_count", "_sum", "_bucket"))
+                if counter and value < last.get(key, 0):
+                    self.backwards.append(f"{name}{dict(key[1])}: {last[key]} -> {value}")
+                last[key] = value
+
+
+def test_kill_9_of_a_worker_under_load(request: pytest.FixtureRequest) -> None:
+    seconds = float(request.config.getoption("--soak-seconds"))
+    farm = start_farm(SERVERS, workers=2)
+    bench: subprocess.Popen[str] | None = None
+    try:
+        farm.wait_ready()
+        pids = farm.worker_pids()
+        survivors = [farm.pid, pids[1]]
+        bench = subprocess.Popen(
+            [
+                sys.executable, "-m", "farm", "bench", "--api-port", str(farm.api_port),
+                "-c", "100", "--rate", "2000", "--depth", "4", "--timeout", "2",
+                "--duration", str(seconds), "--json",
+            ],
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        )  # fmt: skip
+        writer = Writer(farm, limit_s=seconds + 30)
+        scraper = Scraper(farm, limit_s=seconds + 30)
+        began = time.monotonic()
+        writer.start()
+        scraper.start()
+        wait_for(lambda: time.monotonic() - began > seconds / 4, seconds, "the load to settle")
+        rss_settled = [rss_bytes(pid) for pid in survivors]
+        wait_for(lambda: time.monotonic() - began > seconds / 2, seconds, "half-time")
+        os.kill(pids[0], signal.SIGKILL)
+        killed = time.monotonic()
+
+        def back() -> bool:
+            worker = farm.status()["workers"][0]
+            return bool(worker["state"] == "ready" and worker["pid"] != pids[0])
+
+        wait_for(back, 30, "worker 0 to be back")
+        restarted = time.monotonic()
+        stdout, _ = bench.communicate(timeout=seconds + 60)
+        rss_end = [rss_bytes(pid) for pid in survivors]
+        writer.done.set()
+        scraper.done.set()
+        writer.join(30)
+        scraper.join(30)
+        lost = {
+            index: (writer.acked[index], found)
+            for index in range(SERVERS)
+            if index in writer.acked
+            and (found := read_registers(farm.port(index), REGISTER, 1)[0])
+            not in (writer.acked[index], writer.attempted[index])
+        }
+    finally:
+        if bench is not None and bench.poll() is None:
+            bench.kill()
+            bench.communicate()
+        code, _, farm_stderr = farm.stop()
+    report = json.loads(stdout)
+    bench_errors = {k: report[k] for k in ("timeouts", "connection_errors", "lost", "unexpected")}
+    outside = [
+        (index, round(at - killed, 2), error)
+        for index, at, error in writer.errors
+        if index % 2 != 0 or not killed <= at <= restarted + 3.0
+    ]
+    growth = [end / start - 1 for start, end in zip(rss_settled, rss_end, strict=True)]
+    print(
+        f"soak {seconds:.0f} s: bench {report['responses']} answers "
+        f"({report['requests_per_s']:.0f}/s), errors {bench_errors}; writer "
+        f"{writer.writes} writes acknowledged, {len(writer.errors)} errors, all within "
+        f"{max((at - killed for _, at, _ in writer.errors), default=0):.2f} s of the kill "
+        f"(worker back after {restarted - killed:.2f} s); {scraper.scrapes} scrapes; RSS of "
+        f"master and surviving worker {[f'{g * 100:+.1f}%' for g in growth]}"
+    )
+    assert code == 0, farm_stderr
+    assert lost == {}, f"writes lost (acknowledged, found): {lost}"
+    assert outside == [], outside[:5]
+    assert len(writer.acked) == SERVERS
+    assert scraper.backwards == [], scraper.backwards[:5]
+    assert scraper.scrapes >= seconds / 2
+    assert report["responses"] > 0.8 * 2000 * seconds
+    assert all(abs(g) <= 0.05 for g in growth), growth
+    assert "worker 0" in farm_stderr and "restarting it" in " ".join(farm_stderr.split())
