@@ -48,7 +48,7 @@ from farm.worker.limits import ServerConnections, WorkerConnections
 
 HOST = "127.0.0.1"
 FC3_FRAME = struct.pack(">HHHBBHH", 1, 0, 6, 1, 3, 0, 10)
-BEFORE = "119dabe"  # main just before backpressure, limits and timeouts landed
+BEFORE = "50f21b1"  # main just before backpressure, limits and timeouts landed
 ROOT = Path(__file__).resolve().parent.parent
 
 

@@ -45,7 +45,8 @@ def capacity(plan: Plan) -> str:
     caps = []
     for shard in plan.shards:
         cap = connection_cap(open_files, len(shard.servers))
-        want = sum(plan.templates[spec.template].connections.max for spec in shard.servers)
+        streams = [spec for spec in shard.servers if spec.transport != "udp"]  # no connections
+        want = sum(plan.templates[spec.template].connections.max for spec in streams)
         caps.append(cap)
         fit += min(cap, want)
         wanted += want
