@@ -38,6 +38,7 @@ import sys
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from time import perf_counter_ns
 from typing import Any, cast
 
 from prometheus_client import (
@@ -393,10 +394,12 @@ class BareConnection(ModbusConnection):
         device = self.device
         buffer = self.buffer
         buffer += data
+        available = len(buffer)
+        if available > FLUSH_INPUT_BYTES:
+            self._answer_in_chunks(perf_counter_ns())  # not met here: reads are short
+            return
         replies: list[bytes] = []
         position = 0
-        available = len(buffer)
-        flush_at = FLUSH_INPUT_BYTES
         malformed = False
         while available - position >= 7:
             transaction, protocol, length, unit = _HEADER.unpack_from(buffer, position)
@@ -410,13 +413,6 @@ class BareConnection(ModbusConnection):
             if response is not None:
                 replies.append(_HEADER.pack(transaction, 0, len(response) + 1, unit) + response)
             position = end
-            if position >= flush_at:
-                if self.transport is not None:
-                    self.transport.write(b"".join(replies))
-                replies = []
-                if self.paused:
-                    break
-                flush_at = position + FLUSH_INPUT_BYTES
         del buffer[:position]
         if replies and self.transport is not None:
             self.transport.write(b"".join(replies))
@@ -425,9 +421,9 @@ class BareConnection(ModbusConnection):
             if self.transport is not None:
                 self.transport.close()
         elif buffer:
-            if self.partial_at == NOT_SCHEDULED and not self.paused:
+            if position or self.partial_at < 0:
                 self.guard.frame_started(self)
-        elif self.partial_at != NOT_SCHEDULED:
+        elif self.partial_at >= 0:
             self.partial_at = NOT_SCHEDULED
 
 

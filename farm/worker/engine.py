@@ -377,12 +377,14 @@ class ModbusConnection(asyncio.Protocol):
         counters[BYTES_RECEIVED] += len(data)
         buffer = self.buffer
         buffer += data
+        available = len(buffer)
+        if available > FLUSH_INPUT_BYTES:
+            self._answer_in_chunks(arrived)  # a long read: mind backpressure as it goes
+            return
         # No check of `paused` here: a paused transport reads nothing, and resume_writing
         # clears it before it calls this for the frames left waiting.
         replies: list[bytes] = []
         position = 0
-        available = len(buffer)
-        flush_at = FLUSH_INPUT_BYTES
         malformed = False
         while available - position >= 7:
             transaction, protocol, length, unit = _HEADER.unpack_from(buffer, position)
@@ -396,12 +398,6 @@ class ModbusConnection(asyncio.Protocol):
             if response is not None:
                 replies.append(_HEADER.pack(transaction, 0, len(response) + 1, unit) + response)
             position = end
-            if position >= flush_at:  # a long read: answer it in chunks, minding backpressure
-                self._send(replies, arrived)
-                replies = []
-                if self.paused:
-                    break
-                flush_at = position + FLUSH_INPUT_BYTES
         del buffer[:position]
         if replies and self.transport is not None:
             out = b"".join(replies)
@@ -419,13 +415,52 @@ class ModbusConnection(asyncio.Protocol):
         elif buffer:
             # A frame begun and not finished: its timeout runs from the first read that left
             # it unfinished (a frame finished in this read means a new one began).
-            if (position or self.partial_at == NOT_SCHEDULED) and not self.paused:
+            if position or self.partial_at < 0:
                 self.guard.frame_started(self)
-        elif self.partial_at != NOT_SCHEDULED:
+        elif self.partial_at >= 0:
+            self.partial_at = NOT_SCHEDULED
+
+    def _answer_in_chunks(self, arrived: int) -> None:
+        """data_received for a buffer of more than FLUSH_INPUT_BYTES: its frames answered and
+        written a chunk at a time, stopping as soon as the transport pauses (backpressure)."""
+        device = self.device
+        buffer = self.buffer
+        available = len(buffer)
+        replies: list[bytes] = []
+        position = 0
+        flush_at = FLUSH_INPUT_BYTES
+        malformed = False
+        while available - position >= 7:
+            transaction, protocol, length, unit = _HEADER.unpack_from(buffer, position)
+            if protocol != 0 or length < 2 or length > MAX_MBAP_LENGTH:
+                malformed = True
+                break
+            end = position + 6 + length
+            if end > available:
+                break
+            response = device.answer(unit, bytes(buffer[position + 7 : end]))
+            if response is not None:
+                replies.append(_HEADER.pack(transaction, 0, len(response) + 1, unit) + response)
+            position = end
+            if position >= flush_at:
+                self._send(replies, arrived)
+                replies = []
+                if self.paused:
+                    break
+                flush_at = position + FLUSH_INPUT_BYTES
+        del buffer[:position]
+        self._send(replies, arrived)
+        if malformed:
+            device.counters[MALFORMED_FRAMES] += 1
+            self._malformed(protocol, length)
+        elif buffer and not self.paused:
+            if position or self.partial_at < 0:
+                self.guard.frame_started(self)
+        elif not buffer and self.partial_at >= 0:
             self.partial_at = NOT_SCHEDULED
 
     def _send(self, replies: list[bytes], arrived: int) -> None:
-        """Write a chunk of a long read's answers (the common short read writes inline)."""
+        """Write a chunk of a long read's answers (a short read writes inline)."""
         if not replies or self.transport is None:
             return
         counters = self.device.counters
