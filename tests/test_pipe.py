@@ -124,7 +124,7 @@ def every_message() -> list[Message]:
             seq=9,
         ),
         FaultsApplied(worker=1, seq=9),
-        Control(request_id=7, op=messages.STOP_SERVER, server="device-0001"),
+        Control(request_id=7, op=messages.STOP_SERVER, servers=("device-0001", "device-0002")),
         Reply(request_id=7, ok=True, result=24),
         Reply(request_id=8, ok=False, error="no server 'x' here"),
         Stop(reason="farm stopping"),

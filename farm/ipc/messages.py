@@ -9,10 +9,11 @@ Conversation:
                                               worker's loop (so a stuck loop goes silent)
     worker -> master   ServerFailed           a server could not start
     worker -> master   Ready                  every server of the shard is up (or has failed)
-    master -> worker   Control                an operation on a server; answered by Reply:
-                                              STOP_SERVER closes its port and connections,
-                                              START_SERVER serves it again on the listening
-                                              socket that follows it (`send_socket`)
+    master -> worker   Control                an operation on some servers; answered by one
+                                              Reply: STOP_SERVER closes their ports and
+                                              connections, START_SERVER serves them again on
+                                              the listening sockets that follow it, in order
+                                              (`send_sockets`)
     master -> worker   Faults                 every fault active now on the worker's servers
                                               (replaces the last; also sent within Assign)
     worker -> master   FaultsApplied          the Faults of that `seq` are in effect
@@ -39,8 +40,8 @@ types, and nothing else; nothing is unpickled or looked up by name. A frame over
 or of the wrong type, or with bytes that are not MessagePack (or not UTF-8 where text is
 due) is a `ProtocolError`.
 
-A listening socket travels right after the Control that announces it, as one byte `S` with
-the descriptor in SCM_RIGHTS ancillary data (the pipe is a Unix socket pair); frames are
+Listening sockets travel right after the message that announces them, as one byte `S` with
+the descriptors in SCM_RIGHTS ancillary data (the pipe is a Unix socket pair); frames are
 read to their exact length, so the byte is never swallowed by a frame read.
 
 A new message is a class here (a `_Message`) added to `Message`; its fields must be types
@@ -128,7 +129,7 @@ class FaultsApplied(_Message, frozen=True):
 class Control(_Message, frozen=True):
     request_id: int
     op: str  # STOP_SERVER or START_SERVER; a worker answers any other with an error
-    server: str
+    servers: tuple[str, ...]  # names: one message for a whole fault's servers on a worker
 
 
 class Reply(_Message, frozen=True):

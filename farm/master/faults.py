@@ -51,7 +51,7 @@ from farm.ipc.banks import server_diagnostics
 from farm.ipc.diagnostics import power_up
 from farm.ipc.messages import ActiveFaults, Faults, FaultsApplied
 from farm.master.supervisor import Supervisor
-from farm.master.switch import CannotStart, Switch
+from farm.master.switch import Switch, warn_unstarted
 from farm.master.value_faults import Entries, PointError, ValueFaults
 
 log = logging.getLogger("farm")
@@ -339,11 +339,10 @@ class FaultTable:
 
     async def _take_down(self, fault: Fault) -> None:
         """Stop the fault's servers (those not stopped already) and count the outage."""
-        switched = await asyncio.gather(*(self.switch.stop(name) for name in fault.servers))
-        for name, done in zip(fault.servers, switched, strict=True):
+        for done in await self.switch.stop_many(fault.servers):  # one message per worker
             if done.changed:
-                fault.downed.add(name)
-                worker, number = self.where[name]
+                fault.downed.add(done.server)
+                worker, number = self.where[done.server]
                 self.supervisor.slots[worker].counters.count_injection(number, fault.spec.kind)
 
     async def _bring_back(self, fault: Fault) -> None:
@@ -359,13 +358,8 @@ class FaultTable:
         if fault.spec.kind == "reboot":
             for name in back:
                 self._power_cycle(name)
-        await asyncio.gather(*(self._start_server(name) for name in back))
-
-    async def _start_server(self, name: str) -> None:
-        try:
-            await self.switch.start(name)
-        except CannotStart as error:  # it stays stopped, as `farm server start` would say
-            log.warning("%s", error)
+        _, failed = await self.switch.start_many(back)
+        warn_unstarted(failed)
 
     def _power_cycle(self, name: str) -> None:
         worker, _ = self.where[name]

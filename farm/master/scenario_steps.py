@@ -11,7 +11,6 @@ set, and returns scaled fleets to their size before its first scale.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -23,7 +22,7 @@ from farm.config.selection import Target, select
 from farm.config.templates import Point, PointType
 from farm.master.faults import FaultTable
 from farm.master.inventory import Inventory, Located
-from farm.master.switch import CannotStart, Switch
+from farm.master.switch import Switch, warn_unstarted
 
 log = logging.getLogger("farm")
 Scale = Callable[[str, int], Awaitable[object]]
@@ -77,7 +76,7 @@ class StepActions:
             for name in names:
                 self._set(self.inventory.locate(name), step.point, step.value)
         elif step.action == "stop":
-            done = await asyncio.gather(*(self.switch.stop(name) for name in names))
+            done = await self.switch.stop_many(names)
             names = [each.server for each in done if each.changed]
             self.stopped.update(names)
         else:
@@ -115,14 +114,8 @@ class StepActions:
         self.scaled.clear()
 
     async def _start(self, names: list[str]) -> None:
-        results = await asyncio.gather(
-            *(self.switch.start(name) for name in names), return_exceptions=True
-        )
-        for result in results:
-            if isinstance(result, CannotStart):
-                log.warning("%s", result)
-            elif isinstance(result, BaseException):
-                raise result
+        _, failed = await self.switch.start_many(names)
+        warn_unstarted(failed)
 
     def _set(self, server: Located, point_name: str, value: float | str | None) -> None:
         point = _point(server, point_name)

@@ -520,27 +520,20 @@ class Supervisor:
         return future
 
     def tell(
-        self, slot: Slot, op: str, server: str, sock: socket.socket | None = None
+        self,
+        slot: Slot,
+        op: str,
+        servers: tuple[str, ...],
+        socks: list[socket.socket] | tuple[()] = (),
     ) -> asyncio.Future[Reply | None]:
-        """Send `Control(op, server)` (and `sock`, if any) to the slot's worker.
+        """Send `Control(op, servers)` (and `socks`, in order, if any) to the slot's worker.
 
         Call with the slot's `sending` lock held, after changing what a new worker would be
         given; await the result after releasing it. The result is the worker's Reply, or None
         when no worker will answer (none is running, or it died first): the next one learns
-        the server's state from its sockets at spawn. A stuck worker is killed by the
+        the servers' state from its sockets at spawn. A stuck worker is killed by the
         watchdog, so the wait is bounded by the heartbeat timeout.
         """
-        future: asyncio.Future[Reply | None] = asyncio.get_running_loop().create_future()
-        if slot.conn is None or slot.process is None:
-            future.set_result(None)
-            return future
-        request_id = next(self._request_ids)
-        slot.replies[request_id] = future
-        try:
-            messages.send(slot.conn, Control(request_id=request_id, op=op, server=server))
-            if sock is not None:
-                messages.send_socket(slot.conn, sock)
-        except OSError:  # the worker is dying; _on_exit respawns it with the new state
-            slot.replies.pop(request_id, None)
-            future.set_result(None)
-        return future
+        return self.ask(
+            slot, lambda request_id: Control(request_id=request_id, op=op, servers=servers), socks
+        )

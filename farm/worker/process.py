@@ -9,9 +9,10 @@ it is told to `Stop` or its pipe reaches end-of-file (the master is gone).
 
 A server that fails to start is reported (`ServerFailed`) and the others carry on. A server
 whose socket the master did not pass is stopped (farm.master.switch): its values still move,
-and `Control(START_SERVER)` brings it back with a fresh socket. Signals belong to the
-master: a worker ignores SIGINT and SIGHUP (Ctrl-C and a closed terminal reach the whole
-process group) and is stopped through its pipe.
+and `Control(START_SERVER)` brings it back with a fresh socket (many servers in one message,
+as an offline fault on a fleet needs). Signals belong to the master: a worker ignores SIGINT
+and SIGHUP (Ctrl-C and a closed terminal reach the whole process group) and is stopped
+through its pipe.
 """
 
 from __future__ import annotations
@@ -291,14 +292,14 @@ class Worker:
         if isinstance(message, Stop):
             self.stopping.set()
         elif isinstance(message, Control) and message.op == messages.START_SERVER:
-            try:  # the socket follows its Control on the pipe: take it before anything else
-                sock = messages.receive_socket(self.conn)
+            try:  # the sockets follow their Control on the pipe: take them before anything else
+                socks = messages.receive_sockets(self.conn, len(message.servers))
             except (OSError, messages.ProtocolError) as exc:
-                self._reply(message, error=f"no socket came with {message.op}: {exc}")
+                self._reply(message, error=f"no sockets came with {message.op}: {exc}")
                 return
-            self._later(self._start_server(message, sock))
+            self._later(self._start_servers_again(message, socks))
         elif isinstance(message, Control) and message.op == messages.STOP_SERVER:
-            self._stop_server(message)
+            self._stop_servers(message)
         elif isinstance(message, AddServers):
             try:  # their sockets follow on the pipe: take them before anything else
                 socks = messages.receive_sockets(self.conn, len(message.servers))
@@ -329,30 +330,43 @@ class Worker:
             )
         )
 
-    def _stop_server(self, message: Control) -> None:
-        """Close the server's listening socket and its connections (the master closed its copy)."""
-        number = self.numbers.get(message.server)
-        if number is None:
-            self._reply(message, error=f"no server {message.server!r} here")
-            return
-        self.stopped.add(number)
-        server = self.servers.pop(number, None)
-        if server is not None:
-            server.close()
-        else:  # not started yet: the socket waits in the inherited ones
-            sock = self.sockets.pop(self.specs[number].index, None)
-            if sock is not None:
-                sock.close()
+    def _stop_servers(self, message: Control) -> None:
+        """Close the servers' listening sockets and their connections, in one pass (the
+        master closed its copies)."""
+        unknown = [name for name in message.servers if name not in self.numbers]
+        names = set(message.servers) - set(unknown)
+        for name in names:
+            number = self.numbers[name]
+            self.stopped.add(number)
+            server = self.servers.pop(number, None)
+            if server is not None:
+                server.close()
+            else:  # not started yet: the socket waits in the inherited ones
+                sock = self.sockets.pop(self.specs[number].index, None)
+                if sock is not None:
+                    sock.close()
         if self.connections is not None:
-            self.connections.close_all(servers={message.server})
-        self._reply(message)
+            self.connections.close_all(servers=names)
+        self._reply(message, error=f"no server {unknown[0]!r} here" if unknown else "")
 
-    async def _start_server(self, message: Control, sock: socket.socket) -> None:
-        number = self.numbers.get(message.server)
+    async def _start_servers_again(self, message: Control, socks: list[socket.socket]) -> None:
+        """Serve stopped servers again on the sockets that came with `message`, in order."""
+        errors = []
+        for started, (name, sock) in enumerate(zip(message.servers, socks, strict=True)):
+            error = await self._start_server(name, sock)
+            if error:
+                errors.append(error)
+            if started % BATCH == BATCH - 1:
+                await asyncio.sleep(0)  # heartbeats and requests keep flowing
+        more = f" (and {len(errors) - 1} more)" if len(errors) > 1 else ""
+        self._reply(message, error=f"{errors[0]}{more}" if errors else "")
+
+    async def _start_server(self, name: str, sock: socket.socket) -> str:
+        """Serve one server on `sock`; returns why not ("" when it serves, or did already)."""
+        number = self.numbers.get(name)
         if number is None or number in self.servers:
             sock.close()  # unknown here, or serving already: the master's copy stays
-            self._reply(message, error="" if number is not None else "no such server here")
-            return
+            return "" if number is not None else f"no server {name!r} here"
         self.stopped.discard(number)
         device = self.devices.get(number)
         if device is not None:  # after a reboot fault the master powered its diagnostics up
@@ -362,10 +376,9 @@ class Worker:
             server = await self.transports.start(self.specs[number], number, sock)
         except (OSError, ssl.SSLError) as exc:
             sock.close()
-            self._reply(message, error=f"cannot serve {message.server}: {exc}")
-            return
+            return f"cannot serve {name}: {exc}"
         self._keep(number, server)
-        self._reply(message)
+        return ""
 
     def _keep(self, number: int, server: Listener) -> None:
         if number in self.stopped:  # a STOP came while the server was being created
