@@ -5,6 +5,8 @@
 1. apply: a fault on all 10,000 servers of examples/plant.yaml; the API call's time (it
    answers once every worker confirmed), then probes of servers of every worker with raw
    Modbus requests, sent right after the call returned: all must get the injected answer.
+   Then an offline fault on all of them: the call, when the sampled ports refuse, the
+   slowest status call meanwhile, and the clear (the servers answer again).
 2. delay on 10 %: 500 servers, a 500 ms delay fault on 50 of them (a seeded fraction).
    The other 450 get closed-loop load (one connection each); the 50 get 100 requests/s
    pipelined (depth 8) in every run, so the runs differ only by the fault. Rounds alternate
@@ -36,7 +38,7 @@ from benchmarks.procs import Server
 from farm.bench.command import run_bench
 from farm.bench.loadgen import LoadSpec
 from farm.bench.spec import parse_mix
-from farm.client import FarmClient, Fraction, Glob, Servers
+from farm.client import FarmClient, Fraction, Glob, ServerInfo, Servers
 
 ROOT = Path(__file__).resolve().parent.parent
 PDUS = parse_mix("3:100", address=0, quantity=10)
@@ -109,6 +111,7 @@ def apply_everywhere() -> dict[str, Any]:
         api.clear_fault(fault.id)
         clear_s = time.perf_counter() - began
         back = sum(probe(*each.host_port) != bytes([0x83, 6]) for each in sample)
+        offline_everywhere(api, sample)
     finally:
         server.stop()
     row = {
@@ -277,14 +280,57 @@ def read_in_order(sock: socket.socket, count: int) -> int:
     return count
 
 
+def refused(host: str, port: int) -> bool:
+    try:
+        with socket.create_connection((host, port), timeout=5):
+            return False
+    except ConnectionRefusedError:
+        return True
+
+
+def offline_everywhere(api: FarmClient, sample: list[ServerInfo]) -> dict[str, Any]:
+    """An offline fault on all 10,000 servers (farm.master.switch stops them in batches):
+    the API call, how long after it the sampled ports refuse, the slowest status call while
+    they go down, then clearing it and the time until the sample answers again."""
+    began = time.perf_counter()
+    fault = api.fault("offline", target=Glob("*"))
+    call_s = time.perf_counter() - began
+    status_s, waiting = 0.0, {each.host_port for each in sample}
+    while waiting and time.perf_counter() - began < 60:
+        asked = time.perf_counter()
+        api.status()
+        status_s = max(status_s, time.perf_counter() - asked)
+        waiting = {each for each in waiting if not refused(*each)}
+    refused_s = time.perf_counter() - began - call_s
+    began = time.perf_counter()
+    api.clear_fault(fault.id)
+    clear_s = time.perf_counter() - began
+    waiting = {each.host_port for each in sample}
+    while waiting and time.perf_counter() - began < 60:
+        waiting = {each for each in waiting if probe(*each) != b""}
+    back_s = time.perf_counter() - began
+    print(
+        f"offline: fault on {len(fault.servers):,} servers, API call {call_s * 1e3:.0f} ms; "
+        f"{len(sample) - len(waiting)}/{len(sample)} sampled ports refused "
+        f"{refused_s * 1e3:.0f} ms after it returned; slowest status call meanwhile "
+        f"{status_s * 1e3:.0f} ms; clear {clear_s * 1e3:.0f} ms, all answering again "
+        f"{back_s:.2f} s after the clear began",
+        flush=True,
+    )
+    return {"call_s": call_s, "refused_s": refused_s, "clear_s": clear_s, "back_s": back_s}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description="Faults at scale (issue 9's budgets).")
     parser.add_argument("--duration", type=float, default=4.0, help="Seconds per load run.")
     parser.add_argument("--repeat", type=int, default=3, help="Rounds; the best run is kept.")
     parser.add_argument("--skip-10k", action="store_true", help="Skip the plant (10,000).")
+    parser.add_argument("--only-10k", action="store_true", help="Only the plant (10,000).")
     args = parser.parse_args()
     if not args.skip_10k:
         apply_everywhere()
+    if args.only_10k:
+        return
     delay_on_a_tenth(args.duration, args.repeat)
     outstanding(args.duration, args.repeat)
 
