@@ -183,6 +183,9 @@ def test_start_says_so_when_the_port_was_taken_meanwhile(farm: FarmProcess) -> N
     client = api(farm)
     client.stop("meter-00")
     with socket.socket() as squatter:
+        # SO_REUSEADDR: the stop closed connections server-side, and their TIME_WAIT entries
+        # on this port would refuse a plain bind; two listeners still cannot share the port.
+        squatter.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         squatter.bind((HOST, farm.port(0)))
         squatter.listen()
         with pytest.raises(FarmAPIError) as caught:
