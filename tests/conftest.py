@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
+import tempfile
 from collections.abc import Callable, Iterator
 
 import pytest
@@ -120,6 +121,20 @@ def ready_config_farm(
             if "already in use" not in str(error) or attempt == 2:
                 raise
     raise AssertionError("unreachable")
+
+
+@contextlib.contextmanager
+def config_farm(
+    config: Callable[[int], str], count: int, extra: list[str] | None = None
+) -> Iterator[FarmProcess]:
+    """`ready_config_farm` for a block (a module's farm): it must stop cleanly at the end."""
+    with tempfile.TemporaryDirectory() as directory:
+        running = ready_config_farm(config, count, directory, extra)
+        try:
+            yield running
+        finally:
+            code, _, stderr = running.stop()
+            assert code == 0, stderr
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:

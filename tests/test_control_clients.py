@@ -13,7 +13,6 @@ import socket
 import struct
 import subprocess
 import sys
-import tempfile
 from collections.abc import Iterator
 
 import pytest
@@ -21,20 +20,15 @@ from pymodbus.client import ModbusTcpClient
 from pymodbus.exceptions import ConnectionException
 
 from farm.client import FarmAPIError, FarmClient
-from tests.conftest import ready_config_farm, ready_farm
+from tests.conftest import config_farm, ready_farm
 from tests.farmproc import HOST, FarmProcess, wait_for
 from tests.test_control_api import SERVERS, TOKEN, config
 
 
 @pytest.fixture(scope="module")
 def farm() -> Iterator[FarmProcess]:
-    with tempfile.TemporaryDirectory() as directory:
-        running = ready_config_farm(config, SERVERS, directory, ["--api-token", TOKEN])
-        try:
-            yield running
-        finally:
-            code, _, stderr = running.stop()
-            assert code == 0, stderr
+    with config_farm(config, SERVERS, ["--api-token", TOKEN]) as running:
+        yield running
 
 
 def api(farm: FarmProcess) -> FarmClient:

@@ -8,7 +8,6 @@ import socket
 import struct
 import subprocess
 import sys
-import tempfile
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -18,7 +17,7 @@ from pymodbus.client import ModbusTcpClient
 
 from farm.client import FarmAPIError, FarmClient
 from farm.config.selection import pick_fraction
-from tests.conftest import ready_config_farm
+from tests.conftest import config_farm
 from tests.farmproc import HOST, FarmProcess, wait_for
 
 pytestmark = pytest.mark.timeout(120)
@@ -47,13 +46,8 @@ fleets:
 
 @pytest.fixture(scope="module")
 def farm() -> Iterator[FarmProcess]:
-    with tempfile.TemporaryDirectory() as directory:
-        running = ready_config_farm(config, SERVERS, directory)
-        try:
-            yield running
-        finally:
-            code, _, stderr = running.stop()
-            assert code == 0, stderr
+    with config_farm(config, SERVERS) as running:
+        yield running
 
 
 @pytest.fixture

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import math
 import struct
-import tempfile
 import time
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -14,7 +13,7 @@ import pytest
 from pymodbus.client import ModbusTcpClient
 
 from farm.client import FarmAPIError, FarmClient
-from tests.conftest import ready_config_farm
+from tests.conftest import config_farm
 from tests.farmproc import HOST, FarmProcess, wait_for
 from tests.test_clients import mbpoll
 
@@ -46,13 +45,8 @@ fleets:
 
 @pytest.fixture(scope="module")
 def farm() -> Iterator[FarmProcess]:
-    with tempfile.TemporaryDirectory() as directory:
-        running = ready_config_farm(config, SERVERS, directory)
-        try:
-            yield running
-        finally:
-            code, _, stderr = running.stop()
-            assert code == 0, stderr
+    with config_farm(config, SERVERS) as running:
+        yield running
 
 
 @pytest.fixture
