@@ -67,6 +67,23 @@ def port_free(port: int, host: str = HOST) -> bool:
     return True
 
 
+def squatter(port: int, host: str = HOST) -> socket.socket:
+    """A listening socket on `port`, as another program taking it would be.
+
+    SO_REUSEADDR: connections that a stopped farm closed leave TIME_WAIT entries on the
+    port, and they would refuse a plain bind; two listeners still cannot share the port.
+    """
+    sock = socket.socket()
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((host, port))
+        sock.listen()
+    except OSError:
+        sock.close()
+        raise
+    return sock
+
+
 # The last ranges handed out. A port is free when probed but only taken when a farm binds
 # it, so without this record the next call could hand the same port out again (a farm's API
 # port inside its own server range, say). Old ranges drop out: their farms are gone.

@@ -21,7 +21,7 @@ from pymodbus.exceptions import ConnectionException
 
 from farm.client import FarmAPIError, FarmClient
 from tests.conftest import config_farm, ready_farm
-from tests.farmproc import HOST, FarmProcess, wait_for
+from tests.farmproc import HOST, FarmProcess, squatter, wait_for
 from tests.test_control_api import SERVERS, TOKEN, config
 
 
@@ -176,12 +176,7 @@ def test_stop_refuses_connections_and_start_serves_the_same_values(farm: FarmPro
 def test_start_says_so_when_the_port_was_taken_meanwhile(farm: FarmProcess) -> None:
     client = api(farm)
     client.stop("meter-00")
-    with socket.socket() as squatter:
-        # SO_REUSEADDR: the stop closed connections server-side, and their TIME_WAIT entries
-        # on this port would refuse a plain bind; two listeners still cannot share the port.
-        squatter.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        squatter.bind((HOST, farm.port(0)))
-        squatter.listen()
+    with squatter(farm.port(0)):
         with pytest.raises(FarmAPIError) as caught:
             client.start("meter-00")
         assert caught.value.status == 409

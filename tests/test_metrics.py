@@ -24,7 +24,7 @@ from farm.ipc.stats import ShardCounters
 from farm.master.metrics import FarmMetrics
 from farm.worker import engine, limits
 from tests.conftest import make_farm, start_farm
-from tests.farmproc import HOST, FarmProcess, free_port, wait_for
+from tests.farmproc import HOST, FarmProcess, free_port, squatter, wait_for
 from tests.prometheus_server import Samples, loaded, parse, scrape, scrape_text, value
 from tests.tools import tool
 
@@ -257,9 +257,7 @@ def test_metrics_port_and_prometheus_config(tmp_path: Path) -> None:
 
 
 def test_busy_metrics_port_is_one_clear_line() -> None:
-    blocker = socket.socket()
-    blocker.bind((HOST, 0))
-    blocker.listen()
+    blocker = squatter(0)
     farm = make_farm(2, workers=1, extra=["--metrics-port", str(blocker.getsockname()[1])])
     try:
         farm.start()

@@ -17,7 +17,7 @@ import pytest
 from pymodbus.client import ModbusTcpClient
 
 from farm.client import FarmAPIError, FarmClient, Servers
-from tests.farmproc import HOST, FarmProcess, port_free, scalable_farm, wait_for
+from tests.farmproc import HOST, FarmProcess, port_free, scalable_farm, squatter, wait_for
 
 pytestmark = pytest.mark.timeout(150)
 START, ROOM = 20, 60  # servers at start; ports kept free for the fleet to grow into
@@ -140,11 +140,8 @@ def test_bad_scales_are_refused_and_change_nothing(
 
 def test_a_taken_address_refuses_the_whole_scale(farm: FarmProcess) -> None:
     api = FarmClient.at(HOST, farm.api_port)
-    with socket.socket() as squatter:
-        squatter.bind((HOST, farm.port(START + 3)))
-        squatter.listen()
-        with pytest.raises(FarmAPIError) as refused_call:
-            api.scale("default", START + 5)
+    with squatter(farm.port(START + 3)), pytest.raises(FarmAPIError) as refused_call:
+        api.scale("default", START + 5)
     assert refused_call.value.status == 409 and "cannot listen on" in str(refused_call.value)
     assert len(api.servers()) == START and refused(farm.port(START))
     cli = subprocess.run(

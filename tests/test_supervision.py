@@ -30,6 +30,7 @@ from tests.farmproc import (
     free_port,
     free_port_range,
     port_free,
+    squatter,
     wait_for,
 )
 
@@ -193,9 +194,7 @@ def test_graceful_stop_releases_everything(signum: int) -> None:
 
 def start_with_port_taken(farm: FarmProcess, port: int) -> tuple[int, str]:
     """Start `farm` while something else listens on `port`; its exit code and stderr."""
-    blocker = socket.socket()
-    blocker.bind((HOST, port))
-    blocker.listen()
+    blocker = squatter(port)
     try:
         farm.start()
         assert farm.process is not None
