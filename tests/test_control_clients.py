@@ -13,13 +13,14 @@ import socket
 import struct
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 
 import pytest
 from pymodbus.client import ModbusTcpClient
 from pymodbus.exceptions import ConnectionException
 
-from farm.client import FarmAPIError, FarmClient
+from farm.client import FarmAPIError, FarmClient, Fleet
 from tests.conftest import config_farm, ready_farm
 from tests.farmproc import HOST, FarmProcess, squatter, wait_for
 from tests.test_control_api import SERVERS, TOKEN, config
@@ -235,6 +236,26 @@ def test_a_stopped_server_stays_stopped_when_its_worker_is_killed() -> None:
     finally:
         code, _, stderr = farm.stop()
         assert code == 0, stderr
+
+
+def test_the_python_client_form_of_the_issue(farm: FarmProcess) -> None:
+    client = FarmClient(f"http://{HOST}:{farm.api_port}", token=TOKEN)
+    fault = client.fault("delay", target=Fleet("meters"), ms=800, duration="30s")
+    try:
+        assert fault.servers == ("meter-00", "meter-01", "meter-02", "meter-03")
+        assert fault.ends_in_s is not None and 20 < fault.ends_in_s <= 30
+        modbus = pymodbus(farm, 1)
+        try:
+            began = time.perf_counter()
+            assert not modbus.read_holding_registers(0, count=2, device_id=1).isError()
+            assert time.perf_counter() - began >= 0.79
+        finally:
+            modbus.close()
+        assert client.server("meter-01").info.state == "faulted"
+        assert client.server("plc-00").info.state == "up"  # another fleet
+    finally:
+        client.clear_fault(fault.id)
+    assert client.faults() == []
 
 
 def test_cli_errors_are_one_line(farm: FarmProcess) -> None:

@@ -124,6 +124,39 @@ def test_modbus_tk_times_out_on_drop(farm: FarmProcess, api: FarmClient) -> None
         master.close()
 
 
+def test_drop_answers_nothing_and_keeps_the_connection(farm: FarmProcess, api: FarmClient) -> None:
+    fault = api.fault("drop", target=name(2))
+    with socket.create_connection((HOST, farm.port(2)), timeout=5) as sock:
+        sock.sendall(mbap(1, 1, READ))
+        sock.settimeout(0.5)
+        with pytest.raises(TimeoutError):  # no answer, and no FIN either
+            sock.recv(100)
+        api.clear_fault(fault.id)
+        sock.settimeout(5)
+        sock.sendall(mbap(2, 1, READ))  # the same connection serves again
+        frames = read_frames(sock, 1)
+    assert struct.unpack(">H", frames[0][:2])[0] == 2  # the dropped request stays unanswered
+
+
+def test_wrong_tid_and_wrong_unit_are_valid_answers_but_for_their_ids(
+    farm: FarmProcess, api: FarmClient
+) -> None:
+    def answer() -> bytes:
+        with socket.create_connection((HOST, farm.port(0)), timeout=5) as sock:
+            sock.sendall(mbap(0x0102, 1, READ))
+            return read_frames(sock, 1)[0]
+
+    right = answer()
+    assert right[:2] == b"\x01\x02" and right[6] == 1
+    fault = api.fault("wrong_tid", target=name(0))
+    wrong = answer()
+    assert wrong[:2] != right[:2] and wrong[2:] == right[2:]
+    api.clear_fault(fault.id)
+    api.fault("wrong_unit", target=name(0))
+    wrong = answer()
+    assert wrong[6] != 1 and wrong[:6] + wrong[7:] == right[:6] + right[7:]
+
+
 @pytest.mark.parametrize(
     ("kind", "params"),
     [("wrong_tid", {}), ("garble", {"mode": "random"}), ("garble", {"mode": "truncate"}),
@@ -157,9 +190,12 @@ def read_frames(sock: socket.socket, count: int) -> list[bytes]:
 READ = bytes([3, 0, 0, 0, 2])
 
 
-def test_delayed_answers_keep_request_order(farm: FarmProcess, api: FarmClient) -> None:
+@pytest.mark.parametrize("distribution", ["uniform", "normal"])
+def test_delayed_answers_keep_request_order(
+    farm: FarmProcess, api: FarmClient, distribution: str
+) -> None:
     """Pipelined requests with random delays come back in the order they were asked."""
-    api.fault("delay", target=name(9), ms=100, jitter_ms=90, distribution="uniform")
+    api.fault("delay", target=name(9), ms=100, jitter_ms=90, distribution=distribution)
     with socket.create_connection((HOST, farm.port(9)), timeout=5) as sock:
         sock.sendall(b"".join(mbap(tid, 1, READ) for tid in range(1, 21)))
         frames = read_frames(sock, 20)
@@ -328,8 +364,14 @@ def test_reboot_comes_back_with_starting_values(farm: FarmProcess, api: FarmClie
         )
     finally:
         client.close()
-    api.fault("reboot", target=name(19), duration="1s")
-    assert refused(farm, 19)
+    held = connect(farm, 19)
+    try:
+        api.fault("reboot", target=name(19), duration="1s")
+        assert refused(farm, 19)
+        with pytest.raises(ModbusException):  # the open connection was dropped
+            held.read_holding_registers(10, count=1)
+    finally:
+        held.close()
     wait_for(lambda: not refused(farm, 19), 15, "the server to come back")
     client = connect(farm, 19)
     try:
@@ -375,6 +417,11 @@ def test_the_cli_forms_of_the_issue(farm: FarmProcess, api: FarmClient) -> None:
     assert added.returncode == 0 and "delay ms=300 on device-0003" in added.stdout, added
     added = farm_cli(farm, "fault", "add", "exception", "--code", "6", "--target", name(4))
     assert added.returncode == 0, added
+    shown = farm_cli(farm, "get", name(3))  # the server's detail lists its faults
+    assert re.search(r"^fault \d+: delay ms=300 on device-0003, active", shown.stdout, re.M), shown
+    added = farm_cli(farm, "fault", "add", "offline", "--target", name(5), "--for", "2s")
+    assert added.returncode == 0 and "offline on device-0005, active, ends in" in added.stdout
+    assert refused(farm, 5)
     for options in (
         ["--fleet", "default"],
         ["--glob", "device-001*"],
@@ -387,10 +434,15 @@ def test_the_cli_forms_of_the_issue(farm: FarmProcess, api: FarmClient) -> None:
     assert later.returncode == 0 and "starts in" in later.stdout, later
     listed = farm_cli(farm, "fault", "list")
     assert listed.returncode == 0 and "exception" in listed.stdout and "scheduled" in listed.stdout
+    wait_for(lambda: not refused(farm, 5), 15, "the 2 s offline fault to end")
     assert len(api.faults()) == 6
     first = api.faults()[0].id
     assert farm_cli(farm, "fault", "clear", str(first)).returncode == 0
     assert len(api.faults()) == 5
+    for unclear in ([], [str(first), "--all"]):  # neither an id nor --all, or both
+        done = farm_cli(farm, "fault", "clear", *unclear)
+        assert done.returncode != 0 and done.stderr.count("\n") == 1, done
+        assert "--all" in done.stderr and ("not both" in done.stderr) == bool(unclear), done
     cleared = farm_cli(farm, "fault", "clear", "--all")
     assert cleared.returncode == 0 and "cleared 5 faults" in cleared.stdout
     assert api.faults() == []

@@ -22,7 +22,8 @@ from rich.console import Console
 from rich.table import Table as RichTable
 from rich.text import Text
 
-from farm.client import FarmClient, PointValue, api_options
+from farm.cli.faults import describe
+from farm.client import FarmClient, FaultInfo, PointValue, api_options
 from farm.config.templates import TABLES_SHORT, Table
 from farm.errors import ConfigError, FarmError, exit_with
 
@@ -217,5 +218,6 @@ def _show_server(client: FarmClient, name: str, as_json: bool) -> None:
         table.add_row(*(Text(cell) for cell in cells))
     if detail.points:
         out.print(table)
-    for fault in detail.faults:
-        click.echo(f"fault: {json.dumps(fault)}")
+    for fault in detail.faults:  # as `farm fault add` and `clear` say them
+        shown = FaultInfo.from_json(fault)
+        out.print(f"fault {shown.id}: {describe(shown)}", highlight=False, soft_wrap=True)

@@ -175,8 +175,10 @@ def list_faults(client: FarmClient, as_json: bool) -> None:
 def clear(client: FarmClient, fault_id: int | None, everything: bool) -> None:
     """Clear the fault ID, or --all of them."""
     try:
-        if everything == (fault_id is not None):
-            raise ConfigError("give a fault ID (see `farm fault list`) or --all, not both")
+        if everything and fault_id is not None:
+            raise ConfigError("give a fault ID or --all, not both")
+        if not everything and fault_id is None:
+            raise ConfigError("say which fault: its ID (see `farm fault list`), or --all")
         if fault_id is not None:
             cleared = client.clear_fault(fault_id)
             out.print(f"cleared fault {cleared.id}: {describe(cleared)}", highlight=False)
