@@ -123,11 +123,15 @@ def test_point_writes_are_encoded_for_pymodbus(farm: FarmProcess) -> None:
     assert cli(farm, "get", "meter-03", "energy").stdout.strip() == "energy = -1234.5"
 
 
-def test_a_counter_carries_on_from_a_write() -> None:
+def test_a_counter_and_a_random_walk_carry_on_from_a_write() -> None:
     farm = ready_farm(2, workers=1)
     try:
         client = FarmClient.at(HOST, farm.api_port)
         assert client.set_point("device-0001", "uptime_s", 5000).value == 5000
+        # pressure_mbar walks 950-1050 in steps of 2 from 1000: write it 40 away from there.
+        where = int(client.point("device-0001", "pressure_mbar").value)
+        walk_from = 960 if where >= 1000 else 1040
+        assert client.set_point("device-0001", "pressure_mbar", walk_from).value == walk_from
         modbus = pymodbus(farm, 1)
         try:
 
@@ -136,7 +140,13 @@ def test_a_counter_carries_on_from_a_write() -> None:
                 assert 5000 <= value < 5100  # from the write, not from where it was
                 return value > 5001
 
+            def walked_on() -> bool:
+                value = modbus.read_input_registers(3, count=1, device_id=1).registers[0]
+                assert abs(value - walk_from) < 20, value  # from the write (2 a step)
+                return value != walk_from
+
             wait_for(counted_on, 30, "the counter to count on from 5000")
+            wait_for(walked_on, 30, f"the random walk to walk on from {walk_from}")
         finally:
             modbus.close()
     finally:
@@ -172,6 +182,16 @@ def test_stop_refuses_connections_and_start_serves_the_same_values(farm: FarmPro
     finally:
         modbus.close()
     assert client.server("plc-01").info.state == "up"
+
+
+def test_server_stop_and_start_take_several_names(farm: FarmProcess) -> None:
+    done = cli(farm, "server", "stop", "meter-02", "meter-03")
+    assert done.stdout.splitlines() == ["meter-02 stopped", "meter-03 stopped"], done.stderr
+    assert refused(farm.port(2)) and refused(farm.port(3))
+    assert [s.name for s in api(farm).servers(state="offline")] == ["meter-02", "meter-03"]
+    done = cli(farm, "server", "start", "meter-02", "meter-03")
+    assert done.stdout.splitlines() == ["meter-02 started", "meter-03 started"], done.stderr
+    assert api(farm).servers(state="offline") == []
 
 
 def test_start_says_so_when_the_port_was_taken_meanwhile(farm: FarmProcess) -> None:
