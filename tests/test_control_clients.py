@@ -278,6 +278,26 @@ def test_the_python_client_form_of_the_issue(farm: FarmProcess) -> None:
     assert client.faults() == []
 
 
+def test_fault_commands_take_the_token_from_the_option_or_the_environment(
+    farm: FarmProcess,
+) -> None:
+    bare = {key: value for key, value in os.environ.items() if key != "FARM_API_TOKEN"}
+    add = [sys.executable, "-m", "farm", "fault", "add", "exception", "--code", "6"]
+    add += ["--target", "meter-00", "--api-port", str(farm.api_port)]
+    for token in ([], ["--api-token", "wrong"]):
+        done = subprocess.run([*add, *token], capture_output=True, text=True, timeout=60, env=bare)
+        assert done.returncode != 0 and done.stderr.count("\n") == 1, done
+        assert "401" in done.stderr and "--api-token or FARM_API_TOKEN" in done.stderr, done
+    assert api(farm).faults() == []  # nothing changed
+    done = subprocess.run(
+        [*add, "--api-token", TOKEN], capture_output=True, text=True, timeout=60, env=bare
+    )
+    assert done.returncode == 0 and "exception code=6 on meter-00" in done.stdout, done
+    done = cli(farm, "fault", "clear", "--all")  # FARM_API_TOKEN in its environment
+    assert done.returncode == 0 and done.stdout.strip() == "cleared 1 fault", done
+    assert api(farm).faults() == []
+
+
 def test_cli_errors_are_one_line(farm: FarmProcess) -> None:
     for args, message in (
         (("get", "nope"), "no server named 'nope'"),
