@@ -21,7 +21,7 @@ from farm.config.templates import (
 from farm.worker.ticker import Ticker
 
 pytestmark = pytest.mark.timeout(60)
-T0 = 1_000_000.0  # the farm's start, as wall-clock seconds
+T0 = 1_000_000.0  # the farm's start, on the monotonic clock
 
 
 def rig(
