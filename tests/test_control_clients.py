@@ -24,6 +24,7 @@ from farm.client import FarmAPIError, FarmClient, Fleet
 from tests.conftest import config_farm, ready_farm
 from tests.farmproc import HOST, FarmProcess, squatter, wait_for
 from tests.test_control_api import SERVERS, TOKEN, config
+from tests.tools import tool
 
 
 @pytest.fixture(scope="module")
@@ -45,7 +46,7 @@ def cli(farm: FarmProcess, *args: str) -> subprocess.CompletedProcess[str]:
 
 def mbpoll(port: int, *args: str) -> str:
     """Debian's mbpoll, PDU addressing (-0: references from 0), one poll."""
-    command = ["mbpoll", "-m", "tcp", "-a", "1", "-0", "-1", "-p", str(port), *args]
+    command = [tool("mbpoll"), "-m", "tcp", "-a", "1", "-0", "-1", "-p", str(port), *args]
     done = subprocess.run(command, capture_output=True, text=True, timeout=30)
     assert done.returncode == 0, done.stdout + done.stderr
     return done.stdout

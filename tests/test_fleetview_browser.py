@@ -26,6 +26,7 @@ from pymodbus.pdu import ExceptionResponse
 
 from farm.client import FarmClient
 from tests.farmproc import HOST, FarmProcess, free_port, free_port_range, wait_for
+from tests.tools import tool
 
 pytestmark = pytest.mark.timeout(180)
 CHROMIUM = shutil.which("chromium")
@@ -332,7 +333,7 @@ def test_a_fault_applied_from_the_page_is_seen_by_a_modbus_client(view: View) ->
 
 
 def mbpoll(port: int, *args: str) -> str:
-    command = ["mbpoll", "-m", "tcp", "-a", "1", "-p", str(port), "-1", *args, HOST]
+    command = [tool("mbpoll"), "-m", "tcp", "-a", "1", "-p", str(port), "-1", *args, HOST]
     done = subprocess.run(command, capture_output=True, text=True, timeout=20)
     assert done.returncode == 0, done.stdout + done.stderr
     return done.stdout

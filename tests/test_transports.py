@@ -31,6 +31,7 @@ from farm.client import FarmClient
 from farm.worker.tls import role_of
 from tests.farmproc import HOST, FarmProcess, free_port, free_port_range, wait_for
 from tests.prometheus_server import scrape, value
+from tests.tools import tool
 
 pytestmark = pytest.mark.timeout(180)
 FLEETS = ("plain", "plain", "serial", "datagram", "secure")  # server i's fleet, by port
@@ -210,13 +211,13 @@ def test_faults_on_rtu_over_tcp(farm: FarmProcess) -> None:
 def test_mbpoll_in_rtu_mode_through_a_socat_pty(farm: FarmProcess, tmp_path: Path) -> None:
     tty = tmp_path / "ttyFARM"
     bridge = subprocess.Popen(
-        ["socat", f"pty,link={tty},raw,echo=0", f"tcp:{HOST}:{farm.port(2)}"],
+        [tool("socat"), f"pty,link={tty},raw,echo=0", f"tcp:{HOST}:{farm.port(2)}"],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
     )
     try:
         wait_for(tty.exists, 10, "socat's pty")
-        base = ["mbpoll", "-m", "rtu", "-b", "19200", "-P", "none", "-a", "1", "-1"]
+        base = [tool("mbpoll"), "-m", "rtu", "-b", "19200", "-P", "none", "-a", "1", "-1"]
         wrote = subprocess.run(
             [*base, "-t", "4", "-r", "21", str(tty), "4321"],
             capture_output=True,
