@@ -2,5 +2,6 @@
 
 command (the CLI command and its report), spec (options -> load shares), fan (shares over
 processes), loadgen (the uvloop engine), latency (histograms). Finds a farm's servers
-through farm.client; imports nothing else of the farm but config's plain types and errors.
+through farm.client; imports nothing else of the farm but config's plain types, errors,
+limits and rtu.
 """
