@@ -69,5 +69,5 @@ def exit_with(error: FarmError) -> NoReturn:
     square brackets: it goes out as a Text, never through Rich markup.
     """
     line = Text.assemble(("farm: error:", "bold red"), " ", str(error))
-    Console(stderr=True, markup=False).print(line, highlight=False, soft_wrap=True)
+    Console(stderr=True, markup=False, emoji=False).print(line, highlight=False, soft_wrap=True)
     sys.exit(error.exit_code)

@@ -1,7 +1,9 @@
-"""User text reaches the terminal as it is: square brackets are not Rich markup.
+"""User text reaches the terminal as it is: square brackets are not Rich markup, nor is
+`:fire:` an emoji code.
 
 File names, fleet and server names, targets and addresses come from the user; printed
-through Rich markup, `site[a].yaml` showed as `site.yaml` and `[/x]` ended in a traceback.
+through Rich markup, `site[a].yaml` showed as `site.yaml` and `[/x]` ended in a traceback;
+through Rich's emoji codes, `pump:fire:` showed as `pump` and a flame.
 Each case runs the real `farm` command in a subprocess.
 """
 
@@ -52,6 +54,16 @@ def test_validate_prints_file_and_fleet_names_literally(tmp_path: Path) -> None:
     assert "meters[/x]-0000" in planned.stdout and "meters[/x]-0001" in planned.stdout
 
 
+def test_emoji_codes_in_names_are_printed_as_they_are(tmp_path: Path) -> None:
+    (tmp_path / "site:fire:.yaml").write_text(config("pump:fire:"))
+    shown = farm("validate", "site:fire:.yaml", cwd=tmp_path)
+    assert shown.returncode == 0, shown.stderr
+    assert "site:fire:.yaml: valid" in shown.stdout and "pump:fire:" in shown.stdout
+    planned = farm("plan", "site:fire:.yaml", "--servers", cwd=tmp_path)
+    assert planned.returncode == 0, planned.stderr
+    assert "pump:fire:-0000" in planned.stdout and "\N{FIRE}" not in planned.stdout
+
+
 def test_error_lines_print_names_literally(tmp_path: Path) -> None:
     line = one_error_line(farm("validate", "nope[a].yaml", cwd=tmp_path), 2)
     assert line.startswith("farm: error: nope[a].yaml: ")
@@ -97,6 +109,16 @@ def test_servers_and_faults_of_a_running_farm_are_printed_literally(tmp_path: Pa
         assert listed.returncode == 0 and "meters[/x]-0001" in listed.stdout, listed.stderr
         cleared = farm("fault", "clear", "--all", *api)
         assert cleared.returncode == 0 and "cleared 1 fault" in cleared.stdout, cleared.stderr
+        story = tmp_path / "story[b]:fire:.yaml"
+        story.write_text("scenario:\n  steps:\n    - {at: 60s, name: 'trip[/x]:fire:', "
+                         "stop: {target: 'meters[/x]-0001'}}\n")  # fmt: skip
+        played = farm("scenario", "run", story.name, *api, cwd=tmp_path)
+        assert played.returncode == 0, played.stderr
+        assert "playing story[b]:fire:.yaml: 1 steps" in played.stdout, played.stdout
+        status = farm("scenario", "status", *api)
+        assert status.returncode == 0 and "trip[/x]:fire:" in status.stdout, status.stderr
+        stopped = farm("scenario", "stop", *api)
+        assert stopped.returncode == 0, stopped.stderr
     finally:
         code, _, stderr = running.stop()
     assert code == 0, stderr

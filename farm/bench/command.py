@@ -213,7 +213,7 @@ def bench(
     as_json: bool,
 ) -> None:
     """Load a farm (or any Modbus servers) like a SCADA master, and report."""
-    err = Console(stderr=True, markup=False)  # markup off: nothing here is Rich markup
+    err = Console(stderr=True, markup=False, emoji=False)  # nothing here is Rich markup
     try:
         options = _options(
             connections, rate, depth, duration, max_requests, timeout, unit, processes
@@ -241,7 +241,7 @@ def bench(
     if as_json:
         click.echo(json.dumps(report, indent=2))
     else:
-        Console(markup=False).print(render(report))
+        Console(markup=False, emoji=False).print(render(report))
 
 
 def client_tls(transport: str, certs: str | None) -> ClientTls | None:

@@ -61,10 +61,10 @@ from farm.master import logs
 from farm.master.run import MasterOptions, ReadySummary, serve
 from farm.master.supervisor import SupervisorOptions
 
-# Markup off: what these print carries user text (names, addresses, file names) that may
-# hold square brackets; styled words are Text spans instead.
-out = Console(markup=False)
-err = Console(stderr=True, markup=False)
+# Markup and emoji codes off: what these print carries user text (names, addresses, file
+# names) that may hold square brackets or `:fire:`; styled words are Text spans instead.
+out = Console(markup=False, emoji=False)
+err = Console(stderr=True, markup=False, emoji=False)
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})

@@ -27,7 +27,7 @@ from farm.client import FarmClient, FaultInfo, PointValue, api_options
 from farm.config.templates import TABLES_SHORT, Table
 from farm.errors import ConfigError, FarmError, exit_with
 
-out = Console(markup=False)  # server, fleet and point names are printed as they are
+out = Console(markup=False, emoji=False)  # server, fleet and point names are printed as they are
 TABLE_NAMES = {table.value: table for table in Table} | {
     short: table for table, short in TABLES_SHORT
 }

@@ -41,7 +41,7 @@ from farm.config.templates import (
 from farm.errors import ConfigError, FarmError, exit_with
 from farm.master.listeners import describe
 
-out = Console(markup=False)  # file, fleet and template names are printed as they are
+out = Console(markup=False, emoji=False)  # file, fleet and template names are printed as they are
 
 
 # The CLI's names for the model's parameters (ConfigError.about).

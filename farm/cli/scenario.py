@@ -27,7 +27,7 @@ from farm.config.scenario_check import check_scenario
 from farm.config.schema import read
 from farm.errors import ConfigError, FarmError, exit_with
 
-out = Console()
+out = Console(markup=False, emoji=False)  # file, server and fleet names are printed as they are
 
 
 def scenario_for_up(file: str | None, scenario_file: str | None, plan: Plan) -> Timeline | None:
