@@ -73,7 +73,8 @@ def test_pymodbus_measures_the_added_latency_of_a_delay(farm: FarmProcess, api: 
         slow = [timed_read(client) for _ in range(3)]
         assert all(0.29 <= took - before < 2.0 for took in slow), (before, slow)
         api.clear_fault(fault.id)
-        assert timed_read(client) < 0.25
+        # the best of three: one read may stall on a loaded machine, three in a row would not
+        assert min(timed_read(client) for _ in range(3)) < 0.25
     finally:
         client.close()
 
