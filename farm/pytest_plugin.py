@@ -123,7 +123,7 @@ class FarmFactory:
             raise RuntimeError("; ".join(problems))
 
     def _relocated(self, source: Path, avoid: int) -> Path:
-        """A copy of the config file with its fleets on free ports (CSV paths absolute)."""
+        """A copy of the config file with its fleets on free ports (its paths absolute)."""
         data = read(source)
         if not isinstance(data, dict):
             return source  # let `farm up` say what is wrong with it
@@ -138,7 +138,7 @@ class FarmFactory:
                 addressing.update(port_start=base, port_end=base + span - 1)
             elif "ip_start" in addressing:
                 addressing["port"] = _free_ports(1, avoid)
-        _absolute_csv(data, source.parent.resolve())
+        _absolute_paths(data, source.parent.resolve())
         copy = self.directory / f"farm-{len(self.farms)}{source.suffix or '.yaml'}"
         if source.suffix.lower() == ".toml":
             copy = copy.with_suffix(".yaml")
@@ -251,8 +251,8 @@ def _port_free(port: int) -> bool:
     return True
 
 
-def _absolute_csv(data: dict[str, Any], base: Path) -> None:
-    """Replay CSV paths are relative to the config file: make them absolute in the copy."""
+def _absolute_paths(data: dict[str, Any], base: Path) -> None:
+    """Replay CSV and TLS paths are relative to the config file: absolute in the copy."""
     behaviours: list[Any] = []
     for template in (data.get("templates") or {}).values():
         for point in template.get("points") or []:
@@ -262,6 +262,11 @@ def _absolute_csv(data: dict[str, Any], base: Path) -> None:
     for behaviour in behaviours:
         if isinstance(behaviour, dict) and isinstance(behaviour.get("csv"), str):
             behaviour["csv"] = str(base / behaviour["csv"])
+    for fleet in data.get("fleets") or []:
+        tls = fleet.get("tls")
+        for key in ("certificate", "key", "client_ca"):
+            if isinstance(tls, dict) and isinstance(tls.get(key), str):
+                tls[key] = str(base / tls[key])
 
 
 __all__ = ["FarmFactory", "RunningFarm", "modbus_farm", "modbus_farm_session"]

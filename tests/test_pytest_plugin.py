@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import re
+import ssl
 import subprocess
 import sys
 import textwrap
@@ -13,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from pymodbus.client import ModbusTcpClient
+from pymodbus.client import ModbusTcpClient, ModbusTlsClient
 
 from tests.farmproc import descendants
 
@@ -86,6 +87,48 @@ def test_a_config_file_on_free_ports_plays_its_scenario(modbus_farm: Any, tmp_pa
         time.sleep(0.1)
     assert farm.client.point("meter-0001", "voltage").value == 1  # `farm up FILE` played it
     assert farm.client.status()["scenario"]["state"] in ("playing", "done")
+
+
+def test_a_config_files_relative_paths_still_lead_to_its_files(
+    modbus_farm: Any, tmp_path: Path
+) -> None:
+    """The fixture serves a copy of the file from elsewhere: its TLS certificates (and
+    replay CSVs) named relative to the original must still be found."""
+    made = subprocess.run(
+        [sys.executable, "-m", "farm", "certs", str(tmp_path / "certs")],
+        capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert made.returncode == 0, made.stderr
+    plant = tmp_path / "secure.yaml"
+    plant.write_text(
+        textwrap.dedent(
+            """\
+            templates:
+              meter:
+                units: [{unit_id: 1, holding_registers: 10}]
+                points: [{name: setpoint, table: holding_registers, address: 2, value: 42}]
+            fleets:
+              - name: secure
+                template: meter
+                count: 2
+                transport: tls
+                tls: {certificate: certs/server.pem, key: certs/server.key, client_ca: certs/ca.pem}
+                addressing: {port_start: 802, port_end: 803}
+            """
+        )
+    )
+    farm = modbus_farm(str(plant))
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    context.check_hostname = False  # pymodbus's sync client passes no server name
+    context.load_verify_locations(tmp_path / "certs" / "ca.pem")
+    context.load_cert_chain(tmp_path / "certs" / "client.pem", tmp_path / "certs" / "client.key")
+    host, port = farm.address("secure-0001")
+    client = ModbusTlsClient(host, port=port, sslctx=context, timeout=3, retries=0)
+    try:
+        assert client.connect()
+        assert client.read_holding_registers(2, count=1, device_id=1).registers == [42]
+    finally:
+        client.close()
 
 
 INNER = """

@@ -136,6 +136,13 @@ def test_bad_scales_are_refused_and_change_nothing(
         api.scale(fleet, count)
     assert refused_call.value.status == status and words in str(refused_call.value)
     assert len(api.servers()) == START
+    cli = subprocess.run(
+        [sys.executable, "-m", "farm", "scale", fleet, str(count), "--api-port", str(farm.api_port)],
+        capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert cli.returncode == 1 and cli.stdout == "", cli  # -1 is a count, not an option
+    assert cli.stderr.count("\n") == 1 and words in cli.stderr, cli.stderr
+    assert len(api.servers()) == START
 
 
 def test_a_taken_address_refuses_the_whole_scale(farm: FarmProcess) -> None:

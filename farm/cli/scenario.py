@@ -109,7 +109,8 @@ def stop(client: FarmClient) -> None:
     out.print("scenario stopped; its faults, stops, values and scaling undone", highlight=False)
 
 
-@click.command()
+# A negative COUNT is an argument (the API says what is wrong with it), not an unknown option.
+@click.command(context_settings={"ignore_unknown_options": True})
 @click.argument("fleet")
 @click.argument("count", type=int)
 @api_options
