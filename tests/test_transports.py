@@ -377,6 +377,42 @@ def test_farm_certs(certs: Path, tmp_path: Path) -> None:
     assert role_of(ssl.PEM_cert_to_DER_cert((tmp_path / "client.pem").read_text())) == "engineer"
 
 
+def test_farm_certs_for_a_config_file(tmp_path: Path) -> None:
+    """`farm certs FILE` writes the files FILE's TLS fleet names; the farm serves with them
+    and a master holding the client pair written beside the CA gets in."""
+    port_base, api_port = free_port_range(1), free_port()
+    path = tmp_path / "secure.yaml"
+    data = config(port_base - 4, "keys")  # fleet `secure` (offset 4) alone, at port_base
+    data["fleets"] = data["fleets"][3:]  # type: ignore[index]
+    # At an address of its own, which the certificate does not name (it names loopback's
+    # usual names): farm bench checks the CA's signature, as the README's example needs.
+    data["fleets"][0]["addressing"] = {"ip_start": "127.0.0.2", "port": port_base}  # type: ignore[index]
+    path.write_text(yaml.safe_dump(data))
+    made = farm_command("certs", str(path), "--role", "engineer")
+    assert made.returncode == 0 and "keys/client.pem" in made.stdout, made.stderr
+    keys = tmp_path / "keys"
+    assert sorted(p.name for p in keys.iterdir()) == sorted(
+        ["ca.pem", "ca.key", "server.pem", "server.key", "client.pem", "client.key"]
+    )
+    assert role_of(ssl.PEM_cert_to_DER_cert((keys / "client.pem").read_text())) == "engineer"
+    again = farm_command("certs", str(path))
+    assert again.returncode == 2 and again.stderr.count("\n") == 1 and "--force" in again.stderr
+    farm = FarmProcess(count=1, workers=1, port_base=port_base, api_port=api_port, file=str(path))
+    farm.start()
+    try:
+        farm.wait_ready()
+        done = farm_command(
+            "bench", "--api-port", str(api_port), "--transport", "tls", "--certs", str(keys),
+            "-c", "1", "--duration", "1", "--timeout", "3", "--json",
+        )  # fmt: skip
+        assert done.returncode == 0, done.stderr
+        report = yaml.safe_load(done.stdout)
+        assert report["responses"] > 0 and report["connection_errors"] == 0
+    finally:
+        code, _, stderr = farm.stop()
+        assert code == 0, stderr
+
+
 # -- discovery and load ------------------------------------------------------------------
 
 

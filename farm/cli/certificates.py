@@ -1,5 +1,6 @@
-"""The certificates `farm certs DIR` makes: a throwaway CA, a server certificate and a
-client certificate with a role, for trying Modbus/TCP Security (`--transport tls`).
+"""The certificates `farm certs DIR` (or `farm certs FILE`) makes: a throwaway CA, a server
+certificate and a client certificate with a role, for trying Modbus/TCP Security
+(`--transport tls`).
 
 Part of the CLI (farm.cli.certs is the command, and imports this only when it runs: loading
 cryptography would cost every `farm` command 20 ms). Writes into DIR:
@@ -9,7 +10,9 @@ cryptography would cost every `farm` command 20 ms). Writes into DIR:
                             role extension (1.3.6.1.4.1.50316.802.1, a UTF8String) = --role
 `farm up --transport tls --certs DIR` serves with the server pair and asks clients for a
 certificate from the CA; `farm bench --transport tls --certs DIR` connects with the client
-pair. Keys are written unencrypted, readable by their owner only: they are for tests.
+pair. Given a config FILE instead, the same files go where its TLS fleets name them
+(`write_for_config`). Keys are written unencrypted, readable by their owner only: they are
+for tests.
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
+from farm.config.schema import read
 from farm.errors import ConfigError, FarmError
 
 ROLE_OID = x509.ObjectIdentifier("1.3.6.1.4.1.50316.802.1")  # farm.worker.tls reads it
@@ -124,20 +128,86 @@ def make_certificates(role: str, hosts: tuple[str, ...], days: int) -> dict[str,
 
 def write_certificates(
     directory: Path, role: str, hosts: tuple[str, ...], days: int, force: bool
-) -> None:
-    """Write the six files; raises FarmError (an existing file without `force`, no room)."""
+) -> list[Path]:
+    """Write the six files into `directory`; raises FarmError (an existing file without
+    `force`, no room)."""
     existing = [name for name in FILES if (directory / name).exists()]
     if existing and not force:
         raise ConfigError(
             f"{directory} already holds {', '.join(existing)}; pick another directory or "
             "pass --force to replace them"
         )
-    try:
-        directory.mkdir(parents=True, exist_ok=True)
-        for name, data in make_certificates(role, hosts, days).items():
-            path = directory / name
+    return _write({directory / name: name for name in FILES}, role, hosts, days)
+
+
+def write_for_config(
+    config: Path, role: str, hosts: tuple[str, ...], days: int, force: bool
+) -> list[Path]:
+    """Write the files a config file's TLS fleets name (relative to it): the server pair
+    at `certificate` and `key`, the CA at `client_ca` (else ca.pem beside the certificate)
+    with its key beside it (ca.key), and client.pem and client.key beside the CA, for
+    `farm bench --certs` that directory. One CA signs all of them."""
+    paths = _config_paths(config)
+    existing = [str(path) for path in paths if path.exists()]
+    if existing and not force:
+        raise ConfigError(
+            f"{config}: its TLS files exist already ({', '.join(existing)}); "
+            "pass --force to replace them"
+        )
+    return _write(paths, role, hosts, days)
+
+
+def _config_paths(config: Path) -> dict[Path, str]:
+    """Where each of FILES goes for `config`'s TLS fleets; raises ConfigError."""
+    data = read(config)
+    fleets = data.get("fleets") if isinstance(data, dict) else None
+    paths: dict[Path, str] = {}
+    for index, fleet in enumerate(fleets if isinstance(fleets, list) else []):
+        if not isinstance(fleet, dict) or fleet.get("transport") != "tls":
+            continue
+        tls = fleet.get("tls")
+        where = f"{config}: fleets[{index}].tls"
+        if not isinstance(tls, dict) or not all(
+            isinstance(tls.get(name), str) for name in ("certificate", "key")
+        ):
+            raise ConfigError(f"{where}: give certificate and key, the files to write")
+        certificate = config.parent / tls["certificate"]
+        ca = (
+            config.parent / tls["client_ca"]
+            if isinstance(tls.get("client_ca"), str)
+            else certificate.parent / "ca.pem"
+        )
+        wanted = {
+            certificate: "server.pem",
+            config.parent / tls["key"]: "server.key",
+            ca: "ca.pem",
+            ca.with_suffix(".key"): "ca.key",
+            ca.parent / "client.pem": "client.pem",
+            ca.parent / "client.key": "client.key",
+        }
+        if len(wanted) < len(FILES):
+            raise ConfigError(f"{where}: two of its files are one; name a file for each")
+        for path, name in wanted.items():
+            if paths.setdefault(path, name) != name:
+                raise ConfigError(
+                    f"{where}: {path} would hold both {paths[path]} and {name}; name other files"
+                )
+    if not paths:
+        raise ConfigError(
+            f"{config}: no fleet has transport: tls; `farm certs DIR` writes a set to DIR"
+        )
+    return paths
+
+
+def _write(paths: dict[Path, str], role: str, hosts: tuple[str, ...], days: int) -> list[Path]:
+    """One set of certificates, each file written where `paths` says (owner-only)."""
+    contents = make_certificates(role, hosts, days)
+    for path, name in paths.items():
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
             descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
             with os.fdopen(descriptor, "wb") as handle:
-                handle.write(data)
-    except OSError as exc:
-        raise FarmError(f"cannot write certificates to {directory}: {exc.strerror or exc}") from exc
+                handle.write(contents[name])
+        except OSError as exc:
+            raise FarmError(f"cannot write {path}: {exc.strerror or exc}") from exc
+    return list(paths)
