@@ -250,6 +250,15 @@ def test_a_value_written_from_the_page_is_read_by_mbpoll(view: View) -> None:
     # mbpoll numbers registers from 1: reference 3 is the setpoint's address 2 (int16, x0.1).
     assert "[3]: \t425" in mbpoll(view.port("meter-0007"), "-t", "4", "-r", "3", "-c", "1")
     view.until(f"document.querySelector('{row} .value').textContent === '42.5'", "the value shown")
+    # The panel also shows its units, and its requests per function code: mbpoll's FC 3 read.
+    assert view.js("document.querySelector('#units li').textContent") == (
+        "unit 1: 0 coils, 0 discrete inputs, 20 holding registers, 10 input registers"
+    )
+    view.until(
+        "[...document.querySelectorAll('#requests tbody tr')].some(tr =>"
+        " tr.children[0].textContent === '3' && Number(tr.children[2].textContent) >= 1)",
+        "mbpoll's read in the requests per function code",
+    )
 
     page.fill(f"{row} input[name=value]", "-7")  # the token is kept: no second question
     page.click(f"{row} button")

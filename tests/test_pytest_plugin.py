@@ -172,6 +172,33 @@ def test_no_process_outlives_a_test_passed_or_failed(tmp_path: Path) -> None:
     assert descendants(os.getpid()) - before == set()
 
 
+SESSION = """
+import os
+
+def test_first(modbus_farm_session):
+    farm = modbus_farm_session(count=2)
+    print("FARM", farm.pid)
+
+def test_second(modbus_farm_session):
+    (farm,) = modbus_farm_session.farms  # the first test's farm, still serving
+    assert farm.process.poll() is None and farm.client.ready()
+    print("FARM", farm.pid, *sorted(farm_pids(farm.pid)))
+""" + INNER[INNER.index("def farm_pids") :]
+
+
+def test_a_session_farm_serves_every_test_and_ends_with_the_session(tmp_path: Path) -> None:
+    (tmp_path / "test_session.py").write_text(SESSION)
+    run = subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-s", "-p", "no:cacheprovider", "test_session.py"],
+        cwd=tmp_path, capture_output=True, text=True, timeout=150,
+    )  # fmt: skip
+    assert "2 passed" in run.stdout, run.stdout + run.stderr
+    first, second = (each.split() for each in re.findall(r"FARM ([\d ]+)", run.stdout))
+    assert first[0] == second[0] and len(second) >= 3, run.stdout  # one master, its workers
+    alive = [pid for pid in map(int, second) if Path(f"/proc/{pid}").exists() and not _zombie(pid)]
+    assert alive == [], f"left behind: {alive}"
+
+
 def _zombie(pid: int) -> bool:
     try:
         return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "Z"
