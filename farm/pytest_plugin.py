@@ -10,10 +10,10 @@ in an environment that has modbus-farm can write:
 
 `modbus_farm` is a factory: each call runs `farm up` as a subprocess on free ports (a
 config file's fleets are moved to free ports too, in a copy of the file), waits until every
-server is up, and returns a `RunningFarm` with `.client` (a farm.client.FarmClient) and
-`.address(name)`. After the test, passed or failed, every farm it started is stopped
-(SIGTERM, then SIGKILL for anything left after a grace period, by PID: the master and its
-workers). `modbus_farm_session` is the same factory for the whole session.
+server is up, and returns a `RunningFarm` with `.client` (a farm.client.FarmClient),
+`.address(name)` and `.addresses()`. After the test, passed or failed, every farm it
+started is stopped (SIGTERM, then SIGKILL for anything left after a grace period, by PID:
+the master and its workers). `modbus_farm_session` is the same factory for the whole session.
 
 A client of the farm like any other (farm.client); it imports neither master nor worker.
 """
@@ -64,6 +64,11 @@ class RunningFarm:
         if name not in self._addresses:
             raise KeyError(f"no server {name!r} in this farm")
         return self._addresses[name]
+
+    def addresses(self) -> dict[str, tuple[str, int]]:
+        """Every server's (host, port), by name (asked of the farm: a scaled fleet's too)."""
+        self._addresses = {s.name: s.host_port for s in self.client.servers()}
+        return dict(self._addresses)
 
     def log(self) -> str:
         """What `farm up` printed so far (stdout and stderr)."""

@@ -3,6 +3,7 @@ run inside a pytest of its own to see that no process outlives a test, passed or
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import ssl
@@ -20,6 +21,7 @@ from tests.farmproc import descendants
 
 pytestmark = pytest.mark.timeout(180)
 ROOT = Path(__file__).resolve().parent.parent
+HOST = "127.0.0.1"
 
 
 # -- from README.md, "Test against it: the pytest fixture" (test_readme_shows_this_code) --
@@ -79,14 +81,18 @@ def test_a_config_file_on_free_ports_plays_its_scenario(modbus_farm: Any, tmp_pa
             """
         )
     )
-    farm = modbus_farm(str(plant))
+    farm = modbus_farm(str(plant), args=("--log-format", "json"))
     _, port = farm.address("meter-0001")
+    assert farm.addresses() == {f"meter-000{i}": (HOST, port - 1 + i) for i in range(3)}
     assert port != 502 + 1  # moved to free ports (502 needs root anyway)
     deadline = time.monotonic() + 10
     while farm.client.point("meter-0001", "voltage").value != 1 and time.monotonic() < deadline:
         time.sleep(0.1)
     assert farm.client.point("meter-0001", "voltage").value == 1  # `farm up FILE` played it
     assert farm.client.status()["scenario"]["state"] in ("playing", "done")
+    lines = [json.loads(line) for line in farm.log().splitlines() if line.startswith("{")]
+    steps = [line["message"] for line in lines if line["message"].startswith("scenario step")]
+    assert steps == ["scenario step 1/1 at 0 s: stuck voltage on meter-0001"], steps
 
 
 def test_a_config_files_relative_paths_still_lead_to_its_files(
