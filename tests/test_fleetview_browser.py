@@ -228,6 +228,24 @@ def test_the_cells_follow_a_fleet_scaled_down_and_up(view: View) -> None:
     view.until(f"{cells} == {METERS + PLCS}", "every cell again")
     assert view.js(f"window.farmView.stateOf('{last}')") == "up"  # a newcomer's cell
 
+    # The totals show the step a scenario is at while it plays, and "none" once it stops.
+    scenario = "document.getElementById('t-scenario').textContent"
+    api.play_scenario(
+        {
+            "steps": [
+                {
+                    "name": "trip",
+                    "at": "0s",
+                    "for": "60s",
+                    "fault": {"kind": "drop", "target": last},
+                }
+            ]
+        }
+    )
+    view.until(f"{scenario} === 'step 1/1: trip'", "the scenario's step in the totals")
+    api.stop_scenario()
+    view.until(f"{scenario} === 'none'", "no scenario once it stopped")
+
 
 def test_a_value_written_from_the_page_is_read_by_mbpoll(view: View) -> None:
     page = view.page

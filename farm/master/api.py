@@ -241,15 +241,17 @@ def build_app(
     add_routes(app, [targets_route(supervisor), live_route(supervisor)])
     add_routes(app, fleet_routes(scaler))
     add_routes(app, routes)
-    add_view(app, FleetView(supervisor, sources=view_sources(faults)), bool(token))
+    add_view(app, FleetView(supervisor, sources=view_sources(faults, scenario)), bool(token))
     metrics = metrics_route(supervisor, faults, scenario)
     add_routes(app, [metrics, openapi_route(token_required=bool(token))])
     return app
 
 
-def view_sources(faults: FaultTable) -> ViewSources:
-    """What the fleet view shows of the fault table: who is faulted, how many faults."""
+def view_sources(faults: FaultTable, scenario: ScenarioPlayer) -> ViewSources:
+    """What the fleet view shows of the fault table (who is faulted, how many faults) and
+    of the scenario (the step it is at)."""
     return ViewSources(
         faulted=lambda: faults.on_server.keys(),
         faults_active=lambda: sum(faults.active_by_kind().values()),
+        scenario=scenario.on_page,
     )

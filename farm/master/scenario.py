@@ -129,6 +129,18 @@ class ScenarioPlayer:
             "current": None if current is None else {"index": current.index, "name": current.name},
         }
 
+    def on_page(self) -> dict[str, Any] | None:
+        """The step the fleet view's totals show while a scenario plays (None: none plays)."""
+        timeline, current = self.timeline, self.current
+        if timeline is None or not self.playing:
+            return None
+        shown: dict[str, Any] = {"step": "none started yet"}
+        if current is not None:
+            shown["step"] = f"{current + 1}/{len(timeline.steps)}: {timeline.steps[current].name}"
+        if timeline.repeat != 1:
+            shown["play"] = f"{self.play + 1} of {timeline.repeat or 'forever'}"
+        return shown
+
     def metrics(self) -> str:
         """modbus_farm_scenario_step; safe from the scrape's thread (reads a snapshot)."""
         timeline, current = self.timeline, self.current
