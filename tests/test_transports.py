@@ -378,15 +378,20 @@ def test_farm_certs(certs: Path, tmp_path: Path) -> None:
 
 
 def test_farm_certs_for_a_config_file(tmp_path: Path) -> None:
-    """`farm certs FILE` writes the files FILE's TLS fleet names; the farm serves with them
-    and a master holding the client pair written beside the CA gets in."""
+    """`farm certs FILE` writes the files FILE's TLS fleets name; the farm serves with them,
+    a master holding the client pair written beside the CA gets in, and a fleet with no
+    `client_ca` lets in a client with no certificate (its role: none)."""
     port_base, api_port = free_port_range(1), free_port()
     path = tmp_path / "secure.yaml"
-    data = config(port_base - 4, "keys")  # fleet `secure` (offset 4) alone, at port_base
-    data["fleets"] = data["fleets"][3:]  # type: ignore[index]
-    # At an address of its own, which the certificate does not name (it names loopback's
+    data: Any = config(port_base, "keys")
+    secure = data["fleets"][3]
+    # At addresses of their own, which the certificate does not name (it names loopback's
     # usual names): farm bench checks the CA's signature, as the README's example needs.
-    data["fleets"][0]["addressing"] = {"ip_start": "127.0.0.2", "port": port_base}  # type: ignore[index]
+    secure["addressing"] = {"ip_start": "127.0.0.2", "port": port_base}
+    open_one = {**secure, "name": "open", "name_pattern": "open-{i}", "tls": dict(secure["tls"])}
+    del open_one["tls"]["client_ca"]  # its CA goes beside its certificate: the same keys/ca.pem
+    open_one["addressing"] = {"ip_start": "127.0.0.3", "port": port_base}
+    data["fleets"] = [secure, open_one]
     path.write_text(yaml.safe_dump(data))
     made = farm_command("certs", str(path), "--role", "engineer")
     assert made.returncode == 0 and "keys/client.pem" in made.stdout, made.stderr
@@ -397,17 +402,31 @@ def test_farm_certs_for_a_config_file(tmp_path: Path) -> None:
     assert role_of(ssl.PEM_cert_to_DER_cert((keys / "client.pem").read_text())) == "engineer"
     again = farm_command("certs", str(path))
     assert again.returncode == 2 and again.stderr.count("\n") == 1 and "--force" in again.stderr
-    farm = FarmProcess(count=1, workers=1, port_base=port_base, api_port=api_port, file=str(path))
+    farm = FarmProcess(count=2, workers=1, port_base=port_base, api_port=api_port, file=str(path))
     farm.start()
     try:
         farm.wait_ready()
         done = farm_command(
             "bench", "--api-port", str(api_port), "--transport", "tls", "--certs", str(keys),
-            "-c", "1", "--duration", "1", "--timeout", "3", "--json",
+            "-c", "2", "--duration", "1", "--timeout", "3", "--json",
         )  # fmt: skip
         assert done.returncode == 0, done.stderr
         report = yaml.safe_load(done.stdout)
-        assert report["responses"] > 0 and report["connection_errors"] == 0
+        assert report["targets"] == 2 and report["connection_errors"] == 0
+        assert report["responses"] > 0
+        context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+        context.check_hostname = False  # pymodbus's sync client passes no server name
+        context.load_verify_locations(keys / "ca.pem")
+        client = ModbusTlsClient("127.0.0.3", port=port_base, sslctx=context, timeout=3, retries=0)
+        try:  # no certificate of its own
+            assert client.read_holding_registers(3, count=1, device_id=1).registers == [0]
+        finally:
+            client.close()
+        wait_for(
+            lambda: metric(farm, "modbus_farm_tls_sessions_total", worker="0", role="none"),
+            10,
+            "the session without a certificate to be counted as role none",
+        )
     finally:
         code, _, stderr = farm.stop()
         assert code == 0, stderr
