@@ -85,6 +85,8 @@ def test_scale_up_and_down_under_load_without_an_error(farm: FarmProcess) -> Non
         assert sorted(w["servers"] for w in status["workers"]) == [25, 25]  # least loaded
         assert api.server(name(42)).info.up
         assert f'server="{name(42)}"' in metrics(farm)
+        listed = [device.name for device in api.device_list().devices]  # GET /api/v1/targets
+        assert listed == [name(i) for i in range(50)]
         shrunk = api.scale("default", 12)
         assert shrunk["removed"] == [name(i) for i in range(12, 50)]
         assert refused(farm.port(30)) and refused(farm.port(12))
@@ -92,8 +94,10 @@ def test_scale_up_and_down_under_load_without_an_error(farm: FarmProcess) -> Non
         assert reads(farm, 11)
         assert f'server="{name(30)}"' not in metrics(farm)
         assert [s.name for s in api.servers()] == [name(i) for i in range(12)]
+        assert [device.name for device in api.device_list().devices] == [name(i) for i in range(12)]
     finally:
         bench.join(timeout=90)
+    assert [w["restarts"] for w in api.status()["workers"]] == [0, 0]  # no worker restarted
     errors = ("timeouts", "connection_errors", "lost", "unexpected")
     assert {key: report[key] for key in errors} == dict.fromkeys(errors, 0), report
     assert report["exceptions_total"] == 0 and report["responses"] == report["sent"] > 0

@@ -1,8 +1,9 @@
 """GET /api/v1/targets: every device of this farm as a SCADA imports it.
 
 A route of the control API (farm.master.routes), built from the plan by
-farm.config.targets. The plan never changes while the farm runs, so the answer is encoded
-once, on the first request, off the loop (16,667 devices make a few MB of JSON); the models
+farm.config.targets. The plan changes only when a fleet is scaled (farm.master.scale puts a
+new one in its place), so the answer is encoded once per plan, on the first request for it,
+off the loop (16,667 devices make a few MB of JSON); the models
 here document it in the OpenAPI document, and tests/test_targets.py checks the answer
 against them.
 """
@@ -15,6 +16,7 @@ import json
 from aiohttp import web
 from pydantic import BaseModel, ConfigDict
 
+from farm.config.plan import Plan
 from farm.config.targets import device_list
 from farm.master.routes import Call, Route
 from farm.master.supervisor import Supervisor
@@ -71,13 +73,14 @@ class TargetList(Documented):
 
 
 def targets_route(supervisor: Supervisor) -> Route:
-    encoded: list[bytes] = []  # the answer, once built
+    encoded: list[tuple[Plan, bytes]] = []  # the answer, with the plan it was built from
 
     async def get_targets(call: Call) -> web.Response:
-        if not encoded:
-            text = await asyncio.to_thread(lambda: json.dumps(device_list(supervisor.plan)))
-            encoded.append(text.encode())
-        return web.Response(body=encoded[0], content_type="application/json")
+        plan = supervisor.plan
+        if not encoded or encoded[0][0] is not plan:  # a fleet was scaled since
+            text = await asyncio.to_thread(lambda: json.dumps(device_list(plan)))
+            encoded[:] = [(plan, text.encode())]
+        return web.Response(body=encoded[0][1], content_type="application/json")
 
     return Route(
         method="GET",
