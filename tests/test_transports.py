@@ -562,3 +562,28 @@ def test_transport_mistakes_are_one_line(tmp_path: Path) -> None:
     assert (
         done.returncode == 2 and "fleets[3].tls.certificate: cannot read missing.pem" in done.stderr
     )
+
+
+def test_a_tls_fleet_at_addresses_of_its_own_listens_on_802(tmp_path: Path) -> None:
+    """Modbus/TCP Security's port is 802: a TLS fleet's default, where plain Modbus/TCP's is
+    502; a `port` or a port range given says otherwise."""
+    tls = {"certificate": "server.pem", "key": "server.key"}
+    fleets = [
+        {"name": "secure", "transport": "tls", "tls": tls, "addressing": {"ip_start": "127.0.0.5"}},
+        {"name": "told", "transport": "tls", "tls": tls,
+         "addressing": {"ip_start": "127.0.0.6", "port": 8802}},
+        {"name": "ranged", "transport": "tls", "tls": tls, "addressing": {"port_start": 9000}},
+        {"name": "plain", "addressing": {"ip_start": "127.0.0.7"}},
+    ]  # fmt: skip
+    data = {
+        "templates": {"meter": {"units": [{"unit_id": 1, "holding_registers": 1}]}},
+        "fleets": [{"template": "meter", "count": 1, **fleet} for fleet in fleets],
+    }
+    path = tmp_path / "ports.yaml"
+    path.write_text(yaml.safe_dump(data))
+    for name in ("server.pem", "server.key"):
+        (tmp_path / name).write_text("not read by farm plan")
+    done = farm_command("plan", str(path), "--servers")
+    assert done.returncode == 0, done.stderr
+    for address in ("127.0.0.5:802", "127.0.0.6:8802", "127.0.0.1:9000", "127.0.0.7:502"):
+        assert address in done.stdout, done.stdout

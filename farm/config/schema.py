@@ -159,6 +159,9 @@ class TemplateModel(Strict):
     connections: ConnectionsModel = ConnectionsModel()
 
 
+SECURE_PORT = 802  # Modbus/TCP Security (TLS); a TLS fleet's `port` defaults to it
+
+
 class AddressingModel(Strict):
     """A port range on one host, a range of addresses on one port, or a subnet's addresses.
 
@@ -226,6 +229,17 @@ class FleetModel(Strict):
     overrides: dict[str, BehaviourModel] = {}
     transport: Transport = "tcp"
     tls: TlsModel | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _secure_port(cls, data: Any) -> Any:
+        # Modbus/TCP Security's own port is 802: a TLS fleet's devices at addresses of their
+        # own listen there unless `port` says otherwise (plain Modbus/TCP's default is 502).
+        if isinstance(data, dict) and data.get("transport") == "tls":
+            addressing = data.get("addressing")
+            if isinstance(addressing, dict) and not {"port", "port_start"} & addressing.keys():
+                return {**data, "addressing": {**addressing, "port": SECURE_PORT}}
+        return data
 
     @model_validator(mode="after")
     def _tls_settings(self) -> FleetModel:
