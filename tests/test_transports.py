@@ -454,6 +454,8 @@ def test_farm_bench_speaks_every_transport(
     farm: FarmProcess, certs: Path, index: int, transport: str
 ) -> None:
     extra = ["--certs", str(certs)] if transport == "tls" else []
+    counted = {**server(farm, index), "function_code": "3"}  # the bench's reads
+    before = metric(farm, "modbus_farm_requests_total", **counted) or 0
     done = farm_command(
         "bench", "--api-port", str(farm.api_port), "--transport", transport, *extra,
         "-c", "2", "--duration", "1", "--timeout", "3", "--json",
@@ -462,6 +464,9 @@ def test_farm_bench_speaks_every_transport(
     report = yaml.safe_load(done.stdout)
     assert report["targets"] == 1 and report["responses"] > 0
     assert report["exceptions_total"] == report["unexpected"] == report["timeouts"] == 0
+    # The metrics count every transport's requests as they count Modbus/TCP's.
+    after = metric(farm, "modbus_farm_requests_total", **counted) or 0
+    assert after - before >= report["responses"], (before, after, report["responses"])
 
 
 # -- device state across a worker restart --------------------------------------------------
