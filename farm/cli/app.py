@@ -21,12 +21,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ipaddress
 import logging
 import sys
 import time
 from collections.abc import Callable, Coroutine
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import click
 import uvloop
@@ -354,18 +356,49 @@ def status(client: FarmClient, as_json: bool) -> None:
 def down(client: FarmClient, timeout: float) -> None:
     """Stop the running farm gracefully and wait until it is gone."""
     try:
+        master = client.status().get("pid")
         client.shutdown()
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            try:
-                client.status()
-            except FarmUnreachable:
+            # The API closes first: the farm is gone when it stops answering and, on this
+            # host, its master has exited (only then are the servers' ports released).
+            if not _answers(client) and not _farm_runs_here(client, master):
                 out.print("farm stopped")
                 return
             time.sleep(0.1)
-        raise FarmError(f"the farm was asked to stop but still answers after {timeout:.0f} s")
+        raise FarmError(f"the farm was asked to stop but still runs after {timeout:.0f} s")
     except FarmError as error:
         exit_with(error)
+
+
+def _answers(client: FarmClient) -> bool:
+    try:
+        client.status()
+    except FarmUnreachable:
+        return False
+    return True
+
+
+def _farm_runs_here(client: FarmClient, pid: object) -> bool:
+    """Whether the farm's master `pid` still runs, when the API is on this host's loopback."""
+    host = urlsplit(client.url).hostname or ""
+    if not isinstance(pid, int) or not (host == "localhost" or _loopback_address(host)):
+        return False
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as stat:
+            state = stat.read().rsplit(b")", 1)[1].split()[0]
+        with open(f"/proc/{pid}/cmdline", "rb") as cmdline:
+            command = cmdline.read()
+    except (OSError, IndexError):  # gone, or another PID namespace: nothing to wait for
+        return False
+    return state != b"Z" and b"farm" in command  # a zombie has released everything
+
+
+def _loopback_address(host: str) -> bool:
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False  # a name: it may resolve to anything
 
 
 main.add_command(validate)

@@ -24,6 +24,7 @@ metrics listener first): `farm prometheus-config` builds its scrape config from 
 from __future__ import annotations
 
 import asyncio
+import os
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
@@ -108,6 +109,9 @@ def status(supervisor: Supervisor) -> dict[str, Any]:
         )
     return {
         "version": __version__,
+        # The master's process: `farm down` on the same host waits for it to be gone, which
+        # is when every port is released (the API is the first thing the stop closes).
+        "pid": os.getpid(),
         "uptime_s": round(time.monotonic() - supervisor.origin, 3),
         # Which part of the fleet this farm serves (farm.config.shards): index `index` of
         # `count` shards, fleet servers start..stop-1 of fleet_total.
