@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import socket
 import struct
@@ -118,5 +119,14 @@ def test_text_log_names_worker_and_server() -> None:
     finally:  # a graceful stop sends what the workers have to say before they exit
         code, _, stderr = farm.stop()
     assert code == 0, stderr
-    flat = " ".join(stderr.split())  # Rich wraps lines on a narrow terminal
-    assert "worker 1: device-0001: malformed frame from 127.0.0.1:" in flat, stderr
+    # stderr is a pipe here: one record per line, whole, with its time and level (Rich would
+    # have wrapped the long lines at 80 columns and split them for whatever reads the pipe)
+    malformed_lines = [line for line in stderr.splitlines() if "malformed frame" in line]
+    assert len(malformed_lines) == 1, stderr
+    assert re.fullmatch(
+        r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d\.\d{3} WARNING +worker 1: device-0001: "
+        r"malformed frame from 127\.0\.0\.1:\d+.*",
+        malformed_lines[0],
+    ), malformed_lines[0]
+    capacity = [line for line in stderr.splitlines() if "open files:" in line]
+    assert len(capacity) == 1 and capacity[0].endswith("(up to 64 per device)"), stderr

@@ -134,6 +134,11 @@ def configure(
     elif fmt == "json":
         handler = logging.StreamHandler(sys.stderr)
         handler.setFormatter(JsonFormatter())
+    elif not (console or Console(stderr=True)).is_terminal:
+        # A pipe or a file: one record, one line, as --log-file writes it (Rich would wrap
+        # a long line at 80 columns and split it in two for whatever reads it).
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(TextFormatter())
     else:
         handler = RichHandler(
             console=console or Console(stderr=True),
