@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import subprocess
 import sys
@@ -159,6 +160,24 @@ def test_validate_and_plan_cli_describe_the_farm(tmp_path: Path) -> None:
     )  # fmt: skip
     assert planned.returncode == 0, planned.stderr
     assert "a-0001" in planned.stdout and "127.5.0.2:6000" in planned.stdout
+
+
+@pytest.mark.parametrize(
+    ("ip_start", "last"),
+    [("127.20.0.1", "127.255.255.254"), ("10.1.0.1", "223.255.255.255")],
+)
+def test_an_open_ended_ip_range_stops_where_devices_can_be(
+    tmp_path: Path, ip_start: str, last: str
+) -> None:
+    """With ip_start and no ip_end, a fleet grows within loopback, or short of multicast."""
+    config = tmp_path / "farm.yaml"
+    config.write_text(
+        "fleets:\n"
+        f"  - {{name: a, template: default, count: 2, addressing: {{ip_start: {ip_start}}}}}\n"
+    )
+    farm = load(config)
+    capacity = farm.fleet_specs(farm.counts(None))[0].capacity
+    assert capacity == int(ipaddress.IPv4Address(last)) - int(ipaddress.IPv4Address(ip_start)) + 1
 
 
 def test_count_scales_every_fleet_to_the_total(tmp_path: Path) -> None:

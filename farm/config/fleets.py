@@ -47,6 +47,9 @@ from farm.config.templates import (
 )
 from farm.errors import ConfigError
 
+LOOPBACK_LAST = ipaddress.IPv4Address("127.255.255.254")  # 127.0.0.0/8, broadcast excluded
+UNICAST_LAST = ipaddress.IPv4Address("223.255.255.255")  # multicast and reserved follow
+
 
 def ip_range(addressing: AddressingModel) -> tuple[int, int]:
     """First and last address (as integers) a fleet addressed by IP may take.
@@ -55,9 +58,10 @@ def ip_range(addressing: AddressingModel) -> tuple[int, int]:
     SCADA could not reach as a device), from ip_start and up to ip_end when given.
     """
     subnet = addressing.subnet
-    if subnet is None:
+    if subnet is None:  # no end given: as far as the addresses a device can have go
         assert addressing.ip_start is not None
-        first, last = int(addressing.ip_start), int(ipaddress.IPv4Address("255.255.255.254"))
+        first = int(addressing.ip_start)
+        last = int(LOOPBACK_LAST if addressing.ip_start.is_loopback else UNICAST_LAST)
     elif subnet.prefixlen >= 31:
         first, last = int(subnet.network_address), int(subnet.broadcast_address)
     else:
