@@ -66,15 +66,19 @@ def test_ready_is_503_until_every_server_is_up_and_while_a_worker_restarts() -> 
     farm = start_farm(1000, workers=2)
     try:
         answers: list[tuple[int, dict[str, object]]] = []
+        said_ready: list[bool] = []  # /api/v1/status's `ready`, asked just before each
 
         def ready_answers_200() -> str | None:
             assert farm.process is not None
             if farm.process.poll() is not None:
                 return "exited"  # out of the loop at once
             try:
+                said_ready.append(farm.status()["ready"])
                 answers.append(farm.http("GET", "/api/v1/ready"))
             except OSError:  # URLError included: the API is not listening yet
                 return None
+            # Nothing is killed during the start: once status says ready, so does the probe.
+            assert not said_ready[-1] or answers[-1][0] == 200, (said_ready, answers[-1])
             return "ready" if answers[-1][0] == 200 else None
 
         started = wait_for(ready_answers_200, 60, "GET /api/v1/ready to answer 200", interval=0.01)
@@ -86,7 +90,8 @@ def test_ready_is_503_until_every_server_is_up_and_while_a_worker_restarts() -> 
         assert isinstance(first["servers_ready"], int) and first["servers_ready"] < 1000
         assert "servers up" in str(first["error"])
         assert answers[-1][1] == {"ready": True, "servers_ready": 1000, "servers_total": 1000}
-        assert farm.status()["servers_ready"] == 1000
+        assert farm.status()["servers_ready"] == 1000 and farm.status()["ready"] is True
+        assert said_ready[0] is False  # at first the status said not ready, as the probe did
         print(f"start-up: {len(answers) - 1} answers of 503, then 200")
 
         client = FarmClient.at(HOST, farm.api_port)

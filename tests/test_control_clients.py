@@ -247,7 +247,8 @@ def test_a_stopped_server_stays_stopped_when_its_worker_is_killed() -> None:
         assert refused(farm.port(1))
         assert [s.name for s in client.servers(state="offline")] == ["device-0001"]
         assert client.ready()  # stopped on purpose: the farm is still ready for probes
-        assert farm.status()["servers_ready"] == 3 and farm.status()["servers_stopped"] == 1
+        status = farm.status()
+        assert (status["servers_ready"], status["servers_stopped"], status["ready"]) == (3, 1, True)
         shown = cli(farm, "status").stdout
         assert "servers ready 3 / 4 (1 stopped)" in shown, shown
         assert client.start("device-0001").up

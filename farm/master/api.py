@@ -120,6 +120,8 @@ def status(supervisor: Supervisor) -> dict[str, Any]:
         "servers_ready": supervisor.servers_ready(),
         "servers_stopped": supervisor.servers_stopped(),
         "stopping": supervisor.stopping,
+        # What GET /api/v1/ready answers 200 for: the readiness probes' condition.
+        "ready": readiness(supervisor).ready,
         "workers": workers,
     }
 
