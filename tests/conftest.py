@@ -141,6 +141,6 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     parser.addoption(
         "--soak-seconds",
         type=float,
-        default=30.0,
-        help="Length of tests/test_soak.py's run under load (scripts/soak: 60 or more).",
+        default=60.0,
+        help="Length of tests/test_soak.py's run under load, the kill half-way (scripts/soak).",
     )

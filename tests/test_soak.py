@@ -3,7 +3,9 @@ acknowledged write, and kill -9 of a worker half-way. Zero lost writes; errors o
 killed worker's servers and only within its restart; counters monotonic; the surviving
 processes' memory flat.
 
-`--soak-seconds` sets the length (30 s in the suite; `scripts/soak` runs 60 s or more).
+The load is two `farm bench` runs, one on each worker's servers, so that the errors of each
+are told apart: the survivor's run must have none at all. `--soak-seconds` sets the length
+(60 s in the suite, the kill at 30 s; `scripts/soak SECONDS` runs longer).
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ import sys
 import threading
 import time
 from dataclasses import dataclass, field
+from typing import Any
 
 import pytest
 
@@ -98,22 +101,34 @@ class Scraper(threading.Thread):
                 last[key] = value
 
 
+def bench_worker(farm: FarmProcess, worker: int, seconds: float) -> subprocess.Popen[str]:
+    """`farm bench` on the servers of one worker (of 2): 50 connections, 1,000 requests/s."""
+    targets = [f"{HOST}:{farm.port(index)}" for index in range(worker, SERVERS, 2)]
+    return subprocess.Popen(
+        [
+            sys.executable, "-m", "farm", "bench", *(f"--target={t}" for t in targets),
+            "-c", "50", "--rate", "1000", "--depth", "4", "--timeout", "2",
+            "--duration", str(seconds), "--json",
+        ],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+
+
+def errors(report: dict[str, Any]) -> dict[str, int]:
+    keys = ("timeouts", "connection_errors", "lost", "unexpected", "exceptions_total")
+    return {key: report[key] for key in keys}
+
+
 def test_kill_9_of_a_worker_under_load(request: pytest.FixtureRequest) -> None:
     seconds = float(request.config.getoption("--soak-seconds"))
     farm = start_farm(SERVERS, workers=2)
-    bench: subprocess.Popen[str] | None = None
+    benches: list[subprocess.Popen[str]] = []
     try:
         farm.wait_ready()
         pids = farm.worker_pids()
         survivors = [farm.pid, pids[1]]
-        bench = subprocess.Popen(
-            [
-                sys.executable, "-m", "farm", "bench", "--api-port", str(farm.api_port),
-                "-c", "100", "--rate", "2000", "--depth", "4", "--timeout", "2",
-                "--duration", str(seconds), "--json",
-            ],
-            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-        )  # fmt: skip
+        # Server i is on worker i mod 2: one bench per worker, 1,000 requests/s each.
+        benches = [bench_worker(farm, worker, seconds) for worker in (0, 1)]
         writer = Writer(farm, limit_s=seconds + 30)
         scraper = Scraper(farm, limit_s=seconds + 30)
         began = time.monotonic()
@@ -131,7 +146,7 @@ def test_kill_9_of_a_worker_under_load(request: pytest.FixtureRequest) -> None:
 
         wait_for(back, 30, "worker 0 to be back")
         restarted = time.monotonic()
-        stdout, _ = bench.communicate(timeout=seconds + 60)
+        outputs = [bench.communicate(timeout=seconds + 60)[0] for bench in benches]
         rss_end = [rss_bytes(pid) for pid in survivors]
         writer.done.set()
         scraper.done.set()
@@ -145,12 +160,14 @@ def test_kill_9_of_a_worker_under_load(request: pytest.FixtureRequest) -> None:
             not in (writer.acked[index], writer.attempted[index])
         }
     finally:
-        if bench is not None and bench.poll() is None:
-            bench.kill()
-            bench.communicate()
+        for bench in benches:
+            if bench.poll() is None:
+                bench.kill()
+                bench.communicate()
         code, _, farm_stderr = farm.stop()
-    report = json.loads(stdout)
-    bench_errors = {k: report[k] for k in ("timeouts", "connection_errors", "lost", "unexpected")}
+    killed_report, survivor_report = (json.loads(output) for output in outputs)
+    killed_errors, survivor_errors = (errors(r) for r in (killed_report, survivor_report))
+    responses = killed_report["responses"] + survivor_report["responses"]
     outside = [
         (index, round(at - killed, 2), error)
         for index, at, error in writer.errors
@@ -158,8 +175,8 @@ def test_kill_9_of_a_worker_under_load(request: pytest.FixtureRequest) -> None:
     ]
     growth = [end / start - 1 for start, end in zip(rss_settled, rss_end, strict=True)]
     print(
-        f"soak {seconds:.0f} s: bench {report['responses']} answers "
-        f"({report['requests_per_s']:.0f}/s), errors {bench_errors}; writer "
+        f"soak {seconds:.0f} s: bench {responses} answers, errors on the killed worker's "
+        f"servers {killed_errors}, on the other's {survivor_errors}; writer "
         f"{writer.writes} writes acknowledged, {len(writer.errors)} errors, all within "
         f"{max((at - killed for _, at, _ in writer.errors), default=0):.2f} s of the kill "
         f"(worker back after {restarted - killed:.2f} s); {scraper.scrapes} scrapes; RSS of "
@@ -171,6 +188,10 @@ def test_kill_9_of_a_worker_under_load(request: pytest.FixtureRequest) -> None:
     assert len(writer.acked) == SERVERS
     assert scraper.backwards == [], scraper.backwards[:5]
     assert scraper.scrapes >= seconds / 2
-    assert report["responses"] > 0.8 * 2000 * seconds
+    assert responses > 0.8 * 2000 * seconds
+    # The bench's errors too: none on the surviving worker's servers, and on the killed
+    # worker's only what a dead connection gives (no exception answers, no stray frames).
+    assert survivor_errors == dict.fromkeys(survivor_errors, 0), survivor_errors
+    assert killed_errors["exceptions_total"] == killed_errors["unexpected"] == 0, killed_errors
     assert all(abs(g) <= 0.05 for g in growth), growth
     assert "worker 0" in farm_stderr and "restarting it" in " ".join(farm_stderr.split())
