@@ -219,7 +219,8 @@ def test_a_flood_to_one_device_leaves_the_others_accepting(extra: list[str], rea
 
 
 def test_slowloris_and_idle_connections_are_closed_and_counted() -> None:
-    farm = start_farm(2, workers=1, extra=["--frame-timeout", "2", "--idle-timeout", "3"])
+    extra = ["--frame-timeout", "2", "--idle-timeout", "3", "--log-format", "json"]
+    farm = start_farm(2, workers=1, extra=extra)
     try:
         farm.wait_ready()
         port = farm.port(0)
@@ -263,9 +264,8 @@ def test_slowloris_and_idle_connections_are_closed_and_counted() -> None:
     assert idle_closed_after is not None and 3.0 <= idle_closed_after < 3.0 + 5
     assert counts == {"frame_timeout": 1, "idle_timeout": 1}
     assert not busy.failures and len(busy.latencies) > 20  # a talking client is left alone
-    assert (
-        "frame_timeout" in stderr and "idle_timeout" in stderr
-    ) or "closed the connection" in stderr
+    said = logged(stderr, "device-0000")  # and each close is a line of the farm's log
+    assert said["frame_timeout"]["worker"] == said["idle_timeout"]["worker"] == 0, said
 
 
 CONFIG = """
@@ -286,7 +286,10 @@ def test_policies_close_the_oldest_or_refuse_the_newcomer(tmp_path: Path) -> Non
     port = free_port_range(2)
     config = tmp_path / "farm.yaml"
     config.write_text(CONFIG.replace("PORT", str(port)).replace("NEXT", str(port + 1)))
-    farm = FarmProcess(count=2, workers=1, port_base=port, api_port=free_port(), file=str(config))
+    farm = FarmProcess(
+        count=2, workers=1, port_base=port, api_port=free_port(), file=str(config),
+        extra=["--log-format", "json"],
+    )  # fmt: skip
     farm.start()
     held: dict[int, list[socket.socket]] = {}
     try:
@@ -317,6 +320,15 @@ def test_policies_close_the_oldest_or_refuse_the_newcomer(tmp_path: Path) -> Non
                 sock.close()
         code, _, stderr = farm.stop()
     assert code == 0, stderr
+    assert "close_oldest" in logged(stderr, "meters-0000")
+    refused = logged(stderr, "plcs-0000")["connection_limit"]
+    assert refused["fields"]["reason"] == "max_connections" and refused["level"] == "warning"
+
+
+def logged(stderr: str, server: str) -> dict[str, dict[str, Any]]:
+    """The JSON log lines (`--log-format json`) about one server, by event (the last one)."""
+    records = [json.loads(line) for line in stderr.splitlines() if line.startswith("{")]
+    return {r["event"]: r for r in records if r["server"] == server}
 
 
 class _Loop:
