@@ -19,6 +19,7 @@ from typing import Any, cast
 
 import pytest
 
+from farm.client import FarmClient
 from tests.conftest import start_farm
 from tests.farmproc import HOST, FarmProcess, free_port, free_port_range, wait_for
 from tests.prometheus_server import scrape, value
@@ -127,6 +128,48 @@ def test_a_client_that_never_reads_costs_bounded_memory(farm4: FarmProcess) -> N
     assert statistics.median(during) < 3 * statistics.median(before) + 0.005
     assert _p90(during) < 3 * _p90(before) + 0.010
     assert read_registers(farm.port(0), 0, 2) == [0, 0]  # and the hog's device still answers
+
+
+def test_a_client_pipelining_into_a_delay_fault_costs_bounded_memory(farm4: FarmProcess) -> None:
+    """Answers a delay fault holds back are backpressure too: a client that pipelines FC 3 x
+    125 into a 30 s delay stops being read (without it the worker queued ~80 MiB a second of
+    answers, stopped heartbeating and was killed), its neighbour keeps answering, and a client
+    that pipelines into a short delay and reads gets every answer, in order."""
+    farm = farm4
+    client = FarmClient.at(HOST, farm.api_port)
+    worker = farm.worker_pids()[0]
+    rss_before = rss_bytes(worker)
+    held = client.fault("delay", target="device-0000", ms=30_000)
+    batch = b"".join(mbap(t, 1, FC3_125) for t in range(100))
+    with socket.create_connection((HOST, farm.port(0)), timeout=5) as hog:
+        hog.settimeout(0.2)
+        bystander = Bystander(farm.port(2))
+        bystander.start()
+        peak = rss_before
+        deadline = time.monotonic() + 8.0
+        while time.monotonic() < deadline:
+            with contextlib.suppress(TimeoutError):
+                hog.send(batch)
+            peak = max(peak, rss_bytes(worker))
+        bystander.done.set()
+        bystander.join(10)
+    client.clear_fault(held.id)
+    growth = peak - rss_before
+    assert growth < 16 * 2**20, f"worker RSS +{growth / 2**20:.1f} MiB"
+    assert not bystander.failures and len(bystander.latencies) > 50, bystander.failures
+    assert farm.worker_pids()[0] == worker  # never replaced: its loop kept running
+    # Held and let go, again and again: 3,000 answers (777 KB) through a 200 ms delay.
+    client.fault("delay", target="device-0001", ms=200)
+    count = 3000
+    with socket.create_connection((HOST, farm.port(1)), timeout=10) as sock:
+        sender = threading.Thread(
+            target=sock.sendall, args=(b"".join(mbap(t, 1, FC3_125) for t in range(count)),)
+        )
+        sender.start()
+        transactions = [struct.unpack_from(">H", read_frame(sock))[0] for _ in range(count)]
+        sender.join(10)
+    assert transactions == list(range(count))
+    print(f"pipelining into a delay: worker RSS +{growth / 2**20:.1f} MiB")
 
 
 def _p90(values: list[float]) -> float:

@@ -302,7 +302,8 @@ class ModbusConnection(asyncio.Protocol):
     device's TCP stack would: the peer's sends then block in its kernel), until
     `resume_writing` at `LOW_WATER_BYTES`. One read's frames are answered in chunks of
     `FLUSH_INPUT_BYTES`, so a read full of pipelined requests cannot queue more than a chunk's
-    answers past the mark: a peer that never reads costs a bounded amount of memory.
+    answers past the mark: a peer that never reads costs a bounded amount of memory. Answers
+    a fault holds back (farm.worker.outbox) pause reading the same way (`hold`).
     """
 
     __slots__ = (
@@ -311,6 +312,7 @@ class ModbusConnection(asyncio.Protocol):
         "device",
         "due",
         "guard",
+        "held",
         "outbox",
         "partial_at",
         "paused",
@@ -326,7 +328,8 @@ class ModbusConnection(asyncio.Protocol):
         self.buffer = bytearray()
         self.transport: asyncio.Transport | None = None
         self.outbox: Outbox | None = None  # only once a fault holds an answer back
-        self.paused = False
+        self.paused = False  # by the transport: the peer is not reading its answers
+        self.held = False  # by the outbox: answers held back by a fault pile up
         self.seen = 0  # the timer wheel's tick at the last read (farm.worker.limits)
         self.partial_at = NOT_SCHEDULED  # the tick an unfinished frame began
         self.due = NOT_SCHEDULED  # the tick the wheel looks at this connection next
@@ -361,7 +364,18 @@ class ModbusConnection(asyncio.Protocol):
 
     def resume_writing(self) -> None:
         self.paused = False
-        if self.transport is not None:
+        self._resume_reading()
+
+    def hold(self, held: bool) -> None:
+        """The outbox's backpressure: stop reading while it holds too many answers."""
+        self.held = held
+        if held and self.transport is not None:
+            self.transport.pause_reading()
+        elif not held and not self.paused:
+            self._resume_reading()
+
+    def _resume_reading(self) -> None:
+        if self.transport is not None and not self.held:
             self.transport.resume_reading()
             if self.buffer:
                 self.data_received(b"")  # the frames left waiting when it paused

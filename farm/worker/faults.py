@@ -50,6 +50,7 @@ if TYPE_CHECKING:
 _HEADER = struct.Struct(">HHHB")
 _ADDRESS_COUNT = struct.Struct(">HH")
 MAX_MBAP_LENGTH = 254  # as farm.worker.engine
+FLUSH_INPUT_BYTES = 2048  # as farm.worker.engine: answer a long read a chunk at a time
 # Function codes whose request starts with an address, and those that also give a count.
 _ADDRESSED = frozenset({1, 2, 3, 4, 5, 6, 15, 16, 22, 23})
 _COUNTED = frozenset({1, 2, 3, 4, 15, 16, 23})
@@ -102,6 +103,7 @@ class ServerFaults:
         batch = _Batch(connection, arrived)
         role = _role(connection)
         position, available = 0, len(buffer)
+        flush_at = FLUSH_INPUT_BYTES
         while available - position >= 7:
             transaction, protocol, length, unit = _HEADER.unpack_from(buffer, position)
             if protocol != 0 or length < 2 or length > MAX_MBAP_LENGTH:
@@ -119,6 +121,11 @@ class ServerFaults:
             if batch.stopped:
                 buffer.clear()
                 return
+            if position >= flush_at:  # backpressure, as the engine minds it: the rest of
+                batch.flush()  # the read waits in the buffer until the connection reads again
+                if connection.paused or connection.held:
+                    break
+                flush_at = position + FLUSH_INPUT_BYTES
         del buffer[:position]
         batch.flush()
 
@@ -302,7 +309,9 @@ class _Batch:
         if connection.transport is None or faults is None:
             return None
         if connection.outbox is None:
-            connection.outbox = Outbox(connection.transport, connection.device.counters, faults)
+            connection.outbox = Outbox(
+                connection.transport, connection.device.counters, faults, connection.hold
+            )
         connection.outbox.owner = faults  # an empty outbox may still name an earlier owner
         return connection.outbox
 

@@ -201,9 +201,10 @@ class ServerConnections:
         """The wheel's call: close the connection if a deadline has passed, else refile it."""
         if connection.transport is None or connection not in self.open:
             return  # gone, or being closed already
-        if connection.paused:
+        if connection.paused or connection.held:
             # Not idle and not stuck: its peer is sending and we are not reading (it does
-            # not read our answers). Backpressure bounds what it costs; look again later.
+            # not read our answers, or a fault holds them). Backpressure bounds what it
+            # costs; look again later.
             later = max(self.idle_ticks, self.frame_ticks, 1)
             self.worker.wheel.schedule(connection, now + later)
             return

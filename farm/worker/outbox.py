@@ -7,7 +7,9 @@ the answers before it (disconnect, reset), the connection's answers go through h
 waits for its own time and for every answer before it, so responses keep request order, as
 Modbus/TCP masters that pipeline expect. One `loop.call_at` timer per connection, for the
 head of the line, never a sleep: 10,000 delayed answers cost 10,000 small tuples and at
-most one timer handle per connection.
+most one timer handle per connection. Answers held here are backpressure too: past
+HELD_HIGH_BYTES of them the connection stops reading until they drain below HELD_LOW_BYTES
+(`hold`), or a client pipelining into a delay would queue answers without limit.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ import socket
 import struct
 from bisect import bisect_left
 from collections import deque
+from collections.abc import Callable
 from time import perf_counter_ns
 from typing import NamedTuple, Protocol
 
@@ -26,6 +29,8 @@ SEND = 0
 CLOSE = 1  # FIN, once everything before it has left
 RESET = 2  # RST, once everything before it has left
 _LINGER_NOW = struct.pack("ii", 1, 0)  # SO_LINGER on, 0 s: close() sends RST
+HELD_HIGH_BYTES = 64 * 1024  # the transport's own marks (farm.worker.engine)
+HELD_LOW_BYTES = 16 * 1024
 
 
 class Entry(NamedTuple):
@@ -60,6 +65,9 @@ class Outbox:
         "closing",
         "counters",
         "entries",
+        "held",
+        "hold",
+        "holding",
         "last_write",
         "loop",
         "owner",
@@ -67,11 +75,20 @@ class Outbox:
         "transport",
     )
 
-    def __init__(self, transport: asyncio.Transport, counters: memoryview, owner: Owner) -> None:
+    def __init__(
+        self,
+        transport: asyncio.Transport,
+        counters: memoryview,
+        owner: Owner,
+        hold: Callable[[bool], None],
+    ) -> None:
         self.transport: asyncio.Transport | None = transport
         self.counters = counters
         self.owner = owner
+        self.hold = hold  # the connection's: True stops its reading, False lets it read again
         self.entries: deque[Entry] = deque()
+        self.held = 0  # bytes of answers waiting here
+        self.holding = False  # the connection was told to stop reading
         self.loop = asyncio.get_running_loop()
         self.timer: asyncio.TimerHandle | None = None
         self.last_write = 0.0
@@ -86,6 +103,10 @@ class Outbox:
             return
         self.closing = entry.action != SEND
         self.entries.append(entry)
+        self.held += len(entry.data)
+        if self.held > HELD_HIGH_BYTES and not self.holding:
+            self.holding = True
+            self.hold(True)
         if len(self.entries) == 1:
             self.owner.pending += 1
             self.flush()
@@ -100,12 +121,17 @@ class Outbox:
             due = max(entry.not_before, self.last_write + entry.gap if entry.gap else 0.0)
             if due > now:
                 self.timer = self.loop.call_at(due, self.flush)
-                return
+                break
             entries.popleft()
+            self.held -= len(entry.data)
             if not entries:
                 self._emptied()
             self._write(entry)
             self.last_write = now
+        # Last: letting the connection read again may answer (and push) at once.
+        if self.holding and self.held < HELD_LOW_BYTES and self.transport is not None:
+            self.holding = False
+            self.hold(False)
 
     def _write(self, entry: Entry) -> None:
         transport = self.transport
@@ -129,6 +155,7 @@ class Outbox:
     def drop(self) -> None:
         """The connection is gone: nothing more leaves."""
         self.transport = None
+        self.held, self.holding = 0, False
         if self.entries:
             self.entries.clear()
             self._emptied()

@@ -111,5 +111,8 @@ class _Datagram:
         self.buffer = bytearray()
         self.outbox = None
 
+    def hold(self, held: bool) -> None:
+        """Answers piling up would stop a connection's reading; a datagram has no more to read."""
+
     def close(self) -> None:
         """A garbled stream would close a connection; a datagram has nothing to close."""

@@ -28,6 +28,7 @@ class Connection(Protocol):
     partial_at: int  # the tick at which an unfinished frame began, or NOT_SCHEDULED
     due: int  # the tick the wheel will look at it next, or NOT_SCHEDULED
     paused: bool  # backpressure: not reading until its peer reads its answers
+    held: bool  # backpressure: not reading until answers a fault holds back leave
     peer: str
 
 
