@@ -311,6 +311,39 @@ def test_slowloris_and_idle_connections_are_closed_and_counted() -> None:
     assert said["frame_timeout"]["worker"] == said["idle_timeout"]["worker"] == 0, said
 
 
+def test_a_faulted_server_closes_a_slowloris_and_a_malformed_frame_as_any_other() -> None:
+    """A server with a fault active answers through farm.worker.faults, not the fast path:
+    the frame timeout and the malformed-frame close (counted, said) hold there too."""
+    farm = start_farm(2, workers=1, extra=["--frame-timeout", "2", "--log-format", "json"])
+    try:
+        farm.wait_ready()
+        FarmClient.at(HOST, farm.api_port).fault("delay", target="device-0000", ms=1)
+        port = farm.port(0)
+        with socket.create_connection((HOST, port), timeout=5) as sock:
+            sock.sendall(mbap(1, 1, b"\x03\x00\x00\x00\x01"))
+            assert read_frame(sock)[7] == 3  # answered, through the fault
+        began, stuck_for = time.monotonic(), None
+        with socket.create_connection((HOST, port), timeout=5) as slow:
+            for byte in mbap(1, 1, bytes([3]) + bytes(252)):  # never finished
+                with contextlib.suppress(OSError):
+                    slow.send(bytes([byte]))
+                if closed_by_peer(slow, 0.5) is not None:
+                    stuck_for = time.monotonic() - began
+                    break
+        with socket.create_connection((HOST, port), timeout=5) as bad:
+            bad.sendall(struct.pack(">HHHB", 1, 1, 6, 1) + b"\x03\x00\x00\x00\x01")
+            assert closed_by_peer(bad, 5) is not None
+        wait_for(lambda: closed(farm, "device-0000", "malformed_frame") == 1, 10, "the count")
+        assert closed(farm, "device-0000", "frame_timeout") == 1
+    finally:
+        code, _, stderr = farm.stop()
+    assert code == 0, stderr
+    assert stuck_for is not None and 2.0 <= stuck_for < 2.0 + 5, stuck_for
+    said = logged(stderr, "device-0000")
+    assert said["malformed_frame"]["fields"]["detail"] == "protocol id 1", said
+    assert "frame_timeout" in said, said
+
+
 CONFIG = """
 templates:
   meter:

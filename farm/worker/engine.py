@@ -425,7 +425,7 @@ class ModbusConnection(asyncio.Protocol):
             counters[DURATION_SUM_NS] += answered * took
         if malformed:
             counters[MALFORMED_FRAMES] += 1
-            self._malformed(protocol, length)
+            self.malformed(protocol, length)
         elif buffer:
             # A frame begun and not finished: its timeout runs from the first read that left
             # it unfinished (a frame finished in this read means a new one began).
@@ -466,7 +466,7 @@ class ModbusConnection(asyncio.Protocol):
         self._send(replies, arrived)
         if malformed:
             device.counters[MALFORMED_FRAMES] += 1
-            self._malformed(protocol, length)
+            self.malformed(protocol, length)
         elif buffer and not self.paused:
             if position or self.partial_at < 0:
                 self.guard.frame_started(self)
@@ -486,7 +486,17 @@ class ModbusConnection(asyncio.Protocol):
         counters[DURATION + bucket] += len(replies)
         counters[DURATION_SUM_NS] += len(replies) * took
 
-    def _malformed(self, protocol: int, length: int) -> None:
+    def track_partial(self, position: int) -> None:
+        """After a read of the faulted path (farm.worker.faults) that took `position` bytes of
+        whole frames: an unfinished frame left starts its timeout, as in `data_received`."""
+        if self.buffer and not (self.paused or self.held):
+            if position or self.partial_at < 0:
+                self.guard.frame_started(self)
+        elif not self.buffer and self.partial_at >= 0:
+            self.partial_at = NOT_SCHEDULED
+
+    def malformed(self, protocol: int, length: int) -> None:
+        """Close the connection for a malformed frame: counted, said (throttled)."""
         self.buffer.clear()
         self.partial_at = NOT_SCHEDULED
         if self.transport is not None:

@@ -109,8 +109,7 @@ class ServerFaults:
             if protocol != 0 or length < 2 or length > MAX_MBAP_LENGTH:
                 batch.flush()
                 counters[MALFORMED_FRAMES] += 1
-                buffer.clear()
-                connection.close()
+                connection.malformed(protocol, length)  # closed, counted and said
                 return
             end = position + 6 + length
             if end > available:
@@ -128,6 +127,7 @@ class ServerFaults:
                 flush_at = position + FLUSH_INPUT_BYTES
         del buffer[:position]
         batch.flush()
+        connection.track_partial(position)  # the frame timeout, as on the fast path
 
     def answer_frames(
         self,
