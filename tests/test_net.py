@@ -204,15 +204,15 @@ def test_without_the_privileges_each_command_says_what_it_needs(tmp_path: Path) 
         "addressing: {subnet: 10.231.0.0/24, port: 502}}\n"
     )
     drop = [tool("setpriv"), "--bounding-set", "-net_admin,-net_bind_service", sys.executable]
-    net_up = subprocess.run(
-        [*drop, "-m", "farm", "net", "up", str(config)], capture_output=True, text=True, timeout=60
-    )
-    assert net_up.returncode == 1
-    assert (
-        "needs CAP_NET_ADMIN" in net_up.stderr
-        and "ip route add local 10.231.0.0/24 dev lo" in net_up.stderr
-    )
-    assert len(net_up.stderr.strip().splitlines()) == 1
+    for verb, command in (("up", "add"), ("down", "del")):
+        net = subprocess.run(
+            [*drop, "-m", "farm", "net", verb, str(config)],
+            capture_output=True, text=True, timeout=60,
+        )  # fmt: skip
+        assert net.returncode == 1, net.stderr
+        assert "needs CAP_NET_ADMIN" in net.stderr, net.stderr
+        assert f"ip route {command} local 10.231.0.0/24 dev lo" in net.stderr, net.stderr
+        assert len(net.stderr.strip().splitlines()) == 1, net.stderr
     up = subprocess.run(
         [*drop, "-m", "farm", "up", str(config), "--api-port", str(free_port())],
         capture_output=True, text=True, timeout=60,
