@@ -172,6 +172,44 @@ def test_a_client_pipelining_into_a_delay_fault_costs_bounded_memory(farm4: Farm
     print(f"pipelining into a delay: worker RSS +{growth / 2**20:.1f} MiB")
 
 
+def test_a_udp_flood_into_a_delay_fault_costs_bounded_memory() -> None:
+    """Datagrams cannot be pushed back on: past 1,024 answers held back by a 30 s delay the
+    server drops new ones, counted as unanswered (200,000 held cost ~60 MiB before; a long
+    flood, gigabytes), and its neighbour on the same worker answers."""
+    farm = start_farm(4, workers=2, extra=["--transport", "udp"])
+    try:
+        farm.wait_ready()
+        worker = farm.worker_pids()[0]
+        FarmClient.at(HOST, farm.api_port).fault("delay", target="device-0000", ms=30_000)
+        rss_before = rss_bytes(worker)
+        frame = mbap(1, 1, FC3_125)
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as flood:
+            for sent in range(200_000):
+                flood.sendto(frame, (HOST, farm.port(0)))
+                if sent % 500 == 0:
+                    time.sleep(0.001)  # paced, so that the kernel drops few of them
+        seen: list[float] = []
+
+        def settled() -> bool:
+            labels = {"server": "device-0000", "worker": "0"}
+            seen.append(value(scrape(farm), "modbus_farm_unanswered_total", **labels) or 0)
+            return len(seen) > 3 and seen[-1] == seen[-3] > 0
+
+        wait_for(settled, 30, "the flood to be read", interval=0.2)
+        growth = rss_bytes(worker) - rss_before
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as client:
+            client.settimeout(5)
+            client.sendto(mbap(7, 1, b"\x03\x00\x00\x00\x01"), (HOST, farm.port(2)))
+            answer = client.recv(300)
+    finally:
+        code, _, stderr = farm.stop()
+    assert code == 0, stderr
+    print(f"UDP flood into a delay: {seen[-1]:.0f} dropped, RSS +{growth / 2**20:.1f} MiB")
+    assert seen[-1] > 50_000  # read past the 1,024 held, and dropped
+    assert growth < 16 * 2**20, f"worker RSS +{growth / 2**20:.1f} MiB"
+    assert answer[:2] == b"\x00\x07" and answer[7] == 3
+
+
 def _p90(values: list[float]) -> float:
     return statistics.quantiles(values, n=10)[-1]
 

@@ -27,7 +27,8 @@ its counters whoever joins or leaves the shard; a free index is all zeros):
                             farm.config.faults.KINDS[i] acted on; INJECTION_SLOT[kind]
     CRC_ERRORS              RTU frames whose CRC did not match (ignored, as on a serial line)
     UNANSWERED              requests answered with silence by design: listen-only mode,
-                            broadcasts, RTU frames for another unit id
+                            broadcasts, RTU frames for another unit id, UDP datagrams
+                            dropped while a fault holds too many answers back
     TLS_HANDSHAKE_FAILURES  TLS clients refused (no or a bad certificate, wrong protocol)
     CLOSED + i              connections the farm closed for reason CLOSE_REASONS[i]
 

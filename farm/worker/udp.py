@@ -7,6 +7,9 @@ malformed and dropped: there is no connection to close, and no stream to resynch
 UDP has no connections either, so a UDP server's connection series stay at 0. A faulted
 server's datagrams go through farm.worker.faults as a connection's reads do, each as its own
 one-request `_Datagram`: a delay holds its answer back, a disconnect or reset answers nothing.
+Datagrams cannot be pushed back on as a stream can: past HELD_DATAGRAMS answers held back by
+a server's faults, a new datagram is dropped (counted as unanswered), as a device with a full
+receive queue drops it, or a flood into a long delay would hold answers without limit.
 """
 
 from __future__ import annotations
@@ -17,11 +20,12 @@ from collections.abc import Callable
 from time import perf_counter_ns
 from typing import Any, cast
 
-from farm.ipc.stats import BYTES_RECEIVED, BYTES_SENT, MALFORMED_FRAMES
+from farm.ipc.stats import BYTES_RECEIVED, BYTES_SENT, MALFORMED_FRAMES, UNANSWERED
 from farm.worker.engine import MAX_MBAP_LENGTH, Device, ModbusConnection
 from farm.worker.framing import MBAP, record_duration
 
 _HEADER = struct.Struct(">HHHB")
+HELD_DATAGRAMS = 1024  # answers one server holds back at most (~0.3 MiB with their timers)
 
 
 class UdpEndpoint(asyncio.DatagramProtocol):
@@ -56,9 +60,13 @@ class UdpEndpoint(asyncio.DatagramProtocol):
         if protocol != 0 or not 2 <= length <= MAX_MBAP_LENGTH or length + 6 != len(data):
             counters[MALFORMED_FRAMES] += 1
             return
-        if device.faults is not None:  # the one check a server without faults pays
+        faults = device.faults
+        if faults is not None:  # the one check a server without faults pays
+            if faults.pending >= HELD_DATAGRAMS:
+                counters[UNANSWERED] += 1
+                return
             datagram = cast(ModbusConnection, _Datagram(device, _Reply(self, addr)))
-            device.faults.answer_frames(datagram, arrived, [(transaction, unit, data[7:])], MBAP)
+            faults.answer_frames(datagram, arrived, [(transaction, unit, data[7:])], MBAP)
             return
         response = device.answer(unit, data[7:])
         if response is None or self.transport is None:
