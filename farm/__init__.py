@@ -3,7 +3,7 @@
 Four programs share this package; the folder tells which one runs a module:
 
     farm CLI (cli/)  ──HTTP──>  master (master/)  ──pipe + shared memory──>  workers (worker/)
-    farm bench (bench/) ─Modbus TCP─> the workers' servers; HTTP (client.py) to find them
+    farm bench (bench/) ─Modbus TCP─> the workers' servers; HTTP (client/) to find them
 
     config/   what to serve: schema, templates, fleets, plan, codec, behaviours, faults.
               Pure data and arithmetic, no processes; every program reads it.
@@ -21,10 +21,12 @@ Four programs share this package; the folder tells which one runs a module:
               (connection limits and timeouts on a timer wheel), events (its log lines,
               sent to the master).
     bench/    the load generator, a program of its own.
-    client.py the one client of the control API (the CLI, bench and users' own tests);
-              fault_targets.py, its fault targets (Fleet, Glob, Fraction, ...).
+    client/   the one client of the control API (the CLI, bench and users' own tests):
+              api (FarmClient, the only HTTP to the API), answers (what calls return),
+              options (the API's command-line options); fault_targets.py, its fault
+              targets (Fleet, Glob, Fraction, ...).
     cli/      the `farm` command.
-    pytest_plugin.py  the `modbus_farm` fixture: farms for a test suite, through client.py.
+    pytest_plugin.py  the `modbus_farm` fixture: farms for a test suite, through client/.
     errors.py the errors a user can meet, each one line.
     limits.py the open-files limit, raised the same way by every program.
     rtu.py    RTU framing arithmetic (CRC-16, frame lengths): the worker and bench speak it.
