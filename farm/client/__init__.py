@@ -1,0 +1,80 @@
+"""The one client of a farm's control API: the CLI, `farm bench` and users' own tests use it.
+
+    from farm.client import FarmClient
+    client = FarmClient("http://127.0.0.1:9502", token=None)
+    client.status()["servers_ready"]
+    [s.name for s in client.servers(fleet="meters", state="up")]
+    client.write("device-0001", "holding_registers", 10, [1234, 5678])
+    client.read("device-0001", "holding_registers", 10, count=2)      # [1234, 5678]
+    client.set_point("meter-0003", "voltage_l1", 231.5).value         # 231.5
+    client.stop("device-0006"); client.start("device-0006")
+    fault = client.fault("delay", target=Fleet("meters"), ms=800, duration="30s")
+    client.clear_fault(fault.id)               # targets: farm.fault_targets
+    client.play_scenario({"steps": [{"at": "1s", "fault": {"kind": "offline", "target": "x"}}]})
+    client.scenario()["current"]; client.stop_scenario()
+    client.scale("meters", 30)
+
+Only this package speaks HTTP to the API (`api`; `answers` holds what the calls return,
+`options` the command-line options). Every failure reaches the caller as a `FarmError`:
+`FarmUnreachable` when no farm answers (the one place that turns that into its line), and
+`FarmAPIError` (with the HTTP status and the API's own message) when the farm refused a
+call. The API's options (`--api-host`, `--api-port`, `--api-token`/FARM_API_TOKEN) are
+declared here once, for every command that talks to a farm or serves one.
+"""
+
+from __future__ import annotations
+
+from farm.client.answers import (
+    DeviceList,
+    DeviceTarget,
+    PointTarget,
+    PointValue,
+    ServerDetail,
+    ServerInfo,
+    ServerPage,
+    Switched,
+)
+from farm.client.api import (
+    DEFAULT_API_HOST,
+    DEFAULT_API_PORT,
+    TIMEOUT_S,
+    FarmAPIError,
+    FarmClient,
+)
+from farm.client.options import (
+    api_host_option,
+    api_options,
+    api_port_option,
+    api_token_option,
+    farm_clients,
+    farms_option,
+)
+from farm.fault_targets import FaultInfo, Fleet, Fraction, Glob, Servers, Target
+
+__all__ = [
+    "DEFAULT_API_HOST",
+    "DEFAULT_API_PORT",
+    "TIMEOUT_S",
+    "DeviceList",
+    "DeviceTarget",
+    "FarmAPIError",
+    "FarmClient",
+    "FaultInfo",
+    "Fleet",
+    "Fraction",
+    "Glob",
+    "PointTarget",
+    "PointValue",
+    "ServerDetail",
+    "ServerInfo",
+    "ServerPage",
+    "Servers",
+    "Switched",
+    "Target",
+    "api_host_option",
+    "api_options",
+    "api_port_option",
+    "api_token_option",
+    "farm_clients",
+    "farms_option",
+]
