@@ -66,7 +66,8 @@ from farm.ipc.banks import UnitBank
 from farm.ipc.messages import Heartbeat
 from farm.ipc.stats import ShardCounters
 from farm.master.metrics import FarmMetrics
-from farm.master.supervisor import SlotState, Supervisor
+from farm.master.slot import SlotState
+from farm.master.supervisor import Supervisor
 from farm.worker.engine import (
     _HEADER,
     FLUSH_INPUT_BYTES,

@@ -11,7 +11,8 @@ Four programs share this package; the folder tells which one runs a module:
               format (messages), the shared-memory layouts of register banks (banks) and
               counters (stats), and how a worker is spawned (spawn).
     master/   the master process: run (start to stop), listeners (binds every port),
-              supervisor (spawns, watches, restarts workers), api and metrics (HTTP),
+              supervisor (spawns, watches, restarts workers; with slot, processes,
+              watchdog, workerpipe), api and metrics (HTTP),
               faults (the fault table: when each fault starts and ends, who applies it),
               fleetview and pages (the live page at /, its files in master/web/), logs
               (the farm's one log), state (banks saved to and restored from a file).

@@ -34,7 +34,7 @@ from farm.ipc import stats
 from farm.ipc.banks import Segment, server_banks
 from farm.ipc.stats import ShardCounters
 from farm.master.metrics import FarmMetrics
-from farm.master.supervisor import SlotState
+from farm.master.slot import SlotState
 from tests.farmproc import HOST, FarmProcess, free_port, free_port_range
 from tests.prometheus_server import Samples, parse, scrape
 

@@ -1,7 +1,8 @@
 """The master process: binds every port, supervises the workers, serves HTTP.
 
 run (a farm from start to stop), listeners (binding, the open-files budget), supervisor
-(spawn, watch, restart), switch (stop and start single servers), inventory (every server by
+(spawn, watch, restart; its parts: slot, processes, watchdog, workerpipe), switch (stop
+and start single servers), inventory (every server by
 name, its banks and counters), api (assembles the control API from route tables: routes,
 openapi, api_servers, api_values, api_targets, probes; access says who may change the farm
 through it), metrics (the Prometheus exposition), fleetview and fleetlayout (the fleet

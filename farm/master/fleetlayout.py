@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from farm.master.supervisor import Slot
+from farm.master.slot import Slot
 
 
 @dataclass(frozen=True, slots=True)

@@ -23,7 +23,8 @@ from farm.config.templates import DeviceTemplate, Table
 from farm.ipc.banks import UnitBank, server_banks
 from farm.ipc.stats import CONNECTIONS_OPEN
 from farm.master.routes import NotFound
-from farm.master.supervisor import Slot, SlotState, Supervisor
+from farm.master.slot import Slot, SlotState
+from farm.master.supervisor import Supervisor
 
 State = Literal["up", "offline", "faulted"]
 BROADCAST_TCP_UNIT = 0xFF  # as in the engine: the device's first unit

@@ -52,7 +52,8 @@ from farm.ipc.stats import (
 )
 from farm.master.faults import FaultTable
 from farm.master.series import PREFIX, ShardSeries, escape
-from farm.master.supervisor import SlotState, Supervisor
+from farm.master.slot import SlotState
+from farm.master.supervisor import Supervisor
 
 if TYPE_CHECKING:
     from farm.master.scenario import ScenarioPlayer

@@ -49,7 +49,8 @@ from farm.config.templates import DeviceTemplate
 from farm.ipc.banks import server_diagnostics
 from farm.ipc.messages import AddServers, RemoveServers, Reply
 from farm.master.listeners import bind_one, describe
-from farm.master.supervisor import Slot, Supervisor
+from farm.master.slot import Slot
+from farm.master.supervisor import Supervisor
 
 log = logging.getLogger("farm")
 

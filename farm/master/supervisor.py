@@ -1,22 +1,18 @@
 """The supervisor: starts, watches, restarts and stops the worker processes.
 
-Sits after the plan in the data flow (plan -> supervisor -> worker). The only module that
-starts or kills processes. Runs in the master's asyncio loop and never polls: each worker's
-process sentinel and pipe are watched with `loop.add_reader`, so a death or a message
-arrives as an event. A watchdog task checks deadlines only: a worker that has not said
-`Ready` within `boot_timeout_s`, or whose heartbeats stop for `heartbeat_timeout_s` (its
-loop is stuck, or it was SIGSTOPped), is killed and replaced.
+Sits after the plan in the data flow (plan -> supervisor -> worker). The only part of the
+master that starts or kills processes, with its helpers: slot (one shard and its worker),
+processes (making a worker, forgetting one, the stop sequence) and watchdog (deadlines,
+backoff). Runs in the master's asyncio loop and never polls: each worker's process sentinel
+and pipe are watched with `loop.add_reader`, so a death or a message arrives as an event. A
+watchdog task checks deadlines only: a worker that has not said `Ready` within
+`boot_timeout_s`, or whose heartbeats stop for `heartbeat_timeout_s` (its loop is stuck, or
+it was SIGSTOPped), is killed and replaced; time the master itself was stalled is not
+charged to the workers (farm.master.watchdog says how).
 
 Each slot (one shard) is restarted with a backoff that grows with consecutive crashes;
 a slot that fails to boot `max_boot_failures` times in a row, or a worker that exits with
 `EXIT_BOOT_FAILED`, stops the farm with a `BootError` naming the slot and the cause.
-
-Heartbeat ages are measured on the master's loop, so time the master itself was stalled
-(a long callback, a SIGSTOP, a laptop lid) is not charged to the workers: the watchdog
-measures how late its own sleeps wake up, adds that to `stalled_s`, and a worker's silence
-is the time since its last heartbeat minus the master's stalls since then. Without that, a
-master resumed after a stall would kill every healthy worker whose heartbeats were still
-waiting, unread, in its pipe.
 """
 
 from __future__ import annotations
@@ -25,63 +21,35 @@ import asyncio
 import contextlib
 import itertools
 import logging
-import os
-import signal
 import socket
 import time
 from collections.abc import Callable, Coroutine
-from dataclasses import dataclass, field
-from enum import StrEnum
-from typing import Any, Protocol
+from dataclasses import dataclass
+from typing import Any
 
 import multiprocess
 
 from farm.config.behaviours import initialize_shard
-from farm.config.plan import Plan, Shard
+from farm.config.plan import Plan
 from farm.errors import BootError
 from farm.ipc import messages
 from farm.ipc.banks import Segment
 from farm.ipc.messages import (
     ActiveFaults,
-    Assign,
     Connection,
     Control,
     Events,
     FaultsApplied,
-    Heartbeat,
     Message,
-    Ready,
     Reply,
-    ServerFailed,
-    Stop,
 )
-from farm.ipc.spawn import EXIT_BOOT_FAILED, WORKER_ENTRY, InheritedSockets, run_entry
+from farm.ipc.spawn import WORKER_ENTRY
 from farm.ipc.stats import ShardCounters
-from farm.master import logs
+from farm.master import logs, processes, watchdog, workerpipe
 from farm.master.logs import tag
+from farm.master.slot import Slot, SlotState, WorkerProcess
 
 log = logging.getLogger("farm")
-
-
-class SlotState(StrEnum):
-    STARTING = "starting"  # spawned, not Ready yet
-    READY = "ready"
-    RESTARTING = "restarting"  # its worker died; a new one is due after the backoff
-    STOPPED = "stopped"  # the farm is stopping, or the slot failed for good
-
-
-class WorkerProcess(Protocol):
-    """The parts of a `multiprocess` Process the supervisor uses."""
-
-    @property
-    def pid(self) -> int | None: ...
-    @property
-    def sentinel(self) -> int: ...
-    @property
-    def exitcode(self) -> int | None: ...
-    def start(self) -> None: ...
-    def join(self, timeout: float | None = None) -> None: ...
-    def kill(self) -> None: ...
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -94,43 +62,6 @@ class SupervisorOptions:
     backoff_s: tuple[float, ...] = (0.0, 0.5, 1.0, 2.0, 4.0, 8.0)
     log_level: int = logging.INFO  # what workers report (DEBUG: every connection)
     stable_after_s: float = 30.0  # a worker up this long resets its slot's backoff
-
-
-@dataclass(eq=False)
-class Slot:
-    """One shard and the worker process currently hosting it."""
-
-    shard: Shard
-    segment: Segment
-    counters: ShardCounters
-    # Server index -> the master's copy of its listening socket; a server stopped through
-    # the API (farm.master.switch) has none, and a worker spawned meanwhile does not serve it.
-    sockets: dict[int, socket.socket]
-    state: SlotState = SlotState.STARTING
-    process: WorkerProcess | None = None
-    conn: Connection | None = None
-    restarts: int = 0
-    crashes_in_a_row: int = 0
-    boot_failures: int = 0
-    spawned_at: float = 0.0
-    ready_at: float = 0.0
-    last_heartbeat: float = 0.0
-    # The master's `stalled_s` when the worker was spawned and last heard from.
-    stalled_at_spawn: float = 0.0
-    stalled_at_heartbeat: float = 0.0
-    heartbeat: Heartbeat | None = None
-    servers_up: int = 0
-    failed: dict[str, ServerFailed] = field(default_factory=dict)
-    stopped: set[str] = field(default_factory=set)  # names of servers stopped through the API
-    replies: dict[int, asyncio.Future[Reply | None]] = field(default_factory=dict)
-    exited: asyncio.Event = field(default_factory=asyncio.Event)
-    sending: asyncio.Lock = field(default_factory=asyncio.Lock)
-
-    @property
-    def pid(self) -> int | None:
-        # None while Process.start is still running in its thread, too.
-        pid = None if self.process is None else self.process.pid
-        return None if pid is None else int(pid)
 
 
 class Supervisor:
@@ -176,7 +107,7 @@ class Supervisor:
 
     async def start(self) -> None:
         """Spawn every worker and wait until all are ready; raises BootError."""
-        self._watchdog = asyncio.create_task(self._watch())
+        self._watchdog = asyncio.create_task(watchdog.watch(self))
         spawns = [asyncio.create_task(self._spawn(slot)) for slot in self.slots]
         self._tasks.update(spawns)
         # Shielded: a stop that cancels start() must not cut a spawn off halfway (a process
@@ -192,36 +123,7 @@ class Supervisor:
     async def stop(self) -> None:
         """Ask every worker to stop, kill what is left after the grace period, free all."""
         self.stopping = True
-        for slot in self.slots:
-            if (
-                slot.conn is not None
-                and slot.process is not None
-                and slot.state != SlotState.STOPPED
-            ):
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(slot.sending.acquire(), self.options.stop_grace_s)
-                    slot.sending.release()
-                if slot.conn is not None:
-                    with contextlib.suppress(OSError):
-                        messages.send(slot.conn, Stop(reason="farm stopping"))
-        live = [slot for slot in self.slots if slot.process is not None]
-        waits = [asyncio.create_task(slot.exited.wait()) for slot in live]
-        if waits:
-            await asyncio.wait(waits, timeout=self.options.stop_grace_s)
-        for slot in live:
-            if not slot.exited.is_set() and slot.pid is not None:
-                log.warning(
-                    "worker %d (pid %d) did not stop in time; killing it",
-                    slot.shard.worker,
-                    slot.pid,
-                    extra=tag("worker_killed", worker=slot.shard.worker, pid=slot.pid),
-                )
-                with contextlib.suppress(ProcessLookupError):
-                    os.kill(slot.pid, signal.SIGKILL)
-        for slot in live:
-            if slot.process is not None:
-                await asyncio.to_thread(slot.process.join, 2.0)
-                self._forget_process(slot)
+        await processes.stop_workers(self.slots, self.options.stop_grace_s)
         for task in (self._watchdog, *self._tasks):
             if task is not None:
                 task.cancel()
@@ -244,13 +146,7 @@ class Supervisor:
         if self.stopping:
             return
         loop = asyncio.get_running_loop()
-        ours, theirs = self.context.Pipe(duplex=True)
-        process = self.context.Process(
-            target=run_entry,
-            args=(self.entry, theirs, InheritedSockets(tuple(slot.sockets.items()))),
-            name=f"farm-worker-{slot.shard.worker}",
-            daemon=True,
-        )
+        process, ours, theirs = processes.new_process(self.context, self.entry, slot)
         slot.state, slot.process, slot.conn = SlotState.STARTING, process, ours
         slot.servers_up, slot.heartbeat, slot.failed = 0, None, {}
         slot.exited = asyncio.Event()
@@ -265,12 +161,9 @@ class Supervisor:
             return
         loop.add_reader(process.sentinel, self._on_exit, slot)
         messages.watch(loop, ours, lambda: self._on_message(slot, ours))
-        assign = Assign(
-            worker=slot.shard.worker,
-            segment=slot.segment.name,
-            stats_segment=slot.counters.name,
-            templates=self.plan.templates,
-            servers=slot.shard.servers,
+        assign = processes.assignment(
+            slot,
+            self.plan,
             heartbeat_interval_s=self.options.heartbeat_interval_s,
             origin=self.origin,
             faults=self.active_faults(slot.shard.worker),  # read under the lock: current
@@ -286,19 +179,6 @@ class Supervisor:
             process.pid,
             extra=tag("worker_spawned", worker=slot.shard.worker, pid=process.pid),
         )
-
-    def _forget_process(self, slot: Slot) -> None:
-        loop = asyncio.get_running_loop()
-        if slot.process is not None:
-            loop.remove_reader(slot.process.sentinel)
-        if slot.conn is not None:
-            loop.remove_reader(slot.conn.fileno())
-            slot.conn.close()
-        slot.process, slot.conn = None, None
-        for future in slot.replies.values():  # nobody will answer them now
-            if not future.done():
-                future.set_result(None)
-        slot.replies.clear()
 
     def _on_exit(self, slot: Slot) -> None:
         process = slot.process
@@ -322,45 +202,24 @@ class Supervisor:
             return
         code, pid = process.exitcode, process.pid
         booted = slot.state is SlotState.READY
-        self._forget_process(slot)
+        processes.forget_process(slot)
         slot.counters.reset_open_connections()  # its connections died with it
         slot.exited.set()
-        cause = f"exit code {code}" if code is not None and code >= 0 else f"signal {-(code or 0)}"
         if self.stopping:
             slot.state = SlotState.STOPPED
             exited = tag("worker_exited", worker=slot.shard.worker, pid=pid, exit_code=code)
             level = logging.DEBUG if code == 0 else logging.WARNING
+            cause = watchdog.death_cause(code)
             log.log(
                 level, "worker %d (pid %s) exited (%s)", slot.shard.worker, pid, cause, extra=exited
             )
             self._changed()
             return
-        if code == EXIT_BOOT_FAILED:
-            self._fail(slot, f"worker {slot.shard.worker} could not boot ({cause})")
+        restart = watchdog.after_death(slot, pid, code, booted, self.options)
+        if restart.failure is not None:
+            self._fail(slot, restart.failure)
             return
-        slot.state = SlotState.RESTARTING
-        slot.restarts += 1
-        log.warning(
-            "worker %d (pid %s) died (%s); restarting it",
-            slot.shard.worker,
-            pid,
-            cause,
-            extra=tag("worker_restart", worker=slot.shard.worker, pid=pid, exit_code=code),
-        )
-        if not booted:
-            slot.boot_failures += 1
-            if slot.boot_failures >= self.options.max_boot_failures:
-                self._fail(
-                    slot,
-                    f"worker {slot.shard.worker} failed to boot {slot.boot_failures} times in a "
-                    f"row (last: {cause})",
-                )
-                return
-        stable = booted and time.monotonic() - slot.ready_at > self.options.stable_after_s
-        slot.crashes_in_a_row = 0 if stable else slot.crashes_in_a_row + 1
-        backoff = self.options.backoff_s
-        delay = backoff[min(max(slot.crashes_in_a_row - 1, 0), len(backoff) - 1)]
-        self._later(self._respawn(slot, delay))
+        self._later(self._respawn(slot, restart.delay_s))
         self._changed()
 
     async def _respawn(self, slot: Slot, delay: float) -> None:
@@ -389,41 +248,13 @@ class Supervisor:
             # The pipe is closed or garbled: stop listening; the sentinel reports the exit.
             asyncio.get_running_loop().remove_reader(conn.fileno())
             return
-        now = time.monotonic()
-        if isinstance(message, Heartbeat):
-            slot.heartbeat, slot.last_heartbeat = message, now
-            slot.servers_up = message.servers_up  # servers stop and start through the API
-            slot.stalled_at_heartbeat = self.stalled_s
-            if slot.state is SlotState.STARTING:
-                self._progress()
-        elif isinstance(message, Ready):
-            slot.state, slot.ready_at, slot.last_heartbeat = SlotState.READY, now, now
-            slot.stalled_at_heartbeat = self.stalled_s
-            slot.servers_up, slot.boot_failures = message.servers_up, 0
-            ready = tag("worker_ready", worker=slot.shard.worker, servers=message.servers_up)
-            log.debug(
-                "worker %d ready: %d servers", slot.shard.worker, message.servers_up, extra=ready
-            )
-            self._progress()
-        elif isinstance(message, Events):
+        if isinstance(message, Events):
             logs.worker_events(message)
             return  # nothing changed for anyone waiting on the supervisor
-        elif isinstance(message, ServerFailed):
-            slot.failed[message.server] = message
-            failed = tag("server_failed", worker=slot.shard.worker, server=message.server)
-            log.warning(
-                "server %s (%s) failed: %s",
-                message.server,
-                message.address,
-                message.reason,
-                extra=failed,
-            )
-        elif isinstance(message, FaultsApplied):
+        if isinstance(message, FaultsApplied):
             self.on_faults_applied(message)
-        elif isinstance(message, Reply):
-            future = slot.replies.pop(message.request_id, None)
-            if future is not None and not future.done():
-                future.set_result(message)
+        elif workerpipe.record(slot, message, time.monotonic(), self.stalled_s):
+            self._progress()
         self._changed()
 
     def _changed(self) -> None:
@@ -432,43 +263,6 @@ class Supervisor:
     def _progress(self) -> None:
         if self.on_progress is not None:
             self.on_progress(self.servers_up(), self.plan.servers_total)
-
-    async def _watch(self) -> None:
-        """Kill workers that miss their boot deadline or go silent; the exit path restarts."""
-        interval = min(self.options.heartbeat_interval_s, 0.5)
-        while True:
-            before = time.monotonic()
-            await asyncio.sleep(interval)
-            now = time.monotonic()
-            # However late this wake-up is, the master was not listening meanwhile.
-            self.stalled_s += max(0.0, now - before - interval)
-            for slot in self.slots:
-                if slot.pid is None or self.stopping:
-                    continue
-                reason = self._overdue(slot, now)
-                if reason is None:
-                    continue
-                log.warning(
-                    "worker %d (pid %d): %s; replacing it",
-                    slot.shard.worker,
-                    slot.pid,
-                    reason,
-                    extra=tag("worker_unresponsive", worker=slot.shard.worker, pid=slot.pid),
-                )
-                with contextlib.suppress(ProcessLookupError):
-                    os.kill(slot.pid, signal.SIGKILL)
-
-    def _overdue(self, slot: Slot, now: float) -> str | None:
-        """Why `slot`'s worker must be replaced now, if it must; master stalls not counted."""
-        if slot.state is SlotState.STARTING:
-            booting = now - slot.spawned_at - (self.stalled_s - slot.stalled_at_spawn)
-            if booting > self.options.boot_timeout_s:
-                return f"not ready after {self.options.boot_timeout_s:.0f} s"
-        elif slot.state is SlotState.READY:
-            silent = now - slot.last_heartbeat - (self.stalled_s - slot.stalled_at_heartbeat)
-            if silent > self.options.heartbeat_timeout_s:
-                return f"no heartbeat for {silent:.1f} s"
-        return None
 
     # -- queries -----------------------------------------------------------------------
 
@@ -504,20 +298,7 @@ class Supervisor:
     ) -> asyncio.Future[Reply | None]:
         """Send the message `make(request_id)` builds (and `socks`, in order) to the slot's
         worker; the future is its Reply, or None, as for `tell` (same rules)."""
-        future: asyncio.Future[Reply | None] = asyncio.get_running_loop().create_future()
-        if slot.conn is None or slot.process is None:
-            future.set_result(None)
-            return future
-        request_id = next(self._request_ids)
-        slot.replies[request_id] = future
-        try:
-            messages.send(slot.conn, make(request_id))
-            if socks:
-                messages.send_sockets(slot.conn, list(socks))
-        except OSError:  # the worker is dying; _on_exit respawns it with the new state
-            slot.replies.pop(request_id, None)
-            future.set_result(None)
-        return future
+        return workerpipe.ask(slot, self._request_ids, make, socks)
 
     def tell(
         self,

@@ -34,7 +34,8 @@ from farm.config.plan import ServerSpec
 from farm.ipc import messages
 from farm.ipc.messages import Reply
 from farm.master.listeners import bind_one
-from farm.master.supervisor import Slot, Supervisor
+from farm.master.slot import Slot
+from farm.master.supervisor import Supervisor
 
 log = logging.getLogger("farm")
 SHOWN_NAMES = 3  # servers named in a log line before the rest is counted

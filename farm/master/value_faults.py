@@ -21,7 +21,8 @@ from farm.config.templates import DeviceTemplate, Point, Table
 from farm.config.value_rules import bank_width, overlap, reading, unfit
 from farm.errors import ConfigError
 from farm.ipc.banks import server_banks
-from farm.master.supervisor import Slot, Supervisor
+from farm.master.slot import Slot
+from farm.master.supervisor import Supervisor
 
 Entries = list[tuple[FaultRule, bytes | None]]
 
