@@ -14,6 +14,7 @@ Four programs share this package; the folder tells which one runs a module:
               supervisor (spawns, watches, restarts workers; with slot, processes,
               watchdog, workerpipe), api and metrics (HTTP),
               faults (the fault table: when each fault starts and ends, who applies it),
+              with fault_entry and fault_effects (applying faults to workers),
               fleetview and pages (the live page at /, its files in master/web/), logs
               (the farm's one log), state (banks saved to and restored from a file).
     worker/   a worker process: process (its loop and servers), engine (Modbus over

@@ -22,7 +22,8 @@ from typing import Any, Literal
 from pydantic import BaseModel, Field, RootModel
 
 from farm.config.faults import FaultSpec, FaultSpecError, parse_fault
-from farm.master.faults import Fault, FaultTable
+from farm.master.fault_entry import Fault
+from farm.master.faults import FaultTable
 from farm.master.routes import Call, Invalid, NotFound, Route, Strict
 
 

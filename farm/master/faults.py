@@ -10,12 +10,15 @@ one message replaces the last, so an update can never be half-applied, and a wor
 after a kill -9 gets the same set within its Assign (`Supervisor.active_faults`). Workers
 get durations (delays, gaps), never times.
 
-Offline and reboot take their servers down through farm.master.switch (the port closed in
-every process, connections dropped) and bring them back when they end, except servers that
-were already stopped, or that another active offline fault still holds down. A reboot also
-writes its servers' starting values back (farm.config.behaviours.reset_server), and powers
-up their diagnostics (farm.ipc.diagnostics.power_up), before they come back. Each fault
-applied, started, expired or cleared is one log line.
+Its parts: fault_entry (a `Fault`, and how it reads in the API and the log) and
+fault_effects (sending workers their faults and awaiting confirmation; taking servers down
+and bringing them back). Offline and reboot take their servers down through
+farm.master.switch (the port closed in every process, connections dropped) and bring them
+back when they end, except servers that were already stopped, or that another active
+offline fault still holds down. A reboot also writes its servers' starting values back
+(farm.config.behaviours.reset_server), and powers up their diagnostics
+(farm.ipc.diagnostics.power_up), before they come back. Each fault applied, started,
+expired or cleared is one log line.
 
 Value faults (farm.config.value_faults) are checked against the targeted servers' points,
 start from the master's clock (`FaultRule.started`), and hold what `stuck` captured
@@ -25,21 +28,17 @@ start from the master's clock (`FaultRule.started`), and hold what `stuck` captu
 from __future__ import annotations
 
 import asyncio
-import functools
 import itertools
 import logging
 import time
 from collections import Counter
 from collections.abc import Coroutine
-from dataclasses import dataclass, field
 from typing import Any
 
-from farm.config.behaviours import reset_server
 from farm.config.faults import (
     KINDS,
     SERVER_KINDS,
     VALUE_KINDS,
-    FaultRule,
     FaultSpec,
     FaultSpecError,
     rule,
@@ -47,46 +46,14 @@ from farm.config.faults import (
 )
 from farm.config.plan import ServerSpec
 from farm.config.templates import Table
-from farm.ipc.banks import server_diagnostics
-from farm.ipc.diagnostics import power_up
-from farm.ipc.messages import ActiveFaults, Faults, FaultsApplied
+from farm.ipc.messages import ActiveFaults
+from farm.master.fault_effects import SETTLE_TIMEOUT_S, FaultEffects
+from farm.master.fault_entry import Fault, kind_text, servers_text
 from farm.master.supervisor import Supervisor
-from farm.master.switch import Switch, warn_unstarted
+from farm.master.switch import Switch
 from farm.master.value_faults import Entries, PointError, ValueFaults
 
 log = logging.getLogger("farm")
-SHOWN_NAMES = 3  # servers named in a log line before the rest is counted
-SETTLE_TIMEOUT_S = 10.0  # an API call waits this long at most for the workers to confirm
-
-
-@dataclass(eq=False, kw_only=True)
-class Fault:
-    """One fault in the table; times are on the master's monotonic clock."""
-
-    id: int
-    spec: FaultSpec
-    servers: tuple[str, ...]
-    rule: FaultRule
-    placement: dict[int, tuple[int, ...]]  # worker -> shard positions of its servers
-    start: float
-    end: float | None
-    state: str = "scheduled"  # scheduled | active | expired | cleared
-    timers: list[asyncio.TimerHandle] = field(default_factory=list)
-    downed: set[str] = field(default_factory=set)  # servers this fault took offline
-    held: dict[str, bytes] = field(default_factory=dict)  # stuck: each server's point then
-    rules: dict[int, FaultRule] = field(default_factory=dict)  # per worker, with `held`
-
-    def view(self, now: float) -> dict[str, Any]:
-        """The fault as the API shows it (farm.master.api_faults.FaultView)."""
-        return {
-            "id": self.id,
-            "kind": self.spec.kind,
-            "state": self.state,
-            "servers": list(self.servers),
-            "starts_in_s": round(max(0.0, self.start - now), 3),
-            "ends_in_s": None if self.end is None else round(max(0.0, self.end - now), 3),
-            "spec": self.spec.model_dump(mode="json"),
-        }
 
 
 class FaultTable:
@@ -104,11 +71,17 @@ class FaultTable:
         self.faults: dict[int, Fault] = {}
         self.on_server: dict[str, set[int]] = {}  # active fault ids by server
         self.ids = itertools.count(1)
-        self.seqs = itertools.count(1)
-        self.acks: dict[int, asyncio.Future[None]] = {}  # Faults.seq -> its confirmation
+        self.effects = FaultEffects(
+            supervisor,
+            switch,
+            where=self.where,
+            specs=self.specs,
+            faults=self.faults,
+            active_for=self.active_for,
+        )
         self.tasks: set[asyncio.Task[None]] = set()
         supervisor.active_faults = self.active_for
-        supervisor.on_faults_applied = self._applied
+        supervisor.on_faults_applied = self.effects.applied
 
     # -- what the API calls ----------------------------------------------------------------
 
@@ -168,9 +141,8 @@ class FaultTable:
         self.faults[fault_id] = fault
         when = f"starts in {spec.start_in:g} s" if spec.start_in else "active now"
         until = "until cleared" if spec.duration is None else f"for {spec.duration:g} s"
-        log.info(
-            "fault %d applied: %s on %s, %s, %s", fault_id, _what(fault), _on(fault), when, until
-        )
+        what, on = kind_text(fault), servers_text(fault)
+        log.info("fault %d applied: %s on %s, %s, %s", fault_id, what, on, when, until)
         loop = asyncio.get_running_loop()
         if spec.start_in:
             fault.timers.append(loop.call_later(spec.start_in, self._start, fault))
@@ -288,9 +260,9 @@ class FaultTable:
         for name in fault.servers:
             self.on_server.setdefault(name, set()).add(fault.id)
         if not quiet:
-            log.info("fault %d started: %s on %s", fault.id, _what(fault), _on(fault))
+            log.info("fault %d started: %s on %s", fault.id, kind_text(fault), servers_text(fault))
         if fault.spec.kind in SERVER_KINDS:
-            self._later(self._take_down(fault))
+            self._later(self.effects.take_down(fault))
         self._tell(fault)
 
     def _finish(self, fault: Fault, how: str) -> None:
@@ -298,7 +270,7 @@ class FaultTable:
             return
         for timer in fault.timers:
             timer.cancel()
-        log.info("fault %d %s: %s on %s", fault.id, how, _what(fault), _on(fault))
+        log.info("fault %d %s: %s on %s", fault.id, how, kind_text(fault), servers_text(fault))
         was, fault.state = fault.state, how
         if was != "active":
             return
@@ -309,99 +281,15 @@ class FaultTable:
                 if not ids:
                     del self.on_server[name]
         if fault.spec.kind in SERVER_KINDS:
-            self._later(self._bring_back(fault))
+            self._later(self.effects.bring_back(fault))
         self._tell(fault)
 
     def _tell(self, fault: Fault) -> None:
         """Send every worker that hosts a server of `fault` its active faults, as they are."""
         for worker in fault.placement:
-            self._later(self._update(worker))
-
-    async def _update(self, worker: int) -> None:
-        seq = next(self.seqs)
-        confirmed = self.acks[seq] = asyncio.get_running_loop().create_future()
-        make = functools.partial(self._faults, worker, seq)
-        try:
-            if await self.supervisor.update_worker(worker, make):
-                await asyncio.wait_for(confirmed, SETTLE_TIMEOUT_S)
-        except TimeoutError:
-            log.warning("worker %d did not confirm its faults in %g s", worker, SETTLE_TIMEOUT_S)
-        finally:
-            del self.acks[seq]
-
-    def _faults(self, worker: int, seq: int) -> Faults:
-        return Faults(active=self.active_for(worker), seq=seq)
-
-    def _applied(self, message: FaultsApplied) -> None:
-        confirmed = self.acks.get(message.seq)
-        if confirmed is not None and not confirmed.done():
-            confirmed.set_result(None)
-
-    async def _take_down(self, fault: Fault) -> None:
-        """Stop the fault's servers (those not stopped already) and count the outage."""
-        for done in await self.switch.stop_many(fault.servers):  # one message per worker
-            if done.changed:
-                fault.downed.add(done.server)
-                worker, number = self.where[done.server]
-                self.supervisor.slots[worker].counters.count_injection(number, fault.spec.kind)
-
-    async def _bring_back(self, fault: Fault) -> None:
-        """Start what the fault stopped, unless another offline fault still holds it; a
-        reboot writes the template's starting values first."""
-        held = {
-            name
-            for other in self.faults.values()
-            if other.state == "active" and other.spec.kind in SERVER_KINDS
-            for name in other.servers
-        }
-        back = sorted(fault.downed - held)
-        if fault.spec.kind == "reboot":
-            for name in back:
-                self._power_cycle(name)
-        _, failed = await self.switch.start_many(back)
-        warn_unstarted(failed)
-
-    def _power_cycle(self, name: str) -> None:
-        worker, _ = self.where[name]
-        slot = self.supervisor.slots[worker]
-        spec = self.specs[name]
-        template = self.supervisor.plan.templates[spec.template]
-        reset_server(slot.segment.buf, spec, template)
-        # Its diagnostics too (FC 08/11/12): counters cleared, no events, not listen-only.
-        block = server_diagnostics(slot.segment.buf, spec, template)
-        power_up(block, slot.counters.server(spec.stats_index))
+            self._later(self.effects.update(worker))
 
     def _later(self, coroutine: Coroutine[Any, Any, None]) -> None:
         task = asyncio.create_task(coroutine)
         self.tasks.add(task)
         task.add_done_callback(self.tasks.discard)
-
-
-_SHOWN_PARAMS = {"ms", "jitter_ms", "distribution", "code", "mode", "segments", "gap_ms"}
-_SHOWN_VALUE_PARAMS = {"value", "by", "rate", "factor", "side", "beyond", "margin", "period"}
-
-
-def _what(fault: Fault) -> str:
-    spec = fault.spec
-    value_fault = spec.kind in VALUE_KINDS
-    params = spec.model_dump(
-        include=_SHOWN_VALUE_PARAMS if value_fault else _SHOWN_PARAMS, exclude_defaults=True
-    )
-    shown = " ".join(
-        f"{key}={value:g}" if isinstance(value, float) else f"{key}={value}"
-        for key, value in params.items()
-    )
-    probability = getattr(spec, "probability", 1.0)
-    if probability < 1:
-        shown += f" probability={probability:g}"
-    if value_fault:
-        shown = f"{getattr(spec, 'point', '')} {shown}"
-    return f"{spec.kind} {shown}".rstrip()
-
-
-def _on(fault: Fault) -> str:
-    names = ", ".join(fault.servers[:SHOWN_NAMES])
-    more = len(fault.servers) - SHOWN_NAMES
-    if more > 0:
-        return f"{len(fault.servers)} servers ({names} and {more} more)"
-    return f"{len(fault.servers)} server{'s' if len(fault.servers) > 1 else ''} ({names})"
