@@ -12,7 +12,7 @@ Four programs share this package; the folder tells which one runs a module:
               counters (stats), and how a worker is spawned (spawn).
     master/   the master process: run (start to stop), listeners (binds every port),
               supervisor (spawns, watches, restarts workers; with slot, processes,
-              watchdog, workerpipe), api and metrics (HTTP),
+              watchdog, workerpipe), api and metrics (HTTP; worker_metrics),
               faults (the fault table: when each fault starts and ends, who applies it),
               with fault_entry and fault_effects (applying faults to workers),
               fleetview and pages (the live page at /, its files in master/web/), logs

@@ -2,7 +2,8 @@
 
 Sits between the workers and the API (... banks, stats -> metrics -> api). Per-server
 series come from the shards' shared-memory counters (farm.ipc.stats); per-worker series from
-the supervisor's slots and the workers' heartbeats. Nothing here runs on a request's path.
+the supervisor's slots and the workers' heartbeats (farm.master.worker_metrics). Nothing
+here runs on a request's path.
 
 The text is rendered by hand rather than through prometheus_client's registry: a farm of
 10,000 servers has a quarter of a million series, and building a metric family object per
@@ -18,9 +19,7 @@ answered request. Every other per-server series is always there.
 
 from __future__ import annotations
 
-import contextlib
 import platform
-import time
 from importlib import metadata
 from itertools import accumulate, compress, repeat, starmap
 from operator import add, truediv
@@ -50,9 +49,9 @@ from farm.ipc.stats import (
     TLS_HANDSHAKE_FAILURES,
     UNANSWERED,
 )
+from farm.master import worker_metrics
 from farm.master.faults import FaultTable
-from farm.master.series import PREFIX, ShardSeries, escape
-from farm.master.slot import SlotState
+from farm.master.series import PREFIX, ShardSeries, header
 from farm.master.supervisor import Supervisor
 
 if TYPE_CHECKING:
@@ -101,10 +100,6 @@ _PLAIN = (
 )
 
 
-def _header(name: str, kind: str, text: str) -> str:
-    return f"# HELP {name} {text}\n# TYPE {name} {kind}\n"
-
-
 def _duration_format() -> str:
     """One server's whole histogram as one `str.format` template: {0} is its labels,
     {1}..{n} the cumulative buckets (the last is +Inf, and the count), {n+1} the sum."""
@@ -141,8 +136,11 @@ class FarmMetrics:
 
     def render(self) -> bytes:
         out: list[str] = []
-        self._farm(out)
-        self._workers(out)
+        sup = self.supervisor
+        worker_metrics.farm_series(
+            out, sup.plan.servers_total, sup.servers_ready(), self.build_labels
+        )
+        worker_metrics.worker_series(out, sup.slots)
         snapshots = []
         info = []
         for slot in self.supervisor.slots:
@@ -155,14 +153,14 @@ class FarmMetrics:
             except ValueError:  # the farm is stopping and has released the segment
                 continue
         out.append(
-            _header(
+            header(
                 PREFIX + "server_info",
                 "gauge",
                 "Always 1: a server's fleet, template and transport (tcp, rtu-over-tcp, udp, tls).",
             )
         )
         out.extend(info)
-        self._roles(out)
+        worker_metrics.role_series(out, self.supervisor.slots)
         self._requests(out, snapshots)
         self._exceptions(out, snapshots)
         self._durations(out, snapshots)
@@ -171,91 +169,16 @@ class FarmMetrics:
             out.append(self.scenario.metrics())
         self._closed(out, snapshots)
         for name, kind, text, slot_index in _PLAIN:
-            out.append(_header(PREFIX + name, kind, text))
+            out.append(header(PREFIX + name, kind, text))
             template = PREFIX + name + "{%s} %d\n"
             for labels, values in snapshots:
                 column = values[HEADER_SLOTS + slot_index :: SERVER_SLOTS]
                 out.extend(map(template.__mod__, zip(labels, column, strict=True)))
         return "".join(out).encode()
 
-    def _farm(self, out: list[str]) -> None:
-        sup = self.supervisor
-        out.append(_header(PREFIX + "build_info", "gauge", "The farm's version; always 1."))
-        out.append(f"{PREFIX}build_info{{{self.build_labels}}} 1\n")
-        out.append(_header(PREFIX + "servers_desired", "gauge", "Servers the farm should run."))
-        out.append(f"{PREFIX}servers_desired {sup.plan.servers_total}\n")
-        out.append(_header(PREFIX + "servers_ready", "gauge", "Servers answering Modbus requests."))
-        out.append(f"{PREFIX}servers_ready {sup.servers_ready()}\n")
-
-    def _workers(self, out: list[str]) -> None:
-        now = time.monotonic()
-        families: dict[str, tuple[str, str, list[str]]] = {
-            "worker_up": ("gauge", "1 if the worker is ready, else 0.", []),
-            "worker_heartbeat_age_seconds": (
-                "gauge",
-                "Seconds since the worker's last heartbeat (grows while it is replaced).",
-                [],
-            ),
-            "worker_restarts_total": ("counter", "Times the worker was replaced.", []),
-            "worker_loop_lag_seconds": (
-                "gauge",
-                "How late the worker's event loop woke from its last heartbeat sleep.",
-                [],
-            ),
-            "worker_cpu_seconds_total": (
-                "counter",
-                "CPU time of the worker, summed over its restarts.",
-                [],
-            ),
-            "worker_resident_memory_bytes": ("gauge", "Resident memory of the worker.", []),
-            "worker_servers": ("gauge", "Servers the worker hosts and has up.", []),
-        }
-
-        def add_sample(family: str, labels: str, value: float) -> None:
-            families[family][2].append(f"{PREFIX}{family}{{{labels}}} {value}\n")
-
-        for slot in self.supervisor.slots:
-            labels = f'worker="{slot.shard.worker}"'
-            beat = slot.heartbeat
-            up = slot.state in (SlotState.READY, SlotState.STARTING)
-            add_sample("worker_up", labels, int(slot.state is SlotState.READY))
-            if slot.last_heartbeat:
-                add_sample("worker_heartbeat_age_seconds", labels, now - slot.last_heartbeat)
-            add_sample("worker_restarts_total", labels, slot.restarts)
-            if beat is not None:
-                add_sample("worker_loop_lag_seconds", labels, beat.loop_lag_s)
-                add_sample("worker_resident_memory_bytes", labels, beat.rss_bytes)
-            with contextlib.suppress(ValueError):  # released: the farm is stopping
-                add_sample("worker_cpu_seconds_total", labels, slot.counters.cpu_seconds())
-            add_sample("worker_servers", labels, slot.servers_up if up else 0)
-        for family, (kind, text, samples) in families.items():
-            if samples:
-                out.append(_header(PREFIX + family, kind, text))
-                out.extend(samples)
-
-    def _roles(self, out: list[str]) -> None:
-        samples = []
-        for slot in self.supervisor.slots:
-            with contextlib.suppress(ValueError):  # released: the farm is stopping
-                for role, count in slot.counters.roles().items():
-                    samples.append(
-                        f'{PREFIX}tls_sessions_total{{worker="{slot.shard.worker}",'
-                        f'role="{escape(role)}"}} {count}\n'
-                    )
-        if samples:
-            out.append(
-                _header(
-                    PREFIX + "tls_sessions_total",
-                    "counter",
-                    "TLS sessions established, by the role in the client's certificate "
-                    "(none: no role; other: past the first 15 roles a worker saw).",
-                )
-            )
-            out.extend(samples)
-
     def _requests(self, out: list[str], snapshots: list[tuple[list[str], list[int]]]) -> None:
         out.append(
-            _header(
+            header(
                 PREFIX + "requests_total",
                 "counter",
                 "Modbus requests received, by function code ('other': any code the farm "
@@ -267,7 +190,7 @@ class FarmMetrics:
 
     def _exceptions(self, out: list[str], snapshots: list[tuple[list[str], list[int]]]) -> None:
         out.append(
-            _header(
+            header(
                 PREFIX + "exceptions_total",
                 "counter",
                 "Exception responses sent, by exception code (decimal; 11 = gateway target "
@@ -279,7 +202,7 @@ class FarmMetrics:
 
     def _closed(self, out: list[str], snapshots: list[tuple[list[str], list[int]]]) -> None:
         out.append(
-            _header(
+            header(
                 PREFIX + "connections_closed_total",
                 "counter",
                 "Client connections the farm closed or refused, by reason (max_connections, "
@@ -308,11 +231,11 @@ class FarmMetrics:
     def _faults(self, out: list[str], snapshots: list[tuple[list[str], list[int]]]) -> None:
         if self.faults is not None:
             name = PREFIX + "faults_active"
-            out.append(_header(name, "gauge", "Faults active now (scheduled ones not yet)."))
+            out.append(header(name, "gauge", "Faults active now (scheduled ones not yet)."))
             for kind, count in self.faults.active_by_kind().items():
                 out.append(f'{name}{{kind="{kind}"}} {count}\n')
         out.append(
-            _header(
+            header(
                 PREFIX + "fault_injections_total",
                 "counter",
                 "Requests a fault acted on (offline and reboot: times the server went down).",
@@ -322,7 +245,7 @@ class FarmMetrics:
 
     def _durations(self, out: list[str], snapshots: list[tuple[list[str], list[int]]]) -> None:
         out.append(
-            _header(
+            header(
                 DURATION_NAME,
                 "histogram",
                 "Time from a request's arrival to its response being sent, in seconds.",

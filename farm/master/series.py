@@ -22,6 +22,11 @@ def escape(value: str) -> str:
     return value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
 
 
+def header(name: str, kind: str, text: str) -> str:
+    """A metric family's HELP and TYPE lines."""
+    return f"# HELP {name} {text}\n# TYPE {name} {kind}\n"
+
+
 def _labels(worker: int, servers: Iterable[str]) -> list[str]:
     """The label string of each of a shard's servers, in the order given."""
     return [f'server="{escape(name)}",worker="{worker}"' for name in servers]
