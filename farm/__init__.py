@@ -15,7 +15,8 @@ Four programs share this package; the folder tells which one runs a module:
               watchdog, workerpipe), api and metrics (HTTP; worker_metrics),
               faults (the fault table: when each fault starts and ends, who applies it),
               with fault_entry and fault_effects (applying faults to workers),
-              fleetview and pages (the live page at /, its files in master/web/), logs
+              fleetview (with fleetlayout, fleetstream) and pages (the live page at /,
+              its files in master/web/), logs
               (the farm's one log), state (banks saved to and restored from a file).
     worker/   a worker process: process (its loop and servers), engine (Modbus over
               TCP; the only module that imports pymodbus), fastpath, ticker, faults

@@ -14,10 +14,10 @@ from farm.config.plan import ServerRequest, build_plan
 from farm.config.templates import default_template
 from farm.ipc import stats
 from farm.ipc.stats import ShardCounters
+from farm.master.fleetstream import MAX_BACKLOG
 from farm.master.fleetview import (
     ERRORING,
     FAULTED,
-    MAX_BACKLOG,
     OFFLINE,
     UP,
     FleetView,

@@ -5,11 +5,11 @@ run (a farm from start to stop), listeners (binding, the open-files budget), sup
 start single servers), inventory (every server by name, its banks and counters), api
 (assembles the control API from route tables: routes, openapi, api_servers, api_values,
 api_targets, probes; access says who may change the farm through it), metrics (the
-Prometheus exposition; worker_metrics its per-worker series), fleetview and fleetlayout (the
-fleet view's live stream) with pages (the page at / and its routes; its files in web/),
-faults and value_faults (the fault table; fault_entry and fault_effects its parts), scenario
-and scenario_steps (the scenario player; api_scenario its routes), logs (the farm's one log:
-its own lines and the workers' events), state and statesaver (bank state files). Only the
-master handles signals. Imports farm.config and farm.ipc, never farm.worker (so never
-pymodbus).
+Prometheus exposition; worker_metrics its per-worker series), fleetview, fleetlayout and
+fleetstream (the fleet view's live stream) with pages (the page at / and its routes; its
+files in web/), faults and value_faults (the fault table; fault_entry and fault_effects its
+parts), scenario and scenario_steps (the scenario player; api_scenario its routes), logs
+(the farm's one log: its own lines and the workers' events), state and statesaver (bank
+state files). Only the master handles signals. Imports farm.config and farm.ipc, never
+farm.worker (so never pymodbus).
 """

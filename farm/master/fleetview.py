@@ -25,7 +25,7 @@ Events (text/event-stream; each `data:` line is one JSON object):
 When a fleet is scaled (a slot's shard changes), the next tick sends a new layout and a
 snapshot instead of a tick; deltas continue from there.
 A page that falls `MAX_BACKLOG` events behind is dropped; its EventSource reconnects and
-starts again from a layout and a snapshot.
+starts again from a layout and a snapshot (farm.master.fleetstream: each page's queue).
 """
 
 from __future__ import annotations
@@ -33,11 +33,10 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
-import json
 import time
 from collections import deque
 from collections.abc import Callable, Collection
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -53,12 +52,12 @@ from farm.ipc.stats import (
     ShardCounters,
 )
 from farm.master.fleetlayout import cell_layout
+from farm.master.fleetstream import Subscription, sse
 from farm.master.supervisor import Supervisor
 
 STATES = ("up", "erroring", "faulted", "offline")
 UP, ERRORING, FAULTED, OFFLINE = range(len(STATES))
 RATE_BOUNDS = (0.0, 1.0, 10.0, 100.0, 1000.0)  # requests/s; a bucket holds rates <= its bound
-MAX_BACKLOG = 16
 Counts = npt.NDArray[np.int64]
 
 
@@ -70,40 +69,6 @@ class ViewSources:
     faulted: Callable[[], Collection[str]] | None = None  # servers an active fault targets
     faults_active: Callable[[], int] | None = None
     scenario: Callable[[], dict[str, Any] | None] | None = None  # the step a scenario is at
-
-
-@dataclass(eq=False)
-class Subscription:
-    """One open page's queue of events."""
-
-    pending: deque[bytes] = field(default_factory=deque)
-    wake: asyncio.Event = field(default_factory=asyncio.Event)
-    closed: bool = False
-
-    def push(self, event: bytes) -> None:
-        if len(self.pending) >= MAX_BACKLOG:
-            self.close()  # too slow: better a fresh start from a snapshot than a stale page
-            return
-        self.pending.append(event)
-        self.wake.set()
-
-    def close(self) -> None:
-        self.closed = True
-        self.pending.clear()
-        self.wake.set()
-
-    async def next(self) -> bytes | None:
-        """The next event, or None once the subscription is closed."""
-        while not self.pending:
-            if self.closed:
-                return None
-            self.wake.clear()
-            await self.wake.wait()
-        return None if self.closed else self.pending.popleft()
-
-
-def sse(event: str, data: dict[str, Any]) -> bytes:
-    return f"event: {event}\ndata: {json.dumps(data, separators=(',', ':'))}\n\n".encode()
 
 
 def read_counters(counters: ShardCounters) -> tuple[Counts, Counts]:
