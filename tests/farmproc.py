@@ -139,6 +139,7 @@ class FarmProcess:
     extra: list[str] = field(default_factory=list)
     process: subprocess.Popen[str] | None = None
     file: str | None = None  # a config file: then `count` is only what to expect ready
+    ready_count: int | None = None  # servers wait_ready expects, when not `count`
 
     def start(self) -> FarmProcess:
         source = ["--count", str(self.count), "--port-base", str(self.port_base)]
@@ -206,9 +207,10 @@ class FarmProcess:
             if process.poll() is not None:
                 return {"exited": process.returncode}  # out of the loop at once, not at timeout
             status: dict[str, Any] = self.status()
-            return status if status["servers_ready"] == self.count else None
+            return status if status["servers_ready"] == expected else None
 
-        status = wait_for(ready, timeout, f"{self.count} servers ready")
+        expected = self.count if self.ready_count is None else self.ready_count
+        status = wait_for(ready, timeout, f"{expected} servers ready")
         if "exited" in status:
             raise AssertionError(f"farm exited early: {process.communicate()}")
         return status
@@ -240,14 +242,18 @@ class FarmProcess:
         self.process.communicate(timeout=10)
 
 
-def scalable_farm(count: int, room: int, workers: int = 2) -> FarmProcess:
+def scalable_farm(
+    count: int, room: int, workers: int = 2, extra: list[str] | None = None
+) -> FarmProcess:
     """A ready farm of `count` servers with ports kept free for it to grow to `room`."""
     for attempt in range(3):
         port_base = free_port_range(room)
         api_port = free_port()
         while port_base <= api_port < port_base + room:
             api_port = free_port()
-        running = FarmProcess(count=count, workers=workers, port_base=port_base, api_port=api_port)
+        running = FarmProcess(
+            count=count, workers=workers, port_base=port_base, api_port=api_port, extra=extra or []
+        )
         running.start()
         try:
             running.wait_ready()

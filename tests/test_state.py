@@ -127,6 +127,18 @@ def flipped(data: bytes) -> bytes:
     return data[:middle] + bytes([data[middle] ^ 0x01]) + data[middle + 1 :]
 
 
+def version_1(data: bytes) -> bytes:
+    """The file as format version 1 wrote it (records by server index), checksum and all."""
+    import hashlib
+    import struct
+
+    start = len(b"MODBUS-FARM-STATE\n")
+    (length,) = struct.unpack_from(">I", data, start)
+    header = data[start + 4 : start + 4 + length].replace(b'"version": 2', b'"version": 1')
+    content = data[: start + 4] + header + data[start + 4 + length : -32]
+    return content + hashlib.sha256(content).digest()
+
+
 @pytest.mark.parametrize(
     ("spoil", "count", "words"),
     [
@@ -134,8 +146,9 @@ def flipped(data: bytes) -> bytes:
         (flipped, 4, "is corrupt"),
         (lambda data: data, 5, "was written for another fleet"),
         (lambda data: b"hello" + data, 4, "is not a modbus-farm state file"),
+        (version_1, 4, "has format version 1, not 2"),
     ],
-    ids=["truncated", "flipped-byte", "another-fleet", "not-a-state-file"],
+    ids=["truncated", "flipped-byte", "another-fleet", "not-a-state-file", "version-1"],
 )
 def test_a_bad_state_file_is_refused_with_one_line(
     saved_state: Path, tmp_path: Path, spoil: object, count: int, words: str
@@ -189,7 +202,7 @@ def test_saved_and_restored_banks_are_byte_for_byte_the_same(tmp_path: Path) -> 
     from farm.config.plan import build_plan
     from farm.ipc.banks import Segment
     from farm.master.state import load as load_state
-    from farm.master.state import restore
+    from farm.master.staterestore import restore
     from farm.master.statesaver import StateSaver
 
     config = tmp_path / "farm.yaml"
@@ -235,7 +248,7 @@ def test_saved_and_restored_banks_are_byte_for_byte_the_same(tmp_path: Path) -> 
                     handle.write(rng.randbytes(rng.randrange(1, 12)))
         before = image(plan, names)
         state = tmp_path / "farm.state"
-        saver = StateSaver(state, plan, names)
+        saver = StateSaver(state, lambda: plan, names)
         saver.save()
         saver.close()
         plan2, names2 = farm_of(2)

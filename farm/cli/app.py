@@ -61,6 +61,8 @@ from farm.config.templates import ConnectionPolicy
 from farm.errors import ConfigError, FarmError, FarmUnreachable, exit_with
 from farm.master import logs
 from farm.master.run import MasterOptions, ReadySummary, serve
+from farm.master.state import fleet_digest
+from farm.master.staterestore import sized_plan
 from farm.master.supervisor import SupervisorOptions
 
 # Markup and emoji codes off: what these print carries user text (names, addresses, file
@@ -228,6 +230,16 @@ def up(
         plan = make_plan(
             file, count, host, port_base, workers, transport, certs, shard, connections
         )
+        origin = fleet_digest(plan)
+        if state_file is not None:  # a fleet scaled while it ran comes back at its size
+            plan = sized_plan(
+                state_file,
+                plan,
+                lambda counts: make_plan(
+                    file, count, host, port_base, workers, transport, certs, shard, connections,
+                    counts,
+                ),
+            )  # fmt: skip
         timeline = scenario_for_up(file, scenario_file, plan)
         problem = bind_privilege_problem(spec.port for spec in plan.servers())
         if problem is not None:
@@ -241,6 +253,7 @@ def up(
             metrics_host=metrics_host,
             metrics_port=metrics_port,
             state_file=state_file,
+            state_origin=origin,
             state_interval_s=state_interval,
             supervisor=SupervisorOptions(log_level=logging.getLevelName(log_level.upper())),
         )

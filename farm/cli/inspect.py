@@ -99,17 +99,21 @@ def make_plan(
     certs: str | None = None,
     shard: ShardChoice | None = None,
     connections: dict[str, Any] | None = None,
+    counts: dict[str, int] | None = None,
 ) -> Plan:
     """The plan for `farm up/plan`: a config file, or `count` built-in default devices.
 
     With `shard`, the whole fleet is expanded and the plan keeps that shard's slice.
-    `connections` overrides fields of every template's ConnectionLimits.
+    `connections` overrides fields of every template's ConnectionLimits. `counts` resizes
+    fleets by name, as `farm scale` would have (a state file's sizes: `farm up --state`).
     """
     try:
         if workers is None:
             # The CPUs this process may run on (taskset, a container's cpuset), not all there are.
             workers = len(os.sched_getaffinity(0)) or 1
         fleet = expand(file, count, host, port_base, transport, certs)
+        if counts is not None:
+            fleet = resized(fleet, counts)
         part = None
         if shard is not None:
             assert shard.index is not None
@@ -124,6 +128,16 @@ def make_plan(
             raise
         flags = ", ".join(FLAGS[name] for name in error.about)
         raise ConfigError(f"{flags}: {error}") from error
+
+
+def resized(fleet: Fleet, counts: dict[str, int]) -> Fleet:
+    """The fleet with some fleets at other counts: the servers and addresses `farm scale`
+    gives them (farm.config.growth), in the fleets' order."""
+    fleets = tuple(replace(spec, count=counts.get(spec.name, spec.count)) for spec in fleet.fleets)
+    requests = [request for spec in fleets for request in spec.servers(spec.count)]
+    if not requests:
+        raise ConfigError("the fleets hold no servers (every count is 0)")
+    return replace(fleet, requests=requests, fleets=fleets)
 
 
 CERT_FILES = {"certificate": "server.pem", "key": "server.key", "client_ca": "ca.pem"}

@@ -9,7 +9,8 @@ Prometheus exposition; worker_metrics its per-worker series), fleetview, fleetla
 fleetstream (the fleet view's live stream) with pages (the page at / and its routes; its
 files in web/), faults and value_faults (the fault table; fault_entry and fault_effects its
 parts), scenario and scenario_steps (the scenario player; api_scenario its routes), logs
-(the farm's one log: its own lines and the workers' events), state and statesaver (bank
-state files). Only the master handles signals. Imports farm.config and farm.ipc, never
-farm.worker (so never pymodbus).
+(the farm's one log: its own lines and the workers' events), state (the bank state file's
+format), staterestore (a start from one: the plan at its saved size, then the banks),
+statesaver and statelayout (saves while the farm runs). Only the master handles signals.
+Imports farm.config and farm.ipc, never farm.worker (so never pymodbus).
 """

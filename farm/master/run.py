@@ -35,7 +35,8 @@ from farm.master.listeners import bind_all, capacity, describe
 from farm.master.scale import Scaler
 from farm.master.scenario import ScenarioPlayer
 from farm.master.scenario_steps import StepActions
-from farm.master.state import Snapshot, load, restore
+from farm.master.state import Snapshot, fleet_counts, load
+from farm.master.staterestore import restore
 from farm.master.statesaver import StateKeeper, StateSaver
 from farm.master.supervisor import Supervisor, SupervisorOptions
 from farm.master.switch import Switch
@@ -52,6 +53,9 @@ class MasterOptions:
     metrics_host: str | None = None  # None: the API's host
     metrics_port: int | None = None  # a separate /metrics listener; None: none
     state_file: Path | None = None  # banks restored from it at start, saved to it
+    # The digest of the plan the config built, before the state file resized it
+    # (farm.master.staterestore.sized_plan); None: the plan served is the config's.
+    state_origin: str | None = None
     state_interval_s: float = 10.0
     supervisor: SupervisorOptions = field(default_factory=SupervisorOptions)
     scenario: Timeline | None = None  # played from when every server is ready
@@ -112,7 +116,7 @@ async def serve(
         logs.event(logging.INFO, "capacity", capacity(plan))
         supervisor = Supervisor(plan, sockets, options.supervisor)
         if options.state_file is not None:
-            keeper = _keep_state(options.state_file, options.state_interval_s, snapshot, supervisor)
+            keeper = _keep_state(options, snapshot, supervisor)
             cleanup.push_async_callback(keeper.finish)  # last in, first out: after the stop
         cleanup.push_async_callback(supervisor.stop)
         supervisor.on_progress = on_progress
@@ -197,10 +201,12 @@ def _loopback(host: str) -> bool:
 
 
 def _keep_state(
-    path: Path, interval_s: float, snapshot: Snapshot | None, supervisor: Supervisor
+    options: MasterOptions, snapshot: Snapshot | None, supervisor: Supervisor
 ) -> StateKeeper:
-    """Restore the banks from the state file (before any worker starts), then keep saving."""
-    plan = supervisor.plan
+    """Restore the banks from the state file (before any worker starts), then keep saving
+    the farm as it runs (as `farm scale` changes it: the supervisor's plan)."""
+    path, plan = options.state_file, supervisor.plan
+    assert path is not None
     segments = {slot.shard.worker: slot.segment.name for slot in supervisor.slots}
     if snapshot is None:
         logs.event(
@@ -211,17 +217,22 @@ def _keep_state(
         )
     else:
         written = restore(snapshot, plan, segments)
+        counts = fleet_counts(plan)
+        fleets = ", ".join(f"{name} {count}" for name, count in counts.items())
         logs.event(
             logging.INFO,
             "state_restored",
             f"state restored from {path} (saved {snapshot.saved_at}): "
-            f"{len(snapshot.records)} changed ranges, {written} bytes",
+            f"{len(snapshot.records)} changed ranges, {written} bytes"
+            + (f"; fleets: {fleets}" if fleets else ""),
             file=str(path),
             records=len(snapshot.records),
             bytes=written,
             saved_at=snapshot.saved_at,
+            fleets=counts,
         )
-    keeper = StateKeeper(StateSaver(path, plan, segments), interval_s)
+    saver = StateSaver(path, lambda: supervisor.plan, segments, options.state_origin)
+    keeper = StateKeeper(saver, options.state_interval_s)
     keeper.start()
     return keeper
 

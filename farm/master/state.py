@@ -10,19 +10,29 @@ writes at start): what clients wrote, and the state of counters and random walks
 whose value is a function of time alone (ramp, sine, square, replay, jitter) are left out:
 the ticker recomputes them anyway.
 
+A farm scaled while it ran (`farm scale`) is saved at its size: the header keeps each
+fleet's count, and a start with the same config and state file builds its plan at those
+counts (`sized_plan`, before anything is bound) and restores every server, the added ones
+too. Servers are matched by name, never by index or place: a scaled farm's order (its
+servers' indexes, workers and slots) is not a fresh plan's, but the names are the same.
+
 File layout (big-endian):
     MAGIC                       18 bytes
     header length               u32
-    header                      JSON: version, fleet (the digest of the fleet's shape:
-                                every server's name and unit layout, in order), servers,
-                                records, saved_at
-    body                        zlib of records: server index u32, unit index u8, table
+    header                      JSON: version; fleet (the digest of the fleet's shape:
+                                every server's name and unit layout, by name); origin (the
+                                digest of the plan the farm's config built, before a state
+                                file resized it); fleets (each fleet's count when saved);
+                                servers, records, saved_at
+    body                        zlib of records: server u32 (its rank by name: see
+                                `ranked`), unit index u8, table
                                 index u8 (farm.config.plan.TABLE_ORDER; `FILES`: the server's
                                 file records, FC 20/21, unit 0), byte offset in that table u32,
                                 length u32, then the bytes as they are in the bank
     checksum                    SHA-256 of everything before it (32 bytes)
 A file is read and checked whole (checksum, fleet, every record's bounds) before a single
-byte is applied: a truncated, altered or foreign file is refused, never half-applied.
+byte is applied: a truncated, altered or foreign file is refused, never half-applied. Files
+of format version 1 (records by server index, which a scale reorders) are refused too.
 Saves are atomic: a temporary file beside the target, fsync, rename, fsync of the directory.
 """
 
@@ -34,13 +44,11 @@ import json
 import os
 import struct
 import zlib
+from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-
-import numpy as np
-import numpy.typing as npt
 
 from farm.config.plan import (
     TABLE_ORDER,
@@ -55,24 +63,26 @@ from farm.config.templates import DeviceTemplate
 from farm.errors import StateFileError
 
 MAGIC = b"MODBUS-FARM-STATE\n"
-VERSION = 1
+VERSION = 2
 _LENGTH = struct.Struct(">I")
 _RECORD = struct.Struct(">IBBII")
 _DIGEST_BYTES = 32
-_STATEFUL = frozenset({"counter", "random_walk"})  # behaviours that carry on from the bank
-_MERGE_GAP = 8  # changed bytes this close together are saved as one run
-_CHUNK_BYTES = 8 * 1024 * 1024  # how much of a segment is compared at a time
-
-Bytes = npt.NDArray[np.uint8]
-
-
 FILES = len(TABLE_ORDER)  # the "table" that holds a server's file records
 
 
+def ranked(plan: Plan) -> list[ServerSpec]:
+    """The plan's servers in the file's order: by name (then fleet), whatever their indexes,
+    workers or slots, so a scaled farm and a fresh plan of the same servers agree."""
+    return sorted(
+        (spec for shard in plan.shards for spec in shard.servers),
+        key=lambda spec: (spec.name, spec.fleet),
+    )
+
+
 def fleet_digest(plan: Plan) -> str:
-    """The fleet's shape: every server's name, unit layout and file sizes, in order."""
+    """The fleet's shape: every server's name, unit layout and file sizes, by name."""
     shape = []
-    for spec in plan.servers():
+    for spec in ranked(plan):
         template = plan.templates[spec.template]
         units = [[u.unit_id, *(u.size(t) for t in TABLE_ORDER)] for u in template.units]
         files = [[file.number, file.records] for file in template.files]
@@ -98,9 +108,15 @@ def area_offset(spec: ServerSpec, template: DeviceTemplate, unit: int, table: in
     return table_offset(spec, template, template.units[unit].unit_id, TABLE_ORDER[table])
 
 
+def fleet_counts(plan: Plan) -> dict[str, int]:
+    """Each fleet's servers in the plan ({} for a plan without fleets: a shard of a fleet)."""
+    counted = Counter(spec.fleet for shard in plan.shards for spec in shard.servers)
+    return {fleet.name: counted[fleet.name] for fleet in plan.fleets}
+
+
 @dataclass(frozen=True, slots=True)
 class Record:
-    server: int  # ServerSpec.index
+    server: int  # the server's rank by name in the fleet (`ranked`)
     unit: int  # index in the template's units
     table: int  # index in TABLE_ORDER, or FILES
     offset: int  # bytes into that table (or into the server's file records)
@@ -127,24 +143,12 @@ def load(path: Path, plan: Plan) -> Snapshot | None:
     Raises StateFileError (one line) for a file that is unreadable, corrupt, or written for
     another fleet.
     """
-    try:
-        raw = path.read_bytes()
-    except FileNotFoundError:
+    found = read(path)
+    if found is None:
         _check_writable(path)
         return None
-    except OSError as exc:
-        raise StateFileError(f"state file {path}: cannot read it: {exc.strerror or exc}") from exc
+    header, body = found
     refuse = f"state file {path}"
-    if not raw.startswith(MAGIC):
-        raise StateFileError(f"{refuse} is not a modbus-farm state file; refusing it")
-    if len(raw) < len(MAGIC) + _LENGTH.size + _DIGEST_BYTES or (
-        hashlib.sha256(raw[:-_DIGEST_BYTES]).digest() != raw[-_DIGEST_BYTES:]
-    ):
-        raise StateFileError(
-            f"{refuse} is corrupt (its checksum does not match: truncated or altered since it "
-            "was saved); refusing it, nothing restored"
-        )
-    header, body = _split(raw, refuse)
     expected = fleet_digest(plan)
     if header.get("fleet") != expected:
         raise StateFileError(
@@ -163,6 +167,27 @@ def load(path: Path, plan: Plan) -> Snapshot | None:
     )
 
 
+def read(path: Path) -> tuple[dict[str, object], bytes] | None:
+    """The header and the records of a whole, unaltered state file; None if there is none."""
+    try:
+        raw = path.read_bytes()
+    except FileNotFoundError:
+        return None
+    except OSError as exc:
+        raise StateFileError(f"state file {path}: cannot read it: {exc.strerror or exc}") from exc
+    refuse = f"state file {path}"
+    if not raw.startswith(MAGIC):
+        raise StateFileError(f"{refuse} is not a modbus-farm state file; refusing it")
+    if len(raw) < len(MAGIC) + _LENGTH.size + _DIGEST_BYTES or (
+        hashlib.sha256(raw[:-_DIGEST_BYTES]).digest() != raw[-_DIGEST_BYTES:]
+    ):
+        raise StateFileError(
+            f"{refuse} is corrupt (its checksum does not match: truncated or altered since it "
+            "was saved); refusing it, nothing restored"
+        )
+    return _split(raw, refuse)
+
+
 def _check_writable(path: Path) -> None:
     folder = path.parent if str(path.parent) else Path(".")
     if not folder.is_dir() or not os.access(folder, os.W_OK | os.X_OK):
@@ -179,7 +204,10 @@ def _split(raw: bytes, refuse: str) -> tuple[dict[str, object], bytes]:
         raise StateFileError(f"{refuse} cannot be read ({exc}); refusing it") from exc
     if not isinstance(header, dict) or header.get("version") != VERSION:
         version = header.get("version") if isinstance(header, dict) else None
-        raise StateFileError(f"{refuse} has format version {version}, not {VERSION}; refusing it")
+        raise StateFileError(
+            f"{refuse} has format version {version}, not {VERSION} (an older modbus-farm's); "
+            "refusing it: move it aside to start from the templates' values"
+        )
     return header, body
 
 
@@ -198,43 +226,15 @@ def _records(body: bytes, refuse: str) -> Iterator[Record]:
 
 
 def _check_bounds(records: tuple[Record, ...], plan: Plan, refuse: str) -> None:
-    specs = {spec.index: spec for spec in plan.servers()}
+    specs = ranked(plan)
     for record in records:
-        spec = specs.get(record.server)
+        spec = specs[record.server] if record.server < len(specs) else None
         size = area_bytes(plan.templates[spec.template], record.unit, record.table) if spec else 0
-        if record.offset + len(record.data) > size:
+        if not record.data or record.offset + len(record.data) > size:
             raise StateFileError(
                 f"{refuse} holds a value outside this fleet's banks (server {record.server}); "
                 "refusing it, nothing restored"
             )
-
-
-def restore(snapshot: Snapshot, plan: Plan, segments: dict[int, str]) -> int:
-    """Write a checked snapshot into the banks (before any worker starts); returns bytes.
-
-    `segments` maps a shard's worker number to its bank segment's name.
-    """
-    where = {spec.index: (shard, spec) for shard in plan.shards for spec in shard.servers}
-    written = 0
-    with _opened(segments, os.O_RDWR) as files:
-        for record in snapshot.records:
-            shard, spec = where[record.server]
-            start = area_offset(spec, plan.templates[spec.template], record.unit, record.table)
-            os.pwrite(files[shard.worker], record.data, start + record.offset)
-            written += len(record.data)
-    return written
-
-
-@contextlib.contextmanager
-def _opened(segments: dict[int, str], flags: int) -> Iterator[dict[int, int]]:
-    files: dict[int, int] = {}
-    try:
-        for worker, name in segments.items():
-            files[worker] = os.open(segment_path(name), flags)
-        yield files
-    finally:
-        for fd in files.values():
-            os.close(fd)
 
 
 def segment_path(name: str) -> str:
@@ -244,8 +244,12 @@ def segment_path(name: str) -> str:
 # -- writing -----------------------------------------------------------------------------
 
 
-def encode(fleet: str, servers: int, records: list[Record]) -> bytes:
-    """A whole state file: magic, header, compressed records, checksum."""
+def encode(
+    records: list[Record], *, fleet: str, origin: str, fleets: dict[str, int], servers: int
+) -> bytes:
+    """A whole state file: magic, header, compressed records, checksum. `fleet`: the digest
+    of the farm as it runs (`fleet_digest`), `fleets` its counts (`fleet_counts`); `origin`:
+    the digest of the plan its config built."""
     body = zlib.compress(
         b"".join(
             _RECORD.pack(r.server, r.unit, r.table, r.offset, len(r.data)) + r.data for r in records
@@ -256,6 +260,8 @@ def encode(fleet: str, servers: int, records: list[Record]) -> bytes:
         {
             "version": VERSION,
             "fleet": fleet,
+            "origin": origin,
+            "fleets": fleets,
             "servers": servers,
             "records": len(records),
             "saved_at": datetime.now(UTC).isoformat(timespec="milliseconds"),

@@ -1,0 +1,203 @@
+"""`farm up --state FILE` keeps a fleet as `farm scale` left it: stopped (or killed with -9
+after a save) and started again with the same command, the farm comes back at the scaled
+size with every server's values, the added ones too."""
+
+from __future__ import annotations
+
+import os
+import random
+import signal
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+
+from farm.client import FarmClient
+from farm.config.behaviours import initialize_shard
+from farm.config.plan import Plan, add_servers, build_plan, default_servers, table_offset
+from farm.config.templates import Table, default_template
+from farm.ipc.banks import Segment
+from farm.master.state import load
+from farm.master.staterestore import restore
+from farm.master.statesaver import StateSaver
+from tests.farmproc import HOST, FarmProcess, port_free, scalable_farm, wait_for
+from tests.rawmodbus import read_registers
+from tests.test_state import saved_after, write_everywhere
+
+pytestmark = pytest.mark.timeout(240)
+START, ROOM = 20, 60  # servers at start; ports kept free for the fleet to grow into
+
+
+def name(index: int) -> str:
+    return f"device-{index:04d}"
+
+
+def refused(port: int) -> bool:
+    try:
+        with socket.create_connection((HOST, port), timeout=2):
+            return False
+    except ConnectionRefusedError:
+        return True
+
+
+def again(farm: FarmProcess, expected: int) -> FarmProcess:
+    """The same command as `farm` (its --count START, ports and --state), started and ready
+    with `expected` servers."""
+    restarted = FarmProcess(
+        count=START,
+        workers=farm.workers,
+        port_base=farm.port_base,
+        api_port=farm.api_port,
+        extra=farm.extra,
+        ready_count=expected,
+    )
+    restarted.start()
+    try:
+        restarted.wait_ready()
+    except AssertionError:
+        restarted.kill()
+        raise
+    return restarted
+
+
+def check_values(farm: FarmProcess, salts: dict[range, int]) -> None:
+    for servers, salt in salts.items():
+        for index in servers:
+            assert read_registers(farm.port(index), 10, 3) == [index, salt, 0xBEEF], name(index)
+
+
+def test_a_scaled_fleet_comes_back_at_its_size_with_every_value(tmp_path: Path) -> None:
+    state = tmp_path / "farm.state"
+    extra = ["--state", str(state), "--state-interval", "0.5"]
+    farm = scalable_farm(START, ROOM, extra=extra)
+    try:
+        api = FarmClient.at(HOST, farm.api_port)
+        # Up, down, up: device-0012... come back in the slots the leavers freed, with new
+        # indexes, on the least-loaded worker: not where a fresh plan of 30 puts them.
+        api.scale("default", 50)
+        api.scale("default", 12)
+        api.scale("default", 30)
+        write_everywhere(farm, 30, salt=5)
+        api.write(name(27), "holding_registers", 500, [4242, 7])  # by the API, as the operator
+    finally:
+        code, _, stderr = farm.stop()
+    assert code == 0, stderr
+    second = again(farm, 30)
+    try:
+        api = FarmClient.at(HOST, second.api_port)
+        assert [s.name for s in api.servers()] == [name(i) for i in range(30)]
+        check_values(second, {range(30): 5})
+        assert api.read(name(27), "holding_registers", 500, 2) == [4242, 7]
+        assert refused(second.port(30)) and port_free(second.port(49))
+        # Then grown again, and the whole farm killed with -9 after a save.
+        api.scale("default", 40)
+        written = time.time()
+        write_everywhere(second, 40, salt=9)
+        saved_after(state, written)
+        os.kill(second.pid, signal.SIGKILL)
+    finally:
+        second.kill()  # and its workers, by PID
+    ports = [second.port(index) for index in range(40)] + [second.api_port]
+    wait_for(lambda: all(port_free(port) for port in ports), 10, "every port to be free")
+    third = again(second, 40)
+    try:
+        check_values(third, {range(40): 9})
+        api = FarmClient.at(HOST, third.api_port)
+        assert api.read(name(27), "holding_registers", 500, 2) == [4242, 7]
+    finally:
+        code, _, stderr = third.stop()
+    assert code == 0, stderr
+    assert "state restored" in stderr and "fleets: default 40" in stderr, stderr
+
+
+def test_a_scaled_state_file_with_another_count_is_refused(tmp_path: Path) -> None:
+    """A file saved by a farm of 20 scaled to 26 is that fleet's, not one of 21's."""
+    state = tmp_path / "farm.state"
+    farm = scalable_farm(START, ROOM, extra=["--state", str(state)])
+    try:
+        FarmClient.at(HOST, farm.api_port).scale("default", 26)
+    finally:
+        code, _, stderr = farm.stop()
+    assert code == 0, stderr
+    content = state.read_bytes()
+    command = [
+        sys.executable, "-m", "farm", "up", "--count", str(START + 1),
+        "--port-base", str(farm.port_base), "--api-port", str(farm.api_port),
+        "--state", str(state),
+    ]  # fmt: skip
+    done = subprocess.run(command, capture_output=True, text=True, timeout=60)
+    lines = done.stderr.strip().splitlines()
+    assert done.returncode == 2, done.stderr
+    assert len(lines) == 1 and "was written for another fleet (26 servers" in lines[0], lines
+    assert state.read_bytes() == content
+
+
+def test_a_scaled_plan_restores_into_a_fresh_plan_byte_for_byte(tmp_path: Path) -> None:
+    """In process, over real segments: saved from a plan `farm scale` would leave (servers
+    removed, newcomers in the freed slots and a new block, with new indexes, on other
+    workers) and restored into a fresh plan of the same servers on another number of
+    workers, every server's holding registers come back exactly, matched by name."""
+    template = default_template()
+    templates = {template.name: template}
+    requests = default_servers(30, HOST, 20000, template.name)
+    plan = build_plan(requests[:20], templates, 2)
+    shards = [
+        replace(shard, servers=tuple(s for s in shard.servers if s.index < 12))
+        for shard in plan.shards
+    ]  # 20 -> 12
+    newcomers = list(enumerate(requests))[12:]
+    shards[1] = add_servers(shards[1], [(50 + i, r) for i, r in newcomers[::2]], templates, 0)
+    shards[0] = add_servers(shards[0], [(50 + i, r) for i, r in newcomers[1::2]], templates, 0)
+    scaled = replace(plan, shards=tuple(shards))  # -> 30, as a scale leaves them
+    segments: list[Segment] = []
+    rng = random.Random(12)
+
+    def banks(plan: Plan) -> dict[int, str]:
+        names = {}
+        for shard in plan.shards:
+            segment = Segment.create(shard.bank_bytes)
+            initialize_shard(segment.buf, shard, templates)
+            segments.append(segment)
+            names[shard.worker] = segment.name
+        return names
+
+    def holding(plan: Plan, names: dict[int, str]) -> dict[str, bytes]:
+        found = {}
+        for shard in plan.shards:
+            with open(f"/dev/shm/{names[shard.worker]}", "rb") as handle:
+                data = handle.read()
+            for spec in shard.servers:
+                start = table_offset(spec, template, 1, Table.HOLDING_REGISTERS)
+                found[spec.name] = data[start : start + 2000]
+        return found
+
+    try:
+        names = banks(scaled)
+        for shard in scaled.shards:
+            with open(f"/dev/shm/{names[shard.worker]}", "r+b") as handle:
+                for spec in shard.servers:  # a few runs in every server's holding registers
+                    start = table_offset(spec, template, 1, Table.HOLDING_REGISTERS)
+                    for _ in range(3):
+                        handle.seek(start + rng.randrange(1990))
+                        handle.write(rng.randbytes(rng.randrange(1, 10)))
+        before = holding(scaled, names)
+        state = tmp_path / "farm.state"
+        saver = StateSaver(state, lambda: scaled, names)
+        saver.save()
+        saver.close()
+        fresh = build_plan(requests, templates, 3)
+        snapshot = load(state, fresh)
+        assert snapshot is not None
+        fresh_names = banks(fresh)
+        restore(snapshot, fresh, fresh_names)
+        after = holding(fresh, fresh_names)
+        assert sorted(after) == sorted(before) == [name(i) for i in range(30)]
+        for server, data in before.items():
+            assert after[server] == data, server
+    finally:
+        for segment in segments:
+            segment.close()
