@@ -138,21 +138,29 @@ def test_a_scaled_state_file_with_another_count_is_refused(tmp_path: Path) -> No
 
 def test_a_scaled_plan_restores_into_a_fresh_plan_byte_for_byte(tmp_path: Path) -> None:
     """In process, over real segments: saved from a plan `farm scale` would leave (servers
-    removed, newcomers in the freed slots and a new block, with new indexes, on other
-    workers) and restored into a fresh plan of the same servers on another number of
-    workers, every server's holding registers come back exactly, matched by name."""
+    removed, newcomers in the freed slots and in new blocks, with new indexes in the order
+    the scales came, on other workers) and restored into a fresh plan of the same servers on
+    another number of workers, every server's holding registers come back exactly: servers
+    are matched by name, not by index or place."""
     template = default_template()
     templates = {template.name: template}
-    requests = default_servers(30, HOST, 20000, template.name)
-    plan = build_plan(requests[:20], templates, 2)
+    devices = default_servers(30, HOST, 20000, template.name)
+    meters = [
+        replace(request, name=f"meter-{i}", fleet="meters", port=21000 + i)
+        for i, request in enumerate(default_servers(10, HOST, 21000, template.name))
+    ]
+    plan = build_plan(devices[:20] + meters[:5], templates, 2)  # indexes 0-19, 20-24
     shards = [
-        replace(shard, servers=tuple(s for s in shard.servers if s.index < 12))
+        replace(
+            shard, servers=tuple(s for s in shard.servers if s.fleet == "meters" or s.index < 12)
+        )
         for shard in plan.shards
-    ]  # 20 -> 12
-    newcomers = list(enumerate(requests))[12:]
-    shards[1] = add_servers(shards[1], [(50 + i, r) for i, r in newcomers[::2]], templates, 0)
-    shards[0] = add_servers(shards[0], [(50 + i, r) for i, r in newcomers[1::2]], templates, 0)
-    scaled = replace(plan, shards=tuple(shards))  # -> 30, as a scale leaves them
+    ]  # default: 20 -> 12
+    shards[0] = add_servers(shards[0], [(25 + i, meters[5 + i]) for i in range(5)], templates, 0)
+    grown = [(30 + i, devices[12 + i]) for i in range(18)]  # default: 12 -> 30, after meters
+    shards[1] = add_servers(shards[1], grown[::2], templates, 0)
+    shards[0] = add_servers(shards[0], grown[1::2], templates, 0)
+    scaled = replace(plan, shards=tuple(shards))
     segments: list[Segment] = []
     rng = random.Random(12)
 
@@ -189,13 +197,13 @@ def test_a_scaled_plan_restores_into_a_fresh_plan_byte_for_byte(tmp_path: Path) 
         saver = StateSaver(state, lambda: scaled, names)
         saver.save()
         saver.close()
-        fresh = build_plan(requests, templates, 3)
+        fresh = build_plan(devices + meters, templates, 3)  # as a config of 30 and 10 builds
         snapshot = load(state, fresh)
         assert snapshot is not None
         fresh_names = banks(fresh)
         restore(snapshot, fresh, fresh_names)
         after = holding(fresh, fresh_names)
-        assert sorted(after) == sorted(before) == [name(i) for i in range(30)]
+        assert sorted(after) == sorted(before) == sorted(s.name for s in devices + meters)
         for server, data in before.items():
             assert after[server] == data, server
     finally:
