@@ -81,14 +81,15 @@ def ranked(plan: Plan) -> list[ServerSpec]:
 
 def fleet_digest(plan: Plan) -> str:
     """The fleet's shape: every server's name, unit layout and file sizes, by name."""
-    shape = []
-    for spec in ranked(plan):
-        template = plan.templates[spec.template]
+    shapes = {}  # each template's part, once: a fleet of 10,000 has a handful
+    for name, template in plan.templates.items():
         units = [[u.unit_id, *(u.size(t) for t in TABLE_ORDER)] for u in template.units]
         files = [[file.number, file.records] for file in template.files]
-        shape.append([spec.name, units, files])
-    text = json.dumps([VERSION, shape], separators=(",", ":"))
-    return hashlib.sha256(text.encode()).hexdigest()
+        shapes[name] = json.dumps([units, files], separators=(",", ":"))
+    digest = hashlib.sha256(f"{VERSION}\n".encode())
+    for spec in ranked(plan):
+        digest.update(f"{json.dumps(spec.name)}{shapes[spec.template]}\n".encode())
+    return digest.hexdigest()
 
 
 def area_bytes(template: DeviceTemplate, unit: int, table: int) -> int:
