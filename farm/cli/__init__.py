@@ -1,8 +1,8 @@
 """The `farm` command: every subcommand, a client of the master's API or a front to it.
 
-app (the group, `up`, `status`, `down`), inspect (`validate`, `plan`), prometheus_config,
-control (`servers`, `get`, `set`, `server stop|start`), faults (`fault add|list|clear`),
-scenario (`scenario run|status|stop`, `scale`).
+app (the group, `status`, `down`), up (`farm up`), inspect (`validate`, `plan`),
+prometheus_config, control (`servers`, `get`, `set`, `server stop|start`), faults
+(`fault add|list|clear`), scenario (`scenario run|status|stop`, `scale`).
 """
 
 from farm.cli.app import main

@@ -1,0 +1,297 @@
+"""`farm up`: start a farm in this process and serve it until Ctrl-C, SIGTERM or `farm down`.
+
+    farm up [FILE] [--count N] [--workers W] [--host H] [--port-base P] [--api-host H]
+            [--api-port A] [--api-token T] [--api-insecure] [--metrics-port M]
+            [--metrics-host H] [--transport T [--certs DIR]] [--max-connections N]
+            [--connection-policy P] [--idle-timeout S] [--frame-timeout S] [--state FILE]
+            [--state-interval S] [--log-level L] [--log-format text|json] [--log-file FILE]
+
+The front of the master (farm.master.run.serve): builds the plan (farm.cli.inspect), restores
+a scaled fleet's size from --state, finds the scenario, then runs the master on uvloop with a
+progress bar on stderr and the ready summary on stdout. Registered on the `farm` group by
+farm.cli.app. Every error a user can meet is one line on stderr and a non-zero exit.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import sys
+from collections.abc import Callable, Coroutine
+from pathlib import Path
+from typing import Any
+
+import click
+import uvloop
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.text import Text
+
+from farm.cli.inspect import make_plan
+from farm.cli.net import bind_privilege_problem
+from farm.cli.scenario import scenario_for_up
+from farm.cli.sharding import ShardChoice, shard_options
+from farm.client import api_host_option, api_port_option, api_token_option
+from farm.config.plan import TRANSPORTS, Plan, Transport
+from farm.config.shards import FleetSlice
+from farm.config.templates import ConnectionPolicy
+from farm.errors import ConfigError, FarmError, exit_with
+from farm.master import logs
+from farm.master.run import MasterOptions, ReadySummary, serve
+from farm.master.state import fleet_digest
+from farm.master.staterestore import sized_plan
+from farm.master.supervisor import SupervisorOptions
+
+# Markup and emoji codes off: what these print carries user text (names, addresses, file
+# names) that may hold square brackets or `:fire:`; styled words are Text spans instead.
+out = Console(markup=False, emoji=False)
+err = Console(stderr=True, markup=False, emoji=False)
+
+
+@click.command()
+@click.argument("file", type=click.Path(dir_okay=False), required=False)
+@click.option(
+    "--count", type=int, default=None, help="Devices to serve [default: 100; with FILE: scale to]."
+)
+@click.option(
+    "--workers", type=int, default=None, help="Worker processes [default: CPUs it may use]."
+)
+@click.option("--host", default=None, help="Address devices listen on [default: 127.0.0.1].")
+@click.option(
+    "--port-base", type=int, default=None, help="Port of the first device [default: 5020]."
+)
+@api_port_option
+@api_host_option
+@api_token_option
+@click.option(
+    "--api-insecure",
+    is_flag=True,
+    help="Serve the API on a non-loopback --api-host without a token (anyone reaching it can "
+    "change values and stop the farm).",
+)
+@click.option("--metrics-port", type=int, default=None, help="Also serve /metrics on this port.")
+@click.option(
+    "--metrics-host", default=None, help="Address for --metrics-port [default: api host]."
+)
+@click.option(
+    "--transport",
+    type=click.Choice(TRANSPORTS),
+    default=None,
+    help="How devices frame Modbus [default: tcp]; with FILE, the fleets say.",
+)
+@click.option(
+    "--certs",
+    type=click.Path(file_okay=False),
+    default=None,
+    help="For --transport tls: a `farm certs` directory (server.pem, server.key, ca.pem).",
+)
+@click.option(
+    "--max-connections",
+    type=click.IntRange(min=1),
+    default=None,
+    help="Connections one device accepts [default: the template's; built-in: 64].",
+)
+@click.option(
+    "--connection-policy",
+    type=click.Choice([p.value for p in ConnectionPolicy]),
+    default=None,
+    help="Past --max-connections: refuse the newcomer, or close the oldest [default: refuse].",
+)
+@click.option(
+    "--idle-timeout",
+    type=click.FloatRange(min=0),
+    default=None,
+    help="Close a connection silent this many seconds; 0: never [default: 300].",
+)
+@click.option(
+    "--frame-timeout",
+    type=click.FloatRange(min=0),
+    default=None,
+    help="Close a connection stuck this many seconds on half a frame; 0: never [default: 10].",
+)
+@click.option(
+    "--state",
+    "state_file",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="Restore every bank from FILE at start; save to it every --state-interval and at stop.",
+)
+@click.option(
+    "--state-interval",
+    type=click.FloatRange(min=0.1),
+    default=10.0,
+    show_default=True,
+    help="Seconds between saves of --state.",
+)
+@click.option(
+    "--log-level",
+    type=click.Choice(["debug", "info", "warning", "error"], case_sensitive=False),
+    default="info",
+    show_default=True,
+    help="debug: also every connection opened and closed, with the peer's address.",
+)
+@click.option(
+    "--log-format",
+    type=click.Choice(["text", "json"]),
+    default="text",
+    show_default=True,
+    help="json: one JSON object a line (time, level, worker, server, event, message, fields).",
+)
+@click.option(
+    "--log-file",
+    type=click.Path(dir_okay=False),
+    default=None,
+    help="Append the log to FILE instead of stderr.",
+)
+@click.option(
+    "--scenario",
+    "scenario_file",
+    default=None,
+    help="Play this file's scenario [default: FILE's scenario: section, if any].",
+)
+@shard_options(need_index=True)
+def up(
+    file: str | None,
+    count: int | None,
+    workers: int | None,
+    host: str | None,
+    port_base: int | None,
+    transport: Transport | None,
+    certs: str | None,
+    api_port: int,
+    api_host: str,
+    api_token: str | None,
+    api_insecure: bool,
+    metrics_port: int | None,
+    metrics_host: str | None,
+    max_connections: int | None,
+    connection_policy: str | None,
+    idle_timeout: float | None,
+    frame_timeout: float | None,
+    state_file: Path | None,
+    state_interval: float,
+    log_level: str,
+    log_format: logs.LogFormat,
+    log_file: str | None,
+    scenario_file: str | None,
+    shard: ShardChoice | None,
+) -> None:
+    """Start the farm (from FILE, or COUNT default devices) until Ctrl-C or SIGTERM.
+
+    With --shard-index I --shard-count N, serve only shard I of the fleet: N farms started
+    the same way with I = 0..N-1 serve it exactly once.
+    """
+    # JSON lines on stderr stay JSON lines: no progress bar there, no closing words.
+    plain = log_format == "text" or log_file is not None
+    try:
+        try:
+            logs.configure(log_level, log_format, log_file, err)
+        except OSError as exc:
+            raise ConfigError(f"--log-file {log_file}: {exc.strerror or exc}") from exc
+        connections: dict[str, Any] = {
+            name: value
+            for name, value in (
+                ("max", max_connections),
+                ("policy", connection_policy and ConnectionPolicy(connection_policy)),
+                ("idle_timeout_s", idle_timeout),
+                ("frame_timeout_s", frame_timeout),
+            )
+            if value is not None
+        }
+        plan = make_plan(
+            file, count, host, port_base, workers, transport, certs, shard, connections
+        )
+        origin = fleet_digest(plan)
+        if state_file is not None:  # a fleet scaled while it ran comes back at its size
+            plan = sized_plan(
+                state_file,
+                plan,
+                lambda counts: make_plan(
+                    file, count, host, port_base, workers, transport, certs, shard, connections,
+                    counts,
+                ),
+            )  # fmt: skip
+        timeline = scenario_for_up(file, scenario_file, plan)
+        problem = bind_privilege_problem(spec.port for spec in plan.servers())
+        if problem is not None:
+            raise ConfigError(problem)
+        options = MasterOptions(
+            scenario=timeline,
+            api_host=api_host,
+            api_port=api_port,
+            api_token=api_token,
+            api_insecure=api_insecure,
+            metrics_host=metrics_host,
+            metrics_port=metrics_port,
+            state_file=state_file,
+            state_origin=origin,
+            state_interval_s=state_interval,
+            supervisor=SupervisorOptions(log_level=logging.getLevelName(log_level.upper())),
+        )
+        _run_up(
+            plan, lambda progress, ready: serve(plan, options, progress, ready), show_progress=plain
+        )
+    except FarmError as error:
+        exit_with(error)
+    except KeyboardInterrupt:
+        sys.exit(130)
+    # After a hangup the terminal is gone and writing to it fails (EIO): the stop was clean.
+    if plain:
+        with contextlib.suppress(OSError):
+            err.print("farm stopped")
+
+
+ProgressCallback = Callable[[int, int], None]
+ReadyCallback = Callable[[ReadySummary], None]
+
+
+def _run_up(
+    plan: Plan,
+    make: Callable[[ProgressCallback, ReadyCallback], Coroutine[Any, Any, None]],
+    show_progress: bool = True,
+) -> None:
+    progress = Progress(
+        TextColumn("starting servers"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=err,
+        transient=True,
+        disable=not show_progress,
+    )
+    task = progress.add_task("servers", total=plan.servers_total)
+
+    def on_progress(up: int, total: int) -> None:
+        progress.update(task, completed=up)
+
+    def on_ready(summary: ReadySummary) -> None:
+        progress.stop()
+        _print_summary(summary, plan.fleet_slice)
+
+    with progress, asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+        runner.run(make(on_progress, on_ready))
+
+
+def _print_summary(summary: ReadySummary, part: FleetSlice) -> None:
+    out.print(
+        Text.assemble(
+            ("farm ready", "bold green"),
+            f" in {summary.seconds:.2f} s: {summary.servers_ready} of {summary.servers} servers up",
+        ),
+        highlight=False,
+    )
+    out.print(f"  servers  {summary.addresses}", highlight=False)
+    if not part.whole:
+        out.print(
+            f"  shard    {part.index} of {part.count}: servers {part.start}-{part.stop - 1} "
+            f"of a fleet of {part.total}",
+            highlight=False,
+        )
+    pids = ", ".join(str(pid) for pid in summary.pids)
+    out.print(f"  workers  {summary.workers} (pids {pids})", highlight=False)
+    out.print(f"  api      {summary.api_url}", highlight=False)
+    out.print(f"  metrics  {summary.metrics_url}", highlight=False)
+    for line in summary.failed:
+        out.print(Text.assemble("  ", ("failed", "red"), f"   {line}"), highlight=False)
+    out.print("Ctrl-C or `farm down` stops the farm.", highlight=False)
