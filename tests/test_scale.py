@@ -11,13 +11,23 @@ import subprocess
 import sys
 import threading
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
 from pymodbus.client import ModbusTcpClient
 
 from farm.client import FarmAPIError, FarmClient, Servers
-from tests.farmproc import HOST, FarmProcess, port_free, scalable_farm, squatter, wait_for
+from tests.farmproc import (
+    HOST,
+    FarmProcess,
+    free_port,
+    free_port_range,
+    port_free,
+    scalable_farm,
+    squatter,
+    wait_for,
+)
 
 pytestmark = pytest.mark.timeout(150)
 START, ROOM = 20, 60  # servers at start; ports kept free for the fleet to grow into
@@ -161,3 +171,38 @@ def test_a_taken_address_refuses_the_whole_scale(farm: FarmProcess) -> None:
         capture_output=True, text=True, timeout=60,
     )  # fmt: skip
     assert cli.returncode == 0 and f"default: {START} -> {START + 2} servers" in cli.stdout, cli
+
+
+def test_a_scale_onto_the_names_of_another_fleet_is_refused(tmp_path: Path) -> None:
+    """Two fleets with one name pattern: growing the empty one would give its newcomers the
+    other's names (the API finds a server by its name), so the scale is refused whole."""
+    base = free_port_range(10)
+    api_port = free_port()
+    while base <= api_port < base + 10:
+        api_port = free_port()
+    config = tmp_path / "farm.yaml"
+    config.write_text(
+        "fleets:\n"
+        f"  - {{name: spare, template: default, count: 0, name_pattern: 'dev-{{i:04d}}',"
+        f" addressing: {{port_start: {base}, port_end: {base + 4}}}}}\n"
+        f"  - {{name: line, template: default, count: 2, name_pattern: 'dev-{{i:04d}}',"
+        f" addressing: {{port_start: {base + 5}, port_end: {base + 9}}}}}\n"
+    )
+    farm = FarmProcess(
+        count=2, workers=1, port_base=base + 5, api_port=api_port, extra=[], file=str(config)
+    ).start()
+    try:
+        farm.wait_ready()
+        api = FarmClient.at(HOST, api_port)
+        with pytest.raises(FarmAPIError) as refused_call:
+            api.scale("spare", 1)
+        assert refused_call.value.status == 409, refused_call.value
+        assert "dev-0000 is already the name of a server" in str(refused_call.value)
+        assert [(s.name, s.fleet) for s in api.servers()] == [
+            ("dev-0000", "line"),
+            ("dev-0001", "line"),
+        ]
+        assert refused(base)  # nothing was bound for the refused newcomer
+    finally:
+        code, _, stderr = farm.stop()
+    assert code == 0, stderr

@@ -111,7 +111,9 @@ class Scaler:
             if self.supervisor.stopping:
                 raise CannotScale("the farm is stopping", 409)
             if count > before:
-                added = await self._grow(spec, spec.servers(count)[before:])
+                newcomers = spec.servers(count)[before:]
+                self._check_names(fleet, newcomers)
+                added = await self._grow(spec, newcomers)
                 removed: tuple[str, ...] = ()
             else:
                 added, removed = (), await self._shrink(spec.names(before)[count:])
@@ -158,6 +160,18 @@ class Scaler:
         ]
         await asyncio.gather(*pending)
         return tuple(request.name for request in requests)
+
+    def _check_names(self, fleet: str, requests: list[ServerRequest]) -> None:
+        """CannotScale (409) when a newcomer would take the name of a server of the farm (two
+        fleets whose name patterns give the same names: the API finds a server by its name)."""
+        taken = {spec.name for slot in self.supervisor.slots for spec in slot.shard.servers}
+        clash = [request.name for request in requests if request.name in taken]
+        if clash:
+            raise CannotScale(
+                f"{clash[0]} is already the name of a server of the farm ({len(clash)} of the "
+                f"new names are taken); give fleet {fleet!r} a name_pattern of its own",
+                409,
+            )
 
     def _bind(self, specs: list[ServerSpec]) -> dict[int, socket.socket]:
         """Every newcomer's listening socket, or CannotScale (409) and none."""
