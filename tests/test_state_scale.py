@@ -21,7 +21,7 @@ from farm.config.behaviours import initialize_shard
 from farm.config.plan import Plan, add_servers, build_plan, default_servers, table_offset
 from farm.config.templates import Table, default_template
 from farm.ipc.banks import Segment
-from farm.master.state import load
+from farm.master.state import load, read
 from farm.master.staterestore import restore
 from farm.master.statesaver import StateSaver
 from tests.farmproc import HOST, FarmProcess, port_free, scalable_farm, wait_for
@@ -112,6 +112,35 @@ def test_a_scaled_fleet_comes_back_at_its_size_with_every_value(tmp_path: Path) 
         code, _, stderr = third.stop()
     assert code == 0, stderr
     assert "state restored" in stderr and "fleets: default 40" in stderr, stderr
+
+
+def test_a_scale_is_saved_at_once_not_at_the_next_interval(tmp_path: Path) -> None:
+    """With saves every 10 minutes, a kill -9 soon after a scale still brings the farm back
+    at its scaled size: the scale itself asks for a save."""
+    state = tmp_path / "farm.state"
+    farm = scalable_farm(START, ROOM, extra=["--state", str(state), "--state-interval", "600"])
+    try:
+        first = state.stat().st_ino if state.exists() else None
+        scaled = time.time()
+        FarmClient.at(HOST, farm.api_port).scale("default", START + 5)
+
+        def saved_scaled() -> bool:
+            found = read(state) if state.exists() and state.stat().st_ino != first else None
+            return found is not None and found[0].get("fleets") == {"default": START + 5}
+
+        wait_for(saved_scaled, 20, "a save of the scaled farm")
+        assert state.stat().st_mtime >= scaled - 1
+        os.kill(farm.pid, signal.SIGKILL)
+    finally:
+        farm.kill()  # and its workers, by PID
+    ports = [farm.port(index) for index in range(START + 5)] + [farm.api_port]
+    wait_for(lambda: all(port_free(port) for port in ports), 10, "every port to be free")
+    again_ = again(farm, START + 5)
+    try:
+        assert len(FarmClient.at(HOST, again_.api_port).servers()) == START + 5
+    finally:
+        code, _, stderr = again_.stop()
+    assert code == 0, stderr
 
 
 def test_a_scaled_state_file_with_another_count_is_refused(tmp_path: Path) -> None:

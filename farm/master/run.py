@@ -115,9 +115,11 @@ async def serve(
         cleanup.callback(_close, sockets)  # in case the supervisor never takes them over
         logs.event(logging.INFO, "capacity", capacity(plan))
         supervisor = Supervisor(plan, sockets, options.supervisor)
+        refresh: tuple[Callable[[], object], ...] = ()  # what a scale tells, besides the API's
         if options.state_file is not None:
             keeper = _keep_state(options, snapshot, supervisor)
             cleanup.push_async_callback(keeper.finish)  # last in, first out: after the stop
+            refresh = (keeper.save_soon,)  # a scaled farm is saved at once, not at the interval
         cleanup.push_async_callback(supervisor.stop)
         supervisor.on_progress = on_progress
         supervisor.on_fatal = stop_requested.set
@@ -126,7 +128,7 @@ async def serve(
         cleanup.push_async_callback(faults.close)
         inventory.faults = faults.faults_of
         inventory.overlay = faults.overlay
-        scaler = Scaler(supervisor, (inventory.refresh, switch.refresh, faults.refresh))
+        scaler = Scaler(supervisor, (inventory.refresh, switch.refresh, faults.refresh, *refresh))
         actions = StepActions(faults, switch, inventory, scaler.scale, scaler.counts)
         player = ScenarioPlayer(actions, plan.fleets, plan.templates)
         cleanup.push_async_callback(player.close)  # before the faults (callbacks run last first)

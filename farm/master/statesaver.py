@@ -18,6 +18,7 @@ image, in numpy; points whose value is a function of time alone are masked out.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import threading
@@ -130,6 +131,12 @@ class StateKeeper:
         self.saver = saver
         self.interval_s = interval_s
         self._task: asyncio.Task[None] | None = None
+        self._soon = asyncio.Event()
+
+    def save_soon(self) -> None:
+        """Save now rather than at the end of the interval (the farm was scaled: a kill -9
+        before the next save would otherwise bring it back at its old size)."""
+        self._soon.set()
 
     def start(self) -> None:
         self._task = asyncio.create_task(self._every_interval())
@@ -146,7 +153,9 @@ class StateKeeper:
 
     async def _every_interval(self) -> None:
         while True:
-            await asyncio.sleep(self.interval_s)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._soon.wait(), self.interval_s)
+            self._soon.clear()
             await self._save(logging.DEBUG, "state saved")
 
     async def _save(self, level: int, what: str) -> None:
