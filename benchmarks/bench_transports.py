@@ -1,16 +1,17 @@
 """Transports (issue 14's budgets): server CPU per request of RTU over TCP, UDP and TLS
-against TCP's, TLS's handshake cost per connection, and TCP before and after (another
+against TCP's, TLS's handshake cost per connection, and TCP and RTU before and after (another
 checkout's farm, measured in the same run).
 
     python3 -m benchmarks.bench_transports [--servers 50] [--connections 20] [--duration 4]
-        [--repeat 3] [--handshakes 300] [--baseline DIR]
+        [--repeat 3] [--handshakes 300] [--baseline DIR] [--transports tcp,rtu-over-tcp,...]
 
 Every farm has one worker, so its CPU is one process's (plus the idle master); the load is
 `farm bench`'s engine in this process, closed loop, FC 3 x 10 registers, one request in flight
 per connection. Cases run in rounds (a burst from elsewhere on this shared machine spoils one
 run of several cases, not every run of one); each row keeps the round with the least server
 CPU per request, and every round's figure rides along. `--baseline DIR`: a checkout of the
-farm (e.g. `git archive main | tar -x -C DIR`) whose TCP is measured too, run from DIR. Prints
+farm (e.g. `git archive main | tar -x -C DIR`) whose TCP and RTU over TCP are measured too,
+run from DIR; `--transports` measures only those named (and TCP, the yardstick). Prints
 a Markdown table; nothing here asserts a speed.
 """
 
@@ -39,6 +40,8 @@ from farm.cli.certificates import write_certificates
 
 PDUS = parse_mix("3:100", address=0, quantity=10)
 REQUEST = struct.pack(">HHHB", 1, 0, 6, 1) + struct.pack(">BHH", 3, 0, 10)
+TRANSPORTS = ("tcp", "rtu-over-tcp", "udp", "tls")
+BASELINE = ("tcp", "rtu-over-tcp")  # measured from --baseline's checkout too
 
 
 @dataclass(frozen=True, slots=True)
@@ -128,12 +131,18 @@ def main() -> None:
     parser.add_argument("--duration", type=float, default=4.0)
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--handshakes", type=int, default=300)
-    parser.add_argument("--baseline", type=Path, help="Another checkout's farm, for TCP.")
+    parser.add_argument("--baseline", type=Path, help="Another checkout's farm, for TCP and RTU.")
+    parser.add_argument(
+        "--transports", default=",".join(TRANSPORTS), help="Which to measure (tcp always)."
+    )
     args = parser.parse_args()
-    cases = [Case("tcp", "tcp"), Case("rtu-over-tcp", "rtu-over-tcp"), Case("udp", "udp")]
-    cases.append(Case("tls", "tls"))
+    chosen = {"tcp", *args.transports.split(",")}
+    cases = [Case(name, name) for name in TRANSPORTS if name in chosen]
     if args.baseline is not None:
-        cases.insert(0, Case("tcp, baseline checkout", "tcp", args.baseline.resolve()))
+        for name in reversed(BASELINE):
+            if name in chosen:
+                label = f"{name}, baseline checkout"
+                cases.insert(0, Case(label, name, args.baseline.resolve()))
     with tempfile.TemporaryDirectory() as scratch:
         certs = Path(scratch)
         write_certificates(certs, "operator", ("127.0.0.1",), 1, force=True)
@@ -149,10 +158,9 @@ def main() -> None:
                     rounds[case.label].append(measure(servers[case.label], bench))
             client = ssl.create_default_context(cafile=str(certs / "ca.pem"))
             client.load_cert_chain(certs / "client.pem", certs / "client.key")
-            handshake = {
-                "tcp": connection_cost(servers["tcp"], None, args.handshakes),
-                "tls": connection_cost(servers["tls"], client, args.handshakes),
-            }
+            handshake = {"tcp": connection_cost(servers["tcp"], None, args.handshakes)}
+            if "tls" in servers:
+                handshake["tls"] = connection_cost(servers["tls"], client, args.handshakes)
         finally:
             for server in servers.values():
                 server.stop()
@@ -182,6 +190,8 @@ def report(
             f"| {case.label} | {row['requests_per_s']:,.0f} | {row['cpu_us']:.1f} us | "
             f"{row['cpu_us'] / tcp:.2f}x | {every} us | {row['errors']} |"
         )
+    if "tls" not in handshake:
+        return
     print()
     print(
         f"Connections ({args.handshakes} in a row: connect, one request, close), server CPU "

@@ -1,4 +1,5 @@
-"""Test support: Modbus/TCP by hand over plain sockets, and what /proc says about a process.
+"""Test support: Modbus/TCP (and RTU over TCP) by hand over plain sockets, a bystander that
+times a server's answers, and what /proc says about a process.
 
 For tests that need what no real master does on purpose (never reading, half frames,
 thousands of connections) or that must touch hundreds of servers quickly.
@@ -8,9 +9,12 @@ from __future__ import annotations
 
 import os
 import socket
+import statistics
 import struct
+import threading
 import time
 
+from farm import rtu
 from tests.farmproc import HOST
 
 _PAGE = os.sysconf("SC_PAGE_SIZE")
@@ -34,6 +38,14 @@ def read_frame(sock: socket.socket) -> bytes:
     header = read_exactly(sock, 7)
     (length,) = struct.unpack_from(">H", header, 4)
     return header + read_exactly(sock, length - 1)
+
+
+def read_rtu_frame(sock: socket.socket) -> bytes:
+    """One RTU response frame (unit id to CRC)."""
+    start = read_exactly(sock, 3)
+    length = rtu.response_length(start, 0)
+    assert length > 0, f"no RTU response starts {start.hex()}"
+    return start + read_exactly(sock, length - 3)
 
 
 def read_registers(port: int, address: int, count: int, unit: int = 1) -> list[int]:
@@ -77,3 +89,52 @@ def rss_bytes(pid: int) -> int:
 
 def open_files(pid: int) -> int:
     return len(os.listdir(f"/proc/{pid}/fd"))
+
+
+def p90(values: list[float]) -> float:
+    return statistics.quantiles(values, n=10)[-1]
+
+
+class Bystander(threading.Thread):
+    """Reads one register of one server, one request at a time, timing each; bounded.
+    `framing`: "mbap", or "rtu" for a server of RTU over TCP."""
+
+    def __init__(self, port: int, limit_s: float = 90.0, framing: str = "mbap") -> None:
+        super().__init__(daemon=True)
+        self.port, self.limit_s, self.framing = port, limit_s, framing
+        self.done = threading.Event()
+        self.latencies: list[float] = []
+        self.failures: list[str] = []
+
+    def run(self) -> None:
+        deadline = time.monotonic() + self.limit_s
+        with socket.create_connection((HOST, self.port), timeout=5) as sock:
+            transaction = 0
+            while not self.done.is_set() and time.monotonic() < deadline:
+                transaction = (transaction + 1) & 0xFFFF
+                began = time.perf_counter()
+                try:
+                    self.ask(sock, transaction)
+                    self.latencies.append(time.perf_counter() - began)
+                except (OSError, AssertionError) as exc:
+                    self.failures.append(repr(exc))
+                    return
+                time.sleep(0.01)
+
+    def ask(self, sock: socket.socket, transaction: int) -> None:
+        if self.framing == "rtu":
+            sock.sendall(rtu.frame(1, b"\x03\x00\x00\x00\x01"))
+            frame = read_rtu_frame(sock)
+            assert frame[:3] == b"\x01\x03\x02" and rtu.crc_ok(frame, 0, len(frame)), frame
+            return
+        sock.sendall(mbap(transaction, 1, b"\x03\x00\x00\x00\x01"))
+        frame = read_frame(sock)
+        assert frame[:2] == struct.pack(">H", transaction) and frame[7] == 3
+
+
+def usual_latency(port: int, seconds: float, framing: str = "mbap") -> list[float]:
+    probe = Bystander(port, limit_s=seconds, framing=framing)
+    probe.start()
+    probe.join(seconds + 10)
+    assert not probe.failures, probe.failures
+    return probe.latencies

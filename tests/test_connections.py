@@ -24,12 +24,15 @@ from tests.conftest import start_farm
 from tests.farmproc import HOST, FarmProcess, free_port, free_port_range, wait_for
 from tests.prometheus_server import scrape, value
 from tests.rawmodbus import (
+    Bystander,
     closed_by_peer,
     mbap,
     open_files,
+    p90,
     read_frame,
     read_registers,
     rss_bytes,
+    usual_latency,
 )
 
 pytestmark = pytest.mark.timeout(180)
@@ -51,42 +54,6 @@ def farm4() -> Iterator[FarmProcess]:
 def closed(farm: FarmProcess, server: str, reason: str, worker: int = 0) -> float:
     labels = {"server": server, "worker": str(worker), "reason": reason}
     return value(scrape(farm), "modbus_farm_connections_closed_total", **labels) or 0
-
-
-class Bystander(threading.Thread):
-    """Reads one register of one server, one request at a time, timing each; bounded."""
-
-    def __init__(self, port: int, limit_s: float = 90.0) -> None:
-        super().__init__(daemon=True)
-        self.port, self.limit_s = port, limit_s
-        self.done = threading.Event()
-        self.latencies: list[float] = []
-        self.failures: list[str] = []
-
-    def run(self) -> None:
-        deadline = time.monotonic() + self.limit_s
-        with socket.create_connection((HOST, self.port), timeout=5) as sock:
-            transaction = 0
-            while not self.done.is_set() and time.monotonic() < deadline:
-                transaction = (transaction + 1) & 0xFFFF
-                began = time.perf_counter()
-                try:
-                    sock.sendall(mbap(transaction, 1, b"\x03\x00\x00\x00\x01"))
-                    frame = read_frame(sock)
-                    assert frame[:2] == struct.pack(">H", transaction) and frame[7] == 3
-                    self.latencies.append(time.perf_counter() - began)
-                except (OSError, AssertionError) as exc:
-                    self.failures.append(repr(exc))
-                    return
-                time.sleep(0.01)
-
-
-def usual_latency(port: int, seconds: float) -> list[float]:
-    probe = Bystander(port, limit_s=seconds)
-    probe.start()
-    probe.join(seconds + 10)
-    assert not probe.failures, probe.failures
-    return probe.latencies
 
 
 def test_a_client_that_never_reads_costs_bounded_memory(farm4: FarmProcess) -> None:
@@ -118,15 +85,15 @@ def test_a_client_that_never_reads_costs_bounded_memory(farm4: FarmProcess) -> N
     print(
         f"never-reading client: sent {sent / 2**20:.1f} MiB, farm read {stalled_at or 0:.0f} "
         f"bytes; worker RSS +{growth / 2**20:.1f} MiB; neighbour p50/p90 before "
-        f"{statistics.median(before) * 1e3:.2f}/{_p90(before) * 1e3:.2f} ms, during "
-        f"{statistics.median(during) * 1e3:.2f}/{_p90(during) * 1e3:.2f} ms ({len(during)} reads)"
+        f"{statistics.median(before) * 1e3:.2f}/{p90(before) * 1e3:.2f} ms, during "
+        f"{statistics.median(during) * 1e3:.2f}/{p90(during) * 1e3:.2f} ms ({len(during)} reads)"
     )
     assert growth < 16 * 2**20
     assert not bystander.failures, bystander.failures
     assert len(during) > 100
     # Its usual latency, with room for a 2-core machine shared with other work.
     assert statistics.median(during) < 3 * statistics.median(before) + 0.005
-    assert _p90(during) < 3 * _p90(before) + 0.010
+    assert p90(during) < 3 * p90(before) + 0.010
     assert read_registers(farm.port(0), 0, 2) == [0, 0]  # and the hog's device still answers
 
 
@@ -208,10 +175,6 @@ def test_a_udp_flood_into_a_delay_fault_costs_bounded_memory() -> None:
     assert seen[-1] > 50_000  # read past the 1,024 held, and dropped
     assert growth < 16 * 2**20, f"worker RSS +{growth / 2**20:.1f} MiB"
     assert answer[:2] == b"\x00\x07" and answer[7] == 3
-
-
-def _p90(values: list[float]) -> float:
-    return statistics.quantiles(values, n=10)[-1]
 
 
 @pytest.mark.parametrize(

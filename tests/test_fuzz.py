@@ -12,8 +12,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from tests.fuzzer import BYSTANDER, TEMPLATE, Fuzzer, Shadow, fuzz_farm
-from tests.rawmodbus import read_registers
-from tests.test_connections import Bystander
+from tests.rawmodbus import Bystander, read_registers
 
 pytestmark = pytest.mark.timeout(180)
 

@@ -1,0 +1,170 @@
+"""Careless and hostile clients of RTU over TCP, as tests/test_connections.py has them for
+MBAP: clients that pipeline and never read cost bounded memory (with a fault active or not),
+a half frame is closed by the frame timeout, and a long pipelined burst read slowly comes
+back whole and in order."""
+
+from __future__ import annotations
+
+import contextlib
+import socket
+import statistics
+import struct
+import threading
+import time
+from collections.abc import Iterator
+
+import pytest
+
+from farm import rtu
+from farm.client import FarmClient
+from tests.conftest import start_farm
+from tests.farmproc import HOST, FarmProcess
+from tests.prometheus_server import scrape, value
+from tests.rawmodbus import (
+    Bystander,
+    closed_by_peer,
+    p90,
+    read_rtu_frame,
+    rss_bytes,
+    usual_latency,
+)
+
+pytestmark = pytest.mark.timeout(180)
+RTU = ["--transport", "rtu-over-tcp"]
+FC3_125 = rtu.frame(1, struct.pack(">BHH", 3, 0, 125))  # 8 bytes in, 255 out
+HOGS = 4  # each one read's worth (~256 KB of requests) was ~8 MB of answers before
+
+
+@pytest.fixture
+def farm4() -> Iterator[FarmProcess]:
+    """4 RTU servers on 2 workers: servers 0 and 2 share worker 0."""
+    farm = start_farm(4, workers=2, extra=RTU)
+    try:
+        farm.wait_ready()
+        yield farm
+    finally:
+        code, _, stderr = farm.stop()
+        assert code == 0, stderr
+
+
+def closed(farm: FarmProcess, reason: str) -> float:
+    labels = {"server": "device-0000", "worker": "0", "reason": reason}
+    return value(scrape(farm), "modbus_farm_connections_closed_total", **labels) or 0
+
+
+@pytest.mark.parametrize("fault", [None, "delay"], ids=["no-fault", "delay-fault"])
+def test_rtu_clients_that_never_read_cost_bounded_memory(
+    farm4: FarmProcess, fault: str | None
+) -> None:
+    """4 connections pipelining FC 3 x 125 with CRC for 12 s, no answer ever read: the worker
+    stops reading them a chunk past 64 KiB of answers (before: one read of ~32,000 requests
+    was answered whole, ~8 MB a connection, or held by a delay fault), its RSS stays within
+    a few MiB, and its neighbour keeps its latency."""
+    farm = farm4
+    client = FarmClient.at(HOST, farm.api_port)
+    worker = farm.worker_pids()[0]
+    before = usual_latency(farm.port(2), 3.0, framing="rtu")
+    held = client.fault("delay", target="device-0000", ms=30_000) if fault else None
+    rss_before = rss_bytes(worker)
+    batch = FC3_125 * 150  # 1,200 bytes in, 38,250 out
+    sent = 0
+    hogs = [socket.create_connection((HOST, farm.port(0)), timeout=5) for _ in range(HOGS)]
+    try:
+        bystander = Bystander(farm.port(2), framing="rtu")
+        bystander.start()
+        peak = rss_before
+        deadline = time.monotonic() + 12.0
+        while time.monotonic() < deadline:
+            for hog in hogs:
+                hog.settimeout(0.05)
+                with contextlib.suppress(TimeoutError):  # the farm stopped reading it
+                    sent += hog.send(batch)
+            peak = max(peak, rss_bytes(worker))
+        bystander.done.set()
+        bystander.join(10)
+        labels = {"server": "device-0000", "worker": "0"}
+        read = value(scrape(farm), "modbus_farm_received_bytes_total", **labels)
+    finally:
+        for hog in hogs:
+            hog.close()
+    if held is not None:
+        client.clear_fault(held.id)
+    growth = peak - rss_before
+    during = bystander.latencies
+    print(
+        f"{HOGS} never-reading RTU clients ({fault}): sent {sent / 2**20:.1f} MiB, farm read "
+        f"{(read or 0) / 2**20:.1f} MiB; worker RSS +{growth / 2**20:.1f} MiB; neighbour "
+        f"p50/p90 before {statistics.median(before) * 1e3:.2f}/{p90(before) * 1e3:.2f} ms, "
+        f"during {statistics.median(during) * 1e3:.2f}/{p90(during) * 1e3:.2f} ms"
+    )
+    assert growth < 8 * 2**20, f"worker RSS +{growth / 2**20:.1f} MiB"
+    assert not bystander.failures, bystander.failures
+    assert len(during) > 50
+    assert statistics.median(during) < 3 * statistics.median(before) + 0.005
+    assert p90(during) < 3 * p90(before) + 0.010
+    assert farm.worker_pids()[0] == worker  # never replaced: its loop kept running
+    if held is None:
+        assert usual_latency(farm.port(0), 0.5, framing="rtu")  # the hogs' device answers
+
+
+def read_rtu(sock: socket.socket, count: int) -> list[bytes]:
+    return [read_rtu_frame(sock) for _ in range(count)]
+
+
+@pytest.mark.parametrize("delay_ms", [0, 200], ids=["no-fault", "delay-fault"])
+def test_a_long_rtu_burst_read_slowly_is_answered_whole_and_in_order(
+    farm4: FarmProcess, delay_ms: int
+) -> None:
+    """3,000 pipelined reads of 1 to 125 registers, by a client with a small receive buffer
+    that starts reading after 1 s: the farm pauses and resumes that connection (and its
+    outbox, with a delay fault) and every answer arrives, in request order, CRC intact."""
+    if delay_ms:
+        FarmClient.at(HOST, farm4.api_port).fault("delay", target="device-0001", ms=delay_ms)
+    count = 3000
+    quantities = [1 + number % 125 for number in range(count)]
+    burst = b"".join(rtu.frame(1, struct.pack(">BHH", 3, 0, q)) for q in quantities)
+    with socket.socket() as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        sock.settimeout(10)
+        sock.connect((HOST, farm4.port(1)))
+        sender = threading.Thread(target=sock.sendall, args=(burst,), daemon=True)
+        sender.start()
+        time.sleep(1.0)  # not a wait for something: the client is slow to read, on purpose
+        answers = read_rtu(sock, count)
+        sender.join(10)
+    assert [answer[2] for answer in answers] == [2 * q for q in quantities]
+    assert all(
+        answer[:2] == b"\x01\x03" and rtu.crc_ok(answer, 0, len(answer)) for answer in answers
+    )
+
+
+@pytest.mark.parametrize("fault", [False, True], ids=["no-fault", "delay-fault"])
+def test_an_rtu_slowloris_is_closed_by_the_frame_timeout(fault: bool) -> None:
+    """A TCP stream keeps no silence to end a half RTU frame: the frame timeout closes a
+    connection that sends a frame a byte every 500 ms (before: held as long as it sent),
+    counted, on the fast path and on a faulted server's."""
+    farm = start_farm(2, workers=1, extra=[*RTU, "--frame-timeout", "2"])
+    try:
+        farm.wait_ready()
+        port = farm.port(0)
+        if fault:
+            FarmClient.at(HOST, farm.api_port).fault("delay", target="device-0000", ms=1)
+        with socket.create_connection((HOST, port), timeout=5) as sock:
+            sock.sendall(rtu.frame(1, b"\x03\x00\x00\x00\x01"))
+            assert read_rtu_frame(sock)[:2] == b"\x01\x03"  # answered (through the fault)
+        # FC 16 of 123 registers: 255 bytes, never finished.
+        data = bytes(246)
+        frame = rtu.frame(1, struct.pack(">BHHB", 16, 0, 123, len(data)) + data)
+        began, stuck_for = time.monotonic(), None
+        with socket.create_connection((HOST, port), timeout=5) as slow:
+            for byte in frame[:20]:  # 10 s of it at most
+                with contextlib.suppress(OSError):
+                    slow.send(bytes([byte]))
+                if closed_by_peer(slow, 0.5) is not None:
+                    stuck_for = time.monotonic() - began
+                    break
+        assert closed(farm, "frame_timeout") == 1
+    finally:
+        code, _, stderr = farm.stop()
+    assert code == 0, stderr
+    assert stuck_for is not None and 2.0 <= stuck_for < 2.0 + 5, stuck_for
