@@ -173,7 +173,7 @@ class RtuConnection(ModbusConnection):
         (0, unit id, PDU) of each whose CRC matches (0: RTU has no transaction id), and where
         the bytes they took end."""
         buffer = self.buffer
-        frames = []
+        frames: list[tuple[int, int, bytes]] = []
         position = start
         available = len(buffer)
         last = min(available, start + FLUSH_INPUT_BYTES)
