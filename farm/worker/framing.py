@@ -29,6 +29,7 @@ from typing import Protocol
 from farm import rtu
 from farm.ipc.stats import (
     BYTES_RECEIVED,
+    BYTES_SENT,
     CRC_ERRORS,
     DURATION,
     DURATION_BOUNDS_NS,
@@ -142,16 +143,44 @@ class RtuConnection(ModbusConnection):
         arrived = perf_counter_ns()
         self.seen = self.clock.now  # for the idle timeout (farm.worker.limits)
         device = self.device
-        device.counters[BYTES_RECEIVED] += len(data)
+        counters = device.counters
+        counters[BYTES_RECEIVED] += len(data)
         buffer = self.buffer
         buffer += data
+        if len(buffer) > FLUSH_INPUT_BYTES:
+            self._answer_long_read(arrived)  # mind backpressure as it goes
+            return
+        frames, position = self.frames(0)
+        del buffer[:position]
+        if frames:
+            if device.faults is not None:  # the one check a server without faults pays
+                device.faults.answer_frames(self, arrived, frames, RTU)
+            else:
+                replies = []
+                for _, unit, pdu in frames:
+                    response = answer_serial(device, unit, pdu)
+                    if response is not None:
+                        replies.append(rtu.frame(unit, response))
+                if replies and self.transport is not None:
+                    out = b"".join(replies)
+                    self.transport.write(out)
+                    counters[BYTES_SENT] += len(out)
+                    record_duration(counters, len(replies), perf_counter_ns() - arrived)
+        if buffer or self.partial_at >= 0:  # most reads end on a whole frame
+            self.track_partial(position)  # the frame timeout, as the engine's
+
+    def _answer_long_read(self, arrived: int) -> None:
+        """data_received for a buffer of more than FLUSH_INPUT_BYTES: a chunk of its frames at
+        a time, each answered and written before the next is taken, stopping as soon as the
+        transport pauses or the outbox holds (the rest waits in the buffer)."""
+        device = self.device
+        buffer = self.buffer
         position = 0
         while True:
             frames, end = self.frames(position)
             if frames:
-                faults = device.faults
-                if faults is not None:  # the one check a server without faults pays
-                    faults.answer_frames(self, arrived, frames, RTU)
+                if device.faults is not None:
+                    device.faults.answer_frames(self, arrived, frames, RTU)
                 else:
                     replies = []
                     for _, unit, pdu in frames:
@@ -165,8 +194,7 @@ class RtuConnection(ModbusConnection):
                 break
         # A disconnect fault may have cleared the buffer under us: del clamps to its length.
         del buffer[:position]
-        if buffer or self.partial_at >= 0:  # most reads end on a whole frame
-            self.track_partial(position)  # the frame timeout, as the engine's
+        self.track_partial(position)  # the frame timeout, as the engine's
 
     def frames(self, start: int = 0) -> tuple[list[tuple[int, int, bytes]], int]:
         """The whole frames from `start` on, at most `FLUSH_INPUT_BYTES` of them (a chunk):
@@ -176,7 +204,7 @@ class RtuConnection(ModbusConnection):
         frames: list[tuple[int, int, bytes]] = []
         position = start
         available = len(buffer)
-        last = min(available, start + FLUSH_INPUT_BYTES)
+        last = start + FLUSH_INPUT_BYTES
         while available - position >= rtu.MIN_FRAME and position < last:
             length = rtu.FIXED_REQUEST[buffer[position + 1]] or rtu.request_length(buffer, position)
             if length == rtu.SEARCH:
