@@ -6,9 +6,10 @@ certificates must chain to: then a client without such a certificate is refused 
 handshake. `secured` puts the TLS layer under each connection itself rather than letting
 `create_server(ssl=...)` do it, so that a refused client is counted
 (`TLS_HANDSHAKE_FAILURES`) instead of silently dropped. After the handshake the connection
-is a `ModbusConnection` on the TLS transport whose `role` holds the role its client's
-certificate names in the extension 1.3.6.1.4.1.50316.802.1 (an ASN.1 UTF8String), or None:
-the role a fault can match on, and that the shard's counters tally for /metrics.
+is a `ModbusConnection` on the TLS transport, with its backpressure and timeouts, whose
+`role` holds the role its client's certificate names in the extension
+1.3.6.1.4.1.50316.802.1 (an ASN.1 UTF8String), or None: the role a fault can match on, and
+that the shard's counters tally for /metrics.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ import uvloop.loop
 
 from farm.config.plan import TlsSettings
 from farm.ipc.stats import TLS_HANDSHAKE_FAILURES
-from farm.worker.engine import Device, ModbusConnection
+from farm.worker.engine import HIGH_WATER_BYTES, Device, ModbusConnection
 from farm.worker.limits import ServerConnections
 
 # uvloop's TLS layer (Cython), or asyncio's (Python) if a uvloop lacks it: both take a
@@ -98,6 +99,10 @@ class TlsConnection(ModbusConnection):
         ssl_object = transport.get_extra_info("ssl_object")
         self.role = role_of(ssl_object.getpeercert(binary_form=True) if ssl_object else None)
         self.on_session(self.role)
+        # Backpressure is the engine's (its paused connection stops the TLS layer handing it
+        # data); the layer itself reads up to 256 KiB of records ahead by default, 64 KiB here.
+        tls_transport: Any = transport
+        tls_transport.set_read_buffer_limits(high=HIGH_WATER_BYTES)
         super().connection_made(transport)
 
 

@@ -1,17 +1,21 @@
-"""Careless and hostile clients of RTU over TCP, as tests/test_connections.py has them for
-MBAP: clients that pipeline and never read cost bounded memory (with a fault active or not),
-a half frame is closed by the frame timeout, and a long pipelined burst read slowly comes
-back whole and in order."""
+"""Careless and hostile clients of RTU over TCP and TLS, as tests/test_connections.py has them
+for plain TCP: clients that pipeline and never read cost bounded memory (with a fault active
+or not), a half RTU frame is closed by the frame timeout, and a long pipelined burst read
+slowly comes back whole and in order."""
 
 from __future__ import annotations
 
 import contextlib
 import socket
+import ssl
 import statistics
 import struct
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
@@ -23,7 +27,9 @@ from tests.prometheus_server import scrape, value
 from tests.rawmodbus import (
     Bystander,
     closed_by_peer,
+    mbap,
     p90,
+    read_frame,
     read_rtu_frame,
     rss_bytes,
     usual_latency,
@@ -168,3 +174,54 @@ def test_an_rtu_slowloris_is_closed_by_the_frame_timeout(fault: bool) -> None:
         code, _, stderr = farm.stop()
     assert code == 0, stderr
     assert stuck_for is not None and 2.0 <= stuck_for < 2.0 + 5, stuck_for
+
+
+def test_tls_clients_that_never_read_cost_bounded_memory(tmp_path: Path) -> None:
+    """TLS's decrypted stream goes through the engine's connection, and its backpressure:
+    4 clients pipelining FC 3 x 125 for 10 s without reading cost the worker a few MiB (TLS
+    reads at most 64 KiB of records ahead of a paused connection; uvloop's TLS layer keeps a
+    256 KiB read buffer per connection besides), and the worker's other device answers."""
+    made = subprocess.run(
+        [sys.executable, "-m", "farm", "certs", str(tmp_path)], capture_output=True, timeout=60
+    )
+    assert made.returncode == 0, made.stderr
+    context = ssl.create_default_context(cafile=str(tmp_path / "ca.pem"))
+    context.load_cert_chain(tmp_path / "client.pem", tmp_path / "client.key")
+    farm = start_farm(2, workers=1, extra=["--transport", "tls", "--certs", str(tmp_path)])
+    try:
+        farm.wait_ready()
+        worker = farm.worker_pids()[0]
+
+        def connect(port: int) -> ssl.SSLSocket:
+            sock = socket.create_connection((HOST, port), timeout=5)
+            return context.wrap_socket(sock, server_hostname=HOST)
+
+        hogs = [connect(farm.port(0)) for _ in range(HOGS)]
+        rss_before = rss_bytes(worker)
+        peak, sent = rss_before, 0
+        batch = b"".join(mbap(t, 1, struct.pack(">BHH", 3, 0, 125)) for t in range(100))
+        deadline = time.monotonic() + 10.0
+        try:
+            while time.monotonic() < deadline:
+                for hog in hogs:
+                    hog.settimeout(0.05)
+                    with contextlib.suppress(TimeoutError, ssl.SSLWantWriteError):
+                        sent += hog.send(batch)
+                peak = max(peak, rss_bytes(worker))
+            with connect(farm.port(1)) as other:
+                other.sendall(mbap(9, 1, b"\x03\x00\x00\x00\x01"))
+                answer = read_frame(other)
+        finally:
+            for hog in hogs:
+                hog.close()
+        assert farm.worker_pids()[0] == worker
+    finally:
+        code, _, stderr = farm.stop()
+    assert code == 0, stderr
+    growth = peak - rss_before
+    print(
+        f"{HOGS} never-reading TLS clients: sent {sent / 2**20:.1f} MiB, RSS +{growth / 2**20:.1f} MiB"
+    )
+    assert sent > 2 * 2**20  # enough that unread answers would have shown
+    assert growth < 8 * 2**20, f"worker RSS +{growth / 2**20:.1f} MiB"
+    assert answer[:2] == b"\x00\x09" and answer[7] == 3
