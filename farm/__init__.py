@@ -31,12 +31,13 @@ Four programs share this package; the folder tells which one runs a module:
     cli/      the `farm` command.
     pytest_plugin.py  the `modbus_farm` fixture: farms for a test suite, through client/.
     errors.py the errors a user can meet, each one line.
+    output.py how the CLI and bench print: user text literally, whole table rows in a pipe.
     limits.py the open-files limit, raised the same way by every program.
     rtu.py    RTU framing arithmetic (CRC-16, frame lengths): the worker and bench speak it.
 
 Imports follow the arrows: config imports none of the others; ipc imports config;
 master and worker import config and ipc, never each other; bench imports client and
-config; errors, limits and rtu are for everyone. tests/test_layout.py keeps these contracts.
+config; errors, limits, output and rtu are for everyone. tests/test_layout.py keeps these contracts.
 """
 
 __version__ = "0.1.0"

@@ -64,6 +64,21 @@ def test_emoji_codes_in_names_are_printed_as_they_are(tmp_path: Path) -> None:
     assert "pump:fire:-0000" in planned.stdout and "\N{FIRE}" not in planned.stdout
 
 
+def test_tables_in_a_pipe_keep_every_cell_whole(tmp_path: Path) -> None:
+    """No COLUMNS, stdout a pipe: Rich would fit the table to 80 columns and cut cells."""
+    (tmp_path / "farm.yaml").write_text(config("substation-feeder-meters", port=27000))
+    narrow = {key: value for key, value in os.environ.items() if key != "COLUMNS"}
+    for command in (["validate", "farm.yaml"], ["plan", "farm.yaml", "--servers"]):
+        shown = subprocess.run(
+            [sys.executable, "-m", "farm", *command],
+            capture_output=True, text=True, timeout=60, env=narrow, cwd=tmp_path,
+        )  # fmt: skip
+        assert shown.returncode == 0, shown.stderr
+        assert "\N{HORIZONTAL ELLIPSIS}" not in shown.stdout, shown.stdout
+        assert "substation-feeder-meters" in shown.stdout, shown.stdout
+        assert "127.0.0.1:27000" in shown.stdout, shown.stdout  # the whole address
+
+
 def test_error_lines_print_names_literally(tmp_path: Path) -> None:
     line = one_error_line(farm("validate", "nope[a].yaml", cwd=tmp_path), 2)
     assert line.startswith("farm: error: nope[a].yaml: ")

@@ -28,7 +28,6 @@ from typing import Any
 
 import click
 import uvloop
-from rich.console import Console
 from rich.live import Live
 from rich.table import Table as RichTable
 from rich.text import Text
@@ -42,6 +41,7 @@ from farm.client import FarmClient, api_options, farm_clients, farms_option
 from farm.config.plan import TRANSPORTS
 from farm.errors import ConfigError, FarmError, exit_with
 from farm.limits import raise_open_files_limit
+from farm.output import console
 
 SATURATED = 0.9  # a generator process busier than this fraction of a core is the bottleneck
 
@@ -213,7 +213,7 @@ def bench(
     as_json: bool,
 ) -> None:
     """Load a farm (or any Modbus servers) like a SCADA master, and report."""
-    err = Console(stderr=True, markup=False, emoji=False)  # nothing here is Rich markup
+    err = console(stderr=True)  # nothing here is Rich markup
     try:
         options = _options(
             connections, rate, depth, duration, max_requests, timeout, unit, processes
@@ -241,7 +241,7 @@ def bench(
     if as_json:
         click.echo(json.dumps(report, indent=2))
     else:
-        Console(markup=False, emoji=False).print(render(report))
+        console().print(render(report))
 
 
 def client_tls(transport: str, certs: str | None) -> ClientTls | None:

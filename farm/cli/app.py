@@ -20,7 +20,6 @@ import time
 from urllib.parse import urlsplit
 
 import click
-from rich.console import Console
 from rich.table import Table as RichTable
 
 from farm import __version__
@@ -36,8 +35,9 @@ from farm.cli.targets import targets
 from farm.cli.up import up
 from farm.client import FarmClient, api_options
 from farm.errors import FarmError, FarmUnreachable, exit_with
+from farm.output import console
 
-out = Console(markup=False, emoji=False)  # what the farm answers is printed as it is
+out = console()  # what the farm answers is printed as it is
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})

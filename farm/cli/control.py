@@ -18,7 +18,6 @@ from dataclasses import asdict
 from typing import Any
 
 import click
-from rich.console import Console
 from rich.table import Table as RichTable
 from rich.text import Text
 
@@ -26,8 +25,9 @@ from farm.cli.faults import describe
 from farm.client import FarmClient, FaultInfo, PointValue, api_options
 from farm.config.templates import TABLES_SHORT, Table
 from farm.errors import ConfigError, FarmError, exit_with
+from farm.output import console
 
-out = Console(markup=False, emoji=False)  # server, fleet and point names are printed as they are
+out = console()  # server, fleet and point names are printed as they are
 TABLE_NAMES = {table.value: table for table in Table} | {
     short: table for table, short in TABLES_SHORT
 }

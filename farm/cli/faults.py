@@ -18,14 +18,14 @@ import json
 from typing import Any
 
 import click
-from rich.console import Console
 from rich.table import Table as RichTable
 
 from farm.client import FarmClient, FaultInfo, api_options
 from farm.config.fault_rules import KINDS
 from farm.errors import ConfigError, FarmError, exit_with
+from farm.output import console
 
-out = Console(markup=False, emoji=False)  # server names, fault details are printed as they are
+out = console()  # server names, fault details are printed as they are
 SHOWN_NAMES = 3
 # Each kind's own options, as the API names them (the farm says which a kind does not take).
 _PARAMS = (

@@ -14,7 +14,6 @@ from pathlib import Path
 from typing import Any
 
 import click
-from rich.console import Console
 from rich.table import Table as RichTable
 
 from farm.cli.scenario import describe as describe_scenario
@@ -40,8 +39,9 @@ from farm.config.templates import (
 )
 from farm.errors import ConfigError, FarmError, exit_with
 from farm.master.listeners import describe
+from farm.output import console
 
-out = Console(markup=False, emoji=False)  # file, fleet and template names are printed as they are
+out = console()  # file, fleet and template names are printed as they are
 
 
 # The CLI's names for the model's parameters (ConfigError.about).

@@ -17,7 +17,6 @@ from pathlib import Path
 from typing import Any
 
 import click
-from rich.console import Console
 from rich.table import Table as RichTable
 
 from farm.client import FarmAPIError, FarmClient, api_options
@@ -26,8 +25,9 @@ from farm.config.scenario import Timeline, compile_scenario, load_scenario
 from farm.config.scenario_check import check_scenario
 from farm.config.schema import read
 from farm.errors import ConfigError, FarmError, exit_with
+from farm.output import console
 
-out = Console(markup=False, emoji=False)  # file, server and fleet names are printed as they are
+out = console()  # file, server and fleet names are printed as they are
 
 
 def scenario_for_up(file: str | None, scenario_file: str | None, plan: Plan) -> Timeline | None:

@@ -24,7 +24,6 @@ from typing import Any
 
 import click
 import uvloop
-from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.text import Text
 
@@ -42,11 +41,12 @@ from farm.master.run import MasterOptions, ReadySummary, serve
 from farm.master.state import fleet_digest
 from farm.master.staterestore import sized_plan
 from farm.master.supervisor import SupervisorOptions
+from farm.output import console
 
 # Markup and emoji codes off: what these print carries user text (names, addresses, file
 # names) that may hold square brackets or `:fire:`; styled words are Text spans instead.
-out = Console(markup=False, emoji=False)
-err = Console(stderr=True, markup=False, emoji=False)
+out = console()
+err = console(stderr=True)
 
 
 @click.command()
