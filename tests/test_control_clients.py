@@ -319,3 +319,6 @@ def test_cli_lists_servers(farm: FarmProcess) -> None:
     assert done.returncode == 0, done.stderr
     assert "plc-00" in done.stdout and "plc-01" in done.stdout and "meter-00" not in done.stdout
     assert done.stdout.strip().endswith("2 servers")
+    nothing = cli(farm, "servers", "--name", "no-such-*")
+    assert nothing.returncode == 0, nothing.stderr
+    assert nothing.stdout.strip() == "no servers match", nothing.stdout

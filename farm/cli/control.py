@@ -94,6 +94,9 @@ def servers(
     if as_json:
         _print_json([asdict(server) for server in found])
         return
+    if not found:
+        click.echo("no servers match")  # not a table of headers alone
+        return
     table = RichTable("name", "address", "fleet", "template", "worker", "state")
     for server in found:
         cells = (server.name, server.address, server.fleet, server.template, str(server.worker))
