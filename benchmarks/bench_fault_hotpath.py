@@ -70,8 +70,9 @@ def connection(module: Any, rules: tuple[FaultRule, ...] = ()) -> Any:
     device = module.Device("bench", {1: bank()}, Identity())
     if rules:
         device.faults = ServerFaults(device, rules, random.Random(1))
-    # Today's engine takes the server's connection limits; an engine from before them, a set.
-    guard: Any = unlimited(device.name, device.counters) if module is engine else set()
+    # An engine with connection limits takes the server's; one from before them, a set.
+    limited = hasattr(module, "ServerConnections")
+    guard: Any = unlimited(device.name, device.counters) if limited else set()
     made = module.ModbusConnection(device, guard)
     made.connection_made(Sink())
     return made
