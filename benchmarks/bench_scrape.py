@@ -397,7 +397,7 @@ class BareConnection(ModbusConnection):
         buffer += data
         available = len(buffer)
         if available > FLUSH_INPUT_BYTES:
-            self._answer_in_chunks(perf_counter_ns())  # not met here: reads are short
+            self.answer_in_chunks(perf_counter_ns())  # not met here: reads are short
             return
         replies: list[bytes] = []
         position = 0

@@ -20,7 +20,8 @@ Four programs share this package; the folder tells which one runs a module:
               (the farm's one log), state (banks saved to and restored from a file).
     worker/   a worker process: process (its loop and servers), engine (Modbus over
               TCP; the only module that imports pymodbus), fastpath, ticker, faults
-              (how a faulted server answers) and outbox (answers that must wait), limits
+              (how a faulted server answers) and outbox (answers that must wait), framing
+              (MBAP and RTU answers), rtu_over_tcp, udp, tls (other transports), limits
               (connection limits and timeouts on a timer wheel), events (its log lines,
               sent to the master).
     bench/    the load generator, a program of its own.

@@ -4,6 +4,7 @@ process (boot, servers, heartbeats, stop), engine (one Modbus TCP connection, wi
 backpressure; the only module that imports pymodbus), fastpath (the hot function codes
 straight from the banks), limits (connection limits and timeouts) on wheel (one timer
 wheel per worker), events (what the worker says, sent to the master's log), ticker (live
-values on schedule), faults, outbox and values (how a faulted server answers).
+values on schedule), faults, outbox and values (how a faulted server answers), framing (MBAP
+and RTU answers, and garbled ones), rtu_over_tcp, udp and tls (the other transports).
 Imports farm.config and farm.ipc, never farm.master.
 """

@@ -36,7 +36,7 @@ import struct
 from bisect import bisect_left
 from collections.abc import Coroutine, Sequence
 from time import perf_counter_ns
-from typing import TYPE_CHECKING, Any, cast
+from typing import TYPE_CHECKING, Any, ClassVar, cast
 
 from pymodbus.constants import DeviceInformation, ExcCodes
 from pymodbus.datastore import ModbusServerContext
@@ -71,6 +71,7 @@ from farm.worker.fastpath import (
     exception_pdu,
     fast_answer,
 )
+from farm.worker.framing import MBAP, Framing
 from farm.worker.limits import ServerConnections
 from farm.worker.records import Records
 from farm.worker.wheel import NOT_SCHEDULED
@@ -321,6 +322,8 @@ class ModbusConnection(asyncio.Protocol):
         "transport",
     )
 
+    framing: ClassVar[Framing] = MBAP  # how the faults frame its answers
+
     def __init__(self, device: Device, guard: ServerConnections) -> None:
         self.device = device
         self.guard = guard
@@ -382,18 +385,21 @@ class ModbusConnection(asyncio.Protocol):
 
     def data_received(self, data: bytes) -> None:
         self.seen = self.clock.now  # for the idle timeout (farm.worker.limits)
-        device = self.device
-        if device.faults is not None:  # the one check a server without faults pays
-            device.faults.received(self, data)
-            return
         arrived = perf_counter_ns()
+        device = self.device
         counters = device.counters
         counters[BYTES_RECEIVED] += len(data)
+        if device.faults is not None:  # the one check a server without faults pays
+            outbox = self.outbox
+            if outbox is None or not outbox.closing:  # else a disconnect is queued: no more
+                self.buffer += data
+                self.answer_in_chunks(arrived)  # the faults answer a chunk at a time too
+            return
         buffer = self.buffer
         buffer += data
         available = len(buffer)
         if available > FLUSH_INPUT_BYTES:
-            self._answer_in_chunks(arrived)  # a long read: mind backpressure as it goes
+            self.answer_in_chunks(arrived)  # a long read: mind backpressure as it goes
             return
         # No check of `paused` here: a paused transport reads nothing, and resume_writing
         # clears it before it calls this for the frames left waiting.
@@ -434,47 +440,74 @@ class ModbusConnection(asyncio.Protocol):
         elif self.partial_at >= 0:
             self.partial_at = NOT_SCHEDULED
 
-    def _answer_in_chunks(self, arrived: int) -> None:
-        """data_received for a buffer of more than FLUSH_INPUT_BYTES: its frames answered and
-        written a chunk at a time, stopping as soon as the transport pauses (backpressure)."""
-        device = self.device
-        buffer = self.buffer
-        available = len(buffer)
-        replies: list[bytes] = []
+    def answer_in_chunks(self, arrived: int) -> None:
+        """Answer the buffer's frames a chunk (`frames`) at a time, each chunk answered and
+        written (or handed to the faults, whose outbox may hold it) before the next is taken,
+        stopping as soon as the transport pauses or the outbox holds: the rest waits in the
+        buffer until the connection reads again. A long read of every framing comes here, and
+        every read of a faulted server."""
+        faults = self.device.faults
         position = 0
-        flush_at = FLUSH_INPUT_BYTES
-        malformed = False
-        while available - position >= 7:
+        while True:
+            frames, end = self.frames(position)
+            if frames:
+                if faults is not None:
+                    faults.answer_frames(self, arrived, frames, self.framing)
+                else:
+                    self.answer_chunk(frames, arrived)  # may pause the transport
+            taken, position = end - position, end
+            # Less than a chunk taken: no whole frame is left. Else go on unless paused.
+            if taken < FLUSH_INPUT_BYTES or self.paused or self.held or self.transport is None:
+                break
+        buffer = self.buffer
+        # A disconnect fault may have cleared the buffer under us: del clamps to its length.
+        del buffer[:position]
+        if taken < FLUSH_INPUT_BYTES and len(buffer) >= 7 and self.malformed_head():
+            return  # the frames ran out at a malformed one: closed
+        self.track_partial(position)
+
+    def frames(self, start: int = 0) -> tuple[list[tuple[int, int, bytes]], int]:
+        """The whole MBAP frames from `start` on, a chunk of them (until one ends at or past
+        `FLUSH_INPUT_BYTES`): (transaction id, unit id, PDU) of each, and where they end. A
+        malformed header ends them too (`malformed_head` sees to it)."""
+        buffer = self.buffer
+        frames: list[tuple[int, int, bytes]] = []
+        position = start
+        available = len(buffer)
+        last = start + FLUSH_INPUT_BYTES
+        while available - position >= 7 and position < last:
             transaction, protocol, length, unit = _HEADER.unpack_from(buffer, position)
             if protocol != 0 or length < 2 or length > MAX_MBAP_LENGTH:
-                malformed = True
                 break
             end = position + 6 + length
             if end > available:
                 break
-            response = device.answer(unit, bytes(buffer[position + 7 : end]))
+            frames.append((transaction, unit, bytes(buffer[position + 7 : end])))
+            position = end
+        return frames, position
+
+    def answer_chunk(self, frames: list[tuple[int, int, bytes]], arrived: int) -> None:
+        """Answer and write a chunk of frames of a server without faults."""
+        device = self.device
+        replies = []
+        for transaction, unit, pdu in frames:
+            response = device.answer(unit, pdu)
             if response is not None:
                 replies.append(_HEADER.pack(transaction, 0, len(response) + 1, unit) + response)
-            position = end
-            if position >= flush_at:
-                self._send(replies, arrived)
-                replies = []
-                if self.paused:
-                    break
-                flush_at = position + FLUSH_INPUT_BYTES
-        del buffer[:position]
         self._send(replies, arrived)
-        if malformed:
-            device.counters[MALFORMED_FRAMES] += 1
-            self.malformed(protocol, length)
-        elif buffer and not self.paused:
-            if position or self.partial_at < 0:
-                self.guard.frame_started(self)
-        elif not buffer and self.partial_at >= 0:
-            self.partial_at = NOT_SCHEDULED
+
+    def malformed_head(self) -> bool:
+        """Whether the buffer starts with a malformed MBAP header (at least 7 bytes in it);
+        if it does, the connection is closed."""
+        _, protocol, length, _ = _HEADER.unpack_from(self.buffer)
+        if protocol == 0 and 2 <= length <= MAX_MBAP_LENGTH:
+            return False
+        self.device.counters[MALFORMED_FRAMES] += 1
+        self.malformed(protocol, length)
+        return True
 
     def _send(self, replies: list[bytes], arrived: int) -> None:
-        """Write a chunk of a long read's answers (a short read writes inline)."""
+        """Write a chunk of answers (a short read writes inline)."""
         if not replies or self.transport is None:
             return
         counters = self.device.counters
@@ -487,8 +520,8 @@ class ModbusConnection(asyncio.Protocol):
         counters[DURATION_SUM_NS] += len(replies) * took
 
     def track_partial(self, position: int) -> None:
-        """After a read of the faulted path (farm.worker.faults) that took `position` bytes of
-        whole frames: an unfinished frame left starts its timeout, as in `data_received`."""
+        """After a read that took `position` bytes of whole frames: an unfinished frame left
+        starts its timeout, as in `data_received`."""
         if self.buffer and not (self.paused or self.held):
             if position or self.partial_at < 0:
                 self.guard.frame_started(self)

@@ -3,8 +3,9 @@
 Sits beside the engine in a worker (... worker -> engine -> faults -> outbox). A `Device`
 with no fault has `faults = None`, and its connections pay that one attribute check per
 read: the engine's own loop and the fast path run untouched. A device with faults hands
-each read to `ServerFaults.received`, which frames MBAP like the engine does, then for each
-request draws which rules apply (function code, unit, address range, probability) and acts:
+each chunk of a read to `ServerFaults.answer_frames` (the connection frames it, as it does a
+long read), which for each request draws which rules apply (function code, unit, address
+range, probability) and acts:
     answer-level, where the answer is built: exception (the request is not carried out),
         garble, wrong_tid, wrong_unit;
     connection-level, through the connection's ordered outbox (farm.worker.outbox): delay,
@@ -14,8 +15,7 @@ When the last rule of a server is cleared while some answers are still waiting, 
 keeps its (empty) `ServerFaults` until they have left, so later answers cannot overtake them.
 Offline and reboot act on the server's listener, not on requests (farm.worker.process).
 How an answer is framed, and garbled, is a `Framing`'s (farm.worker.framing): MBAP for
-TCP, TLS and UDP, RTU for RTU over TCP; RTU connections and UDP endpoints hand their requests
-to `answer_frames`.
+TCP, TLS and UDP, RTU for RTU over TCP.
 Value faults (stuck, spike, drift, ...) change what reads of a point answer
 (farm.worker.values): they too route the server's requests through here.
 """
@@ -25,32 +25,26 @@ from __future__ import annotations
 import random
 import struct
 from collections.abc import Callable
-from time import perf_counter_ns
 from typing import TYPE_CHECKING
 
 from farm.config.fault_rules import SERVER_KINDS, VALUE_KINDS, FaultRule
 from farm.config.templates import DeviceTemplate
 from farm.ipc.messages import ActiveFaults
 from farm.ipc.stats import (
-    BYTES_RECEIVED,
     BYTES_SENT,
     EXCEPTION_SLOT,
     INJECTION_SLOT,
-    MALFORMED_FRAMES,
     REQUEST_SLOT,
 )
 from farm.worker.fastpath import exception_pdu
-from farm.worker.framing import MBAP, Framing
+from farm.worker.framing import Framing
 from farm.worker.outbox import CLOSE, RESET, SEND, Entry, Outbox, count_answered
 from farm.worker.values import PointValues
 
 if TYPE_CHECKING:
     from farm.worker.engine import Device, ModbusConnection
 
-_HEADER = struct.Struct(">HHHB")
 _ADDRESS_COUNT = struct.Struct(">HH")
-MAX_MBAP_LENGTH = 254  # as farm.worker.engine
-FLUSH_INPUT_BYTES = 2048  # as farm.worker.engine: answer a long read a chunk at a time
 # Function codes whose request starts with an address, and those that also give a count.
 _ADDRESSED = frozenset({1, 2, 3, 4, 5, 6, 15, 16, 22, 23})
 _COUNTED = frozenset({1, 2, 3, 4, 15, 16, 23})
@@ -90,45 +84,6 @@ class ServerFaults:
                 answer = self.values.patch(bank, pdu, answer, device.counters)
         return answer
 
-    def received(self, connection: ModbusConnection, data: bytes) -> None:
-        """The faulted counterpart of `ModbusConnection.data_received` (same framing)."""
-        arrived = perf_counter_ns()
-        counters = self.device.counters
-        counters[BYTES_RECEIVED] += len(data)
-        outbox = connection.outbox
-        if outbox is not None and outbox.closing:
-            return  # a disconnect is queued: nothing more is answered
-        buffer = connection.buffer
-        buffer += data
-        batch = _Batch(connection, arrived)
-        role = _role(connection)
-        position, available = 0, len(buffer)
-        flush_at = FLUSH_INPUT_BYTES
-        while available - position >= 7:
-            transaction, protocol, length, unit = _HEADER.unpack_from(buffer, position)
-            if protocol != 0 or length < 2 or length > MAX_MBAP_LENGTH:
-                batch.flush()
-                counters[MALFORMED_FRAMES] += 1
-                connection.malformed(protocol, length)  # closed, counted and said
-                return
-            end = position + 6 + length
-            if end > available:
-                break
-            pdu = bytes(buffer[position + 7 : end])
-            self._request(batch, transaction, unit, pdu, MBAP, role)
-            position = end
-            if batch.stopped:
-                buffer.clear()
-                return
-            if position >= flush_at:  # backpressure, as the engine minds it: the rest of
-                batch.flush()  # the read waits in the buffer until the connection reads again
-                if connection.paused or connection.held:
-                    break
-                flush_at = position + FLUSH_INPUT_BYTES
-        del buffer[:position]
-        batch.flush()
-        connection.track_partial(position)  # the frame timeout, as on the fast path
-
     def answer_frames(
         self,
         connection: ModbusConnection,
@@ -136,14 +91,17 @@ class ServerFaults:
         frames: list[tuple[int, int, bytes]],
         framing: Framing,
     ) -> None:
-        """Answer (header, unit, PDU) requests that another framing read off `connection`
-        (RTU over TCP: header 0; a UDP datagram: its transaction id)."""
+        """Answer (header, unit, PDU) requests read off `connection`, a chunk of a read
+        (`ModbusConnection.answer_in_chunks`) or a UDP datagram; header: MBAP's transaction
+        id, 0 for RTU over TCP."""
         outbox = connection.outbox
         if outbox is not None and outbox.closing:
             return  # a disconnect is queued: nothing more is answered
         batch = _Batch(connection, arrived)
+        # The role in the client's certificate (farm.worker.tls); None on other transports.
+        role: str | None = getattr(connection, "role", None)
         for header, unit, pdu in frames:
-            self._request(batch, header, unit, pdu, framing, None)
+            self._request(batch, header, unit, pdu, framing, role)
             if batch.stopped:
                 connection.buffer.clear()
                 return
@@ -160,7 +118,10 @@ class ServerFaults:
     ) -> None:
         device = self.device
         counters = device.counters
-        matched = [rule for rule in self.rules if self._applies(rule, unit, pdu, role)]
+        matched = []  # a loop, not a comprehension: Python 3.11 calls a function for that
+        for rule in self.rules:
+            if self._applies(rule, unit, pdu, role):
+                matched.append(rule)
         if not matched:
             answer = self.answer(framing, unit, pdu)
             if answer is not None:  # None: the device is silent (listen-only mode)
@@ -228,12 +189,6 @@ class ServerFaults:
         else:
             ms = rule.ms
         return max(ms, 0.0) / 1000
-
-
-def _role(connection: ModbusConnection) -> str | None:
-    """The role in the client's certificate (farm.worker.tls); None on other transports."""
-    role: str | None = getattr(connection, "role", None)
-    return role
 
 
 def _cut(frame: bytes, segments: int) -> list[bytes]:

@@ -1,9 +1,10 @@
-"""How answers are framed: MBAP (the engine's, TCP and TLS) and RTU over TCP, a serial
+"""How answers are framed: MBAP (the engine's, TCP, TLS and UDP) and RTU over TCP, a serial
 device behind a terminal server, one RTU frame after another; and what a garble fault does
 to each (`MbapFraming`, `RtuFraming`: farm.worker.faults builds faulted answers with them).
 
-Sits beside the engine in a worker (... worker -> framing -> engine -> banks). An RTU frame is
-the unit id, the PDU and its CRC-16 (farm.rtu tells its length from its content, as a
+Sits below the connections in a worker (... connection -> framing -> engine -> banks); the
+connections themselves are farm.worker.engine's (MBAP) and farm.worker.rtu_over_tcp's. An RTU
+frame is the unit id, the PDU and its CRC-16 (farm.rtu tells its length from its content, as a
 serial line's silences cannot cross TCP). The device behaves as a serial one does:
   - a frame whose CRC does not match is ignored, with every byte after it up to this read's
     end (a serial device skips to the next silence), and counted (`CRC_ERRORS`, FC 08/0C);
@@ -12,10 +13,8 @@ serial line's silences cannot cross TCP). The device behaves as a serial one doe
   - a frame for a unit id the device lacks is read and left unanswered (another device on
     the line would answer it), not answered with exception 0B as a gateway would;
   - more than 256 bytes with no frame in them is an overrun (FC 08/12): dropped.
-Frames pipelined in one read are answered in order, a chunk of them per write, with the
-engine's backpressure and frame timeout (`RtuConnection`). A garble fault
-on an RTU answer leaves a CRC that does not match (`RtuFraming.garble`): a master drops it,
-as it would a frame hit by noise on the line.
+A garble fault on an RTU answer leaves a CRC that does not match (`RtuFraming.garble`): a
+master drops it, as it would a frame hit by noise on the line.
 """
 
 from __future__ import annotations
@@ -23,22 +22,20 @@ from __future__ import annotations
 import random
 import struct
 from bisect import bisect_left
-from time import perf_counter_ns
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from farm import rtu
 from farm.ipc.stats import (
-    BYTES_RECEIVED,
-    BYTES_SENT,
-    CRC_ERRORS,
     DURATION,
     DURATION_BOUNDS_NS,
     DURATION_SUM_NS,
     FIRST_BOUND_NS,
     REQUEST_SLOT,
 )
-from farm.worker.engine import FLUSH_INPUT_BYTES, Device, ModbusConnection
 from farm.worker.fastpath import fast_answer
+
+if TYPE_CHECKING:
+    from farm.worker.engine import Device
 
 _HEADER = struct.Struct(">HHHB")
 _NO_FUNCTION = (0, *range(44, 65), *range(73, 100))  # unassigned in the spec (v1.1b3, 5.1)
@@ -124,105 +121,6 @@ class RtuFraming:
 
 MBAP = MbapFraming()
 RTU = RtuFraming()
-
-
-class RtuConnection(ModbusConnection):
-    """One client connection to one device, speaking RTU frames over TCP.
-
-    Backpressure and the frame timeout are `ModbusConnection`'s: a read is answered
-    `FLUSH_INPUT_BYTES` of requests at a time, each chunk written (or handed to the faults,
-    whose outbox may hold it) before the next is read off the buffer, stopping as soon as the
-    transport pauses or the outbox holds; the rest waits in the buffer until the connection
-    reads again. An unfinished frame left in the buffer starts the frame timeout
-    (`track_partial`): a TCP stream has no silence to end it, as a serial line would.
-    """
-
-    __slots__ = ()
-
-    def data_received(self, data: bytes) -> None:
-        arrived = perf_counter_ns()
-        self.seen = self.clock.now  # for the idle timeout (farm.worker.limits)
-        device = self.device
-        counters = device.counters
-        counters[BYTES_RECEIVED] += len(data)
-        buffer = self.buffer
-        buffer += data
-        if len(buffer) > FLUSH_INPUT_BYTES:
-            self._answer_long_read(arrived)  # mind backpressure as it goes
-            return
-        frames, position = self.frames(0)
-        del buffer[:position]
-        if frames:
-            if device.faults is not None:  # the one check a server without faults pays
-                device.faults.answer_frames(self, arrived, frames, RTU)
-            else:
-                replies = []
-                for _, unit, pdu in frames:
-                    response = answer_serial(device, unit, pdu)
-                    if response is not None:
-                        replies.append(rtu.frame(unit, response))
-                if replies and self.transport is not None:
-                    out = b"".join(replies)
-                    self.transport.write(out)
-                    counters[BYTES_SENT] += len(out)
-                    record_duration(counters, len(replies), perf_counter_ns() - arrived)
-        if buffer or self.partial_at >= 0:  # most reads end on a whole frame
-            self.track_partial(position)  # the frame timeout, as the engine's
-
-    def _answer_long_read(self, arrived: int) -> None:
-        """data_received for a buffer of more than FLUSH_INPUT_BYTES: a chunk of its frames at
-        a time, each answered and written before the next is taken, stopping as soon as the
-        transport pauses or the outbox holds (the rest waits in the buffer)."""
-        device = self.device
-        buffer = self.buffer
-        position = 0
-        while True:
-            frames, end = self.frames(position)
-            if frames:
-                if device.faults is not None:
-                    device.faults.answer_frames(self, arrived, frames, RTU)
-                else:
-                    replies = []
-                    for _, unit, pdu in frames:
-                        response = answer_serial(device, unit, pdu)
-                        if response is not None:
-                            replies.append(rtu.frame(unit, response))
-                    self._send(replies, arrived)  # may pause the transport
-            taken, position = end - position, end
-            # Less than a chunk taken: no whole frame is left. Else go on unless paused.
-            if taken < FLUSH_INPUT_BYTES or self.paused or self.held or self.transport is None:
-                break
-        # A disconnect fault may have cleared the buffer under us: del clamps to its length.
-        del buffer[:position]
-        self.track_partial(position)  # the frame timeout, as the engine's
-
-    def frames(self, start: int = 0) -> tuple[list[tuple[int, int, bytes]], int]:
-        """The whole frames from `start` on, at most `FLUSH_INPUT_BYTES` of them (a chunk):
-        (0, unit id, PDU) of each whose CRC matches (0: RTU has no transaction id), and where
-        the bytes they took end."""
-        buffer = self.buffer
-        frames: list[tuple[int, int, bytes]] = []
-        position = start
-        available = len(buffer)
-        last = start + FLUSH_INPUT_BYTES
-        while available - position >= rtu.MIN_FRAME and position < last:
-            length = rtu.FIXED_REQUEST[buffer[position + 1]] or rtu.request_length(buffer, position)
-            if length == rtu.SEARCH:
-                length = rtu.search_end(buffer, position)
-            if length > rtu.MAX_FRAME or (
-                length == rtu.NEED_MORE and available - position >= rtu.MAX_FRAME
-            ):
-                self.device.diagnostics.overrun()  # no frame can be this long: drop it all
-                return frames, available
-            if length == rtu.NEED_MORE or position + length > available:
-                break
-            end = position + length
-            if not rtu.crc_ok(buffer, position, end):
-                self.device.counters[CRC_ERRORS] += 1
-                return frames, available  # skip to the next "silence": the end of this read
-            frames.append((0, buffer[position], bytes(buffer[position + 1 : end - 2])))
-            position = end
-        return frames, position
 
 
 def record_duration(counters: memoryview, answered: int, took: int) -> None:

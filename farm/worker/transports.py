@@ -2,7 +2,7 @@
 
 Part of a worker (farm.worker.process starts its servers through `Transports.start`):
     tcp            MBAP on a TCP stream               farm.worker.engine.ModbusConnection
-    rtu-over-tcp   RTU frames (CRC-16) on a TCP stream farm.worker.framing.RtuConnection
+    rtu-over-tcp   RTU frames (CRC-16) on a TCP stream farm.worker.rtu_over_tcp.RtuConnection
     udp            one MBAP frame per datagram        farm.worker.udp.UdpEndpoint
     tls            MBAP inside TLS (port 802)          farm.worker.tls.TlsConnection
 A stream server's connection builds its `Device` on the first connection; a UDP endpoint
@@ -20,8 +20,8 @@ from typing import Protocol
 
 from farm.config.plan import ServerSpec, TlsSettings
 from farm.worker.engine import Device, ModbusConnection
-from farm.worker.framing import RtuConnection
 from farm.worker.limits import ServerConnections
+from farm.worker.rtu_over_tcp import RtuConnection
 from farm.worker.tls import TlsConnection, secured, server_context
 from farm.worker.udp import UdpEndpoint
 
