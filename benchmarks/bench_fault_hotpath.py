@@ -1,10 +1,11 @@
-"""What the fault hooks cost a request, in process: the engine's `data_received` for one
+"""What the fault hooks cost a request, in process: a connection's `data_received` for one
 FC 3 x 10 frame per read, with a transport that discards what it is given.
 
     python3 -m benchmarks.bench_fault_hotpath [--requests 200000] [--rounds 5] [--baseline REF]
 
 Cases, measured in alternating rounds (best round kept):
-  - before: the engine as it was at git REF (loaded from `git show REF:farm/worker/engine.py`),
+  - before: the engine as it was at git REF (loaded from `git show REF:farm/worker/engine.py`,
+    and connection.py once ModbusConnection moved there),
     when --baseline is given: the cost of the hot path before the fault hooks existed;
   - no fault: today's engine, a server without faults (its one attribute check per read);
   - fault, no match: the server has a fault that narrows to a function code the requests do
@@ -29,6 +30,7 @@ from typing import Any
 from farm.config.fault_rules import FaultRule
 from farm.config.templates import Identity
 from farm.ipc.banks import UnitBank
+from farm.worker import connection as stream
 from farm.worker import engine
 from farm.worker.faults import ServerFaults
 from farm.worker.limits import unlimited
@@ -66,32 +68,43 @@ def bank() -> UnitBank:
     )
 
 
-def connection(module: Any, rules: tuple[FaultRule, ...] = ()) -> Any:
-    device = module.Device("bench", {1: bank()}, Identity())
+def connection(
+    engine_module: Any, connection_module: Any, rules: tuple[FaultRule, ...] = ()
+) -> Any:
+    device = engine_module.Device("bench", {1: bank()}, Identity())
     if rules:
         device.faults = ServerFaults(device, rules, random.Random(1))
-    # An engine with connection limits takes the server's; one from before them, a set.
-    limited = hasattr(module, "ServerConnections")
+    # A connection with limits takes the server's; one from before them, a set.
+    limited = hasattr(connection_module, "ServerConnections")
     guard: Any = unlimited(device.name, device.counters) if limited else set()
-    made = module.ModbusConnection(device, guard)
+    made = connection_module.ModbusConnection(device, guard)
     made.connection_made(Sink())
     return made
 
 
-def baseline_engine(ref: str) -> types.ModuleType:
-    """farm/worker/engine.py as it was at `ref`, as a module of its own."""
-    source = subprocess.run(
-        ["git", "show", f"{ref}:farm/worker/engine.py"],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        check=True,
-    ).stdout
-    module = types.ModuleType("farm.worker.engine_at_" + ref.replace("/", "_"))
-    module.__file__ = f"{ref}:farm/worker/engine.py"
+def baseline_module(ref: str, path: str) -> types.ModuleType | None:
+    """farm/worker/`path` as it was at `ref`, as a module of its own (None: not there then)."""
+    shown = subprocess.run(
+        ["git", "show", f"{ref}:farm/worker/{path}"], cwd=ROOT, capture_output=True, text=True
+    )
+    if shown.returncode != 0:
+        return None
+    name = path.removesuffix(".py")
+    module = types.ModuleType(f"farm.worker.{name}_at_" + ref.replace("/", "_"))
+    module.__file__ = f"{ref}:farm/worker/{path}"
     sys.modules[module.__name__] = module
-    exec(compile(source, module.__file__, "exec"), module.__dict__)
+    exec(compile(shown.stdout, module.__file__, "exec"), module.__dict__)
     return module
+
+
+def baseline(ref: str) -> Any:
+    """A connection of the engine as it was at `ref` (its ModbusConnection moved to
+    farm/worker/connection.py later)."""
+    engine_then = baseline_module(ref, "engine.py")
+    assert engine_then is not None, f"no farm/worker/engine.py at {ref}"
+    if hasattr(engine_then, "ModbusConnection"):
+        return connection(engine_then, engine_then)
+    return connection(engine_then, baseline_module(ref, "connection.py"))
 
 
 def per_request_us(receive: Callable[[bytes], None], requests: int) -> float:
@@ -111,10 +124,10 @@ def main() -> None:
     everything = FaultRule(id=2, kind="exception", code=6)
     cases: dict[str, Any] = {}
     if args.baseline:
-        cases[f"before ({args.baseline})"] = connection(baseline_engine(args.baseline))
-    cases["no fault"] = connection(engine)
-    cases["fault, no match"] = connection(engine, (no_match,))
-    cases["exception"] = connection(engine, (everything,))
+        cases[f"before ({args.baseline})"] = baseline(args.baseline)
+    cases["no fault"] = connection(engine, stream)
+    cases["fault, no match"] = connection(engine, stream, (no_match,))
+    cases["exception"] = connection(engine, stream, (everything,))
     best: dict[str, float] = {}
     for _ in range(args.rounds):
         for name, made in cases.items():

@@ -42,7 +42,8 @@ from typing import Any, cast
 from benchmarks.bench_scrape import _cpu, _free_base, _load, make_device
 from farm.config.templates import ConnectionLimits
 from farm.ipc.stats import ShardCounters, local_counters
-from farm.worker.engine import Device, ModbusConnection
+from farm.worker.connection import ModbusConnection
+from farm.worker.engine import Device
 from farm.worker.events import EventLog
 from farm.worker.limits import ServerConnections, WorkerConnections
 

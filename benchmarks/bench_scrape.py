@@ -9,7 +9,7 @@
    and a custom collector building metric families from the same arrays at each scrape.
    "Equivalent" is checked, not assumed: on a small farm all three texts parse to the
    same samples.
-2. Counting, in process: CPU per request of the engine's `ModbusConnection` driven with
+2. Counting, in process: CPU per request of the worker's `ModbusConnection` driven with
    FC 3 frames through a stand-in transport, against `BareConnection` below: the same
    framing loop and the same `fast_answer`, without the counting lines. The two must
    produce the same bytes (checked before timing).
@@ -68,14 +68,8 @@ from farm.ipc.stats import ShardCounters
 from farm.master.metrics import FarmMetrics
 from farm.master.slot import SlotState
 from farm.master.supervisor import Supervisor
-from farm.worker.engine import (
-    _HEADER,
-    FLUSH_INPUT_BYTES,
-    MAX_MBAP_LENGTH,
-    Device,
-    ModbusConnection,
-    reference_answer,
-)
+from farm.worker.connection import _HEADER, FLUSH_INPUT_BYTES, MAX_MBAP_LENGTH, ModbusConnection
+from farm.worker.engine import Device, reference_answer
 from farm.worker.fastpath import GATEWAY_NO_RESPONSE, exception_pdu, fast_answer
 from farm.worker.limits import unlimited
 from farm.worker.wheel import NOT_SCHEDULED

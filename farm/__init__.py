@@ -18,8 +18,9 @@ Four programs share this package; the folder tells which one runs a module:
               fleetview (with fleetlayout, fleetstream) and pages (the live page at /,
               its files in master/web/), logs
               (the farm's one log), state (banks saved to and restored from a file).
-    worker/   a worker process: process (its loop and servers), engine (Modbus over
-              TCP; the only module that imports pymodbus), fastpath, ticker, faults
+    worker/   a worker process: process (its loop; with switch and membership, its
+              servers), connection (Modbus over TCP), engine (a device's answers; the only
+              module that imports pymodbus), fastpath, ticker, faultbook and faults
               (how a faulted server answers) and outbox (answers that must wait), framing
               (MBAP and RTU answers), rtu_over_tcp, udp, tls (other transports), limits
               (connection limits and timeouts on a timer wheel), events (its log lines,

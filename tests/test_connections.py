@@ -456,7 +456,8 @@ def test_the_wheel_closes_stuck_and_silent_connections_and_no_others() -> None:
     """In process, on a clock the test moves: frame timeout 1 s, idle timeout 3 s."""
     from farm.config.templates import ConnectionLimits
     from farm.ipc.stats import CLOSED_FRAME_TIMEOUT, CLOSED_IDLE, local_counters
-    from farm.worker.engine import Device, ModbusConnection
+    from farm.worker.connection import ModbusConnection
+    from farm.worker.engine import Device
     from farm.worker.events import EventLog
     from farm.worker.limits import ServerConnections, WorkerConnections
     from tests.fuzzer import Shadow  # a device over banks in this process

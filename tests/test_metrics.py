@@ -22,6 +22,7 @@ from farm.ipc import stats
 from farm.ipc.banks import UnitBank
 from farm.ipc.stats import ShardCounters
 from farm.master.metrics import FarmMetrics
+from farm.worker import connection as stream
 from farm.worker import engine, limits
 from tests.conftest import make_farm, start_farm
 from tests.farmproc import HOST, FarmProcess, free_port, squatter, wait_for
@@ -71,7 +72,7 @@ def in_memory(servers: int) -> ShardCounters:
 def test_durations_land_in_the_right_bucket(monkeypatch: pytest.MonkeyPatch) -> None:
     """Three pipelined requests answered in 3 ms: three observations under le=0.005."""
     clock = iter([1_000_000_000, 1_003_000_000])
-    monkeypatch.setattr(engine, "perf_counter_ns", lambda: next(clock))
+    monkeypatch.setattr(stream, "perf_counter_ns", lambda: next(clock))
     shard = in_memory(1)
     bank = UnitBank(
         unit_id=1,
@@ -81,7 +82,7 @@ def test_durations_land_in_the_right_bucket(monkeypatch: pytest.MonkeyPatch) -> 
         input_registers=memoryview(bytearray(20)),
     )
     device = engine.Device("d", {1: bank}, Identity(), shard.server(0))
-    connection = engine.ModbusConnection(device, limits.unlimited(device.name, device.counters))
+    connection = stream.ModbusConnection(device, limits.unlimited(device.name, device.counters))
     connection.connection_made(cast(Any, _Transport()))
     connection.data_received(b"".join(mbap(t, 1, b"\x03\x00\x00\x00\x01") for t in (1, 2, 3)))
     connection.connection_lost(None)

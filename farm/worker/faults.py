@@ -1,8 +1,8 @@
 """Fault hooks: how a faulted server answers (farm.config.faults says what each kind means).
 
-Sits beside the engine in a worker (... worker -> engine -> faults -> outbox). A `Device`
+Sits beside the engine in a worker (... worker -> connection -> faults -> outbox). A `Device`
 with no fault has `faults = None`, and its connections pay that one attribute check per
-read: the engine's own loop and the fast path run untouched. A device with faults hands
+read: the connection's own loop and the fast path run untouched. A device with faults hands
 each chunk of a read to `ServerFaults.answer_frames` (the connection frames it, as it does a
 long read), which for each request draws which rules apply (function code, unit, address
 range, probability) and acts:
@@ -24,12 +24,9 @@ from __future__ import annotations
 
 import random
 import struct
-from collections.abc import Callable
 from typing import TYPE_CHECKING
 
-from farm.config.fault_rules import SERVER_KINDS, VALUE_KINDS, FaultRule
-from farm.config.templates import DeviceTemplate
-from farm.ipc.messages import ActiveFaults
+from farm.config.fault_rules import FaultRule
 from farm.ipc.stats import (
     BYTES_SENT,
     EXCEPTION_SLOT,
@@ -42,7 +39,8 @@ from farm.worker.outbox import CLOSE, RESET, SEND, Entry, Outbox, count_answered
 from farm.worker.values import PointValues
 
 if TYPE_CHECKING:
-    from farm.worker.engine import Device, ModbusConnection
+    from farm.worker.connection import ModbusConnection
+    from farm.worker.engine import Device
 
 _ADDRESS_COUNT = struct.Struct(">HH")
 # Function codes whose request starts with an address, and those that also give a count.
@@ -269,58 +267,3 @@ class _Batch:
             )
         connection.outbox.owner = faults  # an empty outbox may still name an earlier owner
         return connection.outbox
-
-
-def _no_template(position: int) -> DeviceTemplate | None:
-    return None
-
-
-class FaultBook:
-    """The fault rules of every server of a worker, by number (its counters index).
-
-    `template_of` finds a number's template (the worker sets it), for the points that value
-    faults name.
-    """
-
-    def __init__(self) -> None:
-        self.rules: dict[int, tuple[FaultRule, ...]] = {}
-        self.values: dict[int, list[tuple[FaultRule, bytes | None]]] = {}
-        self.rng = random.Random()
-        self.template_of: Callable[[int], DeviceTemplate | None] = _no_template
-
-    def replace(self, active: ActiveFaults, devices: Callable[[int], Device | None]) -> None:
-        """Make `active` (all the worker's faults now) the rules; `devices` finds built ones."""
-        rules: dict[int, list[FaultRule]] = {}
-        values: dict[int, list[tuple[FaultRule, bytes | None]]] = {}
-        for rule, positions in active:
-            if rule.kind in SERVER_KINDS:
-                continue  # acts on the listener (farm.worker.process), not on requests
-            if rule.kind in VALUE_KINDS:
-                for number, position in enumerate(positions):
-                    held = rule.held[number] if rule.held else None
-                    values.setdefault(position, []).append((rule, held))
-                continue
-            for position in positions:
-                rules.setdefault(position, []).append(rule)
-        before = self.rules.keys() | self.values.keys()
-        self.rules = {p: tuple(each) for p, each in rules.items()}
-        self.values = values
-        for position in before | self.rules.keys() | self.values.keys():
-            device = devices(position)
-            if device is not None:
-                self.attach(device, position)
-
-    def attach(self, device: Device, position: int) -> None:
-        """Give a device the rules of its position (a new one, or after a change)."""
-        rules = self.rules.get(position, ())
-        values = None
-        entries = self.values.get(position)
-        template = self.template_of(position) if entries else None
-        if entries and template is not None:
-            values = PointValues.build(entries, template)
-        if device.faults is not None:
-            device.faults.rules = rules
-            device.faults.values = values
-            device.faults.settle()
-        elif rules or values is not None:
-            device.faults = ServerFaults(device, rules, self.rng, values)

@@ -2,10 +2,10 @@
 device behind a terminal server, one RTU frame after another; and what a garble fault does
 to each (`MbapFraming`, `RtuFraming`: farm.worker.faults builds faulted answers with them).
 
-Sits below the connections in a worker (... connection -> framing -> engine -> banks); the
-connections themselves are farm.worker.engine's (MBAP) and farm.worker.rtu_over_tcp's. An RTU
-frame is the unit id, the PDU and its CRC-16 (farm.rtu tells its length from its content, as a
-serial line's silences cannot cross TCP). The device behaves as a serial one does:
+Sits below the connections in a worker (... connection -> framing -> engine -> banks), which
+are farm.worker.connection's (MBAP) and farm.worker.rtu_over_tcp's. An RTU frame is the unit
+id, the PDU and its CRC-16 (farm.rtu tells its length from its content, as a serial line's
+silences cannot cross TCP). The device behaves as a serial one does:
   - a frame whose CRC does not match is ignored, with every byte after it up to this read's
     end (a serial device skips to the next silence), and counted (`CRC_ERRORS`, FC 08/0C);
   - unit id 0 is a broadcast: FC 5, 6, 15, 16 and FC 08/01, 04, 0A act on every unit, and

@@ -1,10 +1,10 @@
 """Connection limits and timeouts: what keeps careless or hostile clients from knocking a
 worker over.
 
-Sits between a worker's servers and the engine (... worker -> limits -> engine). Each server
-has a `ServerConnections` (its `ConnectionLimits` from the template, its open connections
-oldest first); the worker has one `WorkerConnections` (every connection, the worker-wide
-cap, the timer wheel, the event log).
+Sits between a worker's servers and their connections (... worker -> limits -> connection).
+Each server has a `ServerConnections` (its `ConnectionLimits` from the template, its open
+connections oldest first); the worker has one `WorkerConnections` (every connection, the
+worker-wide cap, the timer wheel, the event log).
 
 - **Per device**: past `max` open connections a newcomer is refused (accepted and closed at
   once), or the oldest connection is closed to make room (`close_oldest`).
@@ -112,7 +112,7 @@ class WorkerConnections:
 
 
 class ServerConnections:
-    """One server's connections and limits; the engine calls admit/release/malformed."""
+    """One server's connections and limits; the connection calls admit/release/malformed."""
 
     __slots__ = ("counters", "frame_ticks", "idle_ticks", "limits", "name", "open", "worker")
 
@@ -185,7 +185,7 @@ class ServerConnections:
             wheel.schedule(connection, wheel.now + self.frame_ticks + 1)
 
     def malformed(self, connection: Connection, detail: str) -> None:
-        """The engine closes the connection; count it and say so (throttled)."""
+        """The connection closes itself; count it and say so (throttled)."""
         self.counters[CLOSED_MALFORMED] += 1
         peer = _peer(connection)
         self.worker.events.throttled(

@@ -1,6 +1,6 @@
 """The ordered outbox of one faulted connection: answers that must wait leave in order.
 
-Sits beside the engine, under the fault hooks (... engine -> faults -> outbox). A connection
+Sits beside the engine, under the fault hooks (... connection -> faults -> outbox). A connection
 of a server with no fault writes its answers at once and never has an outbox. Once a fault
 holds an answer back (delay), cuts it into pieces (slice) or closes the connection after
 the answers before it (disconnect, reset), the connection's answers go through here: each
@@ -29,7 +29,7 @@ SEND = 0
 CLOSE = 1  # FIN, once everything before it has left
 RESET = 2  # RST, once everything before it has left
 _LINGER_NOW = struct.pack("ii", 1, 0)  # SO_LINGER on, 0 s: close() sends RST
-HELD_HIGH_BYTES = 64 * 1024  # the transport's own marks (farm.worker.engine)
+HELD_HIGH_BYTES = 64 * 1024  # the transport's own marks (farm.worker.connection)
 HELD_LOW_BYTES = 16 * 1024
 
 

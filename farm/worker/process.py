@@ -10,9 +10,10 @@ it is told to `Stop` or its pipe reaches end-of-file (the master is gone).
 A server that fails to start is reported (`ServerFailed`) and the others carry on. A server
 whose socket the master did not pass is stopped (farm.master.switch): its values still move,
 and `Control(START_SERVER)` brings it back with a fresh socket (many servers in one message,
-as an offline fault on a fleet needs). Signals belong to the master: a worker ignores SIGINT
-and SIGHUP (Ctrl-C and a closed terminal reach the whole process group) and is stopped
-through its pipe.
+as an offline fault on a fleet needs); starting and stopping servers is
+farm.worker.switch's, servers joining and leaving farm.worker.membership's. Signals belong to
+the master: a worker ignores SIGINT and SIGHUP (Ctrl-C and a closed terminal reach the whole
+process group) and is stopped through its pipe.
 """
 
 from __future__ import annotations
@@ -22,7 +23,6 @@ import logging
 import os
 import signal
 import socket
-import ssl
 import sys
 import time
 from collections.abc import Coroutine
@@ -53,23 +53,21 @@ from farm.ipc.messages import (
     Ready,
     RemoveServers,
     Reply,
-    ServerFailed,
     Stop,
 )
 from farm.ipc.spawn import EXIT_BOOT_FAILED, connection_cap
 from farm.ipc.stats import ShardCounters
 from farm.limits import raise_open_files_limit
-from farm.worker import membership
+from farm.worker import membership, switch
 from farm.worker.engine import Device
 from farm.worker.events import EventLog
-from farm.worker.faults import FaultBook
+from farm.worker.faultbook import FaultBook
 from farm.worker.limits import ServerConnections, WorkerConnections
 from farm.worker.ticker import Ticker
 from farm.worker.transports import Listener, Transports
 
 ASSIGN_TIMEOUT_S = 30.0
 DRAIN_TIMEOUT_S = 2.0
-BATCH = 250  # servers started between two yields to the loop (heartbeats keep flowing)
 _PAGE = os.sysconf("SC_PAGE_SIZE")
 
 
@@ -152,7 +150,7 @@ class Worker:
         connections.wheel.start(loop)
         heartbeat = asyncio.create_task(self._heartbeats())
         self.ticker = Ticker(self.segment.buf, self.assign.origin)
-        failed = await self._start_servers(self.ticker)
+        failed = await switch.start_all(self, self.ticker)
         self._send(Ready(worker=self.assign.worker, servers_up=len(self.servers), failed=failed))
         ticking = asyncio.create_task(self._tick())
         await self.stopping.wait()
@@ -193,34 +191,6 @@ class Worker:
         spec = self.specs[number]
         limits = self.assign.templates[spec.template].connections
         return ServerConnections(spec.name, limits, device.counters, self.connections)
-
-    async def _start_servers(self, ticker: Ticker) -> tuple[ServerFailed, ...]:
-        self.transports = transports = Transports(self, self._count_tls_role)
-        failed = []
-        for started, spec in enumerate(self.assign.servers):
-            number = spec.stats_index
-            template: DeviceTemplate = self.assign.templates[spec.template]
-            ticker.add(spec, template)  # a stopped server's values move too
-            sock = self.sockets.pop(spec.index, None)
-            if sock is None:
-                continue  # stopped by the master, or started already by a Control
-            try:
-                server = await transports.start(spec, number, sock)
-            except (OSError, ssl.SSLError) as exc:
-                failure = ServerFailed(
-                    worker=self.assign.worker,
-                    server=spec.name,
-                    address=spec.address,
-                    reason=str(exc),
-                )
-                self._send(failure)
-                failed.append(failure)
-                continue
-            self._keep(number, server)
-            if started % BATCH == BATCH - 1:
-                await asyncio.sleep(0)
-        ticker.freeze()
-        return tuple(failed)
 
     def device(self, number: int) -> Device:
         """The device of server `number`, with views on its banks and counters."""
@@ -297,9 +267,9 @@ class Worker:
             except (OSError, messages.ProtocolError) as exc:
                 self._reply(message, error=f"no sockets came with {message.op}: {exc}")
                 return
-            self._later(self._start_servers_again(message, socks))
+            self._later(switch.start(self, message, socks))
         elif isinstance(message, Control) and message.op == messages.STOP_SERVER:
-            self._stop_servers(message)
+            switch.stop(self, message)
         elif isinstance(message, AddServers):
             try:  # their sockets follow on the pipe: take them before anything else
                 socks = messages.receive_sockets(self.conn, len(message.servers))
@@ -329,56 +299,6 @@ class Worker:
                 error=error,
             )
         )
-
-    def _stop_servers(self, message: Control) -> None:
-        """Close the servers' listening sockets and their connections, in one pass (the
-        master closed its copies)."""
-        unknown = [name for name in message.servers if name not in self.numbers]
-        names = set(message.servers) - set(unknown)
-        for name in names:
-            number = self.numbers[name]
-            self.stopped.add(number)
-            server = self.servers.pop(number, None)
-            if server is not None:
-                server.close()
-            else:  # not started yet: the socket waits in the inherited ones
-                sock = self.sockets.pop(self.specs[number].index, None)
-                if sock is not None:
-                    sock.close()
-        if self.connections is not None:
-            self.connections.close_all(servers=names)
-        self._reply(message, error=f"no server {unknown[0]!r} here" if unknown else "")
-
-    async def _start_servers_again(self, message: Control, socks: list[socket.socket]) -> None:
-        """Serve stopped servers again on the sockets that came with `message`, in order."""
-        errors = []
-        for started, (name, sock) in enumerate(zip(message.servers, socks, strict=True)):
-            error = await self._start_server(name, sock)
-            if error:
-                errors.append(error)
-            if started % BATCH == BATCH - 1:
-                await asyncio.sleep(0)  # heartbeats and requests keep flowing
-        more = f" (and {len(errors) - 1} more)" if len(errors) > 1 else ""
-        self._reply(message, error=f"{errors[0]}{more}" if errors else "")
-
-    async def _start_server(self, name: str, sock: socket.socket) -> str:
-        """Serve one server on `sock`; returns why not ("" when it serves, or did already)."""
-        number = self.numbers.get(name)
-        if number is None or number in self.servers:
-            sock.close()  # unknown here, or serving already: the master's copy stays
-            return "" if number is not None else f"no server {name!r} here"
-        self.stopped.discard(number)
-        device = self.devices.get(number)
-        if device is not None:  # after a reboot fault the master powered its diagnostics up
-            device.diagnostics.reload()
-        assert self.transports is not None, "servers start before any Control is read"
-        try:
-            server = await self.transports.start(self.specs[number], number, sock)
-        except (OSError, ssl.SSLError) as exc:
-            sock.close()
-            return f"cannot serve {name}: {exc}"
-        self._keep(number, server)
-        return ""
 
     def _keep(self, number: int, server: Listener) -> None:
         if number in self.stopped:  # a STOP came while the server was being created

@@ -13,7 +13,7 @@ from time import perf_counter_ns
 
 from farm import rtu
 from farm.ipc.stats import BYTES_RECEIVED, CRC_ERRORS
-from farm.worker.engine import FLUSH_INPUT_BYTES, ModbusConnection
+from farm.worker.connection import FLUSH_INPUT_BYTES, ModbusConnection
 from farm.worker.framing import RTU, answer_serial
 
 

@@ -1,6 +1,6 @@
 """Modbus/TCP Security: MBAP frames inside TLS 1.2 or later, and the client's role.
 
-Sits beside the engine in a worker (... worker -> tls -> engine -> banks). A fleet's
+Sits beside the engine in a worker (... worker -> tls -> connection -> engine -> banks). A fleet's
 `TlsSettings` give the server's certificate and key and, optionally, the CA its clients'
 certificates must chain to: then a client without such a certificate is refused in the
 handshake. `secured` puts the TLS layer under each connection itself rather than letting
@@ -24,7 +24,8 @@ import uvloop.loop
 
 from farm.config.plan import TlsSettings
 from farm.ipc.stats import TLS_HANDSHAKE_FAILURES
-from farm.worker.engine import HIGH_WATER_BYTES, Device, ModbusConnection
+from farm.worker.connection import HIGH_WATER_BYTES, ModbusConnection
+from farm.worker.engine import Device
 from farm.worker.limits import ServerConnections
 
 # uvloop's TLS layer (Cython), or asyncio's (Python) if a uvloop lacks it: both take a

@@ -1,7 +1,7 @@
 """How a worker serves one server on the socket the master bound, by the server's transport.
 
 Part of a worker (farm.worker.process starts its servers through `Transports.start`):
-    tcp            MBAP on a TCP stream               farm.worker.engine.ModbusConnection
+    tcp            MBAP on a TCP stream               farm.worker.connection.ModbusConnection
     rtu-over-tcp   RTU frames (CRC-16) on a TCP stream farm.worker.rtu_over_tcp.RtuConnection
     udp            one MBAP frame per datagram        farm.worker.udp.UdpEndpoint
     tls            MBAP inside TLS (port 802)          farm.worker.tls.TlsConnection
@@ -19,7 +19,8 @@ from functools import partial
 from typing import Protocol
 
 from farm.config.plan import ServerSpec, TlsSettings
-from farm.worker.engine import Device, ModbusConnection
+from farm.worker.connection import ModbusConnection
+from farm.worker.engine import Device
 from farm.worker.limits import ServerConnections
 from farm.worker.rtu_over_tcp import RtuConnection
 from farm.worker.tls import TlsConnection, secured, server_context

@@ -21,7 +21,8 @@ from time import perf_counter_ns
 from typing import Any, cast
 
 from farm.ipc.stats import BYTES_RECEIVED, BYTES_SENT, MALFORMED_FRAMES, UNANSWERED
-from farm.worker.engine import MAX_MBAP_LENGTH, Device, ModbusConnection
+from farm.worker.connection import MAX_MBAP_LENGTH, ModbusConnection
+from farm.worker.engine import Device
 from farm.worker.framing import MBAP, record_duration
 
 _HEADER = struct.Struct(">HHHB")

@@ -2,7 +2,7 @@
 
 Part of the limits (farm.worker.limits) in a worker. Not a timer per connection per request:
 one `call_at` per tick (every `RESOLUTION_S`) for the whole worker. A connection records the
-tick of its last read (one attribute store per read, farm.worker.engine); the wheel files it
+tick of its last read (one attribute store per read, farm.worker.connection); the wheel files it
 under the tick of its next possible deadline and looks at it only then, when the limits
 either close it or file it again under the next one. Filing it again under a sooner tick
 leaves a stale entry behind, which is skipped (`due` says which entry is current), so a
@@ -21,7 +21,7 @@ NOT_SCHEDULED = -1
 
 
 class Connection(Protocol):
-    """What limits need of a connection (farm.worker.engine.ModbusConnection)."""
+    """What limits need of a connection (farm.worker.connection.ModbusConnection)."""
 
     transport: asyncio.Transport | None
     seen: int  # the wheel's tick at the last read
