@@ -13,7 +13,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from farm.config.plan import ServerRequest, TlsSettings, Transport
+from farm.config.plan import ServerRequest, TlsSettings, Transport, default_devices
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -46,18 +46,7 @@ def default_fleet(
     width = max(4, len(str(count - 1)))
 
     def servers(n: int) -> list[ServerRequest]:
-        return [
-            ServerRequest(
-                name=f"device-{i:0{width}d}",
-                fleet="default",
-                host=host,
-                port=port_base + i,
-                template=template,
-                transport=transport,
-                tls=tls,
-            )
-            for i in range(n)
-        ]
+        return default_devices(n, width, host, port_base, template, transport, tls)
 
     return FleetSpec(
         name="default",

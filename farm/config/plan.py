@@ -231,6 +231,20 @@ def default_servers(
             about=("count", "port_base"),
         )
     width = max(4, len(str(count - 1)))
+    return default_devices(count, width, host, port_base, template, transport, tls)
+
+
+def default_devices(
+    count: int,
+    width: int,
+    host: str,
+    port_base: int,
+    template: str,
+    transport: Transport = "tcp",
+    tls: TlsSettings | None = None,
+) -> list[ServerRequest]:
+    """device-0000... (names `width` digits wide) on consecutive ports from `port_base`:
+    the default fleet's first `count` servers, at start or grown (farm.config.growth)."""
     return [
         ServerRequest(
             name=f"device-{i:0{width}d}",
