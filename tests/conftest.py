@@ -48,8 +48,6 @@ def make_farm(count: int, workers: int = 2, extra: list[str] | None = None) -> F
     """A farm on free ports, not started yet."""
     port_base = free_port_range(count)
     api_port = free_port()
-    while port_base <= api_port < port_base + count:  # free now, but the farm will take it
-        api_port = free_port()
     return FarmProcess(
         count=count,
         workers=workers,
@@ -100,8 +98,6 @@ def ready_config_farm(
     for attempt in range(3):
         port_base = free_port_range(count)
         api_port = free_port()
-        while port_base <= api_port < port_base + count:
-            api_port = free_port()
         path = os.path.join(directory, "farm.yaml")
         with open(path, "w") as file:
             file.write(config(port_base))

@@ -67,6 +67,18 @@ def port_free(port: int, host: str = HOST) -> bool:
     return True
 
 
+def refused(port: int, host: str = HOST, timeout: float = 2.0) -> bool:
+    """Whether a connection to `port` is refused (nothing listens there): a server that is
+    offline, stopped or gone. A connection accepted, or any other error, is False."""
+    try:
+        with socket.create_connection((host, port), timeout=timeout):
+            return False
+    except ConnectionRefusedError:
+        return True
+    except OSError:
+        return False
+
+
 def squatter(port: int, host: str = HOST) -> socket.socket:
     """A listening socket on `port`, as another program taking it would be.
 
@@ -249,8 +261,6 @@ def scalable_farm(
     for attempt in range(3):
         port_base = free_port_range(room)
         api_port = free_port()
-        while port_base <= api_port < port_base + room:
-            api_port = free_port()
         running = FarmProcess(
             count=count, workers=workers, port_base=port_base, api_port=api_port, extra=extra or []
         )

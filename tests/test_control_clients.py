@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import struct
 import subprocess
 import sys
@@ -22,7 +21,7 @@ from pymodbus.exceptions import ConnectionException
 
 from farm.client import FarmAPIError, FarmClient, Fleet
 from tests.conftest import config_farm, ready_farm
-from tests.farmproc import HOST, FarmProcess, squatter, wait_for
+from tests.farmproc import HOST, FarmProcess, refused, squatter, wait_for
 from tests.test_control_api import SERVERS, TOKEN, config
 from tests.tools import tool
 
@@ -56,16 +55,6 @@ def pymodbus(farm: FarmProcess, index: int) -> ModbusTcpClient:
     client = ModbusTcpClient(HOST, port=farm.port(index), timeout=3, retries=0)
     assert client.connect()
     return client
-
-
-def refused(port: int) -> bool:
-    with socket.socket() as sock:
-        sock.settimeout(3)
-        try:
-            sock.connect((HOST, port))
-        except ConnectionRefusedError:
-            return True
-    return False
 
 
 def test_api_write_is_read_by_mbpoll(farm: FarmProcess) -> None:
@@ -164,7 +153,7 @@ def test_stop_refuses_connections_and_start_serves_the_same_values(farm: FarmPro
         assert client.server("plc-01").connections == 1
         done = cli(farm, "server", "stop", "plc-01")
         assert done.returncode == 0 and done.stdout.strip() == "plc-01 stopped", done.stderr
-        assert refused(farm.port(5))
+        assert refused(farm.port(5), timeout=3)
         with pytest.raises(ConnectionException):  # the open connection was dropped
             modbus.read_holding_registers(60, count=1, device_id=1)
     finally:
@@ -188,7 +177,7 @@ def test_stop_refuses_connections_and_start_serves_the_same_values(farm: FarmPro
 def test_server_stop_and_start_take_several_names(farm: FarmProcess) -> None:
     done = cli(farm, "server", "stop", "meter-02", "meter-03")
     assert done.stdout.splitlines() == ["meter-02 stopped", "meter-03 stopped"], done.stderr
-    assert refused(farm.port(2)) and refused(farm.port(3))
+    assert refused(farm.port(2), timeout=3) and refused(farm.port(3), timeout=3)
     assert [s.name for s in api(farm).servers(state="offline")] == ["meter-02", "meter-03"]
     done = cli(farm, "server", "start", "meter-02", "meter-03")
     assert done.stdout.splitlines() == ["meter-02 started", "meter-03 started"], done.stderr
@@ -244,7 +233,7 @@ def test_a_stopped_server_stays_stopped_when_its_worker_is_killed() -> None:
             return bool(now["restarts"] > row["restarts"] and now["state"] == "ready")
 
         wait_for(replaced, 60, "the worker to be replaced")
-        assert refused(farm.port(1))
+        assert refused(farm.port(1), timeout=3)
         assert [s.name for s in client.servers(state="offline")] == ["device-0001"]
         assert client.ready()  # stopped on purpose: the farm is still ready for probes
         status = farm.status()

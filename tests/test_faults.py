@@ -22,7 +22,7 @@ from pymodbus.pdu import ExceptionResponse
 from farm.client import FarmAPIError, FarmClient, Fleet, Fraction, Glob
 from farm.config.faults import pick_fraction
 from tests.conftest import start_farm
-from tests.farmproc import HOST, FarmProcess, wait_for
+from tests.farmproc import HOST, FarmProcess, refused, wait_for
 from tests.test_clients import mbap, mbpoll
 
 pytestmark = pytest.mark.timeout(120)
@@ -316,14 +316,6 @@ def test_a_fault_starts_late_and_expires(farm: FarmProcess, api: FarmClient) -> 
     assert exception_code(farm, 17) is None
 
 
-def refused(farm: FarmProcess, index: int) -> bool:
-    try:
-        socket.create_connection((HOST, farm.port(index)), timeout=2).close()
-    except ConnectionRefusedError:
-        return True
-    return False
-
-
 def test_offline_refuses_connections_then_serves_the_same_values(
     farm: FarmProcess, api: FarmClient
 ) -> None:
@@ -331,11 +323,11 @@ def test_offline_refuses_connections_then_serves_the_same_values(
     try:
         assert not client.write_registers(10, [1234, 5678]).isError()
         fault = api.fault("offline", target=name(18), duration="2s")
-        assert refused(farm, 18)  # in effect when the call returns
+        assert refused(farm.port(18))  # in effect when the call returns
         with pytest.raises(ModbusException):  # the open connection was dropped
             client.read_holding_registers(10, count=2)
         assert api.server(name(18)).info.state == "offline"
-        wait_for(lambda: not refused(farm, 18), 15, "the server to come back")
+        wait_for(lambda: not refused(farm.port(18)), 15, "the server to come back")
         assert api.faults() == [] and fault.state == "active"
     finally:
         client.close()
@@ -368,12 +360,12 @@ def test_reboot_comes_back_with_starting_values(farm: FarmProcess, api: FarmClie
     held = connect(farm, 19)
     try:
         api.fault("reboot", target=name(19), duration="1s")
-        assert refused(farm, 19)
+        assert refused(farm.port(19))
         with pytest.raises(ModbusException):  # the open connection was dropped
             held.read_holding_registers(10, count=1)
     finally:
         held.close()
-    wait_for(lambda: not refused(farm, 19), 15, "the server to come back")
+    wait_for(lambda: not refused(farm.port(19)), 15, "the server to come back")
     client = connect(farm, 19)
     try:
         assert client.read_holding_registers(10, count=1).registers == [0]
@@ -422,7 +414,7 @@ def test_the_cli_forms_of_the_issue(farm: FarmProcess, api: FarmClient) -> None:
     assert re.search(r"^fault \d+: delay ms=300 on device-0003, active", shown.stdout, re.M), shown
     added = farm_cli(farm, "fault", "add", "offline", "--target", name(5), "--for", "2s")
     assert added.returncode == 0 and "offline on device-0005, active, ends in" in added.stdout
-    assert refused(farm, 5)
+    assert refused(farm.port(5))
     for options in (
         ["--fleet", "default"],
         ["--glob", "device-001*"],
@@ -435,7 +427,7 @@ def test_the_cli_forms_of_the_issue(farm: FarmProcess, api: FarmClient) -> None:
     assert later.returncode == 0 and "starts in" in later.stdout, later
     listed = farm_cli(farm, "fault", "list")
     assert listed.returncode == 0 and "exception" in listed.stdout and "scheduled" in listed.stdout
-    wait_for(lambda: not refused(farm, 5), 15, "the 2 s offline fault to end")
+    wait_for(lambda: not refused(farm.port(5)), 15, "the 2 s offline fault to end")
     assert len(api.faults()) == 6
     first = api.faults()[0].id
     assert farm_cli(farm, "fault", "clear", str(first)).returncode == 0

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from farm.client import FarmClient, Fleet
-from tests.farmproc import HOST, FarmProcess, free_port, wait_for
+from tests.farmproc import HOST, FarmProcess, free_port, refused, wait_for
 
 pytestmark = pytest.mark.timeout(300)
 COUNT = 2_000
@@ -66,14 +66,6 @@ def farm(tmp_path: Path) -> Iterator[FarmProcess]:
     assert "2000 servers started" in stderr, stderr[-2000:]
 
 
-def refused(farm: FarmProcess, index: int) -> bool:
-    try:
-        with socket.create_connection((address(index), farm.port_base), timeout=2):
-            return False
-    except ConnectionRefusedError:
-        return True
-
-
 def holding(farm: FarmProcess, index: int) -> list[int] | None:
     """Holding registers 10-11 read by a Modbus client (None while the port is closed)."""
     request = bytes([0, 1, 0, 0, 0, 6, 1, 3, 0, 10, 0, 2])
@@ -103,7 +95,9 @@ def test_an_offline_fault_on_the_whole_fleet_and_back(farm: FarmProcess) -> None
     print(f"offline on {len(fault.servers)} servers: API call {time.monotonic() - began:.2f} s")
     assert len(fault.servers) == COUNT
     for index in SAMPLE:
-        wait_for(functools.partial(refused, farm, index), 10, f"{name(index)} refused")
+        wait_for(
+            functools.partial(refused, farm.port_base, address(index)), 10, f"{name(index)} refused"
+        )
     # The master answers while the fleet is down, and knows it is down.
     status = farm.status()
     assert status["servers_ready"] == 0, status

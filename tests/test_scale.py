@@ -24,6 +24,7 @@ from tests.farmproc import (
     free_port,
     free_port_range,
     port_free,
+    refused,
     scalable_farm,
     squatter,
     wait_for,
@@ -53,14 +54,6 @@ def reads(farm: FarmProcess, index: int) -> bool:
         return client.connect() and not client.read_input_registers(0, count=4).isError()
     finally:
         client.close()
-
-
-def refused(port: int) -> bool:
-    try:
-        with socket.create_connection((HOST, port), timeout=2):
-            return False
-    except ConnectionRefusedError:
-        return True
 
 
 def metrics(farm: FarmProcess) -> str:
@@ -178,8 +171,6 @@ def test_a_scale_onto_the_names_of_another_fleet_is_refused(tmp_path: Path) -> N
     other's names (the API finds a server by its name), so the scale is refused whole."""
     base = free_port_range(10)
     api_port = free_port()
-    while base <= api_port < base + 10:
-        api_port = free_port()
     config = tmp_path / "farm.yaml"
     config.write_text(
         "fleets:\n"

@@ -7,7 +7,6 @@ from __future__ import annotations
 import os
 import random
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -24,7 +23,7 @@ from farm.ipc.banks import Segment
 from farm.master.state import load, read
 from farm.master.staterestore import restore
 from farm.master.statesaver import StateSaver
-from tests.farmproc import HOST, FarmProcess, port_free, scalable_farm, wait_for
+from tests.farmproc import HOST, FarmProcess, port_free, refused, scalable_farm, wait_for
 from tests.rawmodbus import read_registers
 from tests.test_state import saved_after, write_everywhere
 
@@ -34,14 +33,6 @@ START, ROOM = 20, 60  # servers at start; ports kept free for the fleet to grow 
 
 def name(index: int) -> str:
     return f"device-{index:04d}"
-
-
-def refused(port: int) -> bool:
-    try:
-        with socket.create_connection((HOST, port), timeout=2):
-            return False
-    except ConnectionRefusedError:
-        return True
 
 
 def again(farm: FarmProcess, expected: int) -> FarmProcess:
