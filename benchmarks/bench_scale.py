@@ -17,7 +17,6 @@ Prints the figures; nothing is asserted (tests hold behaviour, this holds number
 from __future__ import annotations
 
 import argparse
-import ipaddress
 import json
 import socket
 import statistics
@@ -37,26 +36,6 @@ HOST = "127.0.0.1"
 FIRST_IP = "127.78.0.1"
 
 
-def fleet_farm(servers: int, workers: int, directory: Path) -> procs.Server:
-    port, api_port = procs.free_port_range(1), procs.free_port_range(1)
-    config = directory / "fleet.yaml"
-    config.write_text(
-        "fleets:\n"
-        f"  - {{name: default, template: default, count: {servers}, "
-        f'name_pattern: "device-{{i:05d}}", addressing: {{ip_start: {FIRST_IP}, port: {port}}}}}\n'
-    )
-    command = [
-        sys.executable, "-m", "farm", "up", str(config), "--workers", str(workers),
-        "--api-port", str(api_port), "--log-level", "warning",
-    ]  # fmt: skip
-    return procs.Server(f"farm, {workers} workers", command, servers, port, api_port)
-
-
-def addresses(count: int, port: int) -> list[tuple[str, int]]:
-    first = int(ipaddress.IPv4Address(FIRST_IP))
-    return [(str(ipaddress.IPv4Address(first + i)), port) for i in range(count)]
-
-
 def reads(address: tuple[str, int]) -> bool:
     with socket.create_connection(address, timeout=5) as sock:
         sock.sendall(struct.pack(">HHHBBHH", 1, 0, 6, 1, 4, 0, 1))
@@ -65,7 +44,7 @@ def reads(address: tuple[str, int]) -> bool:
 
 def run(servers: int, add: int, workers: int, rounds: int) -> None:
     with tempfile.TemporaryDirectory() as directory:
-        farm = procs.start(lambda: fleet_farm(servers, workers, Path(directory)))
+        farm = procs.start(lambda: procs.ip_farm(servers, workers, FIRST_IP, Path(directory)))
         try:
             measure(farm, servers, add, rounds)
         finally:
@@ -75,7 +54,7 @@ def run(servers: int, add: int, workers: int, rounds: int) -> None:
 def measure(farm: procs.Server, servers: int, add: int, rounds: int) -> None:
     assert farm.api_port is not None
     client = FarmClient(f"http://{HOST}:{farm.api_port}", timeout=60)
-    start = addresses(servers, farm.port_base)
+    start = procs.ip_addresses(servers, FIRST_IP, farm.port_base)
     targets = [f"{host}:{port}" for host, port in start[:: max(1, servers // 200)]]
     report: dict[str, Any] = {}
     duration = 6 + rounds * 4
@@ -96,7 +75,7 @@ def measure(farm: procs.Server, servers: int, add: int, rounds: int) -> None:
         began = time.monotonic()
         client.scale("default", servers + add)
         grows.append(time.monotonic() - began)
-        served += reads(addresses(servers + add, farm.port_base)[-1])
+        served += reads(procs.ip_addresses(servers + add, FIRST_IP, farm.port_base)[-1])
         time.sleep(1)
         began = time.monotonic()
         client.scale("default", servers)

@@ -21,11 +21,9 @@ Prints the figures; nothing is asserted (tests hold behaviour, this holds number
 from __future__ import annotations
 
 import argparse
-import ipaddress
 import socket
 import statistics
 import struct
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -52,28 +50,6 @@ def read_point(sock: socket.socket, transaction: int) -> int:
     return int(struct.unpack(">H", data[9:11])[0])
 
 
-def addresses(count: int, port: int) -> list[tuple[str, int]]:
-    first = int(ipaddress.IPv4Address(FIRST_IP))
-    return [(str(ipaddress.IPv4Address(first + i)), port) for i in range(count)]
-
-
-def fleet_farm(servers: int, workers: int, directory: Path) -> procs.Server:
-    """`servers` default devices at 127.77.0.1... on one free port."""
-    port = procs.free_port_range(1)
-    api_port = procs.free_port_range(1)
-    config = directory / "fleet.yaml"
-    config.write_text(
-        "fleets:\n"
-        f"  - {{name: default, template: default, count: {servers}, "
-        f'name_pattern: "device-{{i:05d}}", addressing: {{ip_start: {FIRST_IP}, port: {port}}}}}\n'
-    )
-    command = [
-        sys.executable, "-m", "farm", "up", str(config), "--workers", str(workers),
-        "--api-port", str(api_port), "--log-level", "warning",
-    ]  # fmt: skip
-    return procs.Server(f"farm, {workers} workers", command, servers, port, api_port)
-
-
 def refused(address: tuple[str, int], hung: list[tuple[str, int]]) -> bool:
     """Whether a connect to `address` is refused; one that neither connects nor is refused
     within 0.2 s (a listening socket nobody accepts on, its backlog full) is noted in `hung`
@@ -94,7 +70,7 @@ def refused(address: tuple[str, int], hung: list[tuple[str, int]]) -> bool:
 
 def run(servers: int, workers: int, sample: int, offline: float) -> None:
     with tempfile.TemporaryDirectory() as directory:
-        farm = procs.start(lambda: fleet_farm(servers, workers, Path(directory)))
+        farm = procs.start(lambda: procs.ip_farm(servers, workers, FIRST_IP, Path(directory)))
         measure(farm, servers, workers, sample, offline)
 
 
@@ -103,7 +79,7 @@ def measure(farm: procs.Server, servers: int, workers: int, sample: int, offline
         assert farm.api_port is not None
         client = FarmClient(f"http://{HOST}:{farm.api_port}", timeout=60)
         step = max(1, servers // sample)
-        ports = addresses(servers, farm.port_base)[::step][:sample]
+        ports = procs.ip_addresses(servers, FIRST_IP, farm.port_base)[::step][:sample]
         sockets = [socket.create_connection(address, timeout=5) for address in ports]
         scenario = {
             "steps": [
@@ -131,7 +107,7 @@ def measure(farm: procs.Server, servers: int, workers: int, sample: int, offline
         chosen = set(pick_fraction([f"device-{i:05d}" for i in range(servers)], offline, 0))
         ports = [
             address
-            for index, address in enumerate(addresses(servers, farm.port_base))
+            for index, address in enumerate(procs.ip_addresses(servers, FIRST_IP, farm.port_base))
             if f"device-{index:05d}" in chosen
         ][:sample]
         while time.monotonic() < posted + OFFLINE_AT - 0.2:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ipaddress
 import json
 import os
 import random
@@ -21,6 +22,7 @@ import time
 import urllib.request
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, TypeVar
 
 HOST = "127.0.0.1"
@@ -229,6 +231,33 @@ def farm(count: int, workers: int) -> Server:
     ]  # fmt: skip
     name = f"farm, {workers} worker{'s' if workers > 1 else ''}"
     return Server(name, command, count, port_base, api_port)
+
+
+def ip_farm(servers: int, workers: int, first_ip: str, directory: Path) -> Server:
+    """`servers` default devices named device-00000... at `first_ip` and the addresses after
+    it, all on one free port (`ip_start` addressing: 10,000 consecutive free ports are
+    rarely there on a shared machine); its config file is written in `directory`."""
+    port = free_port_range(1)
+    api_port = free_port_range(1)
+    while api_port == port:
+        api_port = free_port_range(1)
+    config = directory / "fleet.yaml"
+    config.write_text(
+        "fleets:\n"
+        f"  - {{name: default, template: default, count: {servers}, "
+        f'name_pattern: "device-{{i:05d}}", addressing: {{ip_start: {first_ip}, port: {port}}}}}\n'
+    )
+    command = [
+        sys.executable, "-m", "farm", "up", str(config), "--workers", str(workers),
+        "--api-port", str(api_port), "--log-level", "warning",
+    ]  # fmt: skip
+    return Server(f"farm, {workers} workers", command, servers, port, api_port)
+
+
+def ip_addresses(count: int, first_ip: str, port: int) -> list[tuple[str, int]]:
+    """The addresses of an `ip_farm`'s first `count` servers."""
+    first = int(ipaddress.IPv4Address(first_ip))
+    return [(str(ipaddress.IPv4Address(first + i)), port) for i in range(count)]
 
 
 def pymodbus_farm(count: int, uvloop: bool = False) -> Server:
