@@ -15,7 +15,6 @@ Every error a user can meet is one line on stderr and a non-zero exit (FarmError
 
 from __future__ import annotations
 
-import ipaddress
 import time
 from urllib.parse import urlsplit
 
@@ -35,6 +34,7 @@ from farm.cli.targets import targets
 from farm.cli.up import up
 from farm.client import FarmClient, api_options
 from farm.errors import FarmError, FarmUnreachable, exit_with
+from farm.master.run import loopback_host
 from farm.output import console
 
 out = console()  # what the farm answers is printed as it is
@@ -116,7 +116,7 @@ def _answers(client: FarmClient) -> bool:
 def _farm_runs_here(client: FarmClient, pid: object) -> bool:
     """Whether the farm's master `pid` still runs, when the API is on this host's loopback."""
     host = urlsplit(client.url).hostname or ""
-    if not isinstance(pid, int) or not (host == "localhost" or _loopback_address(host)):
+    if not isinstance(pid, int) or not loopback_host(host):
         return False
     try:
         with open(f"/proc/{pid}/stat", "rb") as stat:
@@ -126,13 +126,6 @@ def _farm_runs_here(client: FarmClient, pid: object) -> bool:
     except (OSError, IndexError):  # gone, or another PID namespace: nothing to wait for
         return False
     return state != b"Z" and b"farm" in command  # a zombie has released everything
-
-
-def _loopback_address(host: str) -> bool:
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False  # a name: it may resolve to anything
 
 
 main.add_command(up)

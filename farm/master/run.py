@@ -184,7 +184,7 @@ def _stop_signals(stop: Callable[[], None]) -> Iterator[None]:
 
 def check_api_exposure(options: MasterOptions) -> None:
     """Refuse an API that anyone on the network could drive: non-loopback and no token."""
-    if options.api_token or options.api_insecure or _loopback(options.api_host):
+    if options.api_token or options.api_insecure or loopback_host(options.api_host):
         return
     raise ConfigError(
         f"the control API would listen on {options.api_host} without a token, so anyone who "
@@ -193,7 +193,8 @@ def check_api_exposure(options: MasterOptions) -> None:
     )
 
 
-def _loopback(host: str) -> bool:
+def loopback_host(host: str) -> bool:
+    """Whether `host` (an address, or "localhost") is this machine's loopback."""
     if host == "localhost":
         return True
     try:
