@@ -128,20 +128,21 @@ def configure(
 ) -> None:
     """Set up the `farm` logger (and the root logger's level) for `farm up`."""
     handler: logging.Handler
+    console = console or Console(stderr=True)
     if file is not None:
         handler = logging.FileHandler(file, encoding="utf-8")
         handler.setFormatter(JsonFormatter() if fmt == "json" else TextFormatter())
     elif fmt == "json":
         handler = logging.StreamHandler(sys.stderr)
         handler.setFormatter(JsonFormatter())
-    elif not (console or Console(stderr=True)).is_terminal:
+    elif not console.is_terminal:
         # A pipe or a file: one record, one line, as --log-file writes it (Rich would wrap
         # a long line at 80 columns and split it in two for whatever reads it).
         handler = logging.StreamHandler(sys.stderr)
         handler.setFormatter(TextFormatter())
     else:
         handler = RichHandler(
-            console=console or Console(stderr=True),
+            console=console,
             show_path=False,
             markup=False,
             rich_tracebacks=False,
