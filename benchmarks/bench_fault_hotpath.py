@@ -27,13 +27,13 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from farm.config.fault_rules import FaultRule
+from farm.config.faults.rules import FaultRule
 from farm.config.templates import Identity
 from farm.ipc.banks import UnitBank
-from farm.worker import connection as stream
 from farm.worker import engine
-from farm.worker.faults import ServerFaults
-from farm.worker.limits import unlimited
+from farm.worker.faults.hooks import ServerFaults
+from farm.worker.limits.guard import unlimited
+from farm.worker.transports import connection as stream
 
 ROOT = Path(__file__).resolve().parent.parent
 FRAME = struct.pack(">HHHB", 1, 0, 6, 1) + bytes([3, 0, 0, 0, 10])

@@ -296,7 +296,7 @@ def answers(host: str, port: int) -> bool:
 
 
 def offline_everywhere(api: FarmClient, sample: list[ServerInfo]) -> dict[str, Any]:
-    """An offline fault on all 10,000 servers (farm.master.switch stops them in batches):
+    """An offline fault on all 10,000 servers (farm.master.fleet.switch stops them in batches):
     the API call, how long after it the sampled ports refuse, the slowest status call while
     they go down, then clearing it and the time until the sample answers again."""
     began = time.perf_counter()

@@ -44,8 +44,8 @@ from benchmarks.procs import HOST, Server
 from farm.config.plan import ServerRequest, build_plan
 from farm.config.templates import default_template
 from farm.ipc.stats import HEADER_SLOTS, REQUEST_SLOT, SERVER_SLOTS, ShardCounters
-from farm.master.fleetview import FleetView
-from farm.master.supervisor import Supervisor
+from farm.master.fleetview.view import FleetView
+from farm.master.supervision.supervisor import Supervisor
 
 
 def farm_on_addresses(servers: int, folder: Path) -> Server:

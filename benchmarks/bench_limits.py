@@ -42,10 +42,10 @@ from typing import Any, cast
 from benchmarks.bench_scrape import _cpu, _free_base, _load, make_device
 from farm.config.templates import ConnectionLimits
 from farm.ipc.stats import ShardCounters, local_counters
-from farm.worker.connection import ModbusConnection
 from farm.worker.engine import Device
 from farm.worker.events import EventLog
-from farm.worker.limits import ServerConnections, WorkerConnections
+from farm.worker.limits.guard import ServerConnections, WorkerConnections
+from farm.worker.transports.connection import ModbusConnection
 
 HOST = "127.0.0.1"
 FC3_FRAME = struct.pack(">HHHBBHH", 1, 0, 6, 1, 3, 0, 10)

@@ -7,7 +7,7 @@ one port, as `ip_start` addressing gives them: 10,000 consecutive free ports are
 there on a shared machine), a scenario posted to its API plays two steps on the whole
 fleet:
   1 s   stuck: every server's temperature_dc reads 4242 (a value fault, applied by workers)
-  3 s   offline for 2 s: 10 % of the servers' ports close (farm.master.switch, in one batch
+  3 s   offline for 2 s: 10 % of the servers' ports close (farm.master.fleet.switch, in one batch
         per worker; `--offline 1.0` for all of them)
 A Modbus client (raw MBAP on one socket each) watches `--sample` servers spread over the
 fleet; a step is in effect on a server when the client first sees it there (4242 read;
@@ -30,7 +30,7 @@ from pathlib import Path
 
 from benchmarks import procs
 from farm.client import FarmClient
-from farm.config.selection import pick_fraction
+from farm.config.faults.selection import pick_fraction
 
 HOST = "127.0.0.1"
 FIRST_IP = "127.77.0.1"

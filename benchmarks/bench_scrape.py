@@ -4,7 +4,8 @@
 
 1. Scrape: renders /metrics for a farm of --servers servers whose shared-memory counters
    hold realistic values (several function codes, exceptions, a filled histogram), with
-   farm.master.metrics, and beside it with prometheus_client's `generate_latest` on an equivalent
+   farm.master.metrics.servers, and beside it with prometheus_client's `generate_latest` on an
+   equivalent
    registry, built two ways: the metric objects (Counter, Gauge, Histogram with labels)
    and a custom collector building metric families from the same arrays at each scrape.
    "Equivalent" is checked, not assumed: on a small farm all three texts parse to the
@@ -65,14 +66,19 @@ from farm.ipc import stats
 from farm.ipc.banks import UnitBank
 from farm.ipc.messages import Heartbeat
 from farm.ipc.stats import ShardCounters
-from farm.master.metrics import FarmMetrics
-from farm.master.slot import SlotState
-from farm.master.supervisor import Supervisor
-from farm.worker.connection import _HEADER, FLUSH_INPUT_BYTES, MAX_MBAP_LENGTH, ModbusConnection
+from farm.master.metrics.servers import FarmMetrics
+from farm.master.supervision.slot import SlotState
+from farm.master.supervision.supervisor import Supervisor
 from farm.worker.engine import Device, reference_answer
 from farm.worker.fastpath import GATEWAY_NO_RESPONSE, exception_pdu, fast_answer
-from farm.worker.limits import unlimited
-from farm.worker.wheel import NOT_SCHEDULED
+from farm.worker.limits.guard import unlimited
+from farm.worker.limits.wheel import NOT_SCHEDULED
+from farm.worker.transports.connection import (
+    _HEADER,
+    FLUSH_INPUT_BYTES,
+    MAX_MBAP_LENGTH,
+    ModbusConnection,
+)
 
 HOST = "127.0.0.1"
 CLOCK_TICK = os.sysconf("SC_CLK_TCK")
@@ -340,16 +346,16 @@ def bench_scrape(servers: int, repeat: int) -> None:
     finally:
         close_farm(farm)
     print(f"\nscrape of {servers} servers (median of {repeat}; the same samples in all three)")
-    print(f"  {'renderer':<46} {'ms':>8} {'MB':>7} {'vs farm.master.metrics':>16}")
+    print(f"  {'renderer':<46} {'ms':>8} {'MB':>7} {'vs farm.master.metrics.servers':>16}")
     rows = (
-        ("farm.master.metrics (hand-rendered from the arrays)", ours, size),
+        ("farm.master.metrics.servers (hand-rendered from the arrays)", ours, size),
         ("generate_latest, metric objects", objects, objects_size),
         ("generate_latest, collector from the arrays", collected, objects_size),
     )
     for name, seconds, length in rows:
         print(f"  {name:<46} {seconds * 1e3:8.1f} {length / 1e6:7.1f} {seconds / ours:15.1f}x")
     verdict = "within" if ours <= 0.25 else "OVER"
-    print(f"  farm.master.metrics: {ours * 1e3:.0f} ms, {verdict} the 250 ms budget")
+    print(f"  farm.master.metrics.servers: {ours * 1e3:.0f} ms, {verdict} the 250 ms budget")
 
 
 # -- counting on the request path -------------------------------------------------------

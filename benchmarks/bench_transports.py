@@ -36,7 +36,7 @@ from benchmarks.procs import Server
 from farm.bench.command import run_bench, summarize
 from farm.bench.spec import BenchOptions, parse_mix, split
 from farm.bench.transports import ClientTls
-from farm.cli.certificates import write_certificates
+from farm.cli.selfsigned import write_certificates
 
 PDUS = parse_mix("3:100", address=0, quantity=10)
 REQUEST = struct.pack(">HHHB", 1, 0, 6, 1) + struct.pack(">BHH", 3, 0, 10)

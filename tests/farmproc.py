@@ -22,7 +22,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
-from farm.master.supervisor import SupervisorOptions
+from farm.master.supervision.supervisor import SupervisorOptions
 
 T = TypeVar("T")
 HOST = "127.0.0.1"

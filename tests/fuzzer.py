@@ -37,9 +37,9 @@ from farm.config.fleets import load
 from farm.config.plan import ServerRequest, build_plan
 from farm.config.templates import DeviceTemplate, default_template
 from farm.ipc.banks import read_only_masks, server_banks, server_diagnostics, server_files
-from farm.worker.connection import ModbusConnection
 from farm.worker.engine import Device
-from farm.worker.limits import unlimited
+from farm.worker.limits.guard import unlimited
+from farm.worker.transports.connection import ModbusConnection
 from tests.farmproc import HOST, FarmProcess, free_port, free_port_range
 
 TEMPLATE = """

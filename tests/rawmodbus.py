@@ -14,7 +14,7 @@ import struct
 import threading
 import time
 
-from farm import rtu
+from farm.modbus import rtu
 from tests.farmproc import HOST
 
 _PAGE = os.sysconf("SC_PAGE_SIZE")

@@ -18,7 +18,7 @@ from collections.abc import Iterator
 import pytest
 
 from farm.client import FarmClient
-from farm.master.access import own_origin
+from farm.master.http.access import own_origin
 from tests.conftest import ready_farm, start_farm
 from tests.farmproc import HOST, RESTART_DEADLINE_S, STOP_DEADLINE_S, FarmProcess, wait_for
 

@@ -313,7 +313,7 @@ def test_slowloris_and_idle_connections_are_closed_and_counted() -> None:
 
 
 def test_a_faulted_server_closes_a_slowloris_and_a_malformed_frame_as_any_other() -> None:
-    """A server with a fault active answers through farm.worker.faults, not the fast path:
+    """A server with a fault active answers through farm.worker.faults.hooks, not the fast path:
     the frame timeout and the malformed-frame close (counted, said) hold there too."""
     farm = start_farm(2, workers=1, extra=["--frame-timeout", "2", "--log-format", "json"])
     try:
@@ -456,10 +456,10 @@ def test_the_wheel_closes_stuck_and_silent_connections_and_no_others() -> None:
     """In process, on a clock the test moves: frame timeout 1 s, idle timeout 3 s."""
     from farm.config.templates import ConnectionLimits
     from farm.ipc.stats import CLOSED_FRAME_TIMEOUT, CLOSED_IDLE, local_counters
-    from farm.worker.connection import ModbusConnection
     from farm.worker.engine import Device
     from farm.worker.events import EventLog
-    from farm.worker.limits import ServerConnections, WorkerConnections
+    from farm.worker.limits.guard import ServerConnections, WorkerConnections
+    from farm.worker.transports.connection import ModbusConnection
     from tests.fuzzer import Shadow  # a device over banks in this process
 
     said: list[Any] = []

@@ -21,11 +21,11 @@ from openapi_spec_validator import validate
 from farm.client import FarmAPIError, FarmClient
 from farm.config.plan import build_plan, default_servers
 from farm.config.templates import default_template
-from farm.master.api import build_app
-from farm.master.listeners import bind_all
-from farm.master.openapi import document
-from farm.master.routes import served_routes
-from farm.master.supervisor import Supervisor, SupervisorOptions
+from farm.master.http.app import build_app
+from farm.master.http.openapi import document
+from farm.master.http.routes import served_routes
+from farm.master.supervision.listeners import bind_all
+from farm.master.supervision.supervisor import Supervisor, SupervisorOptions
 from tests.conftest import ready_config_farm
 from tests.farmproc import HOST, FarmProcess, free_port_range
 

@@ -20,7 +20,7 @@ from pymodbus.exceptions import ModbusException, ModbusIOException
 from pymodbus.pdu import ExceptionResponse
 
 from farm.client import FarmAPIError, FarmClient, Fleet, Fraction, Glob
-from farm.config.faults import pick_fraction
+from farm.config.faults.spec import pick_fraction
 from tests.conftest import start_farm
 from tests.farmproc import HOST, FarmProcess, refused, wait_for
 from tests.test_clients import mbap, mbpoll

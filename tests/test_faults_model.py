@@ -1,4 +1,4 @@
-"""The fault model (farm.config.faults): what a user may ask for, and the one line they get
+"""The fault model (farm.config.faults.spec): what a user may ask for, and the one line they get
 when the ask is wrong."""
 
 from __future__ import annotations
@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from farm.config.faults import (
+from farm.config.faults.spec import (
     DelayFault,
     FaultSpecError,
     Target,

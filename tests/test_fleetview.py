@@ -1,4 +1,4 @@
-"""The fleet view's producer (farm.master.fleetview) on counters laid out as in a farm: cells
+"""The fleet view's producer (farm.master.fleetview.view) on counters laid out as in a farm: cells
 grouped by fleet and worker, one byte per cell from state and rate, deltas holding only what
 changed, and one event shared by every page."""
 
@@ -14,8 +14,8 @@ from farm.config.plan import ServerRequest, build_plan
 from farm.config.templates import default_template
 from farm.ipc import stats
 from farm.ipc.stats import ShardCounters
-from farm.master.fleetstream import MAX_BACKLOG
-from farm.master.fleetview import (
+from farm.master.fleetview.stream import MAX_BACKLOG
+from farm.master.fleetview.view import (
     ERRORING,
     FAULTED,
     OFFLINE,
@@ -23,7 +23,7 @@ from farm.master.fleetview import (
     FleetView,
     ViewSources,
 )
-from farm.master.supervisor import Supervisor
+from farm.master.supervision.supervisor import Supervisor
 from tests.test_metrics import in_memory
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import importlib
 import json
 import pkgutil
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -38,7 +39,7 @@ def test_master_and_cli_do_not_load_pymodbus() -> None:
         [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True
     )
     loaded = json.loads(done.stdout)
-    assert "farm.master.supervisor" in loaded
+    assert "farm.master.supervision.supervisor" in loaded
     assert not [m for m in loaded if m.startswith(("pymodbus", "farm.worker"))], loaded
 
 
@@ -50,3 +51,17 @@ def test_every_subpackage_says_its_part() -> None:
         assert (module.__doc__ or "").strip(), f"farm.{info.name} has no docstring"
         shown = f"{info.name}/" if info.ispkg else f"{info.name}.py"
         assert shown in (farm.__doc__ or ""), f"farm/__init__ omits {shown}"
+
+
+def test_every_module_is_named_in_its_package_map() -> None:
+    """Each package's docstring names each of its modules and subpackages (no drifted maps)."""
+    missing = []
+    for info in pkgutil.walk_packages(farm.__path__, "farm."):
+        if not info.ispkg:
+            continue
+        package = importlib.import_module(info.name)
+        doc = package.__doc__ or ""
+        for child in pkgutil.iter_modules(package.__path__):
+            if not re.search(rf"\b{re.escape(child.name)}\b", doc):
+                missing.append(f"{info.name}: {child.name}")
+    assert not missing, f"package maps omit: {missing}"

@@ -1,4 +1,4 @@
-"""The open-files limit is raised in one place (farm.limits), and every process of a farm
+"""The open-files limit is raised in one place (farm.openfiles), and every process of a farm
 runs with it raised, whatever soft limit it was started under."""
 
 from __future__ import annotations

@@ -21,9 +21,10 @@ from farm.config.templates import Identity
 from farm.ipc import stats
 from farm.ipc.banks import UnitBank
 from farm.ipc.stats import ShardCounters
-from farm.master.metrics import FarmMetrics
-from farm.worker import connection as stream
-from farm.worker import engine, limits
+from farm.master.metrics.servers import FarmMetrics
+from farm.worker import engine
+from farm.worker.limits import guard as limits
+from farm.worker.transports import connection as stream
 from tests.conftest import make_farm, start_farm
 from tests.farmproc import HOST, FarmProcess, free_port, squatter, wait_for
 from tests.prometheus_server import Samples, loaded, parse, scrape, scrape_text, value

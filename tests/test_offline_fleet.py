@@ -2,7 +2,7 @@
 close on every worker, the farm stays responsive, and clearing it brings every server back
 with its values. The servers sit at their own loopback addresses (127.61.0.1 ...) on one
 port, so no range of 2,000 ports is needed; the switch stops and starts them in batches
-(farm.master.switch), one message per worker and one log line per batch."""
+(farm.master.fleet.switch), one message per worker and one log line per batch."""
 
 from __future__ import annotations
 

@@ -18,7 +18,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from multiprocess import get_context
 
-from farm.config.fault_rules import FaultRule
+from farm.config.faults.rules import FaultRule
 from farm.config.fleets import load
 from farm.config.plan import Plan, ServerSpec, build_plan, default_servers
 from farm.config.templates import (
@@ -48,8 +48,8 @@ from farm.ipc.messages import (
     Stop,
 )
 from farm.ipc.spawn import EXIT_BOOT_FAILED, WORKER_ENTRY, InheritedSockets, run_entry
-from farm.master.listeners import bind_all
-from farm.master.supervisor import Supervisor, SupervisorOptions
+from farm.master.supervision.listeners import bind_all
+from farm.master.supervision.supervisor import Supervisor, SupervisorOptions
 from tests.farmproc import HOST, free_port_range
 
 EXAMPLES = sorted((Path(__file__).parent.parent / "examples").glob("*.yaml"))

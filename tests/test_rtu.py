@@ -1,4 +1,4 @@
-"""RTU framing arithmetic (farm.rtu) against pymodbus's own CRC and the spec's frame sizes."""
+"""RTU framing arithmetic (farm.modbus.rtu) against pymodbus's own CRC and the spec's frame sizes."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 from pymodbus.framer.rtu import FramerRTU
 
-from farm import rtu
+from farm.modbus import rtu
 
 
 def test_crc_of_the_serial_line_specs_example() -> None:

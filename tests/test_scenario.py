@@ -16,7 +16,7 @@ import pytest
 from pymodbus.client import ModbusTcpClient
 
 from farm.client import FarmAPIError, FarmClient
-from farm.config.selection import pick_fraction
+from farm.config.faults.selection import pick_fraction
 from tests.conftest import config_farm
 from tests.farmproc import HOST, FarmProcess, wait_for
 

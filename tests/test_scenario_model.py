@@ -12,8 +12,8 @@ from typing import Any
 import pytest
 import yaml
 
-from farm.cli.inspect import make_plan
 from farm.cli.scenario import scenario_for_up
+from farm.cli.validate import make_plan
 from farm.config.scenario import compile_scenario
 from farm.errors import ConfigError
 

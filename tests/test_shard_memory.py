@@ -33,8 +33,8 @@ from farm.config.templates import DeviceTemplate, Table, UnitLayout, default_tem
 from farm.ipc import stats
 from farm.ipc.banks import Segment, server_banks
 from farm.ipc.stats import ShardCounters
-from farm.master.metrics import FarmMetrics
-from farm.master.slot import SlotState
+from farm.master.metrics.servers import FarmMetrics
+from farm.master.supervision.slot import SlotState
 from tests.farmproc import HOST, FarmProcess, free_port, free_port_range
 from tests.prometheus_server import Samples, parse, scrape
 

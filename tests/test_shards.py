@@ -34,7 +34,7 @@ from farm.config.plan import build_plan, default_servers
 from farm.config.shards import fleet_slice, fleet_slices, index_from_hostname
 from farm.config.templates import default_template
 from farm.errors import ConfigError
-from farm.master.probes import liveness
+from farm.master.http.probes import liveness
 from tests.farmproc import HOST, FarmProcess, free_port, wait_for
 from tests.prometheus_server import running_prometheus
 

@@ -201,9 +201,9 @@ def test_saved_and_restored_banks_are_byte_for_byte_the_same(tmp_path: Path) -> 
     from farm.config.fleets import load
     from farm.config.plan import build_plan
     from farm.ipc.banks import Segment
-    from farm.master.state import load as load_state
-    from farm.master.staterestore import restore
-    from farm.master.statesaver import StateSaver
+    from farm.master.state.restore import restore
+    from farm.master.state.saver import StateSaver
+    from farm.master.state.statefile import load as load_state
 
     config = tmp_path / "farm.yaml"
     config.write_text(MIXED)

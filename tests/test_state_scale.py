@@ -20,9 +20,9 @@ from farm.config.behaviours import initialize_shard
 from farm.config.plan import Plan, add_servers, build_plan, default_servers, table_offset
 from farm.config.templates import Table, default_template
 from farm.ipc.banks import Segment
-from farm.master.state import load, read
-from farm.master.staterestore import restore
-from farm.master.statesaver import StateSaver
+from farm.master.state.restore import restore
+from farm.master.state.saver import StateSaver
+from farm.master.state.statefile import load, read
 from tests.farmproc import HOST, FarmProcess, port_free, refused, scalable_farm, wait_for
 from tests.rawmodbus import read_registers
 from tests.test_state import saved_after, write_everywhere

@@ -18,8 +18,8 @@ from pymodbus.client import ModbusTcpClient
 from farm.config.plan import build_plan, default_servers
 from farm.config.templates import default_template
 from farm.errors import BootError
-from farm.master.listeners import bind_all
-from farm.master.supervisor import Supervisor, SupervisorOptions
+from farm.master.supervision.listeners import bind_all
+from farm.master.supervision.supervisor import Supervisor, SupervisorOptions
 from tests.conftest import make_farm, ready_farm, start_farm
 from tests.farmproc import (
     HOST,

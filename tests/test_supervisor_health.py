@@ -21,9 +21,9 @@ import uvloop
 from farm.config.plan import Plan, build_plan, default_servers
 from farm.config.templates import default_template
 from farm.errors import BootError
-from farm.master.listeners import bind_all
-from farm.master.slot import Slot, SlotState
-from farm.master.supervisor import Supervisor, SupervisorOptions
+from farm.master.supervision.listeners import bind_all
+from farm.master.supervision.slot import Slot, SlotState
+from farm.master.supervision.supervisor import Supervisor, SupervisorOptions
 from tests.conftest import start_farm
 from tests.farmproc import HOST, free_port_range, wait_for
 

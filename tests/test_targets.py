@@ -20,7 +20,7 @@ from collections.abc import Iterator
 import pytest
 from pymodbus.client import ModbusTcpClient
 
-from farm.master.api_targets import TargetList
+from farm.master.http.targets import TargetList
 from tests.conftest import ready_config_farm
 from tests.farmproc import HOST, FarmProcess
 

@@ -19,8 +19,8 @@ from pathlib import Path
 
 import pytest
 
-from farm import rtu
 from farm.client import FarmClient
+from farm.modbus import rtu
 from tests.conftest import start_farm
 from tests.farmproc import HOST, FarmProcess
 from tests.prometheus_server import scrape, value

@@ -26,9 +26,9 @@ from pymodbus.client import ModbusTcpClient, ModbusTlsClient, ModbusUdpClient
 from pymodbus.exceptions import ConnectionException, ModbusIOException
 from pymodbus.pdu.file_message import FileRecord
 
-from farm import rtu
 from farm.client import FarmClient
-from farm.worker.tls import role_of
+from farm.modbus import rtu
+from farm.worker.transports.tls import role_of
 from tests.farmproc import HOST, FarmProcess, free_port, free_port_range, wait_for
 from tests.prometheus_server import scrape, value
 from tests.tools import tool

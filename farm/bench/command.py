@@ -40,7 +40,7 @@ from farm.bench.transports import ClientTls
 from farm.client import FarmClient, api_options, farm_clients, farms_option
 from farm.config.plan import TRANSPORTS
 from farm.errors import ConfigError, FarmError, exit_with
-from farm.limits import raise_open_files_limit
+from farm.openfiles import raise_open_files_limit
 from farm.output import console
 
 SATURATED = 0.9  # a generator process busier than this fraction of a core is the bottleneck

@@ -25,7 +25,7 @@ from multiprocess.connection import wait
 
 from farm.bench.loadgen import LoadResult, LoadSpec, Snapshot, run_load
 from farm.errors import FarmError
-from farm.limits import raise_open_files_limit
+from farm.openfiles import raise_open_files_limit
 
 SPAWN_TIMEOUT_S = 30.0  # for a child to import, connect and say ready
 CONNECT_S = 0.005  # more of it per connection to open, on a machine shared with the farm

@@ -27,10 +27,10 @@ import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
-from farm import rtu
 from farm.bench.connection import Connection, Tally
 from farm.bench.latency import Histogram
 from farm.bench.transports import ClientTls, connection_class
+from farm.modbus import rtu
 
 TICK_S = 0.02
 PROGRESS_EVERY_S = 0.25

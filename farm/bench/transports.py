@@ -17,8 +17,8 @@ import time
 from dataclasses import dataclass
 from typing import Any, cast
 
-from farm import rtu
 from farm.bench.connection import Connection
+from farm.modbus import rtu
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

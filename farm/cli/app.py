@@ -3,7 +3,7 @@
     farm up [FILE] [--count N] [--workers W] ...   (farm.cli.up)
     farm status [--api-host H] [--api-port A] [--json]
     farm down [--api-host H] [--api-port A] [--timeout S]
-    farm validate FILE / farm plan [FILE]   (farm.cli.inspect)
+    farm validate FILE / farm plan [FILE]   (farm.cli.validate)
     farm servers | get | set | server stop|start ...          (farm.cli.control)
     farm bench [--api-port A | --target HOST:PORT-PORT] ...   (farm.bench.command)
     farm prometheus-config [--api-port A | --farm HOST:PORT ...]   (farm.cli.prometheus_config)
@@ -26,12 +26,12 @@ from farm.bench.command import bench
 from farm.cli.certs import certs as certs_command
 from farm.cli.control import get, server, servers, set_values
 from farm.cli.faults import fault
-from farm.cli.inspect import plan_command, validate
 from farm.cli.net import net
 from farm.cli.prometheus_config import prometheus_config
 from farm.cli.scenario import scale, scenario
 from farm.cli.targets import targets
 from farm.cli.up import up
+from farm.cli.validate import plan_command, validate
 from farm.client import FarmClient, api_options
 from farm.errors import FarmError, FarmUnreachable, exit_with
 from farm.master.run import loopback_host

@@ -1,5 +1,5 @@
 """`farm certs DIR` (or `farm certs FILE`): throwaway certificates for a TLS test
-(farm.cli.certificates makes them).
+(farm.cli.selfsigned makes them).
 
 Part of the CLI. `farm up --transport tls --certs DIR` serves with DIR's server pair and
 asks clients for a certificate from its CA; `farm bench --transport tls --certs DIR` connects
@@ -38,7 +38,7 @@ def certs(target: Path, role: str, hosts: tuple[str, ...], days: int, force: boo
         if not role:
             raise ConfigError("--role must not be empty")
         # Imported here: only this command pays for loading cryptography.
-        from farm.cli.certificates import FILES, write_certificates, write_for_config
+        from farm.cli.selfsigned import FILES, write_certificates, write_for_config
 
         if target.is_file():
             written = write_for_config(target, role, hosts, days, force)

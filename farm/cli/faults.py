@@ -21,7 +21,7 @@ import click
 from rich.table import Table as RichTable
 
 from farm.client import FarmClient, FaultInfo, api_options
-from farm.config.fault_rules import KINDS
+from farm.config.faults.rules import KINDS
 from farm.errors import ConfigError, FarmError, exit_with
 from farm.output import console
 

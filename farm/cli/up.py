@@ -6,7 +6,7 @@
             [--connection-policy P] [--idle-timeout S] [--frame-timeout S] [--state FILE]
             [--state-interval S] [--log-level L] [--log-format text|json] [--log-file FILE]
 
-The front of the master (farm.master.run.serve): builds the plan (farm.cli.inspect), restores
+The front of the master (farm.master.run.serve): builds the plan (farm.cli.validate), restores
 a scaled fleet's size from --state, finds the scenario, then runs the master on uvloop with a
 progress bar on stderr and the ready summary on stdout. Registered on the `farm` group by
 farm.cli.app. Every error a user can meet is one line on stderr and a non-zero exit.
@@ -27,10 +27,10 @@ import uvloop
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.text import Text
 
-from farm.cli.inspect import make_plan
 from farm.cli.net import bind_privilege_problem
 from farm.cli.scenario import scenario_for_up
 from farm.cli.sharding import ShardChoice, shard_options
+from farm.cli.validate import make_plan
 from farm.client import api_host_option, api_port_option, api_token_option
 from farm.config.plan import TRANSPORTS, Plan, Transport
 from farm.config.shards import FleetSlice
@@ -38,9 +38,9 @@ from farm.config.templates import ConnectionPolicy
 from farm.errors import ConfigError, FarmError, exit_with
 from farm.master import logs
 from farm.master.run import MasterOptions, ReadySummary, serve
-from farm.master.state import fleet_digest
-from farm.master.staterestore import sized_plan
-from farm.master.supervisor import SupervisorOptions
+from farm.master.state.restore import sized_plan
+from farm.master.state.statefile import fleet_digest
+from farm.master.supervision.supervisor import SupervisorOptions
 from farm.output import console
 
 # Markup and emoji codes off: what these print carries user text (names, addresses, file

@@ -9,13 +9,14 @@
     client.set_point("meter-0003", "voltage_l1", 231.5).value         # 231.5
     client.stop("device-0006"); client.start("device-0006")
     fault = client.fault("delay", target=Fleet("meters"), ms=800, duration="30s")
-    client.clear_fault(fault.id)               # targets: farm.fault_targets
+    client.clear_fault(fault.id)               # targets: farm.client.selectors
     client.play_scenario({"steps": [{"at": "1s", "fault": {"kind": "offline", "target": "x"}}]})
     client.scenario()["current"]; client.stop_scenario()
     client.scale("meters", 30)
 
 Only this package speaks HTTP to the API (`api`; `answers` holds what the calls return,
-`options` the command-line options). Every failure reaches the caller as a `FarmError`:
+`options` the command-line options, `selectors` a fault's servers). Every failure reaches
+the caller as a `FarmError`:
 `FarmUnreachable` when no farm answers (the one place that turns that into its line), and
 `FarmAPIError` (with the HTTP status and the API's own message) when the farm refused a
 call. The API's options (`--api-host`, `--api-port`, `--api-token`/FARM_API_TOKEN) are
@@ -49,7 +50,7 @@ from farm.client.options import (
     farm_clients,
     farms_option,
 )
-from farm.fault_targets import FaultInfo, Fleet, Fraction, Glob, Servers, Target
+from farm.client.selectors import FaultInfo, Fleet, Fraction, Glob, Servers, Target
 
 __all__ = [
     "DEFAULT_API_HOST",

@@ -26,8 +26,8 @@ from farm.client.answers import (
     Switched,
     server_info,
 )
+from farm.client.selectors import FaultInfo, Target, target_body
 from farm.errors import ConfigError, FarmError, FarmUnreachable
-from farm.fault_targets import FaultInfo, Target, target_body
 
 DEFAULT_API_HOST = "127.0.0.1"
 DEFAULT_API_PORT = 9502
@@ -257,7 +257,7 @@ class FarmClient:
         """One call: JSON in, JSON out; every failure as a FarmError with one line."""
         url = self.url + path
         if body is None and method not in ("GET", "HEAD"):
-            body = {}  # the API takes a change only as JSON, a DELETE too (farm.master.access)
+            body = {}  # the API takes a change only as JSON, a DELETE too (farm.master.http.access)
         data = None if body is None else json.dumps(body).encode()
         try:
             request = urllib.request.Request(url, method=method, data=data)

@@ -4,8 +4,9 @@ schema (the config file's pydantic models), templates (a device: units, points, 
 template_reader (a file's templates made into them), fleets (a file expanded into server
 requests), plan (servers with addresses, split into shards), codec (engineering values <->
 register bytes), behaviours (how live values move),
-selection (targets and durations), faults and value_faults (what a fault is; fault_rules and
-value_rules, what a worker applies), scenario and scenario_check (timelines), growth (how a
-fleet grows and shrinks).
+scenario and scenario_check (timelines), growth (how a fleet grows and shrinks), shards
+(which servers a shard serves), targets (the device list a SCADA imports).
+    faults/   what a fault is (spec, value_spec), what a worker applies (rules,
+              value_rules), which servers and for how long (selection)
 Imports nothing else of the farm but `farm.errors`.
 """

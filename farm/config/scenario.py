@@ -34,9 +34,9 @@ from typing import Annotated, Any, Literal
 
 from pydantic import ConfigDict, Field, ValidationError, model_validator
 
-from farm.config.faults import FaultSpec, FaultSpecError, parse_fault
+from farm.config.faults.selection import Seconds, Strict, Target
+from farm.config.faults.spec import FaultSpec, FaultSpecError, parse_fault
 from farm.config.schema import describe, read
-from farm.config.selection import Seconds, Strict, Target
 from farm.errors import ConfigError
 
 ACTIONS = ("fault", "set", "stop", "start", "scale")

@@ -4,7 +4,7 @@ address range. Pure (farm.config).
 
 `farm validate FILE` and `farm up FILE` check a file's scenario against the fleets the file
 describes before anything binds; the master checks one posted to it against the farm as it
-runs now (farm.master.scenario). The steps are walked in order, following every scale step,
+runs now (farm.master.scenario.player). The steps are walked in order, following every scale step,
 so a step may name a server that an earlier step added. The first mistake is one
 ConfigError naming the step, the field and the fix.
 """
@@ -14,12 +14,12 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 
 from farm.config import codec
-from farm.config.fault_rules import VALUE_KINDS
+from farm.config.faults.rules import VALUE_KINDS
+from farm.config.faults.selection import select
+from farm.config.faults.value_rules import unfit
 from farm.config.growth import FleetSpec
 from farm.config.scenario import Step, Timeline
-from farm.config.selection import select
 from farm.config.templates import DeviceTemplate, Point
-from farm.config.value_rules import unfit
 from farm.errors import ConfigError
 
 

@@ -2,5 +2,6 @@
 
 messages: the pipe's messages and their wire format (nothing else knows it);
 banks: the shared-memory layout of register banks; stats: of per-server counters;
+diagnostics: of a server's diagnostics block (FC 08, 11, 12);
 spawn: how a worker is started and how it says it cannot boot. Imports only farm.config.
 """

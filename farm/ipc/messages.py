@@ -58,7 +58,7 @@ from typing import Protocol
 
 import msgspec
 
-from farm.config.fault_rules import FaultRule
+from farm.config.faults.rules import FaultRule
 from farm.config.plan import ServerSpec
 from farm.config.templates import DeviceTemplate
 

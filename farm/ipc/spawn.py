@@ -25,9 +25,9 @@ NO_LIMIT_CAP = 1 << 20  # connections a worker may hold when open files are unli
 
 def connection_cap(open_files: int | None, listening: int) -> int:
     """Client connections a worker may hold with this open-files limit (None: unlimited,
-    farm.limits) and these listeners.
+    farm.openfiles) and these listeners.
 
-    Both sides need it: the worker enforces it (farm.worker.limits), the master says at start
+    Both sides need it: the worker enforces it (farm.worker.limits.guard), the master says at start
     how many connections fit.
     """
     if open_files is None:

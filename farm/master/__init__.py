@@ -1,16 +1,15 @@
 """The master process: binds every port, supervises the workers, serves HTTP.
 
-run (a farm from start to stop), listeners (binding, the open-files budget), supervisor
-(spawn, watch, restart; its parts: slot, processes, watchdog, workerpipe), switch (stop and
-start single servers), inventory (every server by name, its banks and counters), api
-(assembles the control API from route tables: routes, openapi, api_servers, api_values,
-api_targets, probes; access says who may change the farm through it), metrics (the
-Prometheus exposition; worker_metrics its per-worker series), fleetview, fleetlayout and
-fleetstream (the fleet view's live stream) with pages (the page at / and its routes; its
-files in web/), faults and value_faults (the fault table; fault_entry and fault_effects its
-parts), scenario and scenario_steps (the scenario player; api_scenario its routes), logs
-(the farm's one log: its own lines and the workers' events), state (the bank state file's
-format), staterestore (a start from one: the plan at its saved size, then the banks),
-statesaver and statelayout (saves while the farm runs). Only the master handles signals.
-Imports farm.config and farm.ipc, never farm.worker (so never pymodbus).
+run (a farm from start to stop) and logs (the farm's one log: its own lines and the
+workers' events) sit here; the rest is one subpackage per concern:
+    supervision/  spawn, watch, restart workers; the ports they serve (listeners)
+    http/         the control API: the aiohttp app, its routes, OpenAPI, access checks
+    faults/       the fault table and its effects on workers
+    fleet/        the servers by name (inventory); stop/start (switch) and scale
+    scenario/     the scenario player
+    state/        the bank state file: its format, saves while running, restore at start
+    metrics/      the Prometheus exposition
+    fleetview/    the live page at / and its stream (its files in fleetview/web/)
+Only the master handles signals. Imports farm.config and farm.ipc, never farm.worker (so
+never pymodbus).
 """

@@ -28,18 +28,18 @@ from farm.config.plan import Plan
 from farm.config.scenario import Timeline
 from farm.errors import ConfigError, PortBusyError
 from farm.master import logs
-from farm.master.api import build_app, build_metrics_app
-from farm.master.faults import FaultTable
-from farm.master.inventory import Inventory
-from farm.master.listeners import bind_all, capacity, describe
-from farm.master.scale import Scaler
-from farm.master.scenario import ScenarioPlayer
-from farm.master.scenario_steps import StepActions
-from farm.master.state import Snapshot, fleet_counts, load
-from farm.master.staterestore import restore
-from farm.master.statesaver import StateKeeper, StateSaver
-from farm.master.supervisor import Supervisor, SupervisorOptions
-from farm.master.switch import Switch
+from farm.master.faults.table import FaultTable
+from farm.master.fleet.inventory import Inventory
+from farm.master.fleet.scale import Scaler
+from farm.master.fleet.switch import Switch
+from farm.master.http.app import build_app, build_metrics_app
+from farm.master.scenario.player import ScenarioPlayer
+from farm.master.scenario.steps import StepActions
+from farm.master.state.restore import restore
+from farm.master.state.saver import StateKeeper, StateSaver
+from farm.master.state.statefile import Snapshot, fleet_counts, load
+from farm.master.supervision.listeners import bind_all, capacity, describe
+from farm.master.supervision.supervisor import Supervisor, SupervisorOptions
 
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 
@@ -54,7 +54,7 @@ class MasterOptions:
     metrics_port: int | None = None  # a separate /metrics listener; None: none
     state_file: Path | None = None  # banks restored from it at start, saved to it
     # The digest of the plan the config built, before the state file resized it
-    # (farm.master.staterestore.sized_plan); None: the plan served is the config's.
+    # (farm.master.state.restore.sized_plan); None: the plan served is the config's.
     state_origin: str | None = None
     state_interval_s: float = 10.0
     supervisor: SupervisorOptions = field(default_factory=SupervisorOptions)

@@ -2,8 +2,9 @@
 module that imports pymodbus.
 
 Sits inside a worker (... worker -> connection -> engine -> banks): every framing's
-connection (farm.worker.connection's MBAP, farm.worker.rtu_over_tcp, farm.worker.udp,
-farm.worker.tls) hands each request PDU to its server's `Device`.
+connection (farm.worker.transports.connection's MBAP, farm.worker.transports.rtu_over_tcp,
+farm.worker.transports.udp,
+farm.worker.transports.tls) hands each request PDU to its server's `Device`.
 
 Request semantics come from pymodbus (`DecodePDU`, `request.datastore_update`,
 `response.encode`) run against `UnitContext`, our per-unit view of the banks. Where
@@ -20,8 +21,10 @@ farm.worker.records's, each per device (pymodbus keeps their state once per proc
 Function codes other than these, 1-6, 15, 16, 22, 23 and 43/14 answer 01.
 
 `Device.answer(unit, pdu)` answers one request PDU, or returns None when the device stays
-silent (listen-only mode, FC 08/04): every framing calls it, MBAP (farm.worker.connection),
-RTU over TCP (farm.worker.framing), UDP (farm.worker.udp), TLS (farm.worker.tls).
+silent (listen-only mode, FC 08/04): every framing calls it, MBAP
+(farm.worker.transports.connection),
+RTU over TCP (farm.worker.framing), UDP (farm.worker.transports.udp), TLS
+(farm.worker.transports.tls).
 
 `fast_answer` (farm.worker.fastpath) handles the hot function codes (1-6, 15, 16) straight from
 the banks; it must produce the same bytes as `reference_answer` (a property test holds it
@@ -61,7 +64,7 @@ from farm.worker.fastpath import (
 from farm.worker.records import Records
 
 if TYPE_CHECKING:
-    from farm.worker.faults import ServerFaults
+    from farm.worker.faults.hooks import ServerFaults
 
 # A frame that a client got wrong is the client's problem, counted in metrics; pymodbus
 # would log an ERROR or WARNING line for each.
@@ -222,7 +225,7 @@ class Device:
         self.identity_template = identity
         self._identity: _IdentityBlock | None = None
         self.counters = local_counters() if counters is None else counters
-        self.faults: ServerFaults | None = None  # farm.worker.faults; None: no fault
+        self.faults: ServerFaults | None = None  # farm.worker.faults.hooks; None: no fault
         self.diagnostics = Diagnostics(
             self.counters,
             local_block() if block is None else block,

@@ -1,10 +1,11 @@
 """How answers are framed: MBAP (the engine's, TCP, TLS and UDP) and RTU over TCP, a serial
 device behind a terminal server, one RTU frame after another; and what a garble fault does
-to each (`MbapFraming`, `RtuFraming`: farm.worker.faults builds faulted answers with them).
+to each (`MbapFraming`, `RtuFraming`: farm.worker.faults.hooks builds faulted answers with them).
 
 Sits below the connections in a worker (... connection -> framing -> engine -> banks), which
-are farm.worker.connection's (MBAP) and farm.worker.rtu_over_tcp's. An RTU frame is the unit
-id, the PDU and its CRC-16 (farm.rtu tells its length from its content, as a serial line's
+are farm.worker.transports.connection's (MBAP) and farm.worker.transports.rtu_over_tcp's. An RTU
+frame is the unit
+id, the PDU and its CRC-16 (farm.modbus.rtu tells its length from its content, as a serial line's
 silences cannot cross TCP). The device behaves as a serial one does:
   - a frame whose CRC does not match is ignored, with every byte after it up to this read's
     end (a serial device skips to the next silence), and counted (`CRC_ERRORS`, FC 08/0C);
@@ -24,7 +25,6 @@ import struct
 from bisect import bisect_left
 from typing import TYPE_CHECKING, Protocol
 
-from farm import rtu
 from farm.ipc.stats import (
     DURATION,
     DURATION_BOUNDS_NS,
@@ -32,6 +32,7 @@ from farm.ipc.stats import (
     FIRST_BOUND_NS,
     REQUEST_SLOT,
 )
+from farm.modbus import rtu
 from farm.worker.fastpath import fast_answer
 
 if TYPE_CHECKING:

@@ -1,6 +1,6 @@
 """Servers joining and leaving a running worker's shard (a fleet scaled up or down).
 
-Beside the worker's process (farm.master.scale -> AddServers / RemoveServers -> here). The
+Beside the worker's process (farm.master.fleet.scale -> AddServers / RemoveServers -> here). The
 master has placed the newcomers in the shard's memory (farm.config.plan.add_servers: free
 slots of their template, or a block appended at the end), grown the two segments and
 written the newcomers' starting values; this worker maps the segments again at their new

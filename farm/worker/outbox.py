@@ -29,7 +29,7 @@ SEND = 0
 CLOSE = 1  # FIN, once everything before it has left
 RESET = 2  # RST, once everything before it has left
 _LINGER_NOW = struct.pack("ii", 1, 0)  # SO_LINGER on, 0 s: close() sends RST
-HELD_HIGH_BYTES = 64 * 1024  # the transport's own marks (farm.worker.connection)
+HELD_HIGH_BYTES = 64 * 1024  # the transport's own marks (farm.worker.transports.connection)
 HELD_LOW_BYTES = 16 * 1024
 
 

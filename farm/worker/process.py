@@ -8,7 +8,7 @@ server per socket, says `Ready`, and then sends a `Heartbeat` from a task in its
 it is told to `Stop` or its pipe reaches end-of-file (the master is gone).
 
 A server that fails to start is reported (`ServerFailed`) and the others carry on. A server
-whose socket the master did not pass is stopped (farm.master.switch): its values still move,
+whose socket the master did not pass is stopped (farm.master.fleet.switch): its values still move,
 and `Control(START_SERVER)` brings it back with a fresh socket (many servers in one message,
 as an offline fault on a fleet needs); starting and stopping servers is
 farm.worker.switch's, servers joining and leaving farm.worker.membership's. Signals belong to
@@ -57,14 +57,14 @@ from farm.ipc.messages import (
 )
 from farm.ipc.spawn import EXIT_BOOT_FAILED, connection_cap
 from farm.ipc.stats import ShardCounters
-from farm.limits import raise_open_files_limit
+from farm.openfiles import raise_open_files_limit
 from farm.worker import membership, switch
 from farm.worker.engine import Device
 from farm.worker.events import EventLog
-from farm.worker.faultbook import FaultBook
-from farm.worker.limits import ServerConnections, WorkerConnections
+from farm.worker.faults.book import FaultBook
+from farm.worker.limits.guard import ServerConnections, WorkerConnections
 from farm.worker.ticker import Ticker
-from farm.worker.transports import Listener, Transports
+from farm.worker.transports.serving import Listener, Transports
 
 ASSIGN_TIMEOUT_S = 30.0
 DRAIN_TIMEOUT_S = 2.0

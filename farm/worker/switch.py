@@ -2,7 +2,7 @@
 and started again on the master's `Control` (STOP_SERVER, START_SERVER: an offline or reboot
 fault, `farm servers stop/start`).
 
-Beside the worker's process (farm.master.switch -> Control -> process -> here), as
+Beside the worker's process (farm.master.fleet.switch -> Control -> process -> here), as
 farm.worker.membership is for servers joining and leaving. A stopped server's listening
 socket and connections are closed; its device, values and counters stay, and START_SERVER
 serves it again on the socket that comes with the message.
@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING
 from farm.config.templates import DeviceTemplate
 from farm.ipc.messages import Control, ServerFailed
 from farm.worker.ticker import Ticker
-from farm.worker.transports import Transports
+from farm.worker.transports.serving import Transports
 
 if TYPE_CHECKING:
     from farm.worker.process import Worker

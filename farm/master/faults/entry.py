@@ -1,0 +1,78 @@
+"""One entry of the fault table, and how it reads: in the API and in the log.
+
+Used by farm.master.faults.table, which creates and changes entries (see its docstring for a
+fault's life), by farm.master.faults.effects, which applies them, and by
+farm.master.http.faults, which shows them (`Fault.view`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass, field
+from typing import Any
+
+from farm.config.faults.spec import VALUE_KINDS, FaultRule, FaultSpec
+
+SHOWN_NAMES = 3  # servers named in a log line before the rest is counted
+
+
+@dataclass(eq=False, kw_only=True)
+class Fault:
+    """One fault in the table; times are on the master's monotonic clock."""
+
+    id: int
+    spec: FaultSpec
+    servers: tuple[str, ...]
+    rule: FaultRule
+    placement: dict[int, tuple[int, ...]]  # worker -> shard positions of its servers
+    start: float
+    end: float | None
+    state: str = "scheduled"  # scheduled | active | expired | cleared
+    timers: list[asyncio.TimerHandle] = field(default_factory=list)
+    downed: set[str] = field(default_factory=set)  # servers this fault took offline
+    held: dict[str, bytes] = field(default_factory=dict)  # stuck: each server's point then
+    rules: dict[int, FaultRule] = field(default_factory=dict)  # per worker, with `held`
+
+    def view(self, now: float) -> dict[str, Any]:
+        """The fault as the API shows it (farm.master.http.faults.FaultView)."""
+        return {
+            "id": self.id,
+            "kind": self.spec.kind,
+            "state": self.state,
+            "servers": list(self.servers),
+            "starts_in_s": round(max(0.0, self.start - now), 3),
+            "ends_in_s": None if self.end is None else round(max(0.0, self.end - now), 3),
+            "spec": self.spec.model_dump(mode="json"),
+        }
+
+
+_SHOWN_PARAMS = {"ms", "jitter_ms", "distribution", "code", "mode", "segments", "gap_ms"}
+_SHOWN_VALUE_PARAMS = {"value", "by", "rate", "factor", "side", "beyond", "margin", "period"}
+
+
+def kind_text(fault: Fault) -> str:
+    """The fault's kind and parameters, as its log lines say them."""
+    spec = fault.spec
+    value_fault = spec.kind in VALUE_KINDS
+    params = spec.model_dump(
+        include=_SHOWN_VALUE_PARAMS if value_fault else _SHOWN_PARAMS, exclude_defaults=True
+    )
+    shown = " ".join(
+        f"{key}={value:g}" if isinstance(value, float) else f"{key}={value}"
+        for key, value in params.items()
+    )
+    probability = getattr(spec, "probability", 1.0)
+    if probability < 1:
+        shown += f" probability={probability:g}"
+    if value_fault:
+        shown = f"{getattr(spec, 'point', '')} {shown}"
+    return f"{spec.kind} {shown}".rstrip()
+
+
+def servers_text(fault: Fault) -> str:
+    """The servers a fault targets, as its log lines count and name them."""
+    names = ", ".join(fault.servers[:SHOWN_NAMES])
+    more = len(fault.servers) - SHOWN_NAMES
+    if more > 0:
+        return f"{len(fault.servers)} servers ({names} and {more} more)"
+    return f"{len(fault.servers)} server{'s' if len(fault.servers) > 1 else ''} ({names})"

@@ -1,0 +1,161 @@
+"""Listening sockets for every server (TCP, or UDP for a udp fleet), bound by the master
+before any worker starts.
+
+Sits between plan and supervisor in the data flow. Binding in the master means a busy port
+is found before a single process is spawned (one clear error, nothing to clean up), and a
+port stays open while its worker is replaced: connections made meanwhile wait in the
+kernel's backlog instead of being refused. Workers inherit the sockets at spawn, as bare
+file descriptors (`farm.ipc.spawn.InheritedSockets`).
+"""
+
+from __future__ import annotations
+
+import errno
+import ipaddress
+import socket
+from collections.abc import Iterable
+
+from farm.config.plan import Plan, ServerSpec
+from farm.errors import ConfigError, PortBusyError, ResourceLimitError
+from farm.ipc.spawn import connection_cap
+from farm.openfiles import raise_open_files_limit
+
+BACKLOG = 256
+FILES_RESERVED = 256  # pipes, the API, connections, and whatever Python opens itself
+
+
+def ensure_file_limit(needed: int) -> None:
+    """Raise the open-files limit; fail clearly if even the hard limit is short."""
+    limit = raise_open_files_limit()
+    if limit is not None and needed + FILES_RESERVED > limit:
+        raise ResourceLimitError(
+            f"{needed} servers need about {needed + FILES_RESERVED} open files but this "
+            f"machine allows {limit} (ulimit -Hn); raise the limit or run fewer servers"
+        )
+
+
+def capacity(plan: Plan) -> str:
+    """One line at start: the open-files limit, and how many devices and connections fit.
+
+    A worker may hold `connection_cap` connections (its limit less its listening sockets and
+    its own files); a device at most its template's `connections.max`.
+    """
+    open_files = raise_open_files_limit()  # raised before binding: this reads it
+    fit = wanted = 0
+    caps = []
+    for shard in plan.shards:
+        cap = connection_cap(open_files, len(shard.servers))
+        streams = [spec for spec in shard.servers if spec.transport != "udp"]  # no connections
+        want = sum(plan.templates[spec.template].connections.max for spec in streams)
+        caps.append(cap)
+        fit += min(cap, want)
+        wanted += want
+    maxes = {plan.templates[spec.template].connections.max for spec in plan.servers()}
+    low, high = min(maxes, default=0), max(maxes, default=0)
+    most = f"{low:,}" if low == high else f"{low:,}-{high:,}"
+    limit = f"{open_files:,}" if open_files else "unlimited"
+    line = (
+        f"open files: {limit} per process; {plan.servers_total:,} devices on "
+        f"{len(plan.shards)} workers, {fit:,} client connections fit (up to {most} per device"
+    )
+    if wanted > fit:
+        line += f", at most {min(caps):,} per worker: more are refused"
+    return line + ")"
+
+
+def describe(addresses: Iterable[tuple[str, int]], most: int = 4) -> str:
+    """Addresses as runs: '127.0.0.1:5020-5022, 127.10.0.1-127.10.0.9:502'.
+
+    Consecutive ports on one host make a run, and so do consecutive hosts on one port;
+    past `most` runs the rest is counted, not listed.
+    """
+
+    def key(address: tuple[str, int]) -> tuple[int, int, str]:
+        host, port = address
+        try:
+            return int(ipaddress.ip_address(host)), port, host
+        except ValueError:
+            return -1, port, host
+
+    runs: list[list[tuple[str, int]]] = []
+    for host, port in sorted(set(addresses), key=key):
+        if runs:
+            (first_host, first_port), (last_host, last_port) = runs[-1][0], runs[-1][-1]
+            next_port = last_host == host and last_port == port - 1 and first_host == host
+            next_host = (
+                last_port == port == first_port
+                and key((host, port))[0] == key((last_host, port))[0] + 1
+            )
+            if next_port or next_host:
+                runs[-1].append((host, port))
+                continue
+        runs.append([(host, port)])
+    texts = []
+    for run in runs[:most]:
+        (first_host, first_port), (last_host, last_port) = run[0], run[-1]
+        if len(run) == 1:
+            texts.append(f"{first_host}:{first_port}")
+        elif first_host == last_host:
+            texts.append(f"{first_host}:{first_port}-{last_port}")
+        else:
+            texts.append(f"{first_host}-{last_host}:{first_port}")
+    if len(runs) > most:
+        texts.append(f"and {sum(len(r) for r in runs[most:])} more")
+    return ", ".join(texts)
+
+
+def bind_one(spec: ServerSpec) -> socket.socket:
+    family = socket.AF_INET6 if ":" in spec.host else socket.AF_INET
+    datagrams = spec.transport == "udp"
+    sock = socket.socket(family, socket.SOCK_DGRAM if datagrams else socket.SOCK_STREAM)
+    try:
+        if not datagrams:
+            # Lets a replacement worker, or the next farm, listen while old connections
+            # linger in TIME_WAIT; it does not let two listeners share a port. (On a UDP
+            # socket it would: two farms could then bind one port, so not there.)
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((spec.host, spec.port))
+        if not datagrams:
+            sock.listen(BACKLOG)
+        sock.setblocking(False)
+    except OSError:
+        sock.close()
+        raise
+    return sock
+
+
+def _hint(code: int | None) -> str:
+    if code == errno.EADDRNOTAVAIL:  # an address of a subnet that is not local (yet)
+        return " (not an address of this host: `farm net plan FILE` shows the route to add)"
+    if code == errno.EACCES:
+        return " (a port below 1024 needs root or CAP_NET_BIND_SERVICE)"
+    return ""
+
+
+def bind_all(specs: list[ServerSpec]) -> dict[int, socket.socket]:
+    """Bind every server's address; all or nothing."""
+    ensure_file_limit(len(specs))
+    bound: dict[int, socket.socket] = {}
+    busy: list[tuple[str, int]] = []
+    other: list[str] = []
+    hints: set[str] = set()
+    for spec in specs:
+        try:
+            bound[spec.index] = bind_one(spec)
+        except OSError as exc:
+            if exc.errno == errno.EADDRINUSE:
+                busy.append((spec.host, spec.port))
+            elif len(other) < 3:
+                other.append(f"{spec.address}: {exc.strerror or exc}")
+                hints.add(_hint(exc.errno))
+    if busy or other:
+        for sock in bound.values():
+            sock.close()
+        if busy:
+            raise PortBusyError(
+                f"address already in use: {describe(busy)} "
+                f"({len(busy)} of {len(specs)} servers); stop what holds them, or move the "
+                "servers (--port-base, or the fleets' addressing in a config file)"
+            )
+        raise ConfigError("cannot listen on " + "; ".join(other) + "".join(sorted(hints)))
+    return bound
