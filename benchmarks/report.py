@@ -12,6 +12,7 @@ from typing import Any
 FARM2, FARM1 = "farm, 2 workers", "farm, 1 worker"
 PYMODBUS, PYMODBUS_UV = "pymodbus, 1 process, asyncio", "pymodbus, 1 process, uvloop"
 CEILING = "minimal uvloop responder"
+NATIVE = "libmodbus C server, 1 process"  # benchmarks.cserver.NAME
 
 
 def one_line(row: dict[str, Any]) -> str:
@@ -55,14 +56,18 @@ def _ratio(a: float | None, b: float | None) -> str:
 def _load_table(rows: list[dict[str, Any]], reference: list[dict[str, Any]]) -> list[str]:
     lines = [
         "| server | C x depth | requests/s | runs | vs pymodbus | of ceiling | p50 | p90 | p99 "
-        "| max | server CPU/request | vs ceiling | generator busy | others | errors |",
-        "|---|---|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "| max | server CPU/request | vs ceiling | vs C | generator busy | others | errors |",
+        "|---|---|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for row in rows:
         c, lat = row["connections"], row["latency_s"]
         pym = _find(reference, PYMODBUS, c) if not row["rate"] else None
         top = next((r for r in reference if r["server"] == CEILING and r["connections"] == c), None)
         top = top if not row["rate"] else None
+        native = next(
+            (r for r in reference if r["server"] == NATIVE and r["connections"] == c), None
+        )
+        native = native if not row["rate"] else None
         cpu = row["server_cpu_per_request_us"]
         busy = ", ".join(f"{b:.0%}" for b in row["generator"]["busy"])
         saturated = " (saturated)" if row["generator"]["saturated"] else ""
@@ -75,6 +80,7 @@ def _load_table(rows: list[dict[str, Any]], reference: list[dict[str, Any]]) -> 
             f"| {_ratio(row['requests_per_s'], _get(top, 'requests_per_s'))} "
             + "".join(f"| {lat[k] * 1e3:.2f} ms " for k in ("p50", "p90", "p99", "max"))
             + f"| {_us(cpu)} | {_ratio(cpu, _get(top, 'server_cpu_per_request_us'))} "
+            f"| {_ratio(cpu, _get(native, 'server_cpu_per_request_us'))} "
             f"| {busy}{saturated} | {row['others_cores']:.2f} | {_errors(row)} |"
         )
     return lines
@@ -130,6 +136,24 @@ def _targets(figures: dict[str, Any]) -> list[str]:
             ),
         ),
     ]
+    for c in (50, 500):
+        ours, theirs = _find(rows, FARM2, c), _find(rows, NATIVE, c)
+        cpu = ours["server_cpu_per_request_us"], theirs["server_cpu_per_request_us"]
+        checks.append(
+            (
+                f"farm CPU per request <= 1.0x the libmodbus C server's (C = {c})",
+                _ratio(*cpu) + f" (median of rounds {_median_round(figures, c, 'cpu')})",
+                cpu[0] <= cpu[1],
+            )
+        )
+    p99 = farm["latency_s"]["p99"], _find(rows, NATIVE, 500)["latency_s"]["p99"]
+    checks.append(
+        (
+            "farm p99 <= 1.5x the libmodbus C server's (C = 500)",
+            _ratio(*p99) + f" (median of rounds {_median_round(figures, 500, 'p99')})",
+            p99[0] <= 1.5 * p99[1],
+        )
+    )
     for count, limit in ((500, 2.0), (10000, 10.0)):
         if count in startup:
             ready = startup[count]["ready_s"]
@@ -148,6 +172,38 @@ def _targets(figures: dict[str, Any]) -> list[str]:
         )
     lines = ["| target | measured | met |", "|---|---|---|"]
     lines += [f"| {what} | {value} | {'yes' if ok else '**no**'} |" for what, value, ok in checks]
+    return lines
+
+
+def _round_ratios(figures: dict[str, Any], c: int) -> list[tuple[float, float, float]]:
+    """Per round at concurrency c: the farm's CPU per request and p99 over the C server's,
+    and its requests/s over one-process pymodbus's, each pair measured minutes apart."""
+    ratios = []
+    for rows in figures.get("throughput_rounds", ()):
+        farm, native, pym = (_find(rows, s, c) for s in (FARM2, NATIVE, PYMODBUS))
+        ratios.append(
+            (
+                farm["server_cpu_per_request_us"] / native["server_cpu_per_request_us"],
+                farm["latency_s"]["p99"] / native["latency_s"]["p99"],
+                farm["requests_per_s"] / pym["requests_per_s"],
+            )
+        )
+    return ratios
+
+
+def _median_round(figures: dict[str, Any], c: int, what: str) -> str:
+    values = sorted(r[0 if what == "cpu" else 1] for r in _round_ratios(figures, c))
+    return "-" if not values else f"{values[len(values) // 2]:.2f}x"
+
+
+def _rounds_table(figures: dict[str, Any]) -> list[str]:
+    lines = [
+        "| C | round | farm CPU/request vs C | farm p99 vs C | farm vs pymodbus (req/s) |",
+        "|---:|---:|---:|---:|---:|",
+    ]
+    for c in (50, 500):
+        for number, (cpu, p99, speed) in enumerate(_round_ratios(figures, c), 1):
+            lines.append(f"| {c} | {number} | {cpu:.2f}x | {p99:.2f}x | {speed:.2f}x |")
     return lines
 
 
@@ -202,6 +258,11 @@ def readme(
             "## 1. Throughput and latency, 500 servers",
             "",
             *_load_table(rows, rows),
+            "",
+            "Every round's ratios, each pair measured in the same round (the rows above "
+            "are the best of the rounds; these show the noise):",
+            "",
+            *_rounds_table(figures),
             "",
             "## 2. Scaling: 1 worker against 2",
             "",

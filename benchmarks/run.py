@@ -32,7 +32,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from benchmarks import procs, report
+from benchmarks import cserver, procs, report
 from benchmarks.procs import Server
 from farm.bench.command import run_bench, summarize
 from farm.bench.spec import BenchOptions, parse_mix, split
@@ -112,20 +112,23 @@ def load_sections(settings: Settings) -> dict[str, Any]:
             lambda: procs.pymodbus_farm(SERVERS),
             lambda: procs.pymodbus_farm(SERVERS, uvloop=True),
             lambda: procs.responder(SERVERS),
+            lambda: cserver.libmodbus_server(SERVERS),
         ):
             server = procs.start(factory)
             everyone.append(server)
             print(f"started {server.name}: {SERVERS} servers in {server.ready_s:.2f} s", flush=True)
-        farm2, farm1, pym, pym_uv, ceiling = everyone
-        idle = {s.name: procs.memory_bytes(s.pids) for s in (farm2, pym, ceiling)}
+        farm2, farm1, pym, pym_uv, ceiling, native = everyone
+        idle = {s.name: procs.memory_bytes(s.pids) for s in (farm2, pym, ceiling, native)}
         for server in everyone:
             warm_up(server)
         sections: dict[str, list[Case]] = {
-            "throughput": [Case(s, c) for c in (50, 500) for s in (farm2, pym, ceiling)]
+            "throughput": [Case(s, c) for c in (50, 500) for s in (farm2, pym, ceiling, native)]
             + [Case(pym_uv, 500)],
             "scaling": [Case(farm1, c) for c in (50, 500)],
-            "pipelined": [Case(s, 50, depth=8) for s in (farm2, ceiling, pym)],
-            "paced": [Case(s, 500, depth=8, rate=OPEN_RATE) for s in (farm2, farm1, ceiling, pym)],
+            "pipelined": [Case(s, 50, depth=8) for s in (farm2, ceiling, native, pym)],
+            "paced": [
+                Case(s, 500, depth=8, rate=OPEN_RATE) for s in (farm2, farm1, ceiling, native, pym)
+            ],
         }
         # Rounds, not back-to-back repeats: a burst of load from elsewhere on this shared
         # machine then spoils one run of several cases rather than every run of one case.
@@ -144,6 +147,14 @@ def load_sections(settings: Settings) -> dict[str, Any]:
         for name, cases in sections.items()
     }
     figures["idle_memory_500"] = idle
+    # Every round's throughput rows, trimmed: the per-round ratios show the noise that the
+    # best-of rows hide.
+    keep = ("server", "connections", "requests_per_s", "server_cpu_per_request_us", "latency_s")
+    figures["throughput_rounds"] = [
+        [{key: runs[("throughput", index)][round_number][key] for key in keep}
+         for index in range(len(sections["throughput"]))]
+        for round_number in range(settings.repeat)
+    ]  # fmt: skip
     return figures
 
 
