@@ -195,3 +195,24 @@ def test_exact_encoding_of_text_and_floats() -> None:
         codec.encode_exact(swapped, 231.25)
         == struct.pack(">f", 231.25)[2:] + struct.pack(">f", 231.25)[:2]
     )
+
+
+def test_an_operators_text_reads_as_one_number_wherever_it_is_written() -> None:
+    """The API, scenario steps, `farm validate` and `farm set` read values through codec."""
+    number = point(PointType.FLOAT32)
+    assert codec.operator_value(number, " 230.5 ") == 230.5
+    assert codec.operator_value(number, "TRUE") == 1.0
+    assert codec.operator_value(number, True) == 1.0
+    assert codec.operator_value(number, None) == 0.0
+    assert codec.operator_value(number, 7) == 7
+    assert codec.operator_value(point(PointType.STRING, length=4), "true") == "true"
+    with pytest.raises(ValueError, match="takes a number, not 'volts'"):
+        codec.operator_value(number, "volts")
+    assert [codec.whole_from_text(word) for word in ("1234", "0x10", " true", "FALSE")] == [
+        1234,
+        16,
+        1,
+        0,
+    ]
+    with pytest.raises(ValueError):
+        codec.whole_from_text("1.5")

@@ -329,3 +329,17 @@ def test_workers_default_to_the_cpus_this_process_may_use() -> None:
         capture_output=True, text=True, timeout=60,
     )  # fmt: skip
     assert f"8 servers on {len(os.sched_getaffinity(0))} workers" in free.stdout, free.stdout
+
+
+def test_a_certs_directory_is_checked_file_by_file(tmp_path: Path) -> None:
+    from farm.config.tlsfiles import CLIENT_SIDE, SERVER_SIDE, certs_dir
+
+    for name in ("ca.pem", "server.pem", "server.key", "client.pem"):
+        (tmp_path / name).write_text("x")
+    assert certs_dir(str(tmp_path), SERVER_SIDE) == {
+        "certificate": str(tmp_path / "server.pem"),
+        "key": str(tmp_path / "server.key"),
+        "client_ca": str(tmp_path / "ca.pem"),
+    }
+    with pytest.raises(ConfigError, match=r"--certs .*: cannot read client.key: No such file"):
+        certs_dir(str(tmp_path), CLIENT_SIDE)

@@ -23,7 +23,6 @@ import contextlib
 import json
 from collections.abc import Callable
 from dataclasses import replace
-from pathlib import Path
 from typing import Any
 
 import click
@@ -39,6 +38,7 @@ from farm.bench.spec import BenchOptions, parse_mix, parse_targets, split
 from farm.bench.transports import ClientTls
 from farm.client import FarmClient, api_options, farm_clients, farms_option
 from farm.config.plan import TRANSPORTS
+from farm.config.tlsfiles import CLIENT_SIDE, certs_dir
 from farm.errors import ConfigError, FarmError, exit_with
 from farm.openfiles import raise_open_files_limit
 from farm.output import console
@@ -250,15 +250,7 @@ def client_tls(transport: str, certs: str | None) -> ClientTls | None:
         return None
     if transport != "tls":
         raise ConfigError("--certs applies only with --transport tls")
-    paths = []
-    for name in ("ca.pem", "client.pem", "client.key"):
-        path = Path(certs, name)
-        try:
-            path.read_bytes()
-        except OSError as exc:
-            raise ConfigError(f"--certs {certs}: cannot read {name}: {exc.strerror}") from exc
-        paths.append(str(path))
-    return ClientTls(ca=paths[0], certificate=paths[1], key=paths[2])
+    return ClientTls(**certs_dir(certs, CLIENT_SIDE))
 
 
 def _options(

@@ -23,6 +23,7 @@ from rich.text import Text
 
 from farm.cli.faults import describe
 from farm.client import FarmClient, FaultInfo, PointValue, api_options
+from farm.config import codec
 from farm.config.templates import TABLES_SHORT, Table
 from farm.errors import ConfigError, FarmError, exit_with
 from farm.output import console
@@ -55,12 +56,8 @@ def parse_entries(text: str) -> list[int]:
     """'1234,0x10,true' -> [1234, 16, 1]."""
     values = []
     for item in text.split(","):
-        word = item.strip().lower()
-        if word in ("true", "false"):
-            values.append(1 if word == "true" else 0)
-            continue
         try:
-            values.append(int(word, 0))
+            values.append(codec.whole_from_text(item))
         except ValueError as error:
             raise ConfigError(f"{item!r} is not a whole number (or true/false)") from error
     return values

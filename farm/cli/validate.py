@@ -10,7 +10,6 @@ from __future__ import annotations
 import os
 from collections import Counter
 from dataclasses import dataclass, replace
-from pathlib import Path
 from typing import Any
 
 import click
@@ -37,6 +36,7 @@ from farm.config.templates import (
     default_template,
     with_connections,
 )
+from farm.config.tlsfiles import SERVER_SIDE, certs_dir
 from farm.errors import ConfigError, FarmError, exit_with
 from farm.master.supervision.listeners import describe
 from farm.output import console
@@ -140,9 +140,6 @@ def resized(fleet: Fleet, counts: dict[str, int]) -> Fleet:
     return replace(fleet, requests=requests, fleets=fleets)
 
 
-CERT_FILES = {"certificate": "server.pem", "key": "server.key", "client_ca": "ca.pem"}
-
-
 def tls_from(certs: str | None, transport: Transport) -> TlsSettings | None:
     """TLS settings from a `farm certs` directory: its server certificate and key, and its
     CA for client certificates (each must be readable)."""
@@ -152,15 +149,7 @@ def tls_from(certs: str | None, transport: Transport) -> TlsSettings | None:
         return None
     if certs is None:
         raise ConfigError("--transport tls needs --certs DIR (make one with `farm certs DIR`)")
-    paths = {}
-    for field, name in CERT_FILES.items():
-        path = Path(certs, name).resolve()
-        try:
-            path.read_bytes()
-        except OSError as exc:
-            raise ConfigError(f"--certs {certs}: cannot read {name}: {exc.strerror}") from exc
-        paths[field] = str(path)
-    return TlsSettings(**paths)
+    return TlsSettings(**certs_dir(certs, SERVER_SIDE))
 
 
 def span(addresses: list[tuple[str, int]]) -> str:

@@ -5,7 +5,8 @@ template_reader (a file's templates made into them), fleets (a file expanded int
 requests), plan (servers with addresses, split into shards), codec (engineering values <->
 register bytes), behaviours (how live values move),
 scenario and scenario_check (timelines), growth (how a fleet grows and shrinks), shards
-(which servers a shard serves), targets (the device list a SCADA imports).
+(which servers a shard serves), targets (the device list a SCADA imports), tlsfiles
+(a `farm certs` directory's names, TLS files checked readable).
     faults/   what a fault is (spec, value_spec), what a worker applies (rules,
               value_rules), which servers and for how long (selection)
 Imports nothing else of the farm but `farm.errors`.

@@ -107,6 +107,38 @@ def decode_one(point: Point, data: bytes) -> float | str:
     return float(decode(point, np.frombuffer(data, dtype=np.uint8).reshape(1, -1))[0])
 
 
+TRUTH = {"true": 1, "false": 0}  # words an operator may write for a bit or a bool
+
+
+def number_from_text(text: str) -> float:
+    """'230.5' -> 230.5, ' True ' -> 1.0: the CLI and scenario files send values as text."""
+    word = text.strip().lower()
+    if word in TRUTH:
+        return float(TRUTH[word])
+    try:
+        return float(word)
+    except ValueError:
+        raise ValueError(f"takes a number, not {text!r}") from None
+
+
+def whole_from_text(text: str) -> int:
+    """'1234' -> 1234, '0x10' -> 16, 'true' -> 1: a raw register or bit; ValueError if not."""
+    word = text.strip().lower()
+    if word in TRUTH:
+        return TRUTH[word]
+    return int(word, 0)
+
+
+def operator_value(point: Point, value: float | bool | str | None) -> float | str:
+    """An operator's value for `point`, as `encode_exact` takes it: text is read as a number
+    unless the point holds text, a bool as 0 or 1, no value as 0."""
+    if isinstance(value, bool):
+        return float(value)
+    if isinstance(value, str) and point.type is not PointType.STRING:
+        return number_from_text(value)
+    return 0.0 if value is None else value
+
+
 def encode_exact(point: Point, value: float | str) -> bytes:
     """One engineering value -> the point's bytes, or ValueError saying why it does not fit.
 

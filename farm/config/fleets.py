@@ -21,6 +21,7 @@ from farm.config.plan import ServerRequest, TlsSettings
 from farm.config.schema import AddressingModel, FarmModel, FleetModel, TlsModel, describe, read
 from farm.config.template_reader import TemplateReader
 from farm.config.templates import DeviceTemplate, default_template
+from farm.config.tlsfiles import unreadable
 from farm.errors import ConfigError
 
 LOOPBACK_LAST = ipaddress.IPv4Address("127.255.255.254")  # 127.0.0.0/8, broadcast excluded
@@ -98,13 +99,12 @@ class FarmFile:
                 paths[field] = None
                 continue
             path = (self.source.parent / name).resolve()
-            try:
-                path.read_bytes()
-            except OSError as exc:
+            reason = unreadable(path)
+            if reason is not None:
                 raise self.fail(
                     f"fleets[{index}].tls.{field}",
-                    f"cannot read {name} (relative to the config file): {exc.strerror}",
-                ) from exc
+                    f"cannot read {name} (relative to the config file): {reason}",
+                )
             paths[field] = str(path)
         certificate, key = paths["certificate"], paths["key"]
         assert certificate is not None and key is not None

@@ -87,15 +87,6 @@ def _check_point(template: DeviceTemplate, name: str, kind: str, step: Step, fie
             raise ConfigError(f"{where}: {reason}")
     if kind == "set":
         try:
-            codec.encode_exact(point, _number(point, step.value))
+            codec.encode_exact(point, codec.operator_value(point, step.value))
         except ValueError as error:
             raise ConfigError(f"{field}.value: {point.name} is {point.type}: {error}") from None
-
-
-def _number(point: Point, value: float | str | None) -> float | str:
-    if isinstance(value, str) and point.type.value != "string":
-        word = value.strip().lower()
-        if word in ("true", "false"):
-            return 1.0 if word == "true" else 0.0
-        return float(word)  # ValueError names it
-    return 0.0 if value is None else value

@@ -112,7 +112,7 @@ def value_routes(inventory: Inventory) -> list[Route]:
         server, point = _point(inventory, call.path_as(PointPath))
         value = call.body_as(PointWrite).value
         try:
-            data = codec.encode_exact(point, _number(point, value))
+            data = codec.encode_exact(point, codec.operator_value(point, value))
         except ValueError as error:
             raise Invalid(f"body 'value': {point.name} is {point.type}: {error}") from error
         banks = server.banks()
@@ -188,21 +188,6 @@ def _point(inventory: Inventory, path: PointPath) -> tuple[Located, Point]:
             return server, point
     names = ", ".join(point.name for point in server.template.points) or "none"
     raise NotFound(f"server {server.name} has no point {path.point!r} (its points: {names})")
-
-
-def _number(point: Point, value: float | int | bool | str) -> float | str:
-    """Text for a number-typed point is read as one ("230.5", "true"): the CLI sends text."""
-    if isinstance(value, bool):
-        return float(value)
-    if isinstance(value, str) and point.type is not PointType.STRING:
-        word = value.strip().lower()
-        if word in ("true", "false"):
-            return 1.0 if word == "true" else 0.0
-        try:
-            return float(word)
-        except ValueError:
-            raise ValueError(f"takes a number, not {value!r}") from None
-    return value
 
 
 def _check_range(

@@ -19,7 +19,7 @@ from farm.config import codec
 from farm.config.faults.selection import Target, select
 from farm.config.faults.spec import FaultSpecError
 from farm.config.scenario import Step
-from farm.config.templates import Point, PointType
+from farm.config.templates import Point
 from farm.master.faults.table import FaultTable
 from farm.master.fleet.inventory import Inventory, Located
 from farm.master.fleet.switch import Switch, warn_unstarted
@@ -122,7 +122,7 @@ class StepActions:
         if point is None:
             raise StepFailed(f"{server.name} has no point {point_name!r}")
         try:
-            data = codec.encode_exact(point, _number(point, value))
+            data = codec.encode_exact(point, codec.operator_value(point, value))
         except ValueError as error:
             raise StepFailed(f"{point.name} is {point.type}: {error}") from None
         self.previous.setdefault((server.name, point.name), _read(server, point))
@@ -145,15 +145,3 @@ def _write(server: Located, point: Point, data: bytes) -> None:
         view[point.address] = 1 if data[-1] else 0
         return
     view[2 * point.address : 2 * point.address + len(data)] = data
-
-
-def _number(point: Point, value: float | str | None) -> float | str:
-    if isinstance(value, str) and point.type is not PointType.STRING:
-        word = value.strip().lower()
-        if word in ("true", "false"):
-            return 1.0 if word == "true" else 0.0
-        try:
-            return float(word)
-        except ValueError:
-            raise ValueError(f"takes a number, not {value!r}") from None
-    return 0.0 if value is None else value
