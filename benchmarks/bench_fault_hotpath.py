@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import random
-import struct
 import subprocess
 import sys
 import time
@@ -30,13 +29,14 @@ from typing import Any
 from farm.config.faults.rules import FaultRule
 from farm.config.templates import Identity
 from farm.ipc.banks import UnitBank
+from farm.modbus import mbap, pdu
 from farm.worker import engine
 from farm.worker.faults.hooks import ServerFaults
 from farm.worker.limits.guard import unlimited
 from farm.worker.transports import connection as stream
 
 ROOT = Path(__file__).resolve().parent.parent
-FRAME = struct.pack(">HHHB", 1, 0, 6, 1) + bytes([3, 0, 0, 0, 10])
+FRAME = mbap.frame(1, 1, pdu.read(3, 0, 10))
 
 
 class Sink:

@@ -39,15 +39,17 @@ from farm.bench.command import run_bench
 from farm.bench.loadgen import LoadSpec
 from farm.bench.spec import parse_mix
 from farm.client import FarmClient, Fraction, Glob, ServerInfo, Servers
+from farm.modbus import mbap as wire
+from farm.modbus import pdu
 
 ROOT = Path(__file__).resolve().parent.parent
 PDUS = parse_mix("3:100", address=0, quantity=10)
-READ = bytes([3, 0, 0, 0, 1])
+READ = pdu.read(3, 0, 1)
 HELD_S = 40  # how long the 10,000 answers of section 3 are held back
 
 
-def mbap(transaction: int, pdu: bytes, unit: int = 1) -> bytes:
-    return struct.pack(">HHHB", transaction, 0, len(pdu) + 1, unit) + pdu
+def mbap(transaction: int, body: bytes, unit: int = 1) -> bytes:
+    return wire.frame(transaction, unit, body)
 
 
 def client_of(server: Server) -> FarmClient:
@@ -60,7 +62,7 @@ def probe(host: str, port: int) -> bytes:
     with socket.create_connection((host, port), timeout=5) as sock:
         sock.sendall(mbap(1, READ))
         data = b""
-        while len(data) < 6 or len(data) < 6 + struct.unpack(">H", data[4:6])[0]:
+        while len(data) < 6 or len(data) < wire.frame_size(data):
             chunk = sock.recv(512)
             if not chunk:
                 return b""
@@ -268,12 +270,12 @@ def read_in_order(sock: socket.socket, count: int) -> int:
     """Read `count` answers; how many carry the transaction ids 1, 2, ... in order."""
     data, expected = b"", 1
     while expected <= count:
-        while len(data) < 6 or len(data) < 6 + struct.unpack(">H", data[4:6])[0]:
+        while len(data) < 6 or len(data) < wire.frame_size(data):
             chunk = sock.recv(65536)
             if not chunk:
                 return expected - 1
             data += chunk
-        size = 6 + struct.unpack(">H", data[4:6])[0]
+        size = wire.frame_size(data)
         if struct.unpack(">H", data[:2])[0] != expected:
             return expected - 1
         data, expected = data[size:], expected + 1

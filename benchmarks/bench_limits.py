@@ -31,7 +31,6 @@ import os
 import random
 import signal
 import statistics
-import struct
 import subprocess
 import sys
 import time
@@ -42,13 +41,14 @@ from typing import Any, cast
 from benchmarks.bench_scrape import _cpu, _free_base, _load, make_device
 from farm.config.templates import ConnectionLimits
 from farm.ipc.stats import ShardCounters, local_counters
+from farm.modbus import mbap, pdu
 from farm.worker.engine import Device
 from farm.worker.events import EventLog
 from farm.worker.limits.guard import ServerConnections, WorkerConnections
 from farm.worker.transports.connection import ModbusConnection
 
 HOST = "127.0.0.1"
-FC3_FRAME = struct.pack(">HHHBBHH", 1, 0, 6, 1, 3, 0, 10)
+FC3_FRAME = mbap.frame(1, 1, pdu.read(3, 0, 10))
 BEFORE = "50f21b1"  # main just before backpressure, limits and timeouts landed
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -125,9 +125,9 @@ def engine_cost(before: ModuleType | None, frames_per_read: int, requests: int) 
 
 def check_same_bytes(before: ModuleType) -> None:
     rng = random.Random(7)
-    frames = [FC3_FRAME, struct.pack(">HHHBBHH", 2, 0, 6, 1, 3, 990, 20)]
+    frames = [FC3_FRAME, mbap.frame(2, 1, pdu.read(3, 990, 20))]
     frames += [
-        struct.pack(">HHHBBHH", 3, 0, 6, 1, 6, 10, 4321),
+        mbap.frame(3, 1, pdu.write_register(10, 4321)),
         b"\x00\x04\x00\x00\x00\x02\x01\x63",
     ]
     for _ in range(200):

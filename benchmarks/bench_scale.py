@@ -20,7 +20,6 @@ import argparse
 import json
 import socket
 import statistics
-import struct
 import subprocess
 import sys
 import tempfile
@@ -31,6 +30,7 @@ from typing import Any
 
 from benchmarks import procs
 from farm.client import FarmClient
+from farm.modbus import mbap, pdu
 
 HOST = "127.0.0.1"
 FIRST_IP = "127.78.0.1"
@@ -38,7 +38,7 @@ FIRST_IP = "127.78.0.1"
 
 def reads(address: tuple[str, int]) -> bool:
     with socket.create_connection(address, timeout=5) as sock:
-        sock.sendall(struct.pack(">HHHBBHH", 1, 0, 6, 1, 4, 0, 1))
+        sock.sendall(mbap.frame(1, 1, pdu.read(4, 0, 1)))
         return len(sock.recv(64)) == 11
 
 

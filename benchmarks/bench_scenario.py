@@ -23,7 +23,6 @@ from __future__ import annotations
 import argparse
 import socket
 import statistics
-import struct
 import tempfile
 import time
 from pathlib import Path
@@ -31,23 +30,23 @@ from pathlib import Path
 from benchmarks import procs
 from farm.client import FarmClient
 from farm.config.faults.selection import pick_fraction
+from farm.modbus import mbap, pdu
 
 HOST = "127.0.0.1"
 FIRST_IP = "127.77.0.1"
 STUCK_AT, OFFLINE_AT, OFFLINE_FOR = 1.0, 3.0, 2.0
-READ = struct.Struct(">HHHBBHH")
 
 
 def read_point(sock: socket.socket, transaction: int) -> int:
     """temperature_dc (input register 1) of one server, over a connection kept open."""
-    sock.sendall(READ.pack(transaction, 0, 6, 1, 4, 1, 1))
+    sock.sendall(mbap.frame(transaction, 1, pdu.read(4, 1, 1)))
     data = b""
     while len(data) < 11:
         chunk = sock.recv(64)
         if not chunk:
             raise ConnectionError("closed")
         data += chunk
-    return int(struct.unpack(">H", data[9:11])[0])
+    return pdu.registers(data[7:])[0]
 
 
 def refused(address: tuple[str, int], hung: list[tuple[str, int]]) -> bool:

@@ -21,7 +21,6 @@ import argparse
 import asyncio
 import os
 import ssl
-import struct
 import sys
 import tempfile
 import time
@@ -37,9 +36,10 @@ from farm.bench.command import run_bench, summarize
 from farm.bench.spec import BenchOptions, parse_mix, split
 from farm.bench.transports import ClientTls
 from farm.cli.selfsigned import write_certificates
+from farm.modbus import mbap, pdu
 
 PDUS = parse_mix("3:100", address=0, quantity=10)
-REQUEST = struct.pack(">HHHB", 1, 0, 6, 1) + struct.pack(">BHH", 3, 0, 10)
+REQUEST = mbap.frame(1, 1, pdu.read(3, 0, 10))
 TRANSPORTS = ("tcp", "rtu-over-tcp", "udp", "tls")
 BASELINE = ("tcp", "rtu-over-tcp")  # measured from --baseline's checkout too
 

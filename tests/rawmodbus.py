@@ -14,14 +14,14 @@ import struct
 import threading
 import time
 
-from farm.modbus import rtu
+from farm.modbus import mbap as wire
+from farm.modbus import pdu, rtu
 from tests.farmproc import HOST
 
 _PAGE = os.sysconf("SC_PAGE_SIZE")
 
 
-def mbap(transaction: int, unit: int, pdu: bytes) -> bytes:
-    return struct.pack(">HHHB", transaction, 0, len(pdu) + 1, unit) + pdu
+mbap = wire.frame  # transaction, unit, PDU -> MBAP frame
 
 
 def read_exactly(sock: socket.socket, size: int) -> bytes:
@@ -35,9 +35,8 @@ def read_exactly(sock: socket.socket, size: int) -> bytes:
 
 def read_frame(sock: socket.socket) -> bytes:
     """One MBAP frame (header included)."""
-    header = read_exactly(sock, 7)
-    (length,) = struct.unpack_from(">H", header, 4)
-    return header + read_exactly(sock, length - 1)
+    header = read_exactly(sock, wire.HEADER_SIZE)
+    return header + read_exactly(sock, wire.frame_size(header) - wire.HEADER_SIZE)
 
 
 def read_rtu_frame(sock: socket.socket) -> bytes:
@@ -51,17 +50,15 @@ def read_rtu_frame(sock: socket.socket) -> bytes:
 def read_registers(port: int, address: int, count: int, unit: int = 1) -> list[int]:
     """FC 3 over a fresh connection; raises on an exception response."""
     with socket.create_connection((HOST, port), timeout=5) as sock:
-        sock.sendall(mbap(1, unit, struct.pack(">BHH", 3, address, count)))
+        sock.sendall(mbap(1, unit, pdu.read(3, address, count)))
         frame = read_frame(sock)
     assert frame[7] == 3, f"exception {frame[7:9].hex()} from port {port}"
-    return list(struct.unpack(f">{count}H", frame[9 : 9 + 2 * count]))
+    return pdu.registers(frame[7:])
 
 
 def write_registers(sock: socket.socket, address: int, values: list[int], unit: int = 1) -> None:
     """FC 16 on an open connection; raises on an exception response."""
-    data = struct.pack(f">{len(values)}H", *values)
-    pdu = struct.pack(">BHHB", 16, address, len(values), len(data)) + data
-    sock.sendall(mbap(7, unit, pdu))
+    sock.sendall(mbap(7, unit, pdu.write_registers(address, values)))
     frame = read_frame(sock)
     assert frame[7] == 16, f"exception {frame[7:9].hex()}"
 
@@ -123,11 +120,11 @@ class Bystander(threading.Thread):
 
     def ask(self, sock: socket.socket, transaction: int) -> None:
         if self.framing == "rtu":
-            sock.sendall(rtu.frame(1, b"\x03\x00\x00\x00\x01"))
+            sock.sendall(rtu.frame(1, pdu.read(3, 0, 1)))
             frame = read_rtu_frame(sock)
             assert frame[:3] == b"\x01\x03\x02" and rtu.crc_ok(frame, 0, len(frame)), frame
             return
-        sock.sendall(mbap(transaction, 1, b"\x03\x00\x00\x00\x01"))
+        sock.sendall(mbap(transaction, 1, pdu.read(3, 0, 1)))
         frame = read_frame(sock)
         assert frame[:2] == struct.pack(">H", transaction) and frame[7] == 3
 

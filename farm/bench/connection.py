@@ -13,6 +13,8 @@ import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, cast
 
+from farm.modbus.pdu import EXCEPTION_BIT
+
 if TYPE_CHECKING:
     from farm.bench.loadgen import Run
 
@@ -112,7 +114,7 @@ class Connection(asyncio.Protocol):
                 fc = data[pos + 7]
                 if fc == expected[tid % cycle]:
                     ok += 1
-                elif fc == expected[tid % cycle] | 0x80 and end - pos >= 9:
+                elif fc == expected[tid % cycle] | EXCEPTION_BIT and end - pos >= 9:
                     code = data[pos + 8]
                     tally.exceptions[code] = tally.exceptions.get(code, 0) + 1
                     tally.exceptions_total += 1

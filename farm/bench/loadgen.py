@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import asyncio
 import random
-import struct
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -30,7 +29,7 @@ from dataclasses import dataclass
 from farm.bench.connection import Connection, Tally
 from farm.bench.latency import Histogram
 from farm.bench.transports import ClientTls, connection_class
-from farm.modbus import rtu
+from farm.modbus import mbap, rtu
 
 TICK_S = 0.02
 PROGRESS_EVERY_S = 0.25
@@ -96,7 +95,7 @@ class Run:
         self.sending = False
         self.function_codes = [pdu[0] for pdu in spec.pdus]
         # Everything of a frame after the transaction id, by position in the cycle.
-        self.tails = [struct.pack(">HHB", 0, len(pdu) + 1, spec.unit) + pdu for pdu in spec.pdus]
+        self.tails = [mbap.tail(spec.unit, pdu) for pdu in spec.pdus]
         self.rtu_frames = [rtu.frame(spec.unit, pdu) for pdu in spec.pdus]
         self.ssl_context = (spec.tls or ClientTls()).context() if spec.transport == "tls" else None
         kind = connection_class(spec.transport)

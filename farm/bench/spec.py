@@ -9,12 +9,12 @@ mix, and connections spread evenly over the servers and then over the processes.
 from __future__ import annotations
 
 import math
-import struct
 from dataclasses import dataclass
 
 from farm.bench.loadgen import LoadSpec
 from farm.bench.transports import ClientTls
 from farm.errors import ConfigError
+from farm.modbus import pdu
 
 READS = {1: 2000, 2: 2000, 3: 125, 4: 125}  # function code -> largest quantity
 
@@ -38,16 +38,14 @@ def parse_targets(texts: tuple[str, ...]) -> list[tuple[str, int]]:
 def request_pdu(function_code: int, address: int, quantity: int) -> bytes:
     """The request a master sends for one entry of the mix."""
     if function_code in READS:
-        return struct.pack(">BHH", function_code, address, quantity)
+        return pdu.read(function_code, address, quantity)
     if function_code == 5:
-        return struct.pack(">BHH", 5, address, 0xFF00)
+        return pdu.write_coil(address, True)
     if function_code == 6:
-        return struct.pack(">BHH", 6, address, quantity)
-    if function_code == 15:
-        data = bytes(0x55 for _ in range((quantity + 7) // 8))
-        return struct.pack(">BHHB", 15, address, quantity, len(data)) + data
-    values = struct.pack(f">{quantity}H", *range(quantity))
-    return struct.pack(">BHHB", 16, address, quantity, len(values)) + values
+        return pdu.write_register(address, quantity)
+    if function_code == 15:  # 0x55 in every byte: on, off, on, ...
+        return pdu.write_coils(address, quantity, bytes(0x55 for _ in range((quantity + 7) // 8)))
+    return pdu.write_registers(address, range(quantity))
 
 
 def parse_mix(text: str, address: int, quantity: int) -> tuple[bytes, ...]:

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from typing import Any, cast
 
 from farm.bench.connection import Connection
-from farm.modbus import rtu
+from farm.modbus import pdu, rtu
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -84,7 +84,7 @@ class RtuConnection(Connection):
             fc, wanted = data[position + 1], expected[tid % len(expected)]
             if fc == wanted:
                 ok += 1
-            elif fc == wanted | 0x80:
+            elif fc == wanted | pdu.EXCEPTION_BIT:
                 code = data[position + 2]
                 tally.exceptions[code] = tally.exceptions.get(code, 0) + 1
                 tally.exceptions_total += 1

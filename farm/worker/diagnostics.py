@@ -42,7 +42,7 @@ from farm.ipc.stats import (
     REQUEST_SLOT,
     UNANSWERED,
 )
-from farm.worker.fastpath import ILLEGAL_FUNCTION, ILLEGAL_VALUE, exception_pdu
+from farm.modbus.pdu import ILLEGAL_FUNCTION, ILLEGAL_VALUE, exception_pdu
 
 CODES = frozenset({7, 8, 11, 12, 17})
 NAK_SLOT, BUSY_SLOT = EXCEPTION_SLOT[7], EXCEPTION_SLOT[6]

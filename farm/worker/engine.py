@@ -51,16 +51,16 @@ from farm.ipc.stats import (
     REQUEST_SLOT,
     local_counters,
 )
-from farm.worker import diagnostics, records
-from farm.worker.diagnostics import Diagnostics
-from farm.worker.fastpath import (
+from farm.modbus.pdu import (
     GATEWAY_NO_RESPONSE,
     ILLEGAL_ADDRESS,
     ILLEGAL_FUNCTION,
     ILLEGAL_VALUE,
     exception_pdu,
-    fast_answer,
 )
+from farm.worker import diagnostics, records
+from farm.worker.diagnostics import Diagnostics
+from farm.worker.fastpath import fast_answer
 from farm.worker.records import Records
 
 if TYPE_CHECKING:

@@ -14,19 +14,12 @@ from collections.abc import Callable
 
 from farm.config.templates import Table
 from farm.ipc.banks import UnitBank
+from farm.modbus.pdu import ILLEGAL_ADDRESS, ILLEGAL_VALUE, exception_pdu
 
-ILLEGAL_FUNCTION = 0x01
-ILLEGAL_ADDRESS = 0x02
-ILLEGAL_VALUE = 0x03
-GATEWAY_NO_RESPONSE = 0x0B
 _ADDRESS_COUNT = struct.Struct(">HH")
 _GATHER_BITS = 0x0102040810204080  # multiplies eight 0/1 bytes into one packed byte
 # A packed byte of coils (FC 15) spread to eight 0/1 bytes, least significant bit first.
 _SPREAD_BITS = tuple(bytes((value >> bit) & 1 for bit in range(8)) for value in range(256))
-
-
-def exception_pdu(function_code: int, code: int) -> bytes:
-    return bytes(((function_code | 0x80) & 0xFF, code))
 
 
 def _read_bits(bank: UnitBank, pdu: bytes, view: memoryview) -> bytes:

@@ -32,13 +32,12 @@ from farm.ipc.stats import (
     FIRST_BOUND_NS,
     REQUEST_SLOT,
 )
-from farm.modbus import rtu
+from farm.modbus import mbap, rtu
 from farm.worker.fastpath import fast_answer
 
 if TYPE_CHECKING:
     from farm.worker.engine import Device
 
-_HEADER = struct.Struct(">HHHB")
 _NO_FUNCTION = (0, *range(44, 65), *range(73, 100))  # unassigned in the spec (v1.1b3, 5.1)
 BROADCAST_UNIT = 0
 BROADCAST_WRITES = frozenset({5, 6, 15, 16})
@@ -85,7 +84,7 @@ class MbapFraming:
         return device.answer(unit, pdu)
 
     def encode(self, header: int, unit: int, answer: bytes) -> bytes:
-        return _HEADER.pack(header, 0, len(answer) + 1, unit) + answer
+        return mbap.frame(header, unit, answer)
 
     def garble(self, frame: bytes, mode: str, rng: random.Random) -> bytes:
         if mode == "truncate":  # the header promises more than comes

@@ -25,7 +25,7 @@ import struct
 from collections.abc import Collection
 
 from farm.ipc.banks import UnitBank
-from farm.worker.fastpath import ILLEGAL_ADDRESS, ILLEGAL_VALUE, exception_pdu
+from farm.modbus.pdu import ILLEGAL_ADDRESS, ILLEGAL_VALUE, exception_pdu
 
 CODES = frozenset({20, 21, 24})
 REFERENCE_TYPE = 6

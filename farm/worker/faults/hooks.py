@@ -33,7 +33,7 @@ from farm.ipc.stats import (
     INJECTION_SLOT,
     REQUEST_SLOT,
 )
-from farm.worker.fastpath import exception_pdu
+from farm.modbus.pdu import exception_pdu
 from farm.worker.faults.values import PointValues
 from farm.worker.framing import Framing
 from farm.worker.outbox import CLOSE, RESET, SEND, Entry, Outbox, count_answered

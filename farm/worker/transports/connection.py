@@ -13,7 +13,6 @@ connections of their own framing on the same loop.
 from __future__ import annotations
 
 import asyncio
-import struct
 from bisect import bisect_left
 from time import perf_counter_ns
 from typing import TYPE_CHECKING, ClassVar, cast
@@ -29,6 +28,7 @@ from farm.ipc.stats import (
     FIRST_BOUND_NS,
     MALFORMED_FRAMES,
 )
+from farm.modbus import mbap
 from farm.worker.framing import MBAP, Framing
 from farm.worker.limits.guard import ServerConnections
 from farm.worker.limits.wheel import NOT_SCHEDULED
@@ -37,14 +37,14 @@ if TYPE_CHECKING:
     from farm.worker.engine import Device
     from farm.worker.outbox import Outbox
 
-MAX_MBAP_LENGTH = 254  # unit id + PDU of at most 253 bytes
 # Backpressure (ModbusConnection): unsent answers past HIGH_WATER_BYTES pause reading until
 # they drain below LOW_WATER_BYTES; a long read is answered FLUSH_INPUT_BYTES of requests at a
 # time (at most 33 times as many bytes of answers: 8-byte requests, 260-byte answers).
 HIGH_WATER_BYTES = 64 * 1024
 LOW_WATER_BYTES = 16 * 1024
 FLUSH_INPUT_BYTES = 2048
-_HEADER = struct.Struct(">HHHB")
+_HEADER = mbap.HEADER
+MAX_MBAP_LENGTH = mbap.MAX_LENGTH
 
 
 class ModbusConnection(asyncio.Protocol):
@@ -252,7 +252,7 @@ class ModbusConnection(asyncio.Protocol):
         """Whether the buffer starts with a malformed MBAP header (at least 7 bytes in it);
         if it does, the connection is closed."""
         _, protocol, length, _ = _HEADER.unpack_from(self.buffer)
-        if protocol == 0 and 2 <= length <= MAX_MBAP_LENGTH:
+        if mbap.header_ok(protocol, length):
             return False
         self.device.counters[MALFORMED_FRAMES] += 1
         self.malformed(protocol, length)

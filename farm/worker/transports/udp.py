@@ -15,17 +15,17 @@ receive queue drops it, or a flood into a long delay would hold answers without 
 from __future__ import annotations
 
 import asyncio
-import struct
 from collections.abc import Callable
 from time import perf_counter_ns
 from typing import Any, cast
 
 from farm.ipc.stats import BYTES_RECEIVED, BYTES_SENT, MALFORMED_FRAMES, UNANSWERED
+from farm.modbus import mbap
 from farm.worker.engine import Device
 from farm.worker.framing import MBAP, record_duration
-from farm.worker.transports.connection import MAX_MBAP_LENGTH, ModbusConnection
+from farm.worker.transports.connection import ModbusConnection
 
-_HEADER = struct.Struct(">HHHB")
+_HEADER = mbap.HEADER
 HELD_DATAGRAMS = 1024  # answers one server holds back at most (~0.3 MiB with their timers)
 
 
@@ -58,7 +58,7 @@ class UdpEndpoint(asyncio.DatagramProtocol):
             counters[MALFORMED_FRAMES] += 1
             return
         transaction, protocol, length, unit = _HEADER.unpack_from(data)
-        if protocol != 0 or not 2 <= length <= MAX_MBAP_LENGTH or length + 6 != len(data):
+        if not mbap.header_ok(protocol, length) or length + 6 != len(data):
             counters[MALFORMED_FRAMES] += 1
             return
         faults = device.faults
