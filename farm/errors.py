@@ -8,16 +8,12 @@ FarmError                  base: `str(error)` is the line the user sees
 ├── StateFileError         a state file that cannot be used: corrupt, foreign (exit 2)
 └── FarmUnreachable        the CLI could not reach a farm's control API (exit 1)
 
-`exit_with(error)` is how every command shows one: a single line on stderr, then the exit.
+`farm.output.exit_with(error)` is how every command shows one: a single line on stderr, then
+the exit. This module imports nothing but the standard library: every program raises these
+errors, a worker too, and a worker never loads Rich (farm.worker's map).
 """
 
 from __future__ import annotations
-
-import sys
-from typing import NoReturn
-
-from rich.console import Console
-from rich.text import Text
 
 
 class FarmError(Exception):
@@ -60,14 +56,3 @@ class StateFileError(FarmError):
 
 class FarmUnreachable(FarmError):
     """No farm answers on the control port."""
-
-
-def exit_with(error: FarmError) -> NoReturn:
-    """Print `error` as the one line a user sees, and exit with its code.
-
-    The message carries user text (file names, fleet names, addresses) that may hold
-    square brackets: it goes out as a Text, never through Rich markup.
-    """
-    line = Text.assemble(("farm: error:", "bold red"), " ", str(error))
-    Console(stderr=True, markup=False, emoji=False).print(line, highlight=False, soft_wrap=True)
-    sys.exit(error.exit_code)

@@ -5,13 +5,20 @@ markup and emoji codes are off, so `site[a].yaml` and `pump:fire:` stay as they 
 terminal Rich fits tables to its width; in a pipe or a file there is no width to fit, and
 Rich's default of 80 columns would cut a table's cells short (`127.0.0.1:…`), so the output
 is given room for whole lines there (the COLUMNS variable still wins when set).
+
+`exit_with(error)` is how every command shows a FarmError: one line on stderr, then the exit.
 """
 
 from __future__ import annotations
 
 import os
+import sys
+from typing import NoReturn
 
 from rich.console import Console
+from rich.text import Text
+
+from farm.errors import FarmError
 
 PIPE_WIDTH = 240  # columns for output to a pipe or a file: a whole table row fits
 
@@ -22,3 +29,14 @@ def console(stderr: bool = False) -> Console:
     if made.is_terminal or "COLUMNS" in os.environ:
         return made
     return Console(stderr=stderr, markup=False, emoji=False, width=PIPE_WIDTH)
+
+
+def exit_with(error: FarmError) -> NoReturn:
+    """Print `error` as the one line a user sees, and exit with its code.
+
+    The message carries user text (file names, fleet names, addresses) that may hold
+    square brackets: it goes out as a Text, never through Rich markup.
+    """
+    line = Text.assemble(("farm: error:", "bold red"), " ", str(error))
+    Console(stderr=True, markup=False, emoji=False).print(line, highlight=False, soft_wrap=True)
+    sys.exit(error.exit_code)

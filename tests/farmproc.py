@@ -152,13 +152,15 @@ class FarmProcess:
     process: subprocess.Popen[str] | None = None
     file: str | None = None  # a config file: then `count` is only what to expect ready
     ready_count: int | None = None  # servers wait_ready expects, when not `count`
+    # How `farm` is run: `python -m farm`, or the console script a user types (`farm`).
+    program: tuple[str, ...] = (sys.executable, "-m", "farm")
 
     def start(self) -> FarmProcess:
         source = ["--count", str(self.count), "--port-base", str(self.port_base)]
         if self.file is not None:
             source = [self.file]
         command = [
-            sys.executable, "-m", "farm", "up", *source,
+            *self.program, "up", *source,
             "--workers", str(self.workers),
             "--api-port", str(self.api_port),
             *self.extra,

@@ -10,7 +10,7 @@ from pathlib import Path
 import click
 import pytest
 
-from farm.cli import main
+from farm.cli.app import main
 from farm.client import api_options
 from tests.farmproc import free_port
 

@@ -39,9 +39,9 @@ from farm.bench.transports import ClientTls
 from farm.client import FarmClient, api_options, farm_clients, farms_option
 from farm.config.plan import TRANSPORTS
 from farm.config.tlsfiles import CLIENT_SIDE, certs_dir
-from farm.errors import ConfigError, FarmError, exit_with
+from farm.errors import ConfigError, FarmError
 from farm.openfiles import raise_open_files_limit
-from farm.output import console
+from farm.output import console, exit_with
 
 SATURATED = 0.9  # a generator process busier than this fraction of a core is the bottleneck
 

@@ -33,9 +33,9 @@ from farm.cli.targets import targets
 from farm.cli.up import up
 from farm.cli.validate import plan_command, validate
 from farm.client import FarmClient, api_options
-from farm.errors import FarmError, FarmUnreachable, exit_with
+from farm.errors import FarmError, FarmUnreachable
 from farm.master.run import loopback_host
-from farm.output import console
+from farm.output import console, exit_with
 
 out = console()  # what the farm answers is printed as it is
 

@@ -13,7 +13,8 @@ from pathlib import Path
 
 import click
 
-from farm.errors import ConfigError, FarmError, exit_with
+from farm.errors import ConfigError, FarmError
+from farm.output import exit_with
 
 
 @click.command()

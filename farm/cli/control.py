@@ -25,8 +25,8 @@ from farm.cli.faults import describe
 from farm.client import FarmClient, FaultInfo, PointValue, api_options
 from farm.config import codec
 from farm.config.templates import TABLES_SHORT, Table
-from farm.errors import ConfigError, FarmError, exit_with
-from farm.output import console
+from farm.errors import ConfigError, FarmError
+from farm.output import console, exit_with
 
 out = console()  # server, fleet and point names are printed as they are
 TABLE_NAMES = {table.value: table for table in Table} | {

@@ -22,8 +22,8 @@ from rich.table import Table as RichTable
 
 from farm.client import FarmClient, FaultInfo, api_options
 from farm.config.faults.rules import KINDS
-from farm.errors import ConfigError, FarmError, exit_with
-from farm.output import console
+from farm.errors import ConfigError, FarmError
+from farm.output import console, exit_with
 
 out = console()  # server names, fault details are printed as they are
 SHOWN_NAMES = 3

@@ -24,7 +24,8 @@ from pathlib import Path
 import click
 
 from farm.config.fleets import load
-from farm.errors import ConfigError, FarmError, exit_with
+from farm.errors import ConfigError, FarmError
+from farm.output import exit_with
 
 CAP_NET_BIND_SERVICE = 10
 CAP_NET_ADMIN = 12

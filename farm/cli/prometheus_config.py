@@ -22,7 +22,8 @@ import yaml
 
 from farm.cli.sharding import ShardSeen, check_cover
 from farm.client import FarmClient, api_options, farm_clients, farms_option
-from farm.errors import ConfigError, FarmError, exit_with
+from farm.errors import ConfigError, FarmError
+from farm.output import exit_with
 
 _DURATION = re.compile(r"^([1-9][0-9]*)(ms|s|m|h)$")
 _UNIT_S = {"ms": 0.001, "s": 1, "m": 60, "h": 3600}

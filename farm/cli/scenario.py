@@ -24,8 +24,8 @@ from farm.config.plan import Plan
 from farm.config.scenario import Timeline, compile_scenario, load_scenario
 from farm.config.scenario_check import check_scenario
 from farm.config.schema import read
-from farm.errors import ConfigError, FarmError, exit_with
-from farm.output import console
+from farm.errors import ConfigError, FarmError
+from farm.output import console, exit_with
 
 out = console()  # file, server and fleet names are printed as they are
 

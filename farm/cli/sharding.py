@@ -18,7 +18,8 @@ from typing import Any, TypeVar, cast
 import click
 
 from farm.config.shards import index_from_hostname
-from farm.errors import ConfigError, FarmError, exit_with
+from farm.errors import ConfigError, FarmError
+from farm.output import exit_with
 
 F = TypeVar("F", bound=Callable[..., Any])
 

@@ -30,7 +30,8 @@ from farm.client import (
     farm_clients,
     farms_option,
 )
-from farm.errors import FarmError, exit_with
+from farm.errors import FarmError
+from farm.output import exit_with
 
 WILDCARDS = frozenset({"0.0.0.0", "::", ""})
 DEVICE_COLUMNS = ("device", "ip", "port", "transport", "unit_ids", "template")

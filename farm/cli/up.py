@@ -35,13 +35,13 @@ from farm.client import api_host_option, api_port_option, api_token_option
 from farm.config.plan import TRANSPORTS, Plan, Transport
 from farm.config.shards import FleetSlice
 from farm.config.templates import ConnectionPolicy
-from farm.errors import ConfigError, FarmError, exit_with
+from farm.errors import ConfigError, FarmError
 from farm.master import logs
 from farm.master.run import MasterOptions, ReadySummary, serve
 from farm.master.state.restore import sized_plan
 from farm.master.state.statefile import fleet_digest
 from farm.master.supervision.supervisor import SupervisorOptions
-from farm.output import console
+from farm.output import console, exit_with
 
 # Markup and emoji codes off: what these print carries user text (names, addresses, file
 # names) that may hold square brackets or `:fire:`; styled words are Text spans instead.

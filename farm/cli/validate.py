@@ -37,9 +37,9 @@ from farm.config.templates import (
     with_connections,
 )
 from farm.config.tlsfiles import SERVER_SIDE, certs_dir
-from farm.errors import ConfigError, FarmError, exit_with
+from farm.errors import ConfigError, FarmError
 from farm.master.supervision.listeners import describe
-from farm.output import console
+from farm.output import console, exit_with
 
 out = console()  # file, fleet and template names are printed as they are
 
