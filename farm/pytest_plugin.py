@@ -11,9 +11,11 @@ in an environment that has modbus-farm can write:
 `modbus_farm` is a factory: each call runs `farm up` as a subprocess on free ports (a
 config file's fleets are moved to free ports too, in a copy of the file), waits until every
 server is up, and returns a `RunningFarm` with `.client` (a farm.client.FarmClient),
-`.address(name)` and `.addresses()`. After the test, passed or failed, every farm it
-started is stopped (SIGTERM, then SIGKILL for anything left after a grace period, by PID:
-the master and its workers). `modbus_farm_session` is the same factory for the whole session.
+`.address(name)`, `.addresses()` and `.wait_for_write(server, point=..., value=...)` (the
+write journal: returns the matching write or fails the test with the server's journal).
+After the test, passed or failed, every farm it started is stopped (SIGTERM, then SIGKILL
+for anything left after a grace period, by PID: the master and its workers).
+`modbus_farm_session` is the same factory for the whole session.
 
 A client of the farm like any other (farm.client); it imports neither master nor worker.
 """
@@ -36,10 +38,12 @@ import pytest
 import yaml
 
 from farm.client import FarmClient
+from farm.client.observed import WriteMatch, WriteRecord, journal_text
 from farm.config.schema import read
 from farm.errors import FarmError
 
 START_TIMEOUT_S = 60.0
+WRITE_POLL_S = 0.02
 STOP_GRACE_S = 10.0
 HOST = "127.0.0.1"
 
@@ -69,6 +73,47 @@ class RunningFarm:
         """Every server's (host, port), by name (asked of the farm: a scaled fleet's too)."""
         self._addresses = {s.name: s.host_port for s in self.client.servers()}
         return dict(self._addresses)
+
+    def wait_for_write(
+        self,
+        server: str,
+        *,
+        point: str | None = None,
+        value: float | str | None = None,
+        table: str | None = None,
+        address: int | None = None,
+        values: list[int] | tuple[int, ...] | None = None,
+        client: str | None = None,
+        after: int = 0,
+        timeout: float = 2.0,
+    ) -> WriteRecord:
+        """The first write to `server` (numbered above `after`) that matches, as soon as it
+        is journalled; fails the test with the server's journal if none comes in `timeout`.
+
+            farm.wait_for_write("meter-0005", point="setpoint", value=42, timeout=2)
+            farm.wait_for_write("meter-0005", table="holding_registers", address=10, values=[1, 2])
+        """
+        wanted = WriteMatch(
+            point=point,
+            value=value,
+            table=table,
+            address=address,
+            values=None if values is None else tuple(values),
+            client=client,
+        )
+        deadline = time.monotonic() + timeout
+        while True:
+            journal = self.client.writes(server, after=after)
+            found = next((write for write in journal if wanted.matches(write)), None)
+            if found is not None:
+                return found
+            if time.monotonic() >= deadline:
+                pytest.fail(
+                    f"no write to {server} matching {wanted} within {timeout:g} s; "
+                    f"its journal:\n{journal_text(journal)}",
+                    pytrace=False,
+                )
+            time.sleep(WRITE_POLL_S)
 
     def log(self) -> str:
         """What `farm up` printed so far (stdout and stderr)."""

@@ -9,6 +9,7 @@
     farm prometheus-config [--api-port A | --farm HOST:PORT ...]   (farm.cli.prometheus_config)
     farm fault add KIND --target NAME ... | list | clear [ID | --all]   (farm.cli.faults)
     farm certs DIR [--role R]   (farm.cli.certs: throwaway certificates for a TLS test)
+    farm writes SERVER [--since 30s] [--follow] [--json]   (farm.cli.writes)
 
 Every error a user can meet is one line on stderr and a non-zero exit (FarmError.exit_code).
 """
@@ -32,6 +33,7 @@ from farm.cli.scenario import scale, scenario
 from farm.cli.targets import targets
 from farm.cli.up import up
 from farm.cli.validate import plan_command, validate
+from farm.cli.writes import writes
 from farm.client import FarmClient, api_options
 from farm.errors import FarmError, FarmUnreachable
 from farm.master.run import loopback_host
@@ -143,3 +145,4 @@ main.add_command(scenario)
 main.add_command(scale)
 main.add_command(targets)
 main.add_command(net)
+main.add_command(writes)

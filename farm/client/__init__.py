@@ -13,8 +13,10 @@
     client.play_scenario({"steps": [{"at": "1s", "fault": {"kind": "offline", "target": "x"}}]})
     client.scenario()["current"]; client.stop_scenario()
     client.scale("meters", 30)
+    client.writes("meter-0005", after=0)[-1].values   # the journal: who wrote what, when
 
 Only this package speaks HTTP to the API (`api`; `answers` holds what the calls return,
+`observed` what they say about the system under test,
 `options` the command-line options, `selectors` a fault's servers). Every failure reaches
 the caller as a `FarmError`:
 `FarmUnreachable` when no farm answers (the one place that turns that into its line), and
@@ -42,6 +44,7 @@ from farm.client.api import (
     FarmAPIError,
     FarmClient,
 )
+from farm.client.observed import WriteRecord
 from farm.client.options import (
     api_host_option,
     api_options,
@@ -72,6 +75,7 @@ __all__ = [
     "Servers",
     "Switched",
     "Target",
+    "WriteRecord",
     "api_host_option",
     "api_options",
     "api_port_option",

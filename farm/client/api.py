@@ -26,6 +26,7 @@ from farm.client.answers import (
     Switched,
     server_info,
 )
+from farm.client.observed import WriteRecord, write_record
 from farm.client.selectors import FaultInfo, Target, target_body
 from farm.errors import ConfigError, FarmError, FarmUnreachable
 
@@ -144,6 +145,14 @@ class FarmClient:
     def set_point(self, name: str, point: str, value: float | str) -> PointValue:
         """Encode `value` by the point's type, scale and orders and write it; read back."""
         return PointValue(**self.request("PUT", _point_path(name, point), {"value": value}))
+
+    def writes(self, name: str, after: int = 0, limit: int | None = None) -> list[WriteRecord]:
+        """The server's journalled writes numbered above `after`, oldest first."""
+        params: dict[str, Any] = {"after": after}
+        if limit is not None:
+            params["limit"] = limit
+        data = self.request("GET", _server_path(name) + "/writes" + _query(params))
+        return [write_record(row) for row in data["writes"]]
 
     def stop(self, name: str) -> Switched:
         """Take a server offline: its port closes (connections refused, open ones dropped)."""

@@ -91,6 +91,7 @@ class Assign(_Message, frozen=True):
     origin: float
     faults: ActiveFaults = ()  # as a Faults message would say (a restarted worker keeps them)
     log_level: int = 20  # logging.INFO; at DEBUG (10) a worker reports every connection
+    journal_segment: str = ""  # the shard's write journal (farm.ipc.journal); "": none
 
 
 class ServerFailed(_Message, frozen=True):

@@ -11,5 +11,6 @@ imports pymodbus), fastpath (the hot function codes straight from the banks), di
     faults/       how a faulted server answers: book (which server has which faults),
                   hooks (request faults), values (value faults)
     limits/       connection limits and timeouts: guard, on wheel (one timer wheel)
+    observe/      what the system under test did: callers (who asks), writes (the journal)
 Imports farm.config and farm.ipc, never farm.master.
 """

@@ -61,10 +61,13 @@ from farm.modbus.pdu import (
 from farm.worker import diagnostics, records
 from farm.worker.diagnostics import Diagnostics
 from farm.worker.fastpath import fast_answer
+from farm.worker.observe.writes import JOURNALLED, answer_journalled
 from farm.worker.records import Records
 
 if TYPE_CHECKING:
+    from farm.ipc.journal import ServerJournal
     from farm.worker.faults.hooks import ServerFaults
+    from farm.worker.observe.callers import Caller
 
 # A frame that a client got wrong is the client's problem, counted in metrics; pymodbus
 # would log an ERROR or WARNING line for each.
@@ -198,10 +201,12 @@ class Device:
     __slots__ = (
         "_identity",
         "banks",
+        "caller",
         "counters",
         "diagnostics",
         "faults",
         "identity_template",
+        "journal",
         "name",
         "records",
     )
@@ -234,6 +239,9 @@ class Device:
             exception_status_coil,
         )
         self.records = Records(files or {}, fifos)
+        self.journal: ServerJournal | None = None  # farm.ipc.journal; None: not journalled
+        # Who sent the request being answered: each connection sets it on every read.
+        self.caller: Caller | None = None
 
     def identity(self) -> _IdentityBlock:
         # Built on first use: most devices are never asked, and it costs ~1 KiB each.
@@ -252,6 +260,12 @@ class Device:
         response: bytes | None
         if bank is None:
             response = exception_pdu(pdu[0], GATEWAY_NO_RESPONSE)
+        elif JOURNALLED[pdu[0]] and self.journal is not None:
+            response = answer_journalled(
+                self.journal, self.caller, bank, unit, pdu, lambda: self._answer(bank, pdu)
+            )
+            if response is None:
+                return None
         else:
             response = fast_answer(bank, pdu)
             if response is None:
@@ -262,6 +276,10 @@ class Device:
             counters[EXCEPTION_SLOT[response[1]]] += 1
             self.diagnostics.exception_sent(response[1])
         return response
+
+    def _answer(self, bank: UnitBank, pdu: bytes) -> bytes | None:
+        response = fast_answer(bank, pdu)
+        return self._answer_slowly(bank, pdu) if response is None else response
 
     def _answer_slowly(self, bank: UnitBank, pdu: bytes) -> bytes | None:
         fc = pdu[0]

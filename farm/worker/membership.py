@@ -29,6 +29,8 @@ async def add(worker: Worker, message: AddServers, socks: list[socket.socket]) -
     worker.segment.refresh()
     if worker.counters is not None:
         worker.counters.refresh()
+    if worker.journal is not None:
+        worker.journal.refresh()
     worker.assign.templates.update(message.templates)
     for spec in message.servers:
         worker.specs[spec.stats_index] = spec

@@ -42,6 +42,7 @@ from farm.ipc.banks import (
     server_diagnostics,
     server_files,
 )
+from farm.ipc.journal import ShardJournal
 from farm.ipc.messages import (
     AddServers,
     Assign,
@@ -118,6 +119,7 @@ class Worker:
     loop_lag_s: float = 0.0
     segment: Segment | None = None
     counters: ShardCounters | None = None
+    journal: ShardJournal | None = None  # None: the master keeps no journal (an old Assign)
     masks: dict[str, ReadOnlyMasks] = field(default_factory=dict)  # per template
     tasks: set[asyncio.Task[None]] = field(default_factory=set)
     devices: dict[int, Device] = field(default_factory=dict)  # built, by number
@@ -132,6 +134,8 @@ class Worker:
         try:
             self.segment = Segment.attach(self.assign.segment)
             self.counters = ShardCounters.attach(self.assign.stats_segment)
+            if self.assign.journal_segment:
+                self.journal = ShardJournal.attach(self.assign.journal_segment)
         except OSError as exc:
             # Nothing a restart can fix: say why in one line and exit "could not boot".
             print(
@@ -212,6 +216,8 @@ class Worker:
             fifos=[(fifo.unit_id, fifo.address) for fifo in template.fifos],
             exception_status_coil=template.exception_status_coil,
         )
+        if self.journal is not None:
+            device.journal = self.journal.server(spec.stats_index)
         self.faults.attach(device, number)
         return device
 

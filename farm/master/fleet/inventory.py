@@ -14,13 +14,15 @@ hook through which it makes points under a value fault read as Modbus clients se
 from __future__ import annotations
 
 import fnmatch
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Literal
 
 from farm.config.plan import ServerSpec
-from farm.config.templates import DeviceTemplate, Table
+from farm.config.templates import DeviceTemplate, Point, Table
 from farm.ipc.banks import UnitBank, server_banks
+from farm.ipc.journal import FARM_PEER, ServerJournal
 from farm.ipc.stats import CONNECTIONS_OPEN
 from farm.master.http.routes import NotFound
 from farm.master.supervision.slot import Slot, SlotState
@@ -75,12 +77,45 @@ class Located:
         """Views on its units' tables (read-only points are writable here: the operator's)."""
         return server_banks(self.slot.segment.buf, self.spec, self.template)
 
+    def journal(self) -> ServerJournal:
+        """Its write journal (farm.ipc.journal), in its shard's shared memory."""
+        return self.slot.journal.server(self.spec.stats_index)
+
     def unit_id(self, unit: int) -> int | None:
         """The unit id `unit` names (255: the first unit), or None if it has no such unit."""
         ids = [each.unit_id for each in self.template.units]
         if unit in ids:
             return unit
         return ids[0] if unit == BROADCAST_TCP_UNIT and ids else None
+
+
+def farm_write(
+    server: Located,
+    bank: UnitBank,
+    table: Table,
+    address: int,
+    count: int,
+    write: Callable[[], None],
+) -> None:
+    """Make a write of the farm's own (API, scenario, page) and journal it as the farm's."""
+    width = 1 if table.is_bits else 2
+    view = bank.view(table)
+    before = bytes(view[width * address : width * (address + count)])
+    write()
+    after = bytes(view[width * address : width * (address + count)])
+    server.journal().record(
+        FARM_PEER, bank.unit_id, 0, table, address, after, before, time.time_ns(),
+        time.monotonic_ns(),
+    )  # fmt: skip
+
+
+def write_point_data(bank: UnitBank, point: Point, data: bytes) -> None:
+    """A point's encoded value into its unit's bank (a bit takes the data's last byte)."""
+    view = bank.view(point.table)
+    if point.table.is_bits:
+        view[point.address] = 1 if data[-1] else 0
+    else:
+        view[2 * point.address : 2 * point.address + len(data)] = data
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -201,6 +201,7 @@ class Scaler:
         async with slot.sending:
             slot.segment.grow(shard.bank_bytes)
             slot.counters.grow(shard.stats_size)
+            slot.journal.grow(shard.stats_size)
             _fresh(slot, specs, templates)
             slot.shard = shard
             socks = [sockets[spec.index] for spec in specs]
@@ -261,6 +262,7 @@ def _fresh(slot: Slot, specs: tuple[ServerSpec, ...], templates: dict[str, Devic
     for spec in specs:
         template = templates[spec.template]
         slot.counters.server(spec.stats_index)[:] = zero
+        slot.journal.clear(spec.stats_index)
         for unit in template.units:
             for table in TABLE_ORDER:
                 start = table_offset(spec, template, unit.unit_id, table)

@@ -9,7 +9,8 @@ are JSON `{"error": "..."}` with a message that says what to fix. Every mutating
 
     GET  /api/v1/status         farm totals and one entry per worker
     GET  /api/v1/ready          200 when every server is up, 503 before (for probes)
-    GET  /api/v1/servers...     servers, values, stop/start (farm.master.http.servers, api_values)
+    GET  /api/v1/servers...     servers, values, stop/start (farm.master.http.servers, api_values),
+                                writes (farm.master.http.journal)
     POST /api/v1/shutdown       stop the farm gracefully
     GET  /api/v1/targets        every device as a SCADA imports it (farm.master.http.targets)
     GET  /api/v1/live           200 while the master runs and workers heartbeat (master.probes)
@@ -43,6 +44,7 @@ from farm.master.fleetview.view import FleetView, ViewSources
 from farm.master.http.access import guard
 from farm.master.http.faults import fault_routes
 from farm.master.http.fleets import fleet_routes
+from farm.master.http.journal import journal_routes
 from farm.master.http.openapi import openapi_route
 from farm.master.http.probes import live_route
 from farm.master.http.routes import Call, Route, add_routes
@@ -242,6 +244,7 @@ def build_app(
     add_routes(app, farm_routes)
     add_routes(app, server_routes(inventory, switch))
     add_routes(app, value_routes(inventory))
+    add_routes(app, journal_routes(inventory))
     add_routes(app, fault_routes(faults))
     add_routes(app, scenario_routes(scenario))
     add_routes(app, [targets_route(supervisor), live_route(supervisor)])

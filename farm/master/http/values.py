@@ -24,7 +24,14 @@ from pydantic import BaseModel, Field
 from farm.config import codec
 from farm.config.templates import Point, PointType, Table
 from farm.ipc.banks import UnitBank
-from farm.master.fleet.inventory import Inventory, Located, Overlay, no_overlay
+from farm.master.fleet.inventory import (
+    Inventory,
+    Located,
+    Overlay,
+    farm_write,
+    no_overlay,
+    write_point_data,
+)
 from farm.master.http.routes import Call, Invalid, NotFound, Route, Strict
 
 _FLOATS = (PointType.FLOAT32, PointType.FLOAT64)
@@ -97,11 +104,27 @@ def value_routes(inventory: Inventory) -> list[Route]:
         server, bank = _bank(inventory, path)
         body = call.body_as(RegistersWrite)
         _check_range(server, bank, path.table, body.address, len(body.values), "values")
-        if path.table.is_bits:
-            bits = _bits(body.values)
-            bank.write_bits(path.table, body.address, bits)
+        table, address, values = path.table, body.address, body.values
+        if table.is_bits:
+            bits = _bits(values)
+            farm_write(
+                server,
+                bank,
+                table,
+                address,
+                len(bits),
+                lambda: bank.write_bits(table, address, bits),
+            )
         else:
-            bank.write_registers(path.table, body.address, _words(body.values))
+            words = _words(values)
+            farm_write(
+                server,
+                bank,
+                table,
+                address,
+                len(words),
+                lambda: bank.write_registers(table, address, words),
+            )
         return _registers(server, bank, path.table, body.address, len(body.values))
 
     async def read_point(call: Call) -> PointValue:
@@ -117,10 +140,14 @@ def value_routes(inventory: Inventory) -> list[Route]:
             raise Invalid(f"body 'value': {point.name} is {point.type}: {error}") from error
         banks = server.banks()
         bank = banks[point.unit_id]
-        if point.table.is_bits:
-            bank.write_bits(point.table, point.address, [bool(data[-1])])
-        else:
-            bank.view(point.table)[2 * point.address : 2 * point.address + len(data)] = data
+        farm_write(
+            server,
+            bank,
+            point.table,
+            point.address,
+            point.width,
+            lambda: write_point_data(bank, point, data),
+        )
         return point_value(server, point, banks, inventory.overlay)
 
     table_path = "/api/v1/servers/{name}/units/{unit}/{table}"

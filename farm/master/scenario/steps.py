@@ -21,7 +21,7 @@ from farm.config.faults.spec import FaultSpecError
 from farm.config.scenario import Step
 from farm.config.templates import Point
 from farm.master.faults.table import FaultTable
-from farm.master.fleet.inventory import Inventory, Located
+from farm.master.fleet.inventory import Inventory, Located, farm_write, write_point_data
 from farm.master.fleet.switch import Switch, warn_unstarted
 
 log = logging.getLogger("farm")
@@ -140,8 +140,8 @@ def _read(server: Located, point: Point) -> bytes:
 
 
 def _write(server: Located, point: Point, data: bytes) -> None:
-    view = server.banks()[point.unit_id].view(point.table)
-    if point.table.is_bits:
-        view[point.address] = 1 if data[-1] else 0
-        return
-    view[2 * point.address : 2 * point.address + len(data)] = data
+    bank = server.banks()[point.unit_id]
+    farm_write(
+        server, bank, point.table, point.address, point.width,
+        lambda: write_point_data(bank, point, data),
+    )  # fmt: skip

@@ -54,6 +54,7 @@ def assignment(
         worker=slot.shard.worker,
         segment=slot.segment.name,
         stats_segment=slot.counters.name,
+        journal_segment=slot.journal.name,
         templates=plan.templates,
         servers=slot.shard.servers,
         heartbeat_interval_s=heartbeat_interval_s,

@@ -16,6 +16,7 @@ from typing import Protocol
 
 from farm.config.plan import Shard
 from farm.ipc.banks import Segment
+from farm.ipc.journal import ShardJournal
 from farm.ipc.messages import Connection, Heartbeat, Reply, ServerFailed
 from farm.ipc.stats import ShardCounters
 
@@ -48,6 +49,7 @@ class Slot:
     shard: Shard
     segment: Segment
     counters: ShardCounters
+    journal: ShardJournal  # every server's writes (farm.ipc.journal), read when asked
     # Server index -> the master's copy of its listening socket; a server stopped through
     # the API (farm.master.fleet.switch) has none, and a worker spawned meanwhile does not serve it.
     sockets: dict[int, socket.socket]

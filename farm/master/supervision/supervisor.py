@@ -34,6 +34,7 @@ from farm.config.plan import Plan
 from farm.errors import BootError
 from farm.ipc import messages
 from farm.ipc.banks import Segment
+from farm.ipc.journal import ShardJournal
 from farm.ipc.messages import (
     ActiveFaults,
     Connection,
@@ -83,6 +84,7 @@ class Supervisor:
                 shard=shard,
                 segment=Segment.create(shard.bank_bytes),
                 counters=ShardCounters.create(shard.stats_size),
+                journal=ShardJournal.create(shard.stats_size),
                 sockets={s.index: sockets[s.index] for s in shard.servers},
             )
             for shard in plan.shards
@@ -133,6 +135,7 @@ class Supervisor:
                 sock.close()
             slot.segment.close()
             slot.counters.close()
+            slot.journal.close()
 
     # -- spawning and exits ------------------------------------------------------------
 

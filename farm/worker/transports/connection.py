@@ -32,6 +32,7 @@ from farm.modbus import mbap
 from farm.worker.framing import MBAP, Framing
 from farm.worker.limits.guard import ServerConnections
 from farm.worker.limits.wheel import NOT_SCHEDULED
+from farm.worker.observe.callers import Caller
 
 if TYPE_CHECKING:
     from farm.worker.engine import Device
@@ -61,6 +62,7 @@ class ModbusConnection(asyncio.Protocol):
 
     __slots__ = (
         "buffer",
+        "caller",
         "clock",
         "device",
         "due",
@@ -75,6 +77,7 @@ class ModbusConnection(asyncio.Protocol):
     )
 
     framing: ClassVar[Framing] = MBAP  # how the faults frame its answers
+    source: ClassVar[str] = "tcp"  # the transport, as the write journal names it
 
     def __init__(self, device: Device, guard: ServerConnections) -> None:
         self.device = device
@@ -89,9 +92,11 @@ class ModbusConnection(asyncio.Protocol):
         self.partial_at = NOT_SCHEDULED  # the tick an unfinished frame began
         self.due = NOT_SCHEDULED  # the tick the wheel looks at this connection next
         self.peer = ""  # "host:port", filled in when something needs to name it
+        self.caller: Caller | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = cast(asyncio.Transport, transport)
+        self.caller = Caller.of(transport.get_extra_info("peername"), self.source)
         counters = self.device.counters
         counters[CONNECTIONS_OPEN] += 1
         counters[CONNECTIONS_ACCEPTED] += 1
@@ -139,6 +144,7 @@ class ModbusConnection(asyncio.Protocol):
         self.seen = self.clock.now  # for the idle timeout (farm.worker.limits.guard)
         arrived = perf_counter_ns()
         device = self.device
+        device.caller = self.caller
         counters = device.counters
         counters[BYTES_RECEIVED] += len(data)
         if device.faults is not None:  # the one check a server without faults pays

@@ -28,10 +28,12 @@ class RtuConnection(ModbusConnection):
 
     __slots__ = ()
     framing = RTU
+    source = "rtu-over-tcp"
 
     def data_received(self, data: bytes) -> None:
         arrived = perf_counter_ns()
         self.seen = self.clock.now  # for the idle timeout (farm.worker.limits.guard)
+        self.device.caller = self.caller
         self.device.counters[BYTES_RECEIVED] += len(data)
         buffer = self.buffer
         buffer += data

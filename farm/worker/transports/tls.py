@@ -84,6 +84,7 @@ class TlsConnection(ModbusConnection):
     """MBAP frames inside TLS, as `ModbusConnection` has them, and the client's role."""
 
     __slots__ = ("on_session", "role")
+    source = "tls"
 
     def __init__(
         self,

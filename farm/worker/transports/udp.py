@@ -23,10 +23,12 @@ from farm.ipc.stats import BYTES_RECEIVED, BYTES_SENT, MALFORMED_FRAMES, UNANSWE
 from farm.modbus import mbap
 from farm.worker.engine import Device
 from farm.worker.framing import MBAP, record_duration
+from farm.worker.observe.callers import Caller
 from farm.worker.transports.connection import ModbusConnection
 
 _HEADER = mbap.HEADER
 HELD_DATAGRAMS = 1024  # answers one server holds back at most (~0.3 MiB with their timers)
+CALLERS = 64  # senders a server remembers (a UDP "connection" is its sender's address)
 
 
 class UdpEndpoint(asyncio.DatagramProtocol):
@@ -36,6 +38,7 @@ class UdpEndpoint(asyncio.DatagramProtocol):
         self.build = build
         self.device: Device | None = None
         self.transport: asyncio.DatagramTransport | None = None
+        self.callers: dict[Any, Caller] = {}  # by sender, the CALLERS last seen
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = cast(asyncio.DatagramTransport, transport)
@@ -52,6 +55,7 @@ class UdpEndpoint(asyncio.DatagramProtocol):
         device = self.device
         if device is None:
             device = self.device = self.build()
+        device.caller = self._caller(addr)
         counters = device.counters
         counters[BYTES_RECEIVED] += len(data)
         if len(data) < 8:
@@ -76,6 +80,15 @@ class UdpEndpoint(asyncio.DatagramProtocol):
         self.transport.sendto(out, addr)
         counters[BYTES_SENT] += len(out)
         record_duration(counters, 1, perf_counter_ns() - arrived)
+
+    def _caller(self, addr: Any) -> Caller:
+        callers = self.callers
+        caller = callers.get(addr)
+        if caller is None:
+            if len(callers) >= CALLERS:
+                del callers[next(iter(callers))]
+            caller = callers[addr] = Caller.of(addr, "udp")
+        return caller
 
     def error_received(self, exc: Exception) -> None:
         """An ICMP error for an earlier answer (its sender went away): nothing to do."""

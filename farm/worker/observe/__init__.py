@@ -1,0 +1,5 @@
+"""What the system under test did, seen from the devices.
+
+callers (who is asking: one per connection, or per UDP sender), writes (the write journal:
+a write's values before and after, recorded in farm.ipc.journal).
+"""
