@@ -62,7 +62,7 @@ from farm.config.faults.rules import FaultRule
 from farm.config.plan import ServerSpec
 from farm.config.templates import DeviceTemplate
 
-VERSION = 2
+VERSION = 3
 MAX_FRAME_BYTES = 64 * 1024 * 1024
 STOP_SERVER = "stop_server"
 START_SERVER = "start_server"
