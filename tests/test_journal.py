@@ -170,9 +170,14 @@ def kill_workers_and_check_the_journal(farm: FarmProcess) -> None:
                 assert not device.write_register(60 + k, value, device_id=1).isError()
         finally:
             device.close()
-    for pid in farm.worker_pids():
+    killed = set(farm.worker_pids())
+    for pid in killed:
         os.kill(pid, signal.SIGKILL)
-    wait_for(lambda: farm.status()["servers_ready"] == SERVERS, 60, "the workers back")
+    wait_for(
+        lambda: not killed & set(farm.worker_pids()) and farm.status()["servers_ready"] == SERVERS,
+        60,
+        "new workers, ready",
+    )
     for name in names:
         after = before[name][-1].seq if before[name] else 0
         kept = [w for w in client.writes(name, after=after) if not w.farm]
