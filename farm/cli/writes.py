@@ -18,7 +18,8 @@ import click
 
 from farm.client import FarmClient, WriteRecord, api_options
 from farm.config.faults.selection import parse_duration
-from farm.errors import ConfigError, FarmError, exit_with
+from farm.errors import ConfigError, FarmError
+from farm.output import exit_with
 
 FOLLOW_EVERY_S = 0.2
 
