@@ -297,3 +297,49 @@ def test_unknown_server_is_a_farm_api_error(farm: FarmProcess) -> None:
     with pytest.raises(FarmAPIError) as caught:
         client(farm).point("nope", "voltage")
     assert caught.value.status == 404 and "nope" in str(caught.value)
+
+
+# -- the container image's default: a token generated when none is given ----------------
+
+
+def generated_token_farm(extra: list[str]) -> FarmProcess:
+    base = free_port_range(2)
+    return FarmProcess(1, 1, base, base + 1, ["--generate-api-token", *extra]).start()
+
+
+def test_generate_api_token_makes_one_and_prints_it_once() -> None:
+    """What the image runs (Dockerfile CMD): with no token given, the farm makes one, says it
+    on stdout, and takes mutating calls with it only."""
+    farm = generated_token_farm([])
+    try:
+        assert farm.process is not None and farm.process.stdout is not None
+        line = farm.process.stdout.readline()
+        prefix = "farm: API token for this run (none was given): "
+        assert line.startswith(prefix), line
+        token = line.removeprefix(prefix).strip()
+        assert len(token) == 32 and int(token, 16) >= 0  # 128 random bits, hex
+        farm.wait_ready()
+        name = client(farm).servers()[0].name
+        with pytest.raises(FarmAPIError, match="token"):
+            client(farm, token=None).write(name, "holding_registers", 0, [1])
+        client(farm, token=token).write(name, "holding_registers", 0, [42])
+        assert client(farm, token=None).read(name, "holding_registers", 0) == [42]
+    finally:
+        code, stdout, stderr = farm.stop()
+    assert code == 0, stderr
+    assert prefix not in stdout and token not in stderr  # printed once, never logged
+
+
+def test_generate_api_token_keeps_a_given_token(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("FARM_API_TOKEN", TOKEN)
+    farm = generated_token_farm([])
+    try:
+        farm.wait_ready()
+        name = client(farm).servers()[0].name
+        with pytest.raises(FarmAPIError, match="token"):
+            client(farm, token="not-it").write(name, "holding_registers", 0, [1])
+        client(farm, token=TOKEN).write(name, "holding_registers", 0, [7])
+    finally:
+        code, stdout, stderr = farm.stop()
+    assert code == 0, stderr
+    assert "API token" not in stdout and TOKEN not in stdout + stderr

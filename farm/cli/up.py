@@ -1,10 +1,11 @@
 """`farm up`: start a farm in this process and serve it until Ctrl-C, SIGTERM or `farm down`.
 
     farm up [FILE] [--count N] [--workers W] [--host H] [--port-base P] [--api-host H]
-            [--api-port A] [--api-token T] [--api-insecure] [--metrics-port M]
-            [--metrics-host H] [--transport T [--certs DIR]] [--max-connections N]
-            [--connection-policy P] [--idle-timeout S] [--frame-timeout S] [--state FILE]
-            [--state-interval S] [--log-level L] [--log-format text|json] [--log-file FILE]
+            [--api-port A] [--api-token T] [--generate-api-token] [--api-insecure]
+            [--metrics-port M] [--metrics-host H] [--transport T [--certs DIR]]
+            [--max-connections N] [--connection-policy P] [--idle-timeout S]
+            [--frame-timeout S] [--state FILE] [--state-interval S] [--log-level L]
+            [--log-format text|json] [--log-file FILE]
 
 The front of the master (farm.master.run.serve): builds the plan (farm.cli.validate), restores
 a scaled fleet's size from --state, finds the scenario, then runs the master on uvloop with a
@@ -32,6 +33,7 @@ from farm.cli.scenario import scenario_for_up
 from farm.cli.sharding import ShardChoice, shard_options
 from farm.cli.validate import make_plan
 from farm.client import api_host_option, api_port_option, api_token_option
+from farm.client.options import generate_token_option, token_or_generated
 from farm.config.plan import TRANSPORTS, Plan, Transport
 from farm.config.shards import FleetSlice
 from farm.config.templates import ConnectionPolicy
@@ -64,6 +66,7 @@ err = console(stderr=True)
 @api_port_option
 @api_host_option
 @api_token_option
+@generate_token_option
 @click.option(
     "--api-insecure",
     is_flag=True,
@@ -162,6 +165,7 @@ def up(
     api_port: int,
     api_host: str,
     api_token: str | None,
+    generate_api_token: bool,
     api_insecure: bool,
     metrics_port: int | None,
     metrics_host: str | None,
@@ -216,6 +220,9 @@ def up(
         problem = bind_privilege_problem(spec.port for spec in plan.servers())
         if problem is not None:
             raise ConfigError(problem)
+        api_token, generated = token_or_generated(api_token, generate_api_token)
+        if generated:  # the one place it is shown: a client needs it for mutating calls
+            out.print(f"farm: API token for this run (none was given): {api_token}", highlight=False)
         options = MasterOptions(
             scenario=timeline,
             api_host=api_host,

@@ -1,9 +1,11 @@
 """The control API's command-line options, declared once for every command that talks to a
-farm (or serves one): --api-host, --api-port, --api-token (FARM_API_TOKEN) and --farm."""
+farm (or serves one): --api-host, --api-port, --api-token (FARM_API_TOKEN) and --farm; and
+`farm up`'s --generate-api-token, the container image's default."""
 
 from __future__ import annotations
 
 import functools
+import secrets
 from collections.abc import Callable
 from typing import Any, TypeVar, cast
 
@@ -32,6 +34,19 @@ api_token_option = click.option(
     default=None,
     help="Token for mutating API calls [env: FARM_API_TOKEN].",
 )
+
+generate_token_option = click.option(
+    "--generate-api-token",
+    is_flag=True,
+    help="With no --api-token (FARM_API_TOKEN): make a random token for this run and print it.",
+)
+
+
+def token_or_generated(token: str | None, generate: bool) -> tuple[str | None, bool]:
+    """The token given, else (with --generate-api-token) a new random one; True if new."""
+    if token or not generate:
+        return token or None, False
+    return secrets.token_hex(16), True
 
 
 def api_options(command: F) -> F:
