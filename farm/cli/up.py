@@ -222,7 +222,8 @@ def up(
             raise ConfigError(problem)
         api_token, generated = token_or_generated(api_token, generate_api_token)
         if generated:  # the one place it is shown: a client needs it for mutating calls
-            out.print(f"farm: API token for this run (none was given): {api_token}", highlight=False)
+            line = f"farm: API token for this run (none was given): {api_token}"
+            out.print(line, highlight=False)
         options = MasterOptions(
             scenario=timeline,
             api_host=api_host,
