@@ -16,6 +16,7 @@ HTTP goes straight to the address given (no proxy: the container is on this mach
 from __future__ import annotations
 
 import argparse
+import http.client
 import json
 import socket
 import sys
@@ -47,7 +48,7 @@ def poll(predicate: Callable[[], T | None], timeout: float, what: str) -> T:
             if value:
                 return value
             last = repr(value)
-        except (OSError, ValueError, KeyError, CheckFailed) as exc:
+        except (OSError, http.client.HTTPException, ValueError, KeyError, CheckFailed) as exc:
             last = f"{type(exc).__name__}: {exc}"
         if time.monotonic() > deadline:
             raise CheckFailed(f"{what}: not within {timeout:.0f} s (last: {last})")
