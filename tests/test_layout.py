@@ -10,6 +10,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import grimp
+
 import farm
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -26,6 +28,46 @@ def test_import_contracts_hold() -> None:
     )
     assert done.returncode == 0, done.stdout + done.stderr
     assert "0 broken" in done.stdout
+
+
+def import_cycles(graph: grimp.ImportGraph) -> list[list[str]]:
+    """The strongly connected groups of modules (two or more) of `graph` (Tarjan's)."""
+    order: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    cycles = []
+
+    def visit(module: str) -> None:
+        order[module] = low[module] = len(order)
+        stack.append(module)
+        for imported in graph.find_modules_directly_imported_by(module):
+            if imported not in order:
+                visit(imported)
+                low[module] = min(low[module], low[imported])
+            elif imported in stack:
+                low[module] = min(low[module], order[imported])
+        if low[module] == order[module]:
+            group = stack[stack.index(module) :]
+            del stack[stack.index(module) :]
+            if len(group) > 1:
+                cycles.append(sorted(group))
+
+    for module in sorted(graph.modules):
+        if module not in order:
+            visit(module)
+    return cycles
+
+
+def test_no_import_cycle_at_run_time() -> None:
+    """Modules import each other in one direction (imports inside functions count; a
+    `TYPE_CHECKING` one does not run)."""
+    graph = grimp.build_graph("farm", exclude_type_checking_imports=True, cache_dir=None)
+    assert "farm.worker.process" in graph.modules
+    assert not import_cycles(graph)
+    # The finder finds: with the type-checking imports, process and switch import each other.
+    assert ["farm.worker.membership", "farm.worker.process", "farm.worker.switch"] in (
+        import_cycles(grimp.build_graph("farm", cache_dir=None))
+    )
 
 
 def test_master_and_cli_do_not_load_pymodbus() -> None:

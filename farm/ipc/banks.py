@@ -35,6 +35,12 @@ from farm.config.plan import (
 from farm.config.templates import DeviceTemplate, Table
 
 
+def segment_file(name: str) -> str:
+    """Where Linux keeps the shared-memory segment `name` (shm_open's files live in /dev/shm):
+    the state file reads and writes banks through it, and the owner grows a segment there."""
+    return f"/dev/shm/{name.lstrip('/')}"
+
+
 class Segment:
     """A shared-memory segment; `create` in the master, `attach` in a worker."""
 
@@ -88,7 +94,9 @@ class Segment:
         sees the same memory; new pages are zero. The other processes `refresh`.
         """
         if size > len(self.buf):
-            os.ftruncate(self._shm._fd, size)
+            # SharedMemory keeps its descriptor private (and drops it at close); on Linux the
+            # segment is the file shm_open made in /dev/shm, which any owner may truncate.
+            os.truncate(segment_file(self.name), size)
             self.refresh()
 
     def refresh(self) -> None:

@@ -45,7 +45,7 @@ async def add(worker: Worker, message: AddServers, socks: list[socket.socket]) -
         except (OSError, ssl.SSLError) as exc:
             sock.close()
             errors.append(f"{spec.name}: {exc}")
-            worker._send(
+            worker.send(
                 ServerFailed(
                     worker=worker.assign.worker,
                     server=spec.name,
@@ -54,8 +54,8 @@ async def add(worker: Worker, message: AddServers, socks: list[socket.socket]) -
                 )
             )
             continue
-        worker._keep(spec.stats_index, server)
-    worker._send(
+        worker.keep(spec.stats_index, server)
+    worker.send(
         Reply(
             request_id=message.request_id,
             ok=not errors,
@@ -82,7 +82,7 @@ def remove(worker: Worker, message: RemoveServers) -> None:
         worker.connections.forget(set(message.servers))
     worker.recap()
     _retick(worker)
-    worker._send(Reply(request_id=message.request_id, ok=True, result=len(worker.servers)))
+    worker.send(Reply(request_id=message.request_id, ok=True, result=len(worker.servers)))
 
 
 def _retick(worker: Worker) -> None:

@@ -149,13 +149,13 @@ class Worker:
         self.faults.template_of = self._template
         self.faults.replace(self.assign.faults, self.devices.get)
         messages.watch(loop, self.conn, self._on_pipe)
-        self.events = events = EventLog(self.assign.worker, self._send, self.assign.log_level)
+        self.events = events = EventLog(self.assign.worker, self.send, self.assign.log_level)
         self.connections = connections = self._connections(events)
         connections.wheel.start(loop)
         heartbeat = asyncio.create_task(self._heartbeats())
         self.ticker = Ticker(self.segment.buf, self.assign.origin)
         failed = await switch.start_all(self, self.ticker)
-        self._send(Ready(worker=self.assign.worker, servers_up=len(self.servers), failed=failed))
+        self.send(Ready(worker=self.assign.worker, servers_up=len(self.servers), failed=failed))
         ticking = asyncio.create_task(self._tick())
         await self.stopping.wait()
         loop.remove_reader(self.conn.fileno())
@@ -221,7 +221,7 @@ class Worker:
         self.faults.attach(device, number)
         return device
 
-    def _count_tls_role(self, role: str | None) -> None:
+    def count_tls_role(self, role: str | None) -> None:
         if self.counters is not None:
             self.counters.count_role(role)
 
@@ -243,7 +243,7 @@ class Worker:
         while True:
             if self.counters is not None:
                 self.counters.record_cpu()
-            self._send(
+            self.send(
                 Heartbeat(
                     worker=self.assign.worker,
                     servers_up=len(self.servers),
@@ -271,7 +271,7 @@ class Worker:
             try:  # the sockets follow their Control on the pipe: take them before anything else
                 socks = messages.receive_sockets(self.conn, len(message.servers))
             except (OSError, messages.ProtocolError) as exc:
-                self._reply(message, error=f"no sockets came with {message.op}: {exc}")
+                self.reply(message, error=f"no sockets came with {message.op}: {exc}")
                 return
             self._later(switch.start(self, message, socks))
         elif isinstance(message, Control) and message.op == messages.STOP_SERVER:
@@ -280,24 +280,24 @@ class Worker:
             try:  # their sockets follow on the pipe: take them before anything else
                 socks = messages.receive_sockets(self.conn, len(message.servers))
             except (OSError, messages.ProtocolError) as exc:
-                self._send(Reply(request_id=message.request_id, ok=False, error=str(exc)))
+                self.send(Reply(request_id=message.request_id, ok=False, error=str(exc)))
                 return
             self._later(membership.add(self, message, socks))
         elif isinstance(message, RemoveServers):
             membership.remove(self, message)
         elif isinstance(message, Faults):
             self.faults.replace(message.active, self.devices.get)
-            self._send(FaultsApplied(worker=self.assign.worker, seq=message.seq))
+            self.send(FaultsApplied(worker=self.assign.worker, seq=message.seq))
         elif isinstance(message, Control):
-            self._reply(message, error=f"unknown op {message.op!r}")
+            self.reply(message, error=f"unknown op {message.op!r}")
 
     def _later(self, coroutine: Coroutine[Any, Any, None]) -> None:
         task = asyncio.create_task(coroutine)
         self.tasks.add(task)
         task.add_done_callback(self.tasks.discard)
 
-    def _reply(self, message: Control, error: str = "") -> None:
-        self._send(
+    def reply(self, message: Control, error: str = "") -> None:
+        self.send(
             Reply(
                 request_id=message.request_id,
                 ok=not error,
@@ -306,13 +306,13 @@ class Worker:
             )
         )
 
-    def _keep(self, number: int, server: Listener) -> None:
+    def keep(self, number: int, server: Listener) -> None:
         if number in self.stopped:  # a STOP came while the server was being created
             server.close()
         else:
             self.servers[number] = server
 
-    def _send(self, message: messages.Message) -> None:
+    def send(self, message: messages.Message) -> None:
         try:
             messages.send(self.conn, message)
         except (BrokenPipeError, ConnectionResetError, EOFError):

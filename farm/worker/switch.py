@@ -29,7 +29,7 @@ BATCH = 250  # servers started between two yields to the loop (heartbeats keep f
 async def start_all(worker: Worker, ticker: Ticker) -> tuple[ServerFailed, ...]:
     """Serve the shard's servers on the sockets the worker was spawned with; the ones that
     fail to start are reported, one `ServerFailed` each, and the others carry on."""
-    worker.transports = transports = Transports(worker, worker._count_tls_role)
+    worker.transports = transports = Transports(worker, worker.count_tls_role)
     failed = []
     for started, spec in enumerate(worker.assign.servers):
         number = spec.stats_index
@@ -47,10 +47,10 @@ async def start_all(worker: Worker, ticker: Ticker) -> tuple[ServerFailed, ...]:
                 address=spec.address,
                 reason=str(exc),
             )
-            worker._send(failure)
+            worker.send(failure)
             failed.append(failure)
             continue
-        worker._keep(number, server)
+        worker.keep(number, server)
         if started % BATCH == BATCH - 1:
             await asyncio.sleep(0)
     ticker.freeze()
@@ -74,7 +74,7 @@ def stop(worker: Worker, message: Control) -> None:
                 sock.close()
     if worker.connections is not None:
         worker.connections.close_all(servers=names)
-    worker._reply(message, error=f"no server {unknown[0]!r} here" if unknown else "")
+    worker.reply(message, error=f"no server {unknown[0]!r} here" if unknown else "")
 
 
 async def start(worker: Worker, message: Control, socks: list[socket.socket]) -> None:
@@ -87,7 +87,7 @@ async def start(worker: Worker, message: Control, socks: list[socket.socket]) ->
         if started % BATCH == BATCH - 1:
             await asyncio.sleep(0)  # heartbeats and requests keep flowing
     more = f" (and {len(errors) - 1} more)" if len(errors) > 1 else ""
-    worker._reply(message, error=f"{errors[0]}{more}" if errors else "")
+    worker.reply(message, error=f"{errors[0]}{more}" if errors else "")
 
 
 async def _start_one(worker: Worker, name: str, sock: socket.socket) -> str:
@@ -106,5 +106,5 @@ async def _start_one(worker: Worker, name: str, sock: socket.socket) -> str:
     except (OSError, ssl.SSLError) as exc:
         sock.close()
         return f"cannot serve {name}: {exc}"
-    worker._keep(number, server)
+    worker.keep(number, server)
     return ""

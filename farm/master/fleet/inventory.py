@@ -24,11 +24,16 @@ from farm.config.templates import DeviceTemplate, Point, Table
 from farm.ipc.banks import UnitBank, server_banks
 from farm.ipc.journal import FARM_PEER, ServerJournal
 from farm.ipc.stats import CONNECTIONS_OPEN
-from farm.master.http.routes import NotFound
 from farm.master.supervision.slot import Slot, SlotState
 from farm.master.supervision.supervisor import Supervisor
 
 State = Literal["up", "offline", "faulted"]
+
+
+class UnknownServer(LookupError):
+    """No server of that name in the farm; the message names it (the API answers 404)."""
+
+
 BROADCAST_TCP_UNIT = 0xFF  # as in the engine: the device's first unit
 FaultsOf = Callable[[str], list[dict[str, Any]]]
 # (server, unit id, table, first address, entries in bank layout) -> as readers see them
@@ -151,10 +156,10 @@ class Inventory:
         return self.servers.get(name)
 
     def locate(self, name: str) -> Located:
-        """The server named `name`, or NotFound (404) naming it."""
+        """The server named `name`, or UnknownServer naming it."""
         server = self.servers.get(name)
         if server is None:
-            raise NotFound(f"no server named {name!r}; `farm servers` lists them")
+            raise UnknownServer(f"no server named {name!r}; `farm servers` lists them")
         return server
 
     def states(self, server: Located) -> set[State]:

@@ -21,6 +21,7 @@ from farm.ipc.journal import Write
 from farm.master.fleet.inventory import BROADCAST_TCP_UNIT, Inventory
 from farm.master.http.routes import Call, Route, Strict
 from farm.master.http.servers import ServerPath
+from farm.master.http.values import locate
 
 MAX_WRITES = 1000
 
@@ -55,7 +56,7 @@ class WritePage(BaseModel):
 
 def journal_routes(inventory: Inventory) -> list[Route]:
     async def list_writes(call: Call) -> WritePage:
-        server = inventory.locate(call.path_as(ServerPath).name)
+        server = locate(inventory, call.path_as(ServerPath).name)
         query = call.query_as(WritesQuery)
         found = [write for write in server.journal().writes() if write.seq > query.after]
         page = found[: query.limit]

@@ -20,7 +20,7 @@ from pydantic import BaseModel, Field
 from farm.master.fleet.inventory import Filters, Inventory, Located, State
 from farm.master.fleet.switch import CannotStart, Switch
 from farm.master.http.routes import Call, Conflict, Route, Strict
-from farm.master.http.values import PointValue, point_value
+from farm.master.http.values import PointValue, locate, point_value
 
 
 class ServersQuery(Strict):
@@ -84,7 +84,7 @@ class Switched(BaseModel):
 
 def server_routes(inventory: Inventory, switch: Switch) -> list[Route]:
     def find(call: Call) -> Located:
-        return inventory.locate(call.path_as(ServerPath).name)
+        return locate(inventory, call.path_as(ServerPath).name)
 
     async def list_servers(call: Call) -> ServerPage:
         query = call.query_as(ServersQuery)

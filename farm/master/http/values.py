@@ -28,6 +28,7 @@ from farm.master.fleet.inventory import (
     Inventory,
     Located,
     Overlay,
+    UnknownServer,
     farm_write,
     no_overlay,
     write_point_data,
@@ -199,8 +200,16 @@ def value_routes(inventory: Inventory) -> list[Route]:
     ]
 
 
+def locate(inventory: Inventory, name: str) -> Located:
+    """The server named `name`, or NotFound (404) naming it."""
+    try:
+        return inventory.locate(name)
+    except UnknownServer as error:
+        raise NotFound(str(error)) from None
+
+
 def _bank(inventory: Inventory, path: TablePath) -> tuple[Located, UnitBank]:
-    server = inventory.locate(path.name)
+    server = locate(inventory, path.name)
     unit = server.unit_id(path.unit)
     if unit is None:
         units = ", ".join(str(each.unit_id) for each in server.template.units)
@@ -209,7 +218,7 @@ def _bank(inventory: Inventory, path: TablePath) -> tuple[Located, UnitBank]:
 
 
 def _point(inventory: Inventory, path: PointPath) -> tuple[Located, Point]:
-    server = inventory.locate(path.name)
+    server = locate(inventory, path.name)
     for point in server.template.points:
         if point.name == path.point:
             return server, point

@@ -15,6 +15,7 @@ from pathlib import Path
 
 from farm.config.plan import Plan
 from farm.errors import ConfigError, StateFileError
+from farm.ipc.banks import segment_file
 from farm.master.state.statefile import (
     Snapshot,
     area_offset,
@@ -22,7 +23,6 @@ from farm.master.state.statefile import (
     fleet_digest,
     ranked,
     read,
-    segment_path,
 )
 
 
@@ -80,7 +80,7 @@ def _opened(segments: dict[int, str], flags: int) -> Iterator[dict[int, int]]:
     files: dict[int, int] = {}
     try:
         for worker, name in segments.items():
-            files[worker] = os.open(segment_path(name), flags)
+            files[worker] = os.open(segment_file(name), flags)
         yield files
     finally:
         for fd in files.values():

@@ -31,9 +31,10 @@ import numpy as np
 import numpy.typing as npt
 
 from farm.config.plan import Plan
+from farm.ipc.banks import segment_file
 from farm.master import logs
 from farm.master.state.layout import Layout, layout_of
-from farm.master.state.statefile import Record, encode, segment_path, write_atomically
+from farm.master.state.statefile import Record, encode, write_atomically
 
 _MERGE_GAP = 8  # changed bytes this close together are saved as one run
 _CHUNK_BYTES = 8 * 1024 * 1024  # how much of a segment is compared at a time
@@ -60,7 +61,7 @@ class StateSaver:
         self.origin = origin or self.layout.fleet
         # Open now: the descriptors keep the segments readable once the supervisor unlinks them.
         self.files = {
-            worker: os.open(segment_path(name), os.O_RDONLY) for worker, name in segments.items()
+            worker: os.open(segment_file(name), os.O_RDONLY) for worker, name in segments.items()
         }
 
     def close(self) -> None:

@@ -238,10 +238,6 @@ def _check_bounds(records: tuple[Record, ...], plan: Plan, refuse: str) -> None:
             )
 
 
-def segment_path(name: str) -> str:
-    return f"/dev/shm/{name.lstrip('/')}"
-
-
 # -- writing -----------------------------------------------------------------------------
 
 
