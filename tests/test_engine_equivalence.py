@@ -75,7 +75,10 @@ def build_bank(content: dict[str, bytes | None]) -> UnitBank:
         unit_id=1,
         read_only_coils=content["read_only_coils"],
         read_only_holding=content["read_only_holding"],
-        **views,
+        coils=views["coils"],
+        discrete_inputs=views["discrete_inputs"],
+        holding_registers=views["holding_registers"],
+        input_registers=views["input_registers"],
     )
 
 

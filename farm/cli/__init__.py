@@ -4,7 +4,8 @@ app (the group, `status`, `down`), up (`farm up`), validate (`validate`, `plan`:
 config would build), sharding (the shard options), prometheus_config, control (`servers`,
 `get`, `set`, `server stop|start`), faults (`fault add|list|clear`), scenario (`scenario
 run|status|stop`, `scale`), targets (`farm targets`), net (`net plan|up|down`), certs
-(`farm certs`; selfsigned makes the files), writes (`farm writes`: a server's write journal).
+(`farm certs`; selfsigned makes the files), writes (`farm writes`: a server's write journal),
+clients (`farm clients`: who polls, how often).
 
 Importing this package imports none of them: the `farm` console script (`from farm.cli
 import main`) is the `__main__` of `farm up`, and multiprocess's spawn runs the parent's

@@ -10,6 +10,7 @@
     farm fault add KIND --target NAME ... | list | clear [ID | --all]   (farm.cli.faults)
     farm certs DIR [--role R]   (farm.cli.certs: throwaway certificates for a TLS test)
     farm writes SERVER [--since 30s] [--follow] [--json]   (farm.cli.writes)
+    farm clients [--server NAME] [--json]   (farm.cli.clients)
 
 Every error a user can meet is one line on stderr and a non-zero exit (FarmError.exit_code).
 """
@@ -25,6 +26,7 @@ from rich.table import Table as RichTable
 from farm import __version__
 from farm.bench.command import bench
 from farm.cli.certs import certs as certs_command
+from farm.cli.clients import clients
 from farm.cli.control import get, server, servers, set_values
 from farm.cli.faults import fault
 from farm.cli.net import net
@@ -146,3 +148,4 @@ main.add_command(scale)
 main.add_command(targets)
 main.add_command(net)
 main.add_command(writes)
+main.add_command(clients)

@@ -14,6 +14,7 @@
     client.scenario()["current"]; client.stop_scenario()
     client.scale("meters", 30)
     client.writes("meter-0005", after=0)[-1].values   # the journal: who wrote what, when
+    client.clients()[0].poll_p50_s                    # who polls, how often
 
 Only this package speaks HTTP to the API (`api`; `answers` holds what the calls return,
 `observed` what they say about the system under test,
@@ -44,7 +45,7 @@ from farm.client.api import (
     FarmAPIError,
     FarmClient,
 )
-from farm.client.observed import WriteRecord
+from farm.client.observed import ClientInfo, PollInfo, WriteRecord
 from farm.client.options import (
     api_host_option,
     api_options,
@@ -59,6 +60,7 @@ __all__ = [
     "DEFAULT_API_HOST",
     "DEFAULT_API_PORT",
     "TIMEOUT_S",
+    "ClientInfo",
     "DeviceList",
     "DeviceTarget",
     "FarmAPIError",
@@ -69,6 +71,7 @@ __all__ = [
     "Glob",
     "PointTarget",
     "PointValue",
+    "PollInfo",
     "ServerDetail",
     "ServerInfo",
     "ServerPage",

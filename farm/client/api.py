@@ -26,7 +26,7 @@ from farm.client.answers import (
     Switched,
     server_info,
 )
-from farm.client.observed import WriteRecord, write_record
+from farm.client.observed import ClientInfo, WriteRecord, client_info, write_record
 from farm.client.selectors import FaultInfo, Target, target_body
 from farm.errors import ConfigError, FarmError, FarmUnreachable
 
@@ -153,6 +153,12 @@ class FarmClient:
             params["limit"] = limit
         data = self.request("GET", _server_path(name) + "/writes" + _query(params))
         return [write_record(row) for row in data["writes"]]
+
+    def clients(self, server: str | None = None) -> list[ClientInfo]:
+        """The system under test's clients and their polling (`server`: its clients only,
+        each with its polls in detail)."""
+        data = self.request("GET", "/api/v1/clients" + _query({"server": server}))
+        return [client_info(row) for row in data["clients"]]
 
     def stop(self, name: str) -> Switched:
         """Take a server offline: its port closes (connections refused, open ones dropped)."""

@@ -106,3 +106,52 @@ def journal_text(writes: list[WriteRecord]) -> str:
             f"{write.table} {write.address} = {values} (was {previous}){points}"
         )
     return "\n".join(lines)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class PollInfo:
+    """One request a client repeats on one server, and how often."""
+
+    server: str
+    unit: int
+    function_code: int
+    address: int
+    count: int
+    requests: int
+    last_s: float
+    p50_s: float
+    p99_s: float
+    max_gap_s: float
+    seen_s_ago: float
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ClientInfo:
+    """One client of the farm (an address) and its polling."""
+
+    client: str
+    servers: tuple[str, ...]
+    requests_per_s: float
+    poll_p50_s: float
+    poll_p99_s: float
+    connections: int
+    exceptions: int
+    requests: dict[int, int]  # by function code
+    writes: int
+    stale: tuple[str, ...]  # polled before, not for 3 intervals
+    polls: tuple[PollInfo, ...] = ()
+
+
+def client_info(row: dict[str, Any]) -> ClientInfo:
+    try:
+        return ClientInfo(
+            **{
+                **row,
+                "servers": tuple(row["servers"]),
+                "stale": tuple(row["stale"]),
+                "requests": {int(code): count for code, count in row["requests"].items()},
+                "polls": tuple(PollInfo(**poll) for poll in row.get("polls", ())),
+            }
+        )
+    except (TypeError, KeyError, ValueError) as exc:
+        raise FarmError(f"the farm answered a client this client cannot read ({exc})") from exc

@@ -19,6 +19,7 @@ from __future__ import annotations
 import contextlib
 import os
 import struct
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from multiprocess import shared_memory
@@ -132,6 +133,10 @@ class UnitBank:
     # Shared by every server of a template.
     read_only_coils: bytes | None = None
     read_only_holding: bytes | None = None
+    # Called by every write a client makes, (unit id, function code, table, address, values
+    # before, values after) in bank layout: the write journal (farm.worker.observe.writes).
+    # None: no journal, and writes pay one attribute check.
+    journal: Callable[[int, int, Table, int, bytes, bytes], None] | None = None
 
     def view(self, table: Table) -> memoryview:
         view: memoryview = getattr(self, table.value)
@@ -203,7 +208,10 @@ def server_banks(
             unit_id=unit.unit_id,
             read_only_coils=coils_mask,
             read_only_holding=holding_mask,
-            **views,
+            coils=views["coils"],
+            discrete_inputs=views["discrete_inputs"],
+            holding_registers=views["holding_registers"],
+            input_registers=views["input_registers"],
         )
     return banks
 

@@ -13,7 +13,8 @@ Conversation:
                                               Reply: STOP_SERVER closes their ports and
                                               connections, START_SERVER serves them again on
                                               the listening sockets that follow it, in order
-                                              (`send_sockets`)
+                                              (`send_sockets`); CLIENTS asks what the
+                                              clients of its servers did (Reply.clients)
     master -> worker   Faults                 every fault active now on the worker's servers
                                               (replaces the last; also sent within Assign)
     worker -> master   FaultsApplied          the Faults of that `seq` are in effect
@@ -61,11 +62,13 @@ import msgspec
 from farm.config.faults.rules import FaultRule
 from farm.config.plan import ServerSpec
 from farm.config.templates import DeviceTemplate
+from farm.ipc.polling import ServerClients
 
 VERSION = 3
 MAX_FRAME_BYTES = 64 * 1024 * 1024
 STOP_SERVER = "stop_server"
 START_SERVER = "start_server"
+CLIENTS = "clients"  # what the shard's clients did (farm.ipc.polling), in Reply.clients
 _SOCKET_MARK = b"S"
 # Each active fault with the shard positions (indexes into Assign.servers) it applies to.
 ActiveFaults = tuple[tuple[FaultRule, tuple[int, ...]], ...]
@@ -129,7 +132,7 @@ class FaultsApplied(_Message, frozen=True):
 
 class Control(_Message, frozen=True):
     request_id: int
-    op: str  # STOP_SERVER or START_SERVER; a worker answers any other with an error
+    op: str  # STOP_SERVER, START_SERVER or CLIENTS; a worker answers any other with an error
     servers: tuple[str, ...]  # names: one message for a whole fault's servers on a worker
 
 
@@ -138,6 +141,7 @@ class Reply(_Message, frozen=True):
     ok: bool
     result: int | None = None  # the servers the worker serves now
     error: str = ""
+    clients: tuple[ServerClients, ...] = ()  # to CLIENTS: each server's clients
 
 
 class AddServers(_Message, frozen=True):

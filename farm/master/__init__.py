@@ -10,6 +10,7 @@ workers' events) sit here; the rest is one subpackage per concern:
     state/        the bank state file: its format, saves while running, restore at start
     metrics/      the Prometheus exposition
     fleetview/    the live page at / and its stream (its files in fleetview/web/)
+    observe/      what the system under test did: its clients, their polling, the report
 Only the master handles signals. Imports farm.config and farm.ipc, never farm.worker (so
 never pymodbus).
 """

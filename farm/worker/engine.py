@@ -61,7 +61,8 @@ from farm.modbus.pdu import (
 from farm.worker import diagnostics, records
 from farm.worker.diagnostics import Diagnostics
 from farm.worker.fastpath import fast_answer
-from farm.worker.observe.writes import JOURNALLED, answer_journalled
+from farm.worker.observe.clients import ClientBook
+from farm.worker.observe.writes import JournalWrites
 from farm.worker.records import Records
 
 if TYPE_CHECKING:
@@ -114,10 +115,17 @@ class UnitContext:
             return ExcCodes.ILLEGAL_ADDRESS
         if not self.bank.writable(table, address, len(values)):
             return ExcCodes.ILLEGAL_ADDRESS
+        bank = self.bank
+        width = 1 if table.is_bits else 2
+        view = bank.view(table)
+        before = bytes(view[width * address : width * (address + len(values))])
         if table.is_bits:
-            self.bank.write_bits(table, address, [bool(v) for v in values])
+            bank.write_bits(table, address, [bool(v) for v in values])
         else:
-            self.bank.write_registers(table, address, [int(v) for v in values])
+            bank.write_registers(table, address, [int(v) for v in values])
+        if bank.journal is not None:
+            after = bytes(view[width * address : width * (address + len(values))])
+            bank.journal(bank.unit_id, func_code, table, address, before, after)
         return None
 
 
@@ -202,6 +210,7 @@ class Device:
         "_identity",
         "banks",
         "caller",
+        "clients",
         "counters",
         "diagnostics",
         "faults",
@@ -242,6 +251,20 @@ class Device:
         self.journal: ServerJournal | None = None  # farm.ipc.journal; None: not journalled
         # Who sent the request being answered: each connection sets it on every read.
         self.caller: Caller | None = None
+        self.clients: ClientBook | None = None  # made when the first client connects
+
+    def keep_journal(self, journal: ServerJournal) -> None:
+        """Journal every write a client makes (each bank's `journal` hook, in farm.worker.
+        fastpath and `UnitContext`), with the caller that made it."""
+        self.journal = journal
+        hook = JournalWrites(journal, self)
+        for bank in self.banks.values():
+            bank.journal = hook
+
+    def client_book(self) -> ClientBook:
+        if self.clients is None:
+            self.clients = ClientBook()
+        return self.clients
 
     def identity(self) -> _IdentityBlock:
         # Built on first use: most devices are never asked, and it costs ~1 KiB each.
@@ -253,6 +276,13 @@ class Device:
         """The response PDU to a request PDU for `unit`; None: the device stays silent."""
         counters = self.counters
         counters[REQUEST_SLOT[pdu[0]]] += 1
+        caller = self.caller
+        if caller is not None:
+            # Poll bookkeeping (farm.worker.observe.clients), inline: it runs on every request.
+            if pdu == caller.last and unit == caller.unit:
+                caller.times.append(caller.now)
+            else:
+                caller.seen(unit, pdu)
         if self.diagnostics.listen_only:
             self.diagnostics.unanswered(pdu)
             return None
@@ -260,12 +290,6 @@ class Device:
         response: bytes | None
         if bank is None:
             response = exception_pdu(pdu[0], GATEWAY_NO_RESPONSE)
-        elif JOURNALLED[pdu[0]] and self.journal is not None:
-            response = answer_journalled(
-                self.journal, self.caller, bank, unit, pdu, lambda: self._answer(bank, pdu)
-            )
-            if response is None:
-                return None
         else:
             response = fast_answer(bank, pdu)
             if response is None:
@@ -274,12 +298,10 @@ class Device:
                     return None  # FC 08/04 enters listen-only mode without an answer
         if response[0] & 0x80:
             counters[EXCEPTION_SLOT[response[1]]] += 1
+            if caller is not None:
+                caller.client.exceptions += 1
             self.diagnostics.exception_sent(response[1])
         return response
-
-    def _answer(self, bank: UnitBank, pdu: bytes) -> bytes | None:
-        response = fast_answer(bank, pdu)
-        return self._answer_slowly(bank, pdu) if response is None else response
 
     def _answer_slowly(self, bank: UnitBank, pdu: bytes) -> bytes | None:
         fc = pdu[0]

@@ -4,7 +4,8 @@ Part of the engine (... worker -> engine -> fastpath -> banks), split out becaus
 not import pymodbus: every answer here must be byte-for-byte the answer farm.worker.engine's
 `reference_answer` gives through pymodbus's PDU classes, spec corrections included
 (tests/test_engine_equivalence.py drives random requests, valid and invalid, through both).
-It skips decoding into objects: a read of registers is one slice of the bank.
+It skips decoding into objects: a read of registers is one slice of the bank. A write that
+succeeds is handed to the bank's `journal` hook, when it has one (farm.worker.observe.writes).
 """
 
 from __future__ import annotations
@@ -58,7 +59,12 @@ def _write_coil(bank: UnitBank, pdu: bytes, view: memoryview) -> bytes:
         return exception_pdu(5, ILLEGAL_VALUE)
     if address >= len(view) or not bank.writable(Table.COILS, address, 1):
         return exception_pdu(5, ILLEGAL_ADDRESS)
+    before = view[address]
     view[address] = 1 if value else 0
+    if bank.journal is not None:
+        bank.journal(
+            bank.unit_id, 5, Table.COILS, address, bytes((before,)), b"\1" if value else b"\0"
+        )
     return pdu[:5]
 
 
@@ -68,7 +74,11 @@ def _write_register(bank: UnitBank, pdu: bytes, view: memoryview) -> bytes:
     address = (pdu[1] << 8) | pdu[2]
     if 2 * address >= len(view) or not bank.writable(Table.HOLDING_REGISTERS, address, 1):
         return exception_pdu(6, ILLEGAL_ADDRESS)
+    journal = bank.journal
+    before = bytes(view[2 * address : 2 * address + 2]) if journal is not None else b""
     view[2 * address : 2 * address + 2] = pdu[3:5]
+    if journal is not None:
+        journal(bank.unit_id, 6, Table.HOLDING_REGISTERS, address, before, pdu[3:5])
     return pdu[:5]
 
 
@@ -81,7 +91,12 @@ def _write_coils(bank: UnitBank, pdu: bytes, view: memoryview) -> bytes:
         return exception_pdu(15, ILLEGAL_VALUE)
     if address + count > len(view) or not bank.writable(Table.COILS, address, count):
         return exception_pdu(15, ILLEGAL_ADDRESS)
+    journal = bank.journal
+    before = bytes(view[address : address + count]) if journal is not None else b""
     view[address : address + count] = b"".join([_SPREAD_BITS[byte] for byte in pdu[6:]])[:count]
+    if journal is not None:
+        after = bytes(view[address : address + count])
+        journal(bank.unit_id, 15, Table.COILS, address, before, after)
     return pdu[:5]
 
 
@@ -96,7 +111,11 @@ def _write_registers(bank: UnitBank, pdu: bytes, view: memoryview) -> bytes:
         Table.HOLDING_REGISTERS, address, count
     ):
         return exception_pdu(16, ILLEGAL_ADDRESS)
+    journal = bank.journal
+    before = bytes(view[2 * address : 2 * (address + count)]) if journal is not None else b""
     view[2 * address : 2 * (address + count)] = pdu[6:]
+    if journal is not None:
+        journal(bank.unit_id, 16, Table.HOLDING_REGISTERS, address, before, pdu[6:])
     return pdu[:5]
 
 

@@ -56,6 +56,7 @@ from farm.ipc.messages import (
     Reply,
     Stop,
 )
+from farm.ipc.polling import ServerClients
 from farm.ipc.spawn import EXIT_BOOT_FAILED, connection_cap
 from farm.ipc.stats import ShardCounters
 from farm.openfiles import raise_open_files_limit
@@ -64,6 +65,7 @@ from farm.worker.engine import Device
 from farm.worker.events import EventLog
 from farm.worker.faults.book import FaultBook
 from farm.worker.limits.guard import ServerConnections, WorkerConnections
+from farm.worker.observe.clients import FOLD_EVERY_S
 from farm.worker.ticker import Ticker
 from farm.worker.transports.serving import Listener, Transports
 
@@ -157,13 +159,14 @@ class Worker:
         failed = await switch.start_all(self, self.ticker)
         self.send(Ready(worker=self.assign.worker, servers_up=len(self.servers), failed=failed))
         ticking = asyncio.create_task(self._tick())
+        folding = asyncio.create_task(self._fold_polls())
         await self.stopping.wait()
         loop.remove_reader(self.conn.fileno())
         await self._shutdown()
         connections.wheel.stop()
-        for task in (heartbeat, ticking):
+        for task in (heartbeat, ticking, folding):
             task.cancel()
-        await asyncio.gather(heartbeat, ticking, return_exceptions=True)
+        await asyncio.gather(heartbeat, ticking, folding, return_exceptions=True)
         if not self.orphaned:
             events.close()
 
@@ -217,7 +220,7 @@ class Worker:
             exception_status_coil=template.exception_status_coil,
         )
         if self.journal is not None:
-            device.journal = self.journal.server(spec.stats_index)
+            device.keep_journal(self.journal.server(spec.stats_index))
         self.faults.attach(device, number)
         return device
 
@@ -237,6 +240,14 @@ class Worker:
             if due == float("inf"):
                 return  # no live points
             await asyncio.sleep(max(0.01, due - time.monotonic()))
+
+    async def _fold_polls(self) -> None:
+        """Fold the requests' arrivals into poll intervals (farm.worker.observe.clients)."""
+        while True:
+            await asyncio.sleep(FOLD_EVERY_S)
+            for device in list(self.devices.values()):
+                if device.clients is not None:
+                    device.clients.fold()
 
     async def _heartbeats(self) -> None:
         interval = self.assign.heartbeat_interval_s
@@ -288,8 +299,18 @@ class Worker:
         elif isinstance(message, Faults):
             self.faults.replace(message.active, self.devices.get)
             self.send(FaultsApplied(worker=self.assign.worker, seq=message.seq))
+        elif isinstance(message, Control) and message.op == messages.CLIENTS:
+            self.send(Reply(request_id=message.request_id, ok=True, clients=self._clients()))
         elif isinstance(message, Control):
             self.reply(message, error=f"unknown op {message.op!r}")
+
+    def _clients(self) -> tuple[ServerClients, ...]:
+        """What the clients of every server that has had one did (farm.worker.observe)."""
+        return tuple(
+            device.clients.summary(device.name)
+            for device in self.devices.values()
+            if device.clients is not None
+        )
 
     def _later(self, coroutine: Coroutine[Any, Any, None]) -> None:
         task = asyncio.create_task(coroutine)

@@ -4,6 +4,7 @@ app (builds the aiohttp application from the route tables), routes (a route and 
 pydantic models), openapi (the OpenAPI 3.1 document made from them), access (who may change
 the farm: token, Origin, content type), probes (live and ready), servers (the server list,
 one server, its counters; stop and start), values (registers and points, read and written),
-targets (the device list a SCADA imports), journal (a server's write journal), faults (the
-fault routes), fleets (scaling a fleet), scenario (the scenario routes).
+targets (the device list a SCADA imports), journal (a server's write journal), clients
+(what the clients did), faults (the fault routes), fleets (scaling a fleet), scenario (the
+scenario routes).
 """

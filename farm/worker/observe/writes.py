@@ -1,71 +1,41 @@
-"""The write journal's worker side: a write's target, its values before and after, recorded
-in the server's journal (farm.ipc.journal) with who wrote it.
+"""The write journal's worker side: every write a client makes, recorded in the server's
+journal (farm.ipc.journal) with who made it.
 
-Part of the engine (... engine -> writes -> journal): `Device.answer` sends the writing
-function codes (`JOURNALLED`) here when the device has a journal; reads never come here, so
-they pay one table lookup. A write that fails (an exception answer) is not journalled.
+Part of the engine (... engine -> fastpath -> bank's journal hook -> writes -> journal): a
+device with a journal sets a `JournalWrites` as the `journal` hook of each of its banks; the
+write handlers (farm.worker.fastpath, and `UnitContext` for FC 22 and 23) call it with the
+values before and after, only when a write succeeded. Reads never come here.
 """
 
 from __future__ import annotations
 
-import struct
 import time
-from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 from farm.config.templates import Table
-from farm.ipc.banks import UnitBank
 from farm.ipc.journal import Peer, ServerJournal
-from farm.worker.observe.callers import Caller
 
-WRITING_CODES = (5, 6, 15, 16, 22, 23)
-JOURNALLED = bytes(1 if code in WRITING_CODES else 0 for code in range(256))
-_WORD = struct.Struct(">H")
-_UNKNOWN = Peer(bytes(16), 0, 1)
+if TYPE_CHECKING:
+    from farm.worker.engine import Device
 
-
-def target(pdu: bytes) -> tuple[Table, int, int] | None:
-    """The table, address and count a write request writes (None: too short to say)."""
-    fc = pdu[0]
-    if fc == 23:  # read/write multiple: the writing half
-        if len(pdu) < 9:
-            return None
-        return Table.HOLDING_REGISTERS, _WORD.unpack_from(pdu, 5)[0], _WORD.unpack_from(pdu, 7)[0]
-    if len(pdu) < 5:
-        return None
-    address = _WORD.unpack_from(pdu, 1)[0]
-    if fc == 5:
-        return Table.COILS, address, 1
-    if fc in (6, 22):
-        return Table.HOLDING_REGISTERS, address, 1
-    count = _WORD.unpack_from(pdu, 3)[0]
-    return (Table.COILS if fc == 15 else Table.HOLDING_REGISTERS), address, count
+UNKNOWN = Peer(bytes(16), 0, 1)  # a write from no connection (a device driven in process)
 
 
-def entries(bank: UnitBank, table: Table, address: int, count: int) -> bytes:
-    """The bank's bytes of a range: a byte per coil, two per register."""
-    width = 1 if table.is_bits else 2
-    return bytes(bank.view(table)[width * address : width * (address + count)])
+class JournalWrites:
+    """A device's banks' journal hook."""
 
+    __slots__ = ("device", "journal")
 
-def answer_journalled(
-    journal: ServerJournal,
-    caller: Caller | None,
-    bank: UnitBank,
-    unit: int,
-    pdu: bytes,
-    answer: Callable[[], bytes | None],
-) -> bytes | None:
-    """`answer()` a write request, journalling the write if it succeeded."""
-    where = target(pdu)
-    if where is None or not bank.in_range(*where) or where[2] == 0:
-        return answer()
-    table, address, count = where
-    before = entries(bank, table, address, count)
-    response = answer()
-    if response is not None and response[0] == pdu[0]:
-        after = entries(bank, table, address, count)
-        peer = caller.peer() if caller is not None else _UNKNOWN
-        journal.record(
-            peer, unit, pdu[0], table, address, after, before, time.time_ns(), time.monotonic_ns()
-        )
-    return response
+    def __init__(self, journal: ServerJournal, device: Device) -> None:
+        self.journal = journal
+        self.device = device  # its `caller` is who sent the request being answered
+
+    def __call__(
+        self, unit: int, function_code: int, table: Table, address: int, before: bytes, after: bytes
+    ) -> None:
+        caller = self.device.caller
+        peer = caller.peer() if caller is not None else UNKNOWN
+        self.journal.record(
+            peer, unit, function_code, table, address, after, before, time.time_ns(),
+            time.monotonic_ns(),
+        )  # fmt: skip

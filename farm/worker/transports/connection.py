@@ -96,7 +96,8 @@ class ModbusConnection(asyncio.Protocol):
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = cast(asyncio.Transport, transport)
-        self.caller = Caller.of(transport.get_extra_info("peername"), self.source)
+        peername = transport.get_extra_info("peername")
+        self.caller = Caller.of(peername, self.source, self.device.client_book())
         counters = self.device.counters
         counters[CONNECTIONS_OPEN] += 1
         counters[CONNECTIONS_ACCEPTED] += 1
@@ -144,7 +145,9 @@ class ModbusConnection(asyncio.Protocol):
         self.seen = self.clock.now  # for the idle timeout (farm.worker.limits.guard)
         arrived = perf_counter_ns()
         device = self.device
-        device.caller = self.caller
+        caller = device.caller = self.caller
+        if caller is not None:
+            caller.now = arrived
         counters = device.counters
         counters[BYTES_RECEIVED] += len(data)
         if device.faults is not None:  # the one check a server without faults pays

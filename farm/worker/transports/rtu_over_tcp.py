@@ -33,7 +33,9 @@ class RtuConnection(ModbusConnection):
     def data_received(self, data: bytes) -> None:
         arrived = perf_counter_ns()
         self.seen = self.clock.now  # for the idle timeout (farm.worker.limits.guard)
-        self.device.caller = self.caller
+        caller = self.device.caller = self.caller
+        if caller is not None:
+            caller.now = arrived
         self.device.counters[BYTES_RECEIVED] += len(data)
         buffer = self.buffer
         buffer += data

@@ -55,7 +55,8 @@ class UdpEndpoint(asyncio.DatagramProtocol):
         device = self.device
         if device is None:
             device = self.device = self.build()
-        device.caller = self._caller(addr)
+        caller = device.caller = self._caller(device, addr)
+        caller.now = arrived
         counters = device.counters
         counters[BYTES_RECEIVED] += len(data)
         if len(data) < 8:
@@ -81,13 +82,13 @@ class UdpEndpoint(asyncio.DatagramProtocol):
         counters[BYTES_SENT] += len(out)
         record_duration(counters, 1, perf_counter_ns() - arrived)
 
-    def _caller(self, addr: Any) -> Caller:
+    def _caller(self, device: Device, addr: Any) -> Caller:
         callers = self.callers
         caller = callers.get(addr)
         if caller is None:
             if len(callers) >= CALLERS:
                 del callers[next(iter(callers))]
-            caller = callers[addr] = Caller.of(addr, "udp")
+            caller = callers[addr] = Caller.of(addr, "udp", device.client_book())
         return caller
 
     def error_received(self, exc: Exception) -> None:

