@@ -16,7 +16,8 @@ are JSON `{"error": "..."}` with a message that says what to fix. Every mutating
     GET  /api/v1/targets        every device as a SCADA imports it (farm.master.http.targets)
     GET  /api/v1/live           200 while the master runs and workers heartbeat (master.probes)
     GET  /api/v1/openapi.json   the OpenAPI 3.1 document of every route here
-    GET  /metrics               Prometheus text format (also alone on `--metrics-port`)
+    GET  /metrics               Prometheus text format, or OpenMetrics when asked (also alone
+                                on `--metrics-port`)
     GET  /                      the fleet view, a live page (farm.master.fleetview.pages, fleetview)
 
 `GET /api/v1/status` also lists `metrics_urls`, where the farm serves /metrics (the separate
@@ -54,7 +55,12 @@ from farm.master.http.scenario import scenario_routes
 from farm.master.http.servers import server_routes
 from farm.master.http.targets import targets_route
 from farm.master.http.values import value_routes
-from farm.master.metrics.servers import CONTENT_TYPE, FarmMetrics
+from farm.master.metrics.servers import (
+    CONTENT_TYPE,
+    OPENMETRICS_CONTENT_TYPE,
+    FarmMetrics,
+    openmetrics,
+)
 from farm.master.scenario.player import ScenarioPlayer
 from farm.master.scenario.steps import StepActions
 from farm.master.supervision.supervisor import Supervisor
@@ -151,15 +157,19 @@ def metrics_route(
     metrics = FarmMetrics(supervisor, faults, scenario)
 
     async def get_metrics(call: Call) -> web.Response:
+        wanted = openmetrics(call.request.headers.get("Accept", ""))
         # Off the loop: a big farm's scrape takes a while, and heartbeats must keep flowing.
-        body = await asyncio.to_thread(metrics.render)
-        return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE})
+        body = await asyncio.to_thread(metrics.render, wanted)
+        kind = OPENMETRICS_CONTENT_TYPE if wanted else CONTENT_TYPE
+        return web.Response(body=body, headers={"Content-Type": kind})
 
     return Route(
         method="GET",
         path="/metrics",
         handler=get_metrics,
         summary="Every server's and worker's counters, Prometheus text format",
+        description="OpenMetrics 1.0.0 when the Accept header asks for "
+        "application/openmetrics-text (as Prometheus does), else the text format 0.0.4.",
         content_type="text/plain",
         tag="meta",
     )

@@ -23,7 +23,16 @@ def escape(value: str) -> str:
 
 
 def header(name: str, kind: str, text: str) -> str:
-    """A metric family's HELP and TYPE lines."""
+    """A metric family's HELP and TYPE lines, text format."""
+    return f"# HELP {name} {text}\n# TYPE {name} {kind}\n"
+
+
+def openmetrics_header(name: str, kind: str, text: str) -> str:
+    """A metric family's HELP and TYPE lines, OpenMetrics: a counter's family is named
+    without its samples' `_total`, and HELP escapes quotes too."""
+    if kind == "counter":
+        name = name.removesuffix("_total")
+    text = text.replace("\\", "\\\\").replace("\n", "\\n").replace('"', '\\"')
     return f"# HELP {name} {text}\n# TYPE {name} {kind}\n"
 
 

@@ -1,11 +1,13 @@
-"""Prometheus metrics: the master renders the text format from what the workers counted.
+"""Prometheus metrics: the master renders /metrics from what the workers counted.
 
-Sits between the workers and the API (... banks, stats -> metrics -> api). Per-server
-series come from the shards' shared-memory counters (farm.ipc.stats); per-worker series from
-the supervisor's slots and the workers' heartbeats (farm.master.metrics.workers). Nothing
-here runs on a request's path.
+Sits between the workers and the API (... banks, stats -> metrics -> api). The page is the
+master's own families first, from a prometheus_client registry (farm.master.metrics.registry:
+build info, servers, workers, faults active, scenario step, the master's process), then the
+per-server families, rendered here from the shards' shared-memory counters (farm.ipc.stats).
+Both in the text format, or both in OpenMetrics (one `# EOF` at the very end) when the
+scraper asks for it (`openmetrics(accept)`). Nothing here runs on a request's path.
 
-The text is rendered by hand rather than through prometheus_client's registry: a farm of
+The per-server families are rendered by hand rather than through the registry: a farm of
 10,000 servers has a quarter of a million series, and building a metric family object per
 scrape costs several times the budget (benchmarks/bench_scrape.py measures both). Label
 strings are built once per shard (farm.master.metrics.series); a scrape copies each shard's
@@ -20,10 +22,14 @@ answered request. Every other per-server series is always there.
 from __future__ import annotations
 
 import platform
+from collections.abc import Callable
 from importlib import metadata
 from itertools import accumulate, compress, repeat, starmap
 from operator import add, truediv
 from typing import TYPE_CHECKING
+
+from prometheus_client import exposition
+from prometheus_client.openmetrics import exposition as openmetrics_exposition
 
 from farm import __version__
 from farm.config.faults.rules import KINDS
@@ -50,14 +56,16 @@ from farm.ipc.stats import (
     UNANSWERED,
 )
 from farm.master.faults.table import FaultTable
-from farm.master.metrics import workers as worker_metrics
-from farm.master.metrics.series import PREFIX, ShardSeries, header
+from farm.master.metrics.registry import master_registry
+from farm.master.metrics.series import PREFIX, ShardSeries, header, openmetrics_header
 from farm.master.supervision.supervisor import Supervisor
 
 if TYPE_CHECKING:
     from farm.master.scenario.player import ScenarioPlayer
 
-CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+CONTENT_TYPE = exposition.CONTENT_TYPE_PLAIN_0_0_4  # the text format
+OPENMETRICS_CONTENT_TYPE = openmetrics_exposition.CONTENT_TYPE_LATEST  # OpenMetrics 1.0.0
+_EOF = b"# EOF\n"
 DURATION_NAME = PREFIX + "request_duration_seconds"
 
 # (name, type, help, slot) for the per-server series with no label but server and worker.
@@ -100,6 +108,17 @@ _PLAIN = (
 )
 
 
+Header = Callable[[str, str, str], str]  # a family's HELP and TYPE lines: name, type, help
+Snapshots = list[tuple[list[str], list[int]]]  # (label strings, counters) of each shard
+
+
+def openmetrics(accept: str) -> bool:
+    """Whether a scraper's Accept header asks for OpenMetrics (prometheus_client decides,
+    as its own HTTP handler does); else it gets the text format."""
+    _, content_type = exposition.choose_encoder(accept)
+    return content_type.startswith("application/openmetrics-text")
+
+
 def _duration_format() -> str:
     """One server's whole histogram as one `str.format` template: {0} is its labels,
     {1}..{n} the cumulative buckets (the last is +Inf, and the count), {n+1} the sum."""
@@ -123,24 +142,29 @@ class FarmMetrics:
         scenario: ScenarioPlayer | None = None,
     ) -> None:
         self.supervisor = supervisor
-        self.faults = faults
         # Built once per shard, and again only when a slot's shard changes (servers added
         # or removed): keyed by worker, checked against the shard they were built for.
         self.series: dict[int, ShardSeries] = {}
-        self.scenario = scenario
-        self.build_labels = (
-            f'version="{__version__}",python="{platform.python_version()}",'
-            f'pymodbus="{metadata.version("pymodbus")}"'
-        )
+        build = {
+            "version": __version__,
+            "python": platform.python_version(),
+            "pymodbus": metadata.version("pymodbus"),
+        }
+        self.registry = master_registry(supervisor, build, faults, scenario)
         self.duration_format = _duration_format()
 
-    def render(self) -> bytes:
+    def render(self, openmetrics: bool = False) -> bytes:
+        """The whole page: the text format, or OpenMetrics (its content type is
+        OPENMETRICS_CONTENT_TYPE)."""
+        if not openmetrics:
+            return exposition.generate_latest(self.registry) + self._servers(header)
+        own: bytes = openmetrics_exposition.generate_latest(self.registry)  # untyped module
+        own = own.removesuffix(_EOF)
+        return own + self._servers(openmetrics_header) + _EOF
+
+    def _servers(self, head: Header) -> bytes:
+        """The per-server families, from the shards' counters as they are now."""
         out: list[str] = []
-        sup = self.supervisor
-        worker_metrics.farm_series(
-            out, sup.plan.servers_total, sup.servers_ready(), self.build_labels
-        )
-        worker_metrics.worker_series(out, sup.slots)
         snapshots = []
         info = []
         for slot in self.supervisor.slots:
@@ -153,32 +177,29 @@ class FarmMetrics:
             except ValueError:  # the farm is stopping and has released the segment
                 continue
         out.append(
-            header(
+            head(
                 PREFIX + "server_info",
                 "gauge",
                 "Always 1: a server's fleet, template and transport (tcp, rtu-over-tcp, udp, tls).",
             )
         )
         out.extend(info)
-        worker_metrics.role_series(out, self.supervisor.slots)
-        self._requests(out, snapshots)
-        self._exceptions(out, snapshots)
-        self._durations(out, snapshots)
-        self._faults(out, snapshots)
-        if self.scenario is not None:
-            out.append(self.scenario.metrics())
-        self._closed(out, snapshots)
+        self._requests(out, snapshots, head)
+        self._exceptions(out, snapshots, head)
+        self._durations(out, snapshots, head)
+        self._injections(out, snapshots, head)
+        self._closed(out, snapshots, head)
         for name, kind, text, slot_index in _PLAIN:
-            out.append(header(PREFIX + name, kind, text))
+            out.append(head(PREFIX + name, kind, text))
             template = PREFIX + name + "{%s} %d\n"
             for labels, values in snapshots:
                 column = values[HEADER_SLOTS + slot_index :: SERVER_SLOTS]
                 out.extend(map(template.__mod__, zip(labels, column, strict=True)))
         return "".join(out).encode()
 
-    def _requests(self, out: list[str], snapshots: list[tuple[list[str], list[int]]]) -> None:
+    def _requests(self, out: list[str], snapshots: Snapshots, head: Header) -> None:
         out.append(
-            header(
+            head(
                 PREFIX + "requests_total",
                 "counter",
                 "Modbus requests received, by function code ('other': any code the farm "
@@ -188,9 +209,9 @@ class FarmMetrics:
         codes = [*map(str, FUNCTION_CODES), "other"]
         self._coded(out, snapshots, "requests_total", "function_code", codes, REQUESTS)
 
-    def _exceptions(self, out: list[str], snapshots: list[tuple[list[str], list[int]]]) -> None:
+    def _exceptions(self, out: list[str], snapshots: Snapshots, head: Header) -> None:
         out.append(
-            header(
+            head(
                 PREFIX + "exceptions_total",
                 "counter",
                 "Exception responses sent, by exception code (decimal; 11 = gateway target "
@@ -200,9 +221,9 @@ class FarmMetrics:
         codes = [*map(str, EXCEPTION_CODES), "other"]
         self._coded(out, snapshots, "exceptions_total", "exception_code", codes, EXCEPTIONS)
 
-    def _closed(self, out: list[str], snapshots: list[tuple[list[str], list[int]]]) -> None:
+    def _closed(self, out: list[str], snapshots: Snapshots, head: Header) -> None:
         out.append(
-            header(
+            head(
                 PREFIX + "connections_closed_total",
                 "counter",
                 "Client connections the farm closed or refused, by reason (max_connections, "
@@ -215,7 +236,7 @@ class FarmMetrics:
     @staticmethod
     def _coded(
         out: list[str],
-        snapshots: list[tuple[list[str], list[int]]],
+        snapshots: Snapshots,
         name: str,
         label: str,
         codes: list[str],
@@ -228,14 +249,9 @@ class FarmMetrics:
                 rows = compress(zip(labels, column, strict=True), column)
                 out.extend(map(template.__mod__, rows))
 
-    def _faults(self, out: list[str], snapshots: list[tuple[list[str], list[int]]]) -> None:
-        if self.faults is not None:
-            name = PREFIX + "faults_active"
-            out.append(header(name, "gauge", "Faults active now (scheduled ones not yet)."))
-            for kind, count in self.faults.active_by_kind().items():
-                out.append(f'{name}{{kind="{kind}"}} {count}\n')
+    def _injections(self, out: list[str], snapshots: Snapshots, head: Header) -> None:
         out.append(
-            header(
+            head(
                 PREFIX + "fault_injections_total",
                 "counter",
                 "Requests a fault acted on (offline and reboot: times the server went down).",
@@ -243,9 +259,9 @@ class FarmMetrics:
         )
         self._coded(out, snapshots, "fault_injections_total", "kind", list(KINDS), INJECTIONS)
 
-    def _durations(self, out: list[str], snapshots: list[tuple[list[str], list[int]]]) -> None:
+    def _durations(self, out: list[str], snapshots: Snapshots, head: Header) -> None:
         out.append(
-            header(
+            head(
                 DURATION_NAME,
                 "histogram",
                 "Time from a request's arrival to its response being sent, in seconds.",

@@ -22,11 +22,9 @@ from typing import Any
 
 from farm.config.scenario import Step, Timeline
 from farm.config.scenario_check import check_scenario
-from farm.master.metrics.series import escape
 from farm.master.scenario.steps import StepActions, StepFailed
 
 log = logging.getLogger("farm")
-METRIC = "modbus_farm_scenario_step"
 
 
 class ScenarioPlayer:
@@ -141,19 +139,17 @@ class ScenarioPlayer:
             shown["play"] = f"{self.play + 1} of {timeline.repeat or 'forever'}"
         return shown
 
-    def metrics(self) -> str:
-        """modbus_farm_scenario_step; safe from the scrape's thread (reads a snapshot)."""
+    def step_marks(self) -> list[tuple[int, str, int]]:
+        """(index, name, 1 for the step started last else 0) of each step, for
+        modbus_farm_scenario_step (farm.master.metrics.registry); empty before any play.
+        Safe from the scrape's thread (reads a snapshot)."""
         timeline, current = self.timeline, self.current
         if timeline is None:
-            return ""
-        lines = [
-            f"# HELP {METRIC} 1 for the scenario step started last, 0 for the others.\n",
-            f"# TYPE {METRIC} gauge\n",
+            return []
+        on = self.state in ("playing", "done")
+        return [
+            (step.index, step.name, int(step.index == current and on)) for step in timeline.steps
         ]
-        for step in timeline.steps:
-            value = int(step.index == current and self.state in ("playing", "done"))
-            lines.append(f'{METRIC}{{index="{step.index}",name="{escape(step.name)}"}} {value}\n')
-        return "".join(lines)
 
     # -- the schedule ------------------------------------------------------------------
 
