@@ -155,16 +155,20 @@ class FarmMetrics:
 
     def render(self, openmetrics: bool = False) -> bytes:
         """The whole page: the text format, or OpenMetrics (its content type is
-        OPENMETRICS_CONTENT_TYPE)."""
+        OPENMETRICS_CONTENT_TYPE). One join and one encode of the whole page, as before
+        the registry's part was added: at 10,000 servers each copy is 27 MB."""
         if not openmetrics:
-            return exposition.generate_latest(self.registry) + self._servers(header)
+            out = [exposition.generate_latest(self.registry).decode()]
+            self._servers(out, header)
+            return "".join(out).encode()
         own: bytes = openmetrics_exposition.generate_latest(self.registry)  # untyped module
-        own = own.removesuffix(_EOF)
-        return own + self._servers(openmetrics_header) + _EOF
+        out = [own.removesuffix(_EOF).decode()]
+        self._servers(out, openmetrics_header)
+        out.append(_EOF.decode())
+        return "".join(out).encode()
 
-    def _servers(self, head: Header) -> bytes:
+    def _servers(self, out: list[str], head: Header) -> None:
         """The per-server families, from the shards' counters as they are now."""
-        out: list[str] = []
         snapshots = []
         info = []
         for slot in self.supervisor.slots:
@@ -195,7 +199,6 @@ class FarmMetrics:
             for labels, values in snapshots:
                 column = values[HEADER_SLOTS + slot_index :: SERVER_SLOTS]
                 out.extend(map(template.__mod__, zip(labels, column, strict=True)))
-        return "".join(out).encode()
 
     def _requests(self, out: list[str], snapshots: Snapshots, head: Header) -> None:
         out.append(
