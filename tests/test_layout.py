@@ -107,3 +107,16 @@ def test_every_module_is_named_in_its_package_map() -> None:
             if not re.search(rf"\b{re.escape(child.name)}\b", doc):
                 missing.append(f"{info.name}: {child.name}")
     assert not missing, f"package maps omit: {missing}"
+
+
+def test_the_readme_draws_every_package() -> None:
+    """README's "How it works" tree has a line for each package of farm/ (no drifted map)."""
+    readme = (ROOT / "README.md").read_text()
+    section = readme[readme.index("## How it works") :].split("\n## ", 1)[0]
+    drawn = set(re.findall(r"[─ ]([a-z_]+)/ ", section))
+    packages = {
+        info.name.rsplit(".", 1)[-1]
+        for info in pkgutil.walk_packages(farm.__path__, "farm.")
+        if info.ispkg
+    }
+    assert packages and not packages - drawn, f"README's map omits {packages - drawn}"
