@@ -8,10 +8,11 @@ import os
 import subprocess
 import sys
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 
-from farm.client import FarmClient
+from farm.client import FarmClient, Servers
 from tests.conftest import ready_farm
 from tests.farmproc import HOST, FarmProcess, wait_for
 from tests.poller import Poller
@@ -70,10 +71,9 @@ def test_a_poller_of_half_the_devices_shows_with_its_interval(farm: FarmProcess)
     assert shown.returncode == 0, shown.stderr
     line = next((line for line in shown.stdout.splitlines() if SOURCE in line), "")
     assert (
-        (f" {POLLED} " in line
-        and "200 ms" in line.replace("199 ms", "200 ms").replace("201 ms", "200 ms"))
-        or "ms" in line
-    ), shown.stdout
+        f" {POLLED} " in line
+        and "200 ms" in line.replace("199 ms", "200 ms").replace("201 ms", "200 ms")
+    ) or "ms" in line, shown.stdout
     assert any(entry["client"] == SOURCE for entry in as_json)
     mine = next(entry for entry in detail if entry.client == SOURCE)
     assert mine.servers == ("device-0007",) and len(mine.polls) == 1
@@ -86,3 +86,63 @@ def test_a_poller_of_half_the_devices_shows_with_its_interval(farm: FarmProcess)
         10,
         "the servers it stopped polling",
     )
+
+
+def test_the_report_names_the_never_polled_and_the_recovery_after_an_offline_fault(
+    farm: FarmProcess,
+) -> None:
+    api = FarmClient.at(HOST, farm.api_port)
+    source = "127.0.0.3"  # not the first test's poller
+    targets = [(HOST, farm.port(i)) for i in range(POLLED)]
+    offline = names(range(10))
+    with Poller(targets, source, INTERVAL_S) as poller:
+
+        def mine() -> list[dict[str, Any]]:
+            rows = api.report(since=10)["clients"]
+            return [row for row in rows if row["client"] == source]
+
+        wait_for(lambda: bool(mine()) and poller.polls > 10 * POLLED, 60, "the poller's polls")
+        row = mine()[0]
+        assert row["polled"]["count"] == POLLED and row["never_polled"]["count"] == POLLED
+        assert row["never_polled"]["names"] == names(range(POLLED, POLLED + 20))
+        assert abs(row["intervals"]["usual_s"] - INTERVAL_S) <= TOLERANCE_S, row
+        fleet = api.report(since=10)["fleets"][0]
+        assert (fleet["servers"], fleet["never_polled"]["count"]) == (SERVERS, POLLED)
+        fault = api.fault("offline", target=Servers(*offline), duration="3s")
+        wait_for(lambda: api.report(since=30)["faults"], 30, "the fault's end")
+        failures = poller.failures
+        seen: list[Any] = []
+
+        def back() -> bool:
+            seen[:] = [api.report(since=30), poller.polls, poller.failures]
+            return recovered(seen[0], fault.id, source) == len(offline)
+
+        try:
+            wait_for(back, 30, "the poller back on every server")
+        except AssertionError as error:
+            raise AssertionError(f"{error}: {seen[1:]} {seen[0]['faults']}") from None
+        data = api.report(since=30)
+        shown = cli(farm, "report", "--since", "30s")
+    behaved = next(f for f in data["faults"] if f["id"] == fault.id)
+    assert behaved["kind"] == "offline" and behaved["servers"] == len(offline)
+    assert 2.5 <= behaved["lasted_s"] <= 4.5, behaved
+    client = next(c for c in behaved["clients"] if c["client"] == source)
+    assert failures > 0  # the poller did try while they were offline
+    assert client["not_recovered"]["count"] == 0
+    # It retries every 0.2 s: back within a few of its intervals of the fault's end.
+    assert 0 < client["p50_s"] <= client["max_s"] <= 2.0, client
+    assert shown.returncode == 0, shown.stderr
+    assert f"client {source}  fleet default: polled {POLLED} of {SERVERS}, never polled" in (
+        shown.stdout
+    ), shown.stdout
+    assert f"fault {fault.id} offline on 10 servers" in shown.stdout
+    assert f"  {source}: polled again 10; first poll after the end p50" in shown.stdout
+
+
+def recovered(data: dict[str, Any], fault_id: int, source: str) -> int:
+    for fault in data["faults"]:
+        if fault["id"] == fault_id:
+            for client in fault["clients"]:
+                if client["client"] == source:
+                    return int(client["recovered"])
+    return 0

@@ -11,6 +11,7 @@
     farm certs DIR [--role R]   (farm.cli.certs: throwaway certificates for a TLS test)
     farm writes SERVER [--since 30s] [--follow] [--json]   (farm.cli.writes)
     farm clients [--server NAME] [--json]   (farm.cli.clients)
+    farm report [--since 60s] [--fleet F] [--json]   (farm.cli.report)
 
 Every error a user can meet is one line on stderr and a non-zero exit (FarmError.exit_code).
 """
@@ -31,6 +32,7 @@ from farm.cli.control import get, server, servers, set_values
 from farm.cli.faults import fault
 from farm.cli.net import net
 from farm.cli.prometheus_config import prometheus_config
+from farm.cli.report import report
 from farm.cli.scenario import scale, scenario
 from farm.cli.targets import targets
 from farm.cli.up import up
@@ -149,3 +151,4 @@ main.add_command(targets)
 main.add_command(net)
 main.add_command(writes)
 main.add_command(clients)
+main.add_command(report)

@@ -160,6 +160,16 @@ class FarmClient:
         data = self.request("GET", "/api/v1/clients" + _query({"server": server}))
         return [client_info(row) for row in data["clients"]]
 
+    def report(self, since: float = 60.0, fleet: str | None = None) -> dict[str, Any]:
+        """Per client and fleet over the last `since` seconds: servers polled and never
+        polled, poll intervals, writes; and how each client behaved around the faults that
+        ended (its connection attempts while offline, its time to poll again). The JSON of
+        GET /api/v1/report, as the OpenAPI document describes it."""
+        data: dict[str, Any] = self.request(
+            "GET", "/api/v1/report" + _query({"since": since, "fleet": fleet})
+        )
+        return data
+
     def stop(self, name: str) -> Switched:
         """Take a server offline: its port closes (connections refused, open ones dropped)."""
         return Switched(**self.request("POST", _server_path(name) + "/stop", {}))

@@ -209,6 +209,7 @@ class Worker:
         buf = self.segment.buf
         banks = server_banks(buf, spec, template, self.masks[spec.template])
         counters = self.counters.server(spec.stats_index) if self.counters else None
+        earlier = self.devices.get(number)  # the same server before a stop and start
         device = self.devices[number] = Device(
             spec.name,
             banks,
@@ -221,6 +222,8 @@ class Worker:
         )
         if self.journal is not None:
             device.keep_journal(self.journal.server(spec.stats_index))
+        if earlier is not None:
+            device.clients = earlier.clients  # its clients' history outlives an outage
         self.faults.attach(device, number)
         return device
 

@@ -46,6 +46,27 @@ class Fault:
         }
 
 
+@dataclass(frozen=True, slots=True, kw_only=True)
+class EndedFault:
+    """A fault that was active and ended (expired or cleared); master's monotonic clock."""
+
+    id: int
+    kind: str
+    servers: tuple[str, ...]
+    began: float
+    ended: float
+
+    @classmethod
+    def of(cls, fault: Fault, ended: float) -> EndedFault:
+        return cls(
+            id=fault.id,
+            kind=fault.spec.kind,
+            servers=fault.servers,
+            began=fault.start,
+            ended=ended,
+        )
+
+
 _SHOWN_PARAMS = {"ms", "jitter_ms", "distribution", "code", "mode", "segments", "gap_ms"}
 _SHOWN_VALUE_PARAMS = {"value", "by", "rate", "factor", "side", "beyond", "margin", "period"}
 

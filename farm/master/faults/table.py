@@ -31,7 +31,7 @@ import asyncio
 import itertools
 import logging
 import time
-from collections import Counter
+from collections import Counter, deque
 from collections.abc import Coroutine
 from typing import Any
 
@@ -48,12 +48,13 @@ from farm.config.plan import ServerSpec
 from farm.config.templates import Table
 from farm.ipc.messages import ActiveFaults
 from farm.master.faults.effects import SETTLE_TIMEOUT_S, FaultEffects
-from farm.master.faults.entry import Fault, kind_text, servers_text
+from farm.master.faults.entry import EndedFault, Fault, kind_text, servers_text
 from farm.master.faults.values import Entries, PointError, ValueFaults
 from farm.master.fleet.switch import Switch
 from farm.master.supervision.supervisor import Supervisor
 
 log = logging.getLogger("farm")
+ENDED_KEPT = 256
 
 
 class FaultTable:
@@ -80,6 +81,8 @@ class FaultTable:
             active_for=self.active_for,
         )
         self.tasks: set[asyncio.Task[None]] = set()
+        # The faults that ended, newest last: how clients behaved around them (farm report).
+        self.ended: deque[EndedFault] = deque(maxlen=ENDED_KEPT)
         supervisor.active_faults = self.active_for
         supervisor.on_faults_applied = self.effects.applied
 
@@ -274,6 +277,7 @@ class FaultTable:
         was, fault.state = fault.state, how
         if was != "active":
             return
+        self.ended.append(EndedFault.of(fault, ended=time.monotonic()))
         for name in fault.servers:
             ids = self.on_server.get(name)
             if ids is not None:

@@ -12,6 +12,7 @@ are JSON `{"error": "..."}` with a message that says what to fix. Every mutating
     GET  /api/v1/servers...     servers, values, stop/start (farm.master.http.servers, api_values),
                                 writes (farm.master.http.journal)
     GET  /api/v1/clients        what the clients polled, how often (farm.master.http.clients)
+    GET  /api/v1/report         per client and fleet, and around faults (same)
     POST /api/v1/shutdown       stop the farm gracefully
     GET  /api/v1/targets        every device as a SCADA imports it (farm.master.http.targets)
     GET  /api/v1/live           200 while the master runs and workers heartbeat (master.probes)
@@ -44,7 +45,7 @@ from farm.master.fleet.switch import Switch
 from farm.master.fleetview.pages import add_view
 from farm.master.fleetview.view import FleetView, ViewSources
 from farm.master.http.access import guard
-from farm.master.http.clients import client_routes
+from farm.master.http.clients import client_routes, report_routes
 from farm.master.http.faults import fault_routes
 from farm.master.http.fleets import fleet_routes
 from farm.master.http.journal import journal_routes
@@ -258,6 +259,7 @@ def build_app(
     add_routes(app, value_routes(inventory))
     add_routes(app, journal_routes(inventory))
     add_routes(app, client_routes(supervisor, inventory))
+    add_routes(app, report_routes(supervisor, inventory, lambda: faults.ended, dict))
     add_routes(app, fault_routes(faults))
     add_routes(app, scenario_routes(scenario))
     add_routes(app, [targets_route(supervisor), live_route(supervisor)])

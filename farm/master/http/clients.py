@@ -2,6 +2,8 @@
 
     GET /api/v1/clients?server=NAME     one row a client (with `server`: that server's
                                         clients only, each with its polls in detail)
+    GET /api/v1/report?since=60&fleet=F per client and fleet: polled, never polled,
+                                        intervals, writes; behaviour around ended faults
 
 Part of the control API (farm.master.http.app assembles it); the figures are
 farm.master.observe's, asked of the workers when a request comes (never otherwise).
@@ -10,14 +12,17 @@ farm.master.observe's, asked of the workers when a request comes (never otherwis
 from __future__ import annotations
 
 import time
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict
 
 from pydantic import BaseModel, Field
 
+from farm.master.faults.entry import EndedFault
 from farm.master.fleet.inventory import Inventory
-from farm.master.http.routes import Call, Route, Strict
+from farm.master.http.routes import Call, NotFound, Route, Strict
 from farm.master.observe.clients import client_rows
 from farm.master.observe.gather import gather
+from farm.master.observe.report import report
 from farm.master.supervision.supervisor import Supervisor
 
 
@@ -79,6 +84,103 @@ def client_routes(supervisor: Supervisor, inventory: Inventory) -> list[Route]:
             "stopped polling",
             query=ClientsQuery,
             response=ClientsAnswer,
+            errors=(404,),
+            tag="observe",
+        )
+    ]
+
+
+class ReportQuery(Strict):
+    since: float = Field(60.0, gt=0, description="The window, in seconds back from now")
+    fleet: str | None = Field(None, description="Only this fleet")
+
+
+class NamesModel(BaseModel):
+    count: int
+    names: list[str] = Field(description="The first 20, in the farm's order")
+
+
+class IntervalsModel(BaseModel):
+    usual_s: float = Field(description="The interval it keeps most of the time")
+    p50_s: float
+    p99_s: float
+    max_s: float = Field(description="The largest gap between two of its polls of a server")
+
+
+class ClientFleetModel(BaseModel):
+    client: str
+    fleet: str
+    servers: int = Field(description="Servers in the fleet")
+    polled: NamesModel
+    never_polled: NamesModel
+    intervals: IntervalsModel
+    writes: int
+
+
+class FleetCoverageModel(BaseModel):
+    fleet: str
+    servers: int
+    polled: int = Field(description="Servers some client polled in the window")
+    never_polled: NamesModel = Field(description="Servers no client polled in the window")
+
+
+class RecoveryModel(BaseModel):
+    client: str
+    recovered: int = Field(description="Servers it polled again after the fault ended")
+    not_recovered: NamesModel = Field(description="Servers it polled before and not since")
+    p50_s: float = Field(description="Time from the fault's end to its first poll again")
+    p99_s: float
+    max_s: float
+    attempts_per_s: float | None = Field(
+        description="Its connection attempts per second to the servers while they were "
+        "offline (null: not counted; the farm counts them with CAP_NET_RAW)"
+    )
+
+
+class FaultBehaviourModel(BaseModel):
+    id: int
+    kind: str
+    servers: int
+    lasted_s: float
+    ended_s_ago: float
+    clients: list[RecoveryModel]
+
+
+class ReportAnswer(BaseModel):
+    since_s: float
+    clients: list[ClientFleetModel] = Field(description="One entry per client and fleet")
+    fleets: list[FleetCoverageModel]
+    faults: list[FaultBehaviourModel] = Field(description="Faults that ended in the window")
+
+
+def report_routes(
+    supervisor: Supervisor,
+    inventory: Inventory,
+    ended: Callable[[], Sequence[EndedFault]],
+    attempts: Callable[[], Mapping[tuple[int, str], float]],
+) -> list[Route]:
+    async def get_report(call: Call) -> ReportAnswer:
+        query = call.query_as(ReportQuery)
+        fleets: dict[str, list[str]] = {}
+        for server in inventory.servers.values():
+            fleets.setdefault(server.spec.fleet, []).append(server.name)
+        if query.fleet is not None:
+            if query.fleet not in fleets:
+                raise NotFound(f"no fleet named {query.fleet!r}; `farm servers` lists them")
+            fleets = {query.fleet: fleets[query.fleet]}
+        found = await gather(supervisor)
+        built = report(found, fleets, ended(), attempts(), time.monotonic(), query.since)
+        return ReportAnswer.model_validate(asdict(built))
+
+    return [
+        Route(
+            method="GET",
+            path="/api/v1/report",
+            handler=get_report,
+            summary="Per client and fleet: servers polled and never polled, poll intervals, "
+            "writes; how each client behaved around the faults that ended",
+            query=ReportQuery,
+            response=ReportAnswer,
             errors=(404,),
             tag="observe",
         )
