@@ -87,9 +87,14 @@ def ready_farm(count: int, workers: int = 2, extra: list[str] | None = None) -> 
 
 
 def ready_config_farm(
-    config: Callable[[int], str], count: int, directory: str, extra: list[str] | None = None
+    config: Callable[[int], str],
+    count: int,
+    directory: str,
+    extra: list[str] | None = None,
+    ready: int | None = None,
 ) -> FarmProcess:
-    """A farm from the config text `config(port_base)` on `count` free ports, up and ready.
+    """A farm from the config text `config(port_base)` on `count` free ports, up and ready
+    (`ready` servers of them when not all: a shard's).
 
     Ports are free when probed but taken only when the farm binds them: on a machine shared
     with other test runs another program may take one in between. The farm then exits with
@@ -108,6 +113,7 @@ def ready_config_farm(
             api_port=api_port,
             extra=extra or [],
             file=path,
+            ready_count=ready,
         ).start()
         try:
             farm.wait_ready()

@@ -129,7 +129,7 @@ def test_servers_and_faults_of_a_running_farm_are_printed_literally(tmp_path: Pa
                          "stop: {target: 'meters[/x]-0001'}}\n")  # fmt: skip
         played = farm("scenario", "run", story.name, *api, cwd=tmp_path)
         assert played.returncode == 0, played.stderr
-        assert "playing story[b]:fire:.yaml: 1 steps" in played.stdout, played.stdout
+        assert "playing story[b]:fire:.yaml: 1 step\n" in played.stdout, played.stdout
         status = farm("scenario", "status", *api)
         assert status.returncode == 0 and "trip[/x]:fire:" in status.stdout, status.stderr
         stopped = farm("scenario", "stop", *api)

@@ -109,7 +109,7 @@ addressing = {port_start = 7000}
         (lambda d: d["fleets"][0]["addressing"].update(port_start=70000), "fleets[0].addressing.port_start", "found 70000"),
         (lambda d: d["fleets"][0].update(template="nope"), "fleets[0].template", "'nope'"),
         (lambda d: d["fleets"][0].update(name_pattern="same"), "fleets[0].name_pattern", "'same'"),
-        (lambda d: d["fleets"][0].update(colour="red"), "fleets[0].colour", "Extra inputs"),
+        (lambda d: d["fleets"][0].update(colour="red"), "fleets[0].colour", "no such key"),
         (lambda d: d["fleets"][0].update(overrides={"ghost": {"kind": "sine"}}), "fleets[0].overrides.ghost", "no point 'ghost'"),
     ],
     ids=[
@@ -323,7 +323,7 @@ def test_workers_default_to_the_cpus_this_process_may_use() -> None:
         preexec_fn=lambda: os.sched_setaffinity(0, {one_cpu}),
     )  # fmt: skip
     assert pinned.returncode == 0, pinned.stderr
-    assert "8 servers on 1 workers" in pinned.stdout, pinned.stdout
+    assert "8 servers on 1 worker\n" in pinned.stdout, pinned.stdout
     free = subprocess.run(
         [sys.executable, "-m", "farm", "plan", "--count", "8"],
         capture_output=True, text=True, timeout=60,

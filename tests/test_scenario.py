@@ -4,6 +4,7 @@ driven through the API and the CLI (run, status, stop and what stop undoes)."""
 from __future__ import annotations
 
 import os
+import re
 import socket
 import struct
 import subprocess
@@ -141,7 +142,7 @@ def test_three_steps_seen_by_pymodbus_at_their_times(farm: FarmProcess, api: Far
     assert spikes[-1] <= 4.0 + TOLERANCE_S
     assert [v for t, v in readers[spiked].seen if t > spikes[-1]][-1] != 999.0  # resumed
     view = api.scenario()
-    assert view["state"] in ("playing", "done") and view["current"]["index"] == 2
+    assert view["state"] in ("playing", "done") and view["current"]["step"] == 3
 
 
 def cli(farm: FarmProcess, *args: str) -> subprocess.CompletedProcess[str]:
@@ -172,6 +173,9 @@ def test_cli_runs_shows_and_stops_a_scenario_and_stop_undoes_it(
     shown = cli(farm, "scenario", "status")
     assert shown.returncode == 0 and "scenario playing" in shown.stdout, shown
     assert "pending" in shown.stdout and "done" in shown.stdout
+    # Steps are numbered from 1, as the log ("scenario step 1/4") and the page number them.
+    assert re.search(r"│\s*1\s*│\s*0 s\s*│.*│\s*trip\s*│", shown.stdout), shown.stdout
+    assert re.search(r"│\s*4\s*│\s*30 s\s*│", shown.stdout), shown.stdout
     again = cli(farm, "scenario", "run", story)  # one at a time
     assert again.returncode != 0 and "a scenario is playing" in again.stderr, again
     stopped = cli(farm, "scenario", "stop")
@@ -220,9 +224,9 @@ def test_steps_are_metrics_and_status_and_repeat(farm: FarmProcess, api: FarmCli
             return b"".join(iter(lambda: sock.recv(65536), b"")).decode()
 
     wait_for(
-        lambda: 'modbus_farm_scenario_step{index="1",name="nudge"} 1' in metrics(), 10, "step 1"
+        lambda: 'modbus_farm_scenario_step{name="nudge",step="2"} 1' in metrics(), 10, "step 2"
     )
     wait_for(lambda: api.status()["scenario"]["play"] == 2, 10, "the second play")
     wait_for(lambda: api.scenario()["state"] == "done", 10, "the end of both plays")
-    assert api.status()["scenario"]["current"] == {"index": 1, "name": "nudge"}
-    assert 'modbus_farm_scenario_step{index="0",name="hold"} 0' in metrics()
+    assert api.status()["scenario"]["current"] == {"step": 2, "name": "nudge"}
+    assert 'modbus_farm_scenario_step{name="hold",step="1"} 0' in metrics()

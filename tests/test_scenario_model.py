@@ -92,7 +92,7 @@ def test_after_counts_from_a_steps_end_and_repeat_forever() -> None:
 @pytest.mark.parametrize(
     ("change", "words"),
     [
-        (lambda s: s["steps"].reverse(), "scenario.steps[1].at: starts at 4 s, before step 0 (5 s); list the steps in the order they happen"),
+        (lambda s: s["steps"].reverse(), "scenario.steps[1].at: starts at 4 s, before the step above it, steps[0] (5 s); list the steps in the order they happen"),
         (lambda s: s["steps"][1]["fault"].update(kind="melt"), "scenario.steps[1].fault.kind: 'melt' is not a fault kind"),
         (lambda s: s["steps"][1]["fault"].update(kind="delay"), "scenario.steps[1].fault.ms: required, missing"),
         (lambda s: s["steps"][0].update(at="soon"), "scenario.steps[0].at: 'soon' is not a duration"),

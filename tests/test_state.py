@@ -4,6 +4,7 @@ to the last save; corrupt and foreign files refused with one line, never half-ap
 from __future__ import annotations
 
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -264,3 +265,32 @@ def test_saved_and_restored_banks_are_byte_for_byte_the_same(tmp_path: Path) -> 
     finally:
         for segment in segments:
             segment.close()
+
+
+def test_save_and_restore_lines_mean_the_same_bytes(tmp_path: Path) -> None:
+    """The save's line and the restore's line count the same things in the same words: the
+    changed ranges, the bytes of register data in them, and the file's size."""
+    state = tmp_path / "farm.state"
+    farm = make_farm(4, extra=["--state", str(state)])
+    farm.start()
+    try:
+        farm.wait_ready()
+        write_everywhere(farm, 4, salt=5)
+    finally:
+        code, _, stderr = farm.stop()
+    assert code == 0, stderr
+    size = state.stat().st_size
+    said = re.compile(r"(\d+) changed ranges? \((\d+) bytes of register data\), a file of (\d+) b")
+    saved = [m.groups() for line in stderr.splitlines() if "state saved" in line
+             for m in [said.search(line)] if m]  # fmt: skip
+    assert saved and saved[-1][2] == str(size), stderr
+    again = make_farm(4, extra=farm.extra)
+    again.start()
+    try:
+        again.wait_ready()
+    finally:
+        code, _, stderr = again.stop()
+    assert code == 0, stderr
+    restored = [m.groups() for line in stderr.splitlines() if "state restored" in line
+                for m in [said.search(line)] if m]  # fmt: skip
+    assert restored == [saved[-1]], stderr

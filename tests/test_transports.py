@@ -469,6 +469,19 @@ def test_farm_bench_speaks_every_transport(
     assert after - before >= report["responses"], (before, after, report["responses"])
 
 
+def test_farm_bench_says_when_the_tls_handshake_is_refused(farm: FarmProcess) -> None:
+    """The secure fleet asks for a client certificate: a bench without one is refused at
+    the handshake, and says so with a non-zero exit (not "0 answered" and exit 0)."""
+    done = farm_command(
+        "bench", "--api-port", str(farm.api_port), "--transport", "tls",
+        "-c", "2", "--duration", "1", "--timeout", "3",
+    )  # fmt: skip
+    assert done.returncode != 0, done.stdout
+    line = done.stderr.strip().splitlines()[-1]
+    assert "TLS handshake" in line and "refused" in line and "--certs" in line, done.stderr
+    assert "None us" not in done.stdout + done.stderr
+
+
 # -- device state across a worker restart --------------------------------------------------
 
 

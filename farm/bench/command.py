@@ -27,6 +27,8 @@ from typing import Any
 
 import click
 import uvloop
+from click.core import ParameterSource
+from rich.console import Console
 from rich.live import Live
 from rich.table import Table as RichTable
 from rich.text import Text
@@ -34,14 +36,15 @@ from rich.text import Text
 from farm.bench import fan as loadfan
 from farm.bench.latency import Histogram
 from farm.bench.loadgen import LoadResult, LoadSpec, Snapshot, run_load
-from farm.bench.spec import BenchOptions, parse_mix, parse_targets, split
-from farm.bench.transports import ClientTls
+from farm.bench.spec import BenchOptions, first_read, parse_mix, parse_targets, split
+from farm.bench.transports import ClientTls, tls_refusal
 from farm.client import FarmClient, api_options, farm_clients, farms_option
 from farm.config.plan import TRANSPORTS
 from farm.config.tlsfiles import CLIENT_SIDE, certs_dir
 from farm.errors import ConfigError, FarmError
 from farm.openfiles import raise_open_files_limit
 from farm.output import console, exit_with
+from farm.words import counted
 
 SATURATED = 0.9  # a generator process busier than this fraction of a core is the bottleneck
 
@@ -92,6 +95,8 @@ def summarize(results: list[LoadResult], options: BenchOptions, targets: int) ->
         "lost": sum(r.lost for r in results),
         "unexpected": sum(r.unexpected for r in results),
         "shed": sum(r.shed for r in results),
+        "tls_refused": sum(r.tls_refused for r in results),
+        "tls_reason": next((r.tls_reason for r in results if r.tls_reason), None),
         "generator": {
             "processes": len(results),
             "cpu_s": round(cpu, 3),
@@ -114,7 +119,8 @@ def render(report: dict[str, Any]) -> RichTable:
     mode = "closed loop" if report["mode"] == "closed" else f"open loop at {report['rate']:g}/s"
     table.add_row(
         "load",
-        f"{mode}, {report['connections']} connections over {report['targets']} servers, "
+        f"{mode}, {counted(report['connections'], 'connection')} over "
+        f"{counted(report['targets'], 'server')}, "
         f"depth {report['depth']}, {report['window_s']:.2f} s",
     )
     table.add_row("requests", f"{report['responses']} answered of {report['sent']} sent")
@@ -141,8 +147,8 @@ def render(report: dict[str, Any]) -> RichTable:
     table.add_row(
         "generator",
         Text.assemble(
-            f"{gen['processes']} process(es), busy {busy} of a core, "
-            f"{gen['cpu_per_request_us']} us CPU per request; ",
+            f"{counted(gen['processes'], 'process', 'processes')}, busy {busy} of a core, "
+            f"{_cpu_per_request(gen['cpu_per_request_us'])}; ",
             verdict,
         ),
     )
@@ -220,12 +226,17 @@ def bench(
         )
         options = replace(options, transport=transport, tls=client_tls(transport, certs))
         pdus = parse_mix(mix, address, quantity)
-        targets = parse_targets(target_texts) or [
-            target for each in farm_clients(client, farms) for target in each.targets(transport)
-        ]
+        targets = parse_targets(target_texts)
+        reads: list[tuple[int, bytes]] | None = None
+        if not targets:
+            clients = farm_clients(client, farms)
+            if _told_what_to_send():
+                targets = [target for each in clients for target in each.targets(transport)]
+            else:
+                targets, reads = _first_reads(clients, transport, (unit, pdus[0]), err)
         if not targets:
             raise FarmError(f"no server to load: the farm reports no {transport} server up")
-        specs = split(targets, pdus, options)
+        specs = split(targets, pdus, options, reads)
         live = Live(console=err, auto_refresh=False, transient=True)
         show = err.is_terminal and not as_json
         with live if show else contextlib.nullcontext():
@@ -234,6 +245,8 @@ def bench(
                 (lambda s: live.update(live_view(s, duration), refresh=True)) if show else None,
             )
         report = summarize(results, options, len(targets))
+        if transport == "tls":
+            refused_tls(report, certs, targets[0], options.tls)
         if report["connected"] == 0 and report["responses"] == 0:
             raise FarmError(f"no connection to any of the {len(targets)} targets succeeded")
     except FarmError as error:
@@ -242,6 +255,76 @@ def bench(
         click.echo(json.dumps(report, indent=2))
     else:
         console().print(render(report))
+
+
+def refused_tls(
+    report: dict[str, Any], certs: str | None, target: tuple[str, int], tls: ClientTls | None
+) -> None:
+    """A TLS run that no server answered is an error, not a report of zeros, when TLS
+    refused it: say what OpenSSL said and what to give.
+
+    With TLS 1.3 a server that wants a client certificate refuses it after the client's side
+    of the handshake is done, and uvloop then closes the connection without an error; so a
+    run with no answer asks once more, with the standard library, to hear the reason.
+    """
+    if report["responses"]:
+        return
+    reason = report["tls_reason"] or tls_refusal(target, tls or ClientTls())
+    if reason is None:
+        return
+    fix = (
+        "it most likely wants a client certificate: give --certs DIR, a `farm certs` "
+        "directory whose client.pem the farm's client_ca signed"
+        if certs is None
+        else f"check that the farm's client_ca signed {certs}/client.pem and that "
+        f"{certs}/ca.pem signed the farm's certificate"
+    )
+    raise FarmError(
+        f"the TLS handshake with {target[0]}:{target[1]} refused this client ({reason}), "
+        f"so no request was answered; {fix}"
+    )
+
+
+def _cpu_per_request(us: float | None) -> str:
+    return "no request answered" if us is None else f"{us} us CPU per request"
+
+
+def _told_what_to_send() -> bool:
+    """Whether the command line chose the requests (else a farm's templates do)."""
+    context = click.get_current_context()
+    return any(
+        context.get_parameter_source(name) is not ParameterSource.DEFAULT
+        for name in ("mix", "address", "quantity", "unit")
+    )
+
+
+def _first_reads(
+    clients: list[FarmClient], transport: str, fallback: tuple[int, bytes], err: Console
+) -> tuple[list[tuple[str, int]], list[tuple[int, bytes]]]:
+    """Every server up of `transport`, each with its template's first point as the request:
+    FC 3 at address 0 is exception 02 on a device without holding registers."""
+    targets: list[tuple[str, int]] = []
+    reads: list[tuple[int, bytes]] = []
+    said: dict[str, str] = {}
+    for each in clients:
+        templates = {device.template: device.points for device in each.device_list().devices}
+        chosen = {name: first_read(points) for name, points in templates.items()}
+        for server in each.servers():
+            if not server.up or server.transport != transport:
+                continue
+            read = chosen.get(server.template)
+            targets.append(server.host_port)
+            reads.append(fallback if read is None else (read[0], read[1]))
+            if read is not None:
+                said[server.template] = f"{server.template}: {read[2]} (unit {read[0]})"
+    if said:
+        err.print(
+            "reading each template's first point: " + "; ".join(said.values()) + " "
+            "(--mix, --address, --quantity or --unit to send something else)",
+            highlight=False,
+            soft_wrap=True,
+        )
+    return targets, reads
 
 
 def client_tls(transport: str, certs: str | None) -> ClientTls | None:

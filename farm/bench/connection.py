@@ -8,6 +8,7 @@ RTU and UDP ones). Kept lean: this is the generator's hot path, a few microsecon
 from __future__ import annotations
 
 import asyncio
+import ssl
 import struct
 import time
 from dataclasses import dataclass, field
@@ -16,7 +17,7 @@ from typing import TYPE_CHECKING, cast
 from farm.modbus.pdu import EXCEPTION_BIT
 
 if TYPE_CHECKING:
-    from farm.bench.loadgen import Run
+    from farm.bench.loadgen import Cycle, Run
 
 _TID = struct.Struct(">H")
 DENSE_BUCKETS = 40960  # covers latencies up to 2**31 us
@@ -34,12 +35,18 @@ class Tally:
     lost: int = 0
     unexpected: int = 0
     shed: int = 0
+    tls_refused: int = 0  # connections the TLS handshake (or its alert after it) ended
+    tls_reason: str = ""  # the last such refusal, as OpenSSL words it
     max_us: int = 0
     dense: list[int] = field(default_factory=lambda: [0] * DENSE_BUCKETS)
 
     @property
     def responses(self) -> int:
         return self.ok + self.exceptions_total
+
+    def refused_tls(self, error: ssl.SSLError) -> None:
+        self.tls_refused += 1
+        self.tls_reason = error.reason or str(error)
 
 
 class Connection(asyncio.Protocol):
@@ -54,6 +61,7 @@ class Connection(asyncio.Protocol):
         self.buffer = b""
         self.transport: asyncio.Transport | None = None
         self.down_since = 0.0
+        self.cycle: Cycle  # its requests, set by the run before it opens
 
     async def open(self, timeout: float) -> None:
         """Connect (with TLS when the run has an SSL context); raises OSError, TimeoutError."""
@@ -78,7 +86,7 @@ class Connection(asyncio.Protocol):
     def send(self, starts: list[float]) -> None:
         """Send one request per start time (already checked against depth and budget)."""
         run, inflight, tid = self.run, self.inflight, self.tid
-        tails = run.tails
+        tails = self.cycle.tails
         cycle = len(tails)
         frames = []
         for start in starts:
@@ -94,8 +102,9 @@ class Connection(asyncio.Protocol):
         now = time.perf_counter()
         if self.buffer:
             data = self.buffer + data
-        run, tally, inflight = self.run, self.run.tally, self.inflight
-        dense, expected, cycle = tally.dense, run.function_codes, len(run.function_codes)
+        tally, inflight = self.run.tally, self.inflight
+        expected = self.cycle.function_codes
+        dense, cycle = tally.dense, len(expected)
         size, pos, ok, max_us = len(data), 0, 0, tally.max_us
         while size - pos >= 8:
             end = pos + 6 + ((data[pos + 4] << 8) | data[pos + 5])

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import random
+import ssl
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -51,6 +52,27 @@ class LoadSpec:
     connect_timeout_s: float = 5.0
     transport: str = "tcp"  # tcp, rtu-over-tcp, udp, tls (farm.bench.transports)
     tls: ClientTls | None = None
+    # Per connection, a (unit, PDU) of its own instead of `unit` and `pdus`: a farm's
+    # servers of different templates each read their template's first point. () = none.
+    reads: tuple[tuple[int, bytes], ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class Cycle:
+    """The requests one connection sends in turn, prepared: each frame after the
+    transaction id (MBAP), each whole RTU frame, and the function code each answer has."""
+
+    function_codes: list[int]
+    tails: list[bytes]
+    rtu_frames: list[bytes]
+
+    @classmethod
+    def of(cls, unit: int, pdus: tuple[bytes, ...]) -> Cycle:
+        return cls(
+            function_codes=[pdu[0] for pdu in pdus],
+            tails=[mbap.tail(unit, pdu) for pdu in pdus],
+            rtu_frames=[rtu.frame(unit, pdu) for pdu in pdus],
+        )
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -79,6 +101,8 @@ class LoadResult:
     lost: int  # in flight when a connection dropped
     unexpected: int  # responses matching no request, or of the wrong function code
     shed: int
+    tls_refused: int  # connections the TLS handshake refused (tally.refused_tls)
+    tls_reason: str
     histogram: Histogram
     window_s: float
     cpu_s: float
@@ -93,14 +117,14 @@ class Run:
         self.budget = spec.max_requests
         self.closed_loop = spec.rate is None
         self.sending = False
-        self.function_codes = [pdu[0] for pdu in spec.pdus]
-        # Everything of a frame after the transaction id, by position in the cycle.
-        self.tails = [mbap.tail(spec.unit, pdu) for pdu in spec.pdus]
-        self.rtu_frames = [rtu.frame(spec.unit, pdu) for pdu in spec.pdus]
+        common = Cycle.of(spec.unit, spec.pdus)
+        cycles = {read: Cycle.of(read[0], (read[1],)) for read in set(spec.reads)}
         self.ssl_context = (spec.tls or ClientTls()).context() if spec.transport == "tls" else None
         kind = connection_class(spec.transport)
         rng = random.Random(len(spec.targets))
         self.connections = [kind(self, target, rng.randrange(65536)) for target in spec.targets]
+        for number, connection in enumerate(self.connections):
+            connection.cycle = cycles[spec.reads[number]] if spec.reads else common
         self.idle = asyncio.Event()
         self.last_response = 0.0
 
@@ -111,8 +135,10 @@ class Run:
     async def connect(self, connection: Connection) -> bool:
         try:
             await connection.open(self.spec.connect_timeout_s)
-        except (OSError, TimeoutError):
+        except (OSError, TimeoutError) as error:
             self.tally.connection_errors += 1
+            if isinstance(error, ssl.SSLError):
+                self.tally.refused_tls(error)
             connection.close()  # made, then cut off by the timeout: nothing must use it
             connection.transport = None
             connection.down_since = time.perf_counter()
@@ -244,6 +270,8 @@ def _result(run: Run, connected: int, window_s: float, cpu_s: float) -> LoadResu
         lost=t.lost,
         unexpected=t.unexpected,
         shed=t.shed,
+        tls_refused=t.tls_refused,
+        tls_reason=t.tls_reason,
         histogram=Histogram.from_dense(t.dense, t.max_us),
         window_s=window_s,
         cpu_s=cpu_s,

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 
 from farm.bench.loadgen import LoadSpec
 from farm.bench.transports import ClientTls
+from farm.client.answers import PointTarget
 from farm.errors import ConfigError
 from farm.modbus import pdu
 
@@ -95,14 +96,21 @@ class BenchOptions:
 
 
 def split(
-    targets: list[tuple[str, int]], pdus: tuple[bytes, ...], options: BenchOptions
+    targets: list[tuple[str, int]],
+    pdus: tuple[bytes, ...],
+    options: BenchOptions,
+    reads: list[tuple[int, bytes]] | None = None,
 ) -> list[LoadSpec]:
-    """Spread C connections evenly over the servers, then over the processes."""
+    """Spread C connections evenly over the servers, then over the processes; `reads`
+    gives each target a (unit, PDU) of its own instead of `pdus` (see `first_reads`)."""
     c, p = options.connections, options.processes
-    per_connection = [targets[i * len(targets) // c] for i in range(c)]
+    chosen = [i * len(targets) // c for i in range(c)]
+    per_connection = [targets[i] for i in chosen]
+    own = [reads[i] for i in chosen] if reads else []
     return [
         LoadSpec(
             targets=tuple(per_connection[share::p]),
+            reads=tuple(own[share::p]),
             pdus=pdus,
             unit=options.unit,
             depth=options.depth,
@@ -115,3 +123,19 @@ def split(
         )
         for share in range(p)
     ]
+
+
+TABLE_READS = {"coils": 1, "discrete_inputs": 2, "holding_registers": 3, "input_registers": 4}
+
+
+def first_read(points: tuple[PointTarget, ...]) -> tuple[int, bytes, str] | None:
+    """A template's first point as a read request: (unit, PDU, 'name, table address x
+    count'); None for a template without points."""
+    for point in points:
+        function_code = TABLE_READS.get(point.table)
+        if function_code is None:
+            continue
+        count = min(point.count, READS[function_code])
+        pdu = request_pdu(function_code, point.address, count)
+        return point.unit_id, pdu, f"{point.name}, {point.table} {point.address} x{count}"
+    return None

@@ -12,6 +12,7 @@ transport; each opens itself (`open`), so loadgen's loop is the same for all fou
 from __future__ import annotations
 
 import asyncio
+import socket
 import ssl
 import time
 from dataclasses import dataclass
@@ -44,11 +45,40 @@ class ClientTls:
         return context
 
 
+def tls_refusal(target: tuple[str, int], tls: ClientTls, timeout: float = 3.0) -> str | None:
+    """Why the TLS server at `target` refuses this client, or None if it answers: one
+    handshake and one request, blocking (the CLI's, after a run; not on a loop).
+
+    A handshake that fails says why (OpenSSL's reason: an unknown CA, ...). A TLS 1.3 server
+    that wants a client certificate lets the client's side of the handshake finish and then
+    closes the connection, with an alert from OpenSSL, or with none from uvloop's servers
+    (the farm's): a close before any answer is that refusal.
+    """
+    request = bytes.fromhex("000100000006010300000001")  # FC 3, one register, unit 1
+    try:
+        with (
+            socket.create_connection(target, timeout=timeout) as raw,
+            tls.context().wrap_socket(raw) as wrapped,
+        ):
+            wrapped.sendall(request)
+            if wrapped.recv(1):
+                return None
+    except ssl.SSLError as error:
+        return str(error.reason or error)
+    except TimeoutError:
+        return None  # a slow server, not a refusal: the report's timeouts say so
+    except OSError as error:
+        if not isinstance(error, ConnectionResetError):
+            return None
+    return "the server closed the connection right after the TLS handshake, without an answer"
+
+
 class RtuConnection(Connection):
     """RTU frames over TCP; answers come back in request order."""
 
     def frame_of(self, tid: int) -> bytes:
-        return self.run.rtu_frames[tid % len(self.run.rtu_frames)]
+        frames = self.cycle.rtu_frames
+        return frames[tid % len(frames)]
 
     def send(self, starts: list[float]) -> None:
         run, inflight, tid = self.run, self.inflight, self.tid
@@ -65,8 +95,8 @@ class RtuConnection(Connection):
     def data_received(self, data: bytes) -> None:
         now = time.perf_counter()
         data = self.buffer + data if self.buffer else data
-        run, tally, inflight = self.run, self.run.tally, self.inflight
-        expected = run.function_codes
+        tally, inflight = self.run.tally, self.inflight
+        expected = self.cycle.function_codes
         position, ok = 0, 0
         while len(data) - position >= 5:
             length = rtu.response_length(data, position)
@@ -107,7 +137,7 @@ class UdpConnection(Connection, asyncio.DatagramProtocol):
 
     def send(self, starts: list[float]) -> None:
         run, inflight, tid = self.run, self.inflight, self.tid
-        tails = run.tails
+        tails = self.cycle.tails
         transport = cast(Any, self.transport)
         for start in starts:
             tid = (tid + 1) & 0xFFFF

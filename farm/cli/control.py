@@ -13,6 +13,7 @@ and a non-zero exit.
 
 from __future__ import annotations
 
+import difflib
 import json
 from dataclasses import asdict
 from typing import Any
@@ -27,6 +28,7 @@ from farm.config import codec
 from farm.config.templates import TABLES_SHORT, Table
 from farm.errors import ConfigError, FarmError
 from farm.output import console, exit_with
+from farm.words import counted
 
 out = console()  # server, fleet and point names are printed as they are
 TABLE_NAMES = {table.value: table for table in Table} | {
@@ -42,6 +44,8 @@ def parse_table_spec(text: str) -> tuple[Table, int, int] | None:
     """'holding_registers:10:2' -> (table, 10, 2); None when `text` names no table."""
     parts = text.split(":")
     if parts[0] not in TABLE_NAMES:
+        if len(parts) > 1 and parts[1].strip().isdigit():  # TABLE:ADDR with a table misspelt
+            raise ConfigError(f"{parts[0]!r} is no table{did_you_mean(parts[0], TABLE_NAMES)}")
         return None
     if not 2 <= len(parts) <= 3:
         raise ConfigError(f"{text!r}: expected TABLE:ADDRESS or TABLE:ADDRESS:COUNT")
@@ -50,6 +54,15 @@ def parse_table_spec(text: str) -> tuple[Table, int, int] | None:
     except ValueError as error:
         raise ConfigError(f"{text!r}: address and count are whole numbers") from error
     return TABLE_NAMES[parts[0]], numbers[0], numbers[1] if len(numbers) == 2 else 1
+
+
+def did_you_mean(word: str, names: Any) -> str:
+    """'; did you mean holding_registers? tables: coils, ...' for a misspelt table name."""
+    close = difflib.get_close_matches(word, list(names), n=1)
+    tables = ", ".join(table.value for table in Table)
+    shorts = ", ".join(short for _, short in TABLES_SHORT)
+    guess = f"; did you mean {close[0]}?" if close else ""
+    return f"{guess} tables: {tables} (or {shorts})"
 
 
 def parse_entries(text: str) -> list[int]:
@@ -100,7 +113,7 @@ def servers(
         state_text = server.state + (f" ({server.error})" if server.error else "")
         table.add_row(*(Text(cell) for cell in (*cells, state_text)))
     out.print(table)
-    click.echo(f"{len(found)} servers")
+    click.echo(counted(len(found), "server"))
 
 
 @click.command()

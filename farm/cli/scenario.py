@@ -26,6 +26,7 @@ from farm.config.scenario_check import check_scenario
 from farm.config.schema import read
 from farm.errors import ConfigError, FarmError
 from farm.output import console, exit_with
+from farm.words import counted
 
 out = console()  # file, server and fleet names are printed as they are
 
@@ -46,8 +47,9 @@ def scenario_for_up(file: str | None, scenario_file: str | None, plan: Plan) -> 
 
 
 def describe(timeline: Timeline) -> str:
-    plays = "forever" if timeline.repeat is None else f"{timeline.repeat} play(s)"
-    return f"scenario: {len(timeline.steps)} steps, {timeline.length:g} s a play, {plays}"
+    plays = "forever" if timeline.repeat is None else counted(timeline.repeat, "play")
+    steps = counted(len(timeline.steps), "step")
+    return f"scenario: {steps}, {timeline.length:g} s a play, {plays}"
 
 
 @click.group()
@@ -72,7 +74,7 @@ def run(client: FarmClient, file: str) -> None:
             raise
     except FarmError as error:
         exit_with(error)
-    out.print(f"playing {file}: {len(view['steps'])} steps", highlight=False)
+    out.print(f"playing {file}: {counted(len(view['steps']), 'step')}", highlight=False)
     _timeline(view)
 
 
@@ -89,7 +91,7 @@ def status(client: FarmClient, as_json: bool) -> None:
         out.print_json(data=view)
         return
     current = view.get("current")
-    now = f", at step {current['index']}: {current['name']}" if current else ""
+    now = f", at step {current['step']}: {current['name']}" if current else ""
     elapsed = f", {view['elapsed_s']:.1f} s in" if view.get("elapsed_s") is not None else ""
     out.print(
         f"scenario {view['state']}: play {view['play']} of {view['repeat']}{elapsed}{now}",
@@ -121,7 +123,7 @@ def scale(client: FarmClient, fleet: str, count: int) -> None:
     except FarmError as error:
         exit_with(error)
     out.print(
-        f"{fleet}: {done['before']} -> {done['count']} servers "
+        f"{fleet}: {done['before']} -> {counted(done['count'], 'server')} "
         f"(+{len(done['added'])}, -{len(done['removed'])}) in {done['seconds']:.2f} s",
         highlight=False,
     )
@@ -135,13 +137,13 @@ def _section(file: str) -> Any:
 
 
 def _timeline(view: dict[str, Any]) -> None:
-    current = (view.get("current") or {}).get("index")
+    current = (view.get("current") or {}).get("step")
     table = RichTable("", "step", "at", "for", "state", "name")
     for step in view["steps"]:
         state = step["state"] + (f": {step['error']}" if step.get("error") else "")
         table.add_row(
-            ">" if step["index"] == current else "",
-            str(step["index"]),
+            ">" if step["step"] == current else "",
+            str(step["step"]),
             f"{step['at_s']:g} s",
             "-" if step["for_s"] is None else f"{step['for_s']:g} s",
             state,

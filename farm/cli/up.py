@@ -44,6 +44,7 @@ from farm.master.state.restore import sized_plan
 from farm.master.state.statefile import fleet_digest
 from farm.master.supervision.supervisor import SupervisorOptions
 from farm.output import console, exit_with
+from farm.words import counted
 
 # Markup and emoji codes off: what these print carries user text (names, addresses, file
 # names) that may hold square brackets or `:fire:`; styled words are Text spans instead.
@@ -285,11 +286,13 @@ def _print_summary(summary: ReadySummary, part: FleetSlice) -> None:
     out.print(
         Text.assemble(
             ("farm ready", "bold green"),
-            f" in {summary.seconds:.2f} s: {summary.servers_ready} of {summary.servers} servers up",
+            f" in {summary.seconds:.2f} s: {summary.servers_ready} of "
+            f"{counted(summary.servers, 'server')} up",
         ),
         highlight=False,
     )
-    out.print(f"  servers  {summary.addresses}", highlight=False)
+    for number, line in enumerate(summary.addresses):
+        out.print(f"  {'servers' if number == 0 else '':7}  {line}", highlight=False)
     if not part.whole:
         out.print(
             f"  shard    {part.index} of {part.count}: servers {part.start}-{part.stop - 1} "

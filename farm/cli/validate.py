@@ -40,6 +40,7 @@ from farm.config.tlsfiles import SERVER_SIDE, certs_dir
 from farm.errors import ConfigError, FarmError
 from farm.master.supervision.listeners import describe
 from farm.output import console, exit_with
+from farm.words import counted
 
 out = console()  # file, fleet and template names are printed as they are
 
@@ -211,7 +212,8 @@ def validate(file: str, count: int | None, scenario_file: str | None) -> None:
         )
     out.print(f"{file}: valid", highlight=False)
     out.print(table)
-    out.print(f"{len(servers)} servers in {len(plan.templates)} templates", highlight=False)
+    templates = counted(len(plan.templates), "template")
+    out.print(f"{counted(len(servers), 'server')} in {templates}", highlight=False)
     if timeline is not None:
         out.print(describe_scenario(timeline), highlight=False)
 
@@ -270,7 +272,8 @@ def plan_command(
             f" (shard {part.index} of {part.count}: "
             f"servers {part.start}-{part.stop - 1} of {part.total})"
         )
-    out.print(f"{plan.servers_total} servers on {len(plan.shards)} workers{where}", highlight=False)
+    on = counted(len(plan.shards), "worker")
+    out.print(f"{counted(plan.servers_total, 'server')} on {on}{where}", highlight=False)
 
 
 def _print_slices(file: str | None, count: int | None, shards: int) -> None:
@@ -287,4 +290,4 @@ def _print_slices(file: str | None, count: int | None, shards: int) -> None:
             span([(r.host, r.port) for r in mine]),
         )
     out.print(table)
-    out.print(f"{len(requests)} servers in {shards} shards", highlight=False)
+    out.print(f"{counted(len(requests), 'server')} in {counted(shards, 'shard')}", highlight=False)

@@ -1,6 +1,7 @@
 """What to serve: pure data, no processes.
 
-schema (the config file's pydantic models), templates (a device: units, points, identity),
+schema (the config file's pydantic models), problems (their errors in one line, with
+the key a typo meant), templates (a device: units, points, identity),
 template_reader (a file's templates made into them), fleets (a file expanded into server
 requests), plan (servers with addresses, split into shards), codec (engineering values <->
 register bytes), behaviours (how live values move),

@@ -10,6 +10,7 @@ range, as a device's firmware would clamp a reading.
 from __future__ import annotations
 
 import math
+from decimal import Decimal
 
 import numpy as np
 import numpy.typing as npt
@@ -173,3 +174,22 @@ def encode_exact(point: Point, value: float | str) -> bytes:
     elif abs(raw) > float(np.finfo(dtype).max):
         raise ValueError(f"too large for {point.type}")
     return encode_one(point, number)
+
+
+def at_precision(point: Point, value: float) -> float:
+    """`value` (a decoded engineering value) as its type holds it: a float32 at the fewest
+    digits that read back as the same float32 (230.46475, not 230.46475219726562); an
+    integer type with a scale at the scale's decimals (23.1, not 23.100000000000001)."""
+    if not math.isfinite(value):
+        return value
+    if point.type is PointType.FLOAT32:
+        raw = np.float32(value / point.scale)
+        for digits in range(1, 10):
+            shown = float(f"{value:.{digits}g}")
+            if np.float32(shown / point.scale) == raw:
+                return shown
+        return value
+    if point.type is PointType.FLOAT64 or point.scale == 1.0:
+        return value
+    exponent = Decimal(repr(point.scale)).normalize().as_tuple().exponent
+    return round(value, max(0, -int(exponent))) if isinstance(exponent, int) else value

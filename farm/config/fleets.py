@@ -18,7 +18,8 @@ from pydantic import ValidationError
 
 from farm.config.growth import FleetSpec
 from farm.config.plan import ServerRequest, TlsSettings
-from farm.config.schema import AddressingModel, FarmModel, FleetModel, TlsModel, describe, read
+from farm.config.problems import describe
+from farm.config.schema import AddressingModel, FarmModel, FleetModel, TlsModel, read
 from farm.config.template_reader import TemplateReader
 from farm.config.templates import DeviceTemplate, default_template
 from farm.config.tlsfiles import unreadable

@@ -36,7 +36,8 @@ from pydantic import ConfigDict, Field, ValidationError, model_validator
 
 from farm.config.faults.selection import Seconds, Strict, Target
 from farm.config.faults.spec import FaultSpec, FaultSpecError, parse_fault
-from farm.config.schema import describe, read
+from farm.config.problems import describe
+from farm.config.schema import read
 from farm.errors import ConfigError
 
 ACTIONS = ("fault", "set", "stop", "start", "scale")
@@ -171,7 +172,7 @@ def compile_scenario(data: Any, source: str = "scenario") -> Timeline:
     try:
         model = ScenarioModel.model_validate(data)
     except ValidationError as error:
-        line = describe(error, Path("scenario")).removeprefix("scenario: ")
+        line = describe(error, Path("scenario"), ScenarioModel).removeprefix("scenario: ")
         line = line.removeprefix("(top level): ")
         raise ConfigError(f"{prefix}scenario.{line}") from None
     steps: list[Step] = []
@@ -182,7 +183,8 @@ def compile_scenario(data: Any, source: str = "scenario") -> Timeline:
         step = _step(each, index, where, at, model.seed, prefix)
         if steps and step.at < steps[-1].at:
             raise ConfigError(
-                f"{prefix}{where}.at: starts at {step.at:g} s, before step {index - 1} "
+                f"{prefix}{where}.at: starts at {step.at:g} s, before the step above it, "
+                f"steps[{index - 1}] "
                 f"({steps[-1].at:g} s); list the steps in the order they happen"
             )
         if step.name in names:

@@ -19,7 +19,6 @@ from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
-    ValidationError,
     field_validator,
     model_validator,
 )
@@ -256,24 +255,6 @@ class FarmModel(Strict):
     fleets: list[FleetModel] = Field(min_length=1)
     # A timeline to play (farm.config.scenario checks it, with its own messages).
     scenario: dict[str, Any] | None = None
-
-
-def _path(location: tuple[int | str, ...]) -> str:
-    text = ""
-    for part in location:
-        text += f"[{part}]" if isinstance(part, int) else (f".{part}" if text else str(part))
-    return text or "(top level)"
-
-
-def describe(error: ValidationError, source: Path) -> str:
-    details = error.errors()
-    first = details[0]
-    location = tuple(p for p in first["loc"] if not str(p).startswith("function-after"))
-    message = first["msg"].removeprefix("Value error, ")
-    found = first.get("input")
-    shown = "" if isinstance(found, dict | list) or found is None else f" (found {found!r})"
-    more = f" (and {len(details) - 1} more problems)" if len(details) > 1 else ""
-    return f"{source}: {_path(location)}: {message}{shown}{more}"
 
 
 def read(path: Path) -> Any:

@@ -20,9 +20,7 @@ from __future__ import annotations
 from typing import Any
 
 from farm.config.plan import Plan
-from farm.config.templates import DeviceTemplate, Point, Table
-
-WRITABLE_TABLES = frozenset({Table.COILS, Table.HOLDING_REGISTERS})
+from farm.config.templates import DeviceTemplate, Point
 
 
 def point_row(point: Point) -> dict[str, Any]:
@@ -36,7 +34,7 @@ def point_row(point: Point) -> dict[str, Any]:
         "byte_order": point.byte_order,
         "word_order": point.word_order,
         "scale": point.scale,
-        "writable": point.writable and point.table in WRITABLE_TABLES,
+        "writable": point.writable_by_clients,
     }
 
 

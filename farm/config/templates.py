@@ -145,6 +145,12 @@ class Point:
             return 1
         return self.length if self.type is PointType.STRING else self.type.registers
 
+    @property
+    def writable_by_clients(self) -> bool:
+        """Whether a Modbus client may write it: a writable point of a writable table (no
+        function code writes input registers or discrete inputs)."""
+        return self.writable and self.table in (Table.COILS, Table.HOLDING_REGISTERS)
+
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Identity:

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import ipaddress
 import logging
 import signal
@@ -36,7 +37,7 @@ from farm.master.http.app import build_app, build_metrics_app
 from farm.master.scenario.player import ScenarioPlayer
 from farm.master.scenario.steps import StepActions
 from farm.master.state.restore import restore
-from farm.master.state.saver import StateKeeper, StateSaver
+from farm.master.state.saver import StateKeeper, StateSaver, state_size
 from farm.master.state.statefile import Snapshot, fleet_counts, load
 from farm.master.supervision.listeners import bind_all, capacity, describe
 from farm.master.supervision.supervisor import Supervisor, SupervisorOptions
@@ -65,7 +66,7 @@ class MasterOptions:
 class ReadySummary:
     servers: int
     servers_ready: int
-    addresses: str
+    addresses: tuple[str, ...]  # one line per fleet: name, transport, address ranges
     workers: int
     pids: tuple[int, ...]
     api_url: str
@@ -85,9 +86,15 @@ async def _start_api(
         await site.start()
     except OSError as exc:
         await runner.cleanup()
+        hint = ""
+        if exc.errno == errno.EADDRINUSE and option == "--api-port":
+            hint = (
+                f" (a farm already running there? `farm status --api-port {port}` shows it, "
+                f"`farm down --api-port {port}` stops it)"
+            )
         raise PortBusyError(
             f"control API cannot listen on {host}:{port}: {exc.strerror or exc}; "
-            f"pick another {option}"
+            f"pick another {option}{hint}"
         ) from exc
     return runner
 
@@ -226,11 +233,12 @@ def _keep_state(
             logging.INFO,
             "state_restored",
             f"state restored from {path} (saved {snapshot.saved_at}): "
-            f"{len(snapshot.records)} changed ranges, {written} bytes"
+            f"{state_size(len(snapshot.records), written, snapshot.file_bytes)}"
             + (f"; fleets: {fleets}" if fleets else ""),
             file=str(path),
             records=len(snapshot.records),
-            bytes=written,
+            data_bytes=written,
+            file_bytes=snapshot.file_bytes,
             saved_at=snapshot.saved_at,
             fleets=counts,
         )
@@ -258,6 +266,18 @@ def _url_host(host: str) -> str:
     return f"[{host}]" if ":" in host else host
 
 
+def _fleet_addresses(plan: Plan) -> tuple[str, ...]:
+    """Each fleet on its own line, with its transport: a UDP fleet's ports are not the TCP
+    fleet's range."""
+    fleets: dict[tuple[str, str], list[tuple[str, int]]] = {}
+    for spec in plan.servers():
+        fleets.setdefault((spec.fleet, spec.transport), []).append((spec.host, spec.port))
+    return tuple(
+        f"{fleet} {transport} {describe(addresses)}"
+        for (fleet, transport), addresses in fleets.items()
+    )
+
+
 def _summary(
     plan: Plan, supervisor: Supervisor, options: MasterOptions, seconds: float
 ) -> ReadySummary:
@@ -270,7 +290,7 @@ def _summary(
     return ReadySummary(
         servers=plan.servers_total,
         servers_ready=supervisor.servers_ready(),
-        addresses=describe((spec.host, spec.port) for spec in plan.servers()),
+        addresses=_fleet_addresses(plan),
         workers=len(supervisor.slots),
         pids=tuple(slot.pid for slot in supervisor.slots if slot.pid is not None),
         api_url=f"{base}/api/v1/status",

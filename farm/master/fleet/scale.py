@@ -95,6 +95,14 @@ class Scaler:
 
     async def scale(self, fleet: str, count: int) -> Scaled:
         """Make `fleet` `count` servers; raises CannotScale."""
+        part = self.supervisor.plan.fleet_slice
+        if not part.whole:
+            raise CannotScale(
+                f"a shard cannot scale: this farm is shard {part.index} of {part.count}, "
+                f"servers {part.start}-{part.stop - 1} of a fleet of {part.total}; to change "
+                "the fleet's size, restart every shard with the new --count",
+                409,
+            )
         spec = self.fleets.get(fleet)
         if spec is None:
             known = ", ".join(self.fleets) or "none"

@@ -31,12 +31,12 @@ class Compiled(BaseModel):
 
 
 class CurrentStep(BaseModel):
-    index: int
+    step: int = Field(description="Its number, from 1 (as the log, the metric and the page)")
     name: str
 
 
 class StepView(BaseModel):
-    index: int
+    step: int = Field(description="Its number, from 1 (as the log, the metric and the page)")
     name: str
     action: str = Field(description="fault, set, stop, start or scale")
     at_s: float = Field(description="When it starts in a play, from the play's start")

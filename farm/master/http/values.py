@@ -291,6 +291,8 @@ def point_value(
     raw = list(data) if point.table.is_bits else list(struct.unpack(f">{point.width}H", data))
     decoded = codec.decode_one(point, data)
     value: int | float | str = decoded
+    if isinstance(decoded, float):
+        value = decoded = codec.at_precision(point, decoded)
     if isinstance(decoded, float) and decoded.is_integer() and point.type not in _FLOATS:
         value = int(decoded)  # 230 V as 230, not 230.0: whole numbers of integer types
     elif isinstance(decoded, float) and not math.isfinite(decoded):
@@ -304,7 +306,7 @@ def point_value(
         scale=point.scale,
         byte_order=point.byte_order,
         word_order=point.word_order,
-        writable=point.writable,
+        writable=point.writable_by_clients,
         behaviour=point.behaviour.kind,
         value=value,
         registers=raw,

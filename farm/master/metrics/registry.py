@@ -56,10 +56,10 @@ class ScenarioCollector(Collector):
         step = GaugeMetricFamily(
             PREFIX + "scenario_step",
             "1 for the scenario step started last, 0 for the others.",
-            labels=["index", "name"],
+            labels=["step", "name"],  # numbered from 1, as the log and the page
         )
-        for index, name, value in marks:
-            step.add_metric([str(index), name], value)
+        for number, name, value in marks:
+            step.add_metric([str(number), name], value)
         yield step
 
 

@@ -5,7 +5,8 @@ scenario is checked against the farm as it is (farm.config.scenario_check) befor
 is applied, then each step is a timer on the master's loop, on the monotonic clock, at
 `start + play * length + step.at`, where `start` is when the scenario began (for `farm up
 FILE`, when every server was ready). A step's `for` ends with another timer. Each step
-started is one log line; `modbus_farm_scenario_step{index,name}` is 1 for the current step
+started is one log line; `modbus_farm_scenario_step{step,name}` (steps numbered from 1, as in
+the log, `farm scenario status` and the page) is 1 for the current step
 (the last one started) and 0 for the others, so a dashboard can mark each step. A
 `repeat` plays the timeline again from its end, after clearing the faults the last play
 left on; `stop` cancels what is scheduled and undoes what was applied
@@ -99,7 +100,7 @@ class ScenarioPlayer:
         for step in timeline.steps if timeline else ():
             steps.append(
                 {
-                    "index": step.index,
+                    "step": step.index + 1,  # numbered from 1, as people count
                     "name": step.name,
                     "action": step.action,
                     "at_s": step.at,
@@ -124,7 +125,9 @@ class ScenarioPlayer:
             "play": self.play + 1,
             "length_s": timeline.length,
             "elapsed_s": round(time.monotonic() - self.start, 3) if self.playing else None,
-            "current": None if current is None else {"index": current.index, "name": current.name},
+            "current": None
+            if current is None
+            else {"step": current.index + 1, "name": current.name},
         }
 
     def on_page(self) -> dict[str, Any] | None:
@@ -140,7 +143,7 @@ class ScenarioPlayer:
         return shown
 
     def step_marks(self) -> list[tuple[int, str, int]]:
-        """(index, name, 1 for the step started last else 0) of each step, for
+        """(number from 1, name, 1 for the step started last else 0) of each step, for
         modbus_farm_scenario_step (farm.master.metrics.registry); empty before any play.
         Safe from the scrape's thread (reads a snapshot)."""
         timeline, current = self.timeline, self.current
@@ -148,7 +151,8 @@ class ScenarioPlayer:
             return []
         on = self.state in ("playing", "done")
         return [
-            (step.index, step.name, int(step.index == current and on)) for step in timeline.steps
+            (step.index + 1, step.name, int(step.index == current and on))
+            for step in timeline.steps
         ]
 
     # -- the schedule ------------------------------------------------------------------

@@ -35,9 +35,18 @@ from farm.ipc.banks import segment_file
 from farm.master import logs
 from farm.master.state.layout import Layout, layout_of
 from farm.master.state.statefile import Record, encode, write_atomically
+from farm.words import counted
 
 _MERGE_GAP = 8  # changed bytes this close together are saved as one run
 _CHUNK_BYTES = 8 * 1024 * 1024  # how much of a segment is compared at a time
+
+
+def state_size(records: int, data: int, file: int) -> str:
+    """How much a save wrote or a restore read, in the same words for both."""
+    return (
+        f"{counted(records, 'changed range')} ({data} bytes of register data), "
+        f"a file of {file} bytes"
+    )
 
 
 class StateSaver:
@@ -69,12 +78,13 @@ class StateSaver:
             os.close(fd)
         self.files = {}
 
-    def save(self) -> tuple[int, int]:
-        """Write the state file atomically; returns (records, bytes of the file)."""
+    def save(self) -> tuple[int, int, int]:
+        """Write the state file atomically; returns (records, bytes of bank data in them,
+        bytes of the file)."""
         with self.lock:
             return self._save()
 
-    def _save(self) -> tuple[int, int]:
+    def _save(self) -> tuple[int, int, int]:
         plan = self.current()  # one plan for the whole save: a scale replaces it, whole
         if plan.shards is not self.layout.shards:
             self.layout = layout_of(plan)
@@ -88,7 +98,7 @@ class StateSaver:
             servers=now.servers,
         )
         write_atomically(self.path, content)
-        return len(records), len(content)
+        return len(records), sum(len(record.data) for record in records), len(content)
 
     def _diff(self, worker: int, layout: Layout) -> Iterator[Record]:
         fd = self.files[worker]
@@ -163,7 +173,7 @@ class StateKeeper:
     async def _save(self, level: int, what: str) -> None:
         began = time.monotonic()
         try:
-            records, size = await asyncio.to_thread(self.saver.save)
+            records, data, size = await asyncio.to_thread(self.saver.save)
         except OSError as exc:
             logs.event(
                 logging.ERROR,
@@ -176,10 +186,11 @@ class StateKeeper:
         logs.event(
             level,
             "state_saved",
-            f"{what} to {self.saver.path}: {records} changed ranges, {size} bytes, "
+            f"{what} to {self.saver.path}: {state_size(records, data, size)}, "
             f"in {took * 1000:.0f} ms",
             file=str(self.saver.path),
             records=records,
-            bytes=size,
+            data_bytes=data,
+            file_bytes=size,
             seconds=round(took, 3),
         )

@@ -133,6 +133,7 @@ class Snapshot:
     servers: int
     saved_at: str
     records: tuple[Record, ...]
+    file_bytes: int = 0  # the file's size, as a save reports it
 
 
 # -- reading -----------------------------------------------------------------------------
@@ -165,6 +166,7 @@ def load(path: Path, plan: Plan) -> Snapshot | None:
         servers=plan.servers_total,
         saved_at=str(header.get("saved_at", "")),
         records=records,
+        file_bytes=path.stat().st_size,
     )
 
 

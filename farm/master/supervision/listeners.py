@@ -154,8 +154,9 @@ def bind_all(specs: list[ServerSpec]) -> dict[int, socket.socket]:
         if busy:
             raise PortBusyError(
                 f"address already in use: {describe(busy)} "
-                f"({len(busy)} of {len(specs)} servers); stop what holds them, or move the "
-                "servers (--port-base, or the fleets' addressing in a config file)"
+                f"({len(busy)} of {len(specs)} servers); another farm? `farm status` shows "
+                "it and `farm down` stops it (with its --api-port); else stop what holds them, "
+                "or move the servers (--port-base, or the fleets' addressing in a config file)"
             )
         raise ConfigError("cannot listen on " + "; ".join(other) + "".join(sorted(hints)))
     return bound
