@@ -32,7 +32,7 @@ import itertools
 import logging
 import time
 from collections import Counter, deque
-from collections.abc import Coroutine
+from collections.abc import Callable, Coroutine
 from typing import Any
 
 from farm.config.faults.spec import (
@@ -83,6 +83,9 @@ class FaultTable:
         self.tasks: set[asyncio.Task[None]] = set()
         # The faults that ended, newest last: how clients behaved around them (farm report).
         self.ended: deque[EndedFault] = deque(maxlen=ENDED_KEPT)
+        # Told when a fault takes its servers down and when it ends (farm.master.observe).
+        self.on_down: Callable[[Fault], None] = lambda fault: None
+        self.on_up: Callable[[Fault], None] = lambda fault: None
         supervisor.active_faults = self.active_for
         supervisor.on_faults_applied = self.effects.applied
 
@@ -265,6 +268,7 @@ class FaultTable:
         if not quiet:
             log.info("fault %d started: %s on %s", fault.id, kind_text(fault), servers_text(fault))
         if fault.spec.kind in SERVER_KINDS:
+            self.on_down(fault)
             self._later(self.effects.take_down(fault))
         self._tell(fault)
 
@@ -285,6 +289,7 @@ class FaultTable:
                 if not ids:
                     del self.on_server[name]
         if fault.spec.kind in SERVER_KINDS:
+            self.on_up(fault)
             self._later(self.effects.bring_back(fault))
         self._tell(fault)
 

@@ -62,6 +62,7 @@ from farm.master.metrics.servers import (
     FarmMetrics,
     openmetrics,
 )
+from farm.master.observe.attempts import ConnectAttempts
 from farm.master.scenario.player import ScenarioPlayer
 from farm.master.scenario.steps import StepActions
 from farm.master.supervision.supervisor import Supervisor
@@ -259,7 +260,12 @@ def build_app(
     add_routes(app, value_routes(inventory))
     add_routes(app, journal_routes(inventory))
     add_routes(app, client_routes(supervisor, inventory))
-    add_routes(app, report_routes(supervisor, inventory, lambda: faults.ended, dict))
+    attempts = ConnectAttempts()
+    faults.on_down = lambda fault: attempts.watch(
+        fault.id, [(faults.specs[name].host, faults.specs[name].port) for name in fault.servers]
+    )
+    faults.on_up = lambda fault: attempts.unwatch(fault.id)
+    add_routes(app, report_routes(supervisor, inventory, lambda: faults.ended, attempts.rate))
     add_routes(app, fault_routes(faults))
     add_routes(app, scenario_routes(scenario))
     add_routes(app, [targets_route(supervisor), live_route(supervisor)])

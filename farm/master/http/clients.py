@@ -12,7 +12,7 @@ farm.master.observe's, asked of the workers when a request comes (never otherwis
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict
 
 from pydantic import BaseModel, Field
@@ -157,7 +157,7 @@ def report_routes(
     supervisor: Supervisor,
     inventory: Inventory,
     ended: Callable[[], Sequence[EndedFault]],
-    attempts: Callable[[], Mapping[tuple[int, str], float]],
+    attempts: Callable[[int, str], float | None],
 ) -> list[Route]:
     async def get_report(call: Call) -> ReportAnswer:
         query = call.query_as(ReportQuery)
@@ -169,7 +169,7 @@ def report_routes(
                 raise NotFound(f"no fleet named {query.fleet!r}; `farm servers` lists them")
             fleets = {query.fleet: fleets[query.fleet]}
         found = await gather(supervisor)
-        built = report(found, fleets, ended(), attempts(), time.monotonic(), query.since)
+        built = report(found, fleets, ended(), attempts, time.monotonic(), query.since)
         return ReportAnswer.model_validate(asdict(built))
 
     return [

@@ -11,7 +11,7 @@ faults, on the master's monotonic clock. Names are listed up to NAMES_SHOWN, the
 from __future__ import annotations
 
 import statistics
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
 from farm.ipc.polling import PollSummary, ServerClients
@@ -90,7 +90,7 @@ def report(
     found: Sequence[ServerClients],
     fleets: Mapping[str, Sequence[str]],  # fleet -> its servers, in the farm's order
     ended: Sequence[EndedFault],
-    attempts: Mapping[tuple[int, str], float],  # (fault id, client) -> attempts/s
+    attempts: Callable[[int, str], float | None],  # (fault id, client) -> attempts/s
     now: float,
     since: float,
 ) -> Report:
@@ -160,7 +160,7 @@ def _client_fleet(
 def _behaviour(
     fault: EndedFault,
     found: Sequence[ServerClients],
-    attempts: Mapping[tuple[int, str], float],
+    attempts: Callable[[int, str], float | None],
     now: float,
 ) -> FaultBehaviour:
     servers = set(fault.servers)
@@ -191,7 +191,7 @@ def _behaviour(
                 if times
                 else 0.0,
                 max_s=round(times[-1], 3) if times else 0.0,
-                attempts_per_s=attempts.get((fault.id, host)),
+                attempts_per_s=attempts(fault.id, host),
             )
         )
     return FaultBehaviour(
