@@ -15,25 +15,97 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import textwrap
 from typing import Any
 
 import click
 from rich.table import Table as RichTable
 
 from farm.client import FarmClient, FaultInfo, api_options
-from farm.config.faults.rules import KINDS
+from farm.config.faults.kinds import KIND_TABLE, KINDS, Kind, Param, param_names, params_named
 from farm.errors import ConfigError, FarmError
 from farm.output import console, exit_with
 
 out = console()  # server names, fault details are printed as they are
 SHOWN_NAMES = 3
 # Each kind's own options, as the API names them (the farm says which a kind does not take).
-_PARAMS = (
-    "ms", "jitter_ms", "distribution", "code", "mode", "segments", "gap_ms",
-    "point", "value", "by", "rate", "factor", "side", "beyond", "margin", "period",
-)  # fmt: skip
+_PARAMS = param_names()
 # Defaults not worth a word.
-_UNSAID = {"jitter_ms": 0, "distribution": "fixed", "side": "high", "beyond": "limits"}
+_UNSAID = {
+    param.name: param.default for kind in KIND_TABLE for param in kind.params if param.quiet_default
+}
+
+
+_CLICK_TYPES: dict[str, Any] = {"number": float, "finite": float, "integer": int}
+_NUMERIC = frozenset(_CLICK_TYPES)
+
+
+def _option_type(declared: list[Param]) -> Any:
+    """One option for a name that several kinds declare: their type if they agree, else text
+    (`--value` is a number for stuck, a word for nan)."""
+    if declared[0].choices and all(p.choices == declared[0].choices for p in declared):
+        return click.Choice(declared[0].choices)
+    types = {str if p.choices else _CLICK_TYPES.get(p.type, str) for p in declared}
+    return types.pop() if len(types) == 1 else str
+
+
+def _option_help(name: str) -> str:
+    """'delay: milliseconds (the mean if spread)'; kinds that say the same are named together."""
+    said: dict[str, list[Kind]] = {}
+    for kind, param in params_named(name):
+        default, unit = param.default, f" {param.unit}" if param.unit else ""
+        value = f"{default:g}" if isinstance(default, float) else str(default)
+        quiet = param.required or default is None or param.quiet_default
+        shown = "" if quiet else f" [{value}{unit}]"
+        said.setdefault(param.help + shown, []).append(kind)
+    parts = []
+    for text, kinds in said.items():
+        family = {kind.family for kind in kinds}
+        every = [kind for kind in KIND_TABLE if kind.family in family]
+        who = f"{kinds[0].family} kinds" if kinds == every else ", ".join(k.name for k in kinds)
+        parts.append(f"{who}: {text}")
+    return "; ".join(parts) + "."
+
+
+def kind_options(command: Any) -> Any:
+    """Every kind's parameters as options of `farm fault add`, one per name (the registry's)."""
+    for name in reversed(param_names()):
+        declared = [param for _, param in params_named(name)]
+        option = click.option(
+            "--" + name.replace("_", "-"),
+            type=_option_type(declared),
+            default=None,
+            help=_option_help(name),
+        )
+        command = option(command)
+    return command
+
+
+# Options whose kinds disagree on the type: sent as numbers where they read as one.
+_NUMBER_OR_TEXT = frozenset(
+    name
+    for name in param_names()
+    if _option_type([p for _, p in params_named(name)]) is str
+    and any(p.type in _NUMERIC for _, p in params_named(name))
+)
+
+
+def _is_text(kind: str, name: str) -> bool:
+    """Whether `kind` declares `name` as text (nan's value: 'inf')."""
+    return any(k.name == kind and p.type not in _NUMERIC for k, p in params_named(name))
+
+
+def _kind_help(kind: Kind) -> str:
+    own = f" (--for: {kind.duration:g} s unless given)" if kind.duration is not None else ""
+    return kind.help + own
+
+
+ADD_HELP = "Put a fault of KIND on servers (see README: Faults).\n\n\b\nKinds:\n" + "\n".join(
+    textwrap.fill(
+        _kind_help(kind), 78, initial_indent=f"  {kind.name:<13} ", subsequent_indent=" " * 16
+    )
+    for kind in KIND_TABLE
+)
 
 
 @click.group()
@@ -41,8 +113,8 @@ def fault() -> None:
     """Put faults on servers of the running farm, list them, clear them."""
 
 
-@fault.command()
-@click.argument("kind", type=click.Choice(KINDS))
+@fault.command(help=ADD_HELP)
+@click.argument("kind", type=click.Choice(KINDS), metavar="KIND")
 @click.option("--target", "targets", multiple=True, help="A server name (repeat, or a,b,c).")
 @click.option("--fleet", default=None, help="Every server of this fleet.")
 @click.option("--glob", "pattern", default=None, help="Servers whose name matches ('plc-*').")
@@ -55,28 +127,7 @@ def fault() -> None:
 @click.option("--unit", type=int, default=None, help="Only requests to this unit id.")
 @click.option("--role", default=None, help="Only requests from TLS clients with this role.")
 @click.option("--addresses", default=None, help="Only requests touching START-END.")
-@click.option("--ms", type=float, default=None, help="delay: milliseconds (the mean if spread).")
-@click.option(
-    "--jitter-ms", type=float, default=None, help="delay: spread (uniform +-, normal sd)."
-)
-@click.option("--distribution", type=click.Choice(["fixed", "uniform", "normal"]), default=None)
-@click.option("--code", type=int, default=None, help="exception: code 1-11 (6: server busy).")
-@click.option(
-    "--mode", type=click.Choice(["random", "truncate", "length"]), default=None, help="garble."
-)
-@click.option("--segments", type=int, default=None, help="slice: pieces per answer [2].")
-@click.option("--gap-ms", type=float, default=None, help="slice: milliseconds between pieces.")
-@click.option("--point", default=None, help="Value faults: the point, by name.")
-@click.option(
-    "--value", default=None, help="stuck: at this; spike: to this; nan: nan, inf or -inf."
-)
-@click.option("--by", type=float, default=None, help="spike, offset: by this amount.")
-@click.option("--rate", type=float, default=None, help="drift: per second.")
-@click.option("--factor", type=float, default=None, help="scale: multiply by this.")
-@click.option("--side", type=click.Choice(["high", "low"]), default=None, help="out_of_range.")
-@click.option("--beyond", type=click.Choice(["limits", "type"]), default=None, help="out_of_range.")
-@click.option("--margin", type=float, default=None, help="out_of_range: past the limits by.")
-@click.option("--period", default=None, help="flap: toggles every period (500ms, 2s).")
+@kind_options
 @click.option("--json", "as_json", is_flag=True, help="Print the fault as JSON.")
 @api_options
 def add(
@@ -97,7 +148,6 @@ def add(
     as_json: bool,
     **params: Any,
 ) -> None:
-    """Put a fault of KIND on servers (see README: Faults)."""
     target: dict[str, Any] = {}
     names = [name for each in targets for name in each.split(",") if name]
     for key, value in (
@@ -110,8 +160,9 @@ def add(
         if value:
             target[key] = value
     body: dict[str, Any] = {key: value for key, value in params.items() if value is not None}
-    if "value" in body and kind != "nan":
-        body["value"] = _number_or_text(body["value"])
+    for key, value in body.items():
+        if key in _NUMBER_OR_TEXT and not _is_text(kind, key):
+            body[key] = _number_or_text(value)
     if function_codes:
         body["function_codes"] = list(function_codes)
     if unit is not None:

@@ -8,7 +8,7 @@ register bytes), behaviours (how live values move),
 scenario and scenario_check (timelines), growth (how a fleet grows and shrinks), shards
 (which servers a shard serves), targets (the device list a SCADA imports), tlsfiles
 (a `farm certs` directory's names, TLS files checked readable).
-    faults/   what a fault is (spec, value_spec), what a worker applies (rules,
+    faults/   every kind (kinds), what a fault is (spec), what a worker applies (rules,
               value_rules), which servers and for how long (selection)
 Imports nothing else of the farm but `farm.errors`.
 """

@@ -64,7 +64,7 @@ from farm.config.plan import ServerSpec
 from farm.config.templates import DeviceTemplate
 from farm.ipc.polling import ServerClients
 
-VERSION = 3
+VERSION = 4  # 4: FaultRule.extra (a kind's parameters without a field of their own)
 MAX_FRAME_BYTES = 64 * 1024 * 1024
 STOP_SERVER = "stop_server"
 START_SERVER = "start_server"

@@ -24,7 +24,7 @@ its counters whoever joins or leaves the shard; a free index is all zeros):
     CONNECTIONS_OPEN        a gauge; every other slot is a counter
     CONNECTIONS_ACCEPTED, BYTES_RECEIVED, BYTES_SENT, MALFORMED_FRAMES
     INJECTIONS + i          requests (or, for offline and reboot, outages) a fault of kind
-                            farm.config.faults.spec.KINDS[i] acted on; INJECTION_SLOT[kind]
+                            farm.config.faults.kinds.KINDS[i] acted on; INJECTION_SLOT[kind]
     CRC_ERRORS              RTU frames whose CRC did not match (ignored, as on a serial line)
     UNANSWERED              requests answered with silence by design: listen-only mode,
                             broadcasts, RTU frames for another unit id, UDP datagrams
@@ -46,7 +46,7 @@ from __future__ import annotations
 
 import time
 
-from farm.config.faults.rules import KINDS
+from farm.config.faults.kinds import KINDS
 from farm.ipc.banks import Segment
 
 FUNCTION_CODES = (1, 2, 3, 4, 5, 6, 7, 8, 11, 12, 15, 16, 17, 20, 21, 22, 23, 24, 43)

@@ -1,38 +1,19 @@
-"""What a worker needs to know of faults: the kinds, and a fault as a worker applies it.
+"""What a worker needs to know of faults: a fault as a worker applies it (`FaultRule`).
 
-Pure data, without pydantic (a worker never loads it): the request-side model, its
-validation and its errors are farm.config.faults.spec, which builds `FaultRule`s with `rule`.
+Pure data, without pydantic (a worker never loads it): the kinds are farm.config.faults.kinds
+(re-exported here); the request-side model, its validation and its errors are
+farm.config.faults.spec, which builds `FaultRule`s with `rule`. A `FaultRule` travels on the
+pipe (inside Assign and Faults, farm.ipc.messages): a change of its fields is a change of
+the wire format (tests/test_wire_version.py says so).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-KINDS = (
-    "delay",
-    "exception",
-    "drop",
-    "disconnect",
-    "reset",
-    "offline",
-    "garble",
-    "wrong_tid",
-    "wrong_unit",
-    "slice",
-    "reboot",
-    "stuck",
-    "spike",
-    "drift",
-    "offset",
-    "scale",
-    "out_of_range",
-    "nan",
-    "flap",
-)
-# Kinds that take the whole server down rather than acting on requests.
-SERVER_KINDS = frozenset({"offline", "reboot"})
-# Kinds that change what a point reads (farm.config.faults.value_rules), not how requests go.
-VALUE_KINDS = frozenset(KINDS[KINDS.index("stuck") :])
+from farm.config.faults.kinds import KINDS, SERVER_KINDS, VALUE_KINDS
+
+__all__ = ["KINDS", "SERVER_KINDS", "VALUE_KINDS", "FaultRule"]
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -73,3 +54,13 @@ class FaultRule:
     # stuck at the current value: the point's bytes when the fault started, one per shard
     # position of the positions it is sent with (ActiveFaults), in that order.
     held: tuple[bytes, ...] = ()
+    # A kind's parameters that have no field above (farm.config.faults.kinds.Param.wire),
+    # by name: a new kind needs no new field, hence no new wire format.
+    extra: tuple[tuple[str, float | str], ...] = ()
+
+    def param(self, name: str) -> float | str | None:
+        """A parameter that travels in `extra` (None if the rule has none of that name)."""
+        for key, value in self.extra:
+            if key == name:
+                return value
+        return None

@@ -7,42 +7,39 @@ the spec's `Target` to server names (`select`), keeps the fault in its table
 (farm.master.faults.table) and hands each worker the `FaultRule`s of its servers; the worker
 applies them (farm.worker.faults.hooks).
 
-Kinds and their parameters:
-    delay       ms, jitter_ms, distribution (fixed: ms; uniform: ms +- jitter_ms;
-                normal: mean ms, standard deviation jitter_ms); answers keep request order
-    exception   code (1-11): the request is not carried out, the answer is that exception
-    drop        no answer, connection kept (the request is not carried out)
-    disconnect  the connection is closed (FIN) instead of answering
-    reset       the connection is reset (RST) instead of answering
-    offline     the server's port is closed (connections refused) for the fault's duration
-    garble      mode random (PDU bytes replaced), truncate (frame cut short), length
-                (wrong MBAP length field)
-    wrong_tid   a valid answer carrying another transaction id
-    wrong_unit  a valid answer carrying another unit id
-    slice       the answer leaves in `segments` pieces, `gap_ms` apart
-    reboot      connections dropped, offline for the fault's duration (default 5 s), then
-                back with the template's starting values (as after a power cycle)
-Every kind but offline and reboot can be narrowed to function codes, a unit id, an address
-range, the role in a TLS client's certificate, and a probability per request. The value
-kinds (stuck, spike, drift, offset, scale, out_of_range, nan, flap) act on a point by name
-instead: farm.config.faults.value_spec.
+Each kind's model is made here from its entry in the registry (farm.config.faults.kinds:
+its parameters' types, defaults, bounds and help) on its family's base: request kinds can be
+narrowed to function codes, a unit id, an address range, the role in a TLS client's
+certificate and a probability per request; server kinds (offline, reboot) take none of
+those; value kinds (stuck, spike, drift, ...) name a point instead.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import re
-from typing import Annotated, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal, Union
 
-from pydantic import Field, TypeAdapter, ValidationError, model_validator
+from pydantic import Field, FiniteFloat, TypeAdapter, ValidationError, create_model, model_validator
 
-from farm.config.faults.rules import KINDS, SERVER_KINDS, VALUE_KINDS, FaultRule
+from farm.config.faults.kinds import (
+    BY_NAME,
+    KIND_TABLE,
+    KINDS,
+    POINT,
+    SERVER_KINDS,
+    VALUE_KINDS,
+    Kind,
+    Param,
+)
+from farm.config.faults.rules import FaultRule
 from farm.config.faults.selection import Seconds, Target, parse_duration, pick_fraction, select
 from farm.config.faults.selection import Strict as _Strict
-from farm.config.faults.value_spec import VALUE_FAULTS, ValueFault, value_params
 from farm.errors import ConfigError
 
 __all__ = [
     "KINDS",
+    "MODELS",
     "SERVER_KINDS",
     "VALUE_KINDS",
     "FaultRule",
@@ -50,7 +47,6 @@ __all__ = [
     "FaultSpecError",
     "Seconds",
     "Target",
-    "ValueFault",
     "parse_duration",
     "parse_fault",
     "pick_fraction",
@@ -79,7 +75,28 @@ class AddressRange(_Strict):
         return self
 
 
-class _Fault(_Strict):
+class FaultModel(_Strict):
+    """What every fault model has (each kind's is made from the registry by `_model`)."""
+
+    if TYPE_CHECKING:  # fields of every family, declared by each in its own order
+        kind: str
+        target: Target
+        start_in: float
+        duration: float | None
+
+        def __getattr__(self, name: str) -> Any: ...  # the kind's own parameters
+
+    @model_validator(mode="after")
+    def _kind_check(self) -> FaultModel:
+        kind = BY_NAME[self.kind]
+        params = {param.name: getattr(self, param.name) for param in kind.params}
+        message = kind.check(params) if kind.check is not None else None
+        if message is not None:
+            raise ValueError(message)
+        return self
+
+
+class _RequestFault(FaultModel):
     target: Target
     function_codes: tuple[Annotated[int, Field(ge=1, le=127)], ...] = ()
     unit: int | None = Field(None, ge=0, le=255)
@@ -91,58 +108,7 @@ class _Fault(_Strict):
     duration: Seconds | None = Field(None, gt=0)
 
 
-class DelayFault(_Fault):
-    kind: Literal["delay"]
-    ms: float = Field(ge=0, le=600_000)
-    jitter_ms: float = Field(0.0, ge=0, le=600_000)
-    distribution: Literal["fixed", "uniform", "normal"] = "fixed"
-
-    @model_validator(mode="after")
-    def _spread(self) -> DelayFault:
-        if self.distribution == "fixed" and self.jitter_ms:
-            raise ValueError("jitter_ms: needs distribution uniform or normal")
-        if self.distribution != "fixed" and not self.jitter_ms:
-            raise ValueError(f"jitter_ms: a {self.distribution} delay needs it above 0")
-        return self
-
-
-class ExceptionFault(_Fault):
-    kind: Literal["exception"]
-    code: int = Field(ge=1, le=11)
-
-
-class DropFault(_Fault):
-    kind: Literal["drop"]
-
-
-class DisconnectFault(_Fault):
-    kind: Literal["disconnect"]
-
-
-class ResetFault(_Fault):
-    kind: Literal["reset"]
-
-
-class GarbleFault(_Fault):
-    kind: Literal["garble"]
-    mode: Literal["random", "truncate", "length"] = "random"
-
-
-class WrongTidFault(_Fault):
-    kind: Literal["wrong_tid"]
-
-
-class WrongUnitFault(_Fault):
-    kind: Literal["wrong_unit"]
-
-
-class SliceFault(_Fault):
-    kind: Literal["slice"]
-    segments: int = Field(2, ge=2, le=64)
-    gap_ms: float = Field(50.0, ge=0, le=60_000)
-
-
-class _ServerFault(_Fault):
+class _ServerFault(_RequestFault):
     """Offline and reboot act on the server, not on requests: no request filters."""
 
     @model_validator(mode="after")
@@ -160,30 +126,63 @@ class _ServerFault(_Fault):
         return self
 
 
-class OfflineFault(_ServerFault):
-    kind: Literal["offline"]
+class _ValueFault(FaultModel):
+    """What every value fault has: servers, a point by name, when and for how long."""
+
+    target: Target
+    point: str = Field(min_length=1, description="The point's name in the servers' template")
+    start_in: Seconds = Field(0.0, ge=0)
+    duration: Seconds | None = Field(None, gt=0)
 
 
-class RebootFault(_ServerFault):
-    kind: Literal["reboot"]
-    duration: Seconds = Field(5.0, gt=0)  # how long it stays down
+_FAMILIES: dict[str, type[FaultModel]] = {
+    "request": _RequestFault,
+    "server": _ServerFault,
+    "value": _ValueFault,
+}
+_TYPES: dict[str, Any] = {
+    "number": float,
+    "finite": FiniteFloat,
+    "integer": int,
+    "seconds": Seconds,
+    "text": str,
+}
 
 
-FaultSpec = Annotated[
-    DelayFault
-    | ExceptionFault
-    | DropFault
-    | DisconnectFault
-    | ResetFault
-    | OfflineFault
-    | GarbleFault
-    | WrongTidFault
-    | WrongUnitFault
-    | SliceFault
-    | RebootFault
-    | ValueFault,
-    Field(discriminator="kind"),
-]
+def _field(param: Param) -> tuple[Any, Any]:
+    """A parameter as a pydantic field: its type, default, bounds and description."""
+    annotation = Literal[param.choices] if param.choices else _TYPES[param.type]
+    if param.default is None:
+        annotation = annotation | None
+    default = ... if param.required else param.default
+    unit = f" ({param.unit})" if param.unit else ""
+    description = param.help[0].upper() + param.help[1:] + unit
+    return annotation, Field(
+        default, description=description, ge=param.ge, gt=param.gt, le=param.le
+    )
+
+
+def _model(kind: Kind) -> type[FaultModel]:
+    """The pydantic model of one kind, named as the API documents it ('DelayFault')."""
+    fields: dict[str, Any] = {"kind": (Literal[kind.name], ...)}
+    for param in kind.params:
+        if param is not POINT:  # every value fault's, declared by its family
+            fields[param.name] = _field(param)
+    if kind.duration is not None:  # a duration of its own, never "until cleared"
+        fields["duration"] = (Seconds, Field(kind.duration, gt=0))
+    name = "".join(part.capitalize() for part in kind.name.split("_")) + "Fault"
+    return create_model(
+        name, __base__=_FAMILIES[kind.family], __module__=__name__, __doc__=kind.help, **fields
+    )
+
+
+MODELS: dict[str, type[FaultModel]] = {kind.name: _model(kind) for kind in KIND_TABLE}
+DelayFault = MODELS["delay"]  # by its name, for isinstance (tests/test_faults_model.py)
+
+if TYPE_CHECKING:
+    FaultSpec = FaultModel
+else:
+    FaultSpec = Annotated[Union[tuple(MODELS.values())], Field(discriminator="kind")]  # noqa: UP007
 _ADAPTER: TypeAdapter[FaultSpec] = TypeAdapter(FaultSpec)
 
 
@@ -225,11 +224,20 @@ def _describe(error: ValidationError) -> FaultSpecError:
 
 def rule(fault_id: int, spec: FaultSpec, started: float = 0.0) -> FaultRule:
     """The fault as a worker applies it; `started`: when it began (master's monotonic clock)."""
-    if isinstance(spec, VALUE_FAULTS):
-        return FaultRule(id=fault_id, kind=spec.kind, started=started, **value_params(spec))
-    params = spec.model_dump(include={"ms", "jitter_ms", "distribution", "code", "mode"})
-    if isinstance(spec, SliceFault):
-        params.update(segments=spec.segments, gap_ms=spec.gap_ms)
+    params: dict[str, Any] = {}
+    extra: list[tuple[str, float | str]] = []
+    for param in BY_NAME[spec.kind].params:
+        value = getattr(spec, param.name)
+        if value is None:
+            continue  # FaultRule's own default says "not given"
+        if param.wire_number:
+            value = float(value)
+        if param.field in _RULE_FIELDS:
+            params[param.field] = value
+        else:
+            extra.append((param.name, value))
+    if spec.kind in VALUE_KINDS:
+        return FaultRule(id=fault_id, kind=spec.kind, started=started, extra=tuple(extra), **params)
     addresses = spec.addresses or AddressRange(start=0, end=65535)
     return FaultRule(
         id=fault_id,
@@ -240,5 +248,9 @@ def rule(fault_id: int, spec: FaultSpec, started: float = 0.0) -> FaultRule:
         role=spec.role,
         first_address=addresses.start,
         last_address=addresses.end,
+        extra=tuple(extra),
         **params,
     )
+
+
+_RULE_FIELDS = frozenset(field.name for field in dataclasses.fields(FaultRule)) - {"extra"}

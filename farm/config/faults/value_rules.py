@@ -1,5 +1,7 @@
 """What a value fault does to a reading: the arithmetic both readers share.
 
+A value kind is its entry in farm.config.faults.kinds plus its branch of `reading` here.
+
 Pure (farm.config, numpy through the codec, no pydantic): a worker applies it to the answers
 of a faulted server (farm.worker.faults.values), the master to what the control API reads
 (farm.master.faults.values). The register bank always holds the true value; a reading is
@@ -16,11 +18,17 @@ import math
 import numpy as np
 
 from farm.config import codec
+from farm.config.faults.kinds import BY_NAME, KIND_TABLE
 from farm.config.faults.rules import FaultRule
 from farm.config.templates import Point, PointType
 
 _FLOATS = (PointType.FLOAT32, PointType.FLOAT64)
-_NUMBERS_ONLY = frozenset({"drift", "offset", "scale", "out_of_range"})
+_TAKE_BOOLS = [
+    kind.name
+    for kind in KIND_TABLE
+    if kind.family == "value" and kind.acts_on in ("numbers_and_bools", "bools")
+]
+_BOOL_KINDS = ", ".join(_TAKE_BOOLS[:-1]) + " and " + _TAKE_BOOLS[-1]  # "stuck, spike and flap"
 
 
 def is_bool(point: Point) -> bool:
@@ -28,15 +36,17 @@ def is_bool(point: Point) -> bool:
 
 
 def unfit(kind: str, point: Point) -> str | None:
-    """Why a value fault of `kind` cannot act on `point`, or None if it can."""
+    """Why a value fault of `kind` cannot act on `point`, or None if it can (the points a
+    kind acts on are its registry entry's `acts_on`)."""
     if point.type is PointType.STRING and not point.table.is_bits:
         return f"{point.name} is a string point; value faults act on numbers and bools"
-    if kind == "nan" and point.type not in _FLOATS:
-        return f"{point.name} is {point.type}; nan needs a float32 or float64 point"
-    if kind == "flap" and not is_bool(point):
-        return f"{point.name} is {point.type}; flap needs a bool point (a coil, a discrete input)"
-    if kind in _NUMBERS_ONLY and is_bool(point):
-        return f"{point.name} is a bool; {kind} needs a number (stuck, spike and flap take bools)"
+    acts_on = BY_NAME[kind].acts_on
+    if acts_on == "floats" and point.type not in _FLOATS:
+        return f"{point.name} is {point.type}; {kind} needs a float32 or float64 point"
+    if acts_on == "bools" and not is_bool(point):
+        return f"{point.name} is {point.type}; {kind} needs a bool point (a coil, a discrete input)"
+    if acts_on == "numbers" and is_bool(point):
+        return f"{point.name} is a bool; {kind} needs a number ({_BOOL_KINDS} take bools)"
     return None
 
 

@@ -11,7 +11,8 @@ import asyncio
 from dataclasses import dataclass, field
 from typing import Any
 
-from farm.config.faults.spec import VALUE_KINDS, FaultRule, FaultSpec
+from farm.config.faults.kinds import BY_NAME, log_text
+from farm.config.faults.spec import FaultRule, FaultSpec
 
 SHOWN_NAMES = 3  # servers named in a log line before the rest is counted
 
@@ -67,27 +68,11 @@ class EndedFault:
         )
 
 
-_SHOWN_PARAMS = {"ms", "jitter_ms", "distribution", "code", "mode", "segments", "gap_ms"}
-_SHOWN_VALUE_PARAMS = {"value", "by", "rate", "factor", "side", "beyond", "margin", "period"}
-
-
 def kind_text(fault: Fault) -> str:
-    """The fault's kind and parameters, as its log lines say them."""
+    """The fault's kind and parameters, as its log lines say them (the registry's words)."""
     spec = fault.spec
-    value_fault = spec.kind in VALUE_KINDS
-    params = spec.model_dump(
-        include=_SHOWN_VALUE_PARAMS if value_fault else _SHOWN_PARAMS, exclude_defaults=True
-    )
-    shown = " ".join(
-        f"{key}={value:g}" if isinstance(value, float) else f"{key}={value}"
-        for key, value in params.items()
-    )
-    probability = getattr(spec, "probability", 1.0)
-    if probability < 1:
-        shown += f" probability={probability:g}"
-    if value_fault:
-        shown = f"{getattr(spec, 'point', '')} {shown}"
-    return f"{spec.kind} {shown}".rstrip()
+    params = {param.name: getattr(spec, param.name) for param in BY_NAME[spec.kind].params}
+    return log_text(spec.kind, params, getattr(spec, "probability", 1.0))
 
 
 def servers_text(fault: Fault) -> str:

@@ -20,9 +20,10 @@ offline fault still holds down. A reboot also writes its servers' starting value
 (farm.ipc.diagnostics.power_up), before they come back. Each fault applied, started,
 expired or cleared is one log line.
 
-Value faults (farm.config.faults.value_spec) are checked against the targeted servers' points,
-start from the master's clock (`FaultRule.started`), and hold what `stuck` captured
-(farm.master.faults.values); `overlay` makes the API read them as a Modbus client does.
+Value faults (the kinds of family value, farm.config.faults.kinds) are checked against the
+targeted servers' points, start from the master's clock (`FaultRule.started`), and hold
+what `stuck` captured (farm.master.faults.values); `overlay` makes the API read them as a
+Modbus client does.
 """
 
 from __future__ import annotations

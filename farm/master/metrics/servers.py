@@ -32,7 +32,7 @@ from prometheus_client import exposition
 from prometheus_client.openmetrics import exposition as openmetrics_exposition
 
 from farm import __version__
-from farm.config.faults.rules import KINDS
+from farm.config.faults.kinds import KINDS
 from farm.ipc.stats import (
     BYTES_RECEIVED,
     BYTES_SENT,

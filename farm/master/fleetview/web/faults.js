@@ -48,6 +48,7 @@ function input(param) {
   if (schema.default !== undefined && schema.default !== null) field.value = String(schema.default);
   field.required = param.required;
   const label = document.createElement("label");
+  if (schema.description) label.title = schema.description; // the registry's help
   label.append(`${param.name} `, field);
   return label;
 }
