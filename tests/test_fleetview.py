@@ -1,5 +1,5 @@
 """The fleet view's producer (farm.master.fleetview.view) on counters laid out as in a farm: cells
-grouped by fleet and worker, one byte per cell from state and rate, deltas holding only what
+grouped by fleet in name order, one byte per cell from state and rate, deltas holding only what
 changed, and one event shared by every page."""
 
 from __future__ import annotations
@@ -106,23 +106,18 @@ def changes(view: FleetView, data: dict[str, Any]) -> dict[str, tuple[int, int]]
     }
 
 
-def test_cells_are_grouped_by_fleet_then_worker() -> None:
-    farm = fake_farm({"meters": 5, "plcs": 3})
+def test_cells_are_grouped_by_fleet_in_name_order() -> None:
+    """Not by worker (server i goes to worker i mod 2): meters-10 after meters-9, whichever
+    worker hosts it, so a server is found by eye where its name says."""
+    farm = fake_farm({"meters": 11, "plcs": 3})
     view = make_view(farm, Clock())
     name, layout = event(view.layout_event.split(b"\n", 1)[1])
     assert name == "layout"
-    groups = [(g["fleet"], g["worker"], g["start"], g["count"]) for g in layout["groups"]]
-    # Server i goes to worker i mod 2: meters 0, 2, 4 on worker 0; the plcs are servers 5-7.
-    assert groups == [
-        ("meters", 0, 0, 3),
-        ("meters", 1, 3, 2),
-        ("plcs", 0, 5, 1),
-        ("plcs", 1, 6, 2),
-    ]
-    assert layout["names"] == [
-        "meters-0", "meters-2", "meters-4", "meters-1", "meters-3", "plcs-1", "plcs-0", "plcs-2",
-    ]  # fmt: skip
-    assert layout["cells"] == 8
+    groups = [(g["fleet"], g["start"], g["count"]) for g in layout["groups"]]
+    assert groups == [("meters", 0, 11), ("plcs", 11, 3)]
+    assert layout["names"] == [f"meters-{i}" for i in range(11)] + ["plcs-0", "plcs-1", "plcs-2"]
+    assert layout["workers"] == [i % 2 for i in range(11)] + [1, 0, 1]
+    assert layout["cells"] == 14
     assert layout["states"] == ["up", "erroring", "faulted", "offline"]
 
 

@@ -9,10 +9,12 @@ on any console error or uncaught exception in the page.
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import signal
 import socket
 import subprocess
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,8 +27,9 @@ from pymodbus.client import ModbusTcpClient
 from pymodbus.pdu import ExceptionResponse
 
 from farm.client import FarmClient
+from farm.config.faults.selection import pick_fraction
 from tests.farmproc import HOST, FarmProcess, free_port, free_port_range, wait_for
-from tests.tools import tool
+from tests.tools import npm_file, tool
 
 pytestmark = pytest.mark.timeout(180)
 CHROMIUM = shutil.which("chromium")
@@ -357,6 +360,243 @@ def test_a_fault_applied_from_the_page_is_seen_by_a_modbus_client(view: View) ->
         client.close()
     view.until("document.getElementById('t-faults').textContent === '0'", "no active fault")
     assert view.js("document.querySelector('#active-faults li').textContent") == "none"
+
+
+def shot(view: View, name: str) -> None:
+    """A screenshot in the middle of a test (the fixture takes the last one)."""
+    ARTIFACTS.mkdir(exist_ok=True)
+    view.page.screenshot(path=str(ARTIFACTS / f"{name}.png"), full_page=True)
+
+
+def test_the_page_says_when_the_farm_is_unreachable_and_recovers(view: View) -> None:
+    """SIGSTOP of the master: no event comes, and no error either. Within 3 s the whole page
+    says so (banner with the time, grid dimmed, workers unknown), then recovers by itself."""
+    view.until(f"document.querySelector('#grid').dataset.cells == {METERS + PLCS}", "500 cells")
+    os.kill(view.farm.pid, signal.SIGSTOP)
+    stopped = time.monotonic()
+    try:
+        view.until("document.body.classList.contains('unreachable')", "the page to notice", 10)
+        noticed = time.monotonic() - stopped
+        banner = view.js("document.getElementById('unreachable').textContent")
+        assert view.js("!document.getElementById('unreachable').hidden")
+        assert re.search(r"farm unreachable since \d\d:\d\d:\d\d", banner), banner
+        assert float(view.js("getComputedStyle(document.getElementById('grid')).opacity")) < 0.5
+        states = view.js(
+            "[...document.querySelectorAll('#workers tbody tr')].map(r => r.dataset.state)"
+        )
+        assert states and set(states) == {"unknown"}, states
+        assert view.js("document.body.dataset.link") == "down"
+        shot(view, "fleetview-unreachable")
+    finally:
+        os.kill(view.farm.pid, signal.SIGCONT)
+    print(f"unreachable shown {noticed:.2f} s after SIGSTOP")
+    assert noticed < 3.0
+    view.until("!document.body.classList.contains('unreachable')", "the page to recover", 20)
+    view.until("document.body.dataset.link === 'live'", "the stream live again")
+    assert view.js("document.getElementById('unreachable').hidden")
+    view.until(
+        f"document.querySelector('#f-states label.up').dataset.count == {METERS + PLCS}", "all up"
+    )
+
+
+def luminance(colour: str) -> float:
+    """WCAG relative luminance of '#rrggbb' or 'rgb(r g b)'."""
+    if colour.startswith("#"):
+        channels = [int(colour[i : i + 2], 16) for i in (1, 3, 5)]
+    else:
+        channels = [int(part) for part in re.findall(r"\d+", colour)[:3]]
+    linear = [
+        c / 255 / 12.92 if c / 255 <= 0.04045 else ((c / 255 + 0.055) / 1.055) ** 2.4
+        for c in channels
+    ]
+    return 0.2126 * linear[0] + 0.7152 * linear[1] + 0.0722 * linear[2]
+
+
+def contrast(a: str, b: str) -> float:
+    high, low = sorted((luminance(a), luminance(b)), reverse=True)
+    return (high + 0.05) / (low + 0.05)
+
+
+def axe(view: View) -> list[dict[str, Any]]:
+    """axe-core's serious and critical violations on the page as it is now."""
+    if not view.js("typeof window.axe === 'object'"):
+        # Evaluated through the DevTools protocol: the page's CSP (no inline script) stays on.
+        view.page.evaluate(npm_file("axe-core", "axe.min.js").read_text() + "\n;0")
+    found: list[dict[str, Any]] = view.page.evaluate(
+        """async () => (await axe.run(document, {resultTypes: ['violations']})).violations
+            .filter(v => ['serious', 'critical'].includes(v.impact))
+            .map(v => ({id: v.id, impact: v.impact, help: v.help,
+                        nodes: v.nodes.slice(0, 3).map(n => n.target.join(' '))}))"""
+    )
+    return found
+
+
+def test_states_without_colour_and_no_serious_axe_violation(view: View) -> None:
+    view.until(f"document.querySelector('#grid').dataset.cells == {METERS + PLCS}", "500 cells")
+    palette = view.js("window.farmView.palette")
+    background = palette["background"]
+    assert len(set(palette["shapes"])) == 4  # each state its own shape: colour is not needed
+    assert len(set(palette["states"])) == 4
+    # Every state at every request rate keeps 3:1 against the background (WCAG 1.4.11).
+    for code, shade in enumerate(palette["shades"]):
+        assert contrast(shade, background) >= 3.0, (code, shade, contrast(shade, background))
+    assert axe(view) == []
+    view.page.click("#view-toggle")  # the grid as text: a table of the filtered servers
+    view.until("document.querySelectorAll('#server-table tbody tr').length === 500", "500 rows")
+    view.page.select_option("#f-fleet", "plcs")
+    view.until("document.querySelectorAll('#server-table tbody tr').length === 200", "the plcs")
+    first = "document.querySelector('#server-table tbody tr')"
+    assert view.js(f"[...{first}.children].map(c => c.textContent)")[:4] == [
+        "plc-0000", "plcs", view.js(f"{first}.children[2].textContent"), "up",
+    ]  # fmt: skip
+    assert view.count("up") == PLCS  # the counts follow the fleet filter
+    assert axe(view) == []
+    shot(view, "fleetview-table")
+    view.page.click("#server-table tbody tr:nth-child(8) button")  # plc-0007's panel
+    view.until("document.querySelector('#server h2').textContent === 'plc-0007'", "its panel")
+    view.until("document.querySelector('#points tbody tr[data-point=setpoint]')", "its points")
+    view.until("document.querySelectorAll('#charts figure').length === 3", "its charts")
+    assert axe(view) == []
+
+
+def test_search_in_name_order_with_arrows_escape_and_the_token_on_enter(view: View) -> None:
+    page = view.page
+    view.until(f"document.querySelector('#grid').dataset.cells == {METERS + PLCS}", "500 cells")
+    page.fill("#search", "-001")
+    suggestions = "[...document.querySelectorAll('#suggestions li')].map(li => li.textContent)"
+    view.until(f"{suggestions}.length === 8", "eight suggestions")
+    assert view.js(suggestions) == [f"meter-001{i}" for i in range(8)]
+    page.press("#search", "ArrowDown")
+    page.press("#search", "ArrowDown")
+    assert view.js("document.querySelector('#suggestions li[aria-selected=true]').textContent") == (
+        "meter-0011"
+    )
+    page.press("#search", "Enter")
+    view.until("document.querySelector('#server h2').textContent === 'meter-0011'", "its panel")
+    view.until("!document.getElementById('server').hidden", "the panel open")
+    page.keyboard.press("Escape")
+    view.until("document.getElementById('server').hidden", "Escape to close the panel")
+    assert view.js("location.hash") == ""
+
+    # The token dialog takes Enter as "use it", not as "cancel".
+    page.fill("#search", "meter-0011")
+    page.press("#search", "Enter")
+    row = "#points tbody tr[data-point=setpoint]"
+    view.until(f"document.querySelector('{row} .value')?.textContent === '21.5'", "its points")
+    assert view.js(f"document.querySelector('{row} button').getAttribute('aria-label')") == (
+        "set setpoint"
+    )
+    page.fill(f"{row} input[name=value]", "30")
+    page.click(f"{row} button")
+    view.until("document.getElementById('token-dialog').open", "the token dialog")
+    page.fill("#token-dialog input", TOKEN)
+    page.press("#token-dialog input", "Enter")
+    view.until(
+        "document.getElementById('server-message').textContent.includes('set to 30')", "the write"
+    )
+
+
+def test_the_farms_faults_from_the_page(view: View) -> None:
+    page = view.page
+    api = FarmClient.at(HOST, view.farm.api_port, token=TOKEN)
+    page.click("#faults-toggle")
+    form = "#farm-fault-form"
+    view.until(f"document.querySelectorAll('{form} select[name=kind] option').length > 5", "kinds")
+    page.select_option(f"{form} select[name=kind]", "exception")
+    assert view.js(f"!!document.querySelector('{form} .params [name=code]')")
+    page.select_option(f"{form} select[name=kind]", "delay")  # only delay's own fields now
+    assert not view.js(f"!!document.querySelector('{form} .params [name=code]')")
+    labels = view.js(
+        f"[...document.querySelectorAll('{form} .params label')].map(l => l.textContent.trim())"
+    )
+    assert "time (ms)" in labels and "jitter (ms)" in labels, labels
+    assert labels[-1].startswith("only clients whose TLS certificate"), labels  # role: last
+
+    # A delay on a seeded 10% of the plcs fleet.
+    page.select_option(f"{form} [name=target-kind]", "fleet")
+    page.select_option(f"{form} [name=fleet]", "plcs")
+    page.fill(f"{form} [name=fraction]", "0.1")
+    page.fill(f"{form} [name=seed]", "7")
+    page.fill(f"{form} .params [name=ms]", "50")
+    page.click(f"{form} button:text('apply')")
+    view.until("document.getElementById('token-dialog').open", "the token dialog")
+    page.fill("#token-dialog input", TOKEN)
+    page.press("#token-dialog input", "Enter")
+    message = "document.getElementById('farm-fault-message').textContent"
+    view.until(f"{message}.includes('applied: delay on 20 servers')", "the fault applied")
+    (fault,) = api.faults()
+    plcs = [f"plc-{i:04d}" for i in range(PLCS)]
+    assert sorted(fault.servers) == sorted(pick_fraction(plcs, 0.1, 7))
+
+    # A drop on the names a pattern picks.
+    page.select_option(f"{form} [name=target-kind]", "glob")
+    page.fill(f"{form} [name=glob]", "meter-000*")
+    page.fill(f"{form} [name=fraction]", "")
+    page.select_option(f"{form} select[name=kind]", "drop")
+    page.click(f"{form} button:text('apply')")
+    view.until(f"{message}.includes('applied: drop on 10 servers')", "the second fault")
+    items = "document.querySelectorAll('#fault-list li[data-fault]').length"
+    view.until(f"{items} === 2", "both faults listed")
+    view.until("document.getElementById('t-faults').textContent === '2'", "two active faults")
+    shot(view, "fleetview-farm-faults")
+    page.click("#fault-list li[data-fault] button")  # clear the first one
+    view.until(f"{items} === 1", "one left")
+    page.click("#clear-all")
+    view.until(f"{items} === 0", "none left")
+    assert api.faults() == []
+
+
+def test_a_servers_panel_latency_history_value_faults_and_its_end(view: View) -> None:
+    page = view.page
+    api = FarmClient.at(HOST, view.farm.api_port, token=TOKEN)
+    name = f"plc-{PLCS - 1:04d}"
+    client = ModbusTcpClient(HOST, port=view.port(name), timeout=3, retries=0)
+    assert client.connect()
+    try:
+        for _ in range(20):
+            assert not client.read_holding_registers(2, count=1, device_id=1).isError()
+        assert not client.write_register(2, 235, device_id=1).isError()  # setpoint 23.5
+    finally:
+        client.close()
+    api.fault("nan", name, point="voltage")  # a value fault: NaN, shown as NaN and marked
+    page.fill("#search", name)
+    page.press("#search", "Enter")
+    view.until(f"document.querySelector('#server h2').textContent === '{name}'", "its panel")
+    latency = "document.querySelector('#s-summary .latency').textContent"
+    view.until(f"/\\d+(\\.\\d+)? (µs|ms) \\/ /.test({latency})", "its latency p50 / p99")
+    voltage = "document.querySelector('#points tr[data-point=voltage] .value').textContent"
+    view.until(f"{voltage} === 'NaN nan fault'", "NaN, marked as a fault's")
+    view.until("document.querySelectorAll('#charts figure').length === 3", "three charts")
+    # What the system under test did to it: its client, and its write.
+    view.until(
+        "[...document.querySelectorAll('#clients li')].some(li => li.textContent.startsWith('127.0.0.1:'))",
+        "the client that polled it",
+    )
+    view.until(
+        "[...document.querySelectorAll('#writes li')].some(li => li.textContent.includes('setpoint = 23.5'))",
+        "its write",
+    )
+    shot(view, "fleetview-panel")
+
+    # A server scaled away: the panel says so once and stops asking.
+    asked: list[str] = []
+    page.on("request", lambda request: asked.append(request.url) if name in request.url else None)
+    view.expected.extend(["status of 404"] * 5)  # the one refresh that finds it gone
+    api.scale("plcs", PLCS - 1)
+    message = "document.getElementById('server-message').textContent"
+    view.until(f"{message}.includes('no longer in the farm')", "the panel to say it is gone")
+    settled = len(asked)
+    time.sleep(3)  # three refresh periods: none may come (nothing to poll for)
+    assert len(asked) == settled, asked[settled:]
+    view.expected.clear()  # fewer 404s than five is as good
+
+    # A stopped server says why it is down; an error that no longer holds clears.
+    api.stop("plc-0003")
+    page.fill("#search", "plc-0003")
+    page.press("#search", "Enter")
+    reason = "document.getElementById('s-reason')"
+    view.until(f"!{reason}.hidden && {reason}.textContent.startsWith('down: ')", "the reason")
+    api.start("plc-0003")
 
 
 def mbpoll(port: int, *args: str) -> str:

@@ -18,7 +18,7 @@ from pymodbus.client import ModbusTcpClient
 
 from farm.client import FarmClient
 from tests.conftest import start_farm
-from tests.farmproc import HOST, FarmProcess, scalable_farm
+from tests.farmproc import HOST, FarmProcess, scalable_farm, wait_for
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -83,11 +83,9 @@ def test_the_stream_starts_with_the_layout_and_follows_a_real_client(farm: FarmP
         name, layout = next(events)
         assert name == "layout"
         assert layout["cells"] == 20
-        assert sorted(layout["names"]) == [f"device-{i:04d}" for i in range(20)]
-        assert [(g["fleet"], g["worker"], g["count"]) for g in layout["groups"]] == [
-            ("default", 0, 10),
-            ("default", 1, 10),
-        ]
+        assert layout["names"] == [f"device-{i:04d}" for i in range(20)]  # in name order
+        assert [(g["fleet"], g["count"]) for g in layout["groups"]] == [("default", 20)]
+        assert sorted(layout["workers"]) == [0] * 10 + [1] * 10
         name, snapshot = next(events)
         assert name == "snapshot"
         codes = base64.b64decode(snapshot["codes"])
@@ -174,5 +172,36 @@ def test_the_stream_follows_a_fleet_scaled_up_and_down() -> None:
             assert (name, tick["seq"]) == ("tick", snapshot["seq"] + 1)
     finally:
         stream.close()
+        code, _, stderr = running.stop()
+    assert code == 0, stderr
+
+
+def test_a_server_scaled_away_is_404_and_history_counts_what_it_served() -> None:
+    """With no page open the view's places are as of the last page: a server scaled away
+    since is 'no server', not a 500; a server's history has its requests of the last
+    interval, and its counters the latency percentiles of its histogram."""
+    running = scalable_farm(3, room=3)
+    try:
+        client = ModbusTcpClient(HOST, port=running.port(0))
+        assert client.connect()
+        for _ in range(30):
+            assert not client.read_holding_registers(0, count=1).isError()
+        client.close()
+        counted = running.api("/api/v1/servers/device-0000/counters")
+        assert 0 < counted["latency_p50_s"] <= counted["latency_p99_s"] < 1.0, counted
+        wait_for(
+            lambda: sum(running.api("/api/v1/servers/device-0000/history")["requests_per_s"]),
+            15,
+            "a history sample with the reads",
+        )
+        history = running.api("/api/v1/servers/device-0000/history")
+        assert history["interval_s"] == 5.0
+        assert sum(history["requests_per_s"]) * history["interval_s"] == pytest.approx(30, abs=1)
+        assert len(history["latency_s"]) == len(history["errors_per_s"]) <= 60
+        FarmClient.at(HOST, running.api_port).scale("default", 2)
+        for path in ("counters", "history"):
+            status, body = running.http("GET", f"/api/v1/servers/device-0002/{path}")
+            assert status == 404 and "no server named 'device-0002'" in body["error"], body
+    finally:
         code, _, stderr = running.stop()
     assert code == 0, stderr

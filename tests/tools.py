@@ -8,8 +8,11 @@ it fails, saying which package to install. Nothing is skipped.
 from __future__ import annotations
 
 import shutil
+from pathlib import Path
 
 import pytest
+
+NPM = Path(__file__).resolve().parent / "npm"  # npm packages the tests use (package.json)
 
 PACKAGES = {
     "mbpoll": "mbpoll",
@@ -21,6 +24,7 @@ PACKAGES = {
     "nmap": "nmap",
     "ip": "iproute2",
     "setpriv": "util-linux",
+    "npm": "npm",
 }
 
 
@@ -34,3 +38,16 @@ def tool(name: str) -> str:
             pytrace=False,
         )
     return path
+
+
+def npm_file(package: str, path: str) -> Path:
+    """A file of an npm package of tests/npm/package.json; fails the calling test when the
+    package is not installed."""
+    found = NPM / "node_modules" / package / path
+    if not found.is_file():
+        pytest.fail(
+            f"npm package {package} is not installed: scripts/test installs it "
+            "(npm install --prefix tests/npm)",
+            pytrace=False,
+        )
+    return found

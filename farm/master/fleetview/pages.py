@@ -9,7 +9,10 @@ document lists these routes too:
     GET /api/v1/view/stream               the live stream (text/event-stream;
     farm.master.fleetview.view)
     GET /api/v1/servers/{name}/counters   what one server counted: requests by function code,
-                                          exceptions by code, connections, bytes, requests/s
+                                          exceptions by code, connections, bytes, requests/s,
+                                          latency p50/p99 from its duration histogram
+    GET /api/v1/servers/{name}/history    its last five minutes: requests/s, errors/s and
+                                          latency every 5 s (farm.master.fleetview.history)
 
 Everything else the page shows or does (a server's units and points, faults, writes) it asks
 of the control API's own endpoints, from the browser, as any other client would. The files
@@ -23,6 +26,7 @@ from importlib import resources
 from aiohttp import web
 from pydantic import BaseModel, Field
 
+from farm.config.plan import ServerSpec
 from farm.ipc.stats import (
     BYTES_RECEIVED,
     BYTES_SENT,
@@ -35,6 +39,7 @@ from farm.ipc.stats import (
     REQUESTS,
     SERVER_SLOTS,
 )
+from farm.master.fleetview.history import History, percentiles
 from farm.master.fleetview.view import FleetView
 from farm.master.http.routes import Call, NotFound, Route, Strict, add_routes
 from farm.master.http.servers import ServerPath
@@ -72,6 +77,21 @@ class ServerCounters(BaseModel):
     bytes_received: int
     bytes_sent: int
     malformed_frames: int
+    latency_p50_s: float | None = Field(
+        description="Median time a request took since the farm started (from its histogram)"
+    )
+    latency_p99_s: float | None = Field(
+        description="99th percentile of the same; null before its first request"
+    )
+
+
+class ServerHistory(BaseModel):
+    interval_s: float = Field(description="Seconds between two samples")
+    requests_per_s: list[float] = Field(description="Oldest first, up to five minutes")
+    errors_per_s: list[float] = Field(description="Exception responses and malformed frames")
+    latency_s: list[float | None] = Field(
+        description="Mean time a request took in each interval; null: no request"
+    )
 
 
 def web_files(token_required: bool) -> dict[str, tuple[bytes, str]]:
@@ -90,16 +110,28 @@ def web_files(token_required: bool) -> dict[str, tuple[bytes, str]]:
 
 
 def add_view(app: web.Application, view: FleetView, token_required: bool) -> None:
-    """Serve the fleet view on `app`; its streams end when the app shuts down."""
-    add_routes(app, view_routes(view, web_files(token_required)))
+    """Serve the fleet view on `app`; its streams end when the app shuts down. The history
+    samples from when the app starts to when it is cleaned up."""
+    history = History(view.supervisor)
+    add_routes(app, view_routes(view, web_files(token_required), history))
+
+    async def on_startup(app: web.Application) -> None:
+        history.start()
 
     async def on_shutdown(app: web.Application) -> None:
         view.close()
 
+    async def on_cleanup(app: web.Application) -> None:
+        await history.stop()
+
+    app.on_startup.append(on_startup)
     app.on_shutdown.append(on_shutdown)
+    app.on_cleanup.append(on_cleanup)
 
 
-def view_routes(view: FleetView, files: dict[str, tuple[bytes, str]]) -> list[Route]:
+def view_routes(
+    view: FleetView, files: dict[str, tuple[bytes, str]], history: History
+) -> list[Route]:
     def send(name: str) -> web.Response:
         body, content_type = files[name]
         return web.Response(body=body, content_type=content_type, headers=HEADERS)
@@ -129,10 +161,12 @@ def view_routes(view: FleetView, files: dict[str, tuple[bytes, str]]) -> list[Ro
         return response
 
     async def get_server_counters(call: Call) -> ServerCounters:
-        name = call.path_as(ServerPath).name
-        if name not in view.places:
-            raise NotFound(f"no server named {name!r}; `farm servers` lists them")
-        return counters(view, name)
+        slot, spec = located(view, call.path_as(ServerPath).name)
+        return counters(view, slot, spec)
+
+    async def get_server_history(call: Call) -> ServerHistory:
+        slot, spec = located(view, call.path_as(ServerPath).name)
+        return ServerHistory(**history.of(slot, spec.stats_index))
 
     return [
         Route(
@@ -174,13 +208,40 @@ def view_routes(view: FleetView, files: dict[str, tuple[bytes, str]]) -> list[Ro
             errors=(404,),
             tag="servers",
         ),
+        Route(
+            method="GET",
+            path="/api/v1/servers/{name}/history",
+            handler=get_server_history,
+            summary="One server's last five minutes: requests/s, errors/s and latency, a "
+            "sample every 5 s (kept by the master whether a page is open or not)",
+            path_model=ServerPath,
+            response=ServerHistory,
+            errors=(404,),
+            tag="servers",
+        ),
     ]
 
 
-def counters(view: FleetView, name: str) -> ServerCounters:
-    place = view.places[name]
-    slot = view.supervisor.slots[place.slot]
-    spec = slot.shard.servers[place.position]
+def located(view: FleetView, name: str) -> tuple[int, ServerSpec]:
+    """The slot number and spec of the server called `name`, as the supervisor has it now
+    (the view's places are as of its last tick: a scaled fleet may have moved or removed
+    the server since); NotFound if there is none."""
+    slots = view.supervisor.slots
+    place = view.places.get(name)
+    if place is not None and place.slot < len(slots):
+        servers = slots[place.slot].shard.servers
+        if place.position < len(servers) and servers[place.position].name == name:
+            return place.slot, servers[place.position]
+    for number, slot in enumerate(slots):
+        for spec in slot.shard.servers:
+            if spec.name == name:
+                return number, spec
+    raise NotFound(f"no server named {name!r}; `farm servers` lists them")
+
+
+def counters(view: FleetView, number: int, spec: ServerSpec) -> ServerCounters:
+    slot = view.supervisor.slots[number]
+    name = spec.name
     try:
         values = slot.counters.server(spec.stats_index).tolist()
     except ValueError:  # the farm is stopping
@@ -189,6 +250,7 @@ def counters(view: FleetView, name: str) -> ServerCounters:
     requests["other"] = values[REQUESTS + len(FUNCTION_CODES)]
     exceptions = {str(code): values[EXCEPTIONS + i] for i, code in enumerate(EXCEPTION_CODES)}
     exceptions["other"] = values[EXCEPTIONS + len(EXCEPTION_CODES)]
+    p50, p99 = percentiles(values, (0.5, 0.99))
     return ServerCounters(
         name=name,
         address=f"[{spec.host}]:{spec.port}" if ":" in spec.host else spec.address,
@@ -204,4 +266,6 @@ def counters(view: FleetView, name: str) -> ServerCounters:
         bytes_received=values[BYTES_RECEIVED],
         bytes_sent=values[BYTES_SENT],
         malformed_frames=values[MALFORMED_FRAMES],
+        latency_p50_s=p50,
+        latency_p99_s=p99,
     )

@@ -14,12 +14,11 @@ A cell's byte is `state << 3 | rate bucket`:
             2 faulted (an active fault targets it); 3 offline (its worker is not ready,
             its port could not be bound, or it was stopped through the API)
     bucket  0 idle; then requests/s up to each of RATE_BOUNDS[1:]; the last, above them
-Cells are numbered in display order (farm.master.fleetview.layout): by fleet, then worker, then
-the server's index in the plan.
+Cells are numbered in display order (farm.master.fleetview.layout): by fleet, then by name.
 
 Events (text/event-stream; each `data:` line is one JSON object):
-    layout    {"cells", "names", "groups": [{"fleet", "worker", "start", "count"}],
-               "states", "rate_bounds", "interval_s"}            first on every connection
+    layout    {"cells", "names", "workers" (each cell's), "groups": [{"fleet", "start",
+               "count"}], "states", "rate_bounds", "interval_s"}  first on every connection
     snapshot  {"seq", "codes": base64 of one byte per cell, "totals"}        then once
     tick      {"seq", "cells": [cell, code, cell, code, ...], "totals"}  every interval
 When a fleet is scaled (a slot's shard changes), the next tick sends a new layout and a

@@ -19,6 +19,7 @@ export function tokenRequired() {
 function askToken(reason) {
   const dialog = document.getElementById("token-dialog");
   const input = dialog.querySelector("input");
+  dialog.querySelector(".cancel").onclick = () => dialog.close("cancel");
   dialog.querySelector(".reason").textContent = reason;
   input.value = "";
   dialog.showModal();

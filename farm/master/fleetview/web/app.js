@@ -2,30 +2,46 @@
 // events), the grid, the farm totals, filters and search. A click on a cell opens the
 // server's panel (server.js).
 
-import { Grid } from "./grid.js";
+import { FarmFaults } from "./faultlist.js";
+import { BACKGROUND, Grid, PALETTE, SHAPES, STATE_COLOURS } from "./grid.js";
 import { ServerPanel } from "./server.js";
+import { naturalCompare } from "./words.js";
 
 const $ = (id) => document.getElementById(id);
 const grid = new Grid($("grid"));
 const panel = new ServerPanel($("server"), (name) => openServer(name));
+const farmFaults = new FarmFaults($("farm-faults"));
 let layout = null;
 let seq = 0;
+// The page must never show a healthy fleet it cannot see: ticks come twice a second, so
+// none for STALE_MS means the farm is unreachable (or stopped), whatever EventSource says.
+const STALE_MS = 2000;
+let lastEvent = 0;
+let unreachableSince = null;
+let source = null;
 
 // -- the stream -------------------------------------------------------------------------
 
 function connect() {
-  const source = new EventSource("/api/v1/view/stream");
+  source = new EventSource("/api/v1/view/stream");
+  const heard = () => {
+    lastEvent = Date.now();
+    reachable();
+  };
   source.addEventListener("layout", (event) => {
+    heard();
     // First on every connection, and again whenever a fleet is scaled: cells are renumbered,
     // so the filters and the open server's cell are worked out again from names.
     layout = JSON.parse(event.data);
     grid.setLayout(layout);
     fillFleets(layout);
+    farmFaults.setFleets([...new Set(layout.groups.map((group) => group.fleet))]);
     applyFilters();
     if (panel.name) grid.select(grid.index.get(panel.name) ?? -1);
     else restoreFromHash();
   });
   source.addEventListener("snapshot", (event) => {
+    heard();
     const data = JSON.parse(event.data);
     const bytes = atob(data.codes);
     const codes = new Uint8Array(bytes.length);
@@ -34,13 +50,57 @@ function connect() {
     update(data);
   });
   source.addEventListener("tick", (event) => {
+    heard();
     const data = JSON.parse(event.data);
     if (data.seq !== seq + 1) return; // cannot happen on one connection; a reconnect resyncs
     if (grid.apply(data.cells) && !allStates()) grid.relayout();
     update(data);
   });
   source.addEventListener("open", () => setLink("live"));
-  source.addEventListener("error", () => setLink("reconnecting…"));
+  source.addEventListener("error", () => {
+    setLink("reconnecting…");
+    unreachable();
+    // EventSource gives up for good on some failures (an HTTP error while the farm stops):
+    // start a new one, so the page comes back by itself when the farm does.
+    if (source.readyState === EventSource.CLOSED) {
+      source.close();
+      setTimeout(connect, 1000);
+    }
+  });
+}
+
+function watch() {
+  if (lastEvent && Date.now() - lastEvent > STALE_MS) unreachable();
+}
+
+function unreachable() {
+  if (unreachableSince !== null) return;
+  unreachableSince = new Date(lastEvent || Date.now());
+  const banner = $("unreachable");
+  const time = banner.querySelector("time");
+  time.dateTime = unreachableSince.toISOString();
+  time.textContent = unreachableSince.toLocaleTimeString("en-GB", { hour12: false });
+  banner.hidden = false;
+  document.body.classList.add("unreachable");
+  $("t-link").textContent = "unreachable";
+  document.body.dataset.link = "down";
+  for (const row of $("workers").querySelectorAll("tbody tr")) {
+    row.dataset.state = "unknown";
+    row.children[2].textContent = "unknown";
+  }
+  // A stream that stopped without an error (a frozen farm) is closed and opened again.
+  if (source && source.readyState === EventSource.OPEN) {
+    source.close();
+    setTimeout(connect, 1000);
+  }
+}
+
+function reachable() {
+  if (unreachableSince === null) return;
+  unreachableSince = null;
+  $("unreachable").hidden = true;
+  document.body.classList.remove("unreachable");
+  if (source?.readyState === EventSource.OPEN) setLink("live");
 }
 
 function update(data) {
@@ -48,12 +108,13 @@ function update(data) {
   document.body.dataset.seq = String(seq);
   showTotals(data.totals);
   countStates();
+  if (!$("table-view").hidden) fillTable();
   if (panel.name) panel.setState(stateOf(panel.name));
 }
 
 function setLink(text) {
   $("t-link").textContent = text;
-  document.body.dataset.link = text === "live" ? "live" : "down";
+  document.body.dataset.link = text === "live" && unreachableSince === null ? "live" : "down";
 }
 
 // -- totals -----------------------------------------------------------------------------
@@ -94,9 +155,14 @@ function describeScenario(scenario) {
     .join(" · ");
 }
 
+// The counts beside each state follow the fleet and name filters (not the state boxes:
+// they say how many a box would show).
 function countStates() {
   const counts = [0, 0, 0, 0];
-  for (const code of grid.codes) counts[code >> 3]++;
+  const shown = visibleBut();
+  for (let cell = 0; cell < grid.codes.length; cell++) {
+    if (shown(cell)) counts[grid.codes[cell] >> 3]++;
+  }
   for (const box of document.querySelectorAll("#f-states input")) {
     const count = counts[layout.states.indexOf(box.value)];
     const label = box.closest("label");
@@ -130,53 +196,147 @@ function allStates() {
   return [...document.querySelectorAll("#f-states input")].every((box) => box.checked);
 }
 
-function applyFilters() {
-  if (!layout) return;
+// Whether a cell passes the fleet and name filters.
+function visibleBut() {
   const fleet = $("f-fleet").value;
   const nameOk = matcher($("f-name").value);
+  const fleetOf = new Array(layout.cells);
+  for (const group of layout.groups) fleetOf.fill(group.fleet, group.start, group.start + group.count);
+  return (cell) => (!fleet || fleetOf[cell] === fleet) && nameOk(layout.names[cell]);
+}
+
+function applyFilters() {
+  if (!layout) return;
+  const passes = visibleBut();
   const states = new Set(
     [...document.querySelectorAll("#f-states input")]
       .filter((box) => box.checked)
       .map((box) => layout.states.indexOf(box.value)),
   );
-  const fleetOf = new Array(layout.cells);
-  for (const group of layout.groups) fleetOf.fill(group.fleet, group.start, group.start + group.count);
-  grid.setFilter(
-    (cell) =>
-      (!fleet || fleetOf[cell] === fleet) &&
-      states.has(grid.codes[cell] >> 3) &&
-      nameOk(layout.names[cell]),
-  );
+  grid.setFilter((cell) => passes(cell) && states.has(grid.codes[cell] >> 3));
+  countStates();
+  if (!$("table-view").hidden) fillTable();
 }
+
+// -- the grid as text -------------------------------------------------------------------
+
+const TABLE_ROWS = 500;
+
+function fillTable() {
+  const cells = [];
+  for (let cell = 0; cell < layout.cells; cell++) if (grid.visible(cell)) cells.push(cell);
+  const shown = cells.slice(0, TABLE_ROWS);
+  const rows = shown.map((cell) => {
+    const row = document.createElement("tr");
+    const open = document.createElement("button");
+    open.type = "button";
+    open.className = "link";
+    open.textContent = layout.names[cell];
+    open.addEventListener("click", () => openServer(layout.names[cell]));
+    const th = document.createElement("th");
+    th.scope = "row";
+    th.append(open);
+    row.append(th);
+    const state = layout.states[grid.codes[cell] >> 3];
+    for (const text of [fleetOf(cell), layout.workers?.[cell] ?? "–", state, rateText(cell)]) {
+      const td = document.createElement("td");
+      td.textContent = String(text);
+      row.append(td);
+    }
+    row.dataset.state = state;
+    return row;
+  });
+  const table = $("server-table");
+  table.querySelector("tbody").replaceChildren(...rows);
+  table.querySelector("caption").textContent =
+    cells.length > TABLE_ROWS
+      ? `the first ${TABLE_ROWS} of ${number.format(cells.length)} servers the filters show: narrow them to see the rest`
+      : `${number.format(cells.length)} server${cells.length === 1 ? "" : "s"} the filters show`;
+}
+
+function fleetOf(cell) {
+  return layout.groups.find((group) => cell >= group.start && cell < group.start + group.count)?.fleet ?? "";
+}
+
+function rateText(cell) {
+  const bounds = layout.rate_bounds;
+  const bucket = grid.codes[cell] & 7;
+  if (bucket === 0) return "idle";
+  return bucket < bounds.length ? `up to ${bounds[bucket]}` : `over ${bounds[bounds.length - 1]}`;
+}
+
+function toggleTable() {
+  const button = $("view-toggle");
+  const table = button.getAttribute("aria-pressed") !== "true";
+  button.setAttribute("aria-pressed", String(table));
+  button.textContent = table ? "show as a grid" : "show as a table";
+  $("table-view").hidden = !table;
+  $("grid").hidden = table;
+  if (table) fillTable();
+  else grid.relayout();
+}
+
+// -- search -----------------------------------------------------------------------------
+
+let active = -1; // the suggestion the arrow keys are on
 
 function suggest() {
   const list = $("suggestions");
   const text = $("search").value;
-  if (!layout || !text.trim()) return list.replaceChildren();
+  active = -1;
+  if (!layout || !text.trim()) return closeSuggestions();
   const ok = matcher(text);
-  const found = [];
-  for (const name of layout.names) {
-    if (ok(name)) found.push(name);
-    if (found.length === 8) break;
-  }
+  const found = layout.names.filter(ok).sort(naturalCompare).slice(0, 8);
   list.replaceChildren(
-    ...found.map((name) => {
+    ...found.map((name, index) => {
       const item = document.createElement("li");
-      const button = document.createElement("button");
-      button.type = "button";
-      button.textContent = name;
-      button.addEventListener("click", () => openServer(name));
-      item.append(button);
+      item.id = `suggestion-${index}`;
+      item.setAttribute("role", "option");
+      item.setAttribute("aria-selected", "false");
+      item.textContent = name;
+      item.addEventListener("mousedown", (event) => {
+        event.preventDefault(); // keep the focus in the field
+        openServer(name);
+      });
       return item;
     }),
   );
+  $("search").setAttribute("aria-expanded", String(found.length > 0));
+}
+
+function closeSuggestions() {
+  $("suggestions").replaceChildren();
+  $("search").setAttribute("aria-expanded", "false");
+  $("search").removeAttribute("aria-activedescendant");
+  active = -1;
+}
+
+function moveSuggestion(event) {
+  const items = [...$("suggestions").children];
+  if (event.key === "Escape" && items.length) {
+    event.preventDefault();
+    event.stopPropagation();
+    closeSuggestions();
+    return;
+  }
+  if (!items.length || !["ArrowDown", "ArrowUp", "Enter"].includes(event.key)) return;
+  if (event.key === "Enter") {
+    if (active < 0) return; // the form's own submit: the first match
+    event.preventDefault();
+    openServer(items[active].textContent);
+    return;
+  }
+  event.preventDefault();
+  active = (active + (event.key === "ArrowDown" ? 1 : -1) + items.length) % items.length;
+  items.forEach((item, index) => item.setAttribute("aria-selected", String(index === active)));
+  $("search").setAttribute("aria-activedescendant", items[active].id);
 }
 
 function search(event) {
   event.preventDefault();
   const text = $("search").value.trim();
   if (!layout || !text) return;
-  const name = grid.index.has(text) ? text : layout.names.find(matcher(text));
+  const name = grid.index.has(text) ? text : layout.names.filter(matcher(text)).sort(naturalCompare)[0];
   $("search-result").textContent = name ? "" : `no server matches ${text}`;
   if (name) openServer(name);
 }
@@ -194,7 +354,7 @@ function openServer(name) {
   grid.select(cell);
   const centre = grid.centre(cell);
   if (centre) $("fleet").scrollTo({ top: Math.max(0, centre.y - 100), behavior: "smooth" });
-  $("suggestions").replaceChildren();
+  closeSuggestions();
   history.replaceState(null, "", `#server=${encodeURIComponent(name)}`);
   panel.open(name, stateOf(name));
 }
@@ -245,8 +405,10 @@ function wireCanvas() {
   });
 }
 
-// For tests and the curious: where a server's cell is on the page, and its state.
+// For tests and the curious: where a server's cell is on the page, its state, and how each
+// state is drawn.
 window.farmView = {
+  palette: { background: BACKGROUND, states: STATE_COLOURS, shades: PALETTE, shapes: SHAPES },
   cellCentre(name) {
     const centre = grid.centre(grid.index?.get(name) ?? -1);
     if (!centre) return null;
@@ -262,7 +424,17 @@ for (const box of document.querySelectorAll("#f-states input")) {
   box.addEventListener("change", applyFilters);
 }
 $("search").addEventListener("input", suggest);
+$("search").addEventListener("keydown", moveSuggestion);
+$("search").addEventListener("blur", () => setTimeout(closeSuggestions, 100));
 $("search-form").addEventListener("submit", search);
+$("view-toggle").addEventListener("click", toggleTable);
+// Escape closes what is open: the suggestions first (above), then the server's panel.
+document.addEventListener("keydown", (event) => {
+  if (event.key !== "Escape" || event.defaultPrevented) return;
+  if (document.querySelector("dialog[open]")) return; // the dialog closes itself
+  if (panel.name) panel.close();
+});
+setInterval(watch, 250);
 $("server").addEventListener("close-server", closeServer);
 // The panel opening, or the window resizing, changes how many cells fit across.
 new ResizeObserver(() => grid.relayout()).observe($("fleet"));

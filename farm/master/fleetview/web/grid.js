@@ -1,27 +1,62 @@
-// The fleet as a grid of cells on one canvas: one cell per server, grouped by fleet and
-// worker, coloured by state and shaded by request rate. Deltas repaint only their cells;
-// a filter change lays the visible cells out again. Nothing here talks to the network.
+// The fleet as a grid of cells on one canvas: one cell per server, grouped by fleet in name
+// order, each state drawn with its own shape and colour and shaded by request rate. Deltas
+// repaint only their cells; a filter change lays the visible cells out again. Nothing here
+// talks to the network.
 
 const HEADER = 18; // px above each group's cells, for its label
 const PAD = 8;
+export const BACKGROUND = "#101317";
 
-// Colours by state (up, erroring, faulted, offline) and rate bucket: brighter is busier.
-const HUES = [
-  [140, 55], // up: green
-  [32, 90], // erroring: orange
-  [285, 60], // faulted: purple
-  [0, 0], // offline: grey, and not shaded (it answers nothing)
-];
+// Okabe and Ito's colour-blind-safe palette, one colour per state (up, erroring, faulted,
+// offline); the shape tells the state without colour: up a square, erroring a triangle,
+// faulted a square with a dark stripe, offline a hollow square.
+export const STATE_COLOURS = ["#009e73", "#e69f00", "#cc79a7", "#a0a0a0"];
+export const SHAPES = ["square", "triangle", "striped", "hollow"];
+// Idle cells at 76% of the colour's brightness (sRGB), the busiest at 100%: every shade
+// keeps at least 3:1 against the background (checked by the browser test).
+const DIMMEST = 0.76;
+
+function shade(hex, factor) {
+  const channels = [1, 3, 5].map((i) => Math.round(parseInt(hex.slice(i, i + 2), 16) * factor));
+  return `rgb(${channels.join(" ")})`;
+}
 
 function colour(code) {
-  const state = code >> 3;
+  const state = Math.min(code >> 3, 3);
   const bucket = code & 7;
-  const [hue, saturation] = HUES[state] ?? HUES[3];
-  const light = state === 3 ? 30 : 26 + bucket * 9;
-  return `hsl(${hue} ${saturation}% ${light}%)`;
+  if (state === 3) return STATE_COLOURS[3]; // it answers nothing: not shaded
+  return shade(STATE_COLOURS[state], DIMMEST + ((1 - DIMMEST) * Math.min(bucket, 5)) / 5);
 }
 
 export const PALETTE = Array.from({ length: 32 }, (_, code) => colour(code));
+
+// One cell's shape at (x, y), `size` px wide, in `fill`.
+function drawShape(context, state, x, y, size, fill) {
+  context.fillStyle = fill;
+  if (SHAPES[state] === "triangle") {
+    context.beginPath();
+    context.moveTo(x + size / 2, y);
+    context.lineTo(x + size, y + size);
+    context.lineTo(x, y + size);
+    context.closePath();
+    context.fill();
+  } else if (SHAPES[state] === "hollow") {
+    const line = size >= 8 ? 2 : 1;
+    context.fillRect(x, y, size, size);
+    context.fillStyle = BACKGROUND;
+    context.fillRect(x + line, y + line, size - 2 * line, size - 2 * line);
+  } else {
+    context.fillRect(x, y, size, size);
+    if (SHAPES[state] === "striped") {
+      context.strokeStyle = BACKGROUND;
+      context.lineWidth = size >= 8 ? 2 : 1;
+      context.beginPath();
+      context.moveTo(x, y + size);
+      context.lineTo(x + size, y);
+      context.stroke();
+    }
+  }
+}
 
 export class Grid {
   constructor(canvas) {
@@ -142,14 +177,14 @@ export class Grid {
     canvas.style.width = `${this.width}px`;
     canvas.style.height = `${this.height}px`;
     context.setTransform(ratio, 0, 0, ratio, 0, 0);
-    context.fillStyle = "#101317";
+    context.fillStyle = BACKGROUND;
     context.fillRect(0, 0, this.width, this.height);
     context.font = "12px system-ui, sans-serif";
     context.textBaseline = "middle";
     for (const block of this.blocks) {
       const { group, top, cells } = block;
       const hidden = group.count - cells.length;
-      const label = `${group.fleet} · worker ${group.worker} · ${cells.length} servers`;
+      const label = `${group.fleet} · ${cells.length} server${cells.length === 1 ? "" : "s"}`;
       context.fillStyle = "#9aa4b1";
       context.fillText(hidden ? `${label} (${hidden} filtered out)` : label, PAD, top + HEADER / 2);
       for (const cell of cells) this.drawCell(cell);
@@ -162,10 +197,10 @@ export class Grid {
     if (x < 0) return;
     const size = this.pitch - 2;
     const context = this.context;
-    context.fillStyle = "#101317";
+    context.fillStyle = BACKGROUND;
     context.fillRect(x - 1, y - 1, size + 2, size + 2);
-    context.fillStyle = PALETTE[this.codes[cell]];
-    context.fillRect(x, y, size, size);
+    const code = this.codes[cell];
+    drawShape(context, Math.min(code >> 3, 3), x, y, size, PALETTE[code]);
     if (cell === this.selected) {
       context.strokeStyle = "#ffffff";
       context.lineWidth = 2;
