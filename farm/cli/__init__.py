@@ -6,7 +6,7 @@ config would build), sharding (the shard options), prometheus_config, control (`
 run|status|stop`, `scale`), targets (`farm targets`), net (`net plan|up|down`), certs
 (`farm certs`; selfsigned makes the files), writes (`farm writes`: a server's write journal),
 clients (`farm clients`: who polls, how often), report (`farm report`: per client and fleet, and
-around faults).
+around faults), trace (`farm trace`; pcap writes its capture).
 
 Importing this package imports none of them: the `farm` console script (`from farm.cli
 import main`) is the `__main__` of `farm up`, and multiprocess's spawn runs the parent's

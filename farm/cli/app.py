@@ -12,6 +12,7 @@
     farm writes SERVER [--since 30s] [--follow] [--json]   (farm.cli.writes)
     farm clients [--server NAME] [--json]   (farm.cli.clients)
     farm report [--since 60s] [--fleet F] [--json]   (farm.cli.report)
+    farm trace SERVER [--for 10s] [--client ADDR] [--pcap FILE]   (farm.cli.trace, pcap)
 
 Every error a user can meet is one line on stderr and a non-zero exit (FarmError.exit_code).
 """
@@ -35,6 +36,7 @@ from farm.cli.prometheus_config import prometheus_config
 from farm.cli.report import report
 from farm.cli.scenario import scale, scenario
 from farm.cli.targets import targets
+from farm.cli.trace import trace
 from farm.cli.up import up
 from farm.cli.validate import plan_command, validate
 from farm.cli.writes import writes
@@ -152,3 +154,4 @@ main.add_command(net)
 main.add_command(writes)
 main.add_command(clients)
 main.add_command(report)
+main.add_command(trace)

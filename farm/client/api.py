@@ -170,6 +170,13 @@ class FarmClient:
         )
         return data
 
+    def trace(self, name: str, seconds: float = 10.0, client: str = "") -> dict[str, Any]:
+        """Trace a server for `seconds` (at most 60): every request and answer, decoded
+        (the JSON of GET /api/v1/servers/{name}/trace; the call returns when it ends)."""
+        query = _query({"seconds": seconds, "client": client or None})
+        data: dict[str, Any] = self.request("GET", _server_path(name) + "/trace" + query)
+        return data
+
     def stop(self, name: str) -> Switched:
         """Take a server offline: its port closes (connections refused, open ones dropped)."""
         return Switched(**self.request("POST", _server_path(name) + "/stop", {}))

@@ -14,7 +14,8 @@ Conversation:
                                               connections, START_SERVER serves them again on
                                               the listening sockets that follow it, in order
                                               (`send_sockets`); CLIENTS asks what the
-                                              clients of its servers did (Reply.clients)
+                                              clients of its servers did (Reply.clients);
+                                              TRACE_START and TRACE_STOP trace a server
     master -> worker   Faults                 every fault active now on the worker's servers
                                               (replaces the last; also sent within Assign)
     worker -> master   FaultsApplied          the Faults of that `seq` are in effect
@@ -63,12 +64,15 @@ from farm.config.faults.rules import FaultRule
 from farm.config.plan import ServerSpec
 from farm.config.templates import DeviceTemplate
 from farm.ipc.polling import ServerClients
+from farm.ipc.tracing import Traced
 
 VERSION = 4  # 4: FaultRule.extra (a kind's parameters without a field of their own)
 MAX_FRAME_BYTES = 64 * 1024 * 1024
 STOP_SERVER = "stop_server"
 START_SERVER = "start_server"
 CLIENTS = "clients"  # what the shard's clients did (farm.ipc.polling), in Reply.clients
+TRACE_START = "trace_start"  # trace one server (Control.client: only that client's requests)
+TRACE_STOP = "trace_stop"  # end it: its records in Reply.traced (farm.ipc.tracing)
 _SOCKET_MARK = b"S"
 # Each active fault with the shard positions (indexes into Assign.servers) it applies to.
 ActiveFaults = tuple[tuple[FaultRule, tuple[int, ...]], ...]
@@ -134,6 +138,7 @@ class Control(_Message, frozen=True):
     request_id: int
     op: str  # STOP_SERVER, START_SERVER or CLIENTS; a worker answers any other with an error
     servers: tuple[str, ...]  # names: one message for a whole fault's servers on a worker
+    client: str = ""  # TRACE_START: only this client's requests (HOST or HOST:PORT)
 
 
 class Reply(_Message, frozen=True):
@@ -142,6 +147,7 @@ class Reply(_Message, frozen=True):
     result: int | None = None  # the servers the worker serves now
     error: str = ""
     clients: tuple[ServerClients, ...] = ()  # to CLIENTS: each server's clients
+    traced: tuple[Traced, ...] = ()  # to TRACE_STOP: what the server answered meanwhile
 
 
 class AddServers(_Message, frozen=True):

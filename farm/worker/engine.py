@@ -69,6 +69,7 @@ if TYPE_CHECKING:
     from farm.ipc.journal import ServerJournal
     from farm.worker.faults.hooks import ServerFaults
     from farm.worker.observe.callers import Caller
+    from farm.worker.observe.trace import Tracer
 
 # A frame that a client got wrong is the client's problem, counted in metrics; pymodbus
 # would log an ERROR or WARNING line for each.
@@ -218,6 +219,7 @@ class Device:
         "journal",
         "name",
         "records",
+        "tracer",
     )
 
     def __init__(
@@ -252,6 +254,8 @@ class Device:
         # Who sent the request being answered: each connection sets it on every read.
         self.caller: Caller | None = None
         self.clients: ClientBook | None = None  # made when the first client connects
+        # farm.worker.observe.trace's, while the device is traced (never read otherwise).
+        self.tracer: Tracer | None = None
 
     def keep_journal(self, journal: ServerJournal) -> None:
         """Journal every write a client makes (each bank's `journal` hook, in farm.worker.

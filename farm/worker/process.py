@@ -56,7 +56,6 @@ from farm.ipc.messages import (
     Reply,
     Stop,
 )
-from farm.ipc.polling import ServerClients
 from farm.ipc.spawn import EXIT_BOOT_FAILED, connection_cap
 from farm.ipc.stats import ShardCounters
 from farm.openfiles import raise_open_files_limit
@@ -65,7 +64,8 @@ from farm.worker.engine import Device
 from farm.worker.events import EventLog
 from farm.worker.faults.book import FaultBook
 from farm.worker.limits.guard import ServerConnections, WorkerConnections
-from farm.worker.observe.clients import FOLD_EVERY_S
+from farm.worker.observe import clients, trace
+from farm.worker.observe.trace import Tracer
 from farm.worker.ticker import Ticker
 from farm.worker.transports.serving import Listener, Transports
 
@@ -125,6 +125,7 @@ class Worker:
     masks: dict[str, ReadOnlyMasks] = field(default_factory=dict)  # per template
     tasks: set[asyncio.Task[None]] = field(default_factory=set)
     devices: dict[int, Device] = field(default_factory=dict)  # built, by number
+    traces: dict[int, Tracer] = field(default_factory=dict)  # servers traced now, by number
     faults: FaultBook = field(default_factory=FaultBook)
     transports: Transports | None = None
     ticker: Ticker | None = None
@@ -159,7 +160,7 @@ class Worker:
         failed = await switch.start_all(self, self.ticker)
         self.send(Ready(worker=self.assign.worker, servers_up=len(self.servers), failed=failed))
         ticking = asyncio.create_task(self._tick())
-        folding = asyncio.create_task(self._fold_polls())
+        folding = asyncio.create_task(clients.fold_every(self.devices))
         await self.stopping.wait()
         loop.remove_reader(self.conn.fileno())
         await self._shutdown()
@@ -224,6 +225,8 @@ class Worker:
             device.keep_journal(self.journal.server(spec.stats_index))
         if earlier is not None:
             device.clients = earlier.clients  # its clients' history outlives an outage
+        if number in self.traces:
+            trace.start(device, self.traces[number])
         self.faults.attach(device, number)
         return device
 
@@ -243,14 +246,6 @@ class Worker:
             if due == float("inf"):
                 return  # no live points
             await asyncio.sleep(max(0.01, due - time.monotonic()))
-
-    async def _fold_polls(self) -> None:
-        """Fold the requests' arrivals into poll intervals (farm.worker.observe.clients)."""
-        while True:
-            await asyncio.sleep(FOLD_EVERY_S)
-            for device in list(self.devices.values()):
-                if device.clients is not None:
-                    device.clients.fold()
 
     async def _heartbeats(self) -> None:
         interval = self.assign.heartbeat_interval_s
@@ -302,18 +297,18 @@ class Worker:
         elif isinstance(message, Faults):
             self.faults.replace(message.active, self.devices.get)
             self.send(FaultsApplied(worker=self.assign.worker, seq=message.seq))
+        elif isinstance(message, Control) and message.op == messages.TRACE_START:
+            trace.begin(self, message)
+        elif isinstance(message, Control) and message.op == messages.TRACE_STOP:
+            trace.end(self, message)
         elif isinstance(message, Control) and message.op == messages.CLIENTS:
-            self.send(Reply(request_id=message.request_id, ok=True, clients=self._clients()))
+            self.send(
+                Reply(
+                    request_id=message.request_id, ok=True, clients=clients.summaries(self.devices)
+                )
+            )
         elif isinstance(message, Control):
             self.reply(message, error=f"unknown op {message.op!r}")
-
-    def _clients(self) -> tuple[ServerClients, ...]:
-        """What the clients of every server that has had one did (farm.worker.observe)."""
-        return tuple(
-            device.clients.summary(device.name)
-            for device in self.devices.values()
-            if device.clients is not None
-        )
 
     def _later(self, coroutine: Coroutine[Any, Any, None]) -> None:
         task = asyncio.create_task(coroutine)

@@ -5,6 +5,6 @@ pydantic models), openapi (the OpenAPI 3.1 document made from them), access (who
 the farm: token, Origin, content type), probes (live and ready), servers (the server list,
 one server, its counters; stop and start), values (registers and points, read and written),
 targets (the device list a SCADA imports), journal (a server's write journal), clients
-(what the clients did), faults (the fault routes), fleets (scaling a fleet), scenario (the
-scenario routes).
+(what the clients did), trace (a live trace of a server), faults (the fault routes), fleets
+(scaling a fleet), scenario (the scenario routes).
 """

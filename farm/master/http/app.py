@@ -13,6 +13,7 @@ are JSON `{"error": "..."}` with a message that says what to fix. Every mutating
                                 writes (farm.master.http.journal)
     GET  /api/v1/clients        what the clients polled, how often (farm.master.http.clients)
     GET  /api/v1/report         per client and fleet, and around faults (same)
+    GET  /api/v1/servers/{name}/trace   a live trace of one server (farm.master.http.trace)
     POST /api/v1/shutdown       stop the farm gracefully
     GET  /api/v1/targets        every device as a SCADA imports it (farm.master.http.targets)
     GET  /api/v1/live           200 while the master runs and workers heartbeat (master.probes)
@@ -55,6 +56,7 @@ from farm.master.http.routes import Call, Route, add_routes
 from farm.master.http.scenario import scenario_routes
 from farm.master.http.servers import server_routes
 from farm.master.http.targets import targets_route
+from farm.master.http.trace import trace_routes
 from farm.master.http.values import value_routes
 from farm.master.metrics.servers import (
     CONTENT_TYPE,
@@ -260,6 +262,7 @@ def build_app(
     add_routes(app, value_routes(inventory))
     add_routes(app, journal_routes(inventory))
     add_routes(app, client_routes(supervisor, inventory))
+    add_routes(app, trace_routes(supervisor, inventory))
     attempts = ConnectAttempts()
     faults.on_down = lambda fault: attempts.watch(
         fault.id, [(faults.specs[name].host, faults.specs[name].port) for name in fault.servers]

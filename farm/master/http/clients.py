@@ -20,6 +20,7 @@ from pydantic import BaseModel, Field
 from farm.master.faults.entry import EndedFault
 from farm.master.fleet.inventory import Inventory
 from farm.master.http.routes import Call, NotFound, Route, Strict
+from farm.master.http.values import locate
 from farm.master.observe.clients import client_rows
 from farm.master.observe.gather import gather
 from farm.master.observe.report import report
@@ -68,7 +69,7 @@ def client_routes(supervisor: Supervisor, inventory: Inventory) -> list[Route]:
     async def list_clients(call: Call) -> ClientsAnswer:
         query = call.query_as(ClientsQuery)
         if query.server is not None:
-            inventory.locate(query.server)  # 404 for a name it does not know
+            locate(inventory, query.server)  # 404 for a name it does not know
         found = await gather(supervisor)
         if query.server is not None:
             found = [each for each in found if each.server == query.server]

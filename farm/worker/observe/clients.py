@@ -15,12 +15,18 @@ polled request keeps WINDOW integers and the arrivals of the last FOLD_EVERY_S.
 
 from __future__ import annotations
 
+import asyncio
 from collections import deque
+from collections.abc import Mapping
 from itertools import pairwise
 from operator import sub
 from time import monotonic_ns, perf_counter_ns
+from typing import TYPE_CHECKING
 
 from farm.ipc.polling import READ_CODES, ClientSummary, Outage, PollSummary, ServerClients
+
+if TYPE_CHECKING:
+    from farm.worker.engine import Device
 
 MAX_CLIENTS = 64
 MAX_KEYS = 256  # requests a client repeats, per server; past that, counted by code only
@@ -201,3 +207,21 @@ class ClientBook:
             clients=tuple(c.summary(to_monotonic) for c in self.clients.values()),
             dropped=self.dropped,
         )
+
+
+async def fold_every(devices: Mapping[int, Device]) -> None:
+    """The worker's task: fold every client's arrivals into intervals, every FOLD_EVERY_S."""
+    while True:
+        await asyncio.sleep(FOLD_EVERY_S)
+        for device in list(devices.values()):
+            if device.clients is not None:
+                device.clients.fold()
+
+
+def summaries(devices: Mapping[int, Device]) -> tuple[ServerClients, ...]:
+    """What the clients of every server that has had one did (the answer to CLIENTS)."""
+    return tuple(
+        device.clients.summary(device.name)
+        for device in devices.values()
+        if device.clients is not None
+    )
