@@ -3,6 +3,6 @@
 messages: the pipe's messages and their wire format (nothing else knows it);
 banks: the shared-memory layout of register banks; stats: of per-server counters;
 diagnostics: of a server's diagnostics block (FC 08, 11, 12); journal: of every server's
-write journal; polling: what a worker says of its servers' clients;
+write journal; polling: what a worker says of its servers' clients; tracing: what it traced;
 spawn: how a worker is started and how it says it cannot boot. Imports only farm.config.
 """

@@ -35,7 +35,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Coroutine, Sequence
-from typing import TYPE_CHECKING, Any, cast
+from typing import TYPE_CHECKING, Any, Protocol, cast
 
 from pymodbus.constants import DeviceInformation, ExcCodes
 from pymodbus.datastore import ModbusServerContext
@@ -69,7 +69,6 @@ if TYPE_CHECKING:
     from farm.ipc.journal import ServerJournal
     from farm.worker.faults.hooks import ServerFaults
     from farm.worker.observe.callers import Caller
-    from farm.worker.observe.trace import Tracer
 
 # A frame that a client got wrong is the client's problem, counted in metrics; pymodbus
 # would log an ERROR or WARNING line for each.
@@ -203,6 +202,12 @@ def reference_answer(bank: UnitBank, pdu: bytes, identity: _IdentityBlock | None
     return _encode(response)
 
 
+class Recorder(Protocol):
+    """What a traced device hands each request and its answer (farm.worker.observe.trace)."""
+
+    def record(self, device: Device, unit: int, pdu: bytes, answer: bytes | None) -> None: ...
+
+
 class Device:
     """One simulated server: its banks, its identity, its counters (farm.ipc.stats layout),
     its diagnostics (FC 07/08/11/12/17) and its files and FIFOs (FC 20/21/24)."""
@@ -255,7 +260,7 @@ class Device:
         self.caller: Caller | None = None
         self.clients: ClientBook | None = None  # made when the first client connects
         # farm.worker.observe.trace's, while the device is traced (never read otherwise).
-        self.tracer: Tracer | None = None
+        self.tracer: Recorder | None = None
 
     def keep_journal(self, journal: ServerJournal) -> None:
         """Journal every write a client makes (each bank's `journal` hook, in farm.worker.

@@ -298,9 +298,9 @@ class Worker:
             self.faults.replace(message.active, self.devices.get)
             self.send(FaultsApplied(worker=self.assign.worker, seq=message.seq))
         elif isinstance(message, Control) and message.op == messages.TRACE_START:
-            trace.begin(self, message)
+            self.send(trace.begin(message, self.numbers, self.devices, self.traces))
         elif isinstance(message, Control) and message.op == messages.TRACE_STOP:
-            trace.end(self, message)
+            self.send(trace.end(message, self.numbers, self.devices, self.traces))
         elif isinstance(message, Control) and message.op == messages.CLIENTS:
             self.send(
                 Reply(

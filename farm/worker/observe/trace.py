@@ -10,15 +10,12 @@ the trace ends; an untraced device runs no check at all. Every framing calls
 from __future__ import annotations
 
 import time
+from collections.abc import Mapping
 from time import perf_counter_ns
-from typing import TYPE_CHECKING
 
 from farm.ipc.messages import Control, Reply
 from farm.ipc.tracing import Traced
 from farm.worker.engine import Device
-
-if TYPE_CHECKING:
-    from farm.worker.process import Worker
 
 MAX_TRACED = 100_000  # records one trace keeps at most (the master asks for them at its end)
 
@@ -80,29 +77,34 @@ def stop(device: Device) -> None:
     device.tracer = None
 
 
-def begin(worker: Worker, message: Control) -> None:
+def begin(
+    message: Control, numbers: Mapping[str, int], devices: Mapping[int, Device],
+    traces: dict[int, Tracer],
+) -> Reply:  # fmt: skip
     """TRACE_START: trace the servers named (a device not built yet is traced when it is)."""
     for name in message.servers:
-        number = worker.numbers.get(name)
+        number = numbers.get(name)
         if number is None:
-            worker.reply(message, error=f"no server {name!r} here")
-            return
-        tracer = worker.traces[number] = Tracer(message.client)
-        device = worker.devices.get(number)
+            return Reply(request_id=message.request_id, ok=False, error=f"no server {name!r} here")
+        tracer = traces[number] = Tracer(message.client)
+        device = devices.get(number)
         if device is not None:
             start(device, tracer)
-    worker.send(Reply(request_id=message.request_id, ok=True))
+    return Reply(request_id=message.request_id, ok=True)
 
 
-def end(worker: Worker, message: Control) -> None:
+def end(
+    message: Control, numbers: Mapping[str, int], devices: Mapping[int, Device],
+    traces: dict[int, Tracer],
+) -> Reply:  # fmt: skip
     """TRACE_STOP: the servers named run untraced again; their records in the Reply."""
     records: list[Traced] = []
     for name in message.servers:
-        number = worker.numbers.get(name, -1)
-        tracer = worker.traces.pop(number, None)
-        device = worker.devices.get(number)
+        number = numbers.get(name, -1)
+        tracer = traces.pop(number, None)
+        device = devices.get(number)
         if device is not None:
             stop(device)
         if tracer is not None:
             records.extend(tracer.records)
-    worker.send(Reply(request_id=message.request_id, ok=True, traced=tuple(records)))
+    return Reply(request_id=message.request_id, ok=True, traced=tuple(records))
