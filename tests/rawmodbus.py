@@ -41,10 +41,15 @@ def read_frame(sock: socket.socket) -> bytes:
 
 def read_rtu_frame(sock: socket.socket) -> bytes:
     """One RTU response frame (unit id to CRC)."""
-    start = read_exactly(sock, 3)
-    length = rtu.response_length(start, 0)
-    assert length > 0, f"no RTU response starts {start.hex()}"
-    return start + read_exactly(sock, length - 3)
+    data = read_exactly(sock, 3)
+    while True:
+        length = rtu.response_length(data, 0)
+        if length < 0:  # an echo, or a function code whose answer tells no length
+            length = rtu.frame_end(data, 0, length)
+        if length > 0:
+            return data + read_exactly(sock, length - len(data))
+        assert len(data) < rtu.MAX_FRAME, f"no RTU response in {data.hex()}"
+        data += read_exactly(sock, 1)
 
 
 def read_registers(port: int, address: int, count: int, unit: int = 1) -> list[int]:

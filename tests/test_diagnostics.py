@@ -61,7 +61,10 @@ def test_read_exception_status_example() -> None:
 def test_echo_example() -> None:
     """6.8 sub-function 00: the spec's request 08 0000 A537 comes back as it went."""
     assert ask(device(), "08 0000 a537") == "080000a537"
-    assert ask(device(), "08 0000 0102030405") == "0800000102030405"
+    assert ask(device(), "08 0000 0102030405 06") == "0800000102030405" + "06"
+    # N x 2 data bytes, N >= 1: an odd count (or none) answers 03.
+    assert ask(device(), "08 0000 0102030405") == "8803"
+    assert ask(device(), "08 0000") == "8803"
 
 
 def test_counters_count_what_the_device_saw() -> None:

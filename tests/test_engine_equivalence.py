@@ -345,8 +345,10 @@ DEPARTURES = {
     ),
     # pymodbus fails with a KeyError (exception 04) for a unit it does not have.
     "unknown-unit-answers-0b": (7, struct.pack(">BHH", 3, 0, 1), "8304", "830b"),
-    "unit-0-answers-0b": (0, struct.pack(">BHH", 3, 0, 1), "8304", "830b"),
-    # The TCP implementation guide: 0xFF addresses the server itself.
+    # The TCP implementation guide (4.4.2): 0 and 0xFF address the server itself.
+    "unit-0-is-the-device": (0, struct.pack(">BHH", 4, 0, 2), "8404", "04040003000a"),
+    # 6.8: Return Query Data carries N x 2 bytes; pymodbus echoes an odd count.
+    "echo-of-an-odd-count-answers-03": (1, bytes.fromhex("080000a5"), "080000a5", "8803"),
     "unit-255-is-the-device": (255, struct.pack(">BHH", 4, 0, 2), "8404", "04040003000a"),
 }
 
@@ -363,8 +365,9 @@ def test_named_departures_from_pymodbus(pair: tuple[PymodbusServer, Device], cas
 def test_identity_is_each_servers_own() -> None:
     """FC 43/14: pymodbus has one identity per process; each farm server names itself."""
     request = bytes([43, 14, 2, 0])  # regular: objects 0-6, 6 the server name
-    first = Device("device-0001", farm_device().banks, Identity()).answer(1, request)
-    second = Device("device-0002", farm_device().banks, Identity()).answer(1, request)
+    named = Identity(user_application_name="{name}")
+    first = Device("device-0001", farm_device().banks, named).answer(1, request)
+    second = Device("device-0002", farm_device().banks, named).answer(1, request)
     assert first is not None and b"device-0001" in first
     assert second is not None and b"device-0002" in second
 
@@ -389,9 +392,10 @@ def both(server: PymodbusServer, requests: list[str]) -> tuple[list[str], list[s
     deadline=None,
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture],
 )
-@given(data=st.binary(max_size=24))
+@given(data=st.binary(min_size=1, max_size=12).map(lambda half: half * 2))
 def test_echo_answers_like_pymodbus(pair: tuple[PymodbusServer, Device], data: bytes) -> None:
-    """FC 08/00 Return Query Data echoes any data, on both."""
+    """FC 08/00 Return Query Data echoes N x 2 data bytes, on both (an odd count: a
+    departure, above)."""
     theirs, ours = both(pair[0], ["080000" + data.hex()])
     assert theirs == ours
 

@@ -49,11 +49,13 @@ def test_request_lengths_from_content() -> None:
         assert rtu.request_length(frame[:3], 0) in (rtu.NEED_MORE, len(frame)), name
 
 
-def test_an_echo_ends_where_its_crc_matches() -> None:
+def test_an_echo_ends_at_the_first_even_length_whose_crc_matches() -> None:
     frame = rtu.frame(1, bytes.fromhex("08 0000 A537 0102"))
-    assert rtu.request_length(frame, 0) == rtu.SEARCH
-    assert rtu.search_end(frame + rtu.frame(1, bytes([7])), 0) == len(frame)
-    assert rtu.search_end(frame[:-1], 0) == rtu.NEED_MORE
+    assert rtu.request_length(frame, 0) == rtu.ECHO
+    assert rtu.echo_end(frame + rtu.frame(1, bytes([7])), 0) == len(frame)
+    assert rtu.echo_end(frame[:-1], 0) == rtu.NEED_MORE
+    issue = bytes.fromhex("01 08 0000 001B A000")  # its first 7 bytes end in a matching CRC
+    assert rtu.search_end(issue, 0) == 7 and rtu.echo_end(issue, 0) == 8
 
 
 def test_response_lengths() -> None:

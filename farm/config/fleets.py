@@ -20,7 +20,7 @@ from farm.config.growth import FleetSpec
 from farm.config.plan import ServerRequest, TlsSettings
 from farm.config.problems import describe
 from farm.config.schema import AddressingModel, FarmModel, FleetModel, TlsModel, read
-from farm.config.template_reader import TemplateReader
+from farm.config.template_reader import TemplateReader, identity_problem
 from farm.config.templates import DeviceTemplate, default_template
 from farm.config.tlsfiles import unreadable
 from farm.errors import ConfigError
@@ -140,9 +140,22 @@ class FarmFile:
         ):
             template = self.fleet_templates[index]
             templates[template.name] = template
-            requests.extend(self._servers(index, fleet, count, template.name))
+            servers = self._servers(index, fleet, count, template.name)
+            self._check_identity(fleet.template, template, servers)
+            requests.extend(servers)
         self._check_unique(requests)
         return templates, requests
+
+    def _check_identity(
+        self, name: str, template: DeviceTemplate, servers: list[ServerRequest]
+    ) -> None:
+        """Each FC 43/14 object fits one answer with the fleet's longest server name."""
+        if not servers:
+            return
+        longest = max((server.name for server in servers), key=len)
+        problem = identity_problem(template.identity, longest)
+        if problem is not None:
+            raise self.fail(f"templates.{name}.identity.{problem[0]}", problem[1])
 
     def _servers(
         self, index: int, fleet: FleetModel, count: int, template: str

@@ -17,6 +17,7 @@ from typing import Annotated, Any, Literal
 import yaml
 from pydantic import (
     BaseModel,
+    BeforeValidator,
     ConfigDict,
     Field,
     field_validator,
@@ -104,14 +105,27 @@ class UnitModel(Strict):
 _IDENTITY = Identity()  # the defaults (its class attributes are slot descriptors)
 
 
+def _object_id(value: Any) -> Any:
+    """An extended object's id: 0x80 in YAML is a number already; TOML keys are text."""
+    if isinstance(value, str):
+        try:
+            return int(value, 0)
+        except ValueError:
+            return value
+    return value
+
+
 class IdentityModel(Strict):
+    """FC 43/14 objects (farm.config.templates.Identity says which are mandatory)."""
+
     vendor_name: str = _IDENTITY.vendor_name
     product_code: str = _IDENTITY.product_code
     revision: str = _IDENTITY.revision
-    vendor_url: str = _IDENTITY.vendor_url
-    product_name: str = _IDENTITY.product_name
-    model_name: str = _IDENTITY.model_name
-    user_application_name: str = _IDENTITY.user_application_name
+    vendor_url: str | None = None
+    product_name: str | None = None
+    model_name: str | None = None
+    user_application_name: str | None = None
+    extended: dict[Annotated[int, BeforeValidator(_object_id)], str] = {}
     server_id: int = Field(default=_IDENTITY.server_id, ge=0, le=255)
 
 

@@ -29,6 +29,7 @@ from farm.config.templates import (
     UnitLayout,
 )
 from farm.errors import ConfigError
+from farm.modbus import deviceid
 
 
 class TemplateReader:
@@ -56,7 +57,7 @@ class TemplateReader:
             self._point(f"{where}.points[{i}]", p, units) for i, p in enumerate(model.points)
         )
         self._check_layout(where, points, units)
-        identity = Identity(**model.identity.model_dump())
+        identity = self._identity(f"{where}.identity", model)
         return DeviceTemplate(
             name=name,
             units=units,
@@ -67,6 +68,20 @@ class TemplateReader:
             fifos=self._fifos(where, model, units),
             connections=ConnectionLimits(**model.connections.model_dump()),
         )
+
+    def _identity(self, where: str, model: TemplateModel) -> Identity:
+        given = model.identity.model_dump()
+        for object_id in given["extended"]:
+            if not deviceid.FIRST_EXTENDED <= object_id <= 0xFF:
+                raise self.fail(
+                    f"{where}.extended", f"found object id {object_id:#04x}, expected 0x80-0xFF"
+                )
+        given["extended"] = tuple(sorted(given["extended"].items()))
+        identity = Identity(**given)
+        problem = identity_problem(identity, "")
+        if problem is not None:
+            raise self.fail(f"{where}.{problem[0]}", problem[1])
+        return identity
 
     def _files(self, where: str, model: TemplateModel) -> tuple[FileRecords, ...]:
         numbers: set[int] = set()
@@ -217,3 +232,21 @@ class TemplateReader:
             behaviour = self._behaviour(f"{where}.overrides.{name}", override)
             points[points.index(by_name[name])] = replace(by_name[name], behaviour=behaviour)
         return replace(base, name=f"{base.name}@{fleet.name}", points=tuple(points))
+
+
+def identity_problem(identity: Identity, server_name: str) -> tuple[str, str] | None:
+    """(field below `identity`, what is wrong) for an FC 43/14 object that is not ASCII
+    (6.21 defines them as ASCII strings) or cannot fit in one answer once `{name}` is
+    `server_name`; None when every object is fine."""
+    for object_id, text in identity.objects():
+        value = text.replace("{name}", server_name)
+        field = identity.field_of(object_id)
+        if not value.isascii():
+            return field, f"{text!r} is not ASCII (Read Device Identification objects are)"
+        if len(value) > deviceid.MAX_OBJECT:
+            made = f" for server {server_name!r}" if "{name}" in text and server_name else ""
+            return field, (
+                f"{len(value)} characters{made}, more than the {deviceid.MAX_OBJECT} that one "
+                "FC 43/14 answer holds (a PDU is 253 bytes)"
+            )
+    return None

@@ -152,19 +152,60 @@ class Point:
         return self.writable and self.table in (Table.COILS, Table.HOLDING_REGISTERS)
 
 
+# Read Device Identification's objects 0x00-0x06 (Application Protocol v1.1b3, 6.21), by id.
+IDENTITY_OBJECTS = (
+    "vendor_name",
+    "product_code",
+    "revision",
+    "vendor_url",
+    "product_name",
+    "model_name",
+    "user_application_name",
+)
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Identity:
-    """Read Device Identification (FC 43/14) objects; `{name}` becomes the server name."""
+    """Read Device Identification (FC 43/14) objects; `{name}` becomes the server name.
 
-    vendor_name: str = "modbus-farm"
-    product_code: str = "MF-SIM"
-    revision: str = __version__
-    vendor_url: str = "https://github.com/modbus-farm"
-    product_name: str = "modbus-farm simulated device"
-    model_name: str = "default"
-    user_application_name: str = "{name}"
+    The basic objects (0x00-0x02) are mandatory: one a template does not give is `unknown`
+    (vendor name, product code) or `0.0` (revision). The regular objects (0x03-0x06) and
+    the extended ones (`extended`: id 0x80-0xFF, text) are absent unless given.
+    """
+
+    vendor_name: str = "unknown"
+    product_code: str = "unknown"
+    revision: str = "0.0"
+    vendor_url: str | None = None
+    product_name: str | None = None
+    model_name: str | None = None
+    user_application_name: str | None = None
+    extended: tuple[tuple[int, str], ...] = ()
     # Report Server ID (FC 17): the server id byte, before the run indicator and the name.
     server_id: int = 1
+
+    def objects(self) -> list[tuple[int, str]]:
+        """(object id, text) of every object the device has, in id order."""
+        given = [(oid, getattr(self, field)) for oid, field in enumerate(IDENTITY_OBJECTS)]
+        return [(oid, text) for oid, text in given if text is not None] + list(self.extended)
+
+    def field_of(self, object_id: int) -> str:
+        """The config path of an object below `identity`."""
+        if object_id < len(IDENTITY_OBJECTS):
+            return IDENTITY_OBJECTS[object_id]
+        return f"extended.{object_id:#04x}"
+
+
+# The built-in default template's: the farm names itself.
+FARM_IDENTITY = Identity(
+    vendor_name="modbus-farm",
+    product_code="MF-SIM",
+    revision=__version__,
+    vendor_url="https://github.com/modbus-farm",
+    product_name="modbus-farm simulated device",
+    model_name="default",
+    user_application_name="{name}",
+)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -277,7 +318,9 @@ def default_template() -> DeviceTemplate:
         )
         for name, table, address, behaviour in live
     )
-    return DeviceTemplate(name="default", units=(UnitLayout(unit_id=1),), points=points)
+    return DeviceTemplate(
+        name="default", units=(UnitLayout(unit_id=1),), points=points, identity=FARM_IDENTITY
+    )
 
 
 def with_connections(

@@ -217,8 +217,8 @@ class Diagnostics:
         if len(pdu) < 3:
             return exception_pdu(8, ILLEGAL_VALUE)
         sub, data = (pdu[1] << 8) | pdu[2], pdu[3:]
-        if sub == 0x00:
-            return pdu  # Return Query Data: the request, echoed
+        if sub == 0x00:  # Return Query Data: the request, echoed; N x 2 data bytes (6.8)
+            return pdu if data and len(data) % 2 == 0 else exception_pdu(8, ILLEGAL_VALUE)
         if sub not in _SUPPORTED:
             return exception_pdu(8, ILLEGAL_FUNCTION)
         if sub == 0x01:

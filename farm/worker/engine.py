@@ -12,12 +12,18 @@ pymodbus and the Modbus Application Protocol spec v1.1b3 disagree, the spec wins
   - a short body or a quantity out of range answers 03 (pymodbus answers 01);
   - FC 5 with a value other than 0x0000/0xFF00 answers 03 (pymodbus writes True);
   - FC 15 with more than 0x07B0 coils answers 03 (pymodbus allows 2000);
-  - FC 43/14 answers from each server's own identity (pymodbus has one per process), and
-    basic stream access from an unknown object id restarts at object 0.
-Unknown unit ids answer 0B (gateway target failed to respond); unit 0xFF, which the TCP
-implementation guide recommends for addressing a TCP server directly, means the device's
-first unit. FC 07, 08, 11, 12 and 17 are farm.worker.diagnostics's, FC 20, 21 and 24
-farm.worker.records's, each per device (pymodbus keeps their state once per process).
+  - FC 43/14 answers from each server's own identity (pymodbus has one per process), with
+    farm.modbus.deviceid: objects split over answers that fit in a PDU, individual access
+    one object, conformity 0x82 (0x83 with extended objects);
+  - FC 08/00 echoes N x 2 data bytes (6.8), N >= 1; other counts answer 03;
+  - a request whose function code has the exception bit (0x80-0xFF, reserved for exception
+    answers by 4.1) is not answered: an answer, its code | 0x80, would read as an exception
+    to another function code (7).
+Unknown unit ids answer 0B (gateway target failed to respond); units 0xFF and 0, which the
+TCP implementation guide (4.4.2) gives for addressing a TCP server directly, mean the
+device's first unit (on RTU, farm.worker.framing keeps 0 a broadcast). FC 07, 08, 11, 12
+and 17 are farm.worker.diagnostics's, FC 20, 21 and 24 farm.worker.records's, each per
+device (pymodbus keeps their state once per process).
 Function codes other than these, 1-6, 15, 16, 22, 23 and 43/14 answer 01.
 
 `Device.answer(unit, pdu)` answers one request PDU, or returns None when the device stays
@@ -37,11 +43,10 @@ import logging
 from collections.abc import Coroutine, Sequence
 from typing import TYPE_CHECKING, Any, Protocol, cast
 
-from pymodbus.constants import DeviceInformation, ExcCodes
+from pymodbus.constants import ExcCodes
 from pymodbus.datastore import ModbusServerContext
 from pymodbus.pdu import DecodePDU, ExceptionResponse, ModbusPDU
-from pymodbus.pdu.device import DeviceInformationFactory, ModbusDeviceIdentification
-from pymodbus.pdu.mei_message import ReadDeviceInformationRequest, ReadDeviceInformationResponse
+from pymodbus.pdu.mei_message import ReadDeviceInformationRequest
 
 from farm.config.templates import Identity, Table
 from farm.ipc.banks import UnitBank
@@ -49,11 +54,13 @@ from farm.ipc.diagnostics import local_block
 from farm.ipc.stats import (
     EXCEPTION_SLOT,
     REQUEST_SLOT,
+    UNANSWERED,
     local_counters,
 )
+from farm.modbus import deviceid
 from farm.modbus.pdu import (
+    EXCEPTION_BIT,
     GATEWAY_NO_RESPONSE,
-    ILLEGAL_ADDRESS,
     ILLEGAL_FUNCTION,
     ILLEGAL_VALUE,
     exception_pdu,
@@ -75,6 +82,7 @@ if TYPE_CHECKING:
 logging.getLogger("pymodbus").setLevel(logging.CRITICAL + 1)
 
 BROADCAST_TCP_UNIT = 0xFF
+DIRECT_TCP_UNIT = 0  # TCP implementation guide 4.4.2: 0 also reaches the server itself
 SUPPORTED_FUNCTIONS = frozenset({1, 2, 3, 4, 5, 6, 15, 16, 22, 23, 43})
 FC_TABLE = {
     1: Table.COILS,
@@ -129,21 +137,14 @@ class UnitContext:
         return None
 
 
-class _IdentityBlock:
-    """Stands in for pymodbus's process-wide ModbusControlBlock: one per server."""
-
-    def __init__(self, identity: Identity, server_name: str) -> None:
-        fields = (
-            identity.vendor_name,
-            identity.product_code,
-            identity.revision,
-            identity.vendor_url,
-            identity.product_name,
-            identity.model_name,
-            identity.user_application_name,
-        )
-        info = {oid: text.replace("{name}", server_name) for oid, text in enumerate(fields)}
-        self.Identity = ModbusDeviceIdentification(info=info)
+def identity_objects(identity: Identity, server_name: str) -> dict[int, bytes]:
+    """A server's FC 43/14 objects by id: the texts it was given, `{name}` substituted.
+    The config refuses an object that cannot fit in one answer, or is not ASCII; a fleet
+    grown at run time may still make a longer name, so the bytes are cut to fit here."""
+    return {
+        oid: text.replace("{name}", server_name).encode("ascii", "replace")[: deviceid.MAX_OBJECT]
+        for oid, text in identity.objects()
+    }
 
 
 def _run_now(coroutine: Coroutine[Any, Any, ModbusPDU]) -> ModbusPDU:
@@ -161,25 +162,7 @@ def _encode(response: ModbusPDU) -> bytes:
     return bytes((response.function_code,)) + response.encode()
 
 
-def _device_information(request: ReadDeviceInformationRequest, block: _IdentityBlock) -> bytes:
-    fc = request.function_code
-    if not 1 <= request.read_code <= 4:
-        return exception_pdu(fc, ILLEGAL_VALUE)
-    object_id = request.object_id
-    if request.read_code == DeviceInformation.BASIC and object_id > 2:
-        object_id = 0  # spec 6.21: an unknown object id in stream access restarts at 0
-    information = DeviceInformationFactory.get(block, request.read_code, object_id)
-    if request.read_code == DeviceInformation.SPECIFIC and (
-        0x07 <= object_id < 0x80 or not information.get(object_id)
-    ):
-        return exception_pdu(fc, ILLEGAL_ADDRESS)
-    response = ReadDeviceInformationResponse(
-        read_code=request.read_code, information=information, dev_id=request.dev_id
-    )
-    return _encode(response)
-
-
-def reference_answer(bank: UnitBank, pdu: bytes, identity: _IdentityBlock | None) -> bytes:
+def reference_answer(bank: UnitBank, pdu: bytes, identity: dict[int, bytes] | None) -> bytes:
     """Answer one request PDU through pymodbus's PDU classes (spec corrections applied)."""
     fc = pdu[0]
     if fc not in SUPPORTED_FUNCTIONS:
@@ -194,7 +177,7 @@ def reference_answer(bank: UnitBank, pdu: bytes, identity: _IdentityBlock | None
     if isinstance(request, ReadDeviceInformationRequest):
         if identity is None:
             return exception_pdu(fc, ILLEGAL_FUNCTION)
-        return _device_information(request, identity)
+        return deviceid.answer(identity, request.read_code, request.object_id)
     context = cast(ModbusServerContext, UnitContext(bank))
     response = _run_now(request.datastore_update(context, 0))
     if isinstance(response, ExceptionResponse):
@@ -241,10 +224,11 @@ class Device:
     ) -> None:
         self.name = name
         self.banks = dict(banks)
-        if BROADCAST_TCP_UNIT not in self.banks and banks:
-            self.banks[BROADCAST_TCP_UNIT] = next(iter(banks.values()))
+        for alias in (BROADCAST_TCP_UNIT, DIRECT_TCP_UNIT):
+            if alias not in self.banks and banks:
+                self.banks[alias] = next(iter(banks.values()))
         self.identity_template = identity
-        self._identity: _IdentityBlock | None = None
+        self._identity: dict[int, bytes] | None = None
         self.counters = local_counters() if counters is None else counters
         self.faults: ServerFaults | None = None  # farm.worker.faults.hooks; None: no fault
         self.diagnostics = Diagnostics(
@@ -275,10 +259,10 @@ class Device:
             self.clients = ClientBook()
         return self.clients
 
-    def identity(self) -> _IdentityBlock:
-        # Built on first use: most devices are never asked, and it costs ~1 KiB each.
+    def identity(self) -> dict[int, bytes]:
+        # Built on first use: most devices are never asked.
         if self._identity is None:
-            self._identity = _IdentityBlock(self.identity_template, self.name)
+            self._identity = identity_objects(self.identity_template, self.name)
         return self._identity
 
     def answer(self, unit: int, pdu: bytes) -> bytes | None:
@@ -314,6 +298,9 @@ class Device:
 
     def _answer_slowly(self, bank: UnitBank, pdu: bytes) -> bytes | None:
         fc = pdu[0]
+        if fc & EXCEPTION_BIT:  # not a request (4.1): no answer could read as its own (7)
+            self.counters[UNANSWERED] += 1
+            return None
         if fc in diagnostics.CODES:
             return self.diagnostics.answer(bank, pdu)
         if fc in records.CODES:
