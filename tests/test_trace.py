@@ -7,7 +7,6 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -91,39 +90,45 @@ CLIENTS = {
 
 @pytest.mark.parametrize("server", list(CLIENTS))
 def test_trace_prints_requests_and_writes_a_capture_tshark_reads_as_modbus(
-    farm: FarmProcess, server: str
+    farm: FarmProcess, server: str, tmp_path: Path
 ) -> None:
     make, dissector, layer = CLIENTS[server]
     port = FarmClient.at(HOST, farm.api_port).server(server).info.host_port[1]
     stop = threading.Event()
     thread = polling(lambda: make(port), stop)
-    with tempfile.TemporaryDirectory() as scratch:
-        capture = Path(scratch) / "trace.pcap"
-        try:
-            shown = subprocess.run(
-                [sys.executable, "-m", "farm", "trace", server, "--for", "2s", "--pcap",
-                 str(capture), "--api-port", str(farm.api_port)],
-                capture_output=True, text=True, timeout=60,
-                env={key: value for key, value in os.environ.items() if key != "COLUMNS"},
-            )  # fmt: skip
-        finally:
-            stop.set()
-            thread.join(10)
-        assert shown.returncode == 0, shown.stderr
-        lines = shown.stdout.splitlines()
-        assert any("fc 6 write register 5 = " in line for line in lines), shown.stdout
-        assert any("fc 3 read holding_registers 5 x2 -> " in line for line in lines)
-        assert any("read holding_registers 500 x2 exception 02" in line for line in lines)
-        assert f"{HOST}:" in lines[0] and " ms" in lines[0]
-        dissected = subprocess.run(
-            [tool("tshark"), "-r", str(capture), "-d", f"{layer}.port=={port},{dissector}",
-             "-T", "fields", "-e", "frame.protocols", "-e", "modbus.func_code", "-e", "modbus.exception_code", "-e", "_ws.malformed"],
+    capture = tmp_path / "trace.pcap"
+    try:
+        shown = subprocess.run(
+            [sys.executable, "-m", "farm", "trace", server, "--for", "2s", "--pcap",
+             str(capture), "--api-port", str(farm.api_port)],
             capture_output=True, text=True, timeout=60,
+            env={key: value for key, value in os.environ.items() if key != "COLUMNS"},
         )  # fmt: skip
+    finally:
+        stop.set()
+        thread.join(10)
+    assert shown.returncode == 0, shown.stderr
+    lines = shown.stdout.splitlines()
+    assert any("fc 6 write register 5 = " in line for line in lines), shown.stdout
+    assert any("fc 3 read holding_registers 5 x2 -> " in line for line in lines)
+    assert any("read holding_registers 500 x2 exception 02" in line for line in lines)
+    assert f"{HOST}:" in lines[0] and " ms" in lines[0]
+    dissected = subprocess.run(
+        [tool("tshark"), "-r", str(capture), "-o", f"{dissector}.{layer}.port:{port}",
+         "-T", "fields", "-e", "frame.protocols", "-e", "modbus.func_code", "-e", "modbus.exception_code", "-e", "_ws.malformed"],
+        capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
     assert dissected.returncode == 0, dissected.stderr
     rows = [row.split("\t") for row in dissected.stdout.splitlines()]
     assert len(rows) >= 2 * 3 * 10, dissected.stdout[:2000]  # 20 rounds a second, 3 requests
     assert all(dissector in row[0] and "modbus" in row[0] for row in rows), dissected.stdout[:2000]
+    summary = subprocess.run(
+        [tool("tshark"), "-r", str(capture), "-o", f"{dissector}.{layer}.port:{port}"],
+        capture_output=True, text=True, timeout=60,
+    ).stdout  # fmt: skip
+    if layer == "tcp":  # tshark 4.0 tells Modbus/UDP queries from responses by port 502 only
+        assert "Query" in summary and "Response" in summary, summary[:2000]
+        assert "Unable to classify" not in summary, summary[:2000]
     assert not any(row[3:] and row[3] for row in rows), dissected.stdout[:2000]  # no malformed
     assert {"3", "6"} <= {row[1] for row in rows}, dissected.stdout[:2000]
     assert "2" in {row[2] for row in rows}, dissected.stdout[:2000]  # the exception 02 answers

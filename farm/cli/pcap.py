@@ -1,8 +1,10 @@
 """A trace written as a capture Wireshark and tshark read (`farm trace --pcap`): one packet a
 request and one an answer, raw IPv4 (pcap link type 101), the Modbus frames as the server's
 transport carries them: MBAP over TCP (Modbus/TCP, and TLS's content unencrypted), MBAP over
-UDP, RTU frames over TCP. tshark dissects them as `mbtcp`, `mbudp` and `mbrtu` (on port 502
-by itself; elsewhere with `-d tcp.port==PORT,mbtcp`). A client on IPv6 is left out.
+UDP, RTU frames over TCP. tshark dissects them as `mbtcp`, `mbudp` and `mbrtu`, queries and
+responses told apart by the server's port (502 by itself; elsewhere `-o mbtcp.tcp.port:PORT`
+or `-o mbrtu.tcp.port:PORT`; tshark 4.0 dissects `-o mbudp.udp.port:PORT` but classifies UDP
+queries and responses on port 502 only). A client on IPv6 is left out.
 """
 
 from __future__ import annotations

@@ -64,8 +64,13 @@ def lines(data: dict[str, Any]) -> list[str]:
             out.append(
                 f"  {client['client']}: polled again {client['recovered']}"
                 + (f", not yet {missing['count']} ({_names(missing)})" if missing["count"] else "")
-                + f"; first poll after the end p50 {_ms(client['p50_s'])}, "
-                f"p99 {_ms(client['p99_s'])}, max {_ms(client['max_s'])}{tried}"
+                + (
+                    f"; first poll after the end p50 {_ms(client['p50_s'])}, "
+                    f"p99 {_ms(client['p99_s'])}, max {_ms(client['max_s'])}"
+                    if client["recovered"]
+                    else ""
+                )
+                + tried
             )
     return out
 
