@@ -411,6 +411,9 @@ class _Sink:
     def set_write_buffer_limits(self, high: int, low: int) -> None:
         pass
 
+    def get_extra_info(self, name: str, default: Any = None) -> Any:
+        return ("127.0.0.1", 40000) if name == "peername" else default
+
 
 def make_device(bare: bool, counters: Any = None) -> Device:
     memory = bytearray(2000)

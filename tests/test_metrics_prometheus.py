@@ -15,13 +15,16 @@ import re
 import signal
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+from pymodbus.client import ModbusTcpClient
 
+from farm.client import FarmClient, Servers
 from tests.conftest import start_farm
 from tests.farmproc import RESTART_DEADLINE_S, FarmProcess, wait_for
 from tests.prometheus_server import Prometheus, loaded, running_prometheus
@@ -187,3 +190,54 @@ def test_kill_9_shows_no_counter_reset(tmp_path: Path) -> None:
     finally:
         code, _, stderr = farm.stop()
     assert code == 0, stderr
+
+
+def test_latency_buckets_tell_300_ms_from_430_ms(tmp_path: Path) -> None:
+    """Two delay faults, 300 and 430 ms: the median Prometheus computes from the farm's
+    buckets puts each in its own bucket (with bounds 0.25 then 0.5 both read alike)."""
+    farm = start_farm(2, workers=1)
+    stop = threading.Event()
+    try:
+        farm.wait_ready()
+        client = FarmClient.at("127.0.0.1", farm.api_port)
+        client.fault("delay", target=Servers("device-0000"), ms=300)
+        client.fault("delay", target=Servers("device-0001"), ms=430)
+        pollers = [threading.Thread(target=poll, args=(farm.port(i), stop)) for i in range(2)]
+        for poller in pollers:
+            poller.start()
+        with running_prometheus(scrape_config(farm), tmp_path) as prometheus:
+            wait_for(prometheus.targets_up, 20, "Prometheus to scrape the farm")
+            expr = (
+                "histogram_quantile(0.5, sum by (le, server) "
+                "(rate(modbus_farm_request_duration_seconds_bucket[10s])))"
+            )
+            medians: dict[str, float] = {}
+
+            def both() -> bool:
+                for sample in prometheus.query(expr):
+                    if sample["value"][1] != "NaN":
+                        medians[sample["metric"]["server"]] = float(sample["value"][1])
+                return len(medians) == 2
+
+            wait_for(both, 40, "both servers' median latency", interval=0.5)
+    finally:
+        stop.set()
+        code, _, stderr = farm.stop()
+    assert code == 0, stderr
+    assert 0.3 < medians["device-0000"] <= 0.4, medians
+    assert 0.4 < medians["device-0001"] <= 0.5, medians
+
+
+def poll(port: int, stop: threading.Event) -> None:
+    client = ModbusTcpClient("127.0.0.1", port=port, timeout=3, retries=0)
+    try:
+        while not stop.is_set():
+            if not client.connected and not client.connect():
+                stop.wait(0.2)
+                continue
+            try:
+                client.read_holding_registers(0, count=1, device_id=1)
+            except Exception:  # the farm stopped under it
+                client.close()
+    finally:
+        client.close()

@@ -51,11 +51,12 @@ from farm.ipc.banks import Segment
 
 FUNCTION_CODES = (1, 2, 3, 4, 5, 6, 7, 8, 11, 12, 15, 16, 17, 20, 21, 22, 23, 24, 43)
 EXCEPTION_CODES = tuple(range(1, 12))
+# 0.3 and 0.4 tell a 300 ms delay fault from a 430 ms one (0.25 then 0.5 did not).
 DURATION_BOUNDS_S = (
     0.0001, 0.00025, 0.0005,
     0.001, 0.0025, 0.005,
     0.01, 0.025, 0.05,
-    0.1, 0.25, 0.5,
+    0.1, 0.25, 0.3, 0.4, 0.5,
     1.0, 2.5, 5.0,
     10.0,
 )  # fmt: skip
