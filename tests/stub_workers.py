@@ -35,3 +35,21 @@ def send_frame_and_linger(conn: Connection, sockets: dict[int, socket.socket]) -
         conn.send_bytes(frame.read())
     time.sleep(LINGER_S)
     os._exit(1)
+
+
+PIPE_DELAY_S = 0.2  # how long a slow worker takes over each message of the master
+
+
+def slow_pipe(conn: Connection, sockets: dict[int, socket.socket]) -> None:
+    """A real worker on a loaded box: each message from the master is read `PIPE_DELAY_S`
+    late, so stops, starts and faults are confirmed late, in order."""
+    from farm.worker import process
+
+    read = process.Worker._on_pipe
+
+    def late(worker: process.Worker) -> None:
+        time.sleep(PIPE_DELAY_S)
+        read(worker)
+
+    process.Worker._on_pipe = late  # type: ignore[method-assign]
+    process.run(conn, sockets)

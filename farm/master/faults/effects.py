@@ -18,13 +18,13 @@ import logging
 from collections.abc import Callable
 
 from farm.config.behaviours import reset_server
-from farm.config.faults.spec import SERVER_KINDS
 from farm.config.plan import ServerSpec
 from farm.ipc.banks import server_diagnostics
 from farm.ipc.diagnostics import power_up
 from farm.ipc.messages import ActiveFaults, Faults, FaultsApplied
 from farm.master.faults.entry import Fault
-from farm.master.fleet.switch import Switch, warn_unstarted
+from farm.master.fleet.intent import fault_hold
+from farm.master.fleet.switch import Switch
 from farm.master.supervision.supervisor import Supervisor
 
 log = logging.getLogger("farm")
@@ -52,6 +52,7 @@ class FaultEffects:
         self.active_for = active_for
         self.seqs = itertools.count(1)
         self.acks: dict[int, asyncio.Future[None]] = {}  # Faults.seq -> its confirmation
+        switch.power_cycle = self._power_cycle
 
     # -- each worker's faults --------------------------------------------------------------
 
@@ -78,29 +79,20 @@ class FaultEffects:
 
     # -- offline and reboot ----------------------------------------------------------------
 
-    async def take_down(self, fault: Fault) -> None:
-        """Stop the fault's servers (those not stopped already) and count the outage."""
-        for done in await self.switch.stop_many(fault.servers):  # one message per worker
-            if done.changed:
-                fault.downed.add(done.server)
-                worker, number = self.where[done.server]
-                self.supervisor.slots[worker].counters.count_injection(number, fault.spec.kind)
+    def take_down(self, fault: Fault) -> None:
+        """Hold the fault's servers down (the switch stops them) and count the outage of
+        each that nothing held down before."""
+        for name in self.switch.hold(fault.servers, fault_hold(fault.id)):
+            worker, number = self.where[name]
+            self.supervisor.slots[worker].counters.count_injection(number, fault.spec.kind)
 
-    async def bring_back(self, fault: Fault) -> None:
-        """Start what the fault stopped, unless another offline fault still holds it; a
-        reboot writes the template's starting values first."""
-        held = {
-            name
-            for other in self.faults.values()
-            if other.state == "active" and other.spec.kind in SERVER_KINDS
-            for name in other.servers
-        }
-        back = sorted(fault.downed - held)
-        if fault.spec.kind == "reboot":
-            for name in back:
-                self._power_cycle(name)
-        _, failed = await self.switch.start_many(back)
-        warn_unstarted(failed)
+    def bring_back(self, fault: Fault) -> None:
+        """Let go of the fault's servers: those nothing else holds down start again (the
+        switch starts them however far their stop got), a reboot's with the template's
+        starting values."""
+        self.switch.release(
+            fault.servers, {fault_hold(fault.id)}, reboot=fault.spec.kind == "reboot"
+        )
 
     def _power_cycle(self, name: str) -> None:
         worker, _ = self.where[name]

@@ -30,7 +30,6 @@ class Fault:
     end: float | None
     state: str = "scheduled"  # scheduled | active | expired | cleared
     timers: list[asyncio.TimerHandle] = field(default_factory=list)
-    downed: set[str] = field(default_factory=set)  # servers this fault took offline
     held: dict[str, bytes] = field(default_factory=dict)  # stuck: each server's point then
     rules: dict[int, FaultRule] = field(default_factory=dict)  # per worker, with `held`
 

@@ -113,7 +113,6 @@ class FaultTable:
             if not left & set(fault.servers):
                 continue
             fault.servers = tuple(name for name in fault.servers if name not in left)
-            fault.downed -= left
             for name in left:
                 fault.held.pop(name, None)
             self._place(fault)
@@ -270,7 +269,8 @@ class FaultTable:
             log.info("fault %d started: %s on %s", fault.id, kind_text(fault), servers_text(fault))
         if fault.spec.kind in SERVER_KINDS:
             self.on_down(fault)
-            self._later(self.effects.take_down(fault))
+            self.effects.take_down(fault)  # now, in order: whatever the workers are doing
+            self._later(self.switch.settle())
         self._tell(fault)
 
     def _finish(self, fault: Fault, how: str) -> None:
@@ -291,7 +291,8 @@ class FaultTable:
                     del self.on_server[name]
         if fault.spec.kind in SERVER_KINDS:
             self.on_up(fault)
-            self._later(self.effects.bring_back(fault))
+            self.effects.bring_back(fault)
+            self._later(self.switch.settle())
         self._tell(fault)
 
     def _tell(self, fault: Fault) -> None:

@@ -14,11 +14,15 @@ another program took the port meanwhile, the start fails with 409 and the server
 offline. The master's state is the truth: a worker spawned later (after a kill -9, say) is
 given the sockets of the running servers only, so a stopped server stays stopped.
 
-Used by the API (POST /api/v1/servers/{name}/stop and /start) and by faults and scenario
-steps that take servers offline (`offline`, `reboot`, `stop`). Those switch thousands of
-servers at once, so they go in batches (`stop_many`, `start_many`): one Control per worker
-naming its servers (the sockets follow in chunks), the master's copies closed or bound in
-one pass, and one log line for the batch; a single server is a batch of one.
+Who wants a server down is the intent (farm.master.fleet.intent): the API
+(POST /api/v1/servers/{name}/stop and /start), scenario steps (`stop`, `start`) and faults
+(`offline`, `reboot`) take and give back holds at once, and one task of the switch brings
+the workers in line, in rounds, until what they serve is what the intent says: a stop still
+unconfirmed when its fault ends is followed by a start, never forgotten. Each round
+switches thousands of servers at once: one Control per worker naming its servers (the
+sockets follow in chunks), the master's copies closed or bound in one pass, and one log line
+for the round. `settle` waits for the rounds to end. A start of a server that an offline
+fault holds down is refused (409) naming the fault.
 """
 
 from __future__ import annotations
@@ -27,12 +31,13 @@ import asyncio
 import errno
 import logging
 import socket
-from collections.abc import Sequence
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass
 
 from farm.config.plan import ServerSpec
 from farm.ipc import messages
 from farm.ipc.messages import Reply
+from farm.master.fleet.intent import API, SCENARIO, Intent
 from farm.master.supervision.listeners import bind_one
 from farm.master.supervision.slot import Slot
 from farm.master.supervision.supervisor import Supervisor
@@ -59,111 +64,182 @@ class Switch:
 
     def __init__(self, supervisor: Supervisor) -> None:
         self.supervisor = supervisor
+        self.intent = Intent()
+        # Why a server that should serve could not listen again (until it does): the API's
+        # server detail and the fleet view show it.
+        self.reasons: dict[str, str] = {}
+        self.reboots: set[str] = set()  # to start with their starting values (a reboot ended)
+        self.power_cycle: Callable[[str], None] = lambda name: None  # set by the fault effects
         self._where: dict[str, tuple[Slot, ServerSpec]] = {}
+        self._run: asyncio.Task[None] | None = None
         self.refresh()
 
     def refresh(self) -> None:
         """Learn the servers again from the slots' shards (a fleet was scaled)."""
+        before = set(self._where)
         self._where = {
             spec.name: (slot, spec) for slot in self.supervisor.slots for spec in slot.shard.servers
         }
+        left = before - set(self._where)
+        self.intent.forget(left)
+        for name in left:
+            self.reasons.pop(name, None)
+        self.reboots -= left
 
     def stopped(self, name: str) -> bool:
         slot, _ = self._where[name]
         return name in slot.stopped
 
+    # -- intent ----------------------------------------------------------------------------
+
+    def hold(self, names: Sequence[str], holder: str) -> list[str]:
+        """`holder` wants `names` down (at once; `settle` waits for the workers); returns
+        those nobody held before. Raises KeyError, before anything changes, for an unknown
+        name."""
+        self._check(names)
+        newly = self.intent.hold(names, holder)
+        self._converge()
+        return newly
+
+    def release(
+        self, names: Sequence[str], holders: Collection[str], reboot: bool = False
+    ) -> list[str]:
+        """`holders` let go of `names`; returns those nobody holds now, which start again
+        (with their starting values when `reboot`). A server that could not listen is tried
+        again."""
+        freed = self.intent.release([name for name in names if name in self._where], holders)
+        if reboot:
+            self.reboots.update(freed)
+        for name in names:
+            self.reasons.pop(name, None)
+        self._converge()
+        return freed
+
+    def release_all(self, holder: str) -> list[str]:
+        freed = self.intent.release_all(holder)
+        self._converge()
+        return freed
+
+    async def settle(self) -> None:
+        """Wait until the workers serve what the intent says (or the farm stops)."""
+        while self._run is not None and not self._run.done():
+            await asyncio.wait({self._run})  # never cancels it: others may wait on it too
+
+    # -- what the API calls ----------------------------------------------------------------
+
     async def stop(self, name: str) -> Switched:
         """Close the server's port everywhere and drop its connections; raises KeyError."""
-        (done,) = await self.stop_many([name])
-        return done
+        slot, _ = self._where[name]
+        was_up = name not in slot.stopped and not self.intent.down(name)
+        self.hold([name], API)
+        await self.settle()
+        return Switched(server=name, changed=was_up, running=False)
 
     async def start(self, name: str) -> Switched:
-        """Bind the server's address again and serve it; raises KeyError, CannotStart (409)."""
-        done, failed = await self.start_many([name])
-        if failed:
-            raise failed[0]
-        return done[0]
+        """Bind the server's address again and serve it; raises KeyError, CannotStart (409:
+        its port was taken, or a fault still holds it down)."""
+        slot, _ = self._where[name]
+        was_stopped = name in slot.stopped or self.intent.down(name)
+        self.release([name], {API, SCENARIO})
+        await self.settle()
+        held = self.intent.holders(name)
+        if held:
+            raise CannotStart(
+                f"server {name} stays offline: {', '.join(held)} holds it down; "
+                "clear the fault to bring it back"
+            )
+        if name in self.reasons:
+            raise CannotStart(self.reasons[name])
+        slot, _ = self._where[name]
+        return Switched(server=name, changed=was_stopped, running=name not in slot.stopped)
 
-    async def stop_many(self, names: Sequence[str]) -> list[Switched]:
-        """Stop servers (an offline fault's, say) in one pass per worker: the master closes
-        its copies, each worker gets one Control naming its servers, and one line is logged.
-        Raises KeyError (before anything changes) for an unknown name."""
-        by_slot = self._group(names)
-        done: dict[str, Switched] = {}
-        pending = []
-        for slot, specs in by_slot:
-            async with slot.sending:
-                todo = [spec for spec in specs if spec.name not in slot.stopped]
-                for spec in specs:
-                    done[spec.name] = Switched(server=spec.name, changed=False, running=False)
-                for spec in todo:
-                    slot.stopped.add(spec.name)
-                    slot.sockets.pop(spec.index).close()
-                    done[spec.name] = Switched(server=spec.name, changed=True, running=False)
-                if todo:
-                    told = tuple(spec.name for spec in todo)
-                    pending.append((slot, self.supervisor.tell(slot, messages.STOP_SERVER, told)))
-        for slot, reply in pending:
-            await self._settle(slot, reply)
-        _log([self._where[name][1] for name, each in done.items() if each.changed], "stopped")
-        return [done[name] for name in names]
+    # -- making the intent true ------------------------------------------------------------
 
-    async def start_many(self, names: Sequence[str]) -> tuple[list[Switched], list[CannotStart]]:
-        """Start servers again in one pass per worker: bind them all in the master, send each
-        worker one Control and their sockets (in chunks, `send_sockets`). Returns what was
-        done for each name and why some could not start (they stay stopped); raises KeyError
-        before anything changes for an unknown name."""
-        by_slot = self._group(names)
-        done: dict[str, Switched] = {}
-        failed: list[CannotStart] = []
-        pending = []
-        for slot, specs in by_slot:
-            async with slot.sending:
-                bound = self._bind(slot, specs, done, failed)
-                if bound:
-                    told = tuple(spec.name for spec, _ in bound)
-                    socks = [sock for _, sock in bound]
-                    reply = self.supervisor.tell(slot, messages.START_SERVER, told, socks)
-                    pending.append((slot, told, reply))
-        for slot, told, reply in pending:
-            running = await self._settle(slot, reply)
-            for name in told:
-                done[name] = Switched(server=name, changed=True, running=running)
-        _log([self._where[name][1] for name, each in done.items() if each.changed], "started")
-        return [done[name] for name in names if name in done], failed
+    def _check(self, names: Sequence[str]) -> None:
+        for name in names:
+            if name not in self._where:
+                raise KeyError(name)
 
-    def _group(self, names: Sequence[str]) -> list[tuple[Slot, list[ServerSpec]]]:
-        """The servers by worker, each once, in the order named; raises KeyError."""
-        by_slot: dict[int, tuple[Slot, list[ServerSpec]]] = {}
-        for name in dict.fromkeys(names):
-            slot, spec = self._where[name]
-            by_slot.setdefault(id(slot), (slot, []))[1].append(spec)
-        return list(by_slot.values())
+    def _converge(self) -> None:
+        """Start the task that makes the workers serve what the intent says, unless it runs:
+        it looks at the intent again after each round, so nothing asked meanwhile is lost."""
+        if self._run is None or self._run.done():
+            self._run = asyncio.create_task(self._rounds())
+
+    async def _rounds(self) -> None:
+        while not self.supervisor.stopping:
+            stopped: list[ServerSpec] = []
+            started: list[tuple[Slot, tuple[str, ...], asyncio.Future[Reply | None]]] = []
+            failed: list[CannotStart] = []
+            stops = []
+            for slot in list(self.supervisor.slots):
+                async with slot.sending:
+                    down, up = self._diff(slot)
+                    if down:
+                        stopped.extend(down)
+                        stops.append(self._stop_locked(slot, down))
+                    bound = self._bind(slot, up, failed)
+                    if bound:
+                        told = tuple(spec.name for spec, _ in bound)
+                        socks = [sock for _, sock in bound]
+                        reply = self.supervisor.tell(slot, messages.START_SERVER, told, socks)
+                        started.append((slot, told, reply))
+            if not stops and not started and not failed:
+                return
+            for slot, reply in stops:
+                await self._settle(slot, reply)
+            for slot, _, reply in started:
+                await self._settle(slot, reply)
+            _log(stopped, "stopped")
+            _log([self._where[name][1] for _, told, _ in started for name in told], "started")
+            warn_unstarted(failed)
+
+    def _diff(self, slot: Slot) -> tuple[list[ServerSpec], list[ServerSpec]]:
+        """The slot's servers to stop and to start (its `sending` lock held)."""
+        down, up = [], []
+        for spec in slot.shard.servers:
+            name = spec.name
+            if self.intent.down(name):
+                if name not in slot.stopped:
+                    down.append(spec)
+            elif name in slot.stopped:
+                if name not in self.reasons:  # tried once: again when asked again
+                    up.append(spec)
+            else:
+                self.reboots.discard(name)  # it never went down
+        return down, up
+
+    def _stop_locked(
+        self, slot: Slot, specs: list[ServerSpec]
+    ) -> tuple[Slot, asyncio.Future[Reply | None]]:
+        for spec in specs:
+            slot.stopped.add(spec.name)
+            sock = slot.sockets.pop(spec.index, None)
+            if sock is not None:
+                sock.close()
+        told = tuple(spec.name for spec in specs)
+        return slot, self.supervisor.tell(slot, messages.STOP_SERVER, told)
 
     def _bind(
-        self,
-        slot: Slot,
-        specs: list[ServerSpec],
-        done: dict[str, Switched],
-        failed: list[CannotStart],
+        self, slot: Slot, specs: list[ServerSpec], failed: list[CannotStart]
     ) -> list[tuple[ServerSpec, socket.socket]]:
-        """Bind the stopped ones of `specs` afresh (the slot's `sending` lock held)."""
+        """Bind `specs` afresh (the slot's `sending` lock held); a reboot's first get their
+        starting values."""
         bound = []
         for spec in specs:
-            name = spec.name
-            if name not in slot.stopped:
-                done[name] = Switched(server=name, changed=False, running=True)
-            elif self.supervisor.stopping:  # its sockets are closed, or about to be
-                failed.append(CannotStart(f"server {name} stays stopped: the farm is stopping"))
-            else:
-                try:
-                    sock = bind_one(spec)
-                except OSError as exc:
-                    failed.append(_cannot(spec, exc))
-                    continue
-                slot.sockets[spec.index] = sock
-                slot.stopped.discard(name)
-                bound.append((spec, sock))
+            try:
+                sock = bind_one(spec)
+            except OSError as exc:
+                error = _cannot(spec, exc)
+                self.reasons[spec.name] = str(error)
+                failed.append(error)
+                continue
+            if spec.name in self.reboots:
+                self.reboots.discard(spec.name)
+                self.power_cycle(spec.name)
+            slot.sockets[spec.index] = sock
+            slot.stopped.discard(spec.name)
+            bound.append((spec, sock))
         return bound
 
     async def _settle(self, slot: Slot, pending: asyncio.Future[Reply | None]) -> bool:

@@ -21,8 +21,9 @@ from farm.config.faults.spec import FaultSpecError
 from farm.config.scenario import Step
 from farm.config.templates import Point
 from farm.master.faults.table import FaultTable
+from farm.master.fleet.intent import API, SCENARIO
 from farm.master.fleet.inventory import Inventory, Located, farm_write, write_point_data
-from farm.master.fleet.switch import Switch, warn_unstarted
+from farm.master.fleet.switch import Switch
 
 log = logging.getLogger("farm")
 Scale = Callable[[str, int], Awaitable[object]]
@@ -76,9 +77,9 @@ class StepActions:
             for name in names:
                 self._set(self.inventory.locate(name), step.point, step.value)
         elif step.action == "stop":
-            done = await self.switch.stop_many(names)
-            names = [each.server for each in done if each.changed]
+            names = self.switch.hold(names, SCENARIO)  # those it takes down (for its end)
             self.stopped.update(names)
+            await self.switch.settle()
         else:
             await self._start(names)
         return names
@@ -88,7 +89,8 @@ class StepActions:
         if step.action == "stop":
             back = [name for name in servers if name in self.stopped]
             self.stopped.difference_update(back)
-            await self._start(back)
+            self.switch.release(back, {SCENARIO})
+            await self.switch.settle()
 
     def clear_faults(self) -> None:
         """Clear the faults the scenario added that are still on (a new play begins)."""
@@ -100,8 +102,9 @@ class StepActions:
         """Take back everything the scenario did (see the module docstring)."""
         self.clear_faults()
         await self.faults.settle()
-        back, self.stopped = sorted(self.stopped), set()
-        await self._start(back)
+        self.stopped = set()
+        self.switch.release_all(SCENARIO)
+        await self.switch.settle()
         for (name, point_name), data in self.previous.items():
             server = self.inventory.get(name)
             point = _point(server, point_name) if server is not None else None
@@ -114,8 +117,11 @@ class StepActions:
         self.scaled.clear()
 
     async def _start(self, names: list[str]) -> None:
-        _, failed = await self.switch.start_many(names)
-        warn_unstarted(failed)
+        """A start step: what the API or a stop step stopped serves again (an offline
+        fault's servers stay down until it ends)."""
+        self.stopped.difference_update(names)
+        self.switch.release(names, {API, SCENARIO})
+        await self.switch.settle()  # it warns of those that cannot listen again
 
     def _set(self, server: Located, point_name: str, value: float | str | None) -> None:
         point = _point(server, point_name)
