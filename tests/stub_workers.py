@@ -43,13 +43,14 @@ PIPE_DELAY_S = 0.2  # how long a slow worker takes over each message of the mast
 def slow_pipe(conn: Connection, sockets: dict[int, socket.socket]) -> None:
     """A real worker on a loaded box: each message from the master is read `PIPE_DELAY_S`
     late, so stops, starts and faults are confirmed late, in order."""
+    from farm.ipc.messages import Message
     from farm.worker import process
 
     read = process.Worker._on_pipe
 
-    def late(worker: process.Worker) -> None:
+    def late(worker: process.Worker, message: Message, socks: list[socket.socket]) -> None:
         time.sleep(PIPE_DELAY_S)
-        read(worker)
+        read(worker, message, socks)
 
-    process.Worker._on_pipe = late  # type: ignore[method-assign]
+    process.Worker._on_pipe = late  # type: ignore[method-assign,assignment]
     process.run(conn, sockets)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import socket
 import typing
 from pathlib import Path
 
@@ -32,6 +33,7 @@ from farm.config.templates import (
 )
 from farm.errors import BootError
 from farm.ipc import messages
+from farm.ipc.channel import Channel
 from farm.ipc.messages import (
     MAX_FRAME_BYTES,
     VERSION,
@@ -117,10 +119,11 @@ def every_message() -> list[Message]:
                   connections=3, requests=2**63),
         failed,
         Faults(
-            active=(
+            added=(
                 (FaultRule(id=1, kind="delay", ms=250.0, jitter_ms=10.0), (0, 3, 7)),
                 (FaultRule(id=2, kind="exception", code=4, function_codes=(3, 4), unit=1), ()),
             ),
+            removed=(4, 5),
             seq=9,
         ),
         FaultsApplied(worker=1, seq=9),
@@ -304,27 +307,43 @@ def test_the_master_ignores_a_crafted_pickle_from_a_worker(
 
 
 def test_assign_of_ten_thousand_servers_goes_through_a_real_pipe() -> None:
-    """Far bigger than the pipe's buffer: the frame must arrive whole (and be typed)."""
+    """Far bigger than the pipe's buffer, written and read without blocking on one loop:
+    the frame must arrive whole (and be typed), with the sockets that follow a message."""
     assign = assign_of(plan_of(10_000))
     ours, theirs = get_context("spawn").Pipe(duplex=True)
+    listeners = [socket.create_server((HOST, 0)) for _ in range(300)]  # two chunks of marks
+    start = Control(request_id=1, op=messages.START_SERVER, servers=("x",) * len(listeners))
     try:
-        received: list[Message] = []
+        received: list[tuple[Message, list[socket.socket]]] = []
 
         async def main() -> None:
             loop = asyncio.get_running_loop()
             done = asyncio.Event()
 
-            def on_message() -> None:
-                received.append(messages.receive(theirs))
-                done.set()
+            def on_message(message: Message, socks: list[socket.socket]) -> None:
+                received.append((message, socks))
+                if len(received) == 2:
+                    done.set()
 
-            messages.watch(loop, theirs, on_message)
-            await asyncio.gather(asyncio.to_thread(messages.send, ours, assign), done.wait())
-            loop.remove_reader(theirs.fileno())
+            reader = Channel(loop, theirs, on_message, lambda why: None)
+            writer = Channel(loop, ours, lambda message, socks: None, lambda why: None)
+            writer.send(assign)
+            writer.send(start, listeners)
+            assert writer.queued_bytes > 0  # the loop writes the rest: it never waited
+            await done.wait()
+            reader.close()
+            writer.close()
 
         asyncio.run(asyncio.wait_for(main(), 60))
     finally:
         ours.close()
         theirs.close()
-    assert received == [assign]
-    assert all(type(spec) is ServerSpec for spec in typing.cast(Assign, received[0]).servers)
+    (first, none), (second, socks) = received
+    assert first == assign and none == []
+    assert isinstance(first, Assign)
+    assert all(type(spec) is ServerSpec for spec in first.servers)
+    assert second == start
+    ports = [sock.getsockname()[1] for sock in socks]
+    assert ports == [sock.getsockname()[1] for sock in listeners]
+    for sock in (*socks, *listeners):
+        sock.close()

@@ -90,6 +90,9 @@ def status(client: FarmClient, as_json: bool) -> None:
             rss,
         )
     out.print(table)
+    for w in data["workers"]:  # why a worker was replaced: one line each
+        if w.get("last_failure") and w["restarts"]:
+            out.print(f"worker {w['worker']} last replaced: {w['last_failure']}", highlight=False)
 
 
 @main.command()

@@ -13,16 +13,17 @@ Conversation:
                                               Reply: STOP_SERVER closes their ports and
                                               connections, START_SERVER serves them again on
                                               the listening sockets that follow it, in order
-                                              (`send_sockets`); CLIENTS asks what the
-                                              clients of its servers did (Reply.clients);
-                                              TRACE_START and TRACE_STOP trace a server
-    master -> worker   Faults                 every fault active now on the worker's servers
-                                              (replaces the last; also sent within Assign)
+                                              CLIENTS asks what the clients of its servers
+                                              did (Reply.clients); TRACE_START and
+                                              TRACE_STOP trace a server
+    master -> worker   Faults                 what changed in the faults active on the
+                                              worker's servers: those added (or changed), and
+                                              the ids of those that ended (Assign carries all)
     worker -> master   FaultsApplied          the Faults of that `seq` are in effect
     worker -> master   Reply
     master -> worker   AddServers             servers that join the shard (the fleet scaled
-                                              up); their listening sockets follow it
-                                              (`send_sockets`); answered by Reply
+                                              up); their listening sockets follow it;
+                                              answered by Reply
     master -> worker   RemoveServers          servers that leave it: ports and connections
                                               closed; answered by Reply
     worker -> master   Events                 what the worker has to say (farm.master.logs
@@ -31,20 +32,23 @@ Conversation:
     master -> worker   Stop                   stop accepting, finish, exit 0
 End-of-file on the pipe means the other side is gone: a worker then exits.
 
-Wire format: each message is one `Connection.send_bytes` frame (the connection adds a
-4-byte length prefix) holding `VERSION` (one byte) then the message as MessagePack
-(msgspec): a map whose "type" key names the message class, every other key one of its
+Wire format: each message is one frame after a 4-byte big-endian length (as
+`Connection.send_bytes` frames it; `LENGTH`), holding `VERSION` (one byte) then the message
+as MessagePack (msgspec): a map whose "type" key names the message class, every other key one of its
 fields. Templates and server specs inside an Assign are the plain frozen dataclasses of
 farm.config, encoded field by field (enums as their values, tuples as arrays). Decoding
 is typed: the receiver builds exactly the classes of the `Message` union and their field
 types, and nothing else; nothing is unpickled or looked up by name. A frame over
 `MAX_FRAME_BYTES`, of another version, naming another type, with a field missing, unknown
 or of the wrong type, or with bytes that are not MessagePack (or not UTF-8 where text is
-due) is a `ProtocolError`.
+due) is a `ProtocolError`, of a type that says which (`VersionMismatch`, `FrameTooLarge`,
+`Garbled`).
 
-Listening sockets travel right after the message that announces them, as one byte `S` with
-the descriptors in SCM_RIGHTS ancillary data (the pipe is a Unix socket pair); frames are
-read to their exact length, so the byte is never swallowed by a frame read.
+Listening sockets travel right after the message that announces them
+(`sockets_announced`), as one byte `S` per `FDS_AT_ONCE` of them, the descriptors in
+SCM_RIGHTS ancillary data on that byte (the pipe is a Unix socket pair). Once a loop runs,
+both ends read and write through farm.ipc.channel, which never blocks it; `send` and
+`receive` here block, for the Assign before a worker's loop starts.
 
 A new message is a class here (a `_Message`) added to `Message`; its fields must be types
 msgspec encodes (builtins, enums, tuples, dicts, dataclasses or structs of those).
@@ -52,10 +56,8 @@ msgspec encodes (builtins, enums, tuples, dicts, dataclasses or structs of those
 
 from __future__ import annotations
 
-import asyncio
 import os
-import socket
-from collections.abc import Callable
+import struct
 from typing import Protocol
 
 import msgspec
@@ -66,20 +68,40 @@ from farm.config.templates import DeviceTemplate
 from farm.ipc.polling import ServerClients
 from farm.ipc.tracing import Traced
 
-VERSION = 4  # 4: FaultRule.extra (a kind's parameters without a field of their own)
+VERSION = 5  # 4: FaultRule.extra; 5: Faults carries changes, the pipe never blocks
 MAX_FRAME_BYTES = 64 * 1024 * 1024
 STOP_SERVER = "stop_server"
 START_SERVER = "start_server"
 CLIENTS = "clients"  # what the shard's clients did (farm.ipc.polling), in Reply.clients
 TRACE_START = "trace_start"  # trace one server (Control.client: only that client's requests)
 TRACE_STOP = "trace_stop"  # end it: its records in Reply.traced (farm.ipc.tracing)
-_SOCKET_MARK = b"S"
+SOCKET_MARK = b"S"  # one per chunk of sockets after the message that announces them
+FDS_AT_ONCE = 250  # descriptors per mark: the kernel takes at most SCM_MAX_FD (253) at once
+LENGTH = struct.Struct("!i")  # before each frame, as multiprocess.Connection.send_bytes puts it
 # Each active fault with the shard positions (indexes into Assign.servers) it applies to.
 ActiveFaults = tuple[tuple[FaultRule, tuple[int, ...]], ...]
 
 
 class ProtocolError(Exception):
-    """A frame that is not a message of this version."""
+    """A frame that is not a message of this version.
+
+    ProtocolError
+     +-- VersionMismatch   the frame is of another version of the pipe protocol
+     +-- FrameTooLarge     over MAX_FRAME_BYTES
+     +-- Garbled           not a message of the `Message` union (or sockets missing)
+    """
+
+
+class VersionMismatch(ProtocolError):
+    pass
+
+
+class FrameTooLarge(ProtocolError):
+    pass
+
+
+class Garbled(ProtocolError):
+    pass
 
 
 class _Message(msgspec.Struct, frozen=True, kw_only=True, tag=True, forbid_unknown_fields=True):
@@ -125,7 +147,8 @@ class Heartbeat(_Message, frozen=True):
 
 
 class Faults(_Message, frozen=True):
-    active: ActiveFaults
+    added: ActiveFaults  # new or changed (by FaultRule.id), as Assign.faults says them
+    removed: tuple[int, ...]  # ids of faults that ended
     seq: int  # echoed by FaultsApplied
 
 
@@ -213,89 +236,59 @@ class Connection(Protocol):
 def encode(message: Message) -> bytes:
     frame = bytes([VERSION]) + msgspec.msgpack.encode(message)
     if len(frame) > MAX_FRAME_BYTES:
-        raise ProtocolError(f"{type(message).__name__} is {len(frame)} bytes, over the cap")
+        raise FrameTooLarge(f"{type(message).__name__} is {len(frame)} bytes, over the cap")
     return frame
 
 
 def decode(frame: bytes) -> Message:
     if not frame or frame[0] != VERSION:
         found = frame[0] if frame else "nothing"
-        raise ProtocolError(f"pipe frame version {found}, expected {VERSION}")
+        raise VersionMismatch(f"pipe frame version {found}, expected {VERSION}")
     if len(frame) > MAX_FRAME_BYTES:
-        raise ProtocolError(f"pipe frame of {len(frame)} bytes, over {MAX_FRAME_BYTES}")
+        raise FrameTooLarge(f"pipe frame of {len(frame)} bytes, over {MAX_FRAME_BYTES}")
     try:
         message: Message = msgspec.msgpack.decode(memoryview(frame)[1:], type=Message)
     except (msgspec.MsgspecError, ValueError, TypeError) as exc:  # ValueError: bad UTF-8 too
-        raise ProtocolError(f"pipe frame is not a readable message: {exc}") from exc
+        raise Garbled(f"pipe frame is not a readable message: {exc}") from exc
     return message
 
 
-def watch(loop: asyncio.AbstractEventLoop, conn: Connection, callback: Callable[[], None]) -> None:
-    """Call `callback` when a message can be read, keeping the pipe in blocking mode.
-
-    uvloop's add_reader makes the descriptor non-blocking; then a frame larger than the
-    socket buffer (an Assign of thousands of servers) fails half-written with EAGAIN and the
-    stream is corrupt. Frames must go out whole, so the pipe goes back to blocking: the
-    reader is only called when data is there, and writers wait for room.
-    """
-    loop.add_reader(conn.fileno(), callback)
-    os.set_blocking(conn.fileno(), True)
+def sockets_announced(message: Message) -> int:
+    """How many listening sockets follow `message` on the pipe."""
+    if isinstance(message, AddServers):
+        return len(message.servers)
+    if isinstance(message, Control) and message.op == START_SERVER:
+        return len(message.servers)
+    return 0
 
 
 def send(conn: Connection, message: Message) -> None:
-    conn.send_bytes(encode(message))
+    """Write one message, blocking (before a loop runs; farm.ipc.channel on a loop)."""
+    frame = encode(message)
+    _write_all(conn.fileno(), LENGTH.pack(len(frame)) + frame)
 
 
 def receive(conn: Connection) -> Message:
-    """Read one message; raises EOFError when the other side is gone."""
-    try:
-        frame = conn.recv_bytes(MAX_FRAME_BYTES)
-    except OSError as exc:
-        if "too long" in str(exc) or "bad message length" in str(exc):
-            raise ProtocolError(f"pipe frame over {MAX_FRAME_BYTES} bytes") from exc
-        raise
-    return decode(frame)
+    """Read one message, blocking (a worker's Assign, before its loop runs); raises
+    EOFError when the other side is gone, a ProtocolError for a frame that is not one."""
+    (size,) = LENGTH.unpack(_read_exact(conn.fileno(), LENGTH.size))
+    if not 0 <= size <= MAX_FRAME_BYTES:
+        raise FrameTooLarge(f"pipe frame of {size} bytes, over {MAX_FRAME_BYTES}")
+    return decode(_read_exact(conn.fileno(), size))
 
 
-def send_socket(conn: Connection, sock: socket.socket) -> None:
-    """Pass `sock`'s descriptor to the other end (which calls `receive_socket`)."""
-    with socket.fromfd(conn.fileno(), socket.AF_UNIX, socket.SOCK_STREAM) as channel:
-        socket.send_fds(channel, [_SOCKET_MARK], [sock.fileno()])
+def _read_exact(fd: int, size: int) -> bytes:
+    chunks, left = [], size
+    while left:
+        chunk = os.read(fd, min(left, 1 << 20))
+        if not chunk:
+            raise EOFError("the other end of the pipe is gone")
+        chunks.append(chunk)
+        left -= len(chunk)
+    return b"".join(chunks)
 
 
-def receive_socket(conn: Connection) -> socket.socket:
-    """The socket `send_socket` passed (blocks until it arrives)."""
-    with socket.fromfd(conn.fileno(), socket.AF_UNIX, socket.SOCK_STREAM) as channel:
-        data, fds, _, _ = socket.recv_fds(channel, 1, 1)
-    if data != _SOCKET_MARK or len(fds) != 1:
-        for fd in fds:
-            os.close(fd)
-        raise ProtocolError(f"expected a socket on the pipe, got {data!r} and {len(fds)} fds")
-    return socket.socket(fileno=fds[0])
-
-
-# Descriptors per sendmsg: the kernel takes at most SCM_MAX_FD (253) at once.
-_FDS_AT_ONCE = 250
-
-
-def send_sockets(conn: Connection, socks: list[socket.socket]) -> None:
-    """Pass many sockets' descriptors, in order (the other end calls `receive_sockets`)."""
-    with socket.fromfd(conn.fileno(), socket.AF_UNIX, socket.SOCK_STREAM) as channel:
-        for start in range(0, len(socks), _FDS_AT_ONCE):
-            chunk = [sock.fileno() for sock in socks[start : start + _FDS_AT_ONCE]]
-            socket.send_fds(channel, [_SOCKET_MARK], chunk)
-
-
-def receive_sockets(conn: Connection, count: int) -> list[socket.socket]:
-    """The `count` sockets `send_sockets` passed, in order (blocks until they arrive)."""
-    received: list[int] = []
-    with socket.fromfd(conn.fileno(), socket.AF_UNIX, socket.SOCK_STREAM) as channel:
-        while len(received) < count:
-            wanted = min(_FDS_AT_ONCE, count - len(received))
-            data, fds, _, _ = socket.recv_fds(channel, 1, wanted)
-            received.extend(fds)
-            if data != _SOCKET_MARK or not fds:
-                for fd in received:
-                    os.close(fd)
-                raise ProtocolError(f"expected sockets on the pipe, got {data!r}")
-    return [socket.socket(fileno=fd) for fd in received]
+def _write_all(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view) :]

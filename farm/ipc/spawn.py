@@ -15,6 +15,7 @@ from multiprocess import context
 
 WORKER_ENTRY = "farm.worker.process:run"
 EXIT_BOOT_FAILED = 3  # the master does not restart a worker that exits with this
+EXIT_PIPE_ERROR = 4  # the master's pipe was garbled (a version mismatch, say): a failure
 # Descriptors a worker keeps for itself besides its listening sockets: the pipe, epoll, the
 # shared-memory segments, stdio, /proc reads, and the one an `accept` takes to refuse a client.
 FILES_RESERVED = 64

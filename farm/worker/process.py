@@ -12,8 +12,9 @@ whose socket the master did not pass is stopped (farm.master.fleet.switch): its 
 and `Control(START_SERVER)` brings it back with a fresh socket (many servers in one message,
 as an offline fault on a fleet needs); starting and stopping servers is
 farm.worker.switch's, servers joining and leaving farm.worker.membership's. Signals belong to
-the master: a worker ignores SIGINT and SIGHUP (Ctrl-C and a closed terminal reach the whole
-process group) and is stopped through its pipe.
+the master: a worker ignores SIGINT, SIGHUP and SIGTERM (Ctrl-C, a closed terminal and a
+service manager reach the whole process group) and is stopped through its pipe, which it
+reads and writes without blocking its loop (farm.ipc.channel).
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ from typing import Any
 
 import uvloop
 
+from farm.config.faults.rules import FaultRule
 from farm.config.plan import ServerSpec
 from farm.config.templates import DeviceTemplate
 from farm.ipc import messages
@@ -42,6 +44,7 @@ from farm.ipc.banks import (
     server_diagnostics,
     server_files,
 )
+from farm.ipc.channel import Channel, PipeFull
 from farm.ipc.journal import ShardJournal
 from farm.ipc.messages import (
     AddServers,
@@ -56,7 +59,7 @@ from farm.ipc.messages import (
     Reply,
     Stop,
 )
-from farm.ipc.spawn import EXIT_BOOT_FAILED, connection_cap
+from farm.ipc.spawn import EXIT_BOOT_FAILED, EXIT_PIPE_ERROR, connection_cap
 from farm.ipc.stats import ShardCounters
 from farm.openfiles import raise_open_files_limit
 from farm.worker import membership, switch
@@ -76,26 +79,33 @@ _PAGE = os.sysconf("SC_PAGE_SIZE")
 
 def run(conn: Connection, sockets: dict[int, socket.socket]) -> None:
     """Process entry point (spawned by the supervisor)."""
-    for signum in (signal.SIGINT, signal.SIGHUP):
+    # The master stops its workers through their pipes, all at once, after draining: a
+    # signal to the whole process group (Ctrl-C, a closed terminal, systemd's or
+    # `kill -- -PGID`'s SIGTERM) must not end them first, nor look like a crash to restart.
+    for signum in (signal.SIGINT, signal.SIGHUP, signal.SIGTERM):
         signal.signal(signum, signal.SIG_IGN)
     raise_open_files_limit()
     if not conn.poll(ASSIGN_TIMEOUT_S):
         sys.exit(EXIT_BOOT_FAILED)
     try:
         assign = messages.receive(conn)
-    except (EOFError, OSError, messages.ProtocolError):
-        sys.exit(EXIT_BOOT_FAILED)  # the master went away, or stopped us before Assign
+    except (EOFError, OSError):
+        sys.exit(EXIT_BOOT_FAILED)  # the master went away before Assign
+    except messages.ProtocolError as exc:  # a master of another version, say: tell why
+        print(f"farm worker: cannot read its Assign ({type(exc).__name__}): {exc}", file=sys.stderr)
+        sys.exit(EXIT_BOOT_FAILED)
     if not isinstance(assign, Assign):
         sys.exit(EXIT_BOOT_FAILED)  # a Stop that came before any Assign
     worker = Worker(conn=conn, assign=assign, sockets=sockets)
     with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
         runner.run(worker.serve())
+    code = EXIT_PIPE_ERROR if worker.pipe_error else 0
     # Bank views into the shared segment are alive until the very end; letting the
     # interpreter finalize SharedMemory with them exported prints a BufferError per worker.
     # Nothing is left to flush but the standard streams.
     sys.stdout.flush()
     sys.stderr.flush()
-    os._exit(0)
+    os._exit(code)
 
 
 def rss_bytes() -> int:
@@ -129,6 +139,9 @@ class Worker:
     faults: FaultBook = field(default_factory=FaultBook)
     transports: Transports | None = None
     ticker: Ticker | None = None
+    channel: Channel = field(init=False)  # the pipe on the loop, from serve() on
+    active: dict[int, tuple[FaultRule, tuple[int, ...]]] = field(default_factory=dict)  # by id
+    pipe_error: bool = False  # the master's pipe was garbled: exit EXIT_PIPE_ERROR
 
     async def serve(self) -> None:
         loop = asyncio.get_running_loop()
@@ -150,8 +163,9 @@ class Worker:
         self.specs = {spec.stats_index: spec for spec in self.assign.servers}
         self.numbers = {spec.name: spec.stats_index for spec in self.assign.servers}
         self.faults.template_of = self._template
+        self.active = {rule.id: (rule, positions) for rule, positions in self.assign.faults}
         self.faults.replace(self.assign.faults, self.devices.get)
-        messages.watch(loop, self.conn, self._on_pipe)
+        self.channel = Channel(loop, self.conn, self._on_pipe, self._on_pipe_closed)
         self.events = events = EventLog(self.assign.worker, self.send, self.assign.log_level)
         self.connections = connections = self._connections(events)
         connections.wheel.start(loop)
@@ -162,7 +176,6 @@ class Worker:
         ticking = asyncio.create_task(self._tick())
         folding = asyncio.create_task(clients.fold_every(self.devices))
         await self.stopping.wait()
-        loop.remove_reader(self.conn.fileno())
         await self._shutdown()
         connections.wheel.stop()
         for task in (heartbeat, ticking, folding):
@@ -170,6 +183,8 @@ class Worker:
         await asyncio.gather(heartbeat, ticking, folding, return_exceptions=True)
         if not self.orphaned:
             events.close()
+            await self._flush()
+        self.channel.close()
 
     def _connections(self, events: EventLog) -> WorkerConnections:
         """The worker's connections, capped to fit its open-files limit; says so in the log."""
@@ -267,35 +282,22 @@ class Worker:
             await asyncio.sleep(interval)
             self.loop_lag_s = max(0.0, time.monotonic() - before - interval)
 
-    def _on_pipe(self) -> None:
-        try:
-            message = messages.receive(self.conn)
-        except (EOFError, OSError, messages.ProtocolError):
-            self.orphaned = True  # the master is gone, or its pipe is garbled: nothing to obey
-            self.stopping.set()
-            return
+    def _on_pipe(self, message: messages.Message, socks: list[socket.socket]) -> None:
         if isinstance(message, Stop):
             self.stopping.set()
         elif isinstance(message, Control) and message.op == messages.START_SERVER:
-            try:  # the sockets follow their Control on the pipe: take them before anything else
-                socks = messages.receive_sockets(self.conn, len(message.servers))
-            except (OSError, messages.ProtocolError) as exc:
-                self.reply(message, error=f"no sockets came with {message.op}: {exc}")
-                return
             self._later(switch.start(self, message, socks))
         elif isinstance(message, Control) and message.op == messages.STOP_SERVER:
             switch.stop(self, message)
         elif isinstance(message, AddServers):
-            try:  # their sockets follow on the pipe: take them before anything else
-                socks = messages.receive_sockets(self.conn, len(message.servers))
-            except (OSError, messages.ProtocolError) as exc:
-                self.send(Reply(request_id=message.request_id, ok=False, error=str(exc)))
-                return
             self._later(membership.add(self, message, socks))
         elif isinstance(message, RemoveServers):
             membership.remove(self, message)
         elif isinstance(message, Faults):
-            self.faults.replace(message.active, self.devices.get)
+            for fault_id in message.removed:
+                self.active.pop(fault_id, None)
+            self.active.update((rule.id, (rule, positions)) for rule, positions in message.added)
+            self.faults.replace(tuple(self.active.values()), self.devices.get)
             self.send(FaultsApplied(worker=self.assign.worker, seq=message.seq))
         elif isinstance(message, Control) and message.op == messages.TRACE_START:
             self.send(trace.begin(message, self.numbers, self.devices, self.traces))
@@ -309,6 +311,30 @@ class Worker:
             )
         elif isinstance(message, Control):
             self.reply(message, error=f"unknown op {message.op!r}")
+        else:
+            for sock in socks:
+                sock.close()
+
+    def _on_pipe_closed(self, why: BaseException | None) -> None:
+        """The master is gone (end of file), or its pipe is garbled or broken: nothing to
+        obey. A garbled pipe is said on stderr and in the exit code, never a quiet exit 0."""
+        if isinstance(why, messages.ProtocolError):
+            print(
+                f"farm worker {self.assign.worker}: the master's pipe is garbled "
+                f"({type(why).__name__}): {why}",
+                file=sys.stderr,
+            )
+            self.pipe_error = True
+        self.orphaned = True
+        self.stopping.set()
+
+    async def _flush(self) -> None:
+        """Let the last messages (the stop's events) reach the master, briefly."""
+        deadline = time.monotonic() + DRAIN_TIMEOUT_S
+        while self.channel.queued_bytes and not self.channel.closed:
+            if time.monotonic() > deadline:
+                return
+            await asyncio.sleep(0.01)
 
     def _later(self, coroutine: Coroutine[Any, Any, None]) -> None:
         task = asyncio.create_task(coroutine)
@@ -333,8 +359,8 @@ class Worker:
 
     def send(self, message: messages.Message) -> None:
         try:
-            messages.send(self.conn, message)
-        except (BrokenPipeError, ConnectionResetError, EOFError):
+            self.channel.send(message)
+        except (OSError, PipeFull):  # the master is gone, or stopped reading for good
             self.orphaned = True
             self.stopping.set()
 

@@ -1,9 +1,12 @@
 """How a fault of the table takes effect on the workers and their servers.
 
 Used by farm.master.faults.table (the table), which decides when; this module does the work.
-Each worker that hosts a server of a fault that started or ended is sent all the faults
-active on its servers now (`Faults`, farm.ipc.messages) and confirms them with
-`FaultsApplied` carrying the same `seq`. Offline and reboot take their servers down
+Each worker that hosts a server of a fault that started or ended is sent what changed
+since it was last told (`Faults`, farm.ipc.messages: the faults added, the ids of those
+ended), every change of one loop iteration in one message (clearing 5,000 faults is one
+message, not 5,000 copies of a shrinking table), and confirms it with `FaultsApplied`
+carrying the same `seq`; a worker replaced meanwhile gets them all with its Assign, and its
+Ready confirms them. Offline and reboot take their servers down
 through farm.master.fleet.switch and bring them back when they end, except servers that another
 active offline fault still holds down; a reboot writes its servers' starting values back
 and powers up their diagnostics first.
@@ -12,12 +15,12 @@ and powers up their diagnostics first.
 from __future__ import annotations
 
 import asyncio
-import functools
 import itertools
 import logging
 from collections.abc import Callable
 
 from farm.config.behaviours import reset_server
+from farm.config.faults.rules import FaultRule
 from farm.config.plan import ServerSpec
 from farm.ipc.banks import server_diagnostics
 from farm.ipc.diagnostics import power_up
@@ -43,6 +46,7 @@ class FaultEffects:
         specs: dict[str, ServerSpec],
         faults: dict[int, Fault],
         active_for: Callable[[int], ActiveFaults],
+        entry_for: Callable[[int, int], tuple[FaultRule, tuple[int, ...]] | None],
     ) -> None:
         self.supervisor = supervisor
         self.switch = switch
@@ -50,32 +54,83 @@ class FaultEffects:
         self.specs = specs
         self.faults = faults
         self.active_for = active_for
+        self.entry_for = entry_for
         self.seqs = itertools.count(1)
-        self.acks: dict[int, asyncio.Future[None]] = {}  # Faults.seq -> its confirmation
+        # Faults.seq -> the worker and its confirmation; a worker confirms in order.
+        self.acks: dict[int, tuple[int, asyncio.Future[None]]] = {}
+        self.due: dict[int, asyncio.Future[None]] = {}  # a message to send, by worker
+        self.changed: dict[int, set[int]] = {}  # fault ids to tell each worker about
+        self.told: dict[int, set[int]] = {}  # the fault ids each worker applies
+        self.assign_seq: dict[int, int] = {}  # the seqs before each worker's last Assign
         switch.power_cycle = self._power_cycle
 
     # -- each worker's faults --------------------------------------------------------------
 
-    async def update(self, worker: int) -> None:
-        """Send a worker its active faults, as they are, and wait for its confirmation."""
-        seq = next(self.seqs)
-        confirmed = self.acks[seq] = asyncio.get_running_loop().create_future()
-        make = functools.partial(self._faults, worker, seq)
+    def told_to(self, fault_id: int) -> set[int]:
+        """The workers that apply a fault now (to be told when it ends or moves)."""
+        return {worker for worker, ids in self.told.items() if fault_id in ids}
+
+    async def update(self, worker: int, fault_id: int) -> None:
+        """Tell a worker that a fault started, changed or ended (every change of this loop
+        iteration in one message) and wait for its confirmation, or its replacement's."""
+        self.changed.setdefault(worker, set()).add(fault_id)
+        confirmed = self.due.get(worker)
+        if confirmed is None:
+            confirmed = self.due[worker] = asyncio.get_running_loop().create_future()
+            asyncio.get_running_loop().call_soon(self._send_due, worker, confirmed)
         try:
-            if await self.supervisor.update_worker(worker, make):
-                await asyncio.wait_for(confirmed, SETTLE_TIMEOUT_S)
+            await asyncio.wait_for(asyncio.shield(confirmed), SETTLE_TIMEOUT_S)
         except TimeoutError:
             log.warning("worker %d did not confirm its faults in %g s", worker, SETTLE_TIMEOUT_S)
-        finally:
-            del self.acks[seq]
 
-    def _faults(self, worker: int, seq: int) -> Faults:
-        return Faults(active=self.active_for(worker), seq=seq)
+    def _send_due(self, worker: int, confirmed: asyncio.Future[None]) -> None:
+        """Send the worker the difference between its faults now and what it was told."""
+        if self.due.get(worker) is confirmed:
+            del self.due[worker]  # changes from now on go in the next message
+        seq = next(self.seqs)
+        message = self._changes(worker, seq)
+        if message is None or not self.supervisor.update_worker(worker, message):
+            # Nothing changed, or no worker runs: the next Assign carries it all.
+            confirmed.set_result(None)
+            return
+        self.acks[seq] = (worker, confirmed)
+
+    def _changes(self, worker: int, seq: int) -> Faults | None:
+        """What changed for the worker since it was last told: only the faults that did,
+        so the cost follows the change, not the table."""
+        told = self.told.setdefault(worker, set())
+        added, removed = [], []
+        for fault_id in sorted(self.changed.pop(worker, ())):
+            entry = self.entry_for(fault_id, worker)
+            if entry is not None:
+                added.append(entry)
+                told.add(fault_id)
+            elif fault_id in told:
+                removed.append(fault_id)
+                told.discard(fault_id)
+        if not added and not removed:
+            return None
+        return Faults(added=tuple(added), removed=tuple(removed), seq=seq)
+
+    def assigned(self, worker: int) -> ActiveFaults:
+        """Every fault for a worker's Assign: what its new process is told, all of it."""
+        self.assign_seq[worker] = next(self.seqs)
+        self.changed.pop(worker, None)
+        active = self.active_for(worker)
+        self.told[worker] = {rule.id for rule, _ in active}
+        return active
 
     def applied(self, message: FaultsApplied) -> None:
-        confirmed = self.acks.get(message.seq)
-        if confirmed is not None and not confirmed.done():
-            confirmed.set_result(None)
+        """The worker applied the Faults of `message.seq` (and so every earlier one)."""
+        for seq, (worker, confirmed) in list(self.acks.items()):
+            if worker == message.worker and seq <= message.seq:
+                del self.acks[seq]
+                if not confirmed.done():
+                    confirmed.set_result(None)
+
+    def replaced(self, worker: int) -> None:
+        """A new worker is Ready: its Assign held every fault asked for before it."""
+        self.applied(FaultsApplied(worker=worker, seq=self.assign_seq.get(worker, 0)))
 
     # -- offline and reboot ----------------------------------------------------------------
 

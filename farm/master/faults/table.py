@@ -5,9 +5,9 @@ worker). A fault (farm.config.faults.spec.FaultSpec) is resolved here once, when
 server names and, per worker, to their numbers there (counters indexes); then it waits for
 its start (a loop timer, on the master's monotonic clock) and is active until its end
 (another timer), until it is cleared, or until the farm stops. Whenever the faults active
-on a worker's servers change, the worker is sent all of them (`Faults`, farm.ipc.messages):
-one message replaces the last, so an update can never be half-applied, and a worker spawned
-after a kill -9 gets the same set within its Assign (`Supervisor.active_faults`). Workers
+on a worker's servers change, the worker is sent the change (`Faults`, farm.ipc.messages;
+farm.master.faults.effects), and a worker spawned after a kill -9 gets them all within its
+Assign (`Supervisor.active_faults`). Workers
 get durations (delays, gaps), never times.
 
 Its parts: fault_entry (a `Fault`, and how it reads in the API and the log) and
@@ -36,6 +36,7 @@ from collections import Counter, deque
 from collections.abc import Callable, Coroutine
 from typing import Any
 
+from farm.config.faults.rules import FaultRule
 from farm.config.faults.spec import (
     KINDS,
     SERVER_KINDS,
@@ -56,6 +57,15 @@ from farm.master.supervision.supervisor import Supervisor
 
 log = logging.getLogger("farm")
 ENDED_KEPT = 256
+# Faults the table holds at once (scheduled or active), in all and on one server: past them
+# an add is refused (422), so that a runaway script cannot grow the master and every
+# message to the workers without bound (README, "Faults").
+MAX_FAULTS = 10_000
+MAX_FAULTS_PER_SERVER = 5_000
+
+
+class TooManyFaults(FaultSpecError):
+    """An add past MAX_FAULTS or MAX_FAULTS_PER_SERVER."""
 
 
 class FaultTable:
@@ -72,6 +82,7 @@ class FaultTable:
         self.refresh()
         self.faults: dict[int, Fault] = {}
         self.on_server: dict[str, set[int]] = {}  # active fault ids by server
+        self.per_server: Counter[str] = Counter()  # faults in the table (any state) by server
         self.ids = itertools.count(1)
         self.effects = FaultEffects(
             supervisor,
@@ -80,6 +91,7 @@ class FaultTable:
             specs=self.specs,
             faults=self.faults,
             active_for=self.active_for,
+            entry_for=self.entry_for,
         )
         self.tasks: set[asyncio.Task[None]] = set()
         # The faults that ended, newest last: how clients behaved around them (farm report).
@@ -87,8 +99,9 @@ class FaultTable:
         # Told when a fault takes its servers down and when it ends (farm.master.observe).
         self.on_down: Callable[[Fault], None] = lambda fault: None
         self.on_up: Callable[[Fault], None] = lambda fault: None
-        supervisor.active_faults = self.active_for
+        supervisor.active_faults = self.effects.assigned
         supervisor.on_faults_applied = self.effects.applied
+        supervisor.on_worker_ready = self.effects.replaced
 
     # -- what the API calls ----------------------------------------------------------------
 
@@ -112,6 +125,7 @@ class FaultTable:
         for fault in list(self.faults.values()):
             if not left & set(fault.servers):
                 continue
+            self.per_server.subtract(name for name in fault.servers if name in left)
             fault.servers = tuple(name for name in fault.servers if name not in left)
             for name in left:
                 fault.held.pop(name, None)
@@ -122,6 +136,7 @@ class FaultTable:
                 self._tell(fault)
         for name in left:
             self.on_server.pop(name, None)
+            self.per_server.pop(name, None)
 
     async def settle(self) -> None:
         """Wait until what was asked so far is in effect: every worker concerned confirmed
@@ -130,8 +145,11 @@ class FaultTable:
             await asyncio.wait(set(self.tasks), timeout=SETTLE_TIMEOUT_S)
 
     def add(self, spec: FaultSpec) -> Fault:
-        """Resolve, schedule and (if it starts now) apply a fault; raises FaultSpecError."""
+        """Resolve, schedule and (if it starts now) apply a fault; raises FaultSpecError
+        (TooManyFaults past a cap)."""
         servers = self._resolve(spec)
+        self._check_caps(servers)
+        self.per_server.update(servers)
         fault_id = next(self.ids)
         now = time.monotonic()
         fault = Fault(
@@ -201,6 +219,13 @@ class FaultTable:
             if fault.state == "active" and worker in fault.placement
         )
 
+    def entry_for(self, fault_id: int, worker: int) -> tuple[FaultRule, tuple[int, ...]] | None:
+        """One fault as a worker applies it (None: not active on its servers now)."""
+        fault = self.faults.get(fault_id)
+        if fault is None or fault.state != "active" or worker not in fault.placement:
+            return None
+        return fault.rules.get(worker, fault.rule), fault.placement[worker]
+
     def overlay(self, server: str, unit_id: int, table: Table, first: int, data: bytes) -> bytes:
         """Table entries of a server (bank layout, from `first`) as its readers see them:
         with what active value faults make its points read (Inventory.overlay)."""
@@ -243,6 +268,21 @@ class FaultTable:
                 raise FaultSpecError("point", str(error)) from None
         return servers
 
+    def _check_caps(self, servers: list[str]) -> None:
+        if len(self.faults) >= MAX_FAULTS:
+            raise TooManyFaults(
+                "faults",
+                f"the farm holds {len(self.faults):,} faults, its cap (MAX_FAULTS); "
+                "clear some first (`farm fault clear`)",
+            )
+        full = [name for name in servers if self.per_server[name] >= MAX_FAULTS_PER_SERVER]
+        if full:
+            raise TooManyFaults(
+                "faults",
+                f"{full[0]} holds {MAX_FAULTS_PER_SERVER:,} faults, the cap per server "
+                "(MAX_FAULTS_PER_SERVER); clear some of its faults first",
+            )
+
     def _place(self, fault: Fault) -> None:
         """Which numbers of which worker a fault's servers are (and their held values)."""
         placement: dict[int, list[int]] = {}
@@ -276,6 +316,10 @@ class FaultTable:
     def _finish(self, fault: Fault, how: str) -> None:
         if self.faults.pop(fault.id, None) is None:
             return
+        self.per_server.subtract(fault.servers)
+        for name in fault.servers:
+            if self.per_server[name] <= 0:
+                del self.per_server[name]
         for timer in fault.timers:
             timer.cancel()
         log.info("fault %d %s: %s on %s", fault.id, how, kind_text(fault), servers_text(fault))
@@ -297,8 +341,8 @@ class FaultTable:
 
     def _tell(self, fault: Fault) -> None:
         """Send every worker that hosts a server of `fault` its active faults, as they are."""
-        for worker in fault.placement:
-            self._later(self.effects.update(worker))
+        for worker in set(fault.placement) | self.effects.told_to(fault.id):
+            self._later(self.effects.update(worker, fault.id))
 
     def _later(self, coroutine: Coroutine[Any, Any, None]) -> None:
         task = asyncio.create_task(coroutine)

@@ -114,6 +114,7 @@ def status(supervisor: Supervisor) -> dict[str, Any]:
                 "servers_failed": len(slot.failed),
                 "heartbeat_age_s": round(now - slot.last_heartbeat, 3) if beat else None,
                 "restarts": slot.restarts,
+                "last_failure": slot.last_failure,  # why its last worker was replaced
                 "connections": beat.connections if beat else 0,
                 "requests": beat.requests if beat else 0,
                 "loop_lag_s": round(beat.loop_lag_s, 4) if beat else None,

@@ -19,7 +19,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from farm.config.plan import Plan
-from farm.ipc import messages
+from farm.ipc.channel import PipeFull
 from farm.ipc.messages import ActiveFaults, Assign, Connection, Stop
 from farm.ipc.spawn import InheritedSockets, run_entry
 from farm.master.logs import tag
@@ -68,10 +68,11 @@ def forget_process(slot: Slot) -> None:
     loop = asyncio.get_running_loop()
     if slot.process is not None:
         loop.remove_reader(slot.process.sentinel)
+    if slot.channel is not None:
+        slot.channel.close()
     if slot.conn is not None:
-        loop.remove_reader(slot.conn.fileno())
         slot.conn.close()
-    slot.process, slot.conn = None, None
+    slot.process, slot.conn, slot.channel = None, None, None
     for future in slot.replies.values():  # nobody will answer them now
         if not future.done():
             future.set_result(None)
@@ -79,13 +80,16 @@ def forget_process(slot: Slot) -> None:
 
 
 async def stop_workers(slots: Sequence[Slot], grace_s: float) -> None:
-    """Ask every worker to stop, kill what is left after `grace_s`, and collect them all."""
+    """Ask every worker to stop at once, kill what is left after `grace_s` (one grace
+    period in all, however many workers), and collect them all."""
     for slot in slots:
-        await _ask_to_stop(slot, grace_s)
+        _ask_to_stop(slot)
     live = [slot for slot in slots if slot.process is not None]
     waits = [asyncio.create_task(slot.exited.wait()) for slot in live]
     if waits:
         await asyncio.wait(waits, timeout=grace_s)
+    for wait in waits:
+        wait.cancel()
     for slot in live:
         _kill_if_running(slot)
     for slot in live:
@@ -94,16 +98,12 @@ async def stop_workers(slots: Sequence[Slot], grace_s: float) -> None:
             forget_process(slot)
 
 
-async def _ask_to_stop(slot: Slot, grace_s: float) -> None:
-    if slot.conn is None or slot.process is None or slot.state == SlotState.STOPPED:
+def _ask_to_stop(slot: Slot) -> None:
+    # Queued after whatever is being written (an Assign): frames never interleave.
+    if slot.channel is None or slot.process is None or slot.state == SlotState.STOPPED:
         return
-    # Not in the middle of another message (an Assign is written from a thread).
-    with contextlib.suppress(TimeoutError):
-        await asyncio.wait_for(slot.sending.acquire(), grace_s)
-        slot.sending.release()
-    if slot.conn is not None:
-        with contextlib.suppress(OSError):
-            messages.send(slot.conn, Stop(reason="farm stopping"))
+    with contextlib.suppress(OSError, PipeFull):
+        slot.channel.send(Stop(reason="farm stopping"))
 
 
 def _kill_if_running(slot: Slot) -> None:

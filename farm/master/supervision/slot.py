@@ -16,6 +16,7 @@ from typing import Protocol
 
 from farm.config.plan import Shard
 from farm.ipc.banks import Segment
+from farm.ipc.channel import Channel
 from farm.ipc.journal import ShardJournal
 from farm.ipc.messages import Connection, Heartbeat, Reply, ServerFailed
 from farm.ipc.stats import ShardCounters
@@ -56,6 +57,7 @@ class Slot:
     state: SlotState = SlotState.STARTING
     process: WorkerProcess | None = None
     conn: Connection | None = None
+    channel: Channel | None = None  # the pipe on the master's loop (`conn` owns the pipe)
     restarts: int = 0
     crashes_in_a_row: int = 0
     boot_failures: int = 0
@@ -68,6 +70,8 @@ class Slot:
     heartbeat: Heartbeat | None = None
     servers_up: int = 0
     failed: dict[str, ServerFailed] = field(default_factory=dict)
+    last_failure: str | None = None  # why its last worker was replaced, as `farm status` says
+    replaced_pid: int | None = None  # the worker the watchdog killed last (last_failure: why)
     stopped: set[str] = field(default_factory=set)  # names of servers stopped through the API
     replies: dict[int, asyncio.Future[Reply | None]] = field(default_factory=dict)
     exited: asyncio.Event = field(default_factory=asyncio.Event)

@@ -34,14 +34,15 @@ from farm.config.plan import Plan
 from farm.errors import BootError
 from farm.ipc import messages
 from farm.ipc.banks import Segment
+from farm.ipc.channel import Channel, PipeFull
 from farm.ipc.journal import ShardJournal
 from farm.ipc.messages import (
     ActiveFaults,
-    Connection,
     Control,
     Events,
     FaultsApplied,
     Message,
+    Ready,
     Reply,
 )
 from farm.ipc.spawn import WORKER_ENTRY
@@ -102,6 +103,7 @@ class Supervisor:
         # every Assign, so a restarted worker applies them again.
         self.active_faults: Callable[[int], ActiveFaults] = lambda worker: ()
         self.on_faults_applied: Callable[[FaultsApplied], None] = lambda message: None
+        self.on_worker_ready: Callable[[int], None] = lambda worker: None  # Assign applied
         self._request_ids = itertools.count(1)
         self._watchdog: asyncio.Task[None] | None = None
         self._tasks: set[asyncio.Task[None]] = set()
@@ -164,7 +166,12 @@ class Supervisor:
             slot.exited.set()
             return
         loop.add_reader(process.sentinel, self._on_exit, slot)
-        messages.watch(loop, ours, lambda: self._on_message(slot, ours))
+        slot.channel = Channel(
+            loop,
+            ours,
+            lambda message, socks: self._on_message(slot, message, socks),
+            lambda why: self._on_pipe_closed(slot, why),
+        )
         assign = processes.assignment(
             slot,
             self.plan,
@@ -173,10 +180,9 @@ class Supervisor:
             faults=self.active_faults(slot.shard.worker),  # read under the lock: current
             log_level=self.options.log_level,
         )
-        # Written from a thread (a big Assign fills the pipe) under the lock held above: a
-        # Stop written meanwhile from the loop would land in the middle of its bytes.
-        with contextlib.suppress(BrokenPipeError, ConnectionResetError):  # _on_exit has it
-            await asyncio.to_thread(messages.send, ours, assign)
+        # Queued whole on the non-blocking pipe: whatever follows it (a Stop) follows it.
+        with contextlib.suppress(OSError, PipeFull):  # the pipe's end says why
+            slot.channel.send(assign)
         log.debug(
             "worker %d spawned as pid %s",
             slot.shard.worker,
@@ -245,18 +251,32 @@ class Supervisor:
 
     # -- messages ----------------------------------------------------------------------
 
-    def _on_message(self, slot: Slot, conn: Connection) -> None:
-        try:
-            message = messages.receive(conn)
-        except (EOFError, OSError, messages.ProtocolError):
-            # The pipe is closed or garbled: stop listening; the sentinel reports the exit.
-            asyncio.get_running_loop().remove_reader(conn.fileno())
+    def _on_pipe_closed(self, slot: Slot, why: BaseException | None) -> None:
+        """The pipe ended. At end of file, or broken (the worker died), the sentinel reports
+        the exit; a garbled or full pipe is the worker's failure: it is replaced, and
+        `farm status` says why."""
+        if self.stopping or slot.pid is None:
             return
+        if isinstance(why, messages.ProtocolError):
+            reason = f"pipe protocol error ({type(why).__name__}): {why}"
+        elif isinstance(why, PipeFull):
+            reason = f"it stopped reading its pipe: {why}"
+        else:
+            return
+        watchdog.replace(slot, slot.pid, reason)
+
+    def _on_message(self, slot: Slot, message: Message, socks: list[socket.socket]) -> None:
+        for sock in socks:  # a worker passes the master none
+            sock.close()
         if isinstance(message, Events):
             logs.worker_events(message)
             return  # nothing changed for anyone waiting on the supervisor
         if isinstance(message, FaultsApplied):
             self.on_faults_applied(message)
+        elif isinstance(message, Ready):
+            workerpipe.record(slot, message, time.monotonic(), self.stalled_s)
+            self.on_worker_ready(slot.shard.worker)
+            self._progress()
         elif workerpipe.record(slot, message, time.monotonic(), self.stalled_s):
             self._progress()
         self._changed()
@@ -281,18 +301,18 @@ class Supervisor:
         """Servers stopped through the API (farm.master.fleet.switch): offline on purpose."""
         return sum(len(slot.stopped) for slot in self.slots)
 
-    async def update_worker(self, worker_index: int, make: Callable[[], Message]) -> bool:
-        """Send a worker the message `make` builds under the slot's `sending` lock, so it is
-        current; False when no worker has its Assign now (the next Assign carries the news)."""
+    def update_worker(self, worker_index: int, message: Message) -> bool:
+        """Queue `message` for a worker, after its Assign; False when no worker has its
+        Assign now (the next Assign carries the news). Never blocks: a worker that stops
+        reading is replaced (`_on_pipe_closed`)."""
         slot = self.slots[worker_index]
-        async with slot.sending:
-            if slot.conn is None or slot.process is None or self.stopping:
-                return False
-            try:
-                messages.send(slot.conn, make())
-            except OSError:  # dying: the next worker gets the news with its Assign
-                return False
-            return True
+        if slot.channel is None or slot.process is None or self.stopping:
+            return False
+        try:
+            slot.channel.send(message)
+        except (OSError, PipeFull):  # dying: the next worker gets the news with its Assign
+            return False
+        return True
 
     def ask(
         self,

@@ -25,7 +25,7 @@ import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from farm.ipc.spawn import EXIT_BOOT_FAILED
+from farm.ipc.spawn import EXIT_BOOT_FAILED, EXIT_PIPE_ERROR
 from farm.master.logs import tag
 from farm.master.supervision.slot import Slot, SlotState
 
@@ -77,6 +77,7 @@ def overdue(slot: Slot, now: float, stalled_s: float, options: SupervisorOptions
 
 def replace(slot: Slot, pid: int, reason: str) -> None:
     """Kill an unresponsive worker; its exit, seen by the supervisor, brings a new one."""
+    slot.last_failure, slot.replaced_pid = reason, pid
     log.warning(
         "worker %d (pid %d): %s; replacing it",
         slot.shard.worker,
@@ -90,6 +91,8 @@ def replace(slot: Slot, pid: int, reason: str) -> None:
 
 def death_cause(code: int | None) -> str:
     """A worker's exit code as a log line says it."""
+    if code == EXIT_PIPE_ERROR:
+        return f"exit code {code}: the master's pipe was garbled (its log line says how)"
     return f"exit code {code}" if code is not None and code >= 0 else f"signal {-(code or 0)}"
 
 
@@ -99,6 +102,8 @@ def after_death(
     """Count a worker's death (the farm is not stopping) against its slot, and say what
     follows: backoff grows with crashes in a row; boot failures in a row stop the farm."""
     cause = death_cause(code)
+    if slot.replaced_pid != pid:  # not killed by the watchdog: its death is the cause
+        slot.last_failure = f"died ({cause})"
     if code == EXIT_BOOT_FAILED:
         return Restart(failure=f"worker {slot.shard.worker} could not boot ({cause})")
     slot.state = SlotState.RESTARTING

@@ -14,7 +14,7 @@ import logging
 import socket
 from collections.abc import Callable, Iterator
 
-from farm.ipc import messages
+from farm.ipc.channel import PipeFull
 from farm.ipc.messages import Heartbeat, Message, Ready, Reply, ServerFailed
 from farm.master.logs import tag
 from farm.master.supervision.slot import Slot, SlotState
@@ -62,16 +62,14 @@ def ask(
     """Send the message `make(request_id)` builds (and `socks`, in order) to the slot's
     worker; the future is its Reply, or None when no worker will answer."""
     future: asyncio.Future[Reply | None] = asyncio.get_running_loop().create_future()
-    if slot.conn is None or slot.process is None:
+    if slot.channel is None or slot.process is None:
         future.set_result(None)
         return future
     request_id = next(request_ids)
     slot.replies[request_id] = future
     try:
-        messages.send(slot.conn, make(request_id))
-        if socks:
-            messages.send_sockets(slot.conn, list(socks))
-    except OSError:  # the worker is dying; its exit respawns it with the new state
+        slot.channel.send(make(request_id), list(socks))
+    except (OSError, PipeFull):  # the worker is dying; its exit respawns it with the new state
         slot.replies.pop(request_id, None)
         future.set_result(None)
     return future
