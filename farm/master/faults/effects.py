@@ -70,14 +70,20 @@ class FaultEffects:
         """The workers that apply a fault now (to be told when it ends or moves)."""
         return {worker for worker, ids in self.told.items() if fault_id in ids}
 
-    async def update(self, worker: int, fault_id: int) -> None:
-        """Tell a worker that a fault started, changed or ended (every change of this loop
-        iteration in one message) and wait for its confirmation, or its replacement's."""
+    def note(self, worker: int, fault_id: int) -> asyncio.Future[None] | None:
+        """A fault started, changed or ended on a worker's servers: it is told at the end
+        of this loop iteration, with every other change of the iteration, in one message.
+        Returns the message's confirmation when this change begins a new message."""
         self.changed.setdefault(worker, set()).add(fault_id)
-        confirmed = self.due.get(worker)
-        if confirmed is None:
-            confirmed = self.due[worker] = asyncio.get_running_loop().create_future()
-            asyncio.get_running_loop().call_soon(self._send_due, worker, confirmed)
+        if worker in self.due:
+            return None
+        loop = asyncio.get_running_loop()
+        confirmed = self.due[worker] = loop.create_future()
+        loop.call_soon(self._send_due, worker, confirmed)
+        return confirmed
+
+    async def confirmed(self, worker: int, confirmed: asyncio.Future[None]) -> None:
+        """Wait for the worker's confirmation, or its replacement's Ready."""
         try:
             await asyncio.wait_for(asyncio.shield(confirmed), SETTLE_TIMEOUT_S)
         except TimeoutError:

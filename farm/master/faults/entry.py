@@ -8,12 +8,14 @@ farm.master.http.faults, which shows them (`Fault.view`).
 from __future__ import annotations
 
 import asyncio
+import logging
 from dataclasses import dataclass, field
 from typing import Any
 
 from farm.config.faults.kinds import BY_NAME, log_text
 from farm.config.faults.spec import FaultRule, FaultSpec
 
+log = logging.getLogger("farm")
 SHOWN_NAMES = 3  # servers named in a log line before the rest is counted
 
 
@@ -81,3 +83,36 @@ def servers_text(fault: Fault) -> str:
     if more > 0:
         return f"{len(fault.servers)} servers ({names} and {more} more)"
     return f"{len(fault.servers)} server{'s' if len(fault.servers) > 1 else ''} ({names})"
+
+
+ENDED_SHOWN = 20  # faults ending together that are logged one line each
+SHOWN_RUNS = 5  # runs of ids a batch's line names
+
+
+def log_ended(ended: list[tuple[Fault, str]]) -> None:
+    """Faults that ended in one loop iteration ("cleared", "expired"): one line each, or,
+    past ENDED_SHOWN (a clear of thousands, thousands expiring together), one line for all
+    that ended the same way: thousands of lines would cost the master more than the change."""
+    if len(ended) <= ENDED_SHOWN:
+        for fault, how in ended:
+            log.info("fault %d %s: %s on %s", fault.id, how, kind_text(fault), servers_text(fault))
+        return
+    for how in sorted({how for _, how in ended}):
+        faults = [fault for fault, each in ended if each == how]
+        first = faults[0]
+        ids = ids_text([fault.id for fault in faults])
+        what, on = kind_text(first), servers_text(first)
+        log.info("%d faults %s (ids %s): the first %s on %s", len(faults), how, ids, what, on)
+
+
+def ids_text(ids: list[int]) -> str:
+    """Fault ids as a log line names many of them: '1-3, 7, 9-12'."""
+    runs: list[list[int]] = []
+    for each in sorted(ids):
+        if runs and each == runs[-1][1] + 1:
+            runs[-1][1] = each
+        else:
+            runs.append([each, each])
+    shown = [str(a) if a == b else f"{a}-{b}" for a, b in runs[:SHOWN_RUNS]]
+    more = f" and {len(runs) - SHOWN_RUNS} more runs" if len(runs) > SHOWN_RUNS else ""
+    return ", ".join(shown) + more

@@ -12,13 +12,15 @@ get durations (delays, gaps), never times.
 
 Its parts: fault_entry (a `Fault`, and how it reads in the API and the log) and
 fault_effects (sending workers their faults and awaiting confirmation; taking servers down
-and bringing them back). Offline and reboot take their servers down through
-farm.master.fleet.switch (the port closed in every process, connections dropped) and bring them
-back when they end, except servers that were already stopped, or that another active
-offline fault still holds down. A reboot also writes its servers' starting values back
-(farm.config.behaviours.reset_server), and powers up their diagnostics
+and bringing them back). Offline and reboot hold their servers down
+(farm.master.fleet.intent) from their start to their end: farm.master.fleet.switch closes
+the ports in every process and drops the connections, and brings each back when nothing
+holds it down any more (not a `farm server stop`, not another offline fault), however the
+workers' confirmations and the fault's end interleave. A reboot also writes its servers'
+starting values back (farm.config.behaviours.reset_server), and powers up their diagnostics
 (farm.ipc.diagnostics.power_up), before they come back. Each fault applied, started,
-expired or cleared is one log line.
+expired or cleared is one log line (faults ending together by the thousand: one line for
+all). The table holds at most MAX_FAULTS faults, MAX_FAULTS_PER_SERVER on one server.
 
 Value faults (the kinds of family value, farm.config.faults.kinds) are checked against the
 targeted servers' points, start from the master's clock (`FaultRule.started`), and hold
@@ -50,7 +52,7 @@ from farm.config.plan import ServerSpec
 from farm.config.templates import Table
 from farm.ipc.messages import ActiveFaults
 from farm.master.faults.effects import SETTLE_TIMEOUT_S, FaultEffects
-from farm.master.faults.entry import EndedFault, Fault, kind_text, servers_text
+from farm.master.faults.entry import EndedFault, Fault, kind_text, log_ended, servers_text
 from farm.master.faults.values import Entries, PointError, ValueFaults
 from farm.master.fleet.switch import Switch
 from farm.master.supervision.supervisor import Supervisor
@@ -99,6 +101,7 @@ class FaultTable:
         # Told when a fault takes its servers down and when it ends (farm.master.observe).
         self.on_down: Callable[[Fault], None] = lambda fault: None
         self.on_up: Callable[[Fault], None] = lambda fault: None
+        self.ending: list[tuple[Fault, str]] = []  # to log at the end of this loop iteration
         supervisor.active_faults = self.effects.assigned
         supervisor.on_faults_applied = self.effects.applied
         supervisor.on_worker_ready = self.effects.replaced
@@ -322,7 +325,7 @@ class FaultTable:
                 del self.per_server[name]
         for timer in fault.timers:
             timer.cancel()
-        log.info("fault %d %s: %s on %s", fault.id, how, kind_text(fault), servers_text(fault))
+        self._log_end(fault, how)
         was, fault.state = fault.state, how
         if was != "active":
             return
@@ -339,10 +342,23 @@ class FaultTable:
             self._later(self.switch.settle())
         self._tell(fault)
 
+    def _log_end(self, fault: Fault, how: str) -> None:
+        """Logged at the end of the loop iteration, with the others ending in it
+        (farm.master.faults.entry.log_ended)."""
+        if not self.ending:
+            asyncio.get_running_loop().call_soon(self._log_ended)
+        self.ending.append((fault, how))
+
+    def _log_ended(self) -> None:
+        ended, self.ending = self.ending, []
+        log_ended(ended)
+
     def _tell(self, fault: Fault) -> None:
         """Send every worker that hosts a server of `fault` its active faults, as they are."""
         for worker in set(fault.placement) | self.effects.told_to(fault.id):
-            self._later(self.effects.update(worker, fault.id))
+            confirmed = self.effects.note(worker, fault.id)
+            if confirmed is not None:
+                self._later(self.effects.confirmed(worker, confirmed))
 
     def _later(self, coroutine: Coroutine[Any, Any, None]) -> None:
         task = asyncio.create_task(coroutine)
