@@ -54,3 +54,20 @@ def slow_pipe(conn: Connection, sockets: dict[int, socket.socket]) -> None:
 
     process.Worker._on_pipe = late  # type: ignore[method-assign,assignment]
     process.run(conn, sockets)
+
+
+def garble_after_ready(conn: Connection, sockets: dict[int, socket.socket]) -> None:
+    """A real worker whose first heartbeat is preceded by a frame of pipe version 99 (as a
+    worker of another release would write)."""
+    from farm.ipc.messages import LENGTH, Heartbeat, Message
+    from farm.worker import process
+
+    send = process.Worker._send
+
+    def garbling(worker: process.Worker, message: Message) -> None:
+        if isinstance(message, Heartbeat):
+            worker.channel.sock.send(LENGTH.pack(2) + bytes([99, 0]))
+        send(worker, message)
+
+    process.Worker._send = garbling  # type: ignore[method-assign,assignment]
+    process.run(conn, sockets)

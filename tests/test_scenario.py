@@ -9,6 +9,7 @@ import socket
 import struct
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -230,3 +231,31 @@ def test_steps_are_metrics_and_status_and_repeat(farm: FarmProcess, api: FarmCli
     wait_for(lambda: api.scenario()["state"] == "done", 10, "the end of both plays")
     assert api.status()["scenario"]["current"] == {"step": 2, "name": "nudge"}
     assert 'modbus_farm_scenario_step{name="hold",step="1"} 0' in metrics()
+
+
+def test_two_scenarios_posted_at_once_one_plays_and_the_other_gets_409(
+    farm: FarmProcess, api: FarmClient
+) -> None:
+    """The first POST undoes the last play (its stopped servers start again) before it
+    begins: a second POST meanwhile must not begin too (on the old code both did)."""
+    stop_all = {"steps": [{"at": "0s", "stop": {"fleet": "meters"}}]}
+    api.play_scenario(stop_all)
+    wait_for(lambda: api.status()["scenario"]["state"] == "done", 10, "the play to end")
+    assert api.servers(state="offline")  # its stopped servers wait for the next play
+    outcomes: list[int] = []
+    at_once = threading.Barrier(8)
+
+    def play() -> None:
+        at_once.wait(10)
+        try:
+            api.play_scenario({"steps": [{"at": "30s", "stop": {"target": name(1)}}]})
+            outcomes.append(200)
+        except FarmAPIError as error:
+            outcomes.append(error.status)
+
+    threads = [threading.Thread(target=play) for _ in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(30)
+    assert sorted(outcomes) == [200] + [409] * 7, outcomes

@@ -11,6 +11,7 @@ import signal
 import subprocess
 import sys
 import termios
+import time
 
 import pytest
 
@@ -51,6 +52,31 @@ def test_sighup_to_the_process_group_stops_the_farm_gracefully() -> None:
     assert code == 0, stderr
     assert "farm stopped" in stderr and "Traceback" not in stderr, stderr
     assert "died" not in stderr, stderr  # no worker was killed by the hangup
+    assert_released(farm, workers)
+
+
+def test_sigterm_to_the_process_group_stops_the_farm_once_with_no_restart() -> None:
+    """systemd's default KillMode and `kill -- -PGID` send SIGTERM to every process of the
+    group, the workers often first: they must leave the stop to the master (on the old code
+    they died of it and the master restarted them), which stops them all at once."""
+    farm = start_farm(6, workers=3)
+    try:
+        farm.wait_ready()
+        workers = farm.worker_pids()
+        for pid in workers:  # the workers first: the master has not begun its stop yet
+            os.kill(pid, signal.SIGTERM)
+        watched_until = time.monotonic() + 1.0  # a worker killed by it is a zombie at once
+        while time.monotonic() < watched_until:
+            assert not any(_zombie(pid) for pid in workers), "a worker died of SIGTERM"
+            time.sleep(0.02)
+        os.kill(farm.pid, signal.SIGTERM)
+        assert farm.process is not None
+        farm.process.wait(timeout=30)
+    finally:
+        code, _, stderr = farm.stop()
+    assert code == 0, stderr
+    assert "farm stopped" in stderr and "Traceback" not in stderr, stderr
+    assert "died" not in stderr and "restarting" not in stderr, stderr
     assert_released(farm, workers)
 
 

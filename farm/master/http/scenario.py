@@ -13,6 +13,7 @@ naming the step and the fix, and nothing is applied; one while another plays, 40
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -67,16 +68,20 @@ def parse_scenario(data: Any) -> Compiled:
 
 
 def scenario_routes(player: ScenarioPlayer) -> list[Route]:
+    starting = asyncio.Lock()  # held while a play starts (the last one undone first)
+
     async def play_scenario(call: Call) -> ScenarioView:
         timeline = call.body_as(Compiled).timeline
-        if player.playing:
+        # Two POSTs at once: the second must not start while the first undoes the last play.
+        if player.playing or starting.locked():
             raise Conflict("a scenario is playing; `farm scenario stop` ends it first")
         try:
             player.check(timeline)
         except ConfigError as error:
             raise Invalid(str(error)) from error
-        await player.stop()  # a finished one's changes are undone before the next
-        player.begin(timeline)
+        async with starting:
+            await player.stop()  # a finished one's changes are undone before the next
+            player.begin(timeline)
         return ScenarioView.model_validate(player.view())
 
     async def get_scenario(call: Call) -> ScenarioView:
