@@ -62,12 +62,12 @@ def garble_after_ready(conn: Connection, sockets: dict[int, socket.socket]) -> N
     from farm.ipc.messages import LENGTH, Heartbeat, Message
     from farm.worker import process
 
-    send = process.Worker._send
+    send = process.Worker.send
 
     def garbling(worker: process.Worker, message: Message) -> None:
         if isinstance(message, Heartbeat):
             worker.channel.sock.send(LENGTH.pack(2) + bytes([99, 0]))
         send(worker, message)
 
-    process.Worker._send = garbling  # type: ignore[method-assign,assignment]
+    process.Worker.send = garbling  # type: ignore[method-assign,assignment]
     process.run(conn, sockets)
