@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
 import struct
 import subprocess
 import sys
@@ -19,7 +20,7 @@ import pytest
 from pymodbus.client import ModbusTcpClient
 from pymodbus.exceptions import ConnectionException
 
-from farm.client import FarmAPIError, FarmClient, Fleet
+from farm.client import FarmClient, Fleet
 from tests.conftest import config_farm, ready_farm
 from tests.farmproc import HOST, FarmProcess, refused, squatter, wait_for
 from tests.test_control_api import SERVERS, TOKEN, config
@@ -184,18 +185,20 @@ def test_server_stop_and_start_take_several_names(farm: FarmProcess) -> None:
     assert api(farm).servers(state="offline") == []
 
 
-def test_start_says_so_when_the_port_was_taken_meanwhile(farm: FarmProcess) -> None:
+def test_a_stopped_server_keeps_its_port_and_comes_back_on_it(farm: FarmProcess) -> None:
+    """Stopped, its port refuses connections and no other program can take it (a bound,
+    non-listening socket holds it: on the old code another listener, or an outgoing
+    connection's ephemeral port, could, and the server could not come back)."""
     client = api(farm)
     client.stop("meter-00")
-    with squatter(farm.port(0)):
-        with pytest.raises(FarmAPIError) as caught:
-            client.start("meter-00")
-        assert caught.value.status == 409
-        assert f"{HOST}:{farm.port(0)}" in str(caught.value) and "stays stopped" in str(
-            caught.value
-        )
-        assert client.server("meter-00").info.stopped
+    assert refused(farm.port(0))
+    with pytest.raises(OSError):
+        squatter(farm.port(0)).close()  # SO_REUSEADDR and all: the port is held
+    plain = socket.socket()
+    with plain, pytest.raises(OSError):
+        plain.bind((HOST, farm.port(0)))
     assert client.start("meter-00").changed
+    assert client.server("meter-00").info.error is None
     modbus = pymodbus(farm, 0)
     modbus.close()
 

@@ -34,7 +34,7 @@ from farm.master.fleet.switch import CannotStart, Switch
 from farm.master.scenario.steps import StepActions
 from farm.master.supervision.listeners import bind_all
 from farm.master.supervision.supervisor import Supervisor, SupervisorOptions
-from tests.farmproc import HOST, free_port_range, refused
+from tests.farmproc import HOST, free_port_range, refused, squatter
 
 pytestmark = pytest.mark.timeout(300)
 BASE, MOST = 4, 6  # servers at start; the fleet scales between 2 and MOST
@@ -250,6 +250,34 @@ def test_any_interleaving_ends_with_exactly_the_right_servers_down(
     async def test() -> None:
         await reset(farm, model)
         await play(farm, model, ops)
+        await settled(farm, model)
+
+    farm.run(test())
+
+
+def test_a_server_that_cannot_listen_again_says_why_and_comes_back_when_asked(
+    farm: Farm,
+) -> None:
+    """Its port held by another program (possible only once its reservation is gone):
+    the start is refused naming the address, the reason is the server's `error` (API and
+    page), and a start once the port is free brings it back."""
+    model = Model()
+
+    async def test() -> None:
+        await reset(farm, model)
+        server = name(0)
+        await farm.switch.stop(server)
+        (slot,) = [slot for slot in farm.supervisor.slots if server in slot.stopped]
+        spec = next(spec for spec in slot.shard.servers if spec.name == server)
+        slot.reserved.pop(spec.index).close()  # as when it could not be reserved
+        with squatter(spec.port):
+            with pytest.raises(CannotStart, match=f"cannot listen on {HOST}:{spec.port}"):
+                await farm.switch.start(server)
+            located = Inventory(farm.supervisor).get(server)
+            assert located is not None and located.error is not None
+            assert "another program listens there now" in located.error
+        await farm.switch.start(server)
+        assert Inventory(farm.supervisor).get(server).error is None  # type: ignore[union-attr]
         await settled(farm, model)
 
     farm.run(test())

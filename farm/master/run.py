@@ -39,7 +39,7 @@ from farm.master.scenario.steps import StepActions
 from farm.master.state.restore import restore
 from farm.master.state.saver import StateKeeper, StateSaver, state_size
 from farm.master.state.statefile import Snapshot, fleet_counts, load
-from farm.master.supervision.listeners import bind_all, capacity, describe
+from farm.master.supervision.listeners import bind_all, capacity, describe, ephemeral_overlap
 from farm.master.supervision.supervisor import Supervisor, SupervisorOptions
 
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
@@ -121,6 +121,9 @@ async def serve(
         sockets = bind_all(plan.servers())
         cleanup.callback(_close, sockets)  # in case the supervisor never takes them over
         logs.event(logging.INFO, "capacity", capacity(plan))
+        overlap = ephemeral_overlap(plan)
+        if overlap is not None:
+            logs.event(logging.WARNING, "ephemeral_ports", overlap)
         supervisor = Supervisor(plan, sockets, options.supervisor)
         refresh: tuple[Callable[[], object], ...] = ()  # what a scale tells, besides the API's
         if options.state_file is not None:

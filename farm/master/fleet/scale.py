@@ -238,9 +238,10 @@ class Scaler:
         names = tuple(spec.name for spec in specs)
         async with slot.sending:
             for spec in specs:
-                sock = slot.sockets.pop(spec.index, None)
-                if sock is not None:
-                    sock.close()
+                for held in (slot.sockets, slot.reserved):
+                    sock = held.pop(spec.index, None)
+                    if sock is not None:
+                        sock.close()
                 slot.stopped.discard(spec.name)
                 slot.failed.pop(spec.name, None)
             slot.shard = replace(

@@ -8,10 +8,12 @@ its live values keep moving; started again, it serves the same banks.
 "Refused" needs the listening socket closed in every process that holds it: the master
 keeps a copy of each (so a port stays open while its worker is replaced) and the worker
 has its own. `shutdown()` on a listening socket cannot be undone (it releases the port, and
-`listen()` does not bring it back), so a start binds afresh in the master, keeps that copy,
-and passes the descriptor to the worker over its pipe (SCM_RIGHTS, farm.ipc.messages). If
-another program took the port meanwhile, the start fails with 409 and the server stays
-offline. The master's state is the truth: a worker spawned later (after a kill -9, say) is
+`listen()` does not bring it back). So once the worker confirmed the stop, the master
+keeps the port with a bound, non-listening socket (`listeners.reserve`: refused, and no other
+program's socket can take it), and a start listens on that socket, keeps that copy, and
+passes the descriptor to the worker over its pipe (SCM_RIGHTS, farm.ipc.channel). If the
+port could not be kept and another program took it, the start fails with 409, the server
+stays offline, and its `error` (slot.failed) says why. The master's state is the truth: a worker spawned later (after a kill -9, say) is
 given the sockets of the running servers only, so a stopped server stays stopped.
 
 Who wants a server down is the intent (farm.master.fleet.intent): the API
@@ -36,9 +38,9 @@ from dataclasses import dataclass
 
 from farm.config.plan import ServerSpec
 from farm.ipc import messages
-from farm.ipc.messages import Reply
+from farm.ipc.messages import Reply, ServerFailed
 from farm.master.fleet.intent import API, SCENARIO, Intent
-from farm.master.supervision.listeners import bind_one
+from farm.master.supervision.listeners import bind_one, reserve
 from farm.master.supervision.slot import Slot
 from farm.master.supervision.supervisor import Supervisor
 
@@ -188,6 +190,7 @@ class Switch:
                 return
             for slot, reply in stops:
                 await self._settle(slot, reply)
+                self._reserve(slot)
             for slot, _, reply in started:
                 await self._settle(slot, reply)
             _log(stopped, "stopped")
@@ -228,12 +231,20 @@ class Switch:
         bound = []
         for spec in specs:
             try:
-                sock = bind_one(spec)
+                sock = bind_one(spec, slot.reserved.pop(spec.index, None))
             except OSError as exc:
                 error = _cannot(spec, exc)
                 self.reasons[spec.name] = str(error)
+                # Said where a failed start is: the server's `error` in the API and the page.
+                slot.failed[spec.name] = ServerFailed(
+                    worker=slot.shard.worker,
+                    server=spec.name,
+                    address=spec.address,
+                    reason=str(error),
+                )
                 failed.append(error)
                 continue
+            slot.failed.pop(spec.name, None)
             if spec.name in self.reboots:
                 self.reboots.discard(spec.name)
                 self.power_cycle(spec.name)
@@ -241,6 +252,15 @@ class Switch:
             slot.stopped.discard(spec.name)
             bound.append((spec, sock))
         return bound
+
+    def _reserve(self, slot: Slot) -> None:
+        """Keep the ports of the slot's stopped servers, now that its worker closed its
+        listeners (until then the port is still theirs)."""
+        for spec in slot.shard.servers:
+            if spec.name in slot.stopped and spec.index not in slot.reserved:
+                sock = reserve(spec)
+                if sock is not None:
+                    slot.reserved[spec.index] = sock
 
     async def _settle(self, slot: Slot, pending: asyncio.Future[Reply | None]) -> bool:
         """Wait for the worker's answer; True when it did what it was told."""

@@ -63,6 +63,29 @@ def capacity(plan: Plan) -> str:
     return line + ")"
 
 
+EPHEMERAL_RANGE_FILE = "/proc/sys/net/ipv4/ip_local_port_range"
+
+
+def ephemeral_overlap(plan: Plan, path: str = EPHEMERAL_RANGE_FILE) -> str | None:
+    """A warning when servers' ports fall in the kernel's ephemeral range: any program's
+    outgoing connection may take such a port while its server is stopped or offline, and it
+    could not listen there again. None when no port does (or the range cannot be read)."""
+    try:
+        with open(path) as file:
+            low, high = (int(each) for each in file.read(64).split()[:2])
+    except (OSError, ValueError):
+        return None
+    inside = sorted({spec.port for spec in plan.servers() if low <= spec.port <= high})
+    if not inside:
+        return None
+    return (
+        f"{len(inside)} server ports ({inside[0]}-{inside[-1]}) fall in the ephemeral port "
+        f"range {low}-{high} ({path}): while such a server is stopped or offline, another "
+        "program's outgoing connection can take its port and it cannot come back; put the "
+        "servers below the range (--port-base, addressing.port_start) or shrink the range"
+    )
+
+
 def describe(addresses: Iterable[tuple[str, int]], most: int = 4) -> str:
     """Addresses as runs: '127.0.0.1:5020-5022, 127.10.0.1-127.10.0.9:502'.
 
@@ -104,7 +127,38 @@ def describe(addresses: Iterable[tuple[str, int]], most: int = 4) -> str:
     return ", ".join(texts)
 
 
-def bind_one(spec: ServerSpec) -> socket.socket:
+def reserve(spec: ServerSpec) -> socket.socket | None:
+    """A bound, non-listening socket on a stopped server's address: connections to it are
+    refused, and no other program's socket can take the port meanwhile (an outgoing
+    connection's ephemeral port, another listener); `bind_one` listens on it again. None for
+    UDP (a bound datagram socket receives) or when the address cannot be bound now."""
+    if spec.transport == "udp":
+        return None
+    family = socket.AF_INET6 if ":" in spec.host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    try:
+        # Past the TIME_WAIT entries of the connections just dropped; then off, so that no
+        # other socket, SO_REUSEADDR or not, can bind the port beside it.
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((spec.host, spec.port))
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 0)
+    except OSError:
+        sock.close()
+        return None
+    return sock
+
+
+def bind_one(spec: ServerSpec, reserved: socket.socket | None = None) -> socket.socket:
+    """The server's listening socket: on its `reserved` socket if it has one, else bound
+    afresh; raises OSError."""
+    if reserved is not None:
+        try:
+            reserved.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            reserved.listen(BACKLOG)
+            reserved.setblocking(False)
+            return reserved
+        except OSError:
+            reserved.close()  # bound afresh below, which says why it cannot be
     family = socket.AF_INET6 if ":" in spec.host else socket.AF_INET
     datagrams = spec.transport == "udp"
     sock = socket.socket(family, socket.SOCK_DGRAM if datagrams else socket.SOCK_STREAM)

@@ -54,6 +54,9 @@ class Slot:
     # Server index -> the master's copy of its listening socket; a server stopped through
     # the API (farm.master.fleet.switch) has none, and a worker spawned meanwhile does not serve it.
     sockets: dict[int, socket.socket]
+    # Server index -> a bound, non-listening socket keeping a stopped server's port
+    # (farm.master.supervision.listeners.reserve); never handed to a worker.
+    reserved: dict[int, socket.socket] = field(default_factory=dict)
     state: SlotState = SlotState.STARTING
     process: WorkerProcess | None = None
     conn: Connection | None = None

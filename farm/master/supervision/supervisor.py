@@ -133,7 +133,7 @@ class Supervisor:
             if task is not None:
                 task.cancel()
         for slot in self.slots:
-            for sock in slot.sockets.values():
+            for sock in (*slot.sockets.values(), *slot.reserved.values()):
                 sock.close()
             slot.segment.close()
             slot.counters.close()
