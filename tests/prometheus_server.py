@@ -22,6 +22,7 @@ from typing import Any
 
 from prometheus_client.parser import text_string_to_metric_families
 from pymodbus.client import ModbusTcpClient
+from pymodbus.exceptions import ModbusException
 
 from tests.farmproc import HOST, FarmProcess, free_port, wait_for
 from tests.tools import tool
@@ -79,7 +80,7 @@ class Load(threading.Thread):
                         continue
                     self._one(client, sent)
                     self.answered += 1
-                except Exception:
+                except (ModbusException, OSError):  # dropped while its worker is replaced
                     client.close()
                 self.stop.wait(0.002)  # a SCADA-like pace, and CPU left for Prometheus
         finally:
