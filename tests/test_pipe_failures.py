@@ -31,7 +31,7 @@ def test_a_worker_that_garbles_its_pipe_is_replaced_and_status_says_why(
         await until(lambda: slot.restarts >= 1, 30, "the worker to be replaced")
         row = status(supervisor)["workers"][0]
         assert row["last_failure"] == (
-            "pipe protocol error (VersionMismatch): pipe frame version 99, expected 4"
+            "pipe protocol error (VersionMismatch): pipe frame version 99, expected 5"
         ), row
 
     run_supervised(small_plan(2, workers=1), options, test, "tests.stub_workers:garble_after_ready")

@@ -13,8 +13,9 @@ keeps the port with a bound, non-listening socket (`listeners.reserve`: refused,
 program's socket can take it), and a start listens on that socket, keeps that copy, and
 passes the descriptor to the worker over its pipe (SCM_RIGHTS, farm.ipc.channel). If the
 port could not be kept and another program took it, the start fails with 409, the server
-stays offline, and its `error` (slot.failed) says why. The master's state is the truth: a worker spawned later (after a kill -9, say) is
-given the sockets of the running servers only, so a stopped server stays stopped.
+stays offline, and its `error` (slot.failed) says why. The master's state is the truth: a
+worker spawned later (after a kill -9, say) is given the sockets of the running servers
+only, so a stopped server stays stopped.
 
 Who wants a server down is the intent (farm.master.fleet.intent): the API
 (POST /api/v1/servers/{name}/stop and /start), scenario steps (`stop`, `start`) and faults
