@@ -7,6 +7,7 @@ ports that are free now, and keeps everything else (templates, points, behaviour
 from __future__ import annotations
 
 import contextlib
+import os
 import shutil
 import struct
 import subprocess
@@ -290,3 +291,21 @@ def test_serial_line_over_rtu_and_udp(tmp_path: Path) -> None:
         finally:
             rtu.close()
             udp.close()
+
+
+def test_the_readmes_typical_test_runs_as_written() -> None:
+    """examples/typical-test.sh, README's one-screen test: up, a fault on a quarter of the
+    devices, watch, clear, down; with its ports moved to free ones."""
+    port_base, api_port = free_port_range(20), free_port()
+    done = subprocess.run(
+        ["bash", str(EXAMPLES / "typical-test.sh")],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, "PORT_BASE": str(port_base), "API_PORT": str(api_port)},
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    out = done.stdout
+    assert "on 5 servers" in out and "\n5 servers\n" in out, out  # a quarter of 20
+    assert "cleared 1 fault" in out and "farm stopped" in out, out
+    assert all(port_free(port_base + i) for i in range(20)) and port_free(api_port)
