@@ -241,3 +241,28 @@ def poll(port: int, stop: threading.Event) -> None:
                 client.close()
     finally:
         client.close()
+
+
+def test_an_offline_fault_shows_as_a_rate_of_outages(tmp_path: Path) -> None:
+    """The first outage shows in rate(): the farm-wide counter is there from 0 (a server's
+    own injection series appears at 1, and a rate over it reads 0)."""
+    farm = start_farm(3, workers=1)
+    try:
+        farm.wait_ready()
+        client = FarmClient.at("127.0.0.1", farm.api_port)
+        with running_prometheus(scrape_config(farm), tmp_path) as prometheus:
+            wait_for(prometheus.targets_up, 20, "Prometheus to scrape the farm")
+            wait_for(
+                lambda: prometheus.query('modbus_farm_outages_total{kind="offline"}'),
+                20,
+                "the outage counter at 0",
+                interval=0.5,
+            )
+            client.fault("offline", target=Servers("device-0000", "device-0001"), duration="2s")
+            expr = 'sum(rate(modbus_farm_outages_total{kind="offline"}[10s]))'
+            wait_for(lambda: scraped(prometheus, expr) > 0, 30, "a rate of outages", interval=0.5)
+            single = 'sum(rate(modbus_farm_fault_injections_total{kind="offline"}[10s]))'
+            assert scraped(prometheus, single) == 0  # what the dashboard showed before
+    finally:
+        code, _, stderr = farm.stop()
+    assert code == 0, stderr

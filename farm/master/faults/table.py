@@ -99,6 +99,8 @@ class FaultTable:
         # The faults that ended, newest last: how clients behaved around them (farm report).
         self.ended: deque[EndedFault] = deque(maxlen=ENDED_KEPT)
         # Told when a fault takes its servers down and when it ends (farm.master.observe).
+        # Servers taken down so far, by kind (every server kind, from 0: a rate from the start).
+        self.outages: dict[str, int] = dict.fromkeys(sorted(SERVER_KINDS), 0)
         self.on_down: Callable[[Fault], None] = lambda fault: None
         self.on_up: Callable[[Fault], None] = lambda fault: None
         self.ending: list[tuple[Fault, str]] = []  # to log at the end of this loop iteration
@@ -311,6 +313,7 @@ class FaultTable:
         if not quiet:
             log.info("fault %d started: %s on %s", fault.id, kind_text(fault), servers_text(fault))
         if fault.spec.kind in SERVER_KINDS:
+            self.outages[fault.spec.kind] += len(fault.servers)
             self.on_down(fault)
             self.effects.take_down(fault)  # now, in order: whatever the workers are doing
             self._later(self.switch.settle())

@@ -16,7 +16,7 @@ from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
 from prometheus_client import CollectorRegistry, ProcessCollector
-from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
 from farm.master.faults.table import FaultTable
@@ -29,7 +29,9 @@ if TYPE_CHECKING:
 
 
 class FaultsCollector(Collector):
-    """modbus_farm_faults_active by kind, every kind present."""
+    """modbus_farm_faults_active by kind, every kind present; modbus_farm_outages_total by
+    server kind (offline, reboot), from 0, so that `rate()` sees the first outage (the
+    per-server injection counter of an outage appears at 1, and a rate over it reads 0)."""
 
     def __init__(self, faults: FaultTable) -> None:
         self.faults = faults
@@ -41,6 +43,14 @@ class FaultsCollector(Collector):
         for kind, count in self.faults.active_by_kind().items():
             active.add_metric([kind], count)
         yield active
+        outages = CounterMetricFamily(
+            PREFIX + "outages",
+            "Servers taken down by a fault (offline, reboot), in all, since the farm started.",
+            labels=["kind"],
+        )
+        for kind, count in self.faults.outages.items():
+            outages.add_metric([kind], count)
+        yield outages
 
 
 class ScenarioCollector(Collector):
