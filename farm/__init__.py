@@ -36,6 +36,9 @@ Four programs share this package; the folder tells which one runs a module:
               console script is re-run in every worker multiprocess spawns).
     pytest_plugin.py  the `modbus_farm` fixture: farms for a test suite, through client/.
     errors.py the errors a user can meet, each one line (standard library only).
+    files.py  how anything from outside is read: regular files only, bounded sizes and
+              nesting, one-line errors (config files, CSVs, state files, certificates,
+              API bodies).
     output.py how the CLI and bench print: user text literally, whole table rows in a
               pipe; exit_with, a FarmError as its one line.
     openfiles.py  the open-files limit, raised the same way by every program.
@@ -43,11 +46,11 @@ Four programs share this package; the folder tells which one runs a module:
 
 Imports follow the arrows: config imports none of the others; ipc imports config;
 master and worker import config and ipc, never each other; bench imports client and
-config; modbus imports nothing of the farm; errors, openfiles, output, words and modbus
-are for everyone. Inside the master, supervision is at the bottom and http at the top; only http,
-fleetview's pages and run speak HTTP (aiohttp). No import cycle at run time, and no module
-touches another's private names (ruff's SLF001). The contracts are in pyproject.toml;
-tests/test_layout.py keeps them.
+config; modbus imports nothing of the farm; errors, files, openfiles, output, words and
+modbus are for everyone. Inside the master, supervision is at the bottom and http at the
+top; only http, fleetview's pages and run speak HTTP (aiohttp). No import cycle at run
+time, and no module touches another's private names (ruff's SLF001). The contracts are in
+pyproject.toml; tests/test_layout.py keeps them.
 """
 
 __version__ = "0.1.0"

@@ -2,10 +2,13 @@
 
 FarmError                  base: `str(error)` is the line the user sees
 ├── ConfigError            a bad option or config file (exit 2)
+│   └── InputError         a file or body refused by farm.files: not a regular file, too
+│       └── MissingFile    large, not UTF-8, nested too deep, outside its directory; absent
 ├── PortBusyError          addresses already in use at start (exit 1)
 ├── ResourceLimitError     too many servers for this machine's limits (exit 1)
 ├── BootError              a worker could not boot, repeatedly (exit 1)
 ├── StateFileError         a state file that cannot be used: corrupt, foreign (exit 2)
+├── StateSaveError         the farm could not save its state file while it ran (exit 1)
 └── FarmUnreachable        the CLI could not reach a farm's control API (exit 1)
 
 `farm.output.exit_with(error)` is how every command shows one: a single line on stderr, then
@@ -52,6 +55,19 @@ class StateFileError(FarmError):
     """A state file (`farm up --state`) that is unreadable, corrupt, or for another fleet."""
 
     exit_code = 2
+
+
+class StateSaveError(FarmError):
+    """The farm ran, but one or more saves of its state file failed: values may be lost."""
+
+
+class InputError(ConfigError):
+    """A file or request body refused by farm.files; the message names the path (or body)
+    and the position, never the content."""
+
+
+class MissingFile(InputError):
+    """The file does not exist (for a state file, not an error: there is none yet)."""
 
 
 class FarmUnreachable(FarmError):

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import os
 import sys
+import unicodedata
 from typing import NoReturn
 
 from rich.console import Console
@@ -31,12 +32,28 @@ def console(stderr: bool = False) -> Console:
     return Console(stderr=stderr, markup=False, emoji=False, width=PIPE_WIDTH)
 
 
+def one_line(text: str) -> str:
+    """`text` with every character that would break or hide part of a line (newlines,
+    separators, escapes: Unicode categories Cc, Cf, Zl, Zp) written as an escape."""
+    return "".join(
+        char.encode("unicode_escape").decode("ascii")
+        if unicodedata.category(char) in _BREAKING
+        else char
+        for char in text
+    )
+
+
+_BREAKING = frozenset({"Cc", "Cf", "Zl", "Zp"})
+
+
 def exit_with(error: FarmError) -> NoReturn:
     """Print `error` as the one line a user sees, and exit with its code.
 
     The message carries user text (file names, fleet names, addresses) that may hold
-    square brackets: it goes out as a Text, never through Rich markup.
+    square brackets: it goes out as a Text, never through Rich markup. It may hold control
+    characters too (a YAML key with a newline in it): they are shown escaped, so the line
+    stays one line.
     """
-    line = Text.assemble(("farm: error:", "bold red"), " ", str(error))
+    line = Text.assemble(("farm: error:", "bold red"), " ", one_line(str(error)))
     Console(stderr=True, markup=False, emoji=False).print(line, highlight=False, soft_wrap=True)
     sys.exit(error.exit_code)

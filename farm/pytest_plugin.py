@@ -148,6 +148,8 @@ class FarmFactory:
             command += ["--count", str(count), "--port-base", str(_free_ports(count, api_port))]
         else:
             command.append(str(self._relocated(Path(config), api_port)))
+            # The copy's replay CSVs are the original's, outside the copy's directory.
+            command += ["--allow-outside", str(Path(config).resolve().parent)]
             command += [] if count is None else ["--count", str(count)]
         command += ["--workers", str(workers), "--api-port", str(api_port), *args]
         if token:

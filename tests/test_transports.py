@@ -26,6 +26,7 @@ from pymodbus.client import ModbusTcpClient, ModbusTlsClient, ModbusUdpClient
 from pymodbus.exceptions import ConnectionException, ModbusIOException
 from pymodbus.pdu.file_message import FileRecord
 
+from farm.cli.selfsigned import make_certificates
 from farm.client import FarmClient
 from farm.modbus import rtu
 from farm.worker.transports.tls import role_of
@@ -577,9 +578,8 @@ def test_transport_mistakes_are_one_line(tmp_path: Path) -> None:
     fleets[3]["tls"] = {"certificate": "missing.pem", "key": "missing.key"}
     path.write_text(yaml.safe_dump(data))
     done = farm_command("validate", str(path))
-    assert (
-        done.returncode == 2 and "fleets[3].tls.certificate: cannot read missing.pem" in done.stderr
-    )
+    assert done.returncode == 2 and done.stderr.count("\n") == 1
+    assert f"fleets[3].tls.certificate: {tmp_path / 'missing.pem'}: cannot read" in done.stderr
 
 
 def test_a_tls_fleet_at_addresses_of_its_own_listens_on_802(tmp_path: Path) -> None:
@@ -599,8 +599,10 @@ def test_a_tls_fleet_at_addresses_of_its_own_listens_on_802(tmp_path: Path) -> N
     }
     path = tmp_path / "ports.yaml"
     path.write_text(yaml.safe_dump(data))
+    # A real pair: the plan loads and matches them, as validate and up do.
+    made = make_certificates("operator", ("127.0.0.1",), 1)
     for name in ("server.pem", "server.key"):
-        (tmp_path / name).write_text("not read by farm plan")
+        (tmp_path / name).write_bytes(made[name])
     done = farm_command("plan", str(path), "--servers")
     assert done.returncode == 0, done.stderr
     for address in ("127.0.0.5:802", "127.0.0.6:8802", "127.0.0.1:9000", "127.0.0.7:502"):

@@ -1,12 +1,13 @@
 """The `farm` command: every subcommand, a client of the master's API or a front to it.
 
 app (the group, `status`, `down`), up (`farm up`), validate (`validate`, `plan`: what a
-config would build), sharding (the shard options), prometheus_config, control (`servers`,
-`get`, `set`, `server stop|start`), faults (`fault add|list|clear`), scenario (`scenario
-run|status|stop`, `scale`), targets (`farm targets`), net (`net plan|up|down`), certs
-(`farm certs`; selfsigned makes the files), writes (`farm writes`: a server's write journal),
-clients (`farm clients`: who polls, how often), report (`farm report`: per client and fleet, and
-around faults), trace (`farm trace`; pcap writes its capture).
+config would build), budget (what it would cost, checked first), sharding (the shard
+options), prometheus_config, control (`servers`, `get`, `set`, `server stop|start`), faults
+(`fault add|list|clear`), scenario (`scenario run|status|stop`, `scale`), targets (`farm
+targets`), net (`net plan|up|down`), certs (`farm certs`; selfsigned makes the files),
+writes (`farm writes`: a server's write journal), clients (`farm clients`: who polls, how
+often), report (`farm report`: per client and fleet, and around faults), trace (`farm
+trace`; pcap writes its capture).
 
 Importing this package imports none of them: the `farm` console script (`from farm.cli
 import main`) is the `__main__` of `farm up`, and multiprocess's spawn runs the parent's

@@ -93,6 +93,13 @@ def status(client: FarmClient, as_json: bool) -> None:
     for w in data["workers"]:  # why a worker was replaced: one line each
         if w.get("last_failure") and w["restarts"]:
             out.print(f"worker {w['worker']} last replaced: {w['last_failure']}", highlight=False)
+    state = data.get("state")
+    if state:
+        age = state["last_saved_age_s"]
+        saved = "not saved yet" if age is None else f"last saved {age:.0f} s ago"
+        failed = state["saves_failed"]
+        trouble = f", {failed} saves failed (last: {state['last_error']})" if failed else ""
+        out.print(f"state file {state['file']}: {saved}{trouble}", highlight=False)
 
 
 @main.command()

@@ -205,7 +205,11 @@ def _write(paths: dict[Path, str], role: str, hosts: tuple[str, ...], days: int)
     for path, name in paths.items():
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
-            descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW
+            descriptor = os.open(path, flags, 0o600)
+            # The mode above is only for a new file: one there already (--force) keeps its
+            # own, maybe world-readable, unless it is set here.
+            os.fchmod(descriptor, 0o600)
             with os.fdopen(descriptor, "wb") as handle:
                 handle.write(contents[name])
         except OSError as exc:

@@ -2,10 +2,10 @@
 
     farm up [FILE] [--count N] [--workers W] [--host H] [--port-base P] [--api-host H]
             [--api-port A] [--api-token T] [--generate-api-token] [--api-insecure]
-            [--metrics-port M] [--metrics-host H] [--transport T [--certs DIR]]
-            [--max-connections N] [--connection-policy P] [--idle-timeout S]
-            [--frame-timeout S] [--state FILE] [--state-interval S] [--log-level L]
-            [--log-format text|json] [--log-file FILE]
+            [--api-allow-host NAME] [--allow-outside PATH] [--metrics-port M]
+            [--metrics-host H] [--transport T [--certs DIR]] [--max-connections N]
+            [--connection-policy P] [--idle-timeout S] [--frame-timeout S] [--state FILE]
+            [--state-interval S] [--log-level L] [--log-format text|json] [--log-file FILE]
 
 The front of the master (farm.master.run.serve): builds the plan (farm.cli.validate), restores
 a scaled fleet's size from --state, finds the scenario, then runs the master on uvloop with a
@@ -31,7 +31,7 @@ from rich.text import Text
 from farm.cli.net import bind_privilege_problem
 from farm.cli.scenario import scenario_for_up
 from farm.cli.sharding import ShardChoice, shard_options
-from farm.cli.validate import make_plan
+from farm.cli.validate import allow_outside_option, make_plan
 from farm.client import api_host_option, api_port_option, api_token_option
 from farm.client.options import generate_token_option, token_or_generated
 from farm.config.plan import TRANSPORTS, Plan, Transport
@@ -73,6 +73,15 @@ err = console(stderr=True)
     is_flag=True,
     help="Serve the API on a non-loopback --api-host without a token (anyone reaching it can "
     "change values and stop the farm).",
+)
+@click.option(
+    "--api-allow-host",
+    "api_allow_hosts",
+    multiple=True,
+    metavar="NAME",
+    envvar="FARM_API_ALLOW_HOST",
+    help="A Host name the API and /metrics answer to besides their own address (repeatable; "
+    "'*': any). Not needed with a token on a non-loopback --api-host [env: FARM_API_ALLOW_HOST].",
 )
 @click.option("--metrics-port", type=int, default=None, help="Also serve /metrics on this port.")
 @click.option(
@@ -155,6 +164,7 @@ err = console(stderr=True)
     help="Play this file's scenario [default: FILE's scenario: section, if any].",
 )
 @shard_options(need_index=True)
+@allow_outside_option
 def up(
     file: str | None,
     count: int | None,
@@ -168,6 +178,7 @@ def up(
     api_token: str | None,
     generate_api_token: bool,
     api_insecure: bool,
+    api_allow_hosts: tuple[str, ...],
     metrics_port: int | None,
     metrics_host: str | None,
     max_connections: int | None,
@@ -181,6 +192,7 @@ def up(
     log_file: str | None,
     scenario_file: str | None,
     shard: ShardChoice | None,
+    allow_outside: tuple[Path, ...],
 ) -> None:
     """Start the farm (from FILE, or COUNT default devices) until Ctrl-C or SIGTERM.
 
@@ -205,8 +217,9 @@ def up(
             if value is not None
         }
         plan = make_plan(
-            file, count, host, port_base, workers, transport, certs, shard, connections
-        )
+            file, count, host, port_base, workers, transport, certs, shard, connections,
+            allowed=allow_outside,
+        )  # fmt: skip
         origin = fleet_digest(plan)
         if state_file is not None:  # a fleet scaled while it ran comes back at its size
             plan = sized_plan(
@@ -214,7 +227,7 @@ def up(
                 plan,
                 lambda counts: make_plan(
                     file, count, host, port_base, workers, transport, certs, shard, connections,
-                    counts,
+                    counts, allow_outside,
                 ),
             )  # fmt: skip
         timeline = scenario_for_up(file, scenario_file, plan)
@@ -231,6 +244,7 @@ def up(
             api_port=api_port,
             api_token=api_token,
             api_insecure=api_insecure,
+            api_allow_hosts=api_allow_hosts,
             metrics_host=metrics_host,
             metrics_port=metrics_port,
             state_file=state_file,

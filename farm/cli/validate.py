@@ -9,12 +9,15 @@ from __future__ import annotations
 
 import os
 from collections import Counter
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
+from pathlib import Path
 from typing import Any
 
 import click
 from rich.table import Table as RichTable
 
+from farm.cli.budget import check_fleet_size
 from farm.cli.scenario import describe as describe_scenario
 from farm.cli.scenario import scenario_for_up
 from farm.cli.sharding import ShardChoice, shard_options
@@ -36,8 +39,8 @@ from farm.config.templates import (
     default_template,
     with_connections,
 )
-from farm.config.tlsfiles import SERVER_SIDE, certs_dir
-from farm.errors import ConfigError, FarmError
+from farm.config.tlsfiles import SERVER_SIDE, certs_dir, check_tls
+from farm.errors import ConfigError, FarmError, InputError
 from farm.master.supervision.listeners import describe
 from farm.output import console, exit_with
 from farm.words import counted
@@ -66,11 +69,16 @@ def expand(
     port_base: int | None,
     transport: Transport | None = None,
     certs: str | None = None,
+    allowed: Sequence[Path] = (),
+    shards: int = 1,
 ) -> Fleet:
-    """The whole fleet: a config file, or `count` built-in default devices."""
+    """The whole fleet: a config file, or `count` built-in default devices. Its size is
+    checked first (farm.cli.budget, for `shards` shards); `allowed`: places outside the
+    config's directory its data files may be in (--allow-outside)."""
     if file is None:
         template = default_template()
         count = 100 if count is None else count
+        check_fleet_size([("default", count, template)], shards)
         host = host or "127.0.0.1"
         port_base = 5020 if port_base is None else port_base
         tls = tls_from(certs, transport or "tcp")
@@ -82,7 +90,17 @@ def expand(
             "--host, --port-base and --transport apply only without a config file "
             "(fleets give addresses and transports)"
         )
-    farm_file = load(file)
+    farm_file = load(file, allowed)
+    counts = farm_file.counts(count)
+    check_fleet_size(
+        [
+            (fleet.name, n, template)
+            for fleet, n, template in zip(
+                farm_file.model.fleets, counts, farm_file.fleet_templates, strict=True
+            )
+        ],
+        shards,
+    )
     templates, requests = farm_file.expand(count)
     if not requests:
         raise ConfigError(f"{file}: the fleets hold no servers (every count is 0)")
@@ -101,6 +119,7 @@ def make_plan(
     shard: ShardChoice | None = None,
     connections: dict[str, Any] | None = None,
     counts: dict[str, int] | None = None,
+    allowed: Sequence[Path] = (),
 ) -> Plan:
     """The plan for `farm up/plan`: a config file, or `count` built-in default devices.
 
@@ -112,7 +131,8 @@ def make_plan(
         if workers is None:
             # The CPUs this process may run on (taskset, a container's cpuset), not all there are.
             workers = len(os.sched_getaffinity(0)) or 1
-        fleet = expand(file, count, host, port_base, transport, certs)
+        shards = shard.count if shard is not None else 1
+        fleet = expand(file, count, host, port_base, transport, certs, allowed, shards)
         if counts is not None:
             fleet = resized(fleet, counts)
         part = None
@@ -150,7 +170,12 @@ def tls_from(certs: str | None, transport: Transport) -> TlsSettings | None:
         return None
     if certs is None:
         raise ConfigError("--transport tls needs --certs DIR (make one with `farm certs DIR`)")
-    return TlsSettings(**certs_dir(certs, SERVER_SIDE))
+    paths = certs_dir(certs, SERVER_SIDE)
+    try:
+        check_tls(Path(paths["certificate"]), Path(paths["key"]), Path(paths["client_ca"]))
+    except InputError as exc:
+        raise ConfigError(f"--certs {certs}: {exc}") from exc
+    return TlsSettings(**paths)
 
 
 def span(addresses: list[tuple[str, int]]) -> str:
@@ -179,6 +204,17 @@ def registers(template: DeviceTemplate) -> str:
     )
 
 
+allow_outside_option = click.option(
+    "--allow-outside",
+    "allow_outside",
+    multiple=True,
+    type=click.Path(path_type=Path),
+    metavar="PATH",
+    help="Let replay CSVs be read from PATH (a file or directory) outside the config "
+    "file's directory (repeatable).",
+)
+
+
 @click.command()
 @click.argument("file", type=click.Path(dir_okay=False))
 @click.option(
@@ -187,10 +223,13 @@ def registers(template: DeviceTemplate) -> str:
 @click.option(
     "--scenario", "scenario_file", default=None, help="Check this file's scenario instead."
 )
-def validate(file: str, count: int | None, scenario_file: str | None) -> None:
+@allow_outside_option
+def validate(
+    file: str, count: int | None, scenario_file: str | None, allow_outside: tuple[Path, ...]
+) -> None:
     """Check a config file (and its scenario) and show the fleets it describes."""
     try:
-        plan = make_plan(file, count, None, None, 1)
+        plan = make_plan(file, count, None, None, 1, allowed=allow_outside)
         timeline = scenario_for_up(file, scenario_file, plan)
     except FarmError as error:
         exit_with(error)
@@ -228,12 +267,14 @@ def validate(file: str, count: int | None, scenario_file: str | None) -> None:
     "--servers", "every_server", is_flag=True, help="List every server, not one row per worker."
 )
 @shard_options(need_index=False)
+@allow_outside_option
 def plan_command(
     file: str | None,
     count: int | None,
     workers: int | None,
     every_server: bool,
     shard: ShardChoice | None,
+    allow_outside: tuple[Path, ...],
 ) -> None:
     """Dry run: the servers, their addresses and each worker's shard; binds nothing.
 
@@ -242,9 +283,9 @@ def plan_command(
     """
     try:
         if shard is not None and shard.index is None:
-            _print_slices(file, count, shard.count)
+            _print_slices(file, count, shard.count, allow_outside)
             return
-        plan = make_plan(file, count, None, None, workers, shard=shard)
+        plan = make_plan(file, count, None, None, workers, shard=shard, allowed=allow_outside)
     except FarmError as error:
         exit_with(error)
     if every_server:
@@ -276,9 +317,11 @@ def plan_command(
     out.print(f"{counted(plan.servers_total, 'server')} on {on}{where}", highlight=False)
 
 
-def _print_slices(file: str | None, count: int | None, shards: int) -> None:
+def _print_slices(
+    file: str | None, count: int | None, shards: int, allowed: Sequence[Path]
+) -> None:
     """One row per shard: which servers it serves, by index, name and address."""
-    requests = expand(file, count, None, None).requests
+    requests = expand(file, count, None, None, allowed=allowed, shards=shards).requests
     table = RichTable("shard", "servers", "indices", "names", "addresses")
     for part in fleet_slices(len(requests), shards):
         mine = requests[part.start : part.stop]

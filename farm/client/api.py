@@ -44,12 +44,27 @@ class FarmAPIError(FarmError):
 
 
 class FarmClient:
-    """A farm's control API at `url` (http://HOST:PORT), with the token mutating calls need."""
+    """A farm's control API at `url` (http://HOST:PORT), with the token mutating calls need.
 
-    def __init__(self, url: str, token: str | None = None, timeout: float = TIMEOUT_S) -> None:
+    Requests go straight to the farm: HTTP_PROXY and the like are ignored (urllib would
+    otherwise send every call, the bearer token with it, to whatever proxy the environment
+    names). With `proxy` (http://PROXY:PORT), calls go through it, and the token never does:
+    a call that needs it is refused before anything is sent.
+    """
+
+    def __init__(
+        self,
+        url: str,
+        token: str | None = None,
+        timeout: float = TIMEOUT_S,
+        proxy: str | None = None,
+    ) -> None:
         self.url = url.rstrip("/")
         self.token = token
         self.timeout = timeout
+        self.proxy = proxy
+        proxies = {} if proxy is None else {"http": proxy}
+        self._opener = urllib.request.build_opener(urllib.request.ProxyHandler(proxies))
 
     @classmethod
     def at(cls, host: str, port: int, token: str | None = None) -> FarmClient:
@@ -297,10 +312,15 @@ class FarmClient:
             raise self._not_an_address(exc) from exc
         if data is not None:
             request.add_header("Content-Type", "application/json")
-        if self.token:
+        if self.token and self.proxy is None:
             request.add_header("Authorization", f"Bearer {self.token}")
+        elif self.token and method not in ("GET", "HEAD"):
+            raise ConfigError(
+                f"{method} {path} needs the farm's token, which is never sent through a proxy "
+                f"({self.proxy}); call the farm directly"
+            )
         try:
-            with urllib.request.urlopen(request, timeout=self.timeout) as response:
+            with self._opener.open(request, timeout=self.timeout) as response:
                 return json.load(response)
         except urllib.error.HTTPError as exc:
             raise FarmAPIError(f"{method} {path}: {_error_text(exc)}", exc.code) from exc

@@ -4,7 +4,8 @@ Second half of the config stage (config -> fleets -> plan -> ...). `load(path)` 
 through the schema (farm.config.schema); `FarmFile` resolves templates (with per-fleet
 behaviour overrides and CSV replay columns: farm.config.template_reader), and `expand()`
 scales fleet counts, assigns addresses and names, and checks what the schema alone cannot:
-fleets whose addresses overlap, ranges too small for their count, unreadable TLS files.
+fleets whose addresses overlap, ranges too small for their count, TLS files that cannot
+serve (farm.config.tlsfiles).
 Every mistake is a ConfigError naming the file and the path inside it.
 """
 
@@ -12,6 +13,7 @@ from __future__ import annotations
 
 import functools
 import ipaddress
+from collections.abc import Sequence
 from pathlib import Path
 
 from pydantic import ValidationError
@@ -22,7 +24,7 @@ from farm.config.problems import describe
 from farm.config.schema import AddressingModel, FarmModel, FleetModel, TlsModel, read
 from farm.config.template_reader import TemplateReader, identity_problem
 from farm.config.templates import DeviceTemplate, default_template
-from farm.config.tlsfiles import unreadable
+from farm.config.tlsfiles import TlsFileError, check_tls
 from farm.errors import ConfigError
 
 LOOPBACK_LAST = ipaddress.IPv4Address("127.255.255.254")  # 127.0.0.0/8, broadcast excluded
@@ -51,8 +53,9 @@ def ip_range(addressing: AddressingModel) -> tuple[int, int]:
     return first, last
 
 
-def load(path: str | Path) -> FarmFile:
-    """Read and validate a config file; raises ConfigError."""
+def load(path: str | Path, allowed: Sequence[Path] = ()) -> FarmFile:
+    """Read and validate a config file; raises ConfigError. `allowed`: places outside the
+    file's directory that its data files may be in (`--allow-outside`)."""
     source = Path(path)
     data = read(source)
     if not isinstance(data, dict):
@@ -61,16 +64,16 @@ def load(path: str | Path) -> FarmFile:
         model = FarmModel.model_validate(data)
     except ValidationError as exc:
         raise ConfigError(describe(exc, source)) from exc
-    return FarmFile(source, model)
+    return FarmFile(source, model, allowed)
 
 
 class FarmFile:
     """A validated config file, ready to expand into templates and servers."""
 
-    def __init__(self, source: Path, model: FarmModel) -> None:
+    def __init__(self, source: Path, model: FarmModel, allowed: Sequence[Path] = ()) -> None:
         self.source = source
         self.model = model
-        reader = TemplateReader(source)
+        reader = TemplateReader(source, allowed)
         self.templates = {name: reader.template(name, t) for name, t in model.templates.items()}
         self.templates.setdefault("default", default_template())
         names: set[str] = set()
@@ -93,23 +96,21 @@ class FarmFile:
         """The fleet's TLS files, relative to the config file, each checked readable."""
         if model is None:
             return None
-        paths: dict[str, str | None] = {}
+        paths: dict[str, Path | None] = {}
         for field in ("certificate", "key", "client_ca"):
             name = getattr(model, field)
-            if name is None:
-                paths[field] = None
-                continue
-            path = (self.source.parent / name).resolve()
-            reason = unreadable(path)
-            if reason is not None:
-                raise self.fail(
-                    f"fleets[{index}].tls.{field}",
-                    f"cannot read {name} (relative to the config file): {reason}",
-                )
-            paths[field] = str(path)
-        certificate, key = paths["certificate"], paths["key"]
+            paths[field] = None if name is None else (self.source.parent / name).resolve()
+        certificate, key, client_ca = paths["certificate"], paths["key"], paths["client_ca"]
         assert certificate is not None and key is not None
-        return TlsSettings(certificate=certificate, key=key, client_ca=paths["client_ca"])
+        try:
+            check_tls(certificate, key, client_ca)
+        except TlsFileError as exc:
+            raise self.fail(f"fleets[{index}].tls.{exc.field}", str(exc)) from exc
+        return TlsSettings(
+            certificate=str(certificate),
+            key=str(key),
+            client_ca=None if client_ca is None else str(client_ca),
+        )
 
     def counts(self, total: int | None) -> list[int]:
         """Each fleet's count; with `total`, scaled in proportion so they add up to it."""

@@ -10,11 +10,11 @@ README.md and examples/.
 from __future__ import annotations
 
 import ipaddress
-import tomllib
+import re
 from pathlib import Path
+from string import Formatter
 from typing import Annotated, Any, Literal
 
-import yaml
 from pydantic import (
     BaseModel,
     BeforeValidator,
@@ -32,7 +32,7 @@ from farm.config.templates import (
     PointType,
     Table,
 )
-from farm.errors import ConfigError
+from farm.files import read_structured
 
 Order = Literal["big", "little"]
 Transport = Literal["tcp", "rtu-over-tcp", "udp", "tls"]
@@ -233,15 +233,49 @@ class TlsModel(Strict):
     client_ca: str | None = None
 
 
+NAME_FIELDS = ("i", "n", "fleet")
+MAX_NAME_WIDTH = 32  # `{i:032d}`: wider is no name, just memory (`{i:999999999}` was 3 GiB)
+_INTEGER_SPEC = re.compile(r"0?(?P<width>[0-9]{0,9})d?")
+
+
+def check_name_pattern(pattern: str) -> None:
+    """`name_pattern` takes {i}, {n} and {fleet} only, i and n with a plain integer format
+    of at most MAX_NAME_WIDTH digits (`{i:04d}`), fleet as it is: no attribute or index
+    access (`{i.__class__}`), no conversion, no nested field."""
+    expected = "use {i}, {n} and {fleet}, as in '{fleet}-{i:04d}'"
+    try:
+        fields = [
+            (f, spec, conv) for _, f, spec, conv in Formatter().parse(pattern) if f is not None
+        ]
+    except ValueError as exc:
+        raise ValueError(f"cannot be formatted ({exc}); {expected}") from exc
+    for field, spec, conversion in fields:
+        if field not in NAME_FIELDS or conversion is not None:
+            raise ValueError(f"field {{{field}}} is not one of {{i}}, {{n}}, {{fleet}}; {expected}")
+        match = _INTEGER_SPEC.fullmatch(spec or "")
+        if field == "fleet" and spec:
+            raise ValueError(f"{{fleet}} takes no format ({spec!r}); {expected}")
+        if match is None:
+            raise ValueError(f"{{{field}:{spec}}}: only a width of digits, as in {{i:04d}}")
+        if int(match["width"] or 0) > MAX_NAME_WIDTH:
+            raise ValueError(f"{{{field}:{spec}}}: wider than {MAX_NAME_WIDTH} digits")
+
+
 class FleetModel(Strict):
     name: str = Field(min_length=1)
     template: str
     count: int = Field(ge=0)
     addressing: AddressingModel
-    name_pattern: str = "{fleet}-{i:04d}"
+    name_pattern: str = Field("{fleet}-{i:04d}", max_length=256)
     overrides: dict[str, BehaviourModel] = {}
     transport: Transport = "tcp"
     tls: TlsModel | None = None
+
+    @field_validator("name_pattern")
+    @classmethod
+    def _plain_pattern(cls, pattern: str) -> str:
+        check_name_pattern(pattern)
+        return pattern
 
     @model_validator(mode="before")
     @classmethod
@@ -272,14 +306,6 @@ class FarmModel(Strict):
 
 
 def read(path: Path) -> Any:
-    try:
-        text = path.read_text()
-    except OSError as exc:
-        raise ConfigError(f"{path}: cannot read: {exc.strerror or exc}") from exc
-    try:
-        if path.suffix.lower() == ".toml":
-            return tomllib.loads(text)
-        return yaml.safe_load(text)
-    except (yaml.YAMLError, tomllib.TOMLDecodeError) as exc:
-        detail = str(exc).replace("\n", " ")
-        raise ConfigError(f"{path}: not valid {path.suffix.lstrip('.').upper()}: {detail}") from exc
+    """A config file's data (YAML, or TOML by its suffix), read by farm.files' rules: a
+    regular file, at most files.CONFIG_BYTES, UTF-8, nested at most files.MAX_DEPTH deep."""
+    return read_structured(path)

@@ -2,7 +2,7 @@
 
 Part of the config stage, used by farm.config.fleets (`FarmFile`): builds each DeviceTemplate
 (farm.config.templates) from its schema model (farm.config.schema), reads the CSV columns that
-replay behaviours name (relative to the config file, each read once), applies a fleet's
+replay behaviours name (farm.config.replay_csv, each read once), applies a fleet's
 behaviour overrides, and checks what the schema alone cannot: units or files listed twice,
 points that overlap or run past their table, FIFOs that do not fit. Every mistake is a
 ConfigError naming the file and the path inside it.
@@ -10,10 +10,11 @@ ConfigError naming the file and the path inside it.
 
 from __future__ import annotations
 
-import csv
+from collections.abc import Sequence
 from dataclasses import replace
 from pathlib import Path
 
+from farm.config.replay_csv import csv_column
 from farm.config.schema import BehaviourModel, FleetModel, PointModel, TemplateModel
 from farm.config.templates import (
     Behaviour,
@@ -28,16 +29,17 @@ from farm.config.templates import (
     Table,
     UnitLayout,
 )
-from farm.errors import ConfigError
+from farm.errors import ConfigError, InputError
 from farm.modbus import deviceid
 
 
 class TemplateReader:
     """Makes the templates of one config file, which CSV paths are relative to."""
 
-    def __init__(self, source: Path) -> None:
+    def __init__(self, source: Path, allowed: Sequence[Path] = ()) -> None:
         self.source = source
-        self._csv_cache: dict[tuple[Path, str | int], tuple[float, ...]] = {}
+        self.allowed = allowed  # places outside the config's directory the user allowed
+        self._csv_cache: dict[tuple[str, str | int], tuple[float, ...]] = {}
 
     def fail(self, path: str, message: str) -> ConfigError:
         return ConfigError(f"{self.source}: {path}: {message}")
@@ -152,36 +154,14 @@ class TemplateReader:
         return Behaviour(**fields, samples=samples)
 
     def _csv_column(self, where: str, name: str, column: str | int) -> tuple[float, ...]:
-        path = (self.source.parent / name).resolve()
-        key = (path, column)
-        if key in self._csv_cache:
-            return self._csv_cache[key]
-        try:
-            with path.open(newline="") as handle:
-                rows = list(csv.reader(handle))
-        except OSError as exc:
-            raise self.fail(
-                f"{where}.csv", f"cannot read {name} (relative to the config file): {exc.strerror}"
-            ) from exc
-        if not rows:
-            raise self.fail(f"{where}.csv", f"{name} is empty")
-        header, body = rows[0], rows[1:]
-        if isinstance(column, int):
-            index = column
-        elif column in header:
-            index = header.index(column)
-        else:
-            raise self.fail(f"{where}.column", f"found {column!r}, expected one of {header}")
-        try:
-            values = tuple(float(row[index]) for row in body if row)
-        except (IndexError, ValueError) as exc:
-            raise self.fail(
-                f"{where}.column", f"column {column!r} of {name} is not all numbers: {exc}"
-            ) from exc
-        if not values:
-            raise self.fail(f"{where}.csv", f"{name} has no rows under its header")
-        self._csv_cache[key] = values
-        return values
+        key = (name, column)
+        if key not in self._csv_cache:
+            try:
+                found = csv_column(self.source.parent, name, column, self.allowed)
+            except InputError as exc:
+                raise self.fail(f"{where}.csv", f"{exc} (relative to the config file)") from exc
+            self._csv_cache[key] = found
+        return self._csv_cache[key]
 
     def _check_layout(
         self, where: str, points: tuple[Point, ...], units: tuple[UnitLayout, ...]

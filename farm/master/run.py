@@ -27,15 +27,17 @@ from aiohttp import web
 
 from farm.config.plan import Plan
 from farm.config.scenario import Timeline
-from farm.errors import ConfigError, PortBusyError
+from farm.errors import ConfigError, PortBusyError, StateSaveError
 from farm.master import logs
 from farm.master.faults.table import FaultTable
 from farm.master.fleet.inventory import Inventory
 from farm.master.fleet.scale import Scaler
 from farm.master.fleet.switch import Switch
+from farm.master.http.access import Hosts
 from farm.master.http.app import build_app, build_metrics_app
 from farm.master.scenario.player import ScenarioPlayer
 from farm.master.scenario.steps import StepActions
+from farm.master.state.marker import last_failure, stale
 from farm.master.state.restore import restore
 from farm.master.state.saver import StateKeeper, StateSaver, state_size
 from farm.master.state.statefile import Snapshot, fleet_counts, load
@@ -51,6 +53,7 @@ class MasterOptions:
     api_port: int = 9502
     api_token: str | None = field(default=None, repr=False)  # never in a log line
     api_insecure: bool = False  # serve a non-loopback API without a token, knowingly
+    api_allow_hosts: tuple[str, ...] = ()  # Host names the API answers to (http.access)
     metrics_host: str | None = None  # None: the API's host
     metrics_port: int | None = None  # a separate /metrics listener; None: none
     state_file: Path | None = None  # banks restored from it at start, saved to it
@@ -126,6 +129,10 @@ async def serve(
             logs.event(logging.WARNING, "ephemeral_ports", overlap)
         supervisor = Supervisor(plan, sockets, options.supervisor)
         refresh: tuple[Callable[[], object], ...] = ()  # what a scale tells, besides the API's
+        keeper: StateKeeper | None = None
+        hosts = Hosts.of(
+            options.api_allow_hosts, bool(options.api_token), loopback_host(options.api_host)
+        )
         if options.state_file is not None:
             keeper = _keep_state(options, snapshot, supervisor)
             cleanup.push_async_callback(keeper.finish)  # last in, first out: after the stop
@@ -152,12 +159,14 @@ async def serve(
             faults=faults,
             scenario=player,
             scaler=scaler,
+            hosts=hosts,
+            state=keeper.summary if keeper is not None else lambda: None,
         )
         cleanup.push_async_callback(
             (await _start_api(app, options.api_host, options.api_port)).cleanup
         )
         if options.metrics_port is not None:
-            metrics_app = build_metrics_app(supervisor, faults, player)
+            metrics_app = build_metrics_app(supervisor, faults, player, hosts)
             metrics_host = options.metrics_host or options.api_host
             metrics_runner = await _start_api(
                 metrics_app, metrics_host, options.metrics_port, "--metrics-port"
@@ -178,6 +187,12 @@ async def serve(
             await asyncio.gather(starting, return_exceptions=True)
         if supervisor.fatal is not None:
             raise supervisor.fatal
+    if keeper is not None and keeper.failures:
+        raise StateSaveError(
+            f"{keeper.failures} saves of the state file {options.state_file} failed (the last: "
+            f"{keeper.last_error}); it holds the farm as of its last good save, and the next "
+            "start will say so"
+        )
 
 
 @contextlib.contextmanager
@@ -229,6 +244,19 @@ def _keep_state(
             file=str(path),
         )
     else:
+        failure = last_failure(path)
+        if stale(snapshot.saved_at, failure):
+            assert failure is not None
+            logs.event(
+                logging.WARNING,
+                "state_stale",
+                f"state file {path} was saved at {snapshot.saved_at}, but the farm that used it "
+                f"failed to save it at {failure.failed_at} ({failure.reason}): what changed "
+                "in between is lost",
+                file=str(path),
+                saved_at=snapshot.saved_at,
+                failed_at=failure.failed_at,
+            )
         written = restore(snapshot, plan, segments)
         counts = fleet_counts(plan)
         fleets = ", ".join(f"{name} {count}" for name, count in counts.items())

@@ -40,8 +40,15 @@ from farm.ipc.stats import (
     SERVER_SLOTS,
 )
 from farm.master.fleetview.history import History, percentiles
+from farm.master.fleetview.stream import (
+    MAX_SUBSCRIBERS,
+    TooManySubscribers,
+    drop,
+    pump,
+    unsent_bytes,
+)
 from farm.master.fleetview.view import FleetView
-from farm.master.http.routes import Call, NotFound, Route, Strict, add_routes
+from farm.master.http.routes import Call, NotFound, Route, Strict, Unavailable, add_routes
 from farm.master.http.servers import ServerPath
 
 CONTENT_TYPES = {".html": "text/html", ".js": "text/javascript", ".css": "text/css"}
@@ -149,11 +156,18 @@ def view_routes(
         response = web.StreamResponse(
             headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache"}
         )
-        await response.prepare(call.request)
-        subscription = view.subscribe()
         try:
-            while (event := await subscription.next()) is not None:
-                await response.write(event)
+            subscription = view.subscribe()
+        except TooManySubscribers as exc:
+            raise Unavailable(
+                f"{MAX_SUBSCRIBERS} fleet view streams are open already; close a page"
+            ) from exc
+        try:
+            await response.prepare(call.request)
+            transport = call.request.transport
+            drained = await pump(subscription, response.write, lambda: unsent_bytes(transport))
+            if not drained and transport is not None:
+                drop(transport)  # a client that does not read: its descriptor back now
         except ConnectionResetError:
             pass  # the page went away
         finally:
@@ -193,8 +207,11 @@ def view_routes(
             handler=get_view_stream,
             summary="The page's live feed: server-sent events layout, snapshot, then a tick "
             "twice a second with the cells that changed and the farm's totals",
-            description="See farm/master/fleetview/view.py for the events' fields.",
+            description="See farm/master/fleetview/view.py for the events' fields. At most "
+            f"{MAX_SUBSCRIBERS} streams at once (503 past it); a stream that has not drained "
+            "for 30 s is closed.",
             content_type="text/event-stream",
+            errors=(503,),
             tag="page",
         ),
         Route(

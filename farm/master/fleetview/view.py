@@ -51,7 +51,12 @@ from farm.ipc.stats import (
     ShardCounters,
 )
 from farm.master.fleetview.layout import cell_layout
-from farm.master.fleetview.stream import Subscription, sse
+from farm.master.fleetview.stream import (
+    MAX_SUBSCRIBERS,
+    Subscription,
+    TooManySubscribers,
+    sse,
+)
 from farm.master.supervision.supervisor import Supervisor
 
 STATES = ("up", "erroring", "faulted", "offline")
@@ -137,7 +142,11 @@ class FleetView:
     # -- subscribers -------------------------------------------------------------------
 
     def subscribe(self) -> Subscription:
-        """A new page: its queue starts with the layout and a snapshot of every cell."""
+        """A new page: its queue starts with the layout and a snapshot of every cell.
+
+        Raises TooManySubscribers past MAX_SUBSCRIBERS open pages."""
+        if len(self.subscribers) >= MAX_SUBSCRIBERS:
+            raise TooManySubscribers
         if self._task is None:
             self.history.clear()  # counts from before the pause would smear the rates
             self.tick()

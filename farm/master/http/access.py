@@ -1,7 +1,22 @@
-"""Who may change a farm through its control API: one aiohttp middleware for every route.
+"""Who may read and change a farm through its control API: one aiohttp middleware for every
+route.
 
-Part of the master's HTTP side (api builds the application with it). Reading (GET, HEAD)
-is open; every other method changes something, and must pass three checks, in order:
+Part of the master's HTTP side (api builds the application with it). Every request, reading
+too, first passes the Host check:
+
+0. Host (421): a DNS-rebinding page reaches a farm on localhost under a name of its own
+   (`Host: evil.example:9502`), and the browser then lets it read the answers. A request
+   is served when its `Host` is the address it arrived at (`127.0.0.1:9502`,
+   `10.0.0.5:9502`), `localhost` or any loopback address when it arrived on a loopback
+   address, or a name given with `farm up --api-allow-host NAME` (`*`: any). A farm whose
+   API has a token and listens on a non-loopback address takes any Host: it is reachable
+   by whoever reaches the address, under whatever name (a container's published port, a
+   Kubernetes or compose service name), and its token guards every change. An HTTP/1.0
+   request with no Host comes from a program, not a browser, and passes.
+   The separate metrics listener applies the same rule.
+
+Reading (GET, HEAD) is then open; every other method changes something, and must pass
+three checks, in order:
 
 1. Origin (403): a browser adds `Origin` to a cross-site request. Without the check, any
    web page the user opens could `POST /api/v1/shutdown` to a farm on localhost (a form
@@ -24,7 +39,8 @@ from __future__ import annotations
 
 import hmac
 import ipaddress
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
+from dataclasses import dataclass
 from urllib.parse import urlsplit
 
 from aiohttp import web
@@ -35,12 +51,31 @@ READING = frozenset({"GET", "HEAD"})
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 
 
-def guard(token: str | None) -> Middleware:
-    """The middleware: mutating requests pass the origin, content-type and token checks."""
+@dataclass(frozen=True, slots=True)
+class Hosts:
+    """The Host names a farm answers to besides its own address (check 0 above)."""
+
+    names: frozenset[str] = frozenset()  # `--api-allow-host`, lowercase
+    any: bool = False  # `--api-allow-host '*'`, or a token on a non-loopback address
+
+    @classmethod
+    def of(cls, names: Iterable[str], token: bool, loopback_bind: bool) -> Hosts:
+        given = frozenset(name.lower().rstrip(".") for name in names)
+        return cls(given - {"*"}, "*" in given or (token and not loopback_bind))
+
+
+def guard(token: str | None, hosts: Hosts | None = None) -> Middleware:
+    """The middleware: every request passes the Host check; mutating requests then pass the
+    origin, content-type and token checks."""
     expected = f"Bearer {token}".encode() if token else None
+    hosts = hosts or Hosts()
 
     @web.middleware
     async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+        host = request.headers.get("Host")
+        local = _local_address(request)
+        if not host_allowed(host, local, hosts):
+            return web.json_response({"error": _misdirected(host, local)}, status=421)
         if request.method in READING:
             return await handler(request)
         refusal = _refusal(request, expected)
@@ -73,6 +108,40 @@ def _refusal(request: web.Request, expected: bytes | None) -> tuple[int, str] | 
                 "(farm CLI: --api-token or FARM_API_TOKEN)"
             )
     return None
+
+
+def host_allowed(host: str | None, local: tuple[IPAddress, int] | None, hosts: Hosts) -> bool:
+    """Whether a request whose Host header is `host`, arriving at `local`, is served."""
+    if host is None or hosts.any:
+        return True
+    try:
+        name = (urlsplit(f"//{host}").hostname or "").rstrip(".")
+    except ValueError:  # a port that is not a number
+        return False
+    if name in hosts.names:
+        return True
+    if not name or local is None:
+        return False
+    address = _unmapped(local[0])
+    if name == "localhost":
+        return address.is_loopback
+    try:
+        given = _unmapped(ipaddress.ip_address(name))
+    except ValueError:  # a name: whatever it resolves to, it is not ours to trust
+        return False
+    return given == address or (given.is_loopback and address.is_loopback)
+
+
+def _misdirected(host: str | None, local: tuple[IPAddress, int] | None) -> str:
+    own = "this farm's address"
+    if local is not None:
+        address = _unmapped(local[0])
+        shown = f"[{address}]" if address.version == 6 else str(address)
+        own = f"http://{shown}:{local[1]}"
+    return (
+        f"Host {host!r} is not this farm's: call it as {own} (or localhost on a loopback "
+        "address), or start the farm with --api-allow-host NAME for a name of your own"
+    )
 
 
 def _local_address(request: web.Request) -> tuple[IPAddress, int] | None:

@@ -39,13 +39,14 @@ from aiohttp.typedefs import Middleware
 from pydantic import BaseModel
 
 from farm import __version__
+from farm.files import BODY_BYTES
 from farm.master.faults.table import FaultTable
 from farm.master.fleet.inventory import Inventory
 from farm.master.fleet.scale import Scaler
 from farm.master.fleet.switch import Switch
 from farm.master.fleetview.pages import add_view
 from farm.master.fleetview.view import FleetView, ViewSources
-from farm.master.http.access import guard
+from farm.master.http.access import Hosts, guard
 from farm.master.http.clients import client_routes, report_routes
 from farm.master.http.faults import fault_routes
 from farm.master.http.fleets import fleet_routes
@@ -184,9 +185,12 @@ def build_metrics_app(
     supervisor: Supervisor,
     faults: FaultTable | None = None,
     scenario: ScenarioPlayer | None = None,
+    hosts: Hosts | None = None,
 ) -> web.Application:
     """The separate metrics listener (`--metrics-port`): /metrics and nothing else."""
-    app = web.Application(middlewares=[_json_errors(), guard(None)])
+    app = web.Application(
+        middlewares=[_json_errors(), guard(None, hosts)], client_max_size=BODY_BYTES
+    )
     add_routes(app, [metrics_route(supervisor, faults, scenario)])
     return app
 
@@ -202,8 +206,12 @@ def build_app(
     faults: FaultTable | None = None,
     scenario: ScenarioPlayer | None = None,
     scaler: Scaler | None = None,
+    hosts: Hosts | None = None,
+    state: Callable[[], dict[str, Any] | None] = lambda: None,
 ) -> web.Application:
-    """The control API; `routes` are more routes to serve (and document) beside the farm's."""
+    """The control API; `routes` are more routes to serve (and document) beside the farm's.
+    `hosts`: the Host names it answers to (farm.master.http.access); `state`: how the state
+    file's saves go, for GET /api/v1/status (None: no state file)."""
     inventory = inventory or Inventory(supervisor)
     switch = switch or Switch(supervisor)
     faults = faults or FaultTable(supervisor, switch)
@@ -213,7 +221,10 @@ def build_app(
         supervisor.plan.fleets,
         supervisor.plan.templates,
     )
-    app = web.Application(middlewares=[_json_errors(), guard(token)])
+    # Bodies past files.BODY_BYTES are refused with 413 before they are read.
+    app = web.Application(
+        middlewares=[_json_errors(), guard(token, hosts)], client_max_size=BODY_BYTES
+    )
 
     async def get_status(call: Call) -> web.Response:
         return web.json_response(
@@ -221,6 +232,7 @@ def build_app(
                 **status(supervisor),
                 "metrics_urls": list(metrics_urls),
                 "scenario": scenario.summary(),
+                "state": state(),
             }
         )
 

@@ -22,13 +22,15 @@ answer is not JSON (/metrics) returns an aiohttp response itself.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, Literal, TypeVar
 
 from aiohttp import web
 from pydantic import BaseModel, ConfigDict, ValidationError
+
+from farm.errors import InputError
+from farm.files import decode, parse
 
 M = TypeVar("M", bound=BaseModel)
 Method = Literal["GET", "POST", "PUT", "DELETE"]
@@ -56,6 +58,12 @@ class Conflict(ApiError):
     """The request is valid but the farm cannot do it now (a port taken meanwhile, ...)."""
 
     status = 409
+
+
+class Unavailable(ApiError):
+    """The farm cannot take this now, and may later (a limit on open streams, ...)."""
+
+    status = 503
 
 
 class Invalid(ApiError):
@@ -158,11 +166,14 @@ def _validate(model: type[BaseModel] | None, where: str, data: Any) -> BaseModel
 async def _body(route: Route, request: web.Request) -> BaseModel | None:
     if route.body is None:
         return None
-    text = await request.text()
+    # At most files.BODY_BYTES (the app's client_max_size: 413 past it), read by the rules
+    # of farm.files: UTF-8, JSON nested at most files.MAX_DEPTH deep, each error one line.
+    raw = await request.read()
     try:
-        data = json.loads(text) if text.strip() else {}
-    except ValueError as error:
-        raise ApiError(f"body: not JSON ({error}); send a JSON object") from error
+        text = decode(raw, "body")
+        data = parse(text, "json", "body") if text.strip() else {}
+    except InputError as error:
+        raise ApiError(f"{error}; send a JSON object") from error
     if route.body_parser is not None:
         return route.body_parser(data)
     return _validate(route.body, "body", data)

@@ -26,6 +26,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
@@ -34,6 +35,7 @@ from farm.config.plan import Plan
 from farm.ipc.banks import segment_file
 from farm.master import logs
 from farm.master.state.layout import Layout, layout_of
+from farm.master.state.marker import Marker, sidecar
 from farm.master.state.statefile import Record, encode, write_atomically
 from farm.words import counted
 
@@ -121,6 +123,10 @@ class StateSaver:
                     yield Record(server, region.unit, region.table, start, data)
 
 
+def _describe_age(seconds: float | None) -> str:
+    return "the start" if seconds is None else f"{seconds:.0f} s ago"
+
+
 def _runs(flat: npt.NDArray[np.intp], width: int) -> Iterator[tuple[int, int, int]]:
     """Changed positions of a chunk of rows as (row, start, end) runs: a run never crosses
     into the next row, and changes closer than _MERGE_GAP make one run. Vectorized: a
@@ -144,6 +150,20 @@ class StateKeeper:
         self.interval_s = interval_s
         self._task: asyncio.Task[None] | None = None
         self._soon = asyncio.Event()
+        self.marker = Marker(saver.path)
+        self.failures = 0
+        self.last_error: str | None = None
+        self.last_good: float | None = None  # monotonic time of the last good save
+
+    def summary(self) -> dict[str, Any]:
+        """For GET /api/v1/status and `farm status`: how the saves go."""
+        age = None if self.last_good is None else round(time.monotonic() - self.last_good, 1)
+        return {
+            "file": str(self.saver.path),
+            "last_saved_age_s": age,
+            "saves_failed": self.failures,
+            "last_error": self.last_error,
+        }
 
     def save_soon(self) -> None:
         """Save now rather than at the end of the interval (the farm was scaled: a kill -9
@@ -162,6 +182,7 @@ class StateKeeper:
             await self._save(logging.INFO, "state saved")
         finally:
             self.saver.close()
+            self.marker.close()
 
     async def _every_interval(self) -> None:
         while True:
@@ -175,14 +196,10 @@ class StateKeeper:
         try:
             records, data, size = await asyncio.to_thread(self.saver.save)
         except OSError as exc:
-            logs.event(
-                logging.ERROR,
-                "state_save_failed",
-                f"cannot save the state to {self.saver.path}: {exc.strerror or exc}",
-                file=str(self.saver.path),
-            )
+            self._failed(exc.strerror or str(exc))
             return
         took = time.monotonic() - began
+        self.last_good = time.monotonic()
         logs.event(
             level,
             "state_saved",
@@ -193,4 +210,21 @@ class StateKeeper:
             data_bytes=data,
             file_bytes=size,
             seconds=round(took, 3),
+        )
+
+    def _failed(self, reason: str) -> None:
+        """A WARNING each time, never quiet: the file keeps the farm as of the last good save,
+        the sidecar says so to the next start, and the farm's exit code will say so too."""
+        self.failures += 1
+        self.last_error = reason
+        recorded = self.marker.failed(reason)
+        since = None if self.last_good is None else time.monotonic() - self.last_good
+        logs.event(
+            logging.WARNING,
+            "state_save_failed",
+            f"cannot save the state to {self.saver.path}: {reason}; it holds the farm as of "
+            f"{_describe_age(since)} ({self.failures} failed saves)"
+            + ("" if recorded else f"; could not record this in {sidecar(self.saver.path)}"),
+            file=str(self.saver.path),
+            failures=self.failures,
         )

@@ -33,7 +33,9 @@ File layout (big-endian):
 A file is read and checked whole (checksum, fleet, every record's bounds) before a single
 byte is applied: a truncated, altered or foreign file is refused, never half-applied. Files
 of format version 1 (records by server index, which a scale reorders) are refused too.
-Saves are atomic: a temporary file beside the target, fsync, rename, fsync of the directory.
+Saves are atomic: a temporary file beside the target (a random name, O_EXCL, O_NOFOLLOW),
+fsync, rename, fsync of the directory. Reads are bounded (farm.files): the file by what the
+plan's banks can hold, its records by the same, however well they compress.
 """
 
 from __future__ import annotations
@@ -42,6 +44,7 @@ import contextlib
 import hashlib
 import json
 import os
+import secrets
 import struct
 import zlib
 from collections import Counter
@@ -58,15 +61,19 @@ from farm.config.plan import (
     files_bytes,
     table_bytes,
     table_offset,
+    tables_bytes,
 )
 from farm.config.templates import DeviceTemplate
-from farm.errors import StateFileError
+from farm.errors import InputError, MissingFile, StateFileError
+from farm.files import read_bytes
 
 MAGIC = b"MODBUS-FARM-STATE\n"
 VERSION = 2
 _LENGTH = struct.Struct(">I")
 _RECORD = struct.Struct(">IBBII")
 _DIGEST_BYTES = 32
+MAX_HEADER_BYTES = 1024 * 1024  # a header names each fleet's count: a few KiB
+STATE_FILE_BYTES = 1024**3  # a state file, compressed: 10,000 busy servers take a few MiB
 FILES = len(TABLE_ORDER)  # the "table" that holds a server's file records
 
 
@@ -145,9 +152,9 @@ def load(path: Path, plan: Plan) -> Snapshot | None:
     Raises StateFileError (one line) for a file that is unreadable, corrupt, or written for
     another fleet.
     """
-    found = read(path)
+    found = read(path, banks_bytes(plan))
+    check_writable(path)
     if found is None:
-        _check_writable(path)
         return None
     header, body = found
     refuse = f"state file {path}"
@@ -170,14 +177,30 @@ def load(path: Path, plan: Plan) -> Snapshot | None:
     )
 
 
-def read(path: Path) -> tuple[dict[str, object], bytes] | None:
-    """The header and the records of a whole, unaltered state file; None if there is none."""
+def banks_bytes(plan: Plan) -> int:
+    """Every byte a state file of this plan can hold: its servers' tables and files."""
+    sizes = {name: tables_bytes(t) + files_bytes(t) for name, t in plan.templates.items()}
+    return sum(sizes[spec.template] for shard in plan.shards for spec in shard.servers)
+
+
+def read(path: Path, banks: int | None = None) -> tuple[dict[str, object], bytes] | None:
+    """The header and the records of a whole, unaltered state file; None if there is none.
+
+    Read by farm.files' rules: a regular file of at most STATE_FILE_BYTES (and what
+    `banks` bytes of records can take, compressed), its records inflated to at most what the
+    header's count of them over `banks` bytes take: a small file that would inflate to
+    gigabytes is refused, not inflated. Without `banks` (a plan to size them), the records
+    are left out (b"") and only the header is given, from a file checked whole.
+    """
+    limit = STATE_FILE_BYTES
+    if banks is not None:
+        limit = min(limit, len(MAGIC) + _LENGTH.size + MAX_HEADER_BYTES + _compressed_bound(banks))
     try:
-        raw = path.read_bytes()
-    except FileNotFoundError:
+        raw = read_bytes(path, limit + _DIGEST_BYTES, "state file")
+    except MissingFile:
         return None
-    except OSError as exc:
-        raise StateFileError(f"state file {path}: cannot read it: {exc.strerror or exc}") from exc
+    except InputError as exc:
+        raise StateFileError(f"state file {exc}; refusing it, nothing restored") from exc
     refuse = f"state file {path}"
     if not raw.startswith(MAGIC):
         raise StateFileError(f"{refuse} is not a modbus-farm state file; refusing it")
@@ -188,22 +211,34 @@ def read(path: Path) -> tuple[dict[str, object], bytes] | None:
             f"{refuse} is corrupt (its checksum does not match: truncated or altered since it "
             "was saved); refusing it, nothing restored"
         )
-    return _split(raw, refuse)
+    return _split(raw, refuse, banks)
 
 
-def _check_writable(path: Path) -> None:
+def _compressed_bound(banks: int) -> int:
+    """The most a zlib stream of `banks` bytes of records (each with its 14-byte heading,
+    one per byte at worst) can take: zlib's worst case is 0.1 % and a few bytes more."""
+    body = banks * (1 + _RECORD.size)
+    return body + body // 1000 + 1024
+
+
+def check_writable(path: Path) -> None:
+    """A save needs to create a file in the state file's directory and replace the file:
+    checked at start, not found at the first save (a read-only filesystem included)."""
     folder = path.parent if str(path.parent) else Path(".")
     if not folder.is_dir() or not os.access(folder, os.W_OK | os.X_OK):
         raise StateFileError(f"state file {path}: cannot write in {folder}")
+    if path.exists() and not os.access(path, os.W_OK):
+        raise StateFileError(f"state file {path}: cannot write it (read-only)")
 
 
-def _split(raw: bytes, refuse: str) -> tuple[dict[str, object], bytes]:
+def _split(raw: bytes, refuse: str, banks: int | None) -> tuple[dict[str, object], bytes]:
     start = len(MAGIC) + _LENGTH.size
     (length,) = _LENGTH.unpack_from(raw, len(MAGIC))
     try:
+        if length > MAX_HEADER_BYTES:
+            raise ValueError(f"a header of {length} bytes")
         header = json.loads(raw[start : start + length])
-        body = zlib.decompress(raw[start + length : -_DIGEST_BYTES])
-    except (ValueError, zlib.error) as exc:
+    except ValueError as exc:
         raise StateFileError(f"{refuse} cannot be read ({exc}); refusing it") from exc
     if not isinstance(header, dict) or header.get("version") != VERSION:
         version = header.get("version") if isinstance(header, dict) else None
@@ -211,7 +246,30 @@ def _split(raw: bytes, refuse: str) -> tuple[dict[str, object], bytes]:
             f"{refuse} has format version {version}, not {VERSION} (an older modbus-farm's); "
             "refusing it: move it aside to start from the templates' values"
         )
-    return header, body
+    records = header.get("records")
+    if banks is None:
+        return header, b""
+    if type(records) is not int or not 0 <= records <= banks:
+        raise StateFileError(f"{refuse} claims {records!r} records; refusing it")
+    return header, _inflate(
+        raw[start + length : -_DIGEST_BYTES], banks + records * _RECORD.size, refuse
+    )
+
+
+def _inflate(data: bytes, bound: int, refuse: str) -> bytes:
+    """zlib-decompressed `data`, refused past `bound` bytes (never more than bound+1 made)."""
+    inflater = zlib.decompressobj()
+    try:
+        body = inflater.decompress(data, bound + 1)
+    except zlib.error as exc:
+        raise StateFileError(f"{refuse} cannot be read ({exc}); refusing it") from exc
+    if len(body) > bound or inflater.unconsumed_tail:
+        raise StateFileError(
+            f"{refuse} inflates to more than its {bound:,} bytes of records; refusing it"
+        )
+    if not inflater.eof:
+        raise StateFileError(f"{refuse} ends inside its records; refusing it")
+    return body
 
 
 def _records(body: bytes, refuse: str) -> Iterator[Record]:
@@ -271,9 +329,13 @@ def encode(
 
 
 def write_atomically(path: Path, content: bytes) -> None:
-    temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    """`content` as `path`, whole or not at all: a temporary file of an unpredictable name
+    beside it, created new (`O_EXCL`: never a file or link someone placed there) and not
+    through a link (`O_NOFOLLOW`), fsync, rename, fsync of the directory."""
+    temporary = path.with_name(f".{path.name}.{secrets.token_hex(8)}.tmp")
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
     try:
-        with open(temporary, "wb") as handle:
+        with os.fdopen(os.open(temporary, flags, 0o644), "wb") as handle:
             handle.write(content)
             handle.flush()
             os.fsync(handle.fileno())
