@@ -94,8 +94,13 @@ def test_dashboards_show_what_the_issue_asks_for() -> None:
         "histogram_quantile(0.99",
         "sum by (kind) (modbus_farm_faults_active)",
         "sum by (kind) (rate(modbus_farm_fault_injections_total",
+        "rate(modbus_farm_outages_total",
+        'function_code=~"5|6|15|16|22|23"',  # the write rate
+        'modbus_farm_server_info{fleet=~"$fleet"} unless on (server, worker)',  # never polled
     ):
         assert metric in exprs["fleet.json"], metric
+    fleet_variables = found["fleet.json"]["templating"]["list"]
+    assert "label_values(modbus_farm_server_info, fleet)" in json.dumps(fleet_variables)
     for metric in (
         "modbus_farm_worker_heartbeat_age_seconds",
         "modbus_farm_worker_restarts_total",

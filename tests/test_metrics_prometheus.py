@@ -39,6 +39,7 @@ MACROS = {
     "__range": "1m",
     "__range_s": "60",
     "server": SERVER,
+    "fleet": ".*",  # All
 }
 _VARIABLE = re.compile(r"\$\{(\w+)(?::\w+)?\}|\$(\w+)")
 _LABEL_VALUES = re.compile(r"^label_values\((.+),\s*(\w+)\)$")
@@ -224,8 +225,9 @@ def test_latency_buckets_tell_300_ms_from_430_ms(tmp_path: Path) -> None:
         stop.set()
         code, _, stderr = farm.stop()
     assert code == 0, stderr
-    assert 0.3 < medians["device-0000"] <= 0.4, medians
-    assert 0.4 < medians["device-0001"] <= 0.5, medians
+    # A 300 ms timer may fire a hair early (the 0.3 bucket) or late (the 0.4 one): either way
+    # below 0.4, and the 430 ms one above it.
+    assert 0.25 < medians["device-0000"] <= 0.4 < medians["device-0001"] <= 0.5, medians
 
 
 def poll(port: int, stop: threading.Event) -> None:
