@@ -10,7 +10,12 @@ Cases, measured in alternating rounds (best round kept):
   - no fault: today's engine, a server without faults (its one attribute check per read);
   - fault, no match: the server has a fault that narrows to a function code the requests do
     not use, so every request goes through the faulted path and is answered normally;
-  - exception: every request answered with an injected exception (answer-level fault).
+  - exception: every request answered with an injected exception (answer-level fault);
+  - N faults elsewhere: the worker's other servers hold N faults, this one none (a worker
+    keeps each server's rules apart: the table's size does not reach this request);
+  - N faults, no match: this server holds N faults that all narrow to another function code
+    (each is looked at per request: the cost grows with them, which MAX_FAULTS_PER_SERVER
+    bounds).
 Prints microseconds of CPU per request and each case's ratio to `no fault`.
 """
 
@@ -31,6 +36,7 @@ from farm.config.templates import Identity
 from farm.ipc.banks import UnitBank
 from farm.modbus import mbap, pdu
 from farm.worker import engine
+from farm.worker.faults.book import FaultBook
 from farm.worker.faults.hooks import ServerFaults
 from farm.worker.limits.guard import unlimited
 from farm.worker.transports import connection as stream
@@ -128,6 +134,23 @@ def main() -> None:
     cases["no fault"] = connection(engine, stream)
     cases["fault, no match"] = connection(engine, stream, (no_match,))
     cases["exception"] = connection(engine, stream, (everything,))
+    for count in (100, 1000, 5000):
+        book = FaultBook()
+        devices = {n: connection(engine, stream).device for n in range(2)}
+        many = tuple(
+            (FaultRule(id=10 + n, kind="exception", code=6, function_codes=(16,)), (1,))
+            for n in range(count)
+        )
+        book.replace(many, devices.get)  # every fault on server 1; the one measured is 0
+        elsewhere = connection(engine, stream)
+        elsewhere.device = devices[0]
+        cases[f"{count} faults elsewhere"] = elsewhere
+    for count in (100, 1000, 5000):
+        rules = tuple(
+            FaultRule(id=10 + n, kind="exception", code=6, function_codes=(16,))
+            for n in range(count)
+        )
+        cases[f"{count} faults, no match"] = connection(engine, stream, rules)
     best: dict[str, float] = {}
     for _ in range(args.rounds):
         for name, made in cases.items():
@@ -136,7 +159,7 @@ def main() -> None:
     reference = best["no fault"]
     print(f"CPU per request, best of {args.rounds} rounds of {args.requests:,} requests:")
     for name, took in best.items():
-        print(f"  {name:<22} {took:6.3f} us   {took / reference:5.2f}x no fault")
+        print(f"  {name:<24} {took:7.3f} us   {took / reference:6.2f}x no fault")
 
 
 if __name__ == "__main__":
