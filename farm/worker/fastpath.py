@@ -21,6 +21,10 @@ _ADDRESS_COUNT = struct.Struct(">HH")
 _GATHER_BITS = 0x0102040810204080  # multiplies eight 0/1 bytes into one packed byte
 # A packed byte of coils (FC 15) spread to eight 0/1 bytes, least significant bit first.
 _SPREAD_BITS = tuple(bytes((value >> bit) & 1 for bit in range(8)) for value in range(256))
+# The first two bytes of an FC 3 or 4 answer (function code, byte count), by count (1-125).
+_REGISTER_HEADS: dict[int, tuple[bytes, ...]] = {
+    fc: tuple(bytes((fc, 2 * count)) for count in range(126)) for fc in (3, 4)
+}
 
 
 def _read_bits(bank: UnitBank, pdu: bytes, view: memoryview) -> bytes:
@@ -48,7 +52,8 @@ def _read_registers(bank: UnitBank, pdu: bytes, view: memoryview) -> bytes:
         return exception_pdu(fc, ILLEGAL_VALUE)
     if 2 * (address + count) > len(view):
         return exception_pdu(fc, ILLEGAL_ADDRESS)
-    return bytes((fc, 2 * count)) + view[2 * address : 2 * (address + count)]
+    head: bytes = _REGISTER_HEADS[fc][count]
+    return head + view[2 * address : 2 * (address + count)]
 
 
 def _write_coil(bank: UnitBank, pdu: bytes, view: memoryview) -> bytes:
