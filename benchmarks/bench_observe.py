@@ -4,12 +4,14 @@ client statistics on, against a checkout from before them, in the same run.
 
     python3 -m benchmarks.bench_observe --baseline DIR [--servers 50] [--connections 20]
         [--rate 4000] [--duration 4] [--repeat 3] [--requests 200000] [--ref REF]
+        [--in-process-only]
 
 DIR is a checkout of the farm from before (e.g. `git archive b451582 | tar -x -C DIR`).
 Three measures, each case in rounds (a burst from elsewhere spoils one run of several cases,
 not every run of one), the best round kept and every round shown:
   - in process: a connection's `data_received`, one FC 3 x 10 frame per read, from a client
-    with an address (so the poll bookkeeping runs), for the engine at REF (git) and now;
+    with an address (so the poll bookkeeping runs), for the engine (and its fast path) at
+    REF (git) and now; `--in-process-only` measures only this (DIR is then not read);
   - closed loop: `farm bench`'s engine, 1 worker, `--connections` x 1 in flight;
   - open loop: the same at a fixed `--rate` of requests/s (the generator far from saturated).
 Server CPU per request is utime + stime of the farm's processes over the requests answered.
@@ -41,6 +43,9 @@ class Peer(hotpath.Sink):
 def in_process(ref: str, requests: int, rounds: int) -> dict[str, list[float]]:
     then = hotpath.baseline_module(ref, "engine.py")
     assert then is not None, f"no farm/worker/engine.py at {ref}"
+    fastpath_then = hotpath.baseline_module(ref, "fastpath.py")
+    if fastpath_then is not None:  # the engine at REF with the fast path at REF
+        setattr(then, "fast_answer", fastpath_then.fast_answer)  # noqa: B010
     connection_then = hotpath.baseline_module(ref, "transports/connection.py")
     cases = {f"before ({ref})": (then, connection_then), "now": (engine, stream)}
     made = {}
@@ -92,7 +97,7 @@ def loops(args: argparse.Namespace) -> dict[str, list[dict[str, Any]]]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--baseline", type=Path, required=True, help="A checkout from before.")
+    parser.add_argument("--baseline", type=Path, help="A checkout from before (the loops).")
     parser.add_argument("--ref", default="b451582", help="git ref of the engine before.")
     parser.add_argument("--servers", type=int, default=50)
     parser.add_argument("--connections", type=int, default=20)
@@ -100,9 +105,12 @@ def main() -> None:
     parser.add_argument("--duration", type=float, default=4.0)
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--requests", type=int, default=200_000)
+    parser.add_argument("--in-process-only", action="store_true", help="Skip the loops.")
     args = parser.parse_args()
+    if args.baseline is None and not args.in_process_only:
+        parser.error("--baseline DIR is needed for the loops (or give --in-process-only)")
     process = in_process(args.ref, args.requests, args.repeat)
-    rounds = loops(args)
+    rounds = {} if args.in_process_only else loops(args)
     print()
     print("| measure | CPU per request | every round | vs before |")
     print("|---|---:|---|---:|")
@@ -112,7 +120,7 @@ def main() -> None:
         print(
             f"| in process, {name} | {min(taken):.3f} us | {every} | {min(taken) / before:.3f}x |"
         )
-    for loop in ("closed", "open"):
+    for loop in ("closed", "open") if rounds else ():
         first = min(r["cpu_us"] for r in rounds[f"{loop} loop, before (baseline checkout)"])
         for label in (f"{loop} loop, before (baseline checkout)", f"{loop} loop, now"):
             runs = rounds[label]
