@@ -263,3 +263,37 @@ def test_wait_for_write_returns_the_write_or_fails_with_the_journal(
     message = str(failed.value)
     assert "no write to meter-0005 matching point='setpoint', value=43 within 0.3 s" in message
     assert "holding_registers 10 = 42 (was 7)  setpoint=42" in message, message
+
+
+# -- the journal's size (farm up --journal-size) ----------------------------------------------
+
+
+def test_a_small_journal_keeps_the_last_n_writes_and_numbering_goes_on() -> None:
+    with config_farm(config, SERVERS, ["--journal-size", "4"]) as farm:
+        client = api(farm)
+        device = modbus(farm, "meter-0001")
+        try:
+            for value in range(1, 11):
+                assert not device.write_register(10, value, device_id=1).isError()
+            kept = client.writes("meter-0001")
+            assert [(w.seq, w.values) for w in kept] == [(s, (s,)) for s in range(7, 11)]
+            for value in range(11, 14):
+                assert not device.write_register(10, value, device_id=1).isError()
+        finally:
+            device.close()
+        kept = client.writes("meter-0001")
+        assert [w.seq for w in kept] == [10, 11, 12, 13]
+        assert [w.previous for w in kept] == [(9,), (10,), (11,), (12,)]
+        assert [w.seq for w in client.writes("meter-0001", after=11)] == [12, 13]
+
+
+@pytest.mark.parametrize("size", ["0", "65537", "-3"])
+def test_a_bad_journal_size_is_one_line(size: str) -> None:
+    shown = subprocess.run(
+        [sys.executable, "-m", "farm", "up", "--count", "1", "--journal-size", size],
+        capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert shown.returncode != 0
+    assert shown.stderr.strip().splitlines() == [
+        f"farm: error: --journal-size {size}: a journal keeps 1 to 65536 writes"
+    ], shown.stderr

@@ -4,7 +4,8 @@
             [--api-port A] [--api-token T] [--generate-api-token] [--api-insecure]
             [--api-allow-host NAME] [--allow-outside PATH] [--metrics-port M]
             [--metrics-host H] [--transport T [--certs DIR]] [--max-connections N]
-            [--connection-policy P] [--idle-timeout S] [--frame-timeout S] [--state FILE]
+            [--connection-policy P] [--idle-timeout S] [--frame-timeout S] [--journal-size N]
+            [--state FILE]
             [--state-interval S] [--log-level L] [--log-format text|json] [--log-file FILE]
 
 The front of the master (farm.master.run.serve): builds the plan (farm.cli.validate), restores
@@ -38,6 +39,7 @@ from farm.config.plan import TRANSPORTS, Plan, Transport
 from farm.config.shards import FleetSlice
 from farm.config.templates import ConnectionPolicy
 from farm.errors import ConfigError, FarmError
+from farm.ipc.journal import DEFAULT_WRITES, MAX_WRITES
 from farm.master import logs
 from farm.master.run import MasterOptions, ReadySummary, serve
 from farm.master.state.restore import sized_plan
@@ -124,6 +126,13 @@ err = console(stderr=True)
     help="Close a connection stuck this many seconds on half a frame; 0: never [default: 10].",
 )
 @click.option(
+    "--journal-size",
+    type=int,  # checked in the body: a bad value is one line, not click's usage screen
+    default=DEFAULT_WRITES,
+    show_default=True,
+    help="Client writes each server's journal keeps, the newest (`farm writes`).",
+)
+@click.option(
     "--state",
     "state_file",
     type=click.Path(dir_okay=False, path_type=Path),
@@ -185,6 +194,7 @@ def up(
     connection_policy: str | None,
     idle_timeout: float | None,
     frame_timeout: float | None,
+    journal_size: int,
     state_file: Path | None,
     state_interval: float,
     log_level: str,
@@ -206,6 +216,10 @@ def up(
             logs.configure(log_level, log_format, log_file, err)
         except OSError as exc:
             raise ConfigError(f"--log-file {log_file}: {exc.strerror or exc}") from exc
+        if not 1 <= journal_size <= MAX_WRITES:
+            raise ConfigError(
+                f"--journal-size {journal_size}: a journal keeps 1 to {MAX_WRITES} writes"
+            )
         connections: dict[str, Any] = {
             name: value
             for name, value in (
@@ -250,7 +264,9 @@ def up(
             state_file=state_file,
             state_origin=origin,
             state_interval_s=state_interval,
-            supervisor=SupervisorOptions(log_level=logging.getLevelName(log_level.upper())),
+            supervisor=SupervisorOptions(
+                log_level=logging.getLevelName(log_level.upper()), journal_writes=journal_size
+            ),
         )
         _run_up(
             plan, lambda progress, ready: serve(plan, options, progress, ready), show_progress=plain

@@ -5,13 +5,15 @@ Sits beside the banks and the counters (... worker -> engine -> banks, journal).
 creates one segment per shard next to its counters segment (`Assign.journal_segment`) and
 reads it only when asked (farm.master.http.journal); the worker writes it from the engine.
 
-Layout: `SERVER_BYTES` per server at its `ServerSpec.stats_index`, like the counters. A
+Layout: `server_bytes(writes)` per server at its `ServerSpec.stats_index`, like the counters. A
 segment is a sparse file: a server nobody writes to costs no memory, and one written a few
 times costs a page or two. Per server:
 
     header      NEXT_SEQ (uint64: the next write's sequence number, from 1), then the
                 cursors (uint64, records written so far) of the two rings
-    ring 0      CLIENT_RECORDS records of RECORD_BYTES: writes by clients (the worker's)
+    ring 0      2 x `writes` records of RECORD_BYTES (`farm up --journal-size`, default
+                DEFAULT_WRITES = 256): writes by clients (the worker's); a reader shows the
+                newest `writes` of them (fewer when writes are longer than 9 registers)
     ring 1      FARM_RECORDS records: writes by the farm itself (API, scenario, page; the
                 master's)
 
@@ -40,10 +42,12 @@ from farm.config.templates import Table
 from farm.ipc.banks import Segment
 
 RECORD_BYTES = 64
-CLIENT_RECORDS = 512  # at least 256 writes of up to 9 registers (a write of one: one record)
+DEFAULT_WRITES = 256  # client writes kept per server unless `farm up --journal-size` says
+MAX_WRITES = 65536  # 8 MiB of (sparse) shared memory per written server
+RECORDS_PER_WRITE = 2  # a write of up to 9 registers takes two records (of up to 3: one)
+CLIENT_RECORDS = DEFAULT_WRITES * RECORDS_PER_WRITE
 FARM_RECORDS = 128
 HEADER_BYTES = 32
-SERVER_BYTES = HEADER_BYTES + (CLIENT_RECORDS + FARM_RECORDS) * RECORD_BYTES
 SOURCES = ("farm", "tcp", "rtu-over-tcp", "udp", "tls")
 FARM = 0
 TABLES = (Table.COILS, Table.DISCRETE_INPUTS, Table.HOLDING_REGISTERS, Table.INPUT_REGISTERS)
@@ -55,6 +59,14 @@ PART_DATA = RECORD_BYTES - _PART.size
 _U64 = struct.Struct("<Q")
 _NEXT_SEQ = 0
 _CURSORS = (8, 16)  # ring 0's, ring 1's
+
+
+def server_bytes(writes: int = DEFAULT_WRITES) -> int:
+    """A server's share of a journal segment when it keeps `writes` client writes."""
+    return HEADER_BYTES + (writes * RECORDS_PER_WRITE + FARM_RECORDS) * RECORD_BYTES
+
+
+SERVER_BYTES = server_bytes()
 
 
 @dataclass(frozen=True, slots=True)
@@ -105,10 +117,11 @@ def _host(packed: bytes) -> str:
 class ServerJournal:
     """One server's journal: its writer (`record`) and its reader (`writes`)."""
 
-    __slots__ = ("view",)
+    __slots__ = ("keep", "view")
 
-    def __init__(self, view: memoryview) -> None:
-        self.view = view  # SERVER_BYTES of a journal segment
+    def __init__(self, view: memoryview, writes: int = DEFAULT_WRITES) -> None:
+        self.view = view  # server_bytes(writes) of a journal segment
+        self.keep = writes  # client writes a reader shows, the newest
 
     def record(
         self,
@@ -128,7 +141,7 @@ class ServerJournal:
         seq = int(_U64.unpack_from(view, _NEXT_SEQ)[0]) + 1
         _U64.pack_into(view, _NEXT_SEQ, seq)
         ring = 1 if peer.source == FARM else 0
-        base, size = _ring(ring)
+        base, size = _ring(ring, self.keep)
         cursor = _U64.unpack_from(view, _CURSORS[ring])[0]
         data = values + previous
         parts = 1 + max(0, -(-(len(data) - FIRST_DATA) // PART_DATA))
@@ -160,20 +173,23 @@ class ServerJournal:
     def writes(self) -> list[Write]:
         """Every write still in the journal, oldest first (a copy taken at once)."""
         snapshot = bytes(self.view)
-        found = [*_ring_writes(snapshot, 0), *_ring_writes(snapshot, 1)]
+        clients = _ring_writes(snapshot, 0, self.keep)
+        clients.sort(key=lambda write: (write.seq, write.monotonic))
+        found = [*clients[-self.keep :], *_ring_writes(snapshot, 1, self.keep)]
         found.sort(key=lambda write: (write.seq, write.monotonic))
         return found
 
 
-def _ring(ring: int) -> tuple[int, int]:
+def _ring(ring: int, writes: int) -> tuple[int, int]:
     """Where a ring starts in a server's bytes, and how many records it holds."""
+    client_records = writes * RECORDS_PER_WRITE
     if ring == 0:
-        return HEADER_BYTES, CLIENT_RECORDS
-    return HEADER_BYTES + CLIENT_RECORDS * RECORD_BYTES, FARM_RECORDS
+        return HEADER_BYTES, client_records
+    return HEADER_BYTES + client_records * RECORD_BYTES, FARM_RECORDS
 
 
-def _ring_writes(snapshot: bytes, ring: int) -> list[Write]:
-    base, size = _ring(ring)
+def _ring_writes(snapshot: bytes, ring: int, writes: int) -> list[Write]:
+    base, size = _ring(ring, writes)
     found = []
     for place in range(size):
         at = base + place * RECORD_BYTES
@@ -219,22 +235,24 @@ def _decode(first: bytes, data: bytes) -> Write:
 
 
 class ShardJournal:
-    """One shard's journals: `create` in the master, `attach` in the shard's worker."""
+    """One shard's journals: `create` in the master, `attach` in the shard's worker (with the
+    same `writes`: the Assign carries it)."""
 
-    def __init__(self, segment: Segment) -> None:
+    def __init__(self, segment: Segment, writes: int = DEFAULT_WRITES) -> None:
         self.segment = segment
+        self.writes = writes
+        self.stride = server_bytes(writes)
 
-    @staticmethod
-    def size(servers: int) -> int:
-        return max(1, servers) * SERVER_BYTES
-
-    @classmethod
-    def create(cls, servers: int) -> ShardJournal:
-        return cls(Segment.create(cls.size(servers)))
+    def size(self, servers: int) -> int:
+        return max(1, servers) * self.stride
 
     @classmethod
-    def attach(cls, name: str) -> ShardJournal:
-        return cls(Segment.attach(name))
+    def create(cls, servers: int, writes: int = DEFAULT_WRITES) -> ShardJournal:
+        return cls(Segment.create(max(1, servers) * server_bytes(writes)), writes)
+
+    @classmethod
+    def attach(cls, name: str, writes: int = DEFAULT_WRITES) -> ShardJournal:
+        return cls(Segment.attach(name), writes)
 
     @property
     def name(self) -> str:
@@ -249,15 +267,15 @@ class ShardJournal:
 
     def server(self, index: int) -> ServerJournal:
         """The journal of the server whose `ServerSpec.stats_index` is `index`."""
-        start = index * SERVER_BYTES
-        return ServerJournal(self.segment.buf[start : start + SERVER_BYTES])
+        start = index * self.stride
+        return ServerJournal(self.segment.buf[start : start + self.stride], self.writes)
 
     def clear(self, index: int) -> None:
         """Forget a server's writes (its stats index is handed to a new server)."""
-        start = index * SERVER_BYTES
+        start = index * self.stride
         buf = self.segment.buf
         if _U64.unpack_from(buf, start + _NEXT_SEQ)[0]:  # else never written: no page to touch
-            buf[start : start + SERVER_BYTES] = bytes(SERVER_BYTES)
+            buf[start : start + self.stride] = bytes(self.stride)
 
     def close(self) -> None:
         self.segment.close()

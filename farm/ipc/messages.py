@@ -121,6 +121,7 @@ class Assign(_Message, frozen=True):
     faults: ActiveFaults = ()  # as a Faults message would say (a restarted worker keeps them)
     log_level: int = 20  # logging.INFO; at DEBUG (10) a worker reports every connection
     journal_segment: str = ""  # the shard's write journal (farm.ipc.journal); "": none
+    journal_writes: int = 256  # its servers' size (farm.ipc.journal.DEFAULT_WRITES)
 
 
 class ServerFailed(_Message, frozen=True):

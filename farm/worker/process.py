@@ -151,7 +151,9 @@ class Worker:
             self.segment = Segment.attach(self.assign.segment)
             self.counters = ShardCounters.attach(self.assign.stats_segment)
             if self.assign.journal_segment:
-                self.journal = ShardJournal.attach(self.assign.journal_segment)
+                self.journal = ShardJournal.attach(
+                    self.assign.journal_segment, self.assign.journal_writes
+                )
         except OSError as exc:
             # Nothing a restart can fix: say why in one line and exit "could not boot".
             print(

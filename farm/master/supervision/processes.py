@@ -55,6 +55,7 @@ def assignment(
         segment=slot.segment.name,
         stats_segment=slot.counters.name,
         journal_segment=slot.journal.name,
+        journal_writes=slot.journal.writes,
         templates=plan.templates,
         servers=slot.shard.servers,
         heartbeat_interval_s=heartbeat_interval_s,

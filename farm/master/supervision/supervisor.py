@@ -35,7 +35,7 @@ from farm.errors import BootError
 from farm.ipc import messages
 from farm.ipc.banks import Segment
 from farm.ipc.channel import Channel, PipeFull
-from farm.ipc.journal import ShardJournal
+from farm.ipc.journal import DEFAULT_WRITES, ShardJournal
 from farm.ipc.messages import (
     ActiveFaults,
     Control,
@@ -65,6 +65,7 @@ class SupervisorOptions:
     backoff_s: tuple[float, ...] = (0.0, 0.5, 1.0, 2.0, 4.0, 8.0)
     log_level: int = logging.INFO  # what workers report (DEBUG: every connection)
     stable_after_s: float = 30.0  # a worker up this long resets its slot's backoff
+    journal_writes: int = DEFAULT_WRITES  # client writes each server's journal keeps
 
 
 class Supervisor:
@@ -85,7 +86,7 @@ class Supervisor:
                 shard=shard,
                 segment=Segment.create(shard.bank_bytes),
                 counters=ShardCounters.create(shard.stats_size),
-                journal=ShardJournal.create(shard.stats_size),
+                journal=ShardJournal.create(shard.stats_size, options.journal_writes),
                 sockets={s.index: sockets[s.index] for s in shard.servers},
             )
             for shard in plan.shards
