@@ -225,3 +225,46 @@ def test_tls_clients_that_never_read_cost_bounded_memory(tmp_path: Path) -> None
     assert sent > 2 * 2**20  # enough that unread answers would have shown
     assert growth < 8 * 2**20, f"worker RSS +{growth / 2**20:.1f} MiB"
     assert answer[:2] == b"\x00\x09" and answer[7] == 3
+
+
+def test_tls_connections_count_against_the_limits_during_their_handshake(tmp_path: Path) -> None:
+    """A TLS connection is admitted at TCP accept, not after its handshake (before: up to
+    10 s of handshaking connections counted against neither `max` nor the worker's cap).
+    3 raw TCP connections that never start a handshake fill a device whose `max` is 3: the
+    next one is refused at once, counted, and the stalled three are closed by the frame
+    timeout (2 s), counted; then a real TLS client gets in and is answered."""
+    made = subprocess.run(
+        [sys.executable, "-m", "farm", "certs", str(tmp_path)], capture_output=True, timeout=60
+    )
+    assert made.returncode == 0, made.stderr
+    context = ssl.create_default_context(cafile=str(tmp_path / "ca.pem"))
+    context.load_cert_chain(tmp_path / "client.pem", tmp_path / "client.key")
+    extra = ["--transport", "tls", "--certs", str(tmp_path), "--max-connections", "3"]
+    farm = start_farm(2, workers=1, extra=[*extra, "--frame-timeout", "2"])
+    try:
+        farm.wait_ready()
+        port = farm.port(0)
+        stalled = [socket.create_connection((HOST, port), timeout=5) for _ in range(3)]
+        try:
+            began = time.monotonic()
+            with socket.create_connection((HOST, port), timeout=5) as late:
+                refused_after = closed_by_peer(late, 5.0)
+            assert refused_after is not None, "a 4th connection was let in past max 3"
+            assert time.monotonic() - began < 5.0
+            assert closed(farm, "max_connections") == 1
+            # The stalled handshakes end at the frame timeout (2 s; 15 s of margin).
+            ends = [closed_by_peer(sock, 15.0) for sock in stalled]
+        finally:
+            for sock in stalled:
+                sock.close()
+        assert all(end is not None for end in ends), ends
+        assert closed(farm, "frame_timeout") == 3
+        with context.wrap_socket(
+            socket.create_connection((HOST, port), timeout=5), server_hostname=HOST
+        ) as client:
+            client.sendall(mbap(9, 1, b"\x03\x00\x00\x00\x01"))
+            answer = read_frame(client)
+        assert answer[:2] == b"\x00\x09" and answer[7] == 3
+    finally:
+        code, _, stderr = farm.stop()
+    assert code == 0, stderr

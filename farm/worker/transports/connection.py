@@ -95,6 +95,11 @@ class ModbusConnection(asyncio.Protocol):
         self.caller: Caller | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.opened(transport)
+        self.guard.admit(self)  # may refuse (and close) it
+
+    def opened(self, transport: asyncio.BaseTransport) -> None:
+        """Take the transport: counted, its backpressure marks set."""
         self.transport = cast(asyncio.Transport, transport)
         peername = transport.get_extra_info("peername")
         self.caller = Caller.of(peername, self.source, self.device.client_book())
@@ -102,7 +107,6 @@ class ModbusConnection(asyncio.Protocol):
         counters[CONNECTIONS_OPEN] += 1
         counters[CONNECTIONS_ACCEPTED] += 1
         self.transport.set_write_buffer_limits(high=HIGH_WATER_BYTES, low=LOW_WATER_BYTES)
-        self.guard.admit(self)  # may refuse (and close) it
 
     def connection_lost(self, exc: Exception | None) -> None:
         counters = self.device.counters
