@@ -16,10 +16,11 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import random
 import socket
 import struct
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 from unittest import mock
 
@@ -305,9 +306,41 @@ def test_engine_answers_like_pymodbus_where_pymodbus_follows_the_spec(
     assert farm.answer(1, pdu) == server.ask(1, pdu), pdu.hex()
 
 
-def test_both_sides_still_hold_the_same_values(pair: tuple[PymodbusServer, Device]) -> None:
-    """After the writes above, every table reads back the same from both."""
-    server, farm = pair
+def writes(seed: int, count: int) -> list[bytes]:
+    """`count` valid writes (FC 5, 6, 15, 16, 22, 23) inside the tables, the same each run."""
+    draw = random.Random(seed)
+    out: list[bytes] = []
+    for _ in range(count):
+        fc = draw.choice((5, 6, 15, 16, 22, 23))
+        if fc == 5:
+            out.append(struct.pack(">BHH", 5, draw.randrange(BITS), draw.choice((0, 0xFF00))))
+        elif fc == 6:
+            out.append(struct.pack(">BHH", 6, draw.randrange(REGISTERS), draw.randrange(1 << 16)))
+        elif fc == 15:
+            bits = draw.randint(1, 200)
+            data = draw.randbytes((bits + 7) // 8)
+            address = draw.randrange(BITS - bits)
+            out.append(struct.pack(">BHHB", 15, address, bits, len(data)) + data)
+        elif fc == 16:
+            words = draw.randint(1, 123)
+            address = draw.randrange(REGISTERS - words)
+            data = draw.randbytes(2 * words)
+            out.append(struct.pack(">BHHB", 16, address, words, len(data)) + data)
+        elif fc == 22:
+            masks = draw.randrange(1 << 16), draw.randrange(1 << 16)
+            out.append(struct.pack(">BHHH", 22, draw.randrange(REGISTERS), *masks))
+        else:
+            words = draw.randint(1, 121)
+            read = draw.randrange(REGISTERS - 125), draw.randint(1, 125)
+            address = draw.randrange(REGISTERS - words)
+            data = draw.randbytes(2 * words)
+            out.append(struct.pack(">BHHHHB", 23, *read, address, words, len(data)) + data)
+    return out
+
+
+def tables(ask: Callable[[bytes], bytes | None]) -> list[bytes | None]:
+    """Every table read whole, a request's worth at a time, through `ask`."""
+    answers = []
     for fc, size, step in (
         (1, BITS, 2000),
         (2, BITS, 2000),
@@ -315,8 +348,25 @@ def test_both_sides_still_hold_the_same_values(pair: tuple[PymodbusServer, Devic
         (4, REGISTERS, 125),
     ):
         for address in range(0, size, step):
-            pdu = struct.pack(">BHH", fc, address, min(step, size - address))
-            assert farm.answer(1, pdu) == server.ask(1, pdu), pdu.hex()
+            answers.append(ask(struct.pack(">BHH", fc, address, min(step, size - address))))
+    return answers
+
+
+def test_both_sides_still_hold_the_same_values(pair: tuple[PymodbusServer, Device]) -> None:
+    """After 300 writes of every writing function code, answered alike on both sides (and
+    whatever the tests above wrote), every table reads back the same from both; the writes
+    changed the coils and holding registers (so the comparison is not of two fresh states)."""
+    server, farm = pair
+    for pdu in writes(seed=18, count=300):
+        answer = farm.answer(1, pdu)
+        assert answer is not None and answer[0] == pdu[0], pdu.hex()  # not an exception
+        assert answer == server.ask(1, pdu), pdu.hex()
+    held = tables(lambda pdu: farm.answer(1, pdu))
+    assert held == tables(lambda pdu: server.ask(1, pdu))
+    fresh = farm_device()
+    before = tables(lambda pdu: fresh.answer(1, pdu))
+    coils, holding = slice(0, 1), slice(2, 10)  # 1024 coils in one read; 8 of registers
+    assert held[coils] != before[coils] and held[holding] != before[holding]
 
 
 # Where the farm departs from pymodbus on purpose, following the Modbus Application Protocol
