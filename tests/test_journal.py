@@ -16,6 +16,7 @@ from typing import Any
 
 import pytest
 from pymodbus.client import ModbusTcpClient
+from pymodbus.pdu.file_message import FileRecord
 
 from farm.client import FarmClient
 from farm.config.templates import Table
@@ -38,6 +39,8 @@ templates:
       - {{name: limit, table: holding_registers, address: 20, type: float32, value: 1.5}}
       - {{name: pump, table: coils, address: 3, type: bool}}
       - {{name: serial, table: holding_registers, address: 30, type: uint16, writable: false}}
+    files:
+      - {{number: 4, records: 10, values: [0, 0x0DFE, 0x0020]}}
 fleets:
   - {{name: meters, template: meter, count: {SERVERS}, name_pattern: "meter-{{i:04d}}",
      addressing: {{host: 127.0.0.1, port_start: {port}, port_end: {port + SERVERS - 1}}}}}
@@ -135,6 +138,32 @@ def test_every_writing_function_code_is_journalled_with_values_before(farm: Farm
         (23, "holding_registers", 150, (9, 8), (0, 0)),
     ]
     assert [w.seq for w in found] == sorted(w.seq for w in found)
+
+
+def test_a_write_file_record_is_journalled_one_write_a_sub_request(farm: FarmProcess) -> None:
+    device = modbus(farm, "meter-0006")
+    try:
+        two = [
+            FileRecord(file_number=4, record_number=1, record_data=b"\x00\x07\x00\x08"),
+            FileRecord(file_number=4, record_number=6, record_data=b"\x01\x02"),
+        ]
+        assert not device.write_file_record(two, device_id=1).isError()
+        bad = [FileRecord(file_number=9, record_number=0, record_data=b"\x00\x01")]
+        assert device.write_file_record(bad, device_id=1).isError()  # no file 9: not written
+        who = local_address(device)
+    finally:
+        device.close()
+    found = [w for w in api(farm).writes("meter-0006") if not w.farm]
+    shapes = [(w.function_code, w.table, w.file, w.address, w.values, w.previous) for w in found]
+    assert shapes == [
+        (21, "file_records", 4, 1, (7, 8), (0x0DFE, 0x0020)),
+        (21, "file_records", 4, 6, (0x0102,), (0,)),
+    ]
+    assert {w.client for w in found} == {who} and found[0].seq + 1 == found[1].seq
+    shown = cli(farm, "writes", "meter-0006")
+    assert f"  {who}  unit 1  file 4 record 1 = 7,8 (was 3582,32)" in shown.stdout, shown.stdout
+    raw = farm.api("/api/v1/servers/meter-0006/writes")["writes"][-1]
+    assert (raw["table"], raw["file"], raw["address"]) == ("file_records", 4, 6)
 
 
 def test_the_farms_own_writes_are_journalled_as_the_farms(farm: FarmProcess) -> None:

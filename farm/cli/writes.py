@@ -29,10 +29,7 @@ def line(write: WriteRecord) -> str:
     stamp = datetime.fromtimestamp(write.time).strftime("%Y-%m-%d %H:%M:%S.%f")[:-3]
     values = ",".join(str(value) for value in write.values)
     previous = ",".join(str(value) for value in write.previous)
-    return (
-        f"{stamp}  {write.client}  unit {write.unit}  "
-        f"{write.table} {write.address} = {values} (was {previous})"
-    )
+    return f"{stamp}  {write.client}  unit {write.unit}  {write.where} = {values} (was {previous})"
 
 
 def _show(writes: list[WriteRecord], as_json: bool) -> None:

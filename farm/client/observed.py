@@ -26,6 +26,14 @@ class WriteRecord:
     values: tuple[int, ...]
     previous: tuple[int, ...]  # what those addresses held before
     points: dict[str, int | float | str]  # points the write covers wholly, values after it
+    file: int | None = None  # FC 21 (table "file_records"): the file; `address`: its record
+
+    @property
+    def where(self) -> str:
+        """'holding_registers 10', or 'file 4 record 2' for an FC 21 write."""
+        if self.file is not None:
+            return f"file {self.file} record {self.address}"
+        return f"{self.table} {self.address}"
 
 
 def write_record(row: dict[str, Any]) -> WriteRecord:
@@ -103,7 +111,7 @@ def journal_text(writes: list[WriteRecord]) -> str:
         points = "".join(f"  {name}={value}" for name, value in write.points.items())
         lines.append(
             f"  #{write.seq} {write.client} unit {write.unit} "
-            f"{write.table} {write.address} = {values} (was {previous}){points}"
+            f"{write.where} = {values} (was {previous}){points}"
         )
     return "\n".join(lines)
 

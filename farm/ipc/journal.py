@@ -29,7 +29,8 @@ record: seq u64, part u8, parts u8, source u8 (SOURCES), unit u8, function code 
 (TABLES), address u16, count u16, port u16, client IPv6 (IPv4-mapped) 16 bytes, wall-clock
 ns u64, monotonic ns u64, then data; a continuation: seq u64, part u8, parts u8, data. The
 data: the values written then the values before, registers as on the wire (two bytes each,
-big-endian), coils one byte each (0 or 1).
+big-endian), coils one byte each (0 or 1); an FC 21 write's (table FILE_RECORDS, address =
+first record) starts with its file number (u16, big-endian).
 """
 
 from __future__ import annotations
@@ -50,8 +51,17 @@ FARM_RECORDS = 128
 HEADER_BYTES = 32
 SOURCES = ("farm", "tcp", "rtu-over-tcp", "udp", "tls")
 FARM = 0
-TABLES = (Table.COILS, Table.DISCRETE_INPUTS, Table.HOLDING_REGISTERS, Table.INPUT_REGISTERS)
+FILE_RECORDS = "file_records"  # an FC 21 write's "table": its file number leads the data
+TABLES: tuple[str, ...] = (
+    Table.COILS,
+    Table.DISCRETE_INPUTS,
+    Table.HOLDING_REGISTERS,
+    Table.INPUT_REGISTERS,
+    FILE_RECORDS,
+)
+_BITS = (Table.COILS, Table.DISCRETE_INPUTS)
 _TABLE_CODE = {table: code for code, table in enumerate(TABLES)}
+_U16 = struct.Struct(">H")
 _FIRST = struct.Struct("<QBBBBBBHHH16sQQ")
 _PART = struct.Struct("<QBB")
 FIRST_DATA = RECORD_BYTES - _FIRST.size
@@ -80,10 +90,11 @@ class Write:
     source: str  # one of SOURCES
     unit: int
     function_code: int  # 0 for the farm's own writes
-    table: Table
+    table: str  # a Table, or FILE_RECORDS (then `address` is the record number in `file`)
     address: int
     values: tuple[int, ...]
     previous: tuple[int, ...]
+    file: int | None = None  # the file number of an FC 21 write
 
 
 @dataclass(frozen=True, slots=True)
@@ -128,15 +139,17 @@ class ServerJournal:
         peer: Peer,
         unit: int,
         function_code: int,
-        table: Table,
+        table: str,
         address: int,
         values: bytes,
         previous: bytes,
         wall_ns: int,
         mono_ns: int,
+        file: int = 0,
     ) -> int:
         """Journal one write (values in bank layout); its sequence number. Ring 0 for clients,
-        ring 1 for the farm: call it from the one process that owns that ring."""
+        ring 1 for the farm: call it from the one process that owns that ring. A write to
+        FILE_RECORDS is to records `address`.. of `file` (registers)."""
         view = self.view
         seq = int(_U64.unpack_from(view, _NEXT_SEQ)[0]) + 1
         _U64.pack_into(view, _NEXT_SEQ, seq)
@@ -144,9 +157,11 @@ class ServerJournal:
         base, size = _ring(ring, self.keep)
         cursor = _U64.unpack_from(view, _CURSORS[ring])[0]
         data = values + previous
+        if table == FILE_RECORDS:
+            data = _U16.pack(file) + data
         parts = 1 + max(0, -(-(len(data) - FIRST_DATA) // PART_DATA))
         parts = min(parts, size)
-        count = len(values) // (1 if table.is_bits else 2)
+        count = len(values) // (1 if table in _BITS else 2)
         for part in range(parts):
             at = base + ((cursor + part) % size) * RECORD_BYTES
             _U64.pack_into(view, at, 0)  # a reader skips this record until it is whole
@@ -211,7 +226,10 @@ def _decode(first: bytes, data: bytes) -> Write:
     fields = _FIRST.unpack(first)
     seq, _, _, source, unit, fc, table_code, address, count, port, packed, wall, mono = fields
     table = TABLES[table_code]
-    width = 1 if table.is_bits else 2
+    file = None
+    if table == FILE_RECORDS:
+        file, data = _U16.unpack_from(data)[0], data[2:]
+    width = 1 if table in _BITS else 2
     raw_values, raw_previous = data[: width * count], data[width * count : 2 * width * count]
     if width == 2:
         values = struct.unpack(f">{count}H", raw_values)
@@ -231,6 +249,7 @@ def _decode(first: bytes, data: bytes) -> Write:
         address=address,
         values=tuple(values),
         previous=tuple(previous),
+        file=file,
     )
 
 

@@ -253,6 +253,7 @@ class Device:
         hook = JournalWrites(journal, self)
         for bank in self.banks.values():
             bank.journal = hook
+        self.records.journal = hook.file_written
 
     def client_book(self) -> ClientBook:
         if self.clients is None:

@@ -13,7 +13,8 @@ Modbus Application Protocol spec v1.1b3:
     a record length of 0, or an answer longer than a PDU, 03.
   - 6.15 FC 21: sub-requests carry their data; a byte count of 09-FB that the sub-requests
     do not fill exactly answers 03, a bad file or record 02; nothing is written unless every
-    sub-request is good; the answer echoes the request.
+    sub-request is good; the answer echoes the request. Each sub-request written is one
+    write in the journal (`journal`, farm.worker.observe.writes), with the records before.
   - 6.18 FC 24: the FIFO at a pointer address the template declares (02 for any other): the
     count in that holding register, the queued values in the ones after it (a count over
     31 answers 03). Reading does not empty the queue.
@@ -22,7 +23,7 @@ Modbus Application Protocol spec v1.1b3:
 from __future__ import annotations
 
 import struct
-from collections.abc import Collection
+from collections.abc import Callable, Collection
 
 from farm.ipc.banks import UnitBank
 from farm.modbus.pdu import ILLEGAL_ADDRESS, ILLEGAL_VALUE, exception_pdu
@@ -33,24 +34,27 @@ LAST_RECORD = 0x270F
 MAX_PDU = 253
 FIFO_MOST = 31
 _SUB_REQUEST = struct.Struct(">BHHH")
+# The journal's hook: (unit, file number, first record, records before, records after).
+FileJournal = Callable[[int, int, int, bytes, bytes], None]
 
 
 class Records:
     """One device's files (by number, two bytes a record) and FIFO pointers (unit, address)."""
 
-    __slots__ = ("fifos", "files")
+    __slots__ = ("fifos", "files", "journal")
 
     def __init__(
         self, files: dict[int, memoryview], fifos: Collection[tuple[int, int]] = ()
     ) -> None:
         self.files = files
         self.fifos = frozenset(fifos)
+        self.journal: FileJournal | None = None  # None: writes are not journalled
 
     def answer(self, bank: UnitBank, pdu: bytes) -> bytes:
         if pdu[0] == 20:
             return self._read_files(pdu)
         if pdu[0] == 21:
-            return self._write_files(pdu)
+            return self._write_files(bank.unit_id, pdu)
         return self._read_fifo(bank, pdu)
 
     def _record_range(self, number: int, record: int, length: int) -> memoryview | None:
@@ -80,7 +84,7 @@ class Records:
         body = b"".join(parts)
         return bytes((20, len(body))) + body
 
-    def _write_files(self, pdu: bytes) -> bytes:
+    def _write_files(self, unit: int, pdu: bytes) -> bytes:
         count = pdu[1] if len(pdu) > 1 else 0
         if not 0x09 <= count <= 0xFB or len(pdu) < 2 + count:
             return exception_pdu(21, ILLEGAL_VALUE)
@@ -96,10 +100,14 @@ class Records:
             records = self._record_range(number, record, length)
             if reference != REFERENCE_TYPE or records is None:
                 return exception_pdu(21, ILLEGAL_ADDRESS)
-            writes.append((records, pdu[offset + 7 : data_end]))
+            writes.append((number, record, records, pdu[offset + 7 : data_end]))
             offset = data_end
-        for records, data in writes:
+        journal = self.journal
+        for number, record, records, data in writes:
+            before = bytes(records) if journal is not None else b""
             records[:] = data
+            if journal is not None:
+                journal(unit, number, record, before, bytes(data))
         return pdu[:end]
 
     def _read_fifo(self, bank: UnitBank, pdu: bytes) -> bytes:

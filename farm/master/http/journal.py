@@ -39,9 +39,13 @@ class WriteEntry(BaseModel):
     source: str = Field(description="tcp, rtu-over-tcp, udp, tls, or farm (API, scenario, page)")
     farm: bool = Field(description="Made by the farm itself (API, scenario, page)")
     unit: int
-    function_code: int = Field(description="5, 6, 15, 16, 22 or 23; 0 for the farm's writes")
-    table: Table
+    function_code: int = Field(description="5, 6, 15, 16, 21, 22 or 23; 0 for the farm's writes")
+    table: str = Field(
+        description="coils, discrete_inputs, holding_registers, input_registers, or "
+        "file_records (FC 21: `address` is the first record of `file`)"
+    )
     address: int
+    file: int | None = Field(None, description="The file number of an FC 21 write")
     values: list[int] = Field(description="What was written, one entry per coil or register")
     previous: list[int] = Field(description="What those addresses held before")
     points: dict[str, int | float | str] = Field(
@@ -92,6 +96,7 @@ def entry(write: Write, template: DeviceTemplate) -> WriteEntry:
         function_code=write.function_code,
         table=write.table,
         address=write.address,
+        file=write.file,
         values=list(write.values),
         previous=list(write.previous),
         points=points_written(write, template),
@@ -100,7 +105,9 @@ def entry(write: Write, template: DeviceTemplate) -> WriteEntry:
 
 def points_written(write: Write, template: DeviceTemplate) -> dict[str, int | float | str]:
     """The template's points inside the write's range, with their values after it."""
-    table, start = write.table, write.address
+    if write.file is not None:  # a file's records hold no points
+        return {}
+    table, start = Table(write.table), write.address
     unit = write.unit
     if unit == BROADCAST_TCP_UNIT and template.units:
         unit = template.units[0].unit_id

@@ -4,7 +4,8 @@ journal (farm.ipc.journal) with who made it.
 Part of the engine (... engine -> fastpath -> bank's journal hook -> writes -> journal): a
 device with a journal sets a `JournalWrites` as the `journal` hook of each of its banks; the
 write handlers (farm.worker.fastpath, and `UnitContext` for FC 22 and 23) call it with the
-values before and after, only when a write succeeded. Reads never come here.
+values before and after, only when a write succeeded; FC 21 (farm.worker.records) calls
+`file_written`. Reads never come here.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ import time
 from typing import TYPE_CHECKING
 
 from farm.config.templates import Table
-from farm.ipc.journal import Peer, ServerJournal
+from farm.ipc.journal import FILE_RECORDS, Peer, ServerJournal
 
 if TYPE_CHECKING:
     from farm.worker.engine import Device
@@ -38,4 +39,15 @@ class JournalWrites:
         self.journal.record(
             peer, unit, function_code, table, address, after, before, time.time_ns(),
             time.monotonic_ns(),
+        )  # fmt: skip
+
+    def file_written(
+        self, unit: int, number: int, record: int, before: bytes, after: bytes
+    ) -> None:
+        """FC 21's hook (farm.worker.records): records `record`.. of file `number` written."""
+        caller = self.device.caller
+        peer = caller.peer() if caller is not None else UNKNOWN
+        self.journal.record(
+            peer, unit, 21, FILE_RECORDS, record, after, before, time.time_ns(),
+            time.monotonic_ns(), file=number,
         )  # fmt: skip
