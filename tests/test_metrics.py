@@ -254,6 +254,8 @@ def test_metrics_port_and_prometheus_config(tmp_path: Path) -> None:
     assert f"- {HOST}:{metrics_port}" in config.stdout and "scrape_interval: 5s" in config.stdout
     path = tmp_path / "prometheus.yml"
     path.write_text(config.stdout)
+    rules = Path(__file__).resolve().parent.parent / "dashboards" / "recording-rules.yml"
+    (tmp_path / "recording-rules.yml").write_text(rules.read_text())  # as README says
     check = subprocess.run(
         [tool("promtool"), "check", "config", str(path)],
         capture_output=True, text=True, timeout=30,

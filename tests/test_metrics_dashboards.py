@@ -83,19 +83,20 @@ def test_dashboards_show_what_the_issue_asks_for() -> None:
         for name, b in found.items()
     }
     for metric in (
-        "modbus_farm_requests_total",
-        "modbus_farm_exceptions_total",
-        "modbus_farm_request_duration_seconds_bucket",
-        "modbus_farm_connections_open",
+        # per-server families through the recording rules (joined to their fleet)
+        'server:modbus_farm_requests:rate1m{fleet=~"$fleet"}',
+        'server:modbus_farm_exceptions:rate1m{fleet=~"$fleet"}',
+        'server:modbus_farm_request_duration_seconds_bucket:rate1m{fleet=~"$fleet"}',
+        'server:modbus_farm_connections_open:fleet{fleet=~"$fleet"}',
         "modbus_farm_servers_ready",
         "modbus_farm_servers_desired",
-        "topk(10, sum by (server) (rate(modbus_farm_requests_total",
-        "topk(10, sum by (server) (rate(modbus_farm_exceptions_total",
+        "topk(10, sum by (server) (server:modbus_farm_requests:rate1m",
+        "topk(10, sum by (server) (server:modbus_farm_exceptions:rate1m",
         "histogram_quantile(0.99",
         "sum by (kind) (modbus_farm_faults_active)",
         "sum by (kind) (rate(modbus_farm_fault_injections_total",
         "rate(modbus_farm_outages_total",
-        'function_code=~"5|6|15|16|22|23"',  # the write rate
+        'function_code=~"5|6|15|16|21|22|23"',  # the write rate
         'modbus_farm_server_info{fleet=~"$fleet"} unless on (server, worker)',  # never polled
     ):
         assert metric in exprs["fleet.json"], metric
@@ -175,3 +176,24 @@ def test_compose_prometheus_config_is_valid() -> None:
         capture_output=True, text=True, timeout=30,
     )  # fmt: skip
     assert check.returncode == 0, check.stdout + check.stderr
+
+
+def test_recording_rules_are_valid_and_every_one_is_on_the_fleet_board() -> None:
+    rules = DASHBOARDS / "recording-rules.yml"
+    check = subprocess.run(
+        [tool("promtool"), "check", "rules", str(rules)], capture_output=True, text=True,
+        timeout=30,
+    )  # fmt: skip
+    assert check.returncode == 0, check.stdout + check.stderr
+    recorded = [
+        rule["record"] for group in yaml.safe_load(rules.read_text())["groups"]
+        for rule in group["rules"]
+    ]  # fmt: skip
+    fleet = boards()["fleet.json"]
+    exprs = [target["expr"] for panel in panels(fleet) for target in panel.get("targets", [])]
+    for name in recorded:
+        assert any(name in expr for expr in exprs), name
+    # Every fleet-board query that reads a recorded series filters it by $fleet.
+    for expr in exprs:
+        if "server:" in expr:
+            assert expr.count("server:") == expr.count('fleet=~"$fleet"'), expr

@@ -90,7 +90,7 @@ def dashboard_queries() -> list[tuple[str, str]]:
 def scrape_config(farm: FarmProcess) -> str:
     result = subprocess.run(
         [sys.executable, "-m", "farm", "prometheus-config", "--api-port", str(farm.api_port),
-         "--scrape-interval", "1s"],
+         "--scrape-interval", "1s", "--rules", str(DASHBOARDS / "recording-rules.yml")],
         capture_output=True, text=True, timeout=30,
     )  # fmt: skip
     assert result.returncode == 0, result.stderr
@@ -131,6 +131,15 @@ def test_every_dashboard_query_returns_data(tmp_path: Path) -> None:
                 wait_for(all_answer, 40, "every dashboard query to return data", interval=0.5)
             except AssertionError:
                 raise AssertionError("queries without data:\n" + "\n".join(empty)) from None
+            # The recording rules join every per-server series to its fleet: $fleet = one
+            # fleet keeps that fleet's servers, another name keeps none.
+            fleets = {s["metric"]["fleet"] for s in prometheus.query("modbus_farm_server_info")}
+            for fleet in fleets:
+                one = prometheus.query(
+                    f'count by (fleet) (server:modbus_farm_requests:rate1m{{fleet="{fleet}"}})'
+                )
+                assert [s["metric"] for s in one] == [{"fleet": fleet}], one
+            assert not prometheus.query('server:modbus_farm_requests:rate1m{fleet="no-such"}')
     finally:
         code, _, stderr = farm.stop()
     assert code == 0, stderr

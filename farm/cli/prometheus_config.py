@@ -28,6 +28,7 @@ from farm.output import exit_with
 _DURATION = re.compile(r"^([1-9][0-9]*)(ms|s|m|h)$")
 _UNIT_S = {"ms": 0.001, "s": 1, "m": 60, "h": 3600}
 _WILDCARDS = frozenset({"0.0.0.0", "::", ""})
+RULES = "recording-rules.yml"  # dashboards/recording-rules.yml, copied beside prometheus.yml
 
 
 @dataclass(frozen=True, slots=True)
@@ -78,12 +79,18 @@ def describe_farm(client: FarmClient, target_host: str | None = None) -> FarmTar
     )
 
 
-def render_config(targets: list[FarmTarget], job: str, interval: str | None = None) -> str:
+def render_config(
+    targets: list[FarmTarget],
+    job: str,
+    interval: str | None = None,
+    rules: str = RULES,
+) -> str:
     servers = sum(target.servers for target in targets)
     interval = interval or scrape_interval_for(servers)
     timeout = interval if seconds(interval) <= 10 else "10s"
     config = {
         "global": {"scrape_interval": interval, "evaluation_interval": interval},
+        "rule_files": [rules],
         "scrape_configs": [
             {
                 "job_name": job,
@@ -98,7 +105,9 @@ def render_config(targets: list[FarmTarget], job: str, interval: str | None = No
     header = (
         f"# Prometheus configuration for modbus-farm: {farms}, {servers} servers.\n"
         "# Written by `farm prometheus-config`; use it whole (prometheus --config.file=...)\n"
-        "# or copy the scrape_configs entry into your own prometheus.yml.\n"
+        "# or copy the scrape_configs entry into your own prometheus.yml. The dashboards'\n"
+        f"# fleet selector needs dashboards/recording-rules.yml there as {rules} (a path\n"
+        "# relative to this file, or --rules PATH).\n"
     )
     return header + yaml.safe_dump(config, sort_keys=False, default_flow_style=False)
 
@@ -117,12 +126,19 @@ def render_config(targets: list[FarmTarget], job: str, interval: str | None = No
     help="Prometheus duration such as 5s [default: from the farm's size].",
 )
 @click.option("--job", default="modbus-farm", show_default=True, help="Prometheus job name.")
+@click.option(
+    "--rules",
+    default=RULES,
+    show_default=True,
+    help="Where Prometheus finds dashboards/recording-rules.yml (the dashboards need it).",
+)
 def prometheus_config(
     client: FarmClient,
     farms: tuple[str, ...],
     target_host: str | None,
     scrape_interval: str | None,
     job: str,
+    rules: str,
 ) -> None:
     """Print a Prometheus configuration that scrapes the running farm."""
     try:
@@ -138,4 +154,4 @@ def prometheus_config(
             click.echo(f"farm: warning: {warning}", err=True)
     except FarmError as error:
         exit_with(error)
-    click.echo(render_config(targets, job, scrape_interval), nl=False)
+    click.echo(render_config(targets, job, scrape_interval, rules), nl=False)
