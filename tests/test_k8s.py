@@ -20,7 +20,7 @@ from typing import Any
 import kubernetes_validate
 import pytest
 import yaml
-from cloudcoil.models.prometheus_operator.v1 import ServiceMonitor
+from cloudcoil.models.prometheus_operator.v1 import PrometheusRule, ServiceMonitor
 
 from farm.config.fleets import FarmFile
 from farm.config.schema import FarmModel
@@ -28,7 +28,7 @@ from farm.config.shards import fleet_slices
 
 ROOT = Path(__file__).resolve().parent.parent
 K8S = ROOT / "deploy" / "k8s"
-KINDS = {"ConfigMap": 2, "Service": 1, "StatefulSet": 1, "ServiceMonitor": 1}
+KINDS = {"ConfigMap": 2, "Service": 1, "StatefulSet": 1, "ServiceMonitor": 1, "PrometheusRule": 1}
 # The oldest Kubernetes the manifests claim (StatefulSet, probes and securityContext as used
 # are all older), and the newest the validator knows.
 VERSIONS = ("1.29.0", kubernetes_validate.latest_version())
@@ -78,9 +78,19 @@ def validate_service_monitor(obj: dict[str, Any]) -> None:
     assert again == obj, f"fields the ServiceMonitor CRD does not have: {obj} != {again}"
 
 
+def validate_prometheus_rule(obj: dict[str, Any]) -> None:
+    """As for the ServiceMonitor: a field the model dropped is a field the CRD lacks."""
+    model = PrometheusRule.model_validate(obj)
+    again = model.model_dump(by_alias=True, exclude_none=True, mode="json")
+    assert again == obj, f"fields the PrometheusRule CRD does not have: {obj} != {again}"
+
+
 def validate(obj: dict[str, Any]) -> None:
     if obj["kind"] == "ServiceMonitor":
         validate_service_monitor(obj)
+        return
+    if obj["kind"] == "PrometheusRule":
+        validate_prometheus_rule(obj)
         return
     for version in VERSIONS:
         kubernetes_validate.validate(obj, version, strict=True)

@@ -197,3 +197,12 @@ def test_recording_rules_are_valid_and_every_one_is_on_the_fleet_board() -> None
     for expr in exprs:
         if "server:" in expr:
             assert expr.count("server:") == expr.count('fleet=~"$fleet"'), expr
+
+
+def test_the_kubernetes_prometheus_rule_carries_the_same_rules() -> None:
+    rules = yaml.safe_load((DASHBOARDS / "recording-rules.yml").read_text())
+    shipped = yaml.safe_load((ROOT / "deploy/k8s/base/prometheusrule.yaml").read_text())
+    assert shipped["kind"] == "PrometheusRule"
+    assert shipped["spec"]["groups"] == rules["groups"]
+    kustomization = yaml.safe_load((ROOT / "deploy/k8s/base/kustomization.yaml").read_text())
+    assert "prometheusrule.yaml" in kustomization["resources"]
