@@ -36,6 +36,10 @@ CLIENTS = {
     "targets": [],
     "bench": ["--duration", "1"],
     "prometheus-config": [],
+    "writes": ["device-0000"],
+    "clients": [],
+    "report": [],
+    "trace": ["device-0000", "--for", "1s"],
 }
 SERVES = {"up"}  # serves the API: takes the same options to say where
 
