@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import socket
+import ssl
 import statistics
 import struct
 import threading
@@ -114,16 +115,25 @@ class Bystander(threading.Thread):
     """Reads one register of one server, one request at a time, timing each; bounded.
     `framing`: "mbap", or "rtu" for a server of RTU over TCP."""
 
-    def __init__(self, port: int, limit_s: float = 90.0, framing: str = "mbap") -> None:
+    def __init__(
+        self,
+        port: int,
+        limit_s: float = 90.0,
+        framing: str = "mbap",
+        tls: ssl.SSLContext | None = None,
+    ) -> None:
         super().__init__(daemon=True)
-        self.port, self.limit_s, self.framing = port, limit_s, framing
+        self.port, self.limit_s, self.framing, self.tls = port, limit_s, framing, tls
         self.done = threading.Event()
         self.latencies: list[float] = []
         self.failures: list[str] = []
 
     def run(self) -> None:
         deadline = time.monotonic() + self.limit_s
-        with socket.create_connection((HOST, self.port), timeout=5) as sock:
+        sock = socket.create_connection((HOST, self.port), timeout=5)
+        if self.tls is not None:
+            sock = self.tls.wrap_socket(sock, server_hostname=HOST)
+        with sock:
             transaction = 0
             while not self.done.is_set() and time.monotonic() < deadline:
                 transaction = (transaction + 1) & 0xFFFF

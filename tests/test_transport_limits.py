@@ -275,3 +275,66 @@ def test_tls_connections_count_against_the_limits_during_their_handshake(tmp_pat
     finally:
         code, _, stderr = farm.stop()
     assert code == 0, stderr
+
+
+@pytest.mark.parametrize("transport", ["rtu-over-tcp", "tls"])
+def test_a_flood_of_never_reading_clients_leaves_the_worker_and_its_neighbour_answering(
+    tmp_path: Path, transport: str
+) -> None:
+    """50 clients pipelining FC 3 x 125 for 10 s at one device, never reading (issue 18, 4):
+    the kernel takes only a bounded send buffer of answers from each (before: megabytes,
+    all answered before backpressure saw anything, seconds of the loop; the master found no
+    heartbeat and replaced the worker with its devices). The worker is never replaced, and
+    a device beside the flood answers every read, each within the 3 s heartbeat deadline
+    (measured: 0.2-0.8 s)."""
+    extra = ["--transport", transport]
+    context = None
+    if transport == "tls":
+        made = subprocess.run(
+            [sys.executable, "-m", "farm", "certs", str(tmp_path)], capture_output=True, timeout=60
+        )
+        assert made.returncode == 0, made.stderr
+        extra += ["--certs", str(tmp_path)]
+        context = ssl.create_default_context(cafile=str(tmp_path / "ca.pem"))
+        context.load_cert_chain(tmp_path / "client.pem", tmp_path / "client.key")
+    framing = "rtu" if transport == "rtu-over-tcp" else "mbap"
+    read_125 = struct.pack(">BHH", 3, 0, 125)
+    one = rtu.frame(1, read_125) if framing == "rtu" else mbap(1, 1, read_125)
+    batch = one * 150
+    farm = start_farm(2, workers=1, extra=extra)
+    try:
+        farm.wait_ready()
+        worker = farm.worker_pids()[0]
+        bystander = Bystander(farm.port(1), framing=framing, tls=context)
+        hogs = []
+        try:
+            for _ in range(50):
+                sock = socket.create_connection((HOST, farm.port(0)), timeout=5)
+                hogs.append(context.wrap_socket(sock, server_hostname=HOST) if context else sock)
+            bystander.start()
+            for hog in hogs:
+                hog.setblocking(False)
+            deadline = time.monotonic() + 10.0
+            while time.monotonic() < deadline and not bystander.failures:
+                for hog in hogs:
+                    with contextlib.suppress(BlockingIOError, ssl.SSLError, ConnectionError):
+                        hog.send(batch)
+                time.sleep(0.001)
+        finally:
+            bystander.done.set()
+            bystander.join(10)
+            for hog in hogs:
+                hog.close()
+        latencies = bystander.latencies
+        print(
+            f"50 never-reading {transport} clients: neighbour {len(latencies)} reads, "
+            f"p99 {statistics.quantiles(latencies, n=100)[-1] * 1e3:.1f} ms, "
+            f"max {max(latencies, default=0) * 1e3:.0f} ms"
+        )
+        assert not bystander.failures, bystander.failures
+        assert farm.worker_pids()[0] == worker  # never replaced: its heartbeat kept coming
+        assert len(latencies) > 50
+        assert max(latencies) < 3.0, max(latencies)
+    finally:
+        code, _, stderr = farm.stop()
+    assert code == 0, stderr

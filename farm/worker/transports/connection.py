@@ -13,6 +13,7 @@ connections of their own framing on the same loop.
 from __future__ import annotations
 
 import asyncio
+import socket
 from bisect import bisect_left
 from time import perf_counter_ns
 from typing import TYPE_CHECKING, ClassVar, cast
@@ -44,8 +45,20 @@ if TYPE_CHECKING:
 HIGH_WATER_BYTES = 64 * 1024
 LOW_WATER_BYTES = 16 * 1024
 FLUSH_INPUT_BYTES = 2048
+# The kernel's send buffer of a server connection (Linux doubles it: 64 KiB). Left to its
+# autotuning it grows to megabytes, all answered before backpressure sees anything: 50
+# clients that never read then cost the loop seconds of work at once (issue 18, 4).
+SEND_BUFFER_BYTES = 32 * 1024
 _HEADER = mbap.HEADER
 MAX_MBAP_LENGTH = mbap.MAX_LENGTH
+
+
+def cap_send_buffer(transport: asyncio.BaseTransport) -> None:
+    """Keep the kernel from taking megabytes of answers a peer does not read (a TLS
+    transport has no socket of its own: its TCP transport is capped before the handshake)."""
+    sock = transport.get_extra_info("socket")
+    if sock is not None:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, SEND_BUFFER_BYTES)
 
 
 class ModbusConnection(asyncio.Protocol):
@@ -107,6 +120,7 @@ class ModbusConnection(asyncio.Protocol):
         counters[CONNECTIONS_OPEN] += 1
         counters[CONNECTIONS_ACCEPTED] += 1
         self.transport.set_write_buffer_limits(high=HIGH_WATER_BYTES, low=LOW_WATER_BYTES)
+        cap_send_buffer(transport)
 
     def connection_lost(self, exc: Exception | None) -> None:
         counters = self.device.counters

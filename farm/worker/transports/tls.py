@@ -30,7 +30,7 @@ from farm.ipc.stats import TLS_HANDSHAKE_FAILURES
 from farm.worker.engine import Device
 from farm.worker.limits.guard import ServerConnections
 from farm.worker.limits.wheel import NOT_SCHEDULED
-from farm.worker.transports.connection import HIGH_WATER_BYTES, ModbusConnection
+from farm.worker.transports.connection import HIGH_WATER_BYTES, ModbusConnection, cap_send_buffer
 
 # uvloop's TLS layer (Cython), or asyncio's (Python) if a uvloop lacks it: both take a
 # waiter that fails with the handshake, which `create_server(ssl=...)` would only log.
@@ -140,6 +140,7 @@ class Admission(asyncio.Protocol):
         raw = cast(asyncio.Transport, transport)
         connection.transport = raw  # what the limits close until the handshake is done
         connection.handshaking = True
+        cap_send_buffer(raw)
         if not connection.guard.admit(connection):
             return  # refused: closed and counted; connection_lost comes to this protocol
         # Nothing of a frame can arrive before the handshake ends: until it does, the frame
