@@ -17,13 +17,13 @@ pytestmark = pytest.mark.timeout(120)
 FARM = Path(__file__).resolve().parent.parent / "farm"
 
 
-def test_only_farm_limits_touches_the_open_files_limit() -> None:
+def test_only_farm_openfiles_touches_the_open_files_limit() -> None:
     touching = sorted(
         str(path.relative_to(FARM))
         for path in FARM.rglob("*.py")
         if "RLIMIT_NOFILE" in path.read_text() or "setrlimit" in path.read_text()
     )
-    assert touching == ["limits.py"]
+    assert touching == ["openfiles.py"]
 
 
 def open_files(pid: int) -> tuple[str, str]:

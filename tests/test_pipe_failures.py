@@ -11,7 +11,7 @@ import asyncio
 
 import pytest
 
-from farm.ipc.messages import LENGTH
+from farm.ipc.messages import LENGTH, VERSION
 from farm.ipc.spawn import EXIT_PIPE_ERROR
 from farm.master.http.app import status
 from farm.master.supervision.supervisor import Supervisor, SupervisorOptions
@@ -31,7 +31,7 @@ def test_a_worker_that_garbles_its_pipe_is_replaced_and_status_says_why(
         await until(lambda: slot.restarts >= 1, 30, "the worker to be replaced")
         row = status(supervisor)["workers"][0]
         assert row["last_failure"] == (
-            "pipe protocol error (VersionMismatch): pipe frame version 99, expected 5"
+            f"pipe protocol error (VersionMismatch): pipe frame version 99, expected {VERSION}"
         ), row
 
     run_supervised(small_plan(2, workers=1), options, test, "tests.stub_workers:garble_after_ready")

@@ -26,7 +26,7 @@ import pytest
 from tests.conftest import start_farm
 from tests.farmproc import HOST, FarmProcess, wait_for
 from tests.prometheus_server import parse, scrape_text
-from tests.rawmodbus import read_registers, rss_bytes, write_registers
+from tests.rawmodbus import private_bytes, read_registers, write_registers
 
 SERVERS = 500
 REGISTER = 100  # the writer's; the bench only reads
@@ -135,7 +135,7 @@ def test_kill_9_of_a_worker_under_load(request: pytest.FixtureRequest) -> None:
         writer.start()
         scraper.start()
         wait_for(lambda: time.monotonic() - began > seconds / 4, seconds, "the load to settle")
-        rss_settled = [rss_bytes(pid) for pid in survivors]
+        rss_settled = [private_bytes(pid) for pid in survivors]
         wait_for(lambda: time.monotonic() - began > seconds / 2, seconds, "half-time")
         os.kill(pids[0], signal.SIGKILL)
         killed = time.monotonic()
@@ -147,7 +147,7 @@ def test_kill_9_of_a_worker_under_load(request: pytest.FixtureRequest) -> None:
         wait_for(back, 30, "worker 0 to be back")
         restarted = time.monotonic()
         outputs = [bench.communicate(timeout=seconds + 60)[0] for bench in benches]
-        rss_end = [rss_bytes(pid) for pid in survivors]
+        rss_end = [private_bytes(pid) for pid in survivors]
         writer.done.set()
         scraper.done.set()
         writer.join(30)
@@ -179,8 +179,8 @@ def test_kill_9_of_a_worker_under_load(request: pytest.FixtureRequest) -> None:
         f"servers {killed_errors}, on the other's {survivor_errors}; writer "
         f"{writer.writes} writes acknowledged, {len(writer.errors)} errors, all within "
         f"{max((at - killed for _, at, _ in writer.errors), default=0):.2f} s of the kill "
-        f"(worker back after {restarted - killed:.2f} s); {scraper.scrapes} scrapes; RSS of "
-        f"master and surviving worker {[f'{g * 100:+.1f}%' for g in growth]}"
+        f"(worker back after {restarted - killed:.2f} s); {scraper.scrapes} scrapes; private RSS "
+        f"of master and surviving worker {[f'{g * 100:+.1f}%' for g in growth]}"
     )
     assert code == 0, farm_stderr
     assert lost == {}, f"writes lost (acknowledged, found): {lost}"

@@ -18,6 +18,8 @@ from farm.ipc import messages
 RECORDED = {
     3: "cc2fd0ef6d52378e",  # Assign.journal_segment (and, unbumped, Reply.clients)
     4: "9b57b221d9f7c3cb",  # FaultRule.extra
+    5: "5c48fb2eb7076a67",  # Faults carries changes; the device identity's objects
+    6: "84a1d7479cb3b703",  # Assign.journal_writes
 }
 
 

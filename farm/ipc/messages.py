@@ -68,7 +68,7 @@ from farm.config.templates import DeviceTemplate
 from farm.ipc.polling import ServerClients
 from farm.ipc.tracing import Traced
 
-VERSION = 5  # 4: FaultRule.extra; 5: Faults carries changes, the pipe never blocks
+VERSION = 6  # 4: FaultRule.extra; 5: Faults carries changes; 6: Assign.journal_writes
 MAX_FRAME_BYTES = 64 * 1024 * 1024
 STOP_SERVER = "stop_server"
 START_SERVER = "start_server"
