@@ -25,7 +25,7 @@ from farm.config.faults.selection import Target
 from farm.config.faults.spec import parse_fault
 from farm.config.growth import default_fleet
 from farm.config.plan import build_plan, default_servers
-from farm.config.scenario import Step
+from farm.config.scenario.model import Step
 from farm.config.templates import default_template
 from farm.master.faults.table import FaultTable
 from farm.master.fleet.inventory import Inventory

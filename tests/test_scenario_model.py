@@ -1,5 +1,5 @@
 """Scenarios as data: the timeline a file compiles to, and every mistake named with the
-file, the step and the fix (farm.config.scenario, scenario_check, `farm validate`)."""
+file, the step and the fix (farm.config.scenario.model, scenario_check, `farm validate`)."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ import yaml
 
 from farm.cli.scenario import scenario_for_up
 from farm.cli.validate import make_plan
-from farm.config.scenario import compile_scenario
+from farm.config.scenario.model import compile_scenario
 from farm.errors import ConfigError
 
 pytestmark = pytest.mark.timeout(60)

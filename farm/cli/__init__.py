@@ -4,10 +4,10 @@ app (the group, `status`, `down`), up (`farm up`), validate (`validate`, `plan`:
 config would build), budget (what it would cost, checked first), sharding (the shard
 options), prometheus_config, control (`servers`, `get`, `set`, `server stop|start`), faults
 (`fault add|list|clear`), scenario (`scenario run|status|stop`, `scale`), targets (`farm
-targets`), net (`net plan|up|down`), certs (`farm certs`; selfsigned makes the files),
-writes (`farm writes`: a server's write journal), clients (`farm clients`: who polls, how
-often), report (`farm report`: per client and fleet, and around faults), trace (`farm
-trace`; pcap writes its capture).
+targets`), net (`net plan|up|down`), certs (`farm certs`; selfsigned makes the files).
+    observe/   what the system under test did: writes (`farm writes`), clients (`farm
+               clients`), report (`farm report`), trace (`farm trace`; pcap writes its
+               capture)
 
 Importing this package imports none of them: the `farm` console script (`from farm.cli
 import main`) is the `__main__` of `farm up`, and multiprocess's spawn runs the parent's

@@ -9,10 +9,10 @@
     farm prometheus-config [--api-port A | --farm HOST:PORT ...]   (farm.cli.prometheus_config)
     farm fault add KIND --target NAME ... | list | clear [ID | --all]   (farm.cli.faults)
     farm certs DIR [--role R]   (farm.cli.certs: throwaway certificates for a TLS test)
-    farm writes SERVER [--since 30s] [--follow] [--json]   (farm.cli.writes)
-    farm clients [--server NAME] [--json]   (farm.cli.clients)
-    farm report [--since 60s] [--fleet F] [--json]   (farm.cli.report)
-    farm trace SERVER [--for 10s] [--client ADDR] [--pcap FILE]   (farm.cli.trace, pcap)
+    farm writes SERVER [--since 30s] [--follow] [--json]   (farm.cli.observe.writes)
+    farm clients [--server NAME] [--json]   (farm.cli.observe.clients)
+    farm report [--since 60s] [--fleet F] [--json]   (farm.cli.observe.report)
+    farm trace SERVER [--for 10s] [--client ADDR] [--pcap FILE]   (farm.cli.observe.trace, pcap)
 
 Every error a user can meet is one line on stderr and a non-zero exit (FarmError.exit_code).
 """
@@ -28,18 +28,18 @@ from rich.table import Table as RichTable
 from farm import __version__
 from farm.bench.command import bench
 from farm.cli.certs import certs as certs_command
-from farm.cli.clients import clients
 from farm.cli.control import get, server, servers, set_values
 from farm.cli.faults import fault
 from farm.cli.net import net
+from farm.cli.observe.clients import clients
+from farm.cli.observe.report import report
+from farm.cli.observe.trace import trace
+from farm.cli.observe.writes import writes
 from farm.cli.prometheus_config import prometheus_config
-from farm.cli.report import report
 from farm.cli.scenario import scale, scenario
 from farm.cli.targets import targets
-from farm.cli.trace import trace
 from farm.cli.up import up
 from farm.cli.validate import plan_command, validate
-from farm.cli.writes import writes
 from farm.client import FarmClient, api_options
 from farm.errors import FarmError, FarmUnreachable
 from farm.master.run import loopback_host

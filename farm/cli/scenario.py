@@ -21,8 +21,8 @@ from rich.table import Table as RichTable
 
 from farm.client import FarmAPIError, FarmClient, api_options
 from farm.config.plan import Plan
-from farm.config.scenario import Timeline, compile_scenario, load_scenario
-from farm.config.scenario_check import check_scenario
+from farm.config.scenario.check import check_scenario
+from farm.config.scenario.model import Timeline, compile_scenario, load_scenario
 from farm.config.schema import read
 from farm.errors import ConfigError, FarmError
 from farm.output import console, exit_with

@@ -5,7 +5,7 @@ lays out the servers a farm starts with; a `FleetSpec` remembers how each fleet 
 so `farm scale FLEET N` (farm.master.fleet.scale) and a scenario's scale step give new servers
 the fleet's next names and addresses, exactly as if the config had asked for N from the
 start, and a scenario can be checked against the fleet's address range
-(farm.config.scenario_check).
+(farm.config.scenario.check).
 """
 
 from __future__ import annotations

@@ -301,7 +301,7 @@ class FarmModel(Strict):
     seed: int = 0
     templates: dict[str, TemplateModel] = {}
     fleets: list[FleetModel] = Field(min_length=1)
-    # A timeline to play (farm.config.scenario checks it, with its own messages).
+    # A timeline to play (farm.config.scenario.model checks it, with its own messages).
     scenario: dict[str, Any] | None = None
 
 

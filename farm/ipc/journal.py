@@ -3,7 +3,7 @@ the master owns, so a worker's kill -9 loses no recorded write.
 
 Sits beside the banks and the counters (... worker -> engine -> banks, journal). The master
 creates one segment per shard next to its counters segment (`Assign.journal_segment`) and
-reads it only when asked (farm.master.http.journal); the worker writes it from the engine.
+reads it only when asked (farm.master.http.observe.journal); the worker writes it from the engine.
 
 Layout: `server_bytes(writes)` per server at its `ServerSpec.stats_index`, like the counters. A
 segment is a sparse file: a server nobody writes to costs no memory, and one written a few

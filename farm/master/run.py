@@ -26,7 +26,7 @@ from pathlib import Path
 from aiohttp import web
 
 from farm.config.plan import Plan
-from farm.config.scenario import Timeline
+from farm.config.scenario.model import Timeline
 from farm.errors import ConfigError, PortBusyError, StateSaveError
 from farm.master import logs
 from farm.master.faults.table import FaultTable

@@ -4,7 +4,8 @@ app (builds the aiohttp application from the route tables), routes (a route and 
 pydantic models), openapi (the OpenAPI 3.1 document made from them), access (who may change
 the farm: token, Origin, content type), probes (live and ready), servers (the server list,
 one server, its counters; stop and start), values (registers and points, read and written),
-targets (the device list a SCADA imports), journal (a server's write journal), clients
-(what the clients did), trace (a live trace of a server), faults (the fault routes), fleets
-(scaling a fleet), scenario (the scenario routes).
+targets (the device list a SCADA imports), faults (the fault routes), fleets (scaling a
+fleet), scenario (the scenario routes).
+    observe/   what the system under test did: journal (a server's write journal), clients
+               (who polls, how often; the report), trace (a live trace of a server)
 """

@@ -9,11 +9,11 @@ are JSON `{"error": "..."}` with a message that says what to fix. Every mutating
 
     GET  /api/v1/status         farm totals and one entry per worker
     GET  /api/v1/ready          200 when every server is up, 503 before (for probes)
-    GET  /api/v1/servers...     servers, values, stop/start (farm.master.http.servers, api_values),
-                                writes (farm.master.http.journal)
-    GET  /api/v1/clients        what the clients polled, how often (farm.master.http.clients)
+    GET  /api/v1/servers...     servers, values, stop/start (farm.master.http.servers, values),
+                                writes (farm.master.http.observe.journal)
+    GET  /api/v1/clients        what the clients polled, how often (http.observe.clients)
     GET  /api/v1/report         per client and fleet, and around faults (same)
-    GET  /api/v1/servers/{name}/trace   a live trace of one server (farm.master.http.trace)
+    GET  /api/v1/servers/{name}/trace   a live trace of one server (http.observe.trace)
     POST /api/v1/shutdown       stop the farm gracefully
     GET  /api/v1/targets        every device as a SCADA imports it (farm.master.http.targets)
     GET  /api/v1/live           200 while the master runs and workers heartbeat (master.probes)
@@ -47,17 +47,17 @@ from farm.master.fleet.switch import Switch
 from farm.master.fleetview.pages import add_view
 from farm.master.fleetview.view import FleetView, ViewSources
 from farm.master.http.access import Hosts, guard
-from farm.master.http.clients import client_routes, report_routes
 from farm.master.http.faults import fault_routes
 from farm.master.http.fleets import fleet_routes
-from farm.master.http.journal import journal_routes
+from farm.master.http.observe.clients import client_routes, report_routes
+from farm.master.http.observe.journal import journal_routes
+from farm.master.http.observe.trace import trace_routes
 from farm.master.http.openapi import openapi_route
 from farm.master.http.probes import live_route
 from farm.master.http.routes import Call, Route, add_routes
 from farm.master.http.scenario import scenario_routes
 from farm.master.http.servers import server_routes
 from farm.master.http.targets import targets_route
-from farm.master.http.trace import trace_routes
 from farm.master.http.values import value_routes
 from farm.master.metrics.servers import (
     CONTENT_TYPE,

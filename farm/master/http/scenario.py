@@ -18,7 +18,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from farm.config.scenario import ScenarioModel, Timeline, compile_scenario
+from farm.config.scenario.model import ScenarioModel, Timeline, compile_scenario
 from farm.errors import ConfigError
 from farm.master.http.routes import Call, Conflict, Invalid, NotFound, Route
 from farm.master.scenario.player import ScenarioPlayer

@@ -1,7 +1,7 @@
-"""The scenario player: plays a timeline (farm.config.scenario) on the running farm.
+"""The scenario player: plays a timeline (farm.config.scenario.model) on the running farm.
 
 Sits in the master beside the fault table (api_scenario -> scenario -> scenario_steps). A
-scenario is checked against the farm as it is (farm.config.scenario_check) before anything
+scenario is checked against the farm as it is (farm.config.scenario.check) before anything
 is applied, then each step is a timer on the master's loop, on the monotonic clock, at
 `start + play * length + step.at`, where `start` is when the scenario began (for `farm up
 FILE`, when every server was ready). A step's `for` ends with another timer. Each step
@@ -21,8 +21,8 @@ import time
 from collections.abc import Coroutine
 from typing import Any
 
-from farm.config.scenario import Step, Timeline
-from farm.config.scenario_check import check_scenario
+from farm.config.scenario.check import check_scenario
+from farm.config.scenario.model import Step, Timeline
 from farm.master.scenario.steps import StepActions, StepFailed
 
 log = logging.getLogger("farm")

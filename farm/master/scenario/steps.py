@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from farm.config import codec
 from farm.config.faults.selection import Target, select
 from farm.config.faults.spec import FaultSpecError
-from farm.config.scenario import Step
+from farm.config.scenario.model import Step
 from farm.config.templates import Point
 from farm.master.faults.table import FaultTable
 from farm.master.fleet.intent import API, SCENARIO

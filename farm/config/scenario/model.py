@@ -21,7 +21,7 @@ duration; a stopped server starts again then). It does one thing: `fault` (the w
 `farm fault add`: kind, its parameters, target, fleet, glob, fraction, seed), `set` (a point
 of the targeted servers to a value), `stop` or `start` (servers), `scale` (a fleet to a
 count). `compile_scenario` checks the shape and the order and returns the `Timeline`;
-farm.config.scenario_check checks it against a farm (fleets, servers, points, capacity).
+farm.config.scenario.check checks it against a farm (fleets, servers, points, capacity).
 Every mistake is one ConfigError naming where it is (`scenario.steps[2].fault.ms`) and
 what to fix.
 """

@@ -5,7 +5,7 @@
 One line a request: time, client, unit, function and what it asked, the values written or
 read (or the exception), and how long the answer took. `--client` keeps to one client
 (HOST or HOST:PORT); `--pcap FILE` also writes the requests and answers as a capture that
-Wireshark and tshark dissect as Modbus (farm.cli.pcap). It asks the farm a second at a time
+Wireshark and tshark dissect as Modbus (farm.cli.observe.pcap). It asks the farm a second at a time
 to print as it goes; the server is traced only meanwhile.
 """
 
@@ -17,7 +17,7 @@ from typing import Any
 
 import click
 
-from farm.cli.pcap import capture
+from farm.cli.observe.pcap import capture
 from farm.client import FarmClient, api_options
 from farm.config.faults.selection import parse_duration
 from farm.errors import ConfigError, FarmError

@@ -18,7 +18,7 @@ from farm.config.faults.rules import VALUE_KINDS
 from farm.config.faults.selection import select
 from farm.config.faults.value_rules import unfit
 from farm.config.growth import FleetSpec
-from farm.config.scenario import Step, Timeline
+from farm.config.scenario.model import Step, Timeline
 from farm.config.templates import DeviceTemplate, Point
 from farm.errors import ConfigError
 
