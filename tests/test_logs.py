@@ -130,3 +130,30 @@ def test_text_log_names_worker_and_server() -> None:
     ), malformed_lines[0]
     capacity = [line for line in stderr.splitlines() if "open files:" in line]
     assert len(capacity) == 1 and capacity[0].endswith("(up to 64 per device)"), stderr
+
+
+def test_a_stderr_nobody_reads_never_stalls_the_farm_and_loses_no_line() -> None:
+    """A pipe's 64 KiB fill after a few hundred lines; the farm goes on answering (the API
+    within a second, every device), and once somebody reads, every line is there."""
+    farm = make_farm(2, workers=1, extra=["--log-level", "debug"])
+    farm.start()  # stderr is a pipe this test does not read until the farm stops
+    connections = 1500  # two lines each (opened, closed): about 250 KB of log
+    try:
+        farm.wait_ready()
+        for _ in range(connections):
+            with socket.create_connection((HOST, farm.port(0)), timeout=5) as sock:
+                sock.sendall(mbap(1, 1, b"\x03\x00\x00\x00\x01"))
+                read_frame(sock)
+        started = time.monotonic()
+        status = farm.status()  # on the blocked design the master's loop sat in write()
+        assert time.monotonic() - started < 1.0 + 4.0, "the API waited on the log"
+        assert status["servers_ready"] == 2
+    finally:
+        code, _, stderr = farm.stop()
+    assert code == 0, stderr[-2000:]
+    # a graceful stop writes what the workers said before they exited
+    closed = [
+        line for line in stderr.splitlines() if re.search(r"connection from \S+ closed", line)
+    ]
+    assert "log lines dropped" not in stderr
+    assert len(closed) == connections, (len(closed), stderr[-2000:])

@@ -272,9 +272,12 @@ def up(
             plan, lambda progress, ready: serve(plan, options, progress, ready), show_progress=plain
         )
     except FarmError as error:
+        logs.drain()  # the log's lines before the error's
         exit_with(error)
     except KeyboardInterrupt:
         sys.exit(130)
+    finally:
+        logs.drain()
     # After a hangup the terminal is gone and writing to it fails (EIO): the stop was clean.
     if plain:
         with contextlib.suppress(OSError):

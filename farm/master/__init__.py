@@ -1,7 +1,8 @@
 """The master process: binds every port, supervises the workers, serves HTTP.
 
-run (a farm from start to stop) and logs (the farm's one log: its own lines and the
-workers' events) sit here; the rest is one subpackage per concern:
+run (a farm from start to stop), logs (the farm's one log: its own lines and the
+workers' events) and logwriter (the thread that writes them, so a stalled reader never
+stalls the farm) sit here; the rest is one subpackage per concern:
     supervision/  spawn, watch, restart workers; the ports they serve (listeners)
     http/         the control API: the aiohttp app, its routes, OpenAPI, access checks
     faults/       the fault table and its effects on workers

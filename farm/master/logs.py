@@ -11,6 +11,9 @@ malformed_frame, state_saved, ...), a message, and fields.
     --log-format json   one JSON object a line, keys: time (ISO 8601, UTC), level, worker,
                         server, event, message, fields
     --log-file FILE     lines go to FILE (appended) instead of stderr
+
+Lines are written by a thread of their own (farm.master.logwriter): a reader that stops
+reading stderr never stalls the farm; `drain` at the end writes what is left.
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ from rich.console import Console
 from rich.logging import RichHandler
 
 from farm.ipc.messages import Events
+from farm.master.logwriter import QueuedHandler
 
 LOGGER = "farm"
 LogFormat = Literal["text", "json"]
@@ -148,4 +152,13 @@ def configure(
             rich_tracebacks=False,
         )
         handler.setFormatter(TextFormatter(with_time=False))
-    logging.basicConfig(level=level.upper(), handlers=[handler], force=True)
+    logging.basicConfig(level=level.upper(), handlers=[QueuedHandler(handler)], force=True)
+
+
+def drain() -> bool:
+    """Write every queued line (at the end of `farm up`); False if the reader stayed stalled."""
+    drained = True
+    for handler in logging.getLogger().handlers:
+        if isinstance(handler, QueuedHandler):
+            drained = handler.drain() and drained
+    return drained
