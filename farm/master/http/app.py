@@ -45,6 +45,7 @@ from farm.master.fleet.inventory import Inventory
 from farm.master.fleet.scale import Scaler
 from farm.master.fleet.switch import Switch
 from farm.master.fleetview.pages import add_view
+from farm.master.fleetview.stream import STALL_S
 from farm.master.fleetview.view import FleetView, ViewSources
 from farm.master.http.access import Hosts, guard
 from farm.master.http.faults import fault_routes
@@ -208,10 +209,12 @@ def build_app(
     scaler: Scaler | None = None,
     hosts: Hosts | None = None,
     state: Callable[[], dict[str, Any] | None] = lambda: None,
+    view_stall_s: float = STALL_S,
 ) -> web.Application:
     """The control API; `routes` are more routes to serve (and document) beside the farm's.
     `hosts`: the Host names it answers to (farm.master.http.access); `state`: how the state
-    file's saves go, for GET /api/v1/status (None: no state file)."""
+    file's saves go, for GET /api/v1/status (None: no state file); `view_stall_s`: how long
+    a fleet view stream may go undrained before it is closed."""
     inventory = inventory or Inventory(supervisor)
     switch = switch or Switch(supervisor)
     faults = faults or FaultTable(supervisor, switch)
@@ -287,7 +290,8 @@ def build_app(
     add_routes(app, [targets_route(supervisor), live_route(supervisor)])
     add_routes(app, fleet_routes(scaler))
     add_routes(app, routes)
-    add_view(app, FleetView(supervisor, sources=view_sources(faults, scenario)), bool(token))
+    view = FleetView(supervisor, sources=view_sources(faults, scenario))
+    add_view(app, view, bool(token), view_stall_s)
     metrics = metrics_route(supervisor, faults, scenario)
     add_routes(app, [metrics, openapi_route(token_required=bool(token))])
     return app
