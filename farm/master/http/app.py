@@ -40,13 +40,14 @@ from pydantic import BaseModel
 
 from farm import __version__
 from farm.files import BODY_BYTES
+from farm.ipc.stats import ShardCounters
 from farm.master.faults.table import FaultTable
 from farm.master.fleet.inventory import Inventory
 from farm.master.fleet.scale import Scaler
 from farm.master.fleet.switch import Switch
 from farm.master.fleetview.pages import add_view
 from farm.master.fleetview.stream import STALL_S
-from farm.master.fleetview.view import FleetView, ViewSources
+from farm.master.fleetview.view import FleetView, ViewSources, read_counters
 from farm.master.http.access import Hosts, guard
 from farm.master.http.faults import fault_routes
 from farm.master.http.fleets import fleet_routes
@@ -101,6 +102,16 @@ def readiness(supervisor: Supervisor) -> Readiness:
     return Readiness(ready=error is None, servers_ready=ready, servers_total=total, error=error)
 
 
+def _requests(counters: ShardCounters) -> int:
+    """Requests a shard's servers answered so far, summed here from the memory the master
+    owns (a worker summing them for its heartbeat touched every page of its counters, idle
+    servers' too); 0 once a stopping farm has released it."""
+    try:
+        return int(read_counters(counters)[0].sum())
+    except ValueError:
+        return 0
+
+
 def status(supervisor: Supervisor) -> dict[str, Any]:
     now = time.monotonic()
     workers = []
@@ -118,7 +129,7 @@ def status(supervisor: Supervisor) -> dict[str, Any]:
                 "restarts": slot.restarts,
                 "last_failure": slot.last_failure,  # why its last worker was replaced
                 "connections": beat.connections if beat else 0,
-                "requests": beat.requests if beat else 0,
+                "requests": _requests(slot.counters),
                 "loop_lag_s": round(beat.loop_lag_s, 4) if beat else None,
                 "cpu_s": round(beat.cpu_s, 3) if beat else None,
                 "rss_bytes": beat.rss_bytes if beat else None,
