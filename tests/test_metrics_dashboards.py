@@ -98,6 +98,10 @@ def test_dashboards_show_what_the_issue_asks_for() -> None:
         "rate(modbus_farm_outages_total",
         'function_code=~"5|6|15|16|21|22|23"',  # the write rate
         'modbus_farm_server_info{fleet=~"$fleet"} unless on (server, worker)',  # never polled
+        "sum by (client) (rate(modbus_farm_client_requests_total",  # polls by client
+        "modbus_farm_client_poll_interval_seconds",
+        "modbus_farm_client_servers",
+        "modbus_farm_client_stale_servers",
     ):
         assert metric in exprs["fleet.json"], metric
     fleet_variables = found["fleet.json"]["templating"]["list"]

@@ -7,10 +7,12 @@ import json
 import os
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
+from pymodbus.client import ModbusTcpClient
 
 from farm.client import FarmClient, Servers
 from tests.conftest import ready_farm
@@ -150,3 +152,35 @@ def recovered(data: dict[str, Any], fault_id: int, source: str) -> int:
                 if client["client"] == source:
                     return int(client["recovered"])
     return 0
+
+
+def test_the_reports_max_interval_is_the_windows_not_the_largest_ever(farm: FarmProcess) -> None:
+    """A poller that paused once: the pause is the max of a window that holds it, and not of
+    a later window that does not (the report once gave the largest gap ever, whatever --since)."""
+    api = FarmClient.at(HOST, farm.api_port)
+    source = "127.0.0.4"  # not the other tests' pollers
+    client = ModbusTcpClient(HOST, port=farm.port(150), timeout=2, source_address=(source, 0))
+    pause_s, every_s = 1.5, 0.1
+
+    def poll_for(seconds: float) -> None:
+        end = time.monotonic() + seconds
+        while time.monotonic() < end:
+            assert not client.read_holding_registers(0, count=2, device_id=1).isError()
+            time.sleep(every_s)  # the poller's own pace, not a wait for the farm
+
+    def max_s(since: float) -> float:
+        rows = [row for row in api.report(since=since)["clients"] if row["client"] == source]
+        assert rows, f"{source} not in the report of the last {since} s"
+        return float(rows[0]["intervals"]["max_s"])
+
+    assert client.connect()
+    try:
+        poll_for(1.0)
+        time.sleep(pause_s)  # the gap under test
+        poll_for(3.0)
+        after_pause = max_s(2.0)  # the window began after the pause ended
+        whole = max_s(60.0)
+    finally:
+        client.close()
+    assert whole >= pause_s, whole
+    assert after_pause < 1.0, after_pause  # polls every 0.1 s; the pause ended before the window

@@ -14,7 +14,9 @@ Conversation:
                                               connections, START_SERVER serves them again on
                                               the listening sockets that follow it, in order
                                               CLIENTS asks what the clients of its servers
-                                              did (Reply.clients); TRACE_START and
+                                              did (Reply.clients), TALLY what they did
+                                              since the last TALLY (Reply.tallies, for
+                                              /metrics); TRACE_START and
                                               TRACE_STOP trace a server
     master -> worker   Faults                 what changed in the faults active on the
                                               worker's servers: those added (or changed), and
@@ -65,16 +67,17 @@ import msgspec
 from farm.config.faults.rules import FaultRule
 from farm.config.plan import ServerSpec
 from farm.config.templates import DeviceTemplate
-from farm.ipc.polling import ServerClients
+from farm.ipc.polling import ClientTally, ServerClients
 from farm.ipc.tracing import Traced
 
-# 4: FaultRule.extra; 5: Faults carries changes; 6: Assign.journal_writes; 7: Heartbeat without
-# requests (the master sums its shard's counters itself)
+# 4: FaultRule.extra; 5: Faults carries changes; 6: Assign.journal_writes; 7: Reply.tallies,
+# PollSummary.gaps
 VERSION = 7
 MAX_FRAME_BYTES = 64 * 1024 * 1024
 STOP_SERVER = "stop_server"
 START_SERVER = "start_server"
 CLIENTS = "clients"  # what the shard's clients did (farm.ipc.polling), in Reply.clients
+TALLY = "tally"  # per client address, since the last TALLY (farm.ipc.polling), Reply.tallies
 TRACE_START = "trace_start"  # trace one server (Control.client: only that client's requests)
 TRACE_STOP = "trace_stop"  # end it: its records in Reply.traced (farm.ipc.tracing)
 SOCKET_MARK = b"S"  # one per chunk of sockets after the message that announces them
@@ -146,6 +149,7 @@ class Heartbeat(_Message, frozen=True):
     cpu_s: float
     rss_bytes: int
     connections: int
+    requests: int
 
 
 class Faults(_Message, frozen=True):
@@ -161,7 +165,7 @@ class FaultsApplied(_Message, frozen=True):
 
 class Control(_Message, frozen=True):
     request_id: int
-    op: str  # STOP_SERVER, START_SERVER or CLIENTS; a worker answers any other with an error
+    op: str  # STOP_SERVER, START_SERVER, CLIENTS, TALLY, TRACE_*; any other is an error
     servers: tuple[str, ...]  # names: one message for a whole fault's servers on a worker
     client: str = ""  # TRACE_START: only this client's requests (HOST or HOST:PORT)
 
@@ -172,6 +176,7 @@ class Reply(_Message, frozen=True):
     result: int | None = None  # the servers the worker serves now
     error: str = ""
     clients: tuple[ServerClients, ...] = ()  # to CLIENTS: each server's clients
+    tallies: tuple[ClientTally, ...] = ()  # to TALLY: each client address's
     traced: tuple[Traced, ...] = ()  # to TRACE_STOP: what the server answered meanwhile
 
 

@@ -1,6 +1,7 @@
 """What a worker says about the clients of its servers when the master asks (a `Control`
-of op `CLIENTS`, answered by a `Reply` carrying `ServerClients`): plain frozen dataclasses
-that the pipe's MessagePack encodes field by field (farm.ipc.messages).
+of op `CLIENTS`, answered by a `Reply` carrying `ServerClients`; of op `TALLY`, answered by
+`ClientTally`s for /metrics): plain frozen dataclasses that the pipe's MessagePack encodes
+field by field (farm.ipc.messages).
 
 Times are seconds on the host's monotonic clock (CLOCK_MONOTONIC, one per host), so the
 master can set them against its own (a fault's end, "now").
@@ -8,9 +9,25 @@ master can set them against its own (a fault's end, "now").
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 READ_CODES = (1, 2, 3, 4, 23)  # what a poll is: a read repeated (23's reading half)
+STALE_INTERVALS = 3  # a poll not seen for this many of its usual intervals has stopped
+# An interval histogram's bucket i holds the intervals in (GROWTH**(i-1), GROWTH**i] seconds:
+# buckets ~4.4 % wide, so that the workers' histograms add up and a quantile read from the
+# sum is within ~2.2 % of the interval (farm.master.observe.tallies).
+GROWTH = 2 ** (1 / 16)
+SHORTEST_S = 1e-6
+
+
+def interval_bucket(seconds: float) -> int:
+    return math.ceil(math.log(max(seconds, SHORTEST_S), GROWTH))
+
+
+def bucket_seconds(index: int) -> float:
+    """The middle of bucket `index` (geometric: the bounds are powers of GROWTH)."""
+    return float(GROWTH ** (index - 0.5))
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -38,6 +55,14 @@ class PollSummary:
     max_gap_s: float  # the largest interval ever
     rate: float  # polls per second, over the last intervals
     outages: tuple[Outage, ...] = ()
+    # Each later one smaller: (when it ended, the interval), the largest interval that ended
+    # at or after that time first; so the largest in any recent window is the first entry
+    # that ended in it (`largest_since`). The oldest dropped past GAPS_KEPT.
+    gaps: tuple[tuple[float, float], ...] = ()
+
+    def largest_since(self, start: float) -> float:
+        """The largest interval that ended at or after `start` (0: none)."""
+        return next((gap for ended, gap in self.gaps if ended >= start), 0.0)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -57,3 +82,18 @@ class ServerClients:
     server: str
     clients: tuple[ClientSummary, ...]
     dropped: int = 0  # clients forgotten to keep at most MAX_CLIENTS
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ClientTally:
+    """One client address over a worker's servers, for /metrics (a `Control` of op TALLY):
+    what it did since the worker's previous tally, and how it polls now."""
+
+    host: str  # "": the worker's clients past MAX_TALLIED (farm.worker.observe.tally), summed
+    requests: int  # since the previous tally
+    connections: int  # since the previous tally
+    exceptions: int  # exception answers sent to it, since the previous tally
+    servers: int  # that it polls (a read not stale: farm.master.observe.clients.is_stale)
+    stale: int  # that it polled and stopped polling (every read of theirs stale)
+    p50: dict[int, int]  # interval bucket -> its live polls whose median interval is there
+    p99: dict[int, int]  # the same for each poll's 99th percentile

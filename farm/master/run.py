@@ -33,9 +33,9 @@ from farm.master.faults.table import FaultTable
 from farm.master.fleet.inventory import Inventory
 from farm.master.fleet.scale import Scaler
 from farm.master.fleet.switch import Switch
-from farm.master.fleetview.stream import STALL_S
 from farm.master.http.access import Hosts
 from farm.master.http.app import build_app, build_metrics_app
+from farm.master.observe.tallies import ClientTallies
 from farm.master.scenario.player import ScenarioPlayer
 from farm.master.scenario.steps import StepActions
 from farm.master.state.marker import last_failure, stale
@@ -62,7 +62,6 @@ class MasterOptions:
     # (farm.master.state.restore.sized_plan); None: the plan served is the config's.
     state_origin: str | None = None
     state_interval_s: float = 10.0
-    view_stall_s: float = STALL_S  # a fleet view stream not drained this long is closed
     supervisor: SupervisorOptions = field(default_factory=SupervisorOptions)
     scenario: Timeline | None = None  # played from when every server is ready
 
@@ -151,6 +150,9 @@ async def serve(
         actions = StepActions(faults, switch, inventory, scaler.scale, scaler.counts)
         player = ScenarioPlayer(actions, plan.fleets, plan.templates)
         cleanup.push_async_callback(player.close)  # before the faults (callbacks run last first)
+        tallies = ClientTallies(supervisor)  # per client, for /metrics
+        tallies.start()
+        cleanup.push_async_callback(tallies.stop)
         app = build_app(
             supervisor,
             stop_requested.set,
@@ -162,14 +164,14 @@ async def serve(
             scenario=player,
             scaler=scaler,
             hosts=hosts,
-            view_stall_s=options.view_stall_s,
             state=keeper.summary if keeper is not None else lambda: None,
+            clients=tallies,
         )
         cleanup.push_async_callback(
             (await _start_api(app, options.api_host, options.api_port)).cleanup
         )
         if options.metrics_port is not None:
-            metrics_app = build_metrics_app(supervisor, faults, player, hosts)
+            metrics_app = build_metrics_app(supervisor, faults, player, hosts, tallies)
             metrics_host = options.metrics_host or options.api_host
             metrics_runner = await _start_api(
                 metrics_app, metrics_host, options.metrics_port, "--metrics-port"

@@ -67,7 +67,7 @@ from farm.worker.engine import Device
 from farm.worker.events import EventLog
 from farm.worker.faults.book import FaultBook
 from farm.worker.limits.guard import ServerConnections, WorkerConnections
-from farm.worker.observe import clients, trace
+from farm.worker.observe import clients, tally, trace
 from farm.worker.observe.trace import Tracer
 from farm.worker.ticker import Ticker
 from farm.worker.transports.serving import Listener, Transports
@@ -161,9 +161,7 @@ class Worker:
                 file=sys.stderr,
             )
             raise SystemExit(EXIT_BOOT_FAILED) from exc
-        # A predecessor's open connections died with it: the master zeroed their gauges when
-        # it reaped it, before spawning this worker. Not again here: that would touch every
-        # page of the counters (680 bytes a server), which an idle server never does.
+        self.counters.reset_open_connections()  # a predecessor's connections died with it
         self.specs = {spec.stats_index: spec for spec in self.assign.servers}
         self.numbers = {spec.name: spec.stats_index for spec in self.assign.servers}
         self.faults.template_of = self._template
@@ -279,6 +277,7 @@ class Worker:
                     cpu_s=time.process_time(),
                     rss_bytes=rss_bytes(),
                     connections=len(self.connections or ()),
+                    requests=self.counters.requests_total() if self.counters else 0,
                 )
             )
             before = time.monotonic()
@@ -306,6 +305,10 @@ class Worker:
             self.send(trace.begin(message, self.numbers, self.devices, self.traces))
         elif isinstance(message, Control) and message.op == messages.TRACE_STOP:
             self.send(trace.end(message, self.numbers, self.devices, self.traces))
+        elif isinstance(message, Control) and message.op == messages.TALLY:
+            self.send(
+                Reply(request_id=message.request_id, ok=True, tallies=tally.tally(self.devices))
+            )
         elif isinstance(message, Control) and message.op == messages.CLIENTS:
             self.send(
                 Reply(

@@ -1,13 +1,14 @@
 """The master's own families of /metrics in a prometheus_client registry: build info, servers
 desired and ready, the workers (farm.master.metrics.workers), faults active by kind, the
-scenario's step, and the master's own process (prometheus_client's process collector:
-process_cpu_seconds_total, process_resident_memory_bytes, process_open_fds, ...).
+scenario's step, the clients (farm.master.metrics.clients), and the master's own process
+(prometheus_client's process collector: process_cpu_seconds_total,
+process_resident_memory_bytes, process_open_fds, ...).
 
 Part of the metrics exposition: farm.master.metrics.servers puts this registry's text first
 on the page and appends the per-server families, which stay rendered by hand (a quarter of
 a million samples at 10,000 servers: several times too slow through metric families). Each
 collector reads its data at the scrape, in the scrape's thread; nothing here is updated on
-any other path.
+any other path (the clients' summary is replaced whole by a task of the master's loop).
 """
 
 from __future__ import annotations
@@ -20,8 +21,10 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from prometheus_client.registry import Collector
 
 from farm.master.faults.table import FaultTable
+from farm.master.metrics.clients import ClientsCollector
 from farm.master.metrics.series import PREFIX
 from farm.master.metrics.workers import FarmCollector, RoleCollector, WorkerCollector
+from farm.master.observe.tallies import ClientTallies
 from farm.master.supervision.supervisor import Supervisor
 
 if TYPE_CHECKING:
@@ -78,6 +81,7 @@ def master_registry(
     build: dict[str, str],
     faults: FaultTable | None = None,
     scenario: ScenarioPlayer | None = None,
+    clients: ClientTallies | None = None,
 ) -> CollectorRegistry:
     """A registry of the master's families for one supervisor (one per /metrics route)."""
     registry = CollectorRegistry(auto_describe=False)
@@ -90,5 +94,8 @@ def master_registry(
         registry.register(FaultsCollector(faults))
     if scenario is not None:
         registry.register(ScenarioCollector(scenario))
+    if clients is not None:
+        tallies = clients  # bound here: the lambda reads its `series` at each scrape
+        registry.register(ClientsCollector(lambda: tallies.series))
     ProcessCollector(registry=registry)
     return registry

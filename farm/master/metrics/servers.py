@@ -58,6 +58,7 @@ from farm.ipc.stats import (
 from farm.master.faults.table import FaultTable
 from farm.master.metrics.registry import master_registry
 from farm.master.metrics.series import PREFIX, ShardSeries, header, openmetrics_header
+from farm.master.observe.tallies import ClientTallies
 from farm.master.supervision.supervisor import Supervisor
 
 if TYPE_CHECKING:
@@ -140,6 +141,7 @@ class FarmMetrics:
         supervisor: Supervisor,
         faults: FaultTable | None = None,
         scenario: ScenarioPlayer | None = None,
+        clients: ClientTallies | None = None,
     ) -> None:
         self.supervisor = supervisor
         # Built once per shard, and again only when a slot's shard changes (servers added
@@ -150,7 +152,7 @@ class FarmMetrics:
             "python": platform.python_version(),
             "pymodbus": metadata.version("pymodbus"),
         }
-        self.registry = master_registry(supervisor, build, faults, scenario)
+        self.registry = master_registry(supervisor, build, faults, scenario, clients)
         self.duration_format = _duration_format()
 
     def render(self, openmetrics: bool = False) -> bytes:

@@ -10,9 +10,8 @@ from __future__ import annotations
 import statistics
 from dataclasses import dataclass
 
-from farm.ipc.polling import ClientSummary, PollSummary, ServerClients
+from farm.ipc.polling import STALE_INTERVALS, ClientSummary, PollSummary, ServerClients
 
-STALE_INTERVALS = 3
 WRITE_CODES = (5, 6, 15, 16, 22, 23)
 
 

@@ -106,7 +106,7 @@ def report(
             if written:
                 writes[(client.host, server.server)] = written
     rows = [
-        _client_fleet(host, fleet, names, by_server, writes)
+        _client_fleet(host, fleet, names, by_server, writes, start)
         for host, by_server in sorted(polls.items())
         for fleet, names in fleets.items()
         if any(name in by_server for name in names)
@@ -137,6 +137,7 @@ def _client_fleet(
     names: Sequence[str],
     by_server: dict[str, list[PollSummary]],
     writes: dict[tuple[str, str], int],
+    start: float,
 ) -> ClientFleet:
     mine = [poll for name in names for poll in by_server.get(name, ()) if poll.requests > 1]
     medians = [poll.p50_s for poll in mine]
@@ -151,7 +152,8 @@ def _client_fleet(
             usual_s=round(statistics.median(medians), 4) if medians else 0.0,
             p50_s=round(statistics.median(medians), 4) if medians else 0.0,
             p99_s=round(tails[min(len(tails) - 1, int(0.99 * len(tails)))], 4) if tails else 0.0,
-            max_s=round(max((poll.max_gap_s for poll in mine), default=0.0), 4),
+            # The window's largest, not the largest ever: a gap before `since` is not in it.
+            max_s=round(max((poll.largest_since(start) for poll in mine), default=0.0), 4),
         ),
         writes=sum(writes.get((host, name), 0) for name in names),
     )

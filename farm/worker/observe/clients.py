@@ -35,6 +35,7 @@ WINDOW = 64  # intervals the percentiles look at
 OUTAGE_FACTOR = 3  # a gap this many times the usual interval is an outage
 MIN_OUTAGE_NS = 500_000_000  # and at least this long
 OUTAGES = 8  # kept per request
+GAPS_KEPT = 16  # a request's decreasing largest intervals (PollSummary.gaps), newest kept
 CONNECTS = 16  # connection times kept per client
 Key = tuple[int, bytes]  # unit id, the request's function code, address and count
 
@@ -48,11 +49,14 @@ class ClientStats:
         "connections",
         "exceptions",
         "folded",
+        "gaps",
         "host",
         "max_gap",
         "other",
         "outages",
         "polls",
+        "tail",
+        "told",
         "usual",
         "window",
     )
@@ -70,6 +74,18 @@ class ClientStats:
         self.other: dict[int, int] = {}  # requests past MAX_KEYS, by function code
         self.began: dict[Key, int] = {}  # each request's first arrival
         self.usual: dict[Key, int] = {}  # the median interval at the last fold
+        self.tail: dict[Key, int] = {}  # the 99th percentile at the last fold
+        # Per request, when it ended and the interval, flat (no tuple a fold: less for the
+        # garbage collector): each interval smaller than the one before it, so the first that
+        # ended in a window is the window's largest (PollSummary.gaps).
+        self.gaps: dict[Key, list[int]] = {}
+        # Requests, connections and exceptions already told in a tally (farm.worker.observe.tally).
+        self.told = (0, 0, 0)
+
+    def requests(self) -> int:
+        """Requests it sent this server, in all."""
+        counted = sum(self.folded.values()) + sum(self.other.values())
+        return counted + sum(map(len, self.polls.values()))
 
     def first(self, key: Key, now: int) -> list[int] | None:
         """A request not seen before from this client: its list of arrivals (None: past
@@ -93,14 +109,17 @@ class ClientStats:
         comparison, in C; the median of the last WINDOW sorts at most WINDOW."""
         gaps = list(map(sub, times[1:], times))
         window = self.window[key] = (self.window.get(key, []) + gaps)[-WINDOW:]
-        usual = self.usual.get(key) or sorted(window)[len(window) // 2]
+        ordered = sorted(window)
+        usual = self.usual.get(key) or ordered[len(ordered) // 2]
         largest = max(gaps)
+        push_gaps(self.gaps.setdefault(key, []), times, gaps, largest)
         if largest > OUTAGE_FACTOR * usual and largest > MIN_OUTAGE_NS:
             outages = self.outages.setdefault(key, deque(maxlen=OUTAGES))
             for earlier, gap in zip(times, gaps, strict=False):
                 if gap > OUTAGE_FACTOR * usual and gap > MIN_OUTAGE_NS:
                     outages.append((earlier, gap))
-        self.usual[key] = sorted(window)[len(window) // 2]
+        self.usual[key] = ordered[len(ordered) // 2]
+        self.tail[key] = ordered[min(len(ordered) - 1, int(0.99 * len(ordered)))]
         if largest > self.max_gap.get(key, 0):
             self.max_gap[key] = largest
         self.folded[key] = self.folded.get(key, 0) + len(gaps)
@@ -140,6 +159,9 @@ class ClientStats:
             if gap > OUTAGE_FACTOR * usual and gap > MIN_OUTAGE_NS:
                 outages.append((earlier, gap))
         first = self.began.get(key, times[0])
+        gaps = list(self.gaps.get(key, ()))
+        for later, gap in zip(times[1:], recent, strict=False):  # exact: a summary is rare
+            push_gap(gaps, later, gap)
         return PollSummary(
             unit=unit,
             function_code=pdu[0],
@@ -157,7 +179,31 @@ class ClientStats:
                 Outage(began=(began + shift) / 1e9, ended=(began + gap + shift) / 1e9)
                 for began, gap in outages
             ),
+            gaps=tuple(
+                ((ended + shift) / 1e9, gap / 1e9)
+                for ended, gap in zip(gaps[::2], gaps[1::2], strict=True)
+            ),
         )
+
+
+def push_gaps(kept: list[int], times: list[int], gaps: list[int], largest: int) -> None:
+    """Add a fold's intervals `gaps` (between `times`) to a request's decreasing largest
+    ones (ClientStats.gaps): its largest and its last, each having pushed out the older ones
+    not larger. Two pushes a fold, not one an interval (a fold is once a second): an
+    interval between those two and smaller than the last is not kept, so a window that
+    begins within a second after a fold's largest may miss its largest by that second."""
+    at = gaps.index(largest)
+    push_gap(kept, times[at + 1], largest)
+    if at + 1 < len(gaps):
+        push_gap(kept, times[-1], gaps[-1])
+
+
+def push_gap(kept: list[int], ended: int, gap: int) -> None:
+    while kept and kept[-1] <= gap:
+        del kept[-2:]
+    kept += (ended, gap)
+    if len(kept) > 2 * GAPS_KEPT:
+        del kept[:2]
 
 
 def _quantile(ordered: list[int], q: float) -> float:

@@ -105,7 +105,9 @@ class IntervalsModel(BaseModel):
     usual_s: float = Field(description="The interval it keeps most of the time")
     p50_s: float
     p99_s: float
-    max_s: float = Field(description="The largest gap between two of its polls of a server")
+    max_s: float = Field(
+        description="The largest gap between two of its polls of a server that ended in the window"
+    )
 
 
 class ClientFleetModel(BaseModel):

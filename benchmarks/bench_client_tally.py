@@ -1,0 +1,95 @@
+"""What the per-client metrics cost the worker (nothing runs per request: they read what the
+client statistics keep): the once-a-second fold of a poller's arrivals, at REF and now (now
+it also keeps each poll's 99th percentile and its decreasing largest intervals, for
+`farm report`'s window max), counted per request; and one tally (the answer to the master's
+TALLY, every 5 s) over SERVERS servers polled by one client, one request each.
+
+    python3 -m benchmarks.bench_client_tally [--ref main] [--servers 10000] [--repeat 5]
+
+A poller every 0.2 s gives a fold 5 arrivals a key; the rounds alternate REF and now, the
+best of each is kept and every round shown.
+"""
+
+from __future__ import annotations
+
+import argparse
+import random
+import time
+from types import ModuleType
+from typing import Any
+
+from benchmarks import bench_fault_hotpath as hotpath
+from farm.worker.observe import clients, tally
+
+ARRIVALS = 5  # per key and fold: a 0.2 s poller folded once a second
+KEYS = 2_000
+FOLDS = 40
+
+
+def fold_ns_per_request(module: ModuleType, seed: int) -> float:
+    """Fold KEYS polls FOLDS times, ARRIVALS new arrivals each: ns per arrival."""
+    rng = random.Random(seed)
+    stats = module.ClientStats("127.0.0.2")
+    keys = [(1, bytes([3, k >> 8, k & 0xFF, 0, 10])) for k in range(KEYS)]
+    now = 0
+    for key in keys:
+        stats.polls[key] = [now]
+    taken = 0
+    for _ in range(FOLDS):
+        for times in stats.polls.values():
+            at = times[-1]
+            for _ in range(ARRIVALS):
+                at += 200_000_000 + rng.randrange(-5_000_000, 5_000_000)
+                times.append(at)
+        began = time.perf_counter_ns()
+        stats.fold_all()
+        taken += time.perf_counter_ns() - began
+    return taken / (KEYS * FOLDS * ARRIVALS)
+
+
+class _Device:
+    def __init__(self, book: Any) -> None:
+        self.clients = book
+
+
+def tally_ms(servers: int) -> float:
+    """One tally over `servers` servers, each polled by the same client, one request."""
+    now = time.perf_counter_ns()
+    devices = {}
+    for number in range(servers):
+        book = clients.ClientBook()
+        client = book.connected("127.0.0.2")
+        key = (1, bytes([3, 0, 0, 0, 10]))
+        client.polls[key] = [now - 400_000_000, now - 200_000_000, now]
+        client.began[key] = now - 400_000_000
+        devices[number] = _Device(book)
+    began = time.perf_counter_ns()
+    tally.tally(devices)  # type: ignore[arg-type]  # only `clients` is read
+    first = (time.perf_counter_ns() - began) / 1e6
+    return first
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--ref", default="main", help="git ref of the client statistics before")
+    parser.add_argument("--servers", type=int, default=10_000)
+    parser.add_argument("--repeat", type=int, default=5)
+    args = parser.parse_args()
+    then = hotpath.baseline_module(args.ref, "observe/clients.py")
+    assert then is not None, f"no farm/worker/observe/clients.py at {args.ref}"
+    rounds: dict[str, list[float]] = {f"fold, before ({args.ref})": [], "fold, now": []}
+    for seed in range(args.repeat):
+        rounds[f"fold, before ({args.ref})"].append(fold_ns_per_request(then, seed))
+        rounds["fold, now"].append(fold_ns_per_request(clients, seed))
+    print("| measure | ns per request | every round |")
+    print("|---|---:|---|")
+    for name, taken in rounds.items():
+        shown = " / ".join(f"{each:.1f}" for each in taken)
+        print(f"| {name} | {min(taken):.1f} | {shown} |")
+    tallies = [tally_ms(args.servers) for _ in range(args.repeat)]
+    shown = " / ".join(f"{each:.1f}" for each in tallies)
+    print(f"| one tally, {args.servers} servers polled | {min(tallies):.1f} ms | {shown} |")
+
+
+if __name__ == "__main__":
+    main()
