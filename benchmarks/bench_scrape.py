@@ -150,7 +150,6 @@ def make_farm(servers: int, workers: int = 2, seed: int = 1) -> _Farm:
             cpu_s=12.5,
             rss_bytes=180_000_000,
             connections=0,
-            requests=0,
         )
         farm.slots.append(
             _Slot(

@@ -4,6 +4,7 @@ too many or never read, and a client that keeps its token away from proxies (iss
 from __future__ import annotations
 
 import http.client
+import inspect
 import json
 import socket
 import struct
@@ -14,9 +15,13 @@ from typing import Any
 
 import pytest
 
+from farm.cli.up import up
 from farm.client import FarmClient
 from farm.errors import ConfigError
-from farm.master.fleetview.stream import MAX_SUBSCRIBERS
+from farm.master.fleetview.pages import add_view, view_routes
+from farm.master.fleetview.stream import MAX_SUBSCRIBERS, STALL_S, pump
+from farm.master.http.app import build_app
+from farm.master.run import MasterOptions
 from tests.conftest import ready_farm
 from tests.farmproc import HOST, FarmProcess, wait_for
 
@@ -148,22 +153,51 @@ def tcp_state(sock: socket.socket) -> int:
     return state
 
 
-@pytest.mark.timeout(180)
-def test_a_stream_that_is_never_read_is_closed(farm: FarmProcess) -> None:
-    stalled = open_stream(farm, receive_buffer=1024)
+# The stall a test farm is given: short, so that the test does not wait out the 30 s default.
+SHORT_STALL_S = 3.0
+
+
+def test_a_stream_that_is_never_read_is_closed() -> None:
+    """Closed once its bytes have not drained for --view-stall-timeout seconds, not before;
+    the next page that reads is served as before."""
+    extra = ["--view-stall-timeout", f"{SHORT_STALL_S:g}"]
+    farm = ready_farm(2, workers=1, extra=extra)
     try:
-        began = time.monotonic()
-        wait_for(lambda: tcp_state(stalled) != 1, 120, "the farm to drop a stream nobody reads")
-        # Not before the 30 s without draining (the buffers took some of them to fill).
-        assert time.monotonic() - began > 30
+        stalled = open_stream(farm, receive_buffer=1024)
+        try:
+            began = time.monotonic()
+            wait_for(
+                lambda: tcp_state(stalled) != 1,
+                SHORT_STALL_S + 60,
+                "the farm to drop a stream nobody reads",
+            )
+            took = time.monotonic() - began
+            # Not before the stall without draining (the buffers took some of it to fill),
+            # and by the option's time, not the default 30 s: it reached the stream.
+            assert SHORT_STALL_S < took < SHORT_STALL_S + 20, took
+        finally:
+            stalled.close()
+        reader = open_stream(farm)  # a page that reads is served as before
+        try:
+            reader.settimeout(10)
+            assert reader.recv(64).startswith(b"HTTP/1.1 200")
+        finally:
+            reader.close()
     finally:
-        stalled.close()
-    reader = open_stream(farm)  # a page that reads is served as before
-    try:
-        reader.settimeout(10)
-        assert reader.recv(64).startswith(b"HTTP/1.1 200")
-    finally:
-        reader.close()
+        code, _, stderr = farm.stop()
+    print(f"a never-read stream was closed after {took:.1f} s (stall {SHORT_STALL_S:g} s)")
+    assert code == 0, stderr
+    assert "Traceback" not in stderr
+
+
+def test_the_stall_is_30_s_unless_told_otherwise() -> None:
+    """The design's 30 s is the default, from the command line down to the stream's pump."""
+    option = next(param for param in up.params if param.name == "view_stall_timeout")
+    assert option.default == STALL_S == 30.0
+    assert MasterOptions().view_stall_s == STALL_S
+    for function in (pump, add_view, view_routes, build_app):
+        stall = [p for n, p in inspect.signature(function).parameters.items() if "stall" in n]
+        assert [p.default for p in stall] == [STALL_S], function
 
 
 # -- the client and proxies ----------------------------------------------------------------

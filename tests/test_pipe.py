@@ -116,7 +116,7 @@ def every_message() -> list[Message]:
         Ready(worker=1, servers_up=24, failed=(failed,)),
         Ready(worker=0, servers_up=25),
         Heartbeat(worker=0, servers_up=25, loop_lag_s=0.001, cpu_s=1.5, rss_bytes=1 << 40,
-                  connections=3, requests=2**63),
+                  connections=3),
         failed,
         Faults(
             added=(
@@ -188,9 +188,7 @@ BAD_FRAMES = {
     "old version": bytes([1]) + msgspec.msgpack.encode(Stop()),
     "never-used msgpack byte": bytes([VERSION, 0xC1]),
     "truncated": messages.encode(
-        Heartbeat(
-            worker=0, servers_up=1, loop_lag_s=0, cpu_s=0, rss_bytes=0, connections=0, requests=0
-        )
+        Heartbeat(worker=0, servers_up=1, loop_lag_s=0, cpu_s=0, rss_bytes=0, connections=0)
     )[:-3],
     "not a map": bytes([VERSION]) + msgspec.msgpack.encode([1, 2, 3]),
     "no type": bytes([VERSION]) + msgspec.msgpack.encode({"reason": "x"}),

@@ -20,7 +20,8 @@ RECORDED = {
     4: "9b57b221d9f7c3cb",  # FaultRule.extra
     5: "5c48fb2eb7076a67",  # Faults carries changes; the device identity's objects
     6: "84a1d7479cb3b703",  # Assign.journal_writes
-    7: "6782786399003b04",  # Reply.tallies (per-client metrics), PollSummary.gaps
+    7: "122cd1c8ea54339e",  # Heartbeat without requests
+    8: "9a5cbf91504764b7",  # Reply.tallies (per-client metrics), PollSummary.gaps
 }
 
 

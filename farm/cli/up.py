@@ -6,7 +6,8 @@
             [--metrics-host H] [--transport T [--certs DIR]] [--max-connections N]
             [--connection-policy P] [--idle-timeout S] [--frame-timeout S] [--journal-size N]
             [--state FILE]
-            [--state-interval S] [--log-level L] [--log-format text|json] [--log-file FILE]
+            [--state-interval S] [--view-stall-timeout S]
+            [--log-level L] [--log-format text|json] [--log-file FILE]
 
 The front of the master (farm.master.run.serve): builds the plan (farm.cli.validate), restores
 a scaled fleet's size from --state, finds the scenario, then runs the master on uvloop with a
@@ -41,6 +42,7 @@ from farm.config.templates import ConnectionPolicy
 from farm.errors import ConfigError, FarmError
 from farm.ipc.journal import DEFAULT_WRITES, MAX_WRITES
 from farm.master import logs
+from farm.master.fleetview.stream import STALL_S
 from farm.master.run import MasterOptions, ReadySummary, serve
 from farm.master.state.restore import sized_plan
 from farm.master.state.statefile import fleet_digest
@@ -147,6 +149,14 @@ err = console(stderr=True)
     help="Seconds between saves of --state.",
 )
 @click.option(
+    "--view-stall-timeout",
+    type=click.FloatRange(min=0.1),
+    default=STALL_S,
+    show_default=True,
+    help="Close a fleet view stream whose bytes have not drained for this many seconds "
+    "(a page that stopped reading).",
+)
+@click.option(
     "--log-level",
     type=click.Choice(["debug", "info", "warning", "error"], case_sensitive=False),
     default="info",
@@ -197,6 +207,7 @@ def up(
     journal_size: int,
     state_file: Path | None,
     state_interval: float,
+    view_stall_timeout: float,
     log_level: str,
     log_format: logs.LogFormat,
     log_file: str | None,
@@ -264,6 +275,7 @@ def up(
             state_file=state_file,
             state_origin=origin,
             state_interval_s=state_interval,
+            view_stall_s=view_stall_timeout,
             supervisor=SupervisorOptions(
                 log_level=logging.getLevelName(log_level.upper()), journal_writes=journal_size
             ),

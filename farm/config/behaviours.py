@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import math
 import struct
+from array import array
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -80,17 +81,19 @@ class PointGroup:
 
     point: Point
     number: int
-    offsets: list[int] = field(default_factory=list)
-    seeds: list[int] = field(default_factory=list)
+    # Machine integers, not lists of int objects: 8 bytes a server where a list took 40
+    # (about 1.6 MB of a 5,000-server worker's default points).
+    offsets: array[int] = field(default_factory=lambda: array("q"))
+    seeds: array[int] = field(default_factory=lambda: array("Q"))
     index: npt.NDArray[np.int64] = field(default_factory=lambda: np.zeros((0, 0), np.int64))
     seed_array: npt.NDArray[np.uint64] = field(default_factory=lambda: np.zeros(0, np.uint64))
     next_due: float = 0.0
 
     def freeze(self) -> None:
         width = codec.byte_width(self.point)
-        starts = np.asarray(self.offsets, dtype=np.int64)
+        starts = np.frombuffer(self.offsets, dtype=np.int64)
         self.index = starts[:, None] + np.arange(width, dtype=np.int64)
-        self.seed_array = np.asarray(self.seeds, dtype=np.uint64)
+        self.seed_array = np.frombuffer(self.seeds, dtype=np.uint64).copy()
 
     def values(self, t: float, current: Floats) -> Floats:
         b = self.point.behaviour

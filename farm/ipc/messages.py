@@ -70,9 +70,9 @@ from farm.config.templates import DeviceTemplate
 from farm.ipc.polling import ClientTally, ServerClients
 from farm.ipc.tracing import Traced
 
-# 4: FaultRule.extra; 5: Faults carries changes; 6: Assign.journal_writes; 7: Reply.tallies,
-# PollSummary.gaps
-VERSION = 7
+# 4: FaultRule.extra; 5: Faults carries changes; 6: Assign.journal_writes; 7: Heartbeat without
+# requests (the master sums its shard's counters itself); 8: Reply.tallies, PollSummary.gaps
+VERSION = 8
 MAX_FRAME_BYTES = 64 * 1024 * 1024
 STOP_SERVER = "stop_server"
 START_SERVER = "start_server"
@@ -149,7 +149,6 @@ class Heartbeat(_Message, frozen=True):
     cpu_s: float
     rss_bytes: int
     connections: int
-    requests: int
 
 
 class Faults(_Message, frozen=True):

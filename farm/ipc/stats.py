@@ -7,8 +7,9 @@ for the life of the farm; the worker attaches by name (`Assign.stats_segment`) a
 with plain integer stores, never through prometheus_client. Because the master owns the
 memory, no counter goes backwards when a worker is killed and replaced: the new worker
 carries on from what the old one left. Only the open-connections gauge is reset then, by
-the master when the worker dies and by the new worker when it attaches: those
-connections died with the process.
+the master when it reaps the dead worker (before it spawns the next): those connections died
+with the process. A worker writes no server's counters before that server is used, so the
+pages of idle servers' counters are not in its memory.
 
 Layout: uint64 slots in native byte order. `HEADER_SLOTS` for the worker, then
 `SERVER_SLOTS` per server, at its `ServerSpec.stats_index` (farm.config.plan: a server keeps
@@ -184,14 +185,6 @@ class ShardCounters:
     @staticmethod
     def offset(index: int) -> int:
         return HEADER_SLOTS + index * SERVER_SLOTS
-
-    def requests_total(self) -> int:
-        # Strided views, summed in C: a quarter of the time a snapshot would take.
-        end = HEADER_SLOTS + self.servers * SERVER_SLOTS
-        return sum(
-            sum(self.slots[HEADER_SLOTS + slot : end : SERVER_SLOTS])
-            for slot in range(REQUESTS, EXCEPTIONS)
-        )
 
     def count_injection(self, index: int, kind: str) -> None:
         """A fault the master applies itself (offline, reboot) acted on a server."""

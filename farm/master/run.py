@@ -33,6 +33,7 @@ from farm.master.faults.table import FaultTable
 from farm.master.fleet.inventory import Inventory
 from farm.master.fleet.scale import Scaler
 from farm.master.fleet.switch import Switch
+from farm.master.fleetview.stream import STALL_S
 from farm.master.http.access import Hosts
 from farm.master.http.app import build_app, build_metrics_app
 from farm.master.observe.tallies import ClientTallies
@@ -62,6 +63,7 @@ class MasterOptions:
     # (farm.master.state.restore.sized_plan); None: the plan served is the config's.
     state_origin: str | None = None
     state_interval_s: float = 10.0
+    view_stall_s: float = STALL_S  # a fleet view stream not drained this long is closed
     supervisor: SupervisorOptions = field(default_factory=SupervisorOptions)
     scenario: Timeline | None = None  # played from when every server is ready
 
@@ -164,6 +166,7 @@ async def serve(
             scenario=player,
             scaler=scaler,
             hosts=hosts,
+            view_stall_s=options.view_stall_s,
             state=keeper.summary if keeper is not None else lambda: None,
             clients=tallies,
         )

@@ -42,6 +42,7 @@ from farm.ipc.stats import (
 from farm.master.fleetview.history import History, percentiles
 from farm.master.fleetview.stream import (
     MAX_SUBSCRIBERS,
+    STALL_S,
     TooManySubscribers,
     drop,
     pump,
@@ -116,11 +117,14 @@ def web_files(token_required: bool) -> dict[str, tuple[bytes, str]]:
     return files
 
 
-def add_view(app: web.Application, view: FleetView, token_required: bool) -> None:
-    """Serve the fleet view on `app`; its streams end when the app shuts down. The history
-    samples from when the app starts to when it is cleaned up."""
+def add_view(
+    app: web.Application, view: FleetView, token_required: bool, stall_s: float = STALL_S
+) -> None:
+    """Serve the fleet view on `app`; its streams end when the app shuts down, or when one
+    has not drained for `stall_s` seconds. The history samples from when the app starts to
+    when it is cleaned up."""
     history = History(view.supervisor)
-    add_routes(app, view_routes(view, web_files(token_required), history))
+    add_routes(app, view_routes(view, web_files(token_required), history, stall_s))
 
     async def on_startup(app: web.Application) -> None:
         history.start()
@@ -137,7 +141,10 @@ def add_view(app: web.Application, view: FleetView, token_required: bool) -> Non
 
 
 def view_routes(
-    view: FleetView, files: dict[str, tuple[bytes, str]], history: History
+    view: FleetView,
+    files: dict[str, tuple[bytes, str]],
+    history: History,
+    stall_s: float = STALL_S,
 ) -> list[Route]:
     def send(name: str) -> web.Response:
         body, content_type = files[name]
@@ -165,7 +172,9 @@ def view_routes(
         try:
             await response.prepare(call.request)
             transport = call.request.transport
-            drained = await pump(subscription, response.write, lambda: unsent_bytes(transport))
+            drained = await pump(
+                subscription, response.write, lambda: unsent_bytes(transport), stall_s
+            )
             if not drained and transport is not None:
                 drop(transport)  # a client that does not read: its descriptor back now
         except ConnectionResetError:
@@ -209,7 +218,7 @@ def view_routes(
             "twice a second with the cells that changed and the farm's totals",
             description="See farm/master/fleetview/view.py for the events' fields. At most "
             f"{MAX_SUBSCRIBERS} streams at once (503 past it); a stream that has not drained "
-            "for 30 s is closed.",
+            f"for `farm up --view-stall-timeout` seconds (default {STALL_S:g}) is closed.",
             content_type="text/event-stream",
             errors=(503,),
             tag="page",

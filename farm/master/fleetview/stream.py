@@ -8,9 +8,10 @@ reconnects and starts again from a layout and a snapshot.
 Open streams are bounded: at most `MAX_SUBSCRIBERS` at once (the next one is answered 503),
 and a stream whose bytes have not drained for `STALL_S` seconds (a client that connected and
 never reads: its socket's buffers fill and stay full) is closed, so its descriptor goes
-back to the master. "Not drained" counts what the kernel still holds for the socket
-(SIOCOUTQ) as well as the transport's own buffer: a client that stopped reading fills the
-kernel's buffers long before the transport's.
+back to the master; `farm up --view-stall-timeout` sets another time. "Not drained" counts
+what the kernel still holds for the socket (SIOCOUTQ) as well as the transport's own
+buffer: a client that stopped reading fills the kernel's buffers long before the
+transport's.
 """
 
 from __future__ import annotations

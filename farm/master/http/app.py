@@ -40,12 +40,14 @@ from pydantic import BaseModel
 
 from farm import __version__
 from farm.files import BODY_BYTES
+from farm.ipc.stats import ShardCounters
 from farm.master.faults.table import FaultTable
 from farm.master.fleet.inventory import Inventory
 from farm.master.fleet.scale import Scaler
 from farm.master.fleet.switch import Switch
 from farm.master.fleetview.pages import add_view
-from farm.master.fleetview.view import FleetView, ViewSources
+from farm.master.fleetview.stream import STALL_S
+from farm.master.fleetview.view import FleetView, ViewSources, read_counters
 from farm.master.http.access import Hosts, guard
 from farm.master.http.faults import fault_routes
 from farm.master.http.fleets import fleet_routes
@@ -101,6 +103,16 @@ def readiness(supervisor: Supervisor) -> Readiness:
     return Readiness(ready=error is None, servers_ready=ready, servers_total=total, error=error)
 
 
+def _requests(counters: ShardCounters) -> int:
+    """Requests a shard's servers answered so far, summed here from the memory the master
+    owns (a worker summing them for its heartbeat touched every page of its counters, idle
+    servers' too); 0 once a stopping farm has released it."""
+    try:
+        return int(read_counters(counters)[0].sum())
+    except ValueError:
+        return 0
+
+
 def status(supervisor: Supervisor) -> dict[str, Any]:
     now = time.monotonic()
     workers = []
@@ -118,7 +130,7 @@ def status(supervisor: Supervisor) -> dict[str, Any]:
                 "restarts": slot.restarts,
                 "last_failure": slot.last_failure,  # why its last worker was replaced
                 "connections": beat.connections if beat else 0,
-                "requests": beat.requests if beat else 0,
+                "requests": _requests(slot.counters),
                 "loop_lag_s": round(beat.loop_lag_s, 4) if beat else None,
                 "cpu_s": round(beat.cpu_s, 3) if beat else None,
                 "rss_bytes": beat.rss_bytes if beat else None,
@@ -211,11 +223,13 @@ def build_app(
     scaler: Scaler | None = None,
     hosts: Hosts | None = None,
     state: Callable[[], dict[str, Any] | None] = lambda: None,
+    view_stall_s: float = STALL_S,
     clients: ClientTallies | None = None,
 ) -> web.Application:
     """The control API; `routes` are more routes to serve (and document) beside the farm's.
     `hosts`: the Host names it answers to (farm.master.http.access); `state`: how the state
-    file's saves go, for GET /api/v1/status (None: no state file); `clients`: the per-client
+    file's saves go, for GET /api/v1/status (None: no state file); `view_stall_s`: how long
+    a fleet view stream may go undrained before it is closed; `clients`: the per-client
     summary /metrics shows (farm.master.observe.tallies; None: no client families)."""
     inventory = inventory or Inventory(supervisor)
     switch = switch or Switch(supervisor)
@@ -292,7 +306,8 @@ def build_app(
     add_routes(app, [targets_route(supervisor), live_route(supervisor)])
     add_routes(app, fleet_routes(scaler))
     add_routes(app, routes)
-    add_view(app, FleetView(supervisor, sources=view_sources(faults, scenario)), bool(token))
+    view = FleetView(supervisor, sources=view_sources(faults, scenario))
+    add_view(app, view, bool(token), view_stall_s)
     metrics = metrics_route(supervisor, faults, scenario, clients)
     add_routes(app, [metrics, openapi_route(token_required=bool(token))])
     return app
