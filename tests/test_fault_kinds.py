@@ -126,7 +126,7 @@ def test_openapi_and_the_fleet_views_fault_form_offer_every_kind(
         properties = documented[kind.name]["properties"]
         assert {p.name for p in kind.params} <= set(properties), kind.name
     # The page's own code reads the kinds out of the document (farm/master/fleetview/web).
-    for name in ("faults.js", "api.js", "words.js"):
+    for name in ("faults.js", "api.js", "words.js", "marks.js"):
         shutil.copy(WEB / name, tmp_path / name)
     (tmp_path / "package.json").write_text('{"type": "module"}')
     (tmp_path / "document.json").write_text(json.dumps(document))

@@ -10,6 +10,7 @@ import json
 from types import SimpleNamespace
 from typing import Any, cast
 
+from farm.config.faults.kinds import KIND_TABLE, KINDS
 from farm.config.plan import ServerRequest, build_plan
 from farm.config.templates import default_template
 from farm.ipc import stats
@@ -187,6 +188,43 @@ def test_offline_and_faulted_servers() -> None:
     # Offline wins over faulted: a server that is down answers nothing at all.
     faulted.add("meters-1")
     assert changes(view, tick(view, clock)) == {}
+
+
+def test_fault_kinds_travel_as_sparse_masks_of_the_cells_that_changed() -> None:
+    """Each faulted cell's kinds, as a bit mask over the layout's `fault_kinds`: every cell
+    with faults in a snapshot, only the masks that changed in a tick, nothing while the
+    fault table's mapping is the same object."""
+    farm = fake_farm({"meters": 6})
+    clock = Clock()
+    masks: dict[str, int] = {}
+    source = [masks]
+    view = make_view(farm, clock, ViewSources(fault_kinds=lambda: source[0]))
+    layout = event(view.layout_event.split(b"\n", 1)[1])[1]
+    assert [k["kind"] for k in layout["fault_kinds"]] == list(KINDS)
+    marks = [k["mark"] for k in layout["fault_kinds"]]
+    assert len(set(marks)) == len(marks) and all(m.isalpha() and m.isupper() for m in marks)
+    assert all(len(m) == 1 for m in marks)
+    assert tick(view, clock)["faults"] == []
+
+    bit = {name: 1 << i for i, name in enumerate(KINDS)}
+    source[0] = {"meters-2": bit["delay"], "meters-4": bit["stuck"] | bit["drop"], "gone": 1}
+    names = layout["names"]
+    data = tick(view, clock)
+    got = dict(zip(data["faults"][::2], data["faults"][1::2], strict=True))
+    assert {names[c]: m for c, m in got.items()} == {
+        "meters-2": bit["delay"],
+        "meters-4": bit["stuck"] | bit["drop"],
+    }
+    assert tick(view, clock)["faults"] == []  # the same mapping: nothing to send
+    name, snapshot = event(view.snapshot())
+    assert name == "snapshot"
+    assert snapshot["faults"] == data["faults"]  # every cell with faults, to a new page
+
+    source[0] = {"meters-4": bit["stuck"]}  # delay ended on meters-2, drop on meters-4
+    data = tick(view, clock)
+    got = dict(zip(data["faults"][::2], data["faults"][1::2], strict=True))
+    assert {names[c]: m for c, m in got.items()} == {"meters-2": 0, "meters-4": bit["stuck"]}
+    assert KIND_TABLE[bit["stuck"].bit_length() - 1].mark == "S"
 
 
 def test_without_sources_the_totals_say_not_available() -> None:

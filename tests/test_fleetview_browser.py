@@ -27,6 +27,7 @@ from pymodbus.client import ModbusTcpClient
 from pymodbus.pdu import ExceptionResponse
 
 from farm.client import FarmClient
+from farm.config.faults.kinds import KINDS
 from farm.config.faults.selection import pick_fraction
 from tests.farmproc import HOST, FarmProcess, free_port, free_port_range, wait_for
 from tests.tools import npm_file, tool
@@ -457,6 +458,183 @@ def test_states_without_colour_and_no_serious_axe_violation(view: View) -> None:
     view.until("document.querySelector('#points tbody tr[data-point=setpoint]')", "its points")
     view.until("document.querySelectorAll('#charts figure').length === 3", "its charts")
     assert axe(view) == []
+
+
+# A cell's pixels as the canvas holds them: [r, g, b, a, r, g, b, a, ...], row by row.
+CELL_PIXELS_JS = """(name) => {
+    const box = window.farmView.cellBox(name);
+    const ratio = window.devicePixelRatio || 1;
+    const context = document.getElementById('grid').getContext('2d');
+    const [x, y, size] = [box.x, box.y, box.size].map((v) => Math.round(v * ratio));
+    return [size, Array.from(context.getImageData(x, y, size, size).data)];
+}"""
+# Every kind's letter (and "+") drawn as in a 6 px cell of a 10,000-server grid, in the page's
+# own code: the dark pixels of each, as a string of 0 and 1.
+SMALL_MARKS_JS = """async () => {
+    const marks = await import('/web/marks.js');
+    const canvas = document.createElement('canvas');
+    canvas.width = canvas.height = 6;
+    const context = canvas.getContext('2d', {willReadFrequently: true});
+    const letters = [...window.farmView.palette.drawable];
+    return Object.fromEntries(letters.map((letter) => {
+        context.fillStyle = '#ffffff';
+        context.fillRect(0, 0, 6, 6);
+        marks.drawMark(context, letter, 0, 0, 6, '#000000');
+        const data = context.getImageData(0, 0, 6, 6).data;
+        let bits = '';
+        for (let i = 0; i < data.length; i += 4) bits += data[i] < 128 ? '1' : '0';
+        return [letter, bits];
+    }));
+}"""
+
+# The page's own Grid, on a canvas of its own, with 10,000 cells: the first a delay's, the
+# second a garble's, the third held offline by a delay, the fourth up; each cell's dark
+# pixels (as 0 and 1) and its size, with the cells as they are at that count, then large.
+GRID_JS = """async () => {
+    const {Grid} = await import('/web/grid.js');
+    const box = document.createElement('div');
+    box.style.width = '1400px';
+    const canvas = document.createElement('canvas');
+    box.append(canvas);
+    document.body.append(box);
+    const grid = new Grid(canvas);
+    const cells = 10000;
+    grid.setLayout({
+        cells, names: Array.from({length: cells}, (_, i) => `d-${i}`),
+        groups: [{fleet: 'f', start: 0, count: cells}],
+        fault_kinds: [{kind: 'delay', mark: 'D'}, {kind: 'garble', mark: 'G'}],
+    });
+    const codes = new Uint8Array(cells);
+    codes.set([2 << 3, 2 << 3, 3 << 3]);
+    grid.setCodes(codes);
+    grid.applyFaults([0, 1, 1, 2, 2, 1], true);
+    const read = () => {
+        grid.draw();
+        const context = canvas.getContext('2d');
+        return [0, 1, 2, 3].map((cell) => {
+            const size = grid.pitch - 2;
+            const data = context.getImageData(grid.x[cell], grid.y[cell], size, size).data;
+            let bits = '';
+            for (let i = 0; i < data.length; i += 4) {
+                bits += data[i] + data[i + 1] + data[i + 2] < 3 * 40 ? '1' : '0';
+            }
+            return [size, bits];
+        });
+    };
+    const small = read();
+    grid.setLarge(true);
+    const large = read();
+    box.remove();
+    return [small, large];
+}"""
+
+
+def cell_pixels(view: View, name: str) -> list[tuple[int, int, int]]:
+    _, data = view.page.evaluate(CELL_PIXELS_JS, name)
+    return [(data[i], data[i + 1], data[i + 2]) for i in range(0, len(data), 4)]
+
+
+def dark(pixels: list[tuple[int, int, int]]) -> str:
+    """Which pixels of a cell are the background's colour (a letter on a filled square)."""
+    return "".join("1" if luminance("rgb({} {} {})".format(*p)) < 0.02 else "0" for p in pixels)
+
+
+def test_fault_kinds_in_the_cells_the_table_and_the_legend(view: View) -> None:
+    """Servers under different fault kinds look different inside their cells (read back
+    from the canvas's pixels), not by colour: each its kind's letter, "+" for several kinds,
+    the letter inside the hollow square of a server a fault holds offline. The table names
+    the kinds, the legend has an entry per kind, and axe-core finds nothing serious."""
+    page = view.page
+    view.until(f"document.querySelector('#grid').dataset.cells == {METERS + PLCS}", "500 cells")
+    api = FarmClient.at(HOST, view.farm.api_port, token=TOKEN)
+    api.fault("delay", "meter-0003", ms=1)
+    api.fault("garble", "meter-0004", probability=0.01)
+    api.fault("exception", "plc-0010", code=6, probability=0.01)
+    api.fault("drop", "plc-0010", probability=0.01)
+    api.fault("offline", "plc-0011")
+    marks = {"meter-0003": "D", "meter-0004": "G", "plc-0010": "+", "plc-0011": "O"}
+    for name, mark in marks.items():
+        view.until(f"window.farmView.markOf('{name}') === '{mark}'", f"{name}'s {mark}")
+    assert view.js("window.farmView.kindsOf('plc-0010')") == ["exception", "drop"]
+    assert view.js("window.farmView.stateOf('plc-0011')") == "offline"
+    assert view.js("window.farmView.markOf('meter-0005')") == ""
+    seq = view.seq()
+    view.until(f"Number(document.body.dataset.seq) > {seq + 1}", "the cells drawn")
+
+    # The pixels: a delay's cell and a garble's differ, each from a cell without faults
+    # too, and the letter keeps 3:1 against its square (the faulted shade's own contrast).
+    pixels = {name: cell_pixels(view, name) for name in [*marks, "meter-0005"]}
+    patterns = {name: dark(found) for name, found in pixels.items()}
+    assert "1" not in patterns["meter-0005"]  # a plain square: no dark pixel inside
+    for name in ("meter-0003", "meter-0004", "plc-0010"):
+        assert patterns[name].count("1") >= 6, (name, patterns[name])
+    assert len({patterns[name] for name in ("meter-0003", "meter-0004", "plc-0010")}) == 3
+    for name in ("meter-0003", "meter-0004"):
+        colours = sorted(set(pixels[name]), key=lambda p: luminance("rgb({} {} {})".format(*p)))
+        ratio = contrast("rgb({} {} {})".format(*colours[0]), "rgb({} {} {})".format(*colours[-1]))
+        assert ratio >= 3.0, (name, colours[0], colours[-1])
+    # The offline one: a hollow square with a grey letter inside, unlike a faulted cell's
+    # filled square: its outer rows are grey, the corners inside its outline dark.
+    size = round(len(pixels["plc-0011"]) ** 0.5)
+    hollow, filled = patterns["plc-0011"], patterns["meter-0003"]
+    assert "1" not in hollow[:size] + hollow[-size:], hollow
+    corners = [row * size + column for row in (2, size - 3) for column in (2, size - 3)]
+    assert [hollow[i] for i in corners] == ["1"] * 4, hollow
+    assert [filled[i] for i in corners] == ["0"] * 4, filled
+    inside = [hollow[row * size + col] for row in range(3, size - 3) for col in range(3, size - 3)]
+    assert "0" in inside and "1" in inside, hollow  # the letter, in the dark inside
+    palette = view.js("window.farmView.palette")
+    for state, colour in enumerate(palette["marks"]):
+        base = palette["background"] if state == 3 else palette["shades"][state * 8]
+        assert contrast(colour, base) >= 3.0, (state, colour, base)
+
+    # At 10,000 servers a cell is 6 px: every kind's letter has its own 3 x 5 glyph.
+    kinds = view.js(
+        "(() => { const l = []; document.querySelectorAll('#kind-legend .kind[data-kind]').forEach(e => l.push([e.dataset.kind, e.querySelector('.mark').textContent])); return l; })()"
+    )
+    small = view.page.evaluate(SMALL_MARKS_JS)
+    letters = [mark for _, mark in kinds]
+    assert set(letters) <= set(small) and "+" in small
+    assert len({small[letter] for letter in [*letters, "+"]}) == len(letters) + 1
+
+    # And in the page's own grid at 10,000 cells: 6 px cells with the 3 x 5 letters, then
+    # 14 px ones when "large cells" is on.
+    for cells, size in zip(view.page.evaluate(GRID_JS), (6, 14), strict=True):
+        (_, delay), (_, garble), (_, offline), (_, up) = cells
+        assert {each[0] for each in cells} == {size}, cells
+        assert "1" not in up and delay != garble and delay.count("1") >= 5, cells
+        # Not filled: a 6 px cell shows the letter alone, a 14 px one inside a 2 px outline.
+        corner = 0 if size == 6 else 2 * size + 2
+        assert (offline[corner], delay[corner]) == ("1", "0"), cells
+    page.click("#cells-toggle")
+    assert view.js("document.getElementById('cells-toggle').getAttribute('aria-pressed')") == "true"
+
+    # The legend: one entry per kind of the farm's registry, and one for several.
+    assert [kind for kind, _ in kinds] == list(KINDS)
+    assert len(set(letters)) == len(KINDS)
+    assert "several kinds" in view.js("document.getElementById('kind-legend').textContent")
+    assert axe(view) == []
+    shot(view, "fleetview-fault-kinds")
+
+    # The text alternative: the table names each server's kinds.
+    page.click("#view-toggle")
+    page.fill("#f-name", "*-001?")
+    rows = "[...document.querySelectorAll('#server-table tbody tr')]"
+    view.until(f"{rows}.length === 20", "the -001x servers as rows")
+    table = view.js(
+        f"Object.fromEntries({rows}.map(r => [r.children[0].textContent, [r.dataset.kinds, r.children[4].textContent]]))"
+    )
+    assert table["plc-0010"] == ["exception drop", "E exception, X drop"], table
+    assert table["plc-0011"] == ["offline", "O offline"], table
+    assert table["meter-0012"] == ["", ""], table
+    page.fill("#f-name", "meter-000?")
+    view.until(f"{rows}.length === 10", "the meter-000x servers")
+    table = view.js(
+        f"Object.fromEntries({rows}.map(r => [r.children[0].textContent, r.dataset.kinds]))"
+    )
+    assert (table["meter-0003"], table["meter-0004"]) == ("delay", "garble"), table
+    assert axe(view) == []
+    shot(view, "fleetview-fault-kinds-table")
 
 
 def test_search_in_name_order_with_arrows_escape_and_the_token_on_enter(view: View) -> None:

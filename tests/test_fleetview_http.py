@@ -123,6 +123,46 @@ def test_the_stream_starts_with_the_layout_and_follows_a_real_client(farm: FarmP
     assert (counters["fleet"], counters["worker"]) == ("default", 1)
 
 
+def test_the_stream_carries_each_faulted_servers_kinds(farm: FarmProcess) -> None:
+    """Two faults of different kinds on different servers, a third on one of them: the
+    snapshot's masks name each server's kinds; a cleared fault's kind leaves its cell."""
+    api = FarmClient.at(HOST, farm.api_port)
+    delay = api.fault("delay", "device-0001", ms=5)
+    api.fault("garble", "device-0002")
+    api.fault("drop", "device-0002", probability=0.01)
+    stream = EventStream(farm)
+    try:
+        events = iter(stream)
+        _, layout = next(events)
+        kinds = [each["kind"] for each in layout["fault_kinds"]]
+        marks = {each["kind"]: each["mark"] for each in layout["fault_kinds"]}
+        assert (marks["delay"], marks["garble"], marks["drop"]) == ("D", "G", "X")
+
+        def named(pairs: list[int]) -> dict[str, set[str]]:
+            return {
+                layout["names"][cell]: {k for i, k in enumerate(kinds) if mask >> i & 1}
+                for cell, mask in zip(pairs[::2], pairs[1::2], strict=True)
+            }
+
+        # A page that opens while the producer runs gets the state of its last tick (at
+        # most one interval old): what changed since comes in the next ticks.
+        _, snapshot = next(events)
+        shown = named(snapshot["faults"])
+        wanted = {"device-0001": {"delay"}, "device-0002": {"garble", "drop"}}
+        deadline = time.monotonic() + 10
+        while shown != wanted:
+            assert time.monotonic() < deadline, shown
+            shown.update(named(next(events)[1]["faults"]))
+        api.clear_fault(delay.id)
+        wanted["device-0001"] = set()
+        while shown != wanted:
+            assert time.monotonic() < deadline + 10, f"the delay's end never came: {shown}"
+            shown.update(named(next(events)[1]["faults"]))
+    finally:
+        stream.close()
+        api.clear_faults()
+
+
 def test_counters_of_an_unknown_server(farm: FarmProcess) -> None:
     status, _, body = get(farm, "/api/v1/servers/nope/counters")
     assert status == 404

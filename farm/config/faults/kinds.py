@@ -76,6 +76,9 @@ class Kind:
     """A fault kind: its name, family, parameters, a line of help and checks across fields."""
 
     name: str
+    # One capital letter, its own: how the fleet view marks a server under this kind, in a
+    # cell too small for the name (farm.master.fleetview).
+    mark: str
     family: Family
     help: str
     params: tuple[Param, ...] = ()
@@ -116,6 +119,7 @@ POINT = Param(name="point", type="text", help="the point, by name")
 KIND_TABLE: tuple[Kind, ...] = (
     Kind(
         name="delay",
+        mark="D",
         family="request",
         help="answers late (fixed, uniform ms +- jitter_ms, normal: mean ms, sd jitter_ms); "
         "answers keep request order",
@@ -131,31 +135,35 @@ KIND_TABLE: tuple[Kind, ...] = (
     ),
     Kind(
         name="exception",
+        mark="E",
         family="request",
         help="the request is not carried out; the answer is that exception",
         params=(Param(name="code", type="integer", help="code 1-11 (6: server busy)", ge=1,
                       le=11),),
     ),
-    Kind(name="drop", family="request",
+    Kind(name="drop", mark="X", family="request",
          help="no answer, connection kept (the request is not carried out)"),
-    Kind(name="disconnect", family="request",
+    Kind(name="disconnect", mark="C", family="request",
          help="the connection is closed (FIN) instead of answering"),
-    Kind(name="reset", family="request",
+    Kind(name="reset", mark="R", family="request",
          help="the connection is reset (RST) instead of answering"),
-    Kind(name="offline", family="server",
+    Kind(name="offline", mark="O", family="server",
          help="the server's port is closed (connections refused) for the fault's duration"),
     Kind(
         name="garble",
+        mark="G",
         family="request",
         help="a broken answer: PDU bytes replaced, frame cut short or a wrong length field",
         params=(Param(name="mode", type="text", help="random, truncate or length",
                       choices=("random", "truncate", "length"), default="random"),),
     ),
-    Kind(name="wrong_tid", family="request",
+    Kind(name="wrong_tid", mark="T", family="request",
          help="a valid answer carrying another transaction id"),
-    Kind(name="wrong_unit", family="request", help="a valid answer carrying another unit id"),
+    Kind(name="wrong_unit", mark="U", family="request",
+         help="a valid answer carrying another unit id"),
     Kind(
         name="slice",
+        mark="L",
         family="request",
         help="the answer leaves in pieces, a gap apart",
         params=(
@@ -167,6 +175,7 @@ KIND_TABLE: tuple[Kind, ...] = (
     ),
     Kind(
         name="reboot",
+        mark="B",
         family="server",
         help="connections dropped, offline for the fault's duration, then back with the "
         "template's starting values (as after a power cycle)",
@@ -174,6 +183,7 @@ KIND_TABLE: tuple[Kind, ...] = (
     ),
     Kind(
         name="stuck",
+        mark="S",
         family="value",
         help="the point reads `value`, or what it read when the fault began",
         params=(POINT, Param(name="value", type="finite", help="at this (default: its value then)",
@@ -181,6 +191,7 @@ KIND_TABLE: tuple[Kind, ...] = (
     ),
     Kind(
         name="spike",
+        mark="P",
         family="value",
         help="it reads `value`, or its true value + `by`, for the fault's duration",
         params=(
@@ -194,6 +205,7 @@ KIND_TABLE: tuple[Kind, ...] = (
     ),
     Kind(
         name="drift",
+        mark="F",
         family="value",
         help="true value + rate x seconds since the fault began",
         params=(POINT, Param(name="rate", type="finite", unit="per s",
@@ -202,6 +214,7 @@ KIND_TABLE: tuple[Kind, ...] = (
     ),
     Kind(
         name="offset",
+        mark="A",
         family="value",
         help="true value + by (a calibration error)",
         params=(POINT, Param(name="by", type="finite", help="added to the true value")),
@@ -209,6 +222,7 @@ KIND_TABLE: tuple[Kind, ...] = (
     ),
     Kind(
         name="scale",
+        mark="M",
         family="value",
         help="true value x factor (a calibration error)",
         params=(POINT, Param(name="factor", type="finite",
@@ -217,6 +231,7 @@ KIND_TABLE: tuple[Kind, ...] = (
     ),
     Kind(
         name="out_of_range",
+        mark="H",
         family="value",
         help="beyond the point's limits (by margin) or its type's range, high or low",
         params=(
@@ -233,6 +248,7 @@ KIND_TABLE: tuple[Kind, ...] = (
     ),
     Kind(
         name="nan",
+        mark="N",
         family="value",
         help="a float point reads NaN, or inf / -inf",
         params=(POINT, Param(name="value", type="text", help="nan, inf or -inf",
@@ -241,6 +257,7 @@ KIND_TABLE: tuple[Kind, ...] = (
     ),
     Kind(
         name="flap",
+        mark="W",
         family="value",
         help="a bool point toggles every period (a chattering contact)",
         params=(POINT, Param(name="period", type="seconds", help="toggles every period",

@@ -84,6 +84,8 @@ class FaultTable:
         self.refresh()
         self.faults: dict[int, Fault] = {}
         self.on_server: dict[str, set[int]] = {}  # active fault ids by server
+        self.changes = 0  # bumped whenever on_server changes
+        self._kinds: tuple[int, dict[str, int]] = (-1, {})
         self.per_server: Counter[str] = Counter()  # faults in the table (any state) by server
         self.ids = itertools.count(1)
         self.effects = FaultEffects(
@@ -142,6 +144,7 @@ class FaultTable:
         for name in left:
             self.on_server.pop(name, None)
             self.per_server.pop(name, None)
+        self.changes += 1
 
     async def settle(self) -> None:
         """Wait until what was asked so far is in effect: every worker concerned confirmed
@@ -215,6 +218,20 @@ class FaultTable:
         faults = tuple(self.faults.values())
         counts: Counter[str] = Counter(f.spec.kind for f in faults if f.state == "active")
         return {kind: counts[kind] for kind in KINDS}
+
+    def kinds_by_server(self) -> dict[str, int]:
+        """The kinds active on each server with a fault on, as a bit mask of their places in
+        KINDS (how the fleet view marks its cells). The same dict until on_server changes:
+        the view, asking twice a second, rebuilds nothing while faults stand still."""
+        if self._kinds[0] != self.changes:
+            bit = {kind: 1 << place for place, kind in enumerate(KINDS)}
+            faults = self.faults
+            masks = {
+                name: sum({bit[faults[i].spec.kind] for i in ids if i in faults})
+                for name, ids in self.on_server.items()
+            }
+            self._kinds = (self.changes, masks)
+        return self._kinds[1]
 
     def active_for(self, worker: int) -> ActiveFaults:
         """Every fault active now on a worker's servers, as the worker applies them."""
@@ -308,6 +325,7 @@ class FaultTable:
     def _start(self, fault: Fault, quiet: bool = False) -> None:
         self._hold(fault)
         fault.state = "active"
+        self.changes += 1
         for name in fault.servers:
             self.on_server.setdefault(name, set()).add(fault.id)
         if not quiet:
@@ -333,6 +351,7 @@ class FaultTable:
         if was != "active":
             return
         self.ended.append(EndedFault.of(fault, ended=time.monotonic()))
+        self.changes += 1
         for name in fault.servers:
             ids = self.on_server.get(name)
             if ids is not None:

@@ -15,12 +15,19 @@ A cell's byte is `state << 3 | rate bucket`:
             its port could not be bound, or it was stopped through the API)
     bucket  0 idle; then requests/s up to each of RATE_BOUNDS[1:]; the last, above them
 Cells are numbered in display order (farm.master.fleetview.layout): by fleet, then by name.
+A cell with a fault on also has a kinds mask: bit i set while a fault of the i-th kind of
+`fault_kinds` (farm.config.faults.kinds, KIND_TABLE's order) is active on it; the page marks
+the cell with that kind's letter. Masks travel sparse, as (cell, mask) pairs, so a farm
+without faults pays nothing for them.
 
 Events (text/event-stream; each `data:` line is one JSON object):
     layout    {"cells", "names", "workers" (each cell's), "groups": [{"fleet", "start",
-               "count"}], "states", "rate_bounds", "interval_s"}  first on every connection
-    snapshot  {"seq", "codes": base64 of one byte per cell, "totals"}        then once
-    tick      {"seq", "cells": [cell, code, cell, code, ...], "totals"}  every interval
+               "count"}], "states", "rate_bounds", "interval_s", "fault_kinds": [{"kind",
+               "mark", "family"}]}                                 first on every connection
+    snapshot  {"seq", "codes": base64 of one byte per cell, "faults": [cell, mask, ...]
+               (every cell whose mask is not 0), "totals"}                      then once
+    tick      {"seq", "cells": [cell, code, ...], "faults": [cell, mask, ...] (the masks
+               that changed, 0 when its faults ended), "totals"}         every interval
 When a fleet is scaled (a slot's shard changes), the next tick sends a new layout and a
 snapshot instead of a tick; deltas continue from there.
 A page that falls `MAX_BACKLOG` events behind is dropped; its EventSource reconnects and
@@ -34,13 +41,14 @@ import base64
 import contextlib
 import time
 from collections import deque
-from collections.abc import Callable, Collection
+from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import numpy.typing as npt
 
+from farm.config.faults.kinds import KIND_TABLE
 from farm.ipc.stats import (
     DURATION,
     EXCEPTIONS,
@@ -71,8 +79,18 @@ class ViewSources:
     missing one shows on the page as 'not available' rather than as zero."""
 
     faulted: Callable[[], Collection[str]] | None = None  # servers an active fault targets
+    # The kinds active on each faulted server, a bit mask over KIND_TABLE's order; the same
+    # mapping object while nothing changed (FaultTable.kinds_by_server), so a tick can skip it.
+    fault_kinds: Callable[[], Mapping[str, int]] | None = None
     faults_active: Callable[[], int] | None = None
     scenario: Callable[[], dict[str, Any] | None] | None = None  # the step a scenario is at
+
+
+def pairs(cells: npt.NDArray[np.intp], values: npt.NDArray[Any]) -> list[int]:
+    """[cell, value, cell, value, ...] for those cells: how deltas travel."""
+    out = np.empty(2 * len(cells), dtype=np.int64)
+    out[0::2], out[1::2] = cells, values[cells]
+    return list(out.tolist())
 
 
 def read_counters(counters: ShardCounters) -> tuple[Counts, Counts]:
@@ -131,11 +149,18 @@ class FleetView:
         self.places, self.order, layout = cell_layout(slots)
         # `retry`: how soon a dropped page's EventSource comes back, in ms.
         layout.update(
-            states=list(STATES), rate_bounds=list(RATE_BOUNDS), interval_s=self.interval_s
+            states=list(STATES),
+            rate_bounds=list(RATE_BOUNDS),
+            interval_s=self.interval_s,
+            fault_kinds=[
+                {"kind": kind.name, "mark": kind.mark, "family": kind.family} for kind in KIND_TABLE
+            ],
         )
         self.layout_event = b"retry: 1000\n" + sse("layout", layout)
         self.codes = np.zeros(len(self.order), dtype=np.uint8)
         self.rates = np.zeros(len(self.order), dtype=np.float64)
+        self.masks = np.zeros(len(self.order), dtype=np.uint32)
+        self.masks_from: Mapping[str, int] | None = None  # what self.masks were made of
         # Counts in the old shard order cannot be subtracted from the new: rates start over.
         self.history.clear()
 
@@ -180,7 +205,12 @@ class FleetView:
     def snapshot(self) -> bytes:
         if self._snapshot is None or self._snapshot[0] != self.seq:
             codes = base64.b64encode(self.codes.tobytes()).decode()
-            data = {"seq": self.seq, "codes": codes, "totals": self.totals}
+            data = {
+                "seq": self.seq,
+                "codes": codes,
+                "faults": pairs(np.flatnonzero(self.masks), self.masks),
+                "totals": self.totals,
+            }
             self._snapshot = (self.seq, sse("snapshot", data))
         return self._snapshot[1]
 
@@ -222,14 +252,31 @@ class FleetView:
         rates = (made / seconds)[self.order]
         states = self._states(failed[self.order])
         codes = (states << 3) | np.searchsorted(RATE_BOUNDS, rates).astype(np.uint8)
-        changed = np.flatnonzero(codes != self.codes)
-        pairs = np.empty(2 * len(changed), dtype=np.int64)
-        pairs[0::2], pairs[1::2] = changed, codes[changed]
-        self.codes, self.rates, self.seq = codes, rates, self.seq + 1
+        cells = pairs(np.flatnonzero(codes != self.codes), codes)
+        masks = self._masks()
+        faults = pairs(np.flatnonzero(masks != self.masks), masks)
+        self.codes, self.rates, self.masks, self.seq = codes, rates, masks, self.seq + 1
         self.totals = self._totals(now, float(made.sum()) / seconds, float(failed.sum()) / seconds)
         if relaid:  # every page starts again from the new layout, as on connecting
             return self.layout_event + self.snapshot()
-        return sse("tick", {"seq": self.seq, "cells": pairs.tolist(), "totals": self.totals})
+        data = {"seq": self.seq, "cells": cells, "faults": faults, "totals": self.totals}
+        return sse("tick", data)
+
+    def _masks(self) -> npt.NDArray[np.uint32]:
+        """Each cell's kinds mask; the last tick's when the source's mapping is the same."""
+        if self.sources.fault_kinds is None:
+            return self.masks
+        by_name = self.sources.fault_kinds()
+        if by_name is self.masks_from:
+            return self.masks
+        masks = np.zeros(len(self.order), dtype=np.uint32)
+        places = self.places
+        for name, mask in by_name.items():
+            place = places.get(name)
+            if place is not None:
+                masks[place.cell] = mask
+        self.masks_from = by_name
+        return masks
 
     def _read(self) -> tuple[Counts, Counts]:
         requests, errors = [], []

@@ -314,10 +314,11 @@ def build_app(
 
 
 def view_sources(faults: FaultTable, scenario: ScenarioPlayer) -> ViewSources:
-    """What the fleet view shows of the fault table (who is faulted, how many faults) and
-    of the scenario (the step it is at)."""
+    """What the fleet view shows of the fault table (who is faulted, by which kinds, how many
+    faults) and of the scenario (the step it is at)."""
     return ViewSources(
         faulted=lambda: faults.on_server.keys(),
+        fault_kinds=faults.kinds_by_server,
         faults_active=lambda: sum(faults.active_by_kind().values()),
         scenario=scenario.on_page,
     )

@@ -3,7 +3,8 @@
 // server's panel (server.js).
 
 import { FarmFaults } from "./faultlist.js";
-import { BACKGROUND, Grid, PALETTE, SHAPES, STATE_COLOURS } from "./grid.js";
+import { BACKGROUND, Grid, MARK_COLOURS, PALETTE, SHAPES, STATE_COLOURS } from "./grid.js";
+import { DRAWABLE, SEVERAL, kindBadge, kindsOf, learnMarks, markBadge, markOf } from "./marks.js";
 import { ServerPanel } from "./server.js";
 import { naturalCompare } from "./words.js";
 
@@ -34,6 +35,8 @@ function connect() {
     // so the filters and the open server's cell are worked out again from names.
     layout = JSON.parse(event.data);
     grid.setLayout(layout);
+    learnMarks(layout.fault_kinds);
+    fillKindLegend(layout.fault_kinds ?? []);
     fillFleets(layout);
     farmFaults.setFleets([...new Set(layout.groups.map((group) => group.fleet))]);
     applyFilters();
@@ -47,6 +50,7 @@ function connect() {
     const codes = new Uint8Array(bytes.length);
     for (let i = 0; i < bytes.length; i++) codes[i] = bytes.charCodeAt(i);
     grid.setCodes(codes);
+    grid.applyFaults(data.faults, true);
     update(data);
   });
   source.addEventListener("tick", (event) => {
@@ -54,6 +58,7 @@ function connect() {
     const data = JSON.parse(event.data);
     if (data.seq !== seq + 1) return; // cannot happen on one connection; a reconnect resyncs
     if (grid.apply(data.cells) && !allStates()) grid.relayout();
+    grid.applyFaults(data.faults);
     update(data);
   });
   source.addEventListener("open", () => setLink("live"));
@@ -238,11 +243,18 @@ function fillTable() {
     th.append(open);
     row.append(th);
     const state = layout.states[grid.codes[cell] >> 3];
-    for (const text of [fleetOf(cell), layout.workers?.[cell] ?? "–", state, rateText(cell)]) {
+    for (const text of [fleetOf(cell), layout.workers?.[cell] ?? "–", state]) {
       const td = document.createElement("td");
       td.textContent = String(text);
       row.append(td);
     }
+    const kinds = kindsOf(grid.masks[cell], grid.kinds);
+    const faults = document.createElement("td");
+    kinds.forEach((kind, i) => faults.append(...(i ? [", "] : []), kindBadge(kind)));
+    const rate = document.createElement("td");
+    rate.textContent = rateText(cell);
+    row.append(faults, rate);
+    row.dataset.kinds = kinds.join(" ");
     row.dataset.state = state;
     return row;
   });
@@ -378,7 +390,24 @@ function describeCell(cell) {
       : bucket < bounds.length
         ? `up to ${bounds[bucket]} requests/s`
         : `over ${bounds[bounds.length - 1]} requests/s`;
-  return `${layout.names[cell]} · ${layout.states[grid.codes[cell] >> 3]} · ${rate}`;
+  const kinds = kindsOf(grid.masks[cell], grid.kinds);
+  const state = layout.states[grid.codes[cell] >> 3] + (kinds.length ? ` (${kinds.join(", ")})` : "");
+  return `${layout.names[cell]} · ${state} · ${rate}`;
+}
+
+// A legend entry per fault kind: its letter as the cells show it, and its name.
+function fillKindLegend(kinds) {
+  const entries = kinds.map(({ kind }) => kindBadge(kind));
+  const several = markBadge(SEVERAL, "several kinds");
+  const words = kinds.length ? "fault kinds, the letter in a faulted cell:" : "";
+  $("kind-legend").replaceChildren(words, ...entries.flatMap((entry) => [" ", entry]), " ", several);
+}
+
+function toggleCells() {
+  const button = $("cells-toggle");
+  const large = button.getAttribute("aria-pressed") !== "true";
+  button.setAttribute("aria-pressed", String(large));
+  grid.setLarge(large);
 }
 
 function wireCanvas() {
@@ -408,14 +437,36 @@ function wireCanvas() {
 // For tests and the curious: where a server's cell is on the page, its state, and how each
 // state is drawn.
 window.farmView = {
-  palette: { background: BACKGROUND, states: STATE_COLOURS, shades: PALETTE, shapes: SHAPES },
+  palette: {
+    background: BACKGROUND,
+    states: STATE_COLOURS,
+    shades: PALETTE,
+    shapes: SHAPES,
+    marks: MARK_COLOURS,
+    drawable: DRAWABLE,
+  },
   cellCentre(name) {
     const centre = grid.centre(grid.index?.get(name) ?? -1);
     if (!centre) return null;
     const box = $("grid").getBoundingClientRect();
     return { x: box.left + centre.x, y: box.top + centre.y };
   },
+  // Where a server's cell is drawn on the canvas (its CSS pixels), to read its pixels back.
+  cellBox(name) {
+    const cell = grid.index?.get(name) ?? -1;
+    if (cell < 0 || grid.x[cell] < 0) return null;
+    return { x: grid.x[cell], y: grid.y[cell], size: grid.pitch - 2 };
+  },
   stateOf,
+  // The fault kinds on a server's cell, and the letter the cell shows ("" for none).
+  kindsOf(name) {
+    const cell = grid.index?.get(name);
+    return cell === undefined ? null : kindsOf(grid.masks[cell], grid.kinds);
+  },
+  markOf(name) {
+    const cell = grid.index?.get(name);
+    return cell === undefined ? null : markOf(grid.masks[cell], grid.kinds);
+  },
 };
 
 $("f-fleet").addEventListener("change", applyFilters);
@@ -428,6 +479,7 @@ $("search").addEventListener("keydown", moveSuggestion);
 $("search").addEventListener("blur", () => setTimeout(closeSuggestions, 100));
 $("search-form").addEventListener("submit", search);
 $("view-toggle").addEventListener("click", toggleTable);
+$("cells-toggle").addEventListener("click", toggleCells);
 // Escape closes what is open: the suggestions first (above), then the server's panel.
 document.addEventListener("keydown", (event) => {
   if (event.key !== "Escape" || event.defaultPrevented) return;

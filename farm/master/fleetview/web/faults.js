@@ -5,6 +5,7 @@
 // is POST /api/v1/faults, clearing DELETE /api/v1/faults/{id}.
 
 import { ApiError, call, get } from "./api.js";
+import { kindBadge } from "./marks.js";
 import { label } from "./words.js";
 
 // Fields the form sets itself (kind, target) or leaves to the CLI (narrowing to function
@@ -166,18 +167,6 @@ export async function clearFault(id, say, changed) {
   } catch (error) {
     say(`fault ${id}: ${error instanceof ApiError ? error.message : error}`, false);
   }
-}
-
-// A fault kind's badge: its first letter, in a hue drawn from its name (so every kind looks
-// different without a table of kinds here).
-export function kindBadge(kind) {
-  const badge = document.createElement("span");
-  badge.className = "kind";
-  let hash = 0;
-  for (const char of kind) hash = (hash * 31 + char.charCodeAt(0)) % 360;
-  badge.style.setProperty("--hue", String(hash));
-  badge.textContent = kind;
-  return badge;
 }
 
 // One fault as a list item: its kind, its parameters and where it stands, and a clear button.

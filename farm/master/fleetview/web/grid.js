@@ -1,7 +1,9 @@
 // The fleet as a grid of cells on one canvas: one cell per server, grouped by fleet in name
-// order, each state drawn with its own shape and colour and shaded by request rate. Deltas
-// repaint only their cells; a filter change lays the visible cells out again. Nothing here
-// talks to the network.
+// order, each state drawn with its own shape and colour and shaded by request rate, a cell
+// with faults on marked with its fault kind's letter (marks.js). Deltas repaint only their
+// cells; a filter change lays the visible cells out again. Nothing here talks to the network.
+
+import { drawMark, markOf } from "./marks.js";
 
 const HEADER = 18; // px above each group's cells, for its label
 const PAD = 8;
@@ -9,7 +11,9 @@ export const BACKGROUND = "#101317";
 
 // Okabe and Ito's colour-blind-safe palette, one colour per state (up, erroring, faulted,
 // offline); the shape tells the state without colour: up a square, erroring a triangle,
-// faulted a square with a dark stripe, offline a hollow square.
+// faulted a square with its fault kind's letter in the background's colour (a dark stripe
+// while its kind is not known), offline a hollow square (with the letter inside when a fault
+// holds it down).
 export const STATE_COLOURS = ["#009e73", "#e69f00", "#cc79a7", "#a0a0a0"];
 export const SHAPES = ["square", "triangle", "striped", "hollow"];
 // Idle cells at 76% of the colour's brightness (sRGB), the busiest at 100%: every shade
@@ -29,6 +33,9 @@ function colour(code) {
 }
 
 export const PALETTE = Array.from({ length: 32 }, (_, code) => colour(code));
+// The colour of a fault kind's letter in each state's shape: the background's on a filled
+// shape (so its contrast is the shade's own, 3:1 or more), the outline's in a hollow one.
+export const MARK_COLOURS = [BACKGROUND, BACKGROUND, BACKGROUND, STATE_COLOURS[3]];
 
 // One cell's shape at (x, y), `size` px wide, in `fill`.
 function drawShape(context, state, x, y, size, fill) {
@@ -64,6 +71,9 @@ export class Grid {
     this.context = canvas.getContext("2d", { alpha: false });
     this.layout = null;
     this.codes = new Uint8Array(0);
+    this.masks = new Uint32Array(0); // each cell's fault kinds (marks.js)
+    this.kinds = [];
+    this.large = false; // cells at their largest whatever the fleet's size
     this.visible = () => true;
     this.selected = -1;
     this.blocks = []; // per drawn group: {group, top, cells: [cell ids]}
@@ -77,6 +87,8 @@ export class Grid {
   setLayout(layout) {
     this.layout = layout;
     this.codes = new Uint8Array(layout.cells);
+    this.masks = new Uint32Array(layout.cells);
+    this.kinds = layout.fault_kinds ?? [];
     this.x = new Int32Array(layout.cells).fill(-1);
     this.y = new Int32Array(layout.cells).fill(-1);
     this.index = new Map(layout.names.map((name, cell) => [name, cell]));
@@ -104,6 +116,25 @@ export class Grid {
     return stateChanged;
   }
 
+  // Each faulted cell's kinds mask: [cell, mask, cell, mask, ...]. A snapshot's list is every
+  // cell with faults (`fresh`: the others have none); a tick's, the masks that changed.
+  applyFaults(pairs, fresh = false) {
+    if (fresh) {
+      for (let cell = 0; cell < this.masks.length; cell++) if (this.masks[cell]) this.dirty.add(cell);
+      this.masks.fill(0);
+    }
+    for (let i = 0; i < (pairs ?? []).length; i += 2) {
+      this.masks[pairs[i]] = pairs[i + 1];
+      this.dirty.add(pairs[i]);
+    }
+    this.schedule();
+  }
+
+  setLarge(large) {
+    this.large = large;
+    this.relayout();
+  }
+
   setFilter(visible) {
     this.visible = visible;
     this.relayout();
@@ -119,7 +150,7 @@ export class Grid {
 
   get pitch() {
     const cells = this.layout ? this.layout.cells : 0;
-    return cells <= 1000 ? 16 : cells <= 4000 ? 11 : 8;
+    return this.large || cells <= 1000 ? 16 : cells <= 4000 ? 11 : 8;
   }
 
   // Place every visible cell: groups one under the other, cells in rows across the width.
@@ -200,12 +231,26 @@ export class Grid {
     context.fillStyle = BACKGROUND;
     context.fillRect(x - 1, y - 1, size + 2, size + 2);
     const code = this.codes[cell];
-    drawShape(context, Math.min(code >> 3, 3), x, y, size, PALETTE[code]);
+    const state = Math.min(code >> 3, 3);
+    const mark = markOf(this.masks[cell], this.kinds);
+    drawShape(context, mark && state === 2 ? 0 : state, x, y, size, PALETTE[code]);
+    if (mark) this.drawMark(mark, state, x, y, size);
     if (cell === this.selected) {
       context.strokeStyle = "#ffffff";
       context.lineWidth = 2;
       context.strokeRect(x, y, size, size);
     }
+  }
+
+  drawMark(mark, state, x, y, size) {
+    const context = this.context;
+    if (state === 3 && size < 9) {
+      // A 6 px hollow square has no room inside for a 3 x 5 letter: the letter alone, in the
+      // outline's colour (still no fill: told from a faulted cell's filled square by shape).
+      context.fillStyle = BACKGROUND;
+      context.fillRect(x, y, size, size);
+    }
+    drawMark(context, mark, x, y, size, MARK_COLOURS[state]);
   }
 
   // The cell under a point of the canvas (CSS pixels), or -1.
