@@ -8,6 +8,7 @@ The one place to add a kind. Everything else is derived from `KIND_TABLE`:
     farm.cli.faults              `farm fault add KIND` and one option per parameter name
     farm.master.faults.entry     the log text (`shown`)
     farm.ipc.stats, metrics      one injection counter and one `kind` label value per kind
+    farm.master.fleetview        each kind's letter (`mark`) in the page's cells and legend
 A kind's effect is its family's: a request kind's in the worker's hooks
 (farm.worker.faults.hooks), a value kind's in the reading rule (value_rules.reading), a
 server kind's in the master (farm.master.faults.effects). No pydantic here: workers import it.
