@@ -307,9 +307,7 @@ class Worker:
         elif isinstance(message, Control) and message.op == messages.TRACE_STOP:
             self.send(trace.end(message, self.numbers, self.devices, self.traces))
         elif isinstance(message, Control) and message.op == messages.TALLY:
-            self.send(
-                Reply(request_id=message.request_id, ok=True, tallies=tally.tally(self.devices))
-            )
+            self._later(tally.answer(message.request_id, self.devices, self.send))
         elif isinstance(message, Control) and message.op == messages.CLIENTS:
             self.send(
                 Reply(
