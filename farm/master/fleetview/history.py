@@ -5,12 +5,16 @@ Beside the fleet view (farm.master.fleetview.pages serves it as
 shared-memory counters (farm.ipc.stats) with a few numpy column sums, as the fleet view does,
 and keeps per server what happened since the last read: requests, errors (exception
 responses and malformed frames) and the time its requests took. `SAMPLES` (60) of them make
-five minutes; memory is 12 bytes per server per sample (7 MB at 10,000 servers), and a read of
-10,000 servers' counters takes about a millisecond, so it runs whether a page is open or not:
-a page opened after an outage still shows it.
+five minutes. A read of 10,000 servers' counters takes about a millisecond, so it runs whether
+a page is open or not: a page opened after an outage still shows it.
 
-Rows are by (slot, counters index): a server keeps its counters index whoever joins or
-leaves its shard (farm.config.plan), and a shard that grows gets wider rows, zeros before.
+A sample keeps only the servers that did something in its interval (their counters indexes,
+then 12 bytes each), or every server when most did: an idle server costs nothing but its last
+counters (24 bytes), where a row for every server cost 7 MB at 10,000 servers after five
+minutes, idle or not.
+
+Samples are by (slot, counters index): a server keeps its counters index whoever joins or
+leaves its shard (farm.config.plan); one past a sample's end had nothing then.
 Counters live in memory the master owns, so a worker's restart does not reset them.
 """
 
@@ -39,34 +43,52 @@ from farm.master.supervision.supervisor import Supervisor
 
 INTERVAL_S = 5.0
 SAMPLES = 60  # five minutes
+DENSE_SHARE = 0.75  # a sample busier than this keeps every server (no indexes to store)
 Row = npt.NDArray[np.float32]
+NOTHING = np.zeros(3, dtype=np.float32)
+
+
+@dataclass(frozen=True, slots=True)
+class Sample:
+    """One interval of one slot: per server its requests, errors and the seconds its requests
+    took (`values`, (3, n)), for the counters indexes in `indexes` (sorted), or for indexes
+    0..n-1 when `indexes` is None."""
+
+    values: Row
+    indexes: npt.NDArray[np.int32] | None = None
+
+    @classmethod
+    def of(cls, delta: npt.NDArray[np.int64]) -> Sample:
+        """The sample of `delta` ((3, servers): requests, errors, duration in ns)."""
+        exact = delta.astype(np.float64)
+        exact[2] /= 1e9
+        values = exact.astype(np.float32)
+        busy = np.flatnonzero(delta.any(axis=0))
+        if len(busy) > DENSE_SHARE * delta.shape[1]:
+            return cls(values)
+        return cls(np.ascontiguousarray(values[:, busy]), busy.astype(np.int32))
+
+    def at(self, stats_index: int) -> Row:
+        """(requests, errors, seconds) of one counters index; zeros if it did nothing."""
+        if self.indexes is None:
+            return self.values[:, stats_index] if stats_index < self.values.shape[1] else NOTHING
+        place = int(np.searchsorted(self.indexes, stats_index))
+        if place < len(self.indexes) and self.indexes[place] == stats_index:
+            return self.values[:, place]
+        return NOTHING
 
 
 @dataclass(slots=True)
 class ShardHistory:
-    """One slot's ring of samples: `requests`, `errors`, `seconds` (the time requests took),
-    each (SAMPLES, servers), and the counters as they were at the last read."""
+    """One slot's ring of `SAMPLES` samples (None: not taken yet), and the counters as they
+    were at the last read."""
 
-    requests: Row
-    errors: Row
-    seconds: Row
+    samples: list[Sample | None]
     last: npt.NDArray[np.int64]  # (3, servers): requests, errors, duration in ns
 
     @classmethod
-    def empty(cls, servers: int) -> ShardHistory:
-        def ring() -> Row:
-            return np.zeros((SAMPLES, servers), dtype=np.float32)
-
-        return cls(ring(), ring(), ring(), np.zeros((3, servers), dtype=np.int64))
-
-    def widened(self, servers: int) -> ShardHistory:
-        grown = ShardHistory.empty(servers)
-        width = self.requests.shape[1]
-        grown.requests[:, :width] = self.requests
-        grown.errors[:, :width] = self.errors
-        grown.seconds[:, :width] = self.seconds
-        grown.last[:, :width] = self.last
-        return grown
+    def empty(cls) -> ShardHistory:
+        return cls([None] * SAMPLES, np.zeros((3, 0), dtype=np.int64))
 
 
 def read_totals(counters: ShardCounters) -> npt.NDArray[np.int64]:
@@ -121,16 +143,14 @@ class History:
                 now = read_totals(slot.counters)
             except ValueError:  # the farm is stopping and has released the segment
                 continue
-            shard = self.shards.get(number)
-            if shard is None or shard.last.shape[1] < now.shape[1]:
-                width = 0 if shard is None else shard.last.shape[1]
-                shard = (shard or ShardHistory.empty(0)).widened(now.shape[1])
-                shard.last[:, width:] = now[:, width:]  # newcomers: nothing to compare with yet
-                self.shards[number] = shard
+            shard = self.shards.setdefault(number, ShardHistory.empty())
+            width = shard.last.shape[1]
+            if width < now.shape[1]:  # the shard grew
+                grown = now.copy()  # newcomers: nothing to compare with yet
+                grown[:, :width] = shard.last
+                shard.last = grown
             delta = np.maximum(now - shard.last[:, : now.shape[1]], 0)
-            shard.requests[self.head, : now.shape[1]] = delta[0]
-            shard.errors[self.head, : now.shape[1]] = delta[1]
-            shard.seconds[self.head, : now.shape[1]] = delta[2] / 1e9
+            shard.samples[self.head] = Sample.of(delta)
             shard.last[:, : now.shape[1]] = now
         self.head = (self.head + 1) % SAMPLES
         self.filled = min(self.filled + 1, SAMPLES)
@@ -140,12 +160,11 @@ class History:
         request took in each interval (None when it had no request)."""
         shard = self.shards.get(slot)
         order = [(self.head - self.filled + i) % SAMPLES for i in range(self.filled)]
-        if shard is None or stats_index >= shard.requests.shape[1]:
-            requests = errors = seconds = np.zeros(len(order), dtype=np.float32)
-        else:
-            requests = shard.requests[order, stats_index]
-            errors = shard.errors[order, stats_index]
-            seconds = shard.seconds[order, stats_index]
+        samples = [shard.samples[i] if shard is not None else None for i in order]
+        rows = [NOTHING if sample is None else sample.at(stats_index) for sample in samples]
+        requests = [row[0] for row in rows]
+        errors = [row[1] for row in rows]
+        seconds = [row[2] for row in rows]
         per_s = 1.0 / self.interval_s
         return {
             "interval_s": self.interval_s,
