@@ -27,6 +27,7 @@ file records (FC 20/21), in the template's file order: device state a worker res
 
 from __future__ import annotations
 
+import sys
 import zlib
 from collections import Counter
 from dataclasses import dataclass
@@ -136,6 +137,14 @@ class ServerSpec:
     block_capacity: int
     slot: int
     stats_index: int
+
+    def __post_init__(self) -> None:
+        # A worker decodes its shard's specs from the pipe with new strings for every field
+        # of every spec: interned, the fleet and template names of a 5,000-server shard are
+        # one object each, not 5,000 (0.5 MB a worker). Hosts are not: at its own address
+        # each would only add an entry to the interned strings.
+        object.__setattr__(self, "fleet", sys.intern(self.fleet))
+        object.__setattr__(self, "template", sys.intern(self.template))
 
     @property
     def address(self) -> str:
