@@ -22,6 +22,7 @@ RECORDED = {
     6: "84a1d7479cb3b703",  # Assign.journal_writes
     7: "122cd1c8ea54339e",  # Heartbeat without requests
     8: "9a5cbf91504764b7",  # Reply.tallies (per-client metrics), PollSummary.gaps
+    9: "db3bb24611b15e42",  # PollSummary.gaps flat (pairs as one tuple of floats)
 }
 
 

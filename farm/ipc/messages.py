@@ -71,8 +71,9 @@ from farm.ipc.polling import ClientTally, ServerClients
 from farm.ipc.tracing import Traced
 
 # 4: FaultRule.extra; 5: Faults carries changes; 6: Assign.journal_writes; 7: Heartbeat without
-# requests (the master sums its shard's counters itself); 8: Reply.tallies, PollSummary.gaps
-VERSION = 8
+# requests (the master sums its shard's counters itself); 8: Reply.tallies, PollSummary.gaps;
+# 9: PollSummary.gaps flat
+VERSION = 9
 MAX_FRAME_BYTES = 64 * 1024 * 1024
 STOP_SERVER = "stop_server"
 START_SERVER = "start_server"

@@ -148,8 +148,9 @@ def _poll(
             for began, gap in outages
         ),
         gaps=tuple(
-            ((ended + shift) / 1e9, gap / 1e9)
+            value / 1e9
             for ended, gap in zip(gaps[::2], gaps[1::2], strict=True)
+            for value in (ended + shift, gap)
         ),
     )
 
