@@ -7,10 +7,10 @@ TALLY, every 5 s) over SERVERS servers polled by one client, one request each.
     python3 -m benchmarks.bench_client_tally [--ref main] [--servers 10000] [--repeat 5]
         [--arrivals 5]
 
-Each round is a second of a poller of --arrivals requests a second on each of KEYS servers,
-folded as the worker's once-a-second task does (now: a request once it has FOLD_AT arrivals
-or its oldest is FOLD_AGE_NS old; before: every second); the rounds alternate REF and now,
-the best of each is kept and every round shown.
+A round is FOLDS seconds of a poller of --arrivals requests a second on each of KEYS
+servers, folded as the worker's task does (every FOLD_EVERY_S; now a request once it has
+FOLD_AT arrivals or its oldest is FOLD_AGE_NS old, before every request every second); the
+rounds alternate REF and now, the best of each is kept and every round shown.
 """
 
 from __future__ import annotations
@@ -45,14 +45,17 @@ def fold_ns_per_request(module: ModuleType, seed: int, arrivals: int = ARRIVALS)
     taken = 0
     every = 1_000_000_000 // arrivals
     batched = "before" in inspect.signature(polled[0][0].fold_all).parameters
+    period = round(module.FOLD_EVERY_S)  # seconds between two runs of the worker's task
     for second in range(1, FOLDS + 1):
         for _, times in polled:
             at = times[-1]
             for _ in range(arrivals):
                 at += every + rng.randrange(-every // 40, every // 40)
                 times.append(at)
+        if second % period:
+            continue
         began = time.perf_counter_ns()
-        if batched:  # as the worker's task calls it, once a second
+        if batched:  # as the worker's task calls it
             before = second * 1_000_000_000 - module.FOLD_AGE_NS
             for stats, _ in polled:
                 stats.fold_all(before)

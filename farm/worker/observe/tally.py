@@ -108,8 +108,10 @@ def _one(client: ClientStats, total: _Sum, now: int) -> None:
         if not times or key[1][0] not in READ_CODES or len(key[1]) < 5:
             continue
         poll = client.state[key]
+        if not poll.usual and len(times) > 1:
+            poll.fold(times)  # a new poll, not folded yet (it waits for FOLD_AT arrivals)
         usual = poll.usual
-        if not usual:  # read once (or not folded yet): polled, no interval yet
+        if not usual:  # read once: polled, no interval yet
             live = True
         elif now - times[-1] > STALE_INTERVALS * max(usual, SHORTEST_NS):
             stale = True
