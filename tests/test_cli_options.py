@@ -3,7 +3,6 @@ takes them; with no farm at the address, each says so in one line and exits 1.""
 
 from __future__ import annotations
 
-import subprocess
 import sys
 from pathlib import Path
 
@@ -12,7 +11,7 @@ import pytest
 
 from farm.cli.app import main
 from farm.client import api_options
-from tests.farmproc import free_port
+from tests.farmproc import free_port, run_together
 
 pytestmark = pytest.mark.timeout(180)
 API_OPTIONS = ("api_host", "api_port", "api_token")
@@ -73,15 +72,21 @@ def test_every_command_that_talks_to_a_farm_takes_the_options_declared_in_the_cl
         assert given == reference, name
 
 
-@pytest.mark.parametrize("command", CLIENTS)
-def test_no_farm_there_is_one_line_and_exit_1(command: str, tmp_path: Path) -> None:
+def test_no_farm_there_is_one_line_and_exit_1(tmp_path: Path) -> None:
+    """Every command of CLIENTS, each its own process (run a few at a time)."""
     scenario = tmp_path / "scenario.yaml"
     scenario.write_text("scenario:\n  steps:\n    - {at: 1s, stop: {target: device-0000}}\n")
-    args = [arg.format(scenario=scenario) for arg in CLIENTS[command]]
-    done = subprocess.run(
-        [sys.executable, "-m", "farm", *command.split(), *args, "--api-port", str(free_port())],
-        capture_output=True, text=True, timeout=60,
-    )  # fmt: skip
-    assert done.returncode == 1, done.stdout + done.stderr
-    lines = done.stderr.strip().splitlines()
-    assert len(lines) == 1 and "no farm answers at http://127.0.0.1:" in lines[0], done.stderr
+    commands = [
+        [
+            sys.executable, "-m", "farm", *command.split(),
+            *[arg.format(scenario=scenario) for arg in args], "--api-port", str(free_port()),
+        ]
+        for command, args in CLIENTS.items()
+    ]  # fmt: skip
+    for command, done in zip(CLIENTS, run_together(commands), strict=True):
+        assert done.returncode == 1, (command, done.stdout + done.stderr)
+        lines = done.stderr.strip().splitlines()
+        assert len(lines) == 1 and "no farm answers at http://127.0.0.1:" in lines[0], (
+            command,
+            done.stderr,
+        )

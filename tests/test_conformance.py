@@ -30,7 +30,7 @@ from pymodbus.exceptions import ModbusIOException
 from pymodbus.pdu import ExceptionResponse
 
 from farm.modbus import deviceid, mbap, pdu, rtu
-from tests.farmproc import HOST, FarmProcess, free_port, free_port_range
+from tests.farmproc import HOST, FarmProcess, free_port, free_port_range, run_together
 from tests.rawmodbus import read_exactly, read_rtu_frame
 from tests.tools import tool
 
@@ -438,38 +438,52 @@ def test_pymodbus_rtu_master_after_a_wrong_byte_count(farm: FarmProcess) -> None
 # -- farm validate: objects that fit, in ASCII --------------------------------------------
 
 
-def validate(tmp_path: Path, identity: dict[str, Any], name_pattern: str = "d{i}") -> str:
-    config = {
-        "templates": {"t": {"identity": identity, "units": [{"unit_id": 1}]}},
-        "fleets": [
-            {
-                "name": "f",
-                "template": "t",
-                "count": 2,
-                "name_pattern": name_pattern,
-                "addressing": {"host": HOST, "port_start": 40000},
-            }
-        ],
-    }
-    path = tmp_path / "farm.yaml"
-    path.write_text(yaml.safe_dump(config))
-    done = farm_command("validate", str(path))
-    return "ok" if done.returncode == 0 else done.stderr.strip()
+def validate_all(tmp_path: Path, *cases: tuple[dict[str, Any], str]) -> list[str]:
+    """`farm validate` of a one-fleet config per (identity, name_pattern): "ok", or its error
+    output; the validations run at once (tests.farmproc.run_together)."""
+    commands = []
+    for number, (identity, name_pattern) in enumerate(cases):
+        config = {
+            "templates": {"t": {"identity": identity, "units": [{"unit_id": 1}]}},
+            "fleets": [
+                {
+                    "name": "f",
+                    "template": "t",
+                    "count": 2,
+                    "name_pattern": name_pattern,
+                    "addressing": {"host": HOST, "port_start": 40000},
+                }
+            ],
+        }
+        path = tmp_path / f"farm{number}.yaml"
+        path.write_text(yaml.safe_dump(config))
+        commands.append([sys.executable, "-m", "farm", "validate", str(path)])
+    return [
+        "ok" if done.returncode == 0 else done.stderr.strip() for done in run_together(commands)
+    ]
 
 
 @pytest.mark.clause("fc43-fit")
 def test_validate_refuses_objects_that_cannot_fit_or_are_not_ascii(tmp_path: Path) -> None:
-    assert validate(tmp_path, {"vendor_name": "V" * 244}) == "ok"
-    error = validate(tmp_path, {"vendor_name": "V" * 245})
-    assert "templates.t.identity.vendor_name" in error and "244" in error, error
-    assert len(error.splitlines()) == 1, error
     fits = {"user_application_name": "U" * 240 + "{name}"}  # d0, d1: 242 bytes
-    assert validate(tmp_path, fits) == "ok"
-    error = validate(tmp_path, fits, name_pattern="device-{i}")  # device-0: 248 bytes
+    longest, too_long, fitting, too_long_named, not_ascii, out_of_range = validate_all(
+        tmp_path,
+        ({"vendor_name": "V" * 244}, "d{i}"),
+        ({"vendor_name": "V" * 245}, "d{i}"),
+        (fits, "d{i}"),
+        (fits, "device-{i}"),  # device-0: 248 bytes
+        ({"product_name": "Zähler"}, "d{i}"),
+        ({"extended": {0x20: "x"}}, "d{i}"),
+    )
+    assert longest == "ok"
+    assert "templates.t.identity.vendor_name" in too_long and "244" in too_long, too_long
+    assert len(too_long.splitlines()) == 1, too_long
+    assert fitting == "ok"
+    error = too_long_named
     assert "templates.t.identity.user_application_name" in error and "device-0" in error, error
-    error = validate(tmp_path, {"product_name": "Zähler"})
+    error = not_ascii
     assert "templates.t.identity.product_name" in error and "ASCII" in error, error
-    error = validate(tmp_path, {"extended": {0x20: "x"}})
+    error = out_of_range
     assert "templates.t.identity.extended" in error and "0x80" in error, error
 
 

@@ -22,7 +22,7 @@ from pymodbus.exceptions import ConnectionException
 
 from farm.client import FarmClient, Fleet
 from tests.conftest import config_farm, ready_farm
-from tests.farmproc import HOST, FarmProcess, refused, squatter, wait_for
+from tests.farmproc import HOST, FarmProcess, refused, run_together, squatter, wait_for
 from tests.test_control_api import SERVERS, TOKEN, config
 from tests.tools import tool
 
@@ -37,11 +37,17 @@ def api(farm: FarmProcess) -> FarmClient:
     return FarmClient.at(HOST, farm.api_port, TOKEN)
 
 
+CLI_ENV = {**os.environ, "FARM_API_TOKEN": TOKEN}
+
+
+def cli_command(farm: FarmProcess, *args: str) -> list[str]:
+    return [sys.executable, "-m", "farm", *args, "--api-port", str(farm.api_port)]
+
+
 def cli(farm: FarmProcess, *args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "farm", *args, "--api-port", str(farm.api_port)],
-        capture_output=True, text=True, timeout=60, env={**os.environ, "FARM_API_TOKEN": TOKEN},
-    )  # fmt: skip
+        cli_command(farm, *args), capture_output=True, text=True, timeout=60, env=CLI_ENV
+    )
 
 
 def mbpoll(port: int, *args: str) -> str:
@@ -278,8 +284,7 @@ def test_fault_commands_take_the_token_from_the_option_or_the_environment(
     bare = {key: value for key, value in os.environ.items() if key != "FARM_API_TOKEN"}
     add = [sys.executable, "-m", "farm", "fault", "add", "exception", "--code", "6"]
     add += ["--target", "meter-00", "--api-port", str(farm.api_port)]
-    for token in ([], ["--api-token", "wrong"]):
-        done = subprocess.run([*add, *token], capture_output=True, text=True, timeout=60, env=bare)
+    for done in run_together([add, [*add, "--api-token", "wrong"]], env=bare):  # both refused
         assert done.returncode != 0 and done.stderr.count("\n") == 1, done
         assert "401" in done.stderr and "--api-token or FARM_API_TOKEN" in done.stderr, done
     assert api(farm).faults() == []  # nothing changed
@@ -293,24 +298,30 @@ def test_fault_commands_take_the_token_from_the_option_or_the_environment(
 
 
 def test_cli_errors_are_one_line(farm: FarmProcess) -> None:
-    for args, message in (
+    errors = (
         (("get", "nope"), "no server named 'nope'"),
         (("get", "meter-00", "coils:99"), "'address'"),
         (("set", "meter-00", "holding_registers:1=70000"), "0-65535"),
         (("set", "meter-00", "voltage"), "POINT=VALUE"),
         (("server", "start", "nope"), "no server named 'nope'"),
-    ):
-        done = cli(farm, *args)
+    )
+    commands = [cli_command(farm, *args) for args, _ in errors]  # none changes anything
+    for (args, message), done in zip(errors, run_together(commands, env=CLI_ENV), strict=True):
         assert done.returncode != 0, args
         lines = done.stderr.strip().splitlines()
         assert len(lines) == 1 and message in lines[0], (args, done.stderr)
 
 
 def test_cli_lists_servers(farm: FarmProcess) -> None:
-    done = cli(farm, "servers", "--fleet", "plcs")
+    done, nothing = run_together(
+        [
+            cli_command(farm, "servers", "--fleet", "plcs"),
+            cli_command(farm, "servers", "--name", "no-such-*"),
+        ],
+        env=CLI_ENV,
+    )
     assert done.returncode == 0, done.stderr
     assert "plc-00" in done.stdout and "plc-01" in done.stdout and "meter-00" not in done.stdout
     assert done.stdout.strip().endswith("2 servers")
-    nothing = cli(farm, "servers", "--name", "no-such-*")
     assert nothing.returncode == 0, nothing.stderr
     assert nothing.stdout.strip() == "no servers match", nothing.stdout

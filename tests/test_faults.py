@@ -22,7 +22,7 @@ from pymodbus.pdu import ExceptionResponse
 from farm.client import FarmAPIError, FarmClient, Fleet, Fraction, Glob
 from farm.config.faults.spec import pick_fraction
 from tests.conftest import start_farm
-from tests.farmproc import HOST, FarmProcess, refused, wait_for
+from tests.farmproc import HOST, FarmProcess, refused, run_together, wait_for
 from tests.rawmodbus import closed_by_peer, read_frame
 from tests.test_clients import mbap, mbpoll
 
@@ -419,27 +419,40 @@ def test_bad_faults_are_refused_naming_the_field(farm: FarmProcess, api: FarmCli
     assert api.faults() == []  # nothing changed
 
 
+def farm_command(farm: FarmProcess, *args: str) -> list[str]:
+    return [sys.executable, "-m", "farm", *args, "--api-port", str(farm.api_port)]
+
+
 def farm_cli(farm: FarmProcess, *args: str) -> subprocess.CompletedProcess[str]:
-    command = [sys.executable, "-m", "farm", *args, "--api-port", str(farm.api_port)]
-    return subprocess.run(command, capture_output=True, text=True, timeout=30)
+    return subprocess.run(farm_command(farm, *args), capture_output=True, text=True, timeout=30)
+
+
+def farm_clis(farm: FarmProcess, *commands: list[str]) -> list[subprocess.CompletedProcess[str]]:
+    """Commands that do not depend on one another, run at once (tests.farmproc.run_together)."""
+    return run_together([farm_command(farm, *args) for args in commands], timeout=30)
 
 
 def test_the_cli_forms_of_the_issue(farm: FarmProcess, api: FarmClient) -> None:
-    added = farm_cli(farm, "fault", "add", "delay", "--ms", "300", "--target", name(3))
-    assert added.returncode == 0 and "delay ms=300 on device-0003" in added.stdout, added
-    added = farm_cli(farm, "fault", "add", "exception", "--code", "6", "--target", name(4))
-    assert added.returncode == 0, added
-    shown = farm_cli(farm, "get", name(3))  # the server's detail lists its faults
+    delay, exception = farm_clis(
+        farm,
+        ["fault", "add", "delay", "--ms", "300", "--target", name(3)],
+        ["fault", "add", "exception", "--code", "6", "--target", name(4)],
+    )
+    assert delay.returncode == 0 and "delay ms=300 on device-0003" in delay.stdout, delay
+    assert exception.returncode == 0, exception
+    shown, *spread = farm_clis(
+        farm,
+        ["get", name(3)],  # the server's detail lists its faults
+        ["fault", "add", "delay", "--ms", "300", "--fleet", "default"],
+        ["fault", "add", "delay", "--ms", "300", "--glob", "device-001*"],
+        ["fault", "add", "delay", "--ms", "300", "--fraction", "0.1", "--seed", "7"],
+    )
     assert re.search(r"^fault \d+: delay ms=300 on device-0003, active", shown.stdout, re.M), shown
+    assert [done.returncode for done in spread] == [0, 0, 0], spread
+    # Alone, each: the check of the 2 s fault, the list of the one 10 s away, come right after.
     added = farm_cli(farm, "fault", "add", "offline", "--target", name(5), "--for", "2s")
     assert added.returncode == 0 and "offline on device-0005, active, ends in" in added.stdout
     assert refused(farm.port(5))
-    for options in (
-        ["--fleet", "default"],
-        ["--glob", "device-001*"],
-        ["--fraction", "0.1", "--seed", "7"],
-    ):
-        assert farm_cli(farm, "fault", "add", "delay", "--ms", "300", *options).returncode == 0
     later = farm_cli(
         farm, "fault", "add", "drop", "--target", name(1), "--in", "10s", "--probability", "0.2"
     )
@@ -451,8 +464,9 @@ def test_the_cli_forms_of_the_issue(farm: FarmProcess, api: FarmClient) -> None:
     first = api.faults()[0].id
     assert farm_cli(farm, "fault", "clear", str(first)).returncode == 0
     assert len(api.faults()) == 5
-    for unclear in ([], [str(first), "--all"]):  # neither an id nor --all, or both
-        done = farm_cli(farm, "fault", "clear", *unclear)
+    unclears: tuple[list[str], ...] = ([], [str(first), "--all"])  # no id nor --all; both
+    unclear_done = farm_clis(farm, *[["fault", "clear", *unclear] for unclear in unclears])
+    for unclear, done in zip(unclears, unclear_done, strict=True):
         assert done.returncode != 0 and done.stderr.count("\n") == 1, done
         assert "--all" in done.stderr and ("not both" in done.stderr) == bool(unclear), done
     cleared = farm_cli(farm, "fault", "clear", "--all")
