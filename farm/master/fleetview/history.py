@@ -180,7 +180,8 @@ class History:
 def percentiles(values: list[int], quantiles: tuple[float, ...]) -> list[float | None]:
     """Quantiles of a server's duration histogram (farm.ipc.stats: DURATION slots, not
     cumulative), as Prometheus's histogram_quantile reads them: linear within a bucket; the
-    last bucket (above every bound) answers its lower bound. None without requests."""
+    last bucket (above every bound) answers its lower bound, to 3 significant digits (an
+    estimate from buckets: 0.000213, not 0.00021250000000000002). None without requests."""
     counts = values[DURATION : DURATION + len(DURATION_BOUNDS_S) + 1]
     total = sum(counts)
     answers: list[float | None] = []
@@ -195,7 +196,7 @@ def percentiles(values: list[int], quantiles: tuple[float, ...]) -> list[float |
                 break
             upper = DURATION_BOUNDS_S[index]
             if seen + count >= rank and count:
-                answers.append(lower + (upper - lower) * (rank - seen) / count)
+                answers.append(float(f"{lower + (upper - lower) * (rank - seen) / count:.3g}"))
                 break
             seen, lower = seen + count, upper
     return answers
