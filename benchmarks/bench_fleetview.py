@@ -10,11 +10,15 @@ core at 10,000 servers).
    (utime + stime from /proc) over --seconds with no page open, then with --clients pages'
    event streams open and read (in this process), alternating for --rounds rounds. The
    difference is what the stream costs; one producer serves every page, so it should hardly
-   depend on --clients. Then, still under load, the page itself in Debian's headless
-   Chromium (if installed): time to draw every cell, tasks over 50 ms, a filter's time.
+   depend on --clients. Faults of three kinds are on about 1 server in 10 throughout (a
+   delay on 10 % of one fleet, an exception on 10 % of the other, a rare drop on 2 % of
+   all, so some cells show "+"), so the stream and the page carry and draw their letters.
+   Then, still under load, the page itself in Debian's headless Chromium (if installed):
+   time to draw every cell, tasks over 50 ms, a filter's time, "large cells" on and off.
 2. The worst case, in process: FleetView.tick() over counters of --servers servers where
    every server's rate bucket changes at every tick (so every cell is in every delta): CPU
-   per tick, and the event's size, at the view's two ticks a second.
+   per tick, and the event's size, at the view's two ticks a second; then the same with
+   every server's fault kinds changing at every tick as well (every mask in every delta).
 
 Prints both, with the share of one core; there is no pass/fail here.
 """
@@ -41,10 +45,11 @@ import yaml
 
 from benchmarks import procs
 from benchmarks.procs import HOST, Server
+from farm.client import FarmClient
 from farm.config.plan import ServerRequest, build_plan
 from farm.config.templates import default_template
 from farm.ipc.stats import HEADER_SLOTS, REQUEST_SLOT, SERVER_SLOTS, ShardCounters
-from farm.master.fleetview.view import FleetView
+from farm.master.fleetview.view import FleetView, ViewSources
 from farm.master.supervision.supervisor import Supervisor
 
 
@@ -118,6 +123,8 @@ def measure_farm(args: argparse.Namespace) -> None:
             stdout=subprocess.DEVNULL,
         )  # fmt: skip
         time.sleep(3)  # the load's connections open
+        faulted = put_faults(server.api_port)
+        print(f"faults of 3 kinds on {faulted} of {args.servers} servers throughout")
         idle, open_, events, received, answered = [], [], 0, 0, 0.0
         for _ in range(args.rounds):
             before = master_cpu(server)
@@ -135,6 +142,18 @@ def measure_farm(args: argparse.Namespace) -> None:
             load.wait(10)
         server.stop()
         folder.cleanup()
+
+
+def put_faults(api_port: int) -> int:
+    """A delay, an exception and a rare drop, on seeded fractions: the servers they are on."""
+    api = FarmClient.at(HOST, api_port)
+    made = [
+        api.fault("delay", {"fleet": "meters", "fraction": 0.1, "seed": 1}, ms=1),
+        api.fault("exception", {"fleet": "plcs", "fraction": 0.1, "seed": 2}, code=6,
+                  probability=0.01),
+        api.fault("drop", {"glob": "*", "fraction": 0.02, "seed": 3}, probability=0.001),
+    ]  # fmt: skip
+    return len({name for fault in made for name in fault.servers})
 
 
 def report_farm(
@@ -175,6 +194,13 @@ FILTER_JS = """async (pattern) => {
     await new Promise((done) => requestAnimationFrame(() => setTimeout(done, 0)));
     return [performance.now() - began, Number(document.getElementById('grid').dataset.cells)];
 }"""
+# In the page: how long "large cells" takes to show, and how many cells show a fault's letter.
+LARGE_JS = """async () => {
+    const began = performance.now();
+    document.getElementById('cells-toggle').click();
+    await new Promise((done) => requestAnimationFrame(() => setTimeout(done, 0)));
+    return performance.now() - began;
+}"""
 LONG_TASKS_JS = """() => {
     window.longTasks = [];
     new PerformanceObserver((list) => {
@@ -209,6 +235,15 @@ def measure_page(api_port: int, servers: int, seconds: float) -> None:
             long_tasks = page.evaluate("longTasks")
             filtered_ms, shown = page.evaluate(FILTER_JS, "meters-000*")
             restored_ms, _ = page.evaluate(FILTER_JS, "")
+            marked = page.evaluate(
+                "(n) => Array.from({length: n}, (_, i) => i).filter((i) => {"
+                " const name = (i < n / 2 ? 'meters-' + String(i).padStart(5, '0')"
+                " : 'plcs-' + String(i - Math.floor(n / 2)).padStart(5, '0'));"
+                " return window.farmView.markOf(name); }).length",
+                servers,
+            )
+            large_ms = page.evaluate(LARGE_JS)
+            small_ms = page.evaluate(LARGE_JS)
         finally:
             context.close()
     print(f"  the page in Chromium: {servers} cells drawn {drawn:.2f} s after loading;")
@@ -216,6 +251,10 @@ def measure_page(api_port: int, servers: int, seconds: float) -> None:
         f"  {len(long_tasks)} tasks over 50 ms in {seconds:.0f} s of deltas "
         f"(longest {max(long_tasks, default=0):.0f} ms); a name filter showed {shown} cells "
         f"in {filtered_ms:.0f} ms, all {servers} again in {restored_ms:.0f} ms"
+    )
+    print(
+        f"  {marked} cells showed a fault kind's letter; large cells (14 px) drawn in "
+        f"{large_ms:.0f} ms, small (6 px) again in {small_ms:.0f} ms"
     )
 
 
@@ -246,8 +285,27 @@ def measure_worst_case(servers: int, ticks: int = 40) -> None:
     ]
     farm = SimpleNamespace(slots=slots, plan=plan, stopping=False, servers_ready=lambda: servers)
     now = [0.0]
-    view = FleetView(cast(Supervisor, farm), interval_s=0.5, window_s=0.5, clock=lambda: now[0])
+    masks: list[dict[str, int]] = [{}]
+    sources = ViewSources(fault_kinds=lambda: masks[0])
+    view = FleetView(
+        cast(Supervisor, farm), sources=sources, interval_s=0.5, window_s=0.5,
+        clock=lambda: now[0],
+    )  # fmt: skip
     view.tick()
+    print(f"worst case, in process: every one of {servers} cells changes at every tick")
+    _ticks(view, slots, now, ticks, lambda k: None)
+    names = [spec.name for shard in plan.shards for spec in shard.servers]
+
+    def churn(k: int) -> None:  # a new mapping each tick: every mask is rebuilt and sent
+        masks[0] = {name: 1 << (k % 2) | 1 << ((k + i) % 3 + 2) for i, name in enumerate(names)}
+
+    print("  and every cell's fault kinds change at every tick too (the mapping built each tick):")
+    _ticks(view, slots, now, ticks, churn)
+
+
+def _ticks(
+    view: FleetView, slots: list[Any], now: list[float], ticks: int, before_tick: Any
+) -> None:
     cpu, size = 0.0, 0
     for k in range(ticks):
         # Every server alternates between 2 and 200 requests per 0.5 s: buckets 3 and 5.
@@ -258,11 +316,11 @@ def measure_worst_case(servers: int, ticks: int = 40) -> None:
             del counts
         now[0] += 0.5
         before = time.process_time()
+        before_tick(k)
         event = view.tick()
         cpu += time.process_time() - before
         size += len(event)
     per_tick = cpu / ticks
-    print(f"worst case, in process: every one of {servers} cells changes at every tick")
     print(
         f"  {per_tick * 1000:.1f} ms CPU per tick, {size / ticks / 1024:.0f} KiB per event: "
         f"{per_tick * 2 * 100:.1f} % of one core at 2 ticks/s"
