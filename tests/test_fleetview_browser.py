@@ -8,6 +8,7 @@ on any console error or uncaught exception in the page.
 
 from __future__ import annotations
 
+import base64
 import os
 import re
 import shutil
@@ -507,7 +508,11 @@ GRID_JS = """async () => {
     const codes = new Uint8Array(cells);
     codes.set([2 << 3, 2 << 3, 3 << 3]);
     grid.setCodes(codes);
-    grid.applyFaults([0, 1, 1, 2, 2, 1], true);
+    const more = [];  // and, for the picture, more cells with one kind or both
+    for (let cell = 40; cell < 2000; cell += 37) more.push(cell, 1 + (cell % 3));
+    more.forEach((v, i) => { if (i % 2 === 0) codes[v] = 2 << 3; });
+    grid.setCodes(codes);
+    grid.applyFaults([0, 1, 1, 2, 2, 1, ...more], true);
     const read = () => {
         grid.draw();
         const context = canvas.getContext('2d');
@@ -521,11 +526,20 @@ GRID_JS = """async () => {
             return [size, bits];
         });
     };
+    const picture = () => {  // the first rows, as the page draws them, for the artifacts
+        const copy = document.createElement('canvas');
+        copy.width = canvas.width;
+        copy.height = Math.min(canvas.height, 300);
+        copy.getContext('2d').drawImage(canvas, 0, 0);
+        return copy.toDataURL('image/png');
+    };
     const small = read();
+    const pictures = [picture()];
     grid.setLarge(true);
     const large = read();
+    pictures.push(picture());
     box.remove();
-    return [small, large];
+    return [[small, large], pictures];
 }"""
 
 
@@ -599,7 +613,12 @@ def test_fault_kinds_in_the_cells_the_table_and_the_legend(view: View) -> None:
 
     # And in the page's own grid at 10,000 cells: 6 px cells with the 3 x 5 letters, then
     # 14 px ones when "large cells" is on.
-    for cells, size in zip(view.page.evaluate(GRID_JS), (6, 14), strict=True):
+    drawn, pictures = view.page.evaluate(GRID_JS)
+    ARTIFACTS.mkdir(exist_ok=True)
+    for picture, name in zip(pictures, ("small", "large"), strict=True):
+        png = base64.b64decode(picture.partition(",")[2])
+        (ARTIFACTS / f"fleetview-10000-cells-{name}.png").write_bytes(png)
+    for cells, size in zip(drawn, (6, 14), strict=True):
         (_, delay), (_, garble), (_, offline), (_, up) = cells
         assert {each[0] for each in cells} == {size}, cells
         assert "1" not in up and delay != garble and delay.count("1") >= 5, cells
