@@ -21,7 +21,7 @@ from farm.errors import ConfigError
 from farm.master.fleetview.pages import add_view, view_routes
 from farm.master.fleetview.stream import MAX_SUBSCRIBERS, STALL_S, pump
 from farm.master.http.app import build_app
-from farm.master.run import MasterOptions
+from farm.master.options import MasterOptions
 from tests.conftest import ready_farm
 from tests.farmproc import HOST, FarmProcess, wait_for
 

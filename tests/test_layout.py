@@ -85,6 +85,25 @@ def test_master_and_cli_do_not_load_pymodbus() -> None:
     assert not [m for m in loaded if m.startswith(("pymodbus", "farm.worker"))], loaded
 
 
+def test_farm_up_starts_its_workers_before_it_loads_the_api() -> None:
+    """What `farm up` loads before it starts its workers: neither the API's libraries
+    (aiohttp, prometheus_client), pydantic nor numpy, which farm.master.wiring loads while
+    the workers boot; and `farm status` loads no master at all."""
+    code = (
+        "import sys, json; import farm.cli.app; first = sorted(sys.modules); "
+        "import farm.cli.up, farm.master.run; "
+        "print(json.dumps([first, sorted(sys.modules)]))"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True
+    )
+    command, up = json.loads(done.stdout)
+    late = ("aiohttp", "prometheus_client", "pydantic", "numpy", "farm.master.wiring")
+    assert "farm.master.supervision.supervisor" in up
+    assert not [m for m in up if m.startswith(late)], up
+    assert not [m for m in command if m.startswith(("farm.master", "numpy", *late))], command
+
+
 def test_every_subpackage_says_its_part() -> None:
     for info in pkgutil.iter_modules(farm.__path__):
         if info.name == "__main__":

@@ -27,6 +27,7 @@ from tests.farmproc import (
     RESTART_DEADLINE_S,
     STOP_DEADLINE_S,
     FarmProcess,
+    descendants,
     free_port,
     free_port_range,
     port_free,
@@ -258,16 +259,18 @@ def test_cli_without_a_farm_is_one_clear_line(command: str) -> None:
     assert len(result.stderr.strip().splitlines()) == 1
 
 
-START_PHASES = ("launching", "binding", "spawning", "assigning", "ready")
+START_PHASES = ("launching", "binding", "spawning", "assigning", "serving", "ready")
 
 
 def start_phase(farm: FarmProcess) -> str:
     """Where a starting farm is, as a user can see it from outside.
 
     launching: nothing listens yet. binding: the master listens on the servers' ports (it
-    binds them all, then builds the banks) but its API does not answer yet. spawning: the
-    API answers and no worker has reported. assigning: workers report servers started, not
-    all of them yet. ready: every server is up.
+    binds them all, then builds the banks) and no worker process runs yet. spawning: worker
+    processes run and none serves yet. assigning: workers serve some servers, not all of them
+    yet. ready: every server is up. The API (which the master loads while its workers boot)
+    says how far they are once it answers; before, the first and the last server (the last
+    two its worker starts) answer a Modbus request or not.
     """
     try:
         status = farm.status()
@@ -276,11 +279,41 @@ def start_phase(farm: FarmProcess) -> str:
             socket.create_connection((HOST, farm.port(0)), timeout=1).close()
         except OSError:
             return "launching"
-        return "binding"
+        if not worker_processes(farm):
+            return "binding"
+        first, last = answers(farm.port(0)), answers(farm.port(farm.count - 1))
+        if first and last:
+            return "serving"  # before the API answers: not ready to a user yet
+        return "assigning" if first or last else "spawning"
     if status["servers_ready"] == status["servers_total"]:
         return "ready"
     reported = any(w["heartbeat_age_s"] is not None or w["servers_up"] for w in status["workers"])
     return "assigning" if reported else "spawning"
+
+
+def worker_processes(farm: FarmProcess) -> list[int]:
+    """The farm's worker processes now (multiprocess's resource tracker is not one)."""
+    found = []
+    for pid in descendants(farm.pid):
+        try:
+            with open(f"/proc/{pid}/cmdline", "rb") as cmdline:
+                if b"spawn_main" in cmdline.read():
+                    found.append(pid)
+        except OSError:
+            continue  # gone meanwhile
+    return found
+
+
+def answers(port: int, timeout: float = 0.02) -> bool:
+    """Whether the server on `port` answers a Modbus request now (the kernel accepts a
+    connection to a port no worker serves yet, and nothing answers it)."""
+    try:
+        with socket.create_connection((HOST, port), timeout=1) as sock:
+            sock.sendall(bytes.fromhex("000100000006010300000001"))  # FC 3, 1 register
+            sock.settimeout(timeout)
+            return bool(sock.recv(64))
+    except OSError:  # TimeoutError included
+        return False
 
 
 def sigterm_in_phase(farm: FarmProcess, phase: str) -> str:
@@ -344,6 +377,7 @@ def test_worker_that_cannot_boot_stops_the_farm_without_restart_loop() -> None:
 
     async def main() -> None:
         supervisor = Supervisor(plan, sockets, SupervisorOptions())
+        supervisor.initialize()  # the master wrote the starting values (start would now)
         # Someone removed worker 0's banks from /dev/shm: it can never attach them.
         shared_memory.SharedMemory(name=supervisor.slots[0].segment.name).unlink()
         try:

@@ -38,6 +38,22 @@ def test_the_worker_entry_point_loads_neither_rich_nor_pydantic() -> None:
     assert not [m for m in loaded if m.split(".")[0] in HEAVY]
 
 
+def test_the_worker_entry_point_loads_no_numpy() -> None:
+    """numpy (a quarter of a worker's imports) moves live values: the ticker loads it after
+    the worker says Ready, in a thread, and a value fault when it first needs it."""
+    code = (
+        "import importlib, json, sys; from farm.ipc import spawn; "
+        "importlib.import_module(spawn.WORKER_ENTRY.partition(':')[0]); "
+        "print(json.dumps(sorted(sys.modules)))"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True
+    )
+    loaded = json.loads(done.stdout)
+    assert "farm.worker.process" in loaded
+    assert not [m for m in loaded if m.split(".")[0] == "numpy"], loaded
+
+
 def test_a_worker_of_farm_up_maps_no_library_of_the_cli() -> None:
     farm = FarmProcess(
         count=2,

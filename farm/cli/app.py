@@ -19,30 +19,16 @@ Every error a user can meet is one line on stderr and a non-zero exit (FarmError
 
 from __future__ import annotations
 
+import importlib
 import time
+from collections.abc import Iterator, MutableMapping
 from urllib.parse import urlsplit
 
 import click
-from rich.table import Table as RichTable
 
 from farm import __version__
-from farm.bench.command import bench
-from farm.cli.certs import certs as certs_command
-from farm.cli.control import get, server, servers, set_values
-from farm.cli.faults import fault
-from farm.cli.net import net
-from farm.cli.observe.clients import clients
-from farm.cli.observe.report import report
-from farm.cli.observe.trace import trace
-from farm.cli.observe.writes import writes
-from farm.cli.prometheus_config import prometheus_config
-from farm.cli.scenario import scale, scenario
-from farm.cli.targets import targets
-from farm.cli.up import up
-from farm.cli.validate import plan_command, validate
 from farm.client import FarmClient, api_options
 from farm.errors import FarmError, FarmUnreachable
-from farm.master.run import loopback_host
 from farm.output import console, exit_with
 
 out = console()  # what the farm answers is printed as it is
@@ -73,6 +59,8 @@ def status(client: FarmClient, as_json: bool) -> None:
         f"uptime {data['uptime_s']:.0f} s   version {data['version']}",
         highlight=False,
     )
+    from rich.table import Table as RichTable  # here: only this command draws a table
+
     table = RichTable(
         "worker", "pid", "state", "servers", "heartbeat age", "restarts", "connections", "rss"
     )
@@ -133,6 +121,8 @@ def _answers(client: FarmClient) -> bool:
 
 def _farm_runs_here(client: FarmClient, pid: object) -> bool:
     """Whether the farm's master `pid` still runs, when the API is on this host's loopback."""
+    from farm.master.run import loopback_host  # here: the other commands need no master
+
     host = urlsplit(client.url).hostname or ""
     if not isinstance(pid, int) or not loopback_host(host):
         return False
@@ -146,22 +136,59 @@ def _farm_runs_here(client: FarmClient, pid: object) -> bool:
     return state != b"Z" and b"farm" in command  # a zombie has released everything
 
 
-main.add_command(up)
-main.add_command(validate)
-main.add_command(plan_command)
-main.add_command(bench)
-main.add_command(prometheus_config)
-main.add_command(servers)
-main.add_command(get)
-main.add_command(set_values)
-main.add_command(server)
-main.add_command(fault)
-main.add_command(certs_command)
-main.add_command(scenario)
-main.add_command(scale)
-main.add_command(targets)
-main.add_command(net)
-main.add_command(writes)
-main.add_command(clients)
-main.add_command(report)
-main.add_command(trace)
+# Each command's module is imported when that command runs (or `farm --help` lists them):
+# `farm status` need not load the master, the load generator and numpy, and `farm up` starts
+# its workers sooner for not loading every other command first.
+COMMANDS = {
+    "up": "farm.cli.up:up",
+    "validate": "farm.cli.validate:validate",
+    "plan": "farm.cli.validate:plan_command",
+    "bench": "farm.bench.command:bench",
+    "prometheus-config": "farm.cli.prometheus_config:prometheus_config",
+    "servers": "farm.cli.control:servers",
+    "get": "farm.cli.control:get",
+    "set": "farm.cli.control:set_values",
+    "server": "farm.cli.control:server",
+    "fault": "farm.cli.faults:fault",
+    "certs": "farm.cli.certs:certs",
+    "scenario": "farm.cli.scenario:scenario",
+    "scale": "farm.cli.scenario:scale",
+    "targets": "farm.cli.targets:targets",
+    "net": "farm.cli.net:net",
+    "writes": "farm.cli.observe.writes:writes",
+    "clients": "farm.cli.observe.clients:clients",
+    "report": "farm.cli.observe.report:report",
+    "trace": "farm.cli.observe.trace:trace",
+}
+
+
+class LazyCommands(MutableMapping[str, click.Command]):
+    """A group's commands by name, each imported from its `module:attribute` on first use."""
+
+    def __init__(self, loaded: MutableMapping[str, click.Command], where: dict[str, str]):
+        self.loaded = loaded
+        self.where = where
+
+    def __getitem__(self, name: str) -> click.Command:
+        if name not in self.loaded:
+            module, _, attribute = self.where[name].partition(":")  # KeyError: no such command
+            command = getattr(importlib.import_module(module), attribute)
+            assert isinstance(command, click.Command), self.where[name]
+            self.loaded[name] = command
+        return self.loaded[name]
+
+    def __setitem__(self, name: str, command: click.Command) -> None:
+        self.loaded[name] = command
+
+    def __delitem__(self, name: str) -> None:
+        self.loaded.pop(name, None)
+        self.where.pop(name, None)
+
+    def __iter__(self) -> Iterator[str]:
+        return iter({**dict.fromkeys(self.where), **dict.fromkeys(self.loaded)})
+
+    def __len__(self) -> int:
+        return len(set(self.where) | set(self.loaded))
+
+
+main.commands = LazyCommands(main.commands, dict(COMMANDS))

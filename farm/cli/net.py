@@ -20,12 +20,15 @@ import subprocess
 import sys
 from collections.abc import Iterable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 
-from farm.config.fleets import load
 from farm.errors import ConfigError, FarmError
 from farm.output import exit_with
+
+if TYPE_CHECKING:
+    from farm.config.fleets import FarmFile
 
 CAP_NET_BIND_SERVICE = 10
 CAP_NET_ADMIN = 12
@@ -63,6 +66,14 @@ def bind_privilege_problem(ports: Iterable[int]) -> str | None:
     )
 
 
+def _load(file: str) -> FarmFile:
+    # Here, not at the top: `farm up` imports this module for bind_privilege_problem, and
+    # with no config file it need not load pydantic.
+    from farm.config.fleets import load
+
+    return load(file)
+
+
 def route_command(verb: str, network: Network) -> list[str]:
     return ["ip", "route", verb, "local", str(network), "dev", "lo"]
 
@@ -75,7 +86,7 @@ def scada_commands(network: Network, via: str) -> list[str]:
 
 
 def networks_of(file: str, count: int | None) -> list[Network]:
-    return load(file).routed_networks(count)
+    return _load(file).routed_networks(count)
 
 
 def local_routes() -> set[Network]:
@@ -138,7 +149,7 @@ def plan_routes(file: str, count: int | None, via: str) -> None:
     """Print the commands that make FILE's devices reachable from a SCADA host."""
     try:
         networks = networks_of(file, count)
-        ports = sorted({r.port for r in load(file).expand(count)[1]})
+        ports = sorted({r.port for r in _load(file).expand(count)[1]})
     except FarmError as error:
         exit_with(error)
     if not networks:

@@ -31,7 +31,6 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.text import Text
 
 from farm.cli.net import bind_privilege_problem
-from farm.cli.scenario import scenario_for_up
 from farm.cli.sharding import ShardChoice, shard_options
 from farm.cli.validate import allow_outside_option, make_plan
 from farm.client import api_host_option, api_port_option, api_token_option
@@ -43,7 +42,8 @@ from farm.errors import ConfigError, FarmError
 from farm.ipc.journal import DEFAULT_WRITES, MAX_WRITES
 from farm.master import logs
 from farm.master.fleetview.stream import STALL_S
-from farm.master.run import MasterOptions, ReadySummary, serve
+from farm.master.options import MasterOptions
+from farm.master.run import ReadySummary, serve
 from farm.master.state.restore import sized_plan
 from farm.master.state.statefile import fleet_digest
 from farm.master.supervision.supervisor import SupervisorOptions
@@ -255,7 +255,13 @@ def up(
                     counts, allow_outside,
                 ),
             )  # fmt: skip
-        timeline = scenario_for_up(file, scenario_file, plan)
+        timeline = None
+        if file is not None or scenario_file is not None:
+            # Here, not at the top: scenarios come in files, and their model loads pydantic
+            # and numpy, which `farm up --count N` does without until its workers are started.
+            from farm.cli.scenario import scenario_for_up
+
+            timeline = scenario_for_up(file, scenario_file, plan)
         problem = bind_privilege_problem(spec.port for spec in plan.servers())
         if problem is not None:
             raise ConfigError(problem)

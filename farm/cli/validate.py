@@ -18,10 +18,7 @@ import click
 from rich.table import Table as RichTable
 
 from farm.cli.budget import check_fleet_size
-from farm.cli.scenario import describe as describe_scenario
-from farm.cli.scenario import scenario_for_up
 from farm.cli.sharding import ShardChoice, shard_options
-from farm.config.fleets import load
 from farm.config.growth import FleetSpec, default_fleet
 from farm.config.plan import (
     Plan,
@@ -90,6 +87,9 @@ def expand(
             "--host, --port-base and --transport apply only without a config file "
             "(fleets give addresses and transports)"
         )
+    # Here, not at the top: `farm up --count N` needs no config file, nor pydantic.
+    from farm.config.fleets import load
+
     farm_file = load(file, allowed)
     counts = farm_file.counts(count)
     check_fleet_size(
@@ -228,6 +228,9 @@ def validate(
     file: str, count: int | None, scenario_file: str | None, allow_outside: tuple[Path, ...]
 ) -> None:
     """Check a config file (and its scenario) and show the fleets it describes."""
+    from farm.cli.scenario import describe as describe_scenario  # see scenario_for_up in up
+    from farm.cli.scenario import scenario_for_up
+
     try:
         plan = make_plan(file, count, None, None, 1, allowed=allow_outside)
         timeline = scenario_for_up(file, scenario_file, plan)

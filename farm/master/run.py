@@ -13,59 +13,30 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import errno
+import importlib
 import ipaddress
 import logging
 import signal
 import socket
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
-from pathlib import Path
-
-from aiohttp import web
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from farm.config.plan import Plan
-from farm.config.scenario.model import Timeline
-from farm.errors import ConfigError, PortBusyError, StateSaveError
+from farm.errors import ConfigError, StateSaveError
 from farm.master import logs
-from farm.master.faults.table import FaultTable
-from farm.master.fleet.inventory import Inventory
-from farm.master.fleet.scale import Scaler
-from farm.master.fleet.switch import Switch
-from farm.master.fleetview.stream import STALL_S
-from farm.master.http.access import Hosts
-from farm.master.http.app import build_app, build_metrics_app
-from farm.master.observe.tallies import ClientTallies
-from farm.master.scenario.player import ScenarioPlayer
-from farm.master.scenario.steps import StepActions
+from farm.master.options import MasterOptions
 from farm.master.state.marker import last_failure, stale
 from farm.master.state.restore import restore
-from farm.master.state.saver import StateKeeper, StateSaver, state_size
 from farm.master.state.statefile import Snapshot, fleet_counts, load
 from farm.master.supervision.listeners import bind_all, capacity, describe, ephemeral_overlap
-from farm.master.supervision.supervisor import Supervisor, SupervisorOptions
+from farm.master.supervision.supervisor import Supervisor
+
+if TYPE_CHECKING:
+    from farm.master.state.saver import StateKeeper
 
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class MasterOptions:
-    api_host: str = "127.0.0.1"
-    api_port: int = 9502
-    api_token: str | None = field(default=None, repr=False)  # never in a log line
-    api_insecure: bool = False  # serve a non-loopback API without a token, knowingly
-    api_allow_hosts: tuple[str, ...] = ()  # Host names the API answers to (http.access)
-    metrics_host: str | None = None  # None: the API's host
-    metrics_port: int | None = None  # a separate /metrics listener; None: none
-    state_file: Path | None = None  # banks restored from it at start, saved to it
-    # The digest of the plan the config built, before the state file resized it
-    # (farm.master.state.restore.sized_plan); None: the plan served is the config's.
-    state_origin: str | None = None
-    state_interval_s: float = 10.0
-    view_stall_s: float = STALL_S  # a fleet view stream not drained this long is closed
-    supervisor: SupervisorOptions = field(default_factory=SupervisorOptions)
-    scenario: Timeline | None = None  # played from when every server is ready
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -79,30 +50,6 @@ class ReadySummary:
     metrics_url: str
     seconds: float
     failed: tuple[str, ...]
-
-
-async def _start_api(
-    app: web.Application, host: str, port: int, option: str = "--api-port"
-) -> web.AppRunner:
-    # A client still connected must not hold the stop up for aiohttp's default 60 s.
-    runner = web.AppRunner(app, access_log=None, handle_signals=False, shutdown_timeout=2.0)
-    await runner.setup()
-    site = web.TCPSite(runner, host, port, reuse_address=True)
-    try:
-        await site.start()
-    except OSError as exc:
-        await runner.cleanup()
-        hint = ""
-        if exc.errno == errno.EADDRINUSE and option == "--api-port":
-            hint = (
-                f" (a farm already running there? `farm status --api-port {port}` shows it, "
-                f"`farm down --api-port {port}` stops it)"
-            )
-        raise PortBusyError(
-            f"control API cannot listen on {host}:{port}: {exc.strerror or exc}; "
-            f"pick another {option}{hint}"
-        ) from exc
-    return runner
 
 
 async def serve(
@@ -131,56 +78,30 @@ async def serve(
         if overlap is not None:
             logs.event(logging.WARNING, "ephemeral_ports", overlap)
         supervisor = Supervisor(plan, sockets, options.supervisor)
-        refresh: tuple[Callable[[], object], ...] = ()  # what a scale tells, besides the API's
         keeper: StateKeeper | None = None
-        hosts = Hosts.of(
-            options.api_allow_hosts, bool(options.api_token), loopback_host(options.api_host)
-        )
         if options.state_file is not None:
             keeper = _keep_state(options, snapshot, supervisor)
             cleanup.push_async_callback(keeper.finish)  # last in, first out: after the stop
-            refresh = (keeper.save_soon,)  # a scaled farm is saved at once, not at the interval
         cleanup.push_async_callback(supervisor.stop)
         supervisor.on_progress = on_progress
         supervisor.on_fatal = stop_requested.set
-        inventory, switch = Inventory(supervisor), Switch(supervisor)
-        faults = FaultTable(supervisor, switch)
-        cleanup.push_async_callback(faults.close)
-        inventory.faults = faults.faults_of
-        inventory.overlay = faults.overlay
-        scaler = Scaler(supervisor, (inventory.refresh, switch.refresh, faults.refresh, *refresh))
-        actions = StepActions(faults, switch, inventory, scaler.scale, scaler.counts)
-        player = ScenarioPlayer(actions, plan.fleets, plan.templates)
-        cleanup.push_async_callback(player.close)  # before the faults (callbacks run last first)
-        tallies = ClientTallies(supervisor)  # per client, for /metrics
-        tallies.start()
-        cleanup.push_async_callback(tallies.stop)
-        app = build_app(
-            supervisor,
-            stop_requested.set,
-            options.api_token,
-            _metrics_urls(options),
-            inventory=inventory,
-            switch=switch,
-            faults=faults,
-            scenario=player,
-            scaler=scaler,
-            hosts=hosts,
-            view_stall_s=options.view_stall_s,
-            state=keeper.summary if keeper is not None else lambda: None,
-            clients=tallies,
-        )
-        cleanup.push_async_callback(
-            (await _start_api(app, options.api_host, options.api_port)).cleanup
-        )
-        if options.metrics_port is not None:
-            metrics_app = build_metrics_app(supervisor, faults, player, hosts, tallies)
-            metrics_host = options.metrics_host or options.api_host
-            metrics_runner = await _start_api(
-                metrics_app, metrics_host, options.metrics_port, "--metrics-port"
-            )
-            cleanup.push_async_callback(metrics_runner.cleanup)
+        # The workers start first: their boot (mostly loading their modules) overlaps the
+        # loading of the API's modules here, in a thread, so that the loop keeps reading the
+        # workers' pipes and the signals meanwhile. The faults of their Assign are none yet:
+        # the fault table that could hold some comes with the API.
         starting = asyncio.create_task(supervisor.start())
+        cleanup.push_async_callback(_cancel, starting)  # an API that cannot start, say
+        await asyncio.to_thread(importlib.import_module, "farm.master.wiring")
+        from farm.master.wiring import open_api  # loaded just above: nothing left to load
+
+        player = await open_api(
+            supervisor,
+            options,
+            stop_requested.set,
+            keeper,
+            cleanup,
+            loopback_host(options.api_host),
+        )
         stopping = asyncio.create_task(stop_requested.wait())
         await asyncio.wait({starting, stopping}, return_when=asyncio.FIRST_COMPLETED)
         if starting.done():
@@ -201,6 +122,11 @@ async def serve(
             f"{keeper.last_error}); it holds the farm as of its last good save, and the next "
             "start will say so"
         )
+
+
+async def _cancel(task: asyncio.Task[None]) -> None:
+    task.cancel()
+    await asyncio.gather(task, return_exceptions=True)
 
 
 @contextlib.contextmanager
@@ -241,6 +167,9 @@ def _keep_state(
 ) -> StateKeeper:
     """Restore the banks from the state file (before any worker starts), then keep saving
     the farm as it runs (as `farm scale` changes it: the supervisor's plan)."""
+    from farm.master.state.saver import StateKeeper, StateSaver, state_size  # numpy: here
+
+    supervisor.initialize()  # the starting values first: the file's values go over them
     path, plan = options.state_file, supervisor.plan
     assert path is not None
     segments = {slot.shard.worker: slot.segment.name for slot in supervisor.slots}
@@ -292,19 +221,6 @@ def _close(sockets: dict[int, socket.socket]) -> None:
         sock.close()
 
 
-def _metrics_urls(options: MasterOptions) -> tuple[str, ...]:
-    """Where /metrics is served, the separate listener first."""
-    urls = [f"http://{_url_host(options.api_host)}:{options.api_port}/metrics"]
-    if options.metrics_port is not None:
-        host = _url_host(options.metrics_host or options.api_host)
-        urls.insert(0, f"http://{host}:{options.metrics_port}/metrics")
-    return tuple(urls)
-
-
-def _url_host(host: str) -> str:
-    return f"[{host}]" if ":" in host else host
-
-
 def _fleet_addresses(plan: Plan) -> tuple[str, ...]:
     """Each fleet on its own line, with its transport: a UDP fleet's ports are not the TCP
     fleet's range."""
@@ -333,7 +249,7 @@ def _summary(
         workers=len(supervisor.slots),
         pids=tuple(slot.pid for slot in supervisor.slots if slot.pid is not None),
         api_url=f"{base}/api/v1/status",
-        metrics_url=_metrics_urls(options)[0],
+        metrics_url=options.metrics_urls()[0],
         seconds=seconds,
         failed=failed,
     )

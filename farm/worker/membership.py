@@ -17,7 +17,6 @@ import ssl
 from typing import TYPE_CHECKING
 
 from farm.ipc.messages import AddServers, RemoveServers, Reply, ServerFailed
-from farm.worker.ticker import Ticker
 
 if TYPE_CHECKING:
     from farm.worker.process import Worker
@@ -90,15 +89,9 @@ def _retick(worker: Worker) -> None:
 
     Each group keeps its schedule, so a counter does not step twice because of the change.
     """
+    from farm.worker.ticker import ticker_over  # numpy: loaded after the worker's boot
+
     assert worker.segment is not None
-    before = worker.ticker
-    ticker = Ticker(worker.segment.buf, worker.assign.origin)
-    for spec in worker.specs.values():
-        ticker.add(spec, worker.assign.templates[spec.template])
-    ticker.freeze()
-    if before is not None:
-        for key, group in ticker.groups.items():
-            earlier = before.groups.get(key)
-            if earlier is not None:
-                group.next_due = earlier.next_due
-    worker.ticker = ticker
+    worker.ticker = ticker_over(
+        worker.segment.buf, worker.assign.origin, worker.tick_list(), worker.ticker
+    )

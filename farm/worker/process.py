@@ -28,7 +28,7 @@ import sys
 import time
 from collections.abc import Coroutine
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import uvloop
 
@@ -69,8 +69,10 @@ from farm.worker.faults.book import FaultBook
 from farm.worker.limits.guard import ServerConnections, WorkerConnections
 from farm.worker.observe import clients, tally, trace
 from farm.worker.observe.trace import Tracer
-from farm.worker.ticker import Ticker
 from farm.worker.transports.serving import Listener, Transports
+
+if TYPE_CHECKING:  # a type alone: the ticker loads numpy, after the boot (`_tick`)
+    from farm.worker.ticker import Ticker
 
 ASSIGN_TIMEOUT_S = 30.0
 DRAIN_TIMEOUT_S = 2.0
@@ -106,6 +108,14 @@ def run(conn: Connection, sockets: dict[int, socket.socket]) -> None:
     sys.stdout.flush()
     sys.stderr.flush()
     os._exit(code)
+
+
+def _new_ticker(
+    buf: memoryview, origin: float, servers: list[tuple[ServerSpec, DeviceTemplate]]
+) -> Ticker:
+    from farm.worker.ticker import ticker_over  # numpy: see Worker._tick
+
+    return ticker_over(buf, origin, servers)
 
 
 def rss_bytes() -> int:
@@ -174,8 +184,7 @@ class Worker:
         self.connections = connections = self._connections(events)
         connections.wheel.start(loop)
         heartbeat = asyncio.create_task(self._heartbeats())
-        self.ticker = Ticker(self.segment.buf, self.assign.origin)
-        failed = await switch.start_all(self, self.ticker)
+        failed = await switch.start_all(self)
         self.send(Ready(worker=self.assign.worker, servers_up=len(self.servers), failed=failed))
         ticking = asyncio.create_task(self._tick())
         folding = asyncio.create_task(clients.fold_every(self.devices))
@@ -257,7 +266,19 @@ class Worker:
         spec = self.specs.get(number)
         return None if spec is None else self.assign.templates.get(spec.template)
 
+    def tick_list(self) -> list[tuple[ServerSpec, DeviceTemplate]]:
+        """Every server of the shard with its template, as the ticker moves them."""
+        return [(spec, self.assign.templates[spec.template]) for spec in self.specs.values()]
+
     async def _tick(self) -> None:
+        if self.ticker is None:
+            # Made after Ready, in a thread (numpy is a quarter of a worker's imports): the
+            # servers answer meanwhile, from the starting values the master wrote.
+            assert self.segment is not None
+            args = (self.segment.buf, self.assign.origin, self.tick_list())
+            ticker = await asyncio.to_thread(_new_ticker, *args)
+            if self.ticker is None:  # else servers joined or left meanwhile: a newer one
+                self.ticker = ticker
         while True:
             # Read each time: servers joining or leaving replace it (farm.worker.membership).
             assert self.ticker is not None

@@ -15,9 +15,7 @@ import socket
 import ssl
 from typing import TYPE_CHECKING
 
-from farm.config.templates import DeviceTemplate
 from farm.ipc.messages import Control, ServerFailed
-from farm.worker.ticker import Ticker
 from farm.worker.transports.serving import Transports
 
 if TYPE_CHECKING:
@@ -26,15 +24,13 @@ if TYPE_CHECKING:
 BATCH = 250  # servers started between two yields to the loop (heartbeats keep flowing)
 
 
-async def start_all(worker: Worker, ticker: Ticker) -> tuple[ServerFailed, ...]:
+async def start_all(worker: Worker) -> tuple[ServerFailed, ...]:
     """Serve the shard's servers on the sockets the worker was spawned with; the ones that
     fail to start are reported, one `ServerFailed` each, and the others carry on."""
     worker.transports = transports = Transports(worker, worker.count_tls_role)
     failed = []
     for started, spec in enumerate(worker.assign.servers):
         number = spec.stats_index
-        template: DeviceTemplate = worker.assign.templates[spec.template]
-        ticker.add(spec, template)  # a stopped server's values move too
         sock = worker.sockets.pop(spec.index, None)
         if sock is None:
             continue  # stopped by the master, or started already by a Control
@@ -53,7 +49,6 @@ async def start_all(worker: Worker, ticker: Ticker) -> tuple[ServerFailed, ...]:
         worker.keep(number, server)
         if started % BATCH == BATCH - 1:
             await asyncio.sleep(0)
-    ticker.freeze()
     return tuple(failed)
 
 

@@ -10,9 +10,12 @@ sees half a value.
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable
 
 from farm.config import codec
 from farm.config.behaviours import PointGroups
+from farm.config.plan import ServerSpec
+from farm.config.templates import DeviceTemplate
 
 
 class Ticker(PointGroups):
@@ -35,3 +38,23 @@ class Ticker(PointGroups):
                 group.next_due = self.origin + (math.floor(t / interval) + 1) * interval
             upcoming = min(upcoming, group.next_due)
         return upcoming
+
+
+def ticker_over(
+    buf: memoryview,
+    origin: float,
+    servers: Iterable[tuple[ServerSpec, DeviceTemplate]],
+    before: Ticker | None = None,
+) -> Ticker:
+    """A ticker over these servers' points in `buf`, ready to tick; each group keeps its
+    schedule from `before` (a counter does not step twice because the shard changed)."""
+    ticker = Ticker(buf, origin)
+    for spec, template in servers:
+        ticker.add(spec, template)  # a stopped server's values move too
+    ticker.freeze()
+    if before is not None:
+        for key, group in ticker.groups.items():
+            earlier = before.groups.get(key)
+            if earlier is not None:
+                group.next_due = earlier.next_due
+    return ticker

@@ -29,7 +29,6 @@ from typing import Any
 
 import multiprocess
 
-from farm.config.behaviours import initialize_shard
 from farm.config.plan import Plan
 from farm.errors import BootError
 from farm.ipc import messages
@@ -91,9 +90,8 @@ class Supervisor:
             )
             for shard in plan.shards
         ]
-        for slot in self.slots:  # starting values, once: a restarted worker keeps the bank's
-            initialize_shard(slot.segment.buf, slot.shard, plan.templates)
-            slot.segment.remap()
+        self.initialized = False  # the banks hold their starting values (`initialize`)
+        self._initializing: asyncio.Future[None] | None = None
         self.stopping = False
         self.stalled_s = 0.0  # how long the master's own loop was late, in all
         self.fatal: BootError | None = None
@@ -110,6 +108,26 @@ class Supervisor:
         self._tasks: set[asyncio.Task[None]] = set()
 
     # -- lifecycle ---------------------------------------------------------------------
+
+    def initialize(self) -> None:
+        """Write every bank's starting values, once (a restarted worker keeps the bank's):
+        before a state file restores them, else before the first Assign (`_banks_ready`)."""
+        if self.initialized:
+            return
+        # Here, not at the top: numpy loads while the workers boot (`_banks_ready`).
+        from farm.config.behaviours import initialize_shard
+
+        for slot in self.slots:
+            initialize_shard(slot.segment.buf, slot.shard, self.plan.templates)
+            slot.segment.remap()
+        self.initialized = True
+
+    async def _banks_ready(self) -> None:
+        """`initialize`, in a thread and once for all slots: the first workers' processes
+        start meanwhile (the better part of their boot is loading their modules)."""
+        if self._initializing is None:
+            self._initializing = asyncio.ensure_future(asyncio.to_thread(self.initialize))
+        await asyncio.shield(self._initializing)
 
     async def start(self) -> None:
         """Spawn every worker and wait until all are ready; raises BootError."""
@@ -161,6 +179,12 @@ class Supervisor:
         # Process.start writes the pickled process object to the child: off the loop, it blocks.
         await asyncio.to_thread(process.start)
         theirs.close()
+        try:
+            await self._banks_ready()
+        except BaseException:  # nothing would ever watch or end this process
+            process.kill()
+            await asyncio.to_thread(process.join, 2.0)
+            raise
         if self.stopping:  # stop() began meanwhile: this worker has nothing to finish
             process.kill()
             await asyncio.to_thread(process.join, 2.0)

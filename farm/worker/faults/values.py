@@ -17,7 +17,6 @@ from collections.abc import Iterable
 from time import monotonic
 
 from farm.config.faults.rules import FaultRule
-from farm.config.faults.value_rules import bank_width, overlap, reading
 from farm.config.templates import DeviceTemplate, Point, Table
 from farm.ipc.banks import UnitBank
 from farm.ipc.stats import INJECTION_SLOT
@@ -46,9 +45,14 @@ class Overlay:
 class PointValues:
     """The value faults on one server's points, by (unit id, table)."""
 
-    __slots__ = ("by_table",)
+    __slots__ = ("by_table", "rules")
 
     def __init__(self, overlays: Iterable[Overlay]) -> None:
+        # Here, not at the top: the readings are numpy's (farm.config.codec), which a worker
+        # loads after its boot, or now, for its first value fault.
+        from farm.config.faults import value_rules
+
+        self.rules = value_rules
         self.by_table: dict[tuple[int, Table], list[Overlay]] = {}
         for overlay in overlays:
             key = (overlay.point.unit_id, overlay.point.table)
@@ -78,16 +82,17 @@ class PointValues:
         first, count = _ADDRESS_COUNT.unpack_from(pdu, 1)
         out: bytearray | None = None
         now = monotonic()
+        rules = self.rules
         for overlay in overlays:
             point = overlay.point
-            shared = overlap(point, first, count)
+            shared = rules.overlap(point, first, count)
             if shared is None:
                 continue
             if out is None:
                 out = bytearray(answer)
             start = point.address * (1 if table.is_bits else 2)
-            true = bytes(bank.view(table)[start : start + bank_width(point)])
-            data = reading(overlay.rule, point, true, overlay.held, now)
+            true = bytes(bank.view(table)[start : start + rules.bank_width(point)])
+            data = rules.reading(overlay.rule, point, true, overlay.held, now)
             _put(out, table, first, shared, point, data)
             counters[INJECTION_SLOT[overlay.rule.kind]] += 1
         return answer if out is None else bytes(out)
