@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.farmproc import FarmProcess, free_port, free_port_range
+from tests.farmproc import FarmProcess, free_port, free_port_range, run_together
 
 pytestmark = pytest.mark.timeout(120)
 WIDE = {**os.environ, "COLUMNS": "200"}  # rich wraps table cells at 80 columns in a pipe
@@ -113,21 +113,33 @@ def test_servers_and_faults_of_a_running_farm_are_printed_literally(tmp_path: Pa
     running.start()
     try:
         running.wait_ready()
-        listed = farm("servers", "--api-port", str(running.api_port))
+        api = ["--api-port", str(running.api_port)]
+        command = [sys.executable, "-m", "farm"]
+        # Commands that do not depend on one another run side by side (run_together).
+        listed, added = run_together(
+            [
+                [*command, "servers", *api],
+                [*command, "fault", "add", "delay", "--target", "meters[/x]-0001", "--ms", "1",
+                 *api],
+            ],
+            env=WIDE,
+        )  # fmt: skip
         assert listed.returncode == 0, listed.stderr
         assert "meters[/x]-0000" in listed.stdout and "meters[/x]-0001" in listed.stdout
-        api = ["--api-port", str(running.api_port)]
-        added = farm("fault", "add", "delay", "--target", "meters[/x]-0001", "--ms", "1", *api)
         assert added.returncode == 0, added.stderr
         assert "on meters[/x]-0001" in added.stdout, added.stdout
         listed = farm("fault", "list", *api)
         assert listed.returncode == 0 and "meters[/x]-0001" in listed.stdout, listed.stderr
-        cleared = farm("fault", "clear", "--all", *api)
-        assert cleared.returncode == 0 and "cleared 1 fault" in cleared.stdout, cleared.stderr
         story = tmp_path / "story[b]:fire:.yaml"
         story.write_text("scenario:\n  steps:\n    - {at: 60s, name: 'trip[/x]:fire:', "
                          "stop: {target: 'meters[/x]-0001'}}\n")  # fmt: skip
-        played = farm("scenario", "run", story.name, *api, cwd=tmp_path)
+        cleared, played = run_together(
+            [[*command, "fault", "clear", "--all", *api], [*command, "scenario", "run", story.name,
+             *api]],
+            env=WIDE,
+            cwd=tmp_path,
+        )  # fmt: skip
+        assert cleared.returncode == 0 and "cleared 1 fault" in cleared.stdout, cleared.stderr
         assert played.returncode == 0, played.stderr
         assert "playing story[b]:fire:.yaml: 1 step\n" in played.stdout, played.stdout
         status = farm("scenario", "status", *api)

@@ -13,6 +13,7 @@ import itertools
 import json
 import os
 import random
+import signal
 import socket
 import subprocess
 import sys
@@ -233,40 +234,53 @@ def shards(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Fleet]:
         f"  - {{name: plant, template: default, count: {FLEET}, name_pattern: 'dev-{{i:04d}}',\n"
         f"     addressing: {{subnet: {subnet}, port: {port}}}}}\n"
     )
-    farms: list[FarmProcess] = []
+    launched: list[FarmProcess] = []
+    farms: list[FarmProcess] = []  # the ready ones
     try:
-        for index in range(SHARDS):
-            farms.append(start_shard(index, str(config), port))
+        # All four start at once (their start is mostly imports: one core each), then each
+        # must be ready.
+        launched.extend(launch_shard(index, str(config), port) for index in range(SHARDS))
+        for index, farm in enumerate(launched):
+            farms.append(ready_shard(farm, index, str(config), port))
         yield Fleet(farms, subnet, port)
     finally:
+        for farm in launched[len(farms) :]:  # a setup that failed: the rest never got ready
+            if farm.process is not None and farm.process.returncode is None:
+                farm.kill()
+        for farm in farms:  # all asked to stop first: the stops run side by side
+            assert farm.process is not None
+            if farm.process.poll() is None:
+                farm.process.send_signal(signal.SIGTERM)
         results = [farm.stop() for farm in farms]
         for code, _, stderr in results:
             assert code == 0, stderr
 
 
-def start_shard(index: int, config: str, port: int) -> FarmProcess:
-    """Shard `index`, up and ready; on another API port if a program took its port meanwhile
-    (the machine is shared with other test runs).
-
-    Shard 3 takes its index and count from the environment, the others from options.
-    """
+def launch_shard(index: int, config: str, port: int) -> FarmProcess:
+    """Shard `index`, started. Shard 3 takes its index and count from the environment, the
+    others from options."""
     extra = [] if index == 3 else ["--shard-index", str(index), "--shard-count", str(SHARDS)]
     env = {"FARM_SHARD_INDEX": "3", "FARM_SHARD_COUNT": str(SHARDS)} if index == 3 else {}
+    farm = FarmProcess(
+        count=FLEET // SHARDS, workers=1, port_base=port, api_port=free_port(),
+        extra=extra, file=config,
+    )  # fmt: skip
+    saved = {name: os.environ.get(name) for name in env}
+    os.environ.update(env)
+    try:
+        return farm.start()
+    finally:
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+
+
+def ready_shard(farm: FarmProcess, index: int, config: str, port: int) -> FarmProcess:
+    """`farm` (shard `index`) up and ready; started again on another API port if a program
+    took its port meanwhile (the machine is shared with other test runs)."""
     for attempt in range(3):
-        farm = FarmProcess(
-            count=FLEET // SHARDS, workers=1, port_base=port, api_port=free_port(),
-            extra=extra, file=config,
-        )  # fmt: skip
-        saved = {name: os.environ.get(name) for name in env}
-        os.environ.update(env)
-        try:
-            farm.start()
-        finally:
-            for name, value in saved.items():
-                if value is None:
-                    os.environ.pop(name, None)
-                else:
-                    os.environ[name] = value
         try:
             farm.wait_ready(120)
             return farm
@@ -274,6 +288,7 @@ def start_shard(index: int, config: str, port: int) -> FarmProcess:
             farm.kill()
             if "already in use" not in str(error) or attempt == 2:
                 raise
+        farm = launch_shard(index, config, port)
     raise AssertionError("unreachable")
 
 
