@@ -270,11 +270,11 @@ class FleetView:
         if by_name is self.masks_from:
             return self.masks
         masks = np.zeros(len(self.order), dtype=np.uint32)
-        places = self.places
+        cells = self.places.cells
         for name, mask in by_name.items():
-            place = places.get(name)
-            if place is not None:
-                masks[place.cell] = mask
+            cell = cells.get(name)
+            if cell is not None:
+                masks[cell] = mask
         self.masks_from = by_name
         return masks
 
@@ -312,8 +312,8 @@ class FleetView:
     def _cells(self, names: Callable[[], Collection[str]] | None) -> list[int]:
         if names is None:
             return []
-        places = self.places
-        return [places[name].cell for name in names() if name in places]
+        cells = self.places.cells
+        return [cells[name] for name in names() if name in cells]
 
     def _totals(self, now: float, requests_per_s: float, errors_per_s: float) -> dict[str, Any]:
         sup, sources = self.supervisor, self.sources
@@ -347,10 +347,10 @@ class FleetView:
         """A server's requests/s over the window, while the view runs."""
         if self._task is None or name not in self.places:
             return None
-        return round(float(self.rates[self.places[name].cell]), 2)
+        return round(float(self.rates[self.places.cells[name]]), 2)
 
     def state(self, name: str) -> str | None:
         """A server's state as the page shows it, while the view runs."""
         if self._task is None or name not in self.places:
             return None
-        return STATES[int(self.codes[self.places[name].cell]) >> 3]
+        return STATES[int(self.codes[self.places.cells[name]]) >> 3]
