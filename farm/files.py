@@ -33,11 +33,12 @@ import stat
 import tomllib
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
-
-import yaml
+from typing import TYPE_CHECKING, Any
 
 from farm.errors import InputError, MissingFile
+
+if TYPE_CHECKING:
+    from yaml import MarkedYAMLError
 
 MiB = 1024 * 1024
 CONFIG_BYTES = 16 * MiB
@@ -110,6 +111,8 @@ def read_text(path: Path | str, limit: int, what: str = "file") -> str:
 
 def parse(text: str, syntax: str, where: str) -> Any:
     """YAML, TOML or JSON text as data, at most MAX_DEPTH deep; raises InputError."""
+    import yaml  # here: `farm up --count N` reads no file, and starts its workers sooner
+
     try:
         if syntax == "toml":
             data: Any = tomllib.loads(text)
@@ -138,7 +141,7 @@ def _too_deep(where: str) -> InputError:
     return InputError(f"{where}: nested more than {MAX_DEPTH} levels deep")
 
 
-def _yaml_problem(exc: yaml.MarkedYAMLError) -> str:
+def _yaml_problem(exc: MarkedYAMLError) -> str:
     """Line and column and what is wrong, without the snippet of the file yaml adds."""
     mark = exc.problem_mark or exc.context_mark
     place = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""

@@ -86,9 +86,9 @@ def test_master_and_cli_do_not_load_pymodbus() -> None:
 
 
 def test_farm_up_starts_its_workers_before_it_loads_the_api() -> None:
-    """What `farm up` loads before it starts its workers: neither the API's libraries
-    (aiohttp, prometheus_client), pydantic nor numpy, which farm.master.wiring loads while
-    the workers boot; and `farm status` loads no master at all."""
+    """What `farm up --count N` loads before it starts its workers: neither the API's
+    libraries (aiohttp, prometheus_client), pydantic, numpy nor yaml (it reads no file),
+    which farm.master.wiring loads while the workers boot; `farm status` loads no master."""
     code = (
         "import sys, json; import farm.cli.app; first = sorted(sys.modules); "
         "import farm.cli.up, farm.master.run; "
@@ -98,7 +98,7 @@ def test_farm_up_starts_its_workers_before_it_loads_the_api() -> None:
         [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True
     )
     command, up = json.loads(done.stdout)
-    late = ("aiohttp", "prometheus_client", "pydantic", "numpy", "farm.master.wiring")
+    late = ("aiohttp", "prometheus_client", "pydantic", "numpy", "yaml", "farm.master.wiring")
     assert "farm.master.supervision.supervisor" in up
     assert not [m for m in up if m.startswith(late)], up
     assert not [m for m in command if m.startswith(("farm.master", "numpy", *late))], command

@@ -27,7 +27,7 @@ from __future__ import annotations
 import math
 import struct
 from array import array
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 import numpy.typing as npt
@@ -120,12 +120,35 @@ class PointGroups:
     def __init__(self, buf: memoryview) -> None:
         self.bytes = np.frombuffer(buf, dtype=np.uint8)
         self.groups: dict[tuple[str, int], PointGroup] = {}
+        # (template, block offset, block capacity) -> each point's (group, first, stride)
+        self._layouts: dict[tuple[str, int, int], list[tuple[PointGroup, int, int]]] = {}
 
     def add(self, spec: ServerSpec, template: DeviceTemplate) -> None:
+        key = (template.name, spec.block_offset, spec.block_capacity)
+        layout = self._layouts.get(key)
+        if layout is None:
+            layout = self._layouts[key] = self._layout(spec, template)
+        slot, seed = spec.slot, spec.seed
+        for group, first, stride in layout:
+            group.offsets.append(first + slot * stride)
+            group.seeds.append(seed)
+
+    def _layout(
+        self, spec: ServerSpec, template: DeviceTemplate
+    ) -> list[tuple[PointGroup, int, int]]:
+        """Where each point of `template` is for the servers of `spec`'s block: at `first +
+        slot * stride` (a block holds each table of its servers side by side), so that
+        10,000 servers cost a multiplication each, not point_offset's walk of the layout."""
+        neighbour = replace(spec, slot=spec.slot + 1)
+        layout = []
         for number, point in enumerate(template.points):
-            group = self.groups.setdefault((template.name, number), PointGroup(point, number))
-            group.offsets.append(point_offset(spec, template, point))
-            group.seeds.append(spec.seed)
+            group = self.groups.get((template.name, number))
+            if group is None:
+                group = self.groups[(template.name, number)] = PointGroup(point, number)
+            here = point_offset(spec, template, point)
+            stride = point_offset(neighbour, template, point) - here
+            layout.append((group, here - spec.slot * stride, stride))
+        return layout
 
     def freeze(self) -> None:
         for group in self.groups.values():
