@@ -39,6 +39,7 @@ from farm.config.plan import TRANSPORTS, Plan, Transport
 from farm.config.shards import FleetSlice
 from farm.config.templates import ConnectionPolicy
 from farm.errors import ConfigError, FarmError
+from farm.files import read_structured
 from farm.ipc.journal import DEFAULT_WRITES, MAX_WRITES
 from farm.master import logs
 from farm.master.fleetview.stream import STALL_S
@@ -256,9 +257,9 @@ def up(
                 ),
             )  # fmt: skip
         timeline = None
-        if file is not None or scenario_file is not None:
-            # Here, not at the top: scenarios come in files, and their model loads pydantic
-            # and numpy, which `farm up --count N` does without until its workers are started.
+        if scenario_file is not None or (file is not None and _has_scenario(file)):
+            # Here, not at the top: the scenario model loads pydantic and numpy, which a farm
+            # without a scenario loads after its workers are started, while they boot.
             from farm.cli.scenario import scenario_for_up
 
             timeline = scenario_for_up(file, scenario_file, plan)
@@ -300,6 +301,12 @@ def up(
     if plain:
         with contextlib.suppress(OSError):
             err.print("farm stopped")
+
+
+def _has_scenario(file: str) -> bool:
+    """Whether the config FILE (read already: a bad one failed before this) has a scenario."""
+    data = read_structured(Path(file))
+    return isinstance(data, dict) and "scenario" in data
 
 
 ProgressCallback = Callable[[int, int], None]

@@ -93,22 +93,15 @@ def describe(addresses: Iterable[tuple[str, int]], most: int = 4) -> str:
     past `most` runs the rest is counted, not listed.
     """
 
-    def key(address: tuple[str, int]) -> tuple[int, int, str]:
-        host, port = address
-        try:
-            return int(ipaddress.ip_address(host)), port, host
-        except ValueError:
-            return -1, port, host
-
+    # Each host's number once (the ready summary of 10,000 servers took half a second of
+    # the master's loop when the runs below parsed each address three times).
+    numbers = {host: _host_number(host) for host, _ in set(addresses)}
     runs: list[list[tuple[str, int]]] = []
-    for host, port in sorted(set(addresses), key=key):
+    for number, port, host in sorted({(numbers[h], p, h) for h, p in addresses}):
         if runs:
             (first_host, first_port), (last_host, last_port) = runs[-1][0], runs[-1][-1]
             next_port = last_host == host and last_port == port - 1 and first_host == host
-            next_host = (
-                last_port == port == first_port
-                and key((host, port))[0] == key((last_host, port))[0] + 1
-            )
+            next_host = last_port == port == first_port and number == numbers[last_host] + 1
             if next_port or next_host:
                 runs[-1].append((host, port))
                 continue
@@ -125,6 +118,18 @@ def describe(addresses: Iterable[tuple[str, int]], most: int = 4) -> str:
     if len(runs) > most:
         texts.append(f"and {sum(len(r) for r in runs[most:])} more")
     return ", ".join(texts)
+
+
+def _host_number(host: str) -> int:
+    """An address as a number (IPv4 at C speed: the common case by far); -1 for a name."""
+    try:
+        return int.from_bytes(socket.inet_pton(socket.AF_INET, host), "big")
+    except OSError:
+        pass
+    try:
+        return int(ipaddress.ip_address(host))
+    except ValueError:
+        return -1
 
 
 def reserve(spec: ServerSpec) -> socket.socket | None:
