@@ -19,6 +19,7 @@ from farm.cli.budget import MAX_SERVERS, check_fleet_size
 from farm.cli.validate import make_plan
 from farm.config.templates import default_template
 from farm.errors import ConfigError
+from tests.farmproc import run_together
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -37,6 +38,18 @@ def farm(*args: str, timeout: float = 30) -> tuple[int, str, str, float]:
 def refused(*args: str, timeout: float = 30) -> str:
     """The one line of a refusal (exit 2, no traceback)."""
     code, _, stderr, _ = farm(*args, timeout=timeout)
+    return refusal_line(code, stderr)
+
+
+def all_refused(*commands: list[str], timeout: float = 30) -> list[str]:
+    """`refused` of commands that do not depend on one another, run at once (run_together)."""
+    done = run_together(
+        [[sys.executable, "-m", "farm", *args] for args in commands], timeout=timeout
+    )
+    return [refusal_line(each.returncode, each.stderr) for each in done]
+
+
+def refusal_line(code: int, stderr: str) -> str:
     assert "Traceback" not in stderr, stderr[-2000:]
     assert code == 2, stderr[-2000:]
     lines = [line for line in stderr.splitlines() if line.strip()]
@@ -85,8 +98,11 @@ def write(path: Path, data: dict[str, Any]) -> Path:
 def test_a_fifo_or_a_device_as_the_config_file_is_refused_by_name(tmp_path: Path) -> None:
     fifo = tmp_path / "farm.yaml"
     os.mkfifo(fifo)
-    assert "is a FIFO, not a regular file" in refused("validate", str(fifo), timeout=20)
-    assert "is a character device" in refused("validate", "/dev/zero", timeout=20)
+    fifo_line, device_line = all_refused(
+        ["validate", str(fifo)], ["validate", "/dev/zero"], timeout=20
+    )
+    assert "is a FIFO, not a regular file" in fifo_line
+    assert "is a character device" in device_line
 
 
 def test_a_config_file_past_its_limit_is_refused_after_a_bounded_read(tmp_path: Path) -> None:
@@ -118,8 +134,11 @@ def test_a_fifo_or_device_as_the_state_file_is_refused_before_anything_binds(
 ) -> None:
     fifo = tmp_path / "state.bin"
     os.mkfifo(fifo)
-    for state in (str(fifo), "/dev/zero"):
-        line = refused("up", "--count", "1", "--port-base", "6300", "--state", state, timeout=30)
+    states = (str(fifo), "/dev/zero")
+    lines = all_refused(
+        *[["up", "--count", "1", "--port-base", "6300", "--state", state] for state in states]
+    )
+    for state, line in zip(states, lines, strict=True):
         assert "not a regular file" in line and state in line
 
 
@@ -131,13 +150,14 @@ def test_a_replay_csv_outside_the_config_directory_is_refused(tmp_path: Path) ->
     here.mkdir()
     outside = tmp_path / "private.csv"
     outside.write_text(f"{SECRET}\n{SECRET}\n")
-    for name in ("/etc/shadow", "../private.csv"):
-        line = refused("validate", str(write(here / "farm.yaml", replay(name))))
-        assert "outside" in line and "--allow-outside" in line and SECRET not in line
     # A symlink inside the directory that leads out is the same thing.
     (here / "link.csv").symlink_to(outside)
-    line = refused("validate", str(write(here / "farm.yaml", replay("link.csv"))))
-    assert "outside" in line and SECRET not in line
+    names = ("/etc/shadow", "../private.csv", "link.csv")
+    paths = [write(here / f"farm{number}.yaml", replay(name)) for number, name in enumerate(names)]
+    lines = all_refused(*[["validate", str(path)] for path in paths])
+    for name, line in zip(names, lines, strict=True):
+        assert "outside" in line and SECRET not in line, (name, line)
+        assert "--allow-outside" in line or name == "link.csv", (name, line)
 
 
 def test_allowed_outside_a_csv_is_read_and_its_content_never_echoed(tmp_path: Path) -> None:
@@ -199,15 +219,21 @@ def test_a_fleet_past_the_machine_memory_is_refused_with_the_numbers() -> None:
     check_fleet_size([("a", 500_000, template)], shards=10, memory=4 * 1024**3)  # one shard fits
 
 
-@pytest.mark.parametrize(
-    "pattern",
-    ["{i:999999999}", "{i.__class__.__mro__}", "{fleet[0]}", "{i!r}", "{x}", "{i:{n}}", "{i:>40}"],
-)
-def test_name_pattern_takes_only_plain_fields(tmp_path: Path, pattern: str) -> None:
-    path = write(tmp_path / "farm.yaml", config(name_pattern=pattern))
-    code, _, stderr, seconds = farm("validate", str(path))
-    assert code == 2 and "Traceback" not in stderr
-    assert "name_pattern" in stderr and seconds < 20
+BAD_PATTERNS = (
+    "{i:999999999}", "{i.__class__.__mro__}", "{fleet[0]}", "{i!r}", "{x}", "{i:{n}}", "{i:>40}"
+)  # fmt: skip
+
+
+def test_name_pattern_takes_only_plain_fields(tmp_path: Path) -> None:
+    """Each pattern its own `farm validate`, run a few at once; each answers within 20 s."""
+    paths = [
+        write(tmp_path / f"farm{number}.yaml", config(name_pattern=pattern))
+        for number, pattern in enumerate(BAD_PATTERNS)
+    ]
+    commands = [[sys.executable, "-m", "farm", "validate", str(path)] for path in paths]
+    for pattern, done in zip(BAD_PATTERNS, run_together(commands, timeout=20), strict=True):
+        assert done.returncode == 2 and "Traceback" not in done.stderr, (pattern, done.stderr)
+        assert "name_pattern" in done.stderr, (pattern, done.stderr)
 
 
 def test_a_wide_but_bounded_name_pattern_still_works(tmp_path: Path) -> None:
@@ -219,9 +245,9 @@ def test_a_wide_but_bounded_name_pattern_still_works(tmp_path: Path) -> None:
 # -- certificates ---------------------------------------------------------------------------
 
 
-def tls_config(tmp_path: Path, certificate: str, key: str) -> Path:
+def tls_config(tmp_path: Path, certificate: str, key: str, name: str = "farm.yaml") -> Path:
     return write(
-        tmp_path / "farm.yaml",
+        tmp_path / name,
         config(transport="tls", tls={"certificate": certificate, "key": key}),
     )
 
@@ -229,9 +255,10 @@ def tls_config(tmp_path: Path, certificate: str, key: str) -> Path:
 @pytest.fixture(scope="module")
 def two_sets(tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = tmp_path_factory.mktemp("certs")
-    for name in ("one", "two"):
-        code, _, stderr, _ = farm("certs", str(root / name))
-        assert code == 0, stderr
+    made = run_together([[sys.executable, "-m", "farm", "certs", str(root / name)]
+                         for name in ("one", "two")])  # fmt: skip
+    for done in made:
+        assert done.returncode == 0, done.stderr
     return root
 
 
@@ -249,15 +276,17 @@ def test_a_certificate_that_is_no_certificate_or_a_fifo_fails_validate(
     tmp_path: Path, two_sets: Path
 ) -> None:
     key = str(two_sets / "one/server.key")
-    line = refused("validate", str(tls_config(tmp_path, key, key)))
-    assert f"{key}: not a PEM certificate" in line
     os.mkfifo(tmp_path / "cert.pem")
-    line = refused("validate", str(tls_config(tmp_path, "cert.pem", key)), timeout=20)
-    assert "cert.pem: is a FIFO" in line
-    line = refused(
-        "up", "--count", "1", "--transport", "tls", "--certs", str(tmp_path), "--port-base", "6400"
+    tls_up = ["up", "--count", "1", "--transport", "tls", "--certs", str(tmp_path)]
+    not_pem, fifo, no_certs = all_refused(
+        ["validate", str(tls_config(tmp_path, key, key))],
+        ["validate", str(tls_config(tmp_path, "cert.pem", key, "fifo.yaml"))],
+        [*tls_up, "--port-base", "6400"],
+        timeout=20,
     )
-    assert "--certs" in line
+    assert f"{key}: not a PEM certificate" in not_pem
+    assert "cert.pem: is a FIFO" in fifo
+    assert "--certs" in no_certs
 
 
 def test_certs_force_makes_every_key_owner_only(tmp_path: Path) -> None:
