@@ -102,7 +102,7 @@ def rarely(draw: st.DrawFn) -> bool:
 
 
 # The same strategies as written inline, made once for each value: a strategy built anew at
-# every draw is validated anew too, and that was most of this property's 1,000 examples.
+# every draw is validated anew too, a good part of this property's time.
 @functools.cache
 def counts(most: int) -> st.SearchStrategy[int]:
     return st.integers(1, most) | st.sampled_from((0, 1, most, most + 1)) | st.integers(0, 0xFFFF)
