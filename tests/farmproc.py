@@ -303,9 +303,21 @@ class FarmProcess:
 
     def stop(self, timeout: float = STOP_DEADLINE_S) -> tuple[int, str, str]:
         """SIGTERM the farm; returns (exit code, stdout, stderr)."""
+        self.terminate()
+        return self.stopped(timeout)
+
+    def terminate(self) -> None:
+        """Ask the farm to stop (SIGTERM), once: `stopped` waits for it. Several farms
+        asked first, then waited for, stop side by side. A second SIGTERM must not follow:
+        near its exit the farm has put back the default action, which kills it."""
         assert self.process is not None
         if self.process.poll() is None:
             self.process.send_signal(signal.SIGTERM)
+
+    def stopped(self, timeout: float = STOP_DEADLINE_S) -> tuple[int, str, str]:
+        """(exit code, stdout, stderr) once the farm asked to stop has exited; killed (and
+        the timeout raised) if it has not within `timeout` seconds."""
+        assert self.process is not None
         try:
             stdout, stderr = self.process.communicate(timeout=timeout)
         except subprocess.TimeoutExpired:

@@ -13,7 +13,6 @@ import itertools
 import json
 import os
 import random
-import signal
 import socket
 import subprocess
 import sys
@@ -248,10 +247,8 @@ def shards(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Fleet]:
             if farm.process is not None and farm.process.returncode is None:
                 farm.kill()
         for farm in farms:  # all asked to stop first: the stops run side by side
-            assert farm.process is not None
-            if farm.process.poll() is None:
-                farm.process.send_signal(signal.SIGTERM)
-        results = [farm.stop() for farm in farms]
+            farm.terminate()
+        results = [farm.stopped() for farm in farms]
         for code, _, stderr in results:
             assert code == 0, stderr
 
