@@ -137,6 +137,21 @@ _FAST: dict[int, tuple[_FastHandler, str]] = {
 }
 
 
+def register_span(bank: UnitBank, pdu: bytes) -> memoryview | None:
+    """For a valid FC 3 or 4 read: the bank's registers it answers with, as a live slice (the
+    answer is its head and the slice's current bytes); None for any other request. A
+    connection keeps it for a client that asks the same again (farm.worker.transports.
+    connection)."""
+    fc = pdu[0]
+    if fc not in (3, 4) or len(pdu) < 5:
+        return None
+    view: memoryview = bank.holding_registers if fc == 3 else bank.input_registers
+    address, count = _ADDRESS_COUNT.unpack_from(pdu, 1)
+    if not 1 <= count <= 125 or 2 * (address + count) > len(view):
+        return None
+    return view[2 * address : 2 * (address + count)]
+
+
 def fast_answer(bank: UnitBank, pdu: bytes) -> bytes | None:
     """Answer a hot function code straight from the bank, or None for the reference path."""
     entry = _FAST.get(pdu[0])

@@ -28,8 +28,10 @@ from farm.ipc.stats import (
     DURATION_SUM_NS,
     FIRST_BOUND_NS,
     MALFORMED_FRAMES,
+    REQUEST_SLOT,
 )
 from farm.modbus import mbap
+from farm.worker.fastpath import register_span
 from farm.worker.framing import MBAP, Framing
 from farm.worker.limits.guard import ServerConnections
 from farm.worker.limits.wheel import NOT_SCHEDULED
@@ -74,6 +76,11 @@ class ModbusConnection(asyncio.Protocol):
     """
 
     __slots__ = (
+        "again",
+        "again_head",
+        "again_pdu",
+        "again_slot",
+        "again_span",
         "buffer",
         "caller",
         "clock",
@@ -106,6 +113,14 @@ class ModbusConnection(asyncio.Protocol):
         self.due = NOT_SCHEDULED  # the tick the wheel looks at this connection next
         self.peer = ""  # "host:port", filled in when something needs to name it
         self.caller: Caller | None = None
+        # A poller's request kept to answer it again (`remember`): the frame after its
+        # transaction id, its caller's `last` PDU, the answer's bytes after the transaction
+        # id up to the registers, its request counter and its registers (a live slice).
+        self.again = b""
+        self.again_pdu = b""
+        self.again_head = b""
+        self.again_slot = 0
+        self.again_span = memoryview(b"")
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.opened(transport)
@@ -176,11 +191,37 @@ class ModbusConnection(asyncio.Protocol):
             return
         buffer = self.buffer
         if not buffer and len(data) >= 8:
+            if (
+                data[2:] == self.again
+                and caller is not None
+                and caller.last is self.again_pdu  # nothing else asked in between
+                and device.tracer is None
+                and not device.diagnostics.listen_only
+            ):
+                # A poller asking what it asked last (`remember`): what Device.answer and the
+                # fast path would do for it, without parsing and dispatching it again.
+                counters[self.again_slot] += 1
+                caller.times.append(arrived)
+                transport = self.transport
+                if transport is not None:
+                    out = data[:2] + self.again_head + self.again_span
+                    transport.write(out)
+                    counters[BYTES_SENT] += len(out)
+                    took = perf_counter_ns() - arrived
+                    bucket = 0 if took <= FIRST_BOUND_NS else bisect_left(DURATION_BOUNDS_NS, took)
+                    counters[DURATION + bucket] += 1
+                    counters[DURATION_SUM_NS] += took
+                if self.partial_at >= 0:
+                    self.partial_at = NOT_SCHEDULED
+                return
             # The common read: one whole request, nothing left from before. Answered from
             # `data` itself: no copy into the buffer, no list of answers to join.
             transaction, protocol, length, unit = _HEADER.unpack_from(data)
             if protocol == 0 and 2 <= length <= MAX_MBAP_LENGTH and len(data) == 6 + length:
-                response = device.answer(unit, data[7:])
+                pdu = data[7:]
+                response = device.answer(unit, pdu)
+                if caller is not None and caller.last is not pdu and response is not None:
+                    self.remember(data, unit, response)  # asked again: may be kept
                 if response is not None and self.transport is not None:
                     out = _HEADER.pack(transaction, 0, len(response) + 1, unit) + response
                     self.transport.write(out)
@@ -235,6 +276,30 @@ class ModbusConnection(asyncio.Protocol):
                 self.guard.frame_started(self)
         elif self.partial_at >= 0:
             self.partial_at = NOT_SCHEDULED
+
+    def remember(self, data: bytes, unit: int, response: bytes) -> None:
+        """Keep a read of registers that its caller repeated (the usual poll), answered
+        normally, for `data_received` to answer again from the bank without the engine.
+
+        Its caller's `last` is the PDU it sent before (Device.answer leaves it when the same
+        request comes again): the next read may take the short way while that is still
+        the caller's `last`, so any other request in between, on any path, ends it. Traced,
+        listen-only and faulted devices take the engine's way, checked on every read."""
+        caller, device = self.caller, self.device
+        bank = device.banks.get(unit)
+        if caller is None or bank is None or device.tracer is not None:
+            return
+        pdu = caller.last
+        if pdu != data[7:] or caller.unit != unit or response[0] != pdu[0]:
+            return
+        span = register_span(bank, pdu)
+        if span is None or len(response) != 2 + len(span):
+            return
+        self.again = data[2:]
+        self.again_pdu = pdu
+        self.again_head = _HEADER.pack(0, 0, len(response) + 1, unit)[2:] + response[:2]
+        self.again_slot = REQUEST_SLOT[pdu[0]]
+        self.again_span = span
 
     def answer_in_chunks(self, arrived: int) -> None:
         """Answer the buffer's frames a chunk (`frames`) at a time, each chunk answered and
