@@ -87,8 +87,9 @@ def test_master_and_cli_do_not_load_pymodbus() -> None:
 
 def test_farm_up_starts_its_workers_before_it_loads_the_api() -> None:
     """What `farm up --count N` loads before it starts its workers: neither the API's
-    libraries (aiohttp, prometheus_client), pydantic, numpy nor yaml (it reads no file),
-    which farm.master.wiring loads while the workers boot; `farm status` loads no master."""
+    libraries (aiohttp, prometheus_client), pydantic, numpy nor yaml (it reads no file):
+    farm.master.api loads the API's first part while the workers boot, farm.master.wiring
+    the rest once they are up (tests/test_api_later.py); `farm status` loads no master."""
     code = (
         "import sys, json; import farm.cli.app; first = sorted(sys.modules); "
         "import farm.cli.up, farm.master.run; "

@@ -86,15 +86,15 @@ async def serve(
         supervisor.on_progress = on_progress
         supervisor.on_fatal = stop_requested.set
         # The workers start first: their boot (mostly loading their modules) overlaps the
-        # loading of the API's modules here, in a thread, so that the loop keeps reading the
-        # workers' pipes and the signals meanwhile. The faults of their Assign are none yet:
-        # the fault table that could hold some comes with the API.
+        # loading of the API's first part here, in a thread, so that the loop keeps reading
+        # the workers' pipes and the signals meanwhile. The faults of their Assign are none
+        # yet: the fault table that could hold some comes with the API's rest.
         starting = asyncio.create_task(supervisor.start())
         cleanup.push_async_callback(_cancel, starting)  # an API that cannot start, say
-        await asyncio.to_thread(importlib.import_module, "farm.master.wiring")
-        from farm.master.wiring import open_api  # loaded just above: nothing left to load
+        await asyncio.to_thread(importlib.import_module, "farm.master.api")
+        from farm.master.api import open_api  # loaded just above: nothing left to load
 
-        player = await open_api(
+        rest = await open_api(
             supervisor,
             options,
             stop_requested.set,
@@ -108,8 +108,14 @@ async def serve(
             starting.result()  # raises BootError
             if on_ready is not None:
                 on_ready(_summary(plan, supervisor, options, time.monotonic() - began))
-            if options.scenario is not None:
-                player.begin(options.scenario)
+            # The API's rest loads now that every server is up (unless a request for it
+            # came first), rather than taking CPU from the workers' boot.
+            loading = rest()
+            await asyncio.wait({loading, stopping}, return_when=asyncio.FIRST_COMPLETED)
+            if loading.done():
+                player = loading.result().player  # raises what failed to load
+                if options.scenario is not None:
+                    player.begin(options.scenario)
             await stopping
         else:
             starting.cancel()

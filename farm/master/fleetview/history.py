@@ -118,8 +118,15 @@ class History:
         self._task: asyncio.Task[None] | None = None
 
     def start(self) -> None:
-        self.sample()  # the baseline: the first interval's differences start here
-        self.filled = 0
+        # The baseline is the counters as the farm created them (zeros): the first interval
+        # also counts what was served before the history started (it starts with the API's
+        # rest, which a farm loads once its servers are up: farm.master.api).
+        for number, slot in enumerate(self.supervisor.slots):
+            try:
+                width = read_totals(slot.counters).shape[1]
+            except ValueError:  # the farm is stopping and has released the segment
+                continue
+            self.shards[number] = ShardHistory([None] * SAMPLES, np.zeros((3, width), np.int64))
         self._task = asyncio.create_task(self._run())
 
     async def stop(self) -> None:

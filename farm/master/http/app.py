@@ -24,31 +24,38 @@ are JSON `{"error": "..."}` with a message that says what to fix. Every mutating
 
 `GET /api/v1/status` also lists `metrics_urls`, where the farm serves /metrics (the separate
 metrics listener first): `farm prometheus-config` builds its scrape config from them.
+
+A farm serves status, ready and shutdown from farm.master.http.core as soon as its API
+listens, and the rest (`rest_app`, built by farm.master.wiring) once loaded: at ready, or at
+the first request for it, which waits meanwhile. `build_app` builds both parts at once.
 """
 
 from __future__ import annotations
 
 import asyncio
-import os
-import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from aiohttp import web
-from aiohttp.typedefs import Middleware
 from pydantic import BaseModel
 
-from farm import __version__
 from farm.files import BODY_BYTES
-from farm.ipc.stats import ShardCounters
 from farm.master.faults.table import FaultTable
 from farm.master.fleet.inventory import Inventory
 from farm.master.fleet.scale import Scaler
 from farm.master.fleet.switch import Switch
 from farm.master.fleetview.pages import add_view
 from farm.master.fleetview.stream import STALL_S
-from farm.master.fleetview.view import FleetView, ViewSources, read_counters
-from farm.master.http.access import Hosts, guard
+from farm.master.fleetview.view import FleetView, ViewSources
+from farm.master.http.access import Hosts
+from farm.master.http.core import (
+    Farm,
+    Handler,
+    first_app,
+    first_handlers,
+    status,
+)
 from farm.master.http.faults import fault_routes
 from farm.master.http.fleets import fleet_routes
 from farm.master.http.observe.clients import client_routes, report_routes
@@ -56,7 +63,7 @@ from farm.master.http.observe.journal import journal_routes
 from farm.master.http.observe.trace import trace_routes
 from farm.master.http.openapi import openapi_route
 from farm.master.http.probes import live_route
-from farm.master.http.routes import Call, Route, add_routes
+from farm.master.http.routes import Call, Route, add_routes, document
 from farm.master.http.scenario import scenario_routes
 from farm.master.http.servers import server_routes
 from farm.master.http.targets import targets_route
@@ -73,11 +80,12 @@ from farm.master.scenario.player import ScenarioPlayer
 from farm.master.scenario.steps import StepActions
 from farm.master.supervision.supervisor import Supervisor
 
-Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+__all__ = ["build_app", "build_metrics_app", "rest_app", "status"]  # status: for tests
 
 
 class Readiness(BaseModel):
-    """GET /api/v1/ready: 200 with ready true, or 503 with ready false and why in `error`."""
+    """GET /api/v1/ready: 200 with ready true, or 503 with ready false and why in `error`
+    (farm.master.http.core.readiness)."""
 
     ready: bool
     servers_ready: int
@@ -85,87 +93,40 @@ class Readiness(BaseModel):
     error: str | None = None
 
 
-def readiness(supervisor: Supervisor) -> Readiness:
-    """Ready means every server up: a probe should not send traffic to a half-started farm.
+def first_routes(handlers: dict[tuple[str, str], Handler]) -> list[Route]:
+    """The OpenAPI entries of farm.master.http.core's routes (served there, not here)."""
 
-    Servers stopped through the API (or by an offline fault) are offline on purpose and do
-    not count: a test that takes a device down must not take the whole farm out of its
-    Service's endpoints.
-    """
-    total, ready = supervisor.plan.servers_total, supervisor.servers_ready()
-    wanted = total - supervisor.servers_stopped()
-    if supervisor.stopping:
-        error: str | None = "stopping"
-    elif ready < wanted:
-        error = f"{ready} of {wanted} servers up"
-    else:
-        error = None
-    return Readiness(ready=error is None, servers_ready=ready, servers_total=total, error=error)
+    def call(method: str, path: str) -> Callable[[Call], Any]:
+        handler = handlers[(method, path)]
 
+        async def answer(call: Call) -> web.StreamResponse:
+            return await handler(call.request)
 
-def _requests(counters: ShardCounters) -> int:
-    """Requests a shard's servers answered so far, summed here from the memory the master
-    owns (a worker summing them for its heartbeat touched every page of its counters, idle
-    servers' too); 0 once a stopping farm has released it."""
-    try:
-        return int(read_counters(counters)[0].sum())
-    except ValueError:
-        return 0
+        answer.__name__ = handler.__name__
+        return answer
 
-
-def status(supervisor: Supervisor) -> dict[str, Any]:
-    now = time.monotonic()
-    workers = []
-    for slot in supervisor.slots:
-        beat = slot.heartbeat
-        workers.append(
-            {
-                "worker": slot.shard.worker,
-                "pid": slot.pid,
-                "state": slot.state,
-                "servers": len(slot.shard.servers),
-                "servers_up": slot.servers_up,
-                "servers_failed": len(slot.failed),
-                "heartbeat_age_s": round(now - slot.last_heartbeat, 3) if beat else None,
-                "restarts": slot.restarts,
-                "last_failure": slot.last_failure,  # why its last worker was replaced
-                "connections": beat.connections if beat else 0,
-                "requests": _requests(slot.counters),
-                "loop_lag_s": round(beat.loop_lag_s, 4) if beat else None,
-                "cpu_s": round(beat.cpu_s, 3) if beat else None,
-                "rss_bytes": beat.rss_bytes if beat else None,
-            }
-        )
-    return {
-        "version": __version__,
-        # The master's process: `farm down` on the same host waits for it to be gone, which
-        # is when every port is released (the API is the first thing the stop closes).
-        "pid": os.getpid(),
-        "uptime_s": round(time.monotonic() - supervisor.origin, 3),
-        # Which part of the fleet this farm serves (farm.config.shards): index `index` of
-        # `count` shards, fleet servers start..stop-1 of fleet_total.
-        "shard": supervisor.plan.fleet_slice.as_json(),
-        "servers_total": supervisor.plan.servers_total,
-        "servers_ready": supervisor.servers_ready(),
-        "servers_stopped": supervisor.servers_stopped(),
-        "stopping": supervisor.stopping,
-        # What GET /api/v1/ready answers 200 for: the readiness probes' condition.
-        "ready": readiness(supervisor).ready,
-        "workers": workers,
-    }
-
-
-def _json_errors() -> Middleware:
-    @web.middleware
-    async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-        try:
-            return await handler(request)
-        except web.HTTPException as exc:
-            return web.json_response(
-                {"error": f"{exc.reason}: {request.method} {request.path}"}, status=exc.status
-            )
-
-    return middleware
+    return [
+        Route(
+            method="GET",
+            path="/api/v1/status",
+            handler=call("GET", "/api/v1/status"),
+            summary="Farm totals, one entry per worker, and where /metrics is served",
+        ),
+        Route(
+            method="GET",
+            path="/api/v1/ready",
+            handler=call("GET", "/api/v1/ready"),
+            summary="200 when every server is up; 503 before, while a worker restarts, or stopping",
+            response=Readiness,
+            errors=(503,),
+        ),
+        Route(
+            method="POST",
+            path="/api/v1/shutdown",
+            handler=call("POST", "/api/v1/shutdown"),
+            summary="Stop the farm gracefully (answers at once)",
+        ),
+    ]
 
 
 def metrics_route(
@@ -203,11 +164,32 @@ def build_metrics_app(
     clients: ClientTallies | None = None,
 ) -> web.Application:
     """The separate metrics listener (`--metrics-port`): /metrics and nothing else."""
-    app = web.Application(
-        middlewares=[_json_errors(), guard(None, hosts)], client_max_size=BODY_BYTES
-    )
+    app = first_app(None, hosts, {})
     add_routes(app, [metrics_route(supervisor, faults, scenario, clients)])
     return app
+
+
+def metrics_rest(services: Services) -> web.Application:
+    """/metrics alone, for the metrics listener's `Later` (its middlewares are there)."""
+    app = web.Application()
+    add_routes(
+        app,
+        [metrics_route(services.supervisor, services.faults, services.scenario, services.clients)],
+    )
+    return app
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Services:
+    """What the routes past farm.master.http.core's serve (farm.master.wiring builds them)."""
+
+    supervisor: Supervisor
+    inventory: Inventory
+    switch: Switch
+    faults: FaultTable
+    scenario: ScenarioPlayer
+    scaler: Scaler
+    clients: ClientTallies | None = None
 
 
 def build_app(
@@ -226,11 +208,13 @@ def build_app(
     view_stall_s: float = STALL_S,
     clients: ClientTallies | None = None,
 ) -> web.Application:
-    """The control API; `routes` are more routes to serve (and document) beside the farm's.
-    `hosts`: the Host names it answers to (farm.master.http.access); `state`: how the state
-    file's saves go, for GET /api/v1/status (None: no state file); `view_stall_s`: how long
-    a fleet view stream may go undrained before it is closed; `clients`: the per-client
-    summary /metrics shows (farm.master.observe.tallies; None: no client families)."""
+    """The control API with every route at once; `routes` are more routes to serve (and
+    document) beside the farm's. `hosts`: the Host names it answers to
+    (farm.master.http.access); `state`: how the state file's saves go, for GET
+    /api/v1/status (None: no state file); `view_stall_s`: how long a fleet view stream may
+    go undrained before it is closed; `clients`: the per-client summary /metrics shows
+    (farm.master.observe.tallies; None: no client families). A farm serves the same routes
+    in two parts (farm.master.http.core's first, then `rest_app`'s, loaded later)."""
     inventory = inventory or Inventory(supervisor)
     switch = switch or Switch(supervisor)
     faults = faults or FaultTable(supervisor, switch)
@@ -240,57 +224,52 @@ def build_app(
         supervisor.plan.fleets,
         supervisor.plan.templates,
     )
-    # Bodies past files.BODY_BYTES are refused with 413 before they are read.
-    app = web.Application(
-        middlewares=[_json_errors(), guard(token, hosts)], client_max_size=BODY_BYTES
+    services = Services(
+        supervisor=supervisor,
+        inventory=inventory,
+        switch=switch,
+        faults=faults,
+        scenario=scenario,
+        scaler=scaler,
+        clients=clients,
     )
+    farm = Farm(
+        supervisor=supervisor,
+        request_stop=request_stop,
+        metrics_urls=metrics_urls,
+        scenario=scenario.summary,
+        state=state,
+    )
+    handlers = first_handlers(farm)
+    app = first_app(token, hosts, handlers)
+    add_rest(app, handlers, services, bool(token), view_stall_s, routes)
+    return app
 
-    async def get_status(call: Call) -> web.Response:
-        return web.json_response(
-            {
-                **status(supervisor),
-                "metrics_urls": list(metrics_urls),
-                "scenario": scenario.summary(),
-                "state": state(),
-            }
-        )
 
-    async def get_ready(call: Call) -> web.Response:
-        body = readiness(supervisor)
-        return web.Response(
-            text=body.model_dump_json(exclude_none=True),
-            content_type="application/json",
-            status=200 if body.ready else 503,
-        )
+def rest_app(
+    handlers: dict[tuple[str, str], Handler],
+    services: Services,
+    token_required: bool,
+    view_stall_s: float = STALL_S,
+) -> web.Application:
+    """Every route but `handlers`' (which it documents), for a `Later` of
+    farm.master.http.core: the application in front of it has the middlewares."""
+    app = web.Application(client_max_size=BODY_BYTES)
+    add_rest(app, handlers, services, token_required, view_stall_s)
+    return app
 
-    async def shutdown(call: Call) -> web.Response:
-        request_stop()
-        return web.json_response({"stopping": True})
 
-    farm_routes = [
-        Route(
-            method="GET",
-            path="/api/v1/status",
-            handler=get_status,
-            summary="Farm totals, one entry per worker, and where /metrics is served",
-        ),
-        Route(
-            method="GET",
-            path="/api/v1/ready",
-            handler=get_ready,
-            summary="200 when every server is up; 503 before, while a worker restarts, or stopping",
-            response=Readiness,
-            errors=(503,),
-        ),
-        Route(
-            method="POST",
-            path="/api/v1/shutdown",
-            handler=shutdown,
-            summary="Stop the farm gracefully (answers at once)",
-        ),
-    ]
-    add_routes(app, farm_routes)
-    add_routes(app, server_routes(inventory, switch))
+def add_rest(
+    app: web.Application,
+    handlers: dict[tuple[str, str], Handler],
+    services: Services,
+    token_required: bool,
+    view_stall_s: float = STALL_S,
+    routes: Sequence[Route] = (),
+) -> None:
+    supervisor, inventory, faults = services.supervisor, services.inventory, services.faults
+    document(app, first_routes(handlers))
+    add_routes(app, server_routes(inventory, services.switch))
     add_routes(app, value_routes(inventory))
     add_routes(app, journal_routes(inventory))
     add_routes(app, client_routes(supervisor, inventory))
@@ -302,15 +281,14 @@ def build_app(
     faults.on_up = lambda fault: attempts.unwatch(fault.id)
     add_routes(app, report_routes(supervisor, inventory, lambda: faults.ended, attempts.rate))
     add_routes(app, fault_routes(faults))
-    add_routes(app, scenario_routes(scenario))
+    add_routes(app, scenario_routes(services.scenario))
     add_routes(app, [targets_route(supervisor), live_route(supervisor)])
-    add_routes(app, fleet_routes(scaler))
+    add_routes(app, fleet_routes(services.scaler))
     add_routes(app, routes)
-    view = FleetView(supervisor, sources=view_sources(faults, scenario))
-    add_view(app, view, bool(token), view_stall_s)
-    metrics = metrics_route(supervisor, faults, scenario, clients)
-    add_routes(app, [metrics, openapi_route(token_required=bool(token))])
-    return app
+    view = FleetView(supervisor, sources=view_sources(faults, services.scenario))
+    add_view(app, view, token_required, view_stall_s)
+    metrics = metrics_route(supervisor, faults, services.scenario, services.clients)
+    add_routes(app, [metrics, openapi_route(token_required=token_required)])
 
 
 def view_sources(faults: FaultTable, scenario: ScenarioPlayer) -> ViewSources:

@@ -215,6 +215,12 @@ def add_routes(app: web.Application, routes: Iterable[Route]) -> None:
         served.append(route)
 
 
+def document(app: web.Application, routes: Iterable[Route]) -> None:
+    """Put `routes` in the OpenAPI document of `app` without serving them there (another
+    application in front serves them: farm.master.http.core)."""
+    app.setdefault(ROUTES_KEY, []).extend(routes)
+
+
 def served_routes(app: web.Application) -> list[Route]:
     """Every route `add_routes` put on `app`, in order."""
     routes: list[Route] = app.get(ROUTES_KEY, [])
