@@ -8,10 +8,11 @@ Each round starts one farm per tree and size, `benchmarks.procs.farm(N, workers)
 benchmarks/run.py's section 3 does (from --one-port-from servers on, `procs.ip_farm`: all
 on one port at 127.83.0.1 and the addresses after it, as benchmarks.bench_memory does):
 ready = `GET /api/v1/status` answers servers_ready == N, timed from the process start.
-Also read: when the API first answered, and the master's and the workers' CPU time at
-ready (/proc). DIR is a copy of the farm from before (e.g. `git archive main | tar -x -C
-DIR`); its farm runs from DIR (`python -m farm` puts the working directory first on
-sys.path). Without --before, only this tree is measured.
+Also read: when the API first answered, when the last worker process started (after the
+master's, /proc: in 10 ms ticks), and the master's and the workers' CPU time at ready.
+DIR is a copy of the farm from before (e.g. `git archive main | tar -x -C DIR`); its farm
+runs from DIR (`python -m farm` puts the working directory first on sys.path). Without
+--before, only this tree is measured.
 
 Prints one line per farm, then median and range per tree and size, with the load average
 before and after; nothing is asserted (tests hold behaviour, this holds numbers).
@@ -53,6 +54,14 @@ class Figures:
     api_s: list[float] = field(default_factory=list)
     master_cpu_s: list[float] = field(default_factory=list)
     workers_cpu_s: list[float] = field(default_factory=list)
+    spawned_s: list[float] = field(default_factory=list)
+
+
+def started_at(pid: int) -> float:
+    """When a process started, in seconds since boot (/proc/PID/stat field 22, in ticks)."""
+    with open(f"/proc/{pid}/stat") as stat:
+        fields = stat.read().rsplit(")", 1)[1].split()
+    return int(fields[19]) / procs.CLOCK_TICK
 
 
 def one_farm(tree: str, count: int, workers: int, one_port_from: int, scratch: Path) -> Timed:
@@ -74,12 +83,14 @@ def measure(tree: str, count: int, settings: argparse.Namespace, into: Figures) 
         master, *others = server.pids
         into.master_cpu_s.append(procs.cpu_seconds([master]))
         into.workers_cpu_s.append(procs.cpu_seconds(others))
+        into.spawned_s.append(max(started_at(pid) for pid in others) - started_at(master))
     finally:
         server.stop()
     into.ready_s.append(server.ready_s)
     into.api_s.append(server.api_s)
     return (
-        f"ready {server.ready_s:.2f} s (API first answered at {server.api_s:.2f} s), CPU at "
+        f"ready {server.ready_s:.2f} s (API first answered at {server.api_s:.2f} s, workers "
+        f"started {into.spawned_s[-1]:.2f} s after the master), CPU at "
         f"ready: master {into.master_cpu_s[-1]:.2f} s, workers {into.workers_cpu_s[-1]:.2f} s"
     )
 
@@ -122,13 +133,17 @@ def run(args: argparse.Namespace) -> None:
         f"{load_at_start[2]:.2f}, at end {load_at_end[0]:.2f} {load_at_end[1]:.2f} "
         f"{load_at_end[2]:.2f}; median (range) over {args.rounds} rounds, {args.workers} workers"
     )
-    print("| servers | tree | ready s | API first answered s | CPU master s | CPU workers s |")
-    print("|---|---|---|---|---|---|")
+    print(
+        "| servers | tree | ready s | API first answered s | workers started s | CPU master s "
+        "| CPU workers s |"
+    )
+    print("|---|---|---|---|---|---|---|")
     for size in args.sizes:
         for name in trees:
             got = figures[(name, size)]
             print(
                 f"| {size:,} | {name} | {spread(got.ready_s)} | {spread(got.api_s)} | "
+                f"{spread(got.spawned_s)} | "
                 f"{spread(got.master_cpu_s)} | {spread(got.workers_cpu_s)} |"
             )
 
