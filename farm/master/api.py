@@ -71,7 +71,7 @@ async def open_api(
         return build_rest(supervisor, options, handlers, keeper, closes)
 
     rest = Once(load)
-    cleanup.push_async_callback(_cancel, rest)  # a stop while it loads
+    cleanup.push_async_callback(rest.cancel)  # a stop while it loads
 
     hosts = Hosts.of(options.api_allow_hosts, bool(options.api_token), loopback)
     app = first_app(
@@ -86,10 +86,3 @@ async def open_api(
         runner = await start_site(metrics_app, metrics_host, options.metrics_port, "--metrics-port")
         cleanup.push_async_callback(runner.cleanup)
     return rest
-
-
-async def _cancel(rest: Once[Rest]) -> None:
-    if rest.started and rest.value is None:
-        task = rest()
-        task.cancel()
-        await asyncio.gather(task, return_exceptions=True)

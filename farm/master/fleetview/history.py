@@ -34,11 +34,10 @@ from farm.ipc.stats import (
     DURATION,
     DURATION_BOUNDS_S,
     DURATION_SUM_NS,
-    HEADER_SLOTS,
-    SERVER_SLOTS,
     ShardCounters,
 )
 from farm.master.fleetview.view import read_counters
+from farm.master.http.core import server_slots
 from farm.master.supervision.supervisor import Supervisor
 
 INTERVAL_S = 5.0
@@ -94,9 +93,7 @@ class ShardHistory:
 def read_totals(counters: ShardCounters) -> npt.NDArray[np.int64]:
     """(3, servers): requests, errors and the durations' sum in ns, by counters index."""
     requests, errors = read_counters(counters)
-    n = counters.servers
-    slots = np.frombuffer(counters.slots, dtype=np.uint64, count=HEADER_SLOTS + n * SERVER_SLOTS)
-    durations = slots[HEADER_SLOTS:].reshape(n, SERVER_SLOTS)[:, DURATION_SUM_NS]
+    durations = server_slots(counters)[:, DURATION_SUM_NS]
     return np.stack([requests, errors, durations.astype(np.int64)])
 
 

@@ -52,10 +52,8 @@ from farm.config.faults.kinds import KIND_TABLE
 from farm.ipc.stats import (
     DURATION,
     EXCEPTIONS,
-    HEADER_SLOTS,
     MALFORMED_FRAMES,
     REQUESTS,
-    SERVER_SLOTS,
     ShardCounters,
 )
 from farm.master.fleetview.layout import cell_layout
@@ -65,6 +63,7 @@ from farm.master.fleetview.stream import (
     TooManySubscribers,
     sse,
 )
+from farm.master.http.core import server_slots
 from farm.master.supervision.supervisor import Supervisor
 
 STATES = ("up", "erroring", "faulted", "offline")
@@ -96,9 +95,7 @@ def pairs(cells: npt.NDArray[np.intp], values: npt.NDArray[Any]) -> list[int]:
 def read_counters(counters: ShardCounters) -> tuple[Counts, Counts]:
     """Requests, and exception responses plus malformed frames, by counters index
     (`ServerSpec.stats_index`)."""
-    n = counters.servers
-    slots = np.frombuffer(counters.slots, dtype=np.uint64, count=HEADER_SLOTS + n * SERVER_SLOTS)
-    table = slots[HEADER_SLOTS:].reshape(n, SERVER_SLOTS)
+    table = server_slots(counters)
     requests = table[:, REQUESTS:EXCEPTIONS].sum(axis=1, dtype=np.int64)
     errors = table[:, EXCEPTIONS:DURATION].sum(axis=1, dtype=np.int64)
     errors += table[:, MALFORMED_FRAMES].astype(np.int64)

@@ -80,7 +80,7 @@ from farm.master.scenario.player import ScenarioPlayer
 from farm.master.scenario.steps import StepActions
 from farm.master.supervision.supervisor import Supervisor
 
-__all__ = ["build_app", "build_metrics_app", "rest_app", "status"]  # status: for tests
+__all__ = ["build_app", "rest_app", "status"]  # status: for tests
 
 
 class Readiness(BaseModel):
@@ -154,19 +154,6 @@ def metrics_route(
         content_type="text/plain",
         tag="meta",
     )
-
-
-def build_metrics_app(
-    supervisor: Supervisor,
-    faults: FaultTable | None = None,
-    scenario: ScenarioPlayer | None = None,
-    hosts: Hosts | None = None,
-    clients: ClientTallies | None = None,
-) -> web.Application:
-    """The separate metrics listener (`--metrics-port`): /metrics and nothing else."""
-    app = first_app(None, hosts, {})
-    add_routes(app, [metrics_route(supervisor, faults, scenario, clients)])
-    return app
 
 
 def metrics_rest(services: Services) -> web.Application:

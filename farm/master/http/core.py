@@ -28,6 +28,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 import numpy as np
+import numpy.typing as npt
 from aiohttp import web
 from aiohttp.typedefs import Middleware
 from aiohttp.web_urldispatcher import AbstractResource, AbstractRoute
@@ -70,16 +71,23 @@ def readiness(supervisor: Supervisor) -> dict[str, Any]:
     return answer
 
 
+def server_slots(counters: ShardCounters) -> npt.NDArray[np.uint64]:
+    """A shard's counters, a row of `SERVER_SLOTS` per counters index
+    (`ServerSpec.stats_index`), read in place from the memory the master owns. Raises
+    ValueError once a stopping farm has released it."""
+    n = counters.servers
+    slots = np.frombuffer(counters.slots, np.uint64, count=HEADER_SLOTS + n * SERVER_SLOTS)
+    return slots[HEADER_SLOTS:].reshape(n, SERVER_SLOTS)
+
+
 def requests_answered(counters: ShardCounters) -> int:
     """Requests a shard's servers answered so far, summed here from the memory the master
     owns (a worker summing them for its heartbeat touched every page of its counters, idle
     servers' too); 0 once a stopping farm has released it."""
-    n = counters.servers
     try:
-        slots = np.frombuffer(counters.slots, np.uint64, count=HEADER_SLOTS + n * SERVER_SLOTS)
+        table = server_slots(counters)
     except ValueError:
         return 0
-    table = slots[HEADER_SLOTS:].reshape(n, SERVER_SLOTS)
     return int(table[:, REQUESTS:EXCEPTIONS].sum(dtype=np.int64))
 
 
@@ -252,10 +260,7 @@ class Later(AbstractResource):
     async def _stopped(self) -> web.Application | None:
         """The loaded application, or None if this one stops before it is loaded (a load
         under way is cancelled)."""
-        if self.loaded.value is None and self.loaded.started:
-            task = self.loaded()
-            task.cancel()
-            await asyncio.gather(task, return_exceptions=True)
+        await self.loaded.cancel()
         return self.loaded.value
 
     async def shutdown(self, _: web.Application) -> None:
@@ -317,6 +322,13 @@ class Once(Generic[T]):
     @property
     def started(self) -> bool:
         return self._task is not None
+
+    async def cancel(self) -> None:
+        """Cancel a load under way and wait for it to end (nothing if none is under way)."""
+        task = self._task
+        if task is not None and not task.done():
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
 
     @property
     def value(self) -> T | None:
