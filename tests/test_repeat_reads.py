@@ -15,7 +15,7 @@ import pytest
 
 from farm.client import FarmClient
 from farm.modbus import pdu
-from tests.conftest import start_farm
+from tests.conftest import ready_farm
 from tests.farmproc import HOST, FarmProcess
 from tests.prometheus_server import scrape, value
 from tests.rawmodbus import mbap, read_frame
@@ -27,9 +27,8 @@ SERVER = "device-0000"
 
 @pytest.fixture
 def farm() -> Iterator[FarmProcess]:
-    running = start_farm(2, workers=1)
+    running = ready_farm(2, workers=1)
     try:
-        running.wait_ready()
         yield running
     finally:
         code, _, stderr = running.stop()
