@@ -80,6 +80,9 @@ def test_failed_saves_warn_exit_non_zero_and_the_next_start_says_so(tmp_path: Pa
     second = again(first).start()
     try:
         second.wait_ready()
+        # One good save of this farm first (every 0.3 s from its start): the status line below
+        # shows that save's age.
+        wait_for(lambda: second.status()["state"]["last_saved_age_s"] is not None, 30, "a save")
         # As a full disk would: no file of the master may grow past 1 KiB from now on (the
         # banks are made; the sidecar's 512 bytes are too).
         resource.prlimit(second.pid, resource.RLIMIT_FSIZE, (1024, 1024))
