@@ -154,22 +154,25 @@ def _targets(figures: dict[str, Any]) -> list[str]:
             p99[0] <= 1.5 * p99[1],
         )
     )
-    for count, limit in ((500, 2.0), (10000, 10.0)):
+    # The first limits are the project's standing ones; issue 24 asks for the tighter ones.
+    for count, limits in ((500, (2.0, 0.5)), (10000, (10.0, 1.5))):
         if count in startup:
             ready = startup[count]["ready_s"]
-            checks.append(
+            checks += [
                 (f"{count:,} servers ready <= {limit:g} s", f"{ready:.2f} s", ready <= limit)
-            )
+                for limit in limits
+            ]
     biggest = startup[max(startup)]
-    for kind in ("rss", "pss"):
+    for kind, limits in (("rss", (25, 14)), ("pss", (25,))):
         per = biggest[kind] / biggest["servers"] / 1024
-        checks.append(
+        checks += [
             (
-                f"<= 25 KiB {kind.upper()} per idle server at {biggest['servers']:,} servers",
+                f"<= {limit} KiB {kind.upper()} per idle server at {biggest['servers']:,} servers",
                 f"{per:.1f} KiB",
-                per <= 25,
+                per <= limit,
             )
-        )
+            for limit in limits
+        ]
     lines = ["| target | measured | met |", "|---|---|---|"]
     lines += [f"| {what} | {value} | {'yes' if ok else '**no**'} |" for what, value, ok in checks]
     return lines

@@ -9,16 +9,19 @@ get`, `farm targets`, `farm servers` and `farm validate` run as a user runs them
 from __future__ import annotations
 
 import json
+import os
 import re
 import struct
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
+from datetime import datetime
 from pathlib import Path
 
 import pytest
 
-from tests.conftest import ready_config_farm
+from tests.conftest import ready_config_farm, ready_farm
 from tests.farmproc import FarmProcess, free_port
 
 pytestmark = pytest.mark.timeout(180)
@@ -157,6 +160,42 @@ def test_the_ready_banner_names_each_fleets_transport_and_range(tmp_path: Path) 
     assert f"servers meters tcp 127.0.0.1:{base}-{base + 1}" in lines, stdout
     assert f"gateways tcp 127.0.0.1:{base + 2}" in lines, stdout
     assert f"datagram udp 127.0.0.1:{base + 3}" in lines, stdout
+
+
+def started_at_wall(pid: int) -> float:
+    """When process `pid` started, as wall-clock time (its start in /proc, in clock ticks since
+    boot, against the boot clock now): good to a tick, 10 ms."""
+    with open(f"/proc/{pid}/stat", "rb") as stat:
+        ticks = int(stat.read().rsplit(b")", 1)[1].split()[19])
+    age = time.clock_gettime(time.CLOCK_BOOTTIME) - ticks / os.sysconf("SC_CLK_TCK")
+    return time.time() - age
+
+
+def test_the_ready_banner_counts_from_the_moment_the_command_started() -> None:
+    """Not from the moment the farm began binding: the interpreter and the CLI's imports are
+    part of what the user waited. So the figure is at least the time from the process's
+    start to its last worker's "started" line in the log (sent just before the worker reports
+    ready), and at most the time to the stop."""
+    running = ready_farm(100, extra=["--log-format", "json"])
+    try:
+        began = started_at_wall(running.pid)
+    finally:
+        code, stdout, stderr = running.stop()
+    stopped = time.time()
+    assert code == 0, stderr
+    shown = re.search(r"farm ready in ([0-9.]+) s: 100 of 100 servers up", stdout)
+    assert shown is not None, stdout
+    seconds = float(shown.group(1))
+    logged = [json.loads(line) for line in stderr.splitlines() if line.startswith("{")]
+    started = [line for line in logged if line.get("event") == "worker_started"]
+    assert len(started) == 2, stderr
+    last_started = max(datetime.fromisoformat(line["time"]).timestamp() for line in started)
+    tick = 0.02  # the start is known to a clock tick, the banner's figure to 10 ms
+    assert last_started - began - tick <= seconds <= stopped - began + tick, (
+        seconds,
+        last_started - began,
+        stopped - began,
+    )
 
 
 def test_a_typo_in_a_config_key_comes_first_with_a_suggestion(tmp_path: Path) -> None:
