@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import errno
+import os
 import socket
 import typing
 from pathlib import Path
@@ -345,3 +347,84 @@ def test_assign_of_ten_thousand_servers_goes_through_a_real_pipe() -> None:
     assert ports == [sock.getsockname()[1] for sock in listeners]
     for sock in (*socks, *listeners):
         sock.close()
+
+
+def open_files() -> int:
+    return len(os.listdir("/proc/self/fd"))
+
+
+def test_a_shards_sockets_wait_to_be_written_without_being_held_twice() -> None:
+    """Queued behind a frame bigger than the pipe's buffer, 2,000 listening sockets add no
+    descriptor to the sender (it held a duplicate of each until written: with a shard of
+    thousands on top of the master's own, past the open-files limit), and all arrive."""
+    assign = assign_of(plan_of(10_000))
+    ours, theirs = get_context("spawn").Pipe(duplex=True)
+    listeners = [socket.create_server((HOST, 0)) for _ in range(2_000)]
+    start = Control(request_id=1, op=messages.START_SERVER, servers=("x",) * len(listeners))
+    received: list[list[socket.socket]] = []
+    try:
+
+        async def main() -> None:
+            loop = asyncio.get_running_loop()
+            done = asyncio.Event()
+            writer = Channel(loop, ours, lambda message, socks: None, lambda why: None)
+            before = open_files()
+            writer.send(assign)
+            writer.send(start, listeners)
+            held = open_files() - before
+            assert writer.queued_bytes > 0  # still queued: nobody has read yet
+            assert held < 10, f"{held} descriptors more while the sockets wait"
+
+            def on_message(message: Message, socks: list[socket.socket]) -> None:
+                if message == start:
+                    received.append(socks)
+                    done.set()
+
+            reader = Channel(loop, theirs, on_message, lambda why: None)
+            await done.wait()
+            reader.close()
+            writer.close()
+
+        asyncio.run(asyncio.wait_for(main(), 60))
+    finally:
+        ours.close()
+        theirs.close()
+    (socks,) = received
+    assert [s.getsockname() for s in socks] == [s.getsockname() for s in listeners]
+    for sock in (*socks, *listeners):
+        sock.close()
+
+
+def test_a_socket_closed_before_it_is_written_ends_the_pipe() -> None:
+    """What the sender queued must stay open until written; one closed meanwhile is not sent
+    as whatever took its number: the pipe ends (EBADF), and the worker's end is replaced."""
+    assign = assign_of(plan_of(10_000))
+    ours, theirs = get_context("spawn").Pipe(duplex=True)
+    listener = socket.create_server((HOST, 0))
+    start = Control(request_id=1, op=messages.START_SERVER, servers=("x",))
+    why: list[BaseException | None] = []
+    try:
+
+        async def main() -> None:
+            loop = asyncio.get_running_loop()
+            ended = asyncio.Event()
+
+            def on_closed(reason: BaseException | None) -> None:
+                why.append(reason)
+                ended.set()
+
+            writer = Channel(loop, ours, lambda message, socks: None, on_closed)
+            writer.send(assign)
+            writer.send(start, [listener])
+            assert writer.queued_bytes > 0
+            listener.close()
+            reader = Channel(loop, theirs, lambda message, socks: None, lambda reason: None)
+            await ended.wait()
+            reader.close()
+
+        asyncio.run(asyncio.wait_for(main(), 60))
+    finally:
+        ours.close()
+        theirs.close()
+    (reason,) = why
+    assert isinstance(reason, OSError) and reason.errno == errno.EBADF, reason

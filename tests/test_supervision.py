@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import random
 import signal
 import socket
 import subprocess
@@ -27,7 +28,6 @@ from tests.farmproc import (
     RESTART_DEADLINE_S,
     STOP_DEADLINE_S,
     FarmProcess,
-    descendants,
     free_port,
     free_port_range,
     port_free,
@@ -260,55 +260,41 @@ def test_cli_without_a_farm_is_one_clear_line(command: str) -> None:
 
 
 START_PHASES = ("launching", "binding", "spawning", "assigning", "serving", "ready")
+PHASE_HOST = "127.86.0.1"  # test_sigterm_while_starting_stops_cleanly's farms only
 
 
-def start_phase(farm: FarmProcess) -> str:
+def start_phase(farm: FarmProcess, host: str = HOST) -> str:
     """Where a starting farm is, as a user can see it from outside.
 
-    launching: nothing listens yet. binding: the master listens on the servers' ports (it
-    binds them all, then builds the banks) and no worker process runs yet. spawning: worker
-    processes run and none serves yet. assigning: workers serve some servers, not all of them
-    yet. ready: every server is up. The API (which the master loads while its workers boot)
-    says how far they are once it answers; before, the first and the last server (the last
-    two its worker starts) answer a Modbus request or not.
+    launching: nothing listens yet (the worker processes, which `farm up` starts first
+    thing, boot meanwhile). binding: the master listens on the servers' ports (it binds them
+    all, then builds the banks) and its API does not answer yet. spawning: the API answers and
+    no worker serves a server yet. assigning: workers serve some servers, not all of them yet.
+    ready: every server is up. Before the API answers, the first and the last server (the
+    last two its worker starts) answer a Modbus request or not.
     """
     try:
         status = farm.status()
     except OSError:  # URLError included: the API is not listening yet
         try:
-            socket.create_connection((HOST, farm.port(0)), timeout=1).close()
+            socket.create_connection((host, farm.port(0)), timeout=1).close()
         except OSError:
             return "launching"
-        if not worker_processes(farm):
-            return "binding"
-        first, last = answers(farm.port(0)), answers(farm.port(farm.count - 1))
+        first, last = answers(farm.port(0), host), answers(farm.port(farm.count - 1), host)
         if first and last:
             return "serving"  # before the API answers: not ready to a user yet
-        return "assigning" if first or last else "spawning"
+        return "assigning" if first or last else "binding"
     if status["servers_ready"] == status["servers_total"]:
         return "ready"
-    reported = any(w["heartbeat_age_s"] is not None or w["servers_up"] for w in status["workers"])
-    return "assigning" if reported else "spawning"
+    serving = any(w["servers_up"] for w in status["workers"])
+    return "assigning" if serving else "spawning"
 
 
-def worker_processes(farm: FarmProcess) -> list[int]:
-    """The farm's worker processes now (multiprocess's resource tracker is not one)."""
-    found = []
-    for pid in descendants(farm.pid):
-        try:
-            with open(f"/proc/{pid}/cmdline", "rb") as cmdline:
-                if b"spawn_main" in cmdline.read():
-                    found.append(pid)
-        except OSError:
-            continue  # gone meanwhile
-    return found
-
-
-def answers(port: int, timeout: float = 0.02) -> bool:
+def answers(port: int, host: str = HOST, timeout: float = 0.02) -> bool:
     """Whether the server on `port` answers a Modbus request now (the kernel accepts a
     connection to a port no worker serves yet, and nothing answers it)."""
     try:
-        with socket.create_connection((HOST, port), timeout=1) as sock:
+        with socket.create_connection((host, port), timeout=1) as sock:
             sock.sendall(bytes.fromhex("000100000006010300000001"))  # FC 3, 1 register
             sock.settimeout(timeout)
             return bool(sock.recv(64))
@@ -316,7 +302,7 @@ def answers(port: int, timeout: float = 0.02) -> bool:
         return False
 
 
-def sigterm_in_phase(farm: FarmProcess, phase: str) -> str:
+def sigterm_in_phase(farm: FarmProcess, phase: str, host: str = HOST) -> str:
     """Send SIGTERM as soon as the start is seen in `phase`, or past it; the phase seen."""
     assert farm.process is not None
     target = START_PHASES.index(phase)
@@ -325,7 +311,7 @@ def sigterm_in_phase(farm: FarmProcess, phase: str) -> str:
         assert farm.process is not None
         if farm.process.poll() is not None:
             return "exited"
-        seen = start_phase(farm)
+        seen = start_phase(farm, host)
         return seen if START_PHASES.index(seen) >= target else None
 
     seen = wait_for(reached, 60, f"the start to reach {phase}", interval=0.005)
@@ -344,13 +330,28 @@ def test_sigterm_while_starting_stops_cleanly(phase: str) -> None:
 
     The start is watched from outside and the signal sent once it is seen in `phase`. A
     phase can pass between two looks (assigning lasts a few tens of milliseconds): then the
-    signal lands later, the stop is still checked, and the test tries again with a new farm.
+    signal lands later, the stop is still checked, and the test tries again with a new farm
+    (up to 12). 3,000 servers: the workers boot before the master binds, so spawning and
+    assigning last only as long as handing out and building their servers takes. They listen
+    on a loopback address of their own (PHASE_HOST), where 3,000 consecutive ports are free
+    whatever the other tests hold on 127.0.0.1.
     """
     landed = []
-    for _ in range(4):
-        farm = start_farm(2000, workers=2)
+    for _ in range(12):
+        base = next(
+            base
+            for base in random.sample(range(10000, 27000, 50), 340)
+            if all(port_free(base + i, PHASE_HOST) for i in range(0, 3000, 100))
+        )
+        farm = FarmProcess(
+            count=3000,
+            workers=2,
+            port_base=base,
+            api_port=free_port(),
+            extra=["--host", PHASE_HOST],
+        ).start()
         assert farm.process is not None
-        seen = sigterm_in_phase(farm, phase)
+        seen = sigterm_in_phase(farm, phase, PHASE_HOST)
         if seen == "port taken":  # a machine shared with other test runs: try other ports
             landed.append(seen)
             continue
@@ -360,7 +361,7 @@ def test_sigterm_while_starting_stops_cleanly(phase: str) -> None:
         code, _, stderr = farm.stop(timeout=10)
         assert code == 0, stderr
         assert "Traceback" not in stderr and "leaked" not in stderr, stderr
-        assert all(port_free(farm.port(i)) for i in (0, 1000, 1999))
+        assert all(port_free(farm.port(i), PHASE_HOST) for i in (0, 1500, 2999))
         landed.append(seen)
         if seen == phase:
             print(f"SIGTERM while {phase}: stopped in {took:.2f} s (tries: {landed})")

@@ -23,6 +23,7 @@ RECORDED = {
     7: "122cd1c8ea54339e",  # Heartbeat without requests
     8: "9a5cbf91504764b7",  # Reply.tallies (per-client metrics), PollSummary.gaps
     9: "db3bb24611b15e42",  # PollSummary.gaps flat (pairs as one tuple of floats)
+    10: "202fb60c02cfbfca",  # Listeners (a warm worker's sockets, after its Assign)
 }
 
 

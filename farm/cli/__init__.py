@@ -13,11 +13,30 @@ Importing this package imports none of them: the `farm` console script (`from fa
 import main`) is the `__main__` of `farm up`, and multiprocess's spawn runs the parent's
 `__main__` script again in every worker it starts. Were the commands imported here, each
 worker would load click, Rich, pydantic, aiohttp and the master (about 30 MB a worker).
+
+`farm up` is the one exception, before any of them: it starts its workers, which then boot
+while it loads its API's first part and the command, and plans (`_start_early`).
 """
 
 
 def main() -> None:
     """The `farm` command (the click group is farm.cli.app.main)."""
+    import sys
+
+    if sys.argv[1:2] == ["up"]:
+        _start_early(sys.argv[2:])
     from farm.cli.app import main as farm_command  # here, not at the top: see the docstring
 
     farm_command()
+
+
+def _start_early(args: list[str]) -> None:
+    """`farm up`: its workers start now (farm.master.supervision.warm) and boot on the other
+    cores while this process loads the first part of its API (aiohttp: farm.master.api),
+    then the command, reads its options and plans, rather than after it bound its ports."""
+    import importlib
+
+    from farm.master.supervision import warm
+
+    if warm.start(args):  # none for --help, say
+        importlib.import_module("farm.master.api")

@@ -22,6 +22,7 @@ from __future__ import annotations
 import array
 import asyncio
 import collections
+import errno
 import os
 import socket
 import struct
@@ -64,7 +65,10 @@ class Channel:
         self.on_closed = on_closed
         self.closed = False
         self.queued_bytes = 0
-        self._out: collections.deque[tuple[memoryview, list[int]]] = collections.deque()
+        # Bytes to write, each with the sockets that ride on it (a mark's).
+        self._out: collections.deque[tuple[memoryview, tuple[socket.socket, ...]]] = (
+            collections.deque()
+        )
         self._writing = False
         self._in = bytearray()
         self._fds: collections.deque[int] = collections.deque()
@@ -75,7 +79,8 @@ class Channel:
 
     def send(self, message: Message, socks: Sequence[socket.socket] = ()) -> None:
         """Queue `message` (and `socks`, which it announces) and write what fits now;
-        raises PipeFull (the channel is closed then) or ProtocolError (nothing queued)."""
+        raises PipeFull (the channel is closed then) or ProtocolError (nothing queued). The
+        sockets must stay open until written: one closed before ends the pipe (EBADF)."""
         if self.closed:
             raise BrokenPipeError("the pipe is closed")
         frame = messages.encode(message)
@@ -84,20 +89,25 @@ class Channel:
             full = PipeFull(f"{self.queued_bytes} bytes wait unread in the pipe")
             self.close(full)
             raise full
-        self._out.append((memoryview(_HEADER.pack(len(frame)) + frame), []))
+        self._out.append((memoryview(_HEADER.pack(len(frame)) + frame), ()))
         for start in range(0, len(socks), messages.FDS_AT_ONCE):
-            # Duplicates: the caller may close its sockets before they are written.
-            fds = [os.dup(sock.fileno()) for sock in socks[start : start + messages.FDS_AT_ONCE]]
-            self._out.append((memoryview(messages.SOCKET_MARK), fds))
+            # The sockets themselves, not duplicates: a shard's thousands of listeners would
+            # otherwise be held twice until written, past the open-files limit the farm's
+            # budget counts on. One the caller closes before it is written ends the pipe.
+            chunk = tuple(socks[start : start + messages.FDS_AT_ONCE])
+            self._out.append((memoryview(messages.SOCKET_MARK), chunk))
         self.queued_bytes += size + len(socks)
         self._write()
 
     def _write(self) -> None:
         while self._out and not self.closed:
-            data, fds = self._out[0]
+            data, socks = self._out[0]
             try:
-                if fds:
-                    ancillary = [(socket.SOL_SOCKET, socket.SCM_RIGHTS, array.array("i", fds))]
+                if socks:
+                    fds = array.array("i", [sock.fileno() for sock in socks])
+                    if min(fds) < 0:
+                        raise OSError(errno.EBADF, "a socket was closed before it was sent")
+                    ancillary = [(socket.SOL_SOCKET, socket.SCM_RIGHTS, fds)]
                     sent = self.sock.sendmsg([data], ancillary)
                 else:
                     sent = self.sock.send(data)
@@ -106,10 +116,9 @@ class Channel:
             except OSError as exc:
                 self.close(exc)
                 return
-            _close_fds(fds)
             self.queued_bytes -= sent
             if sent < len(data):
-                self._out[0] = (data[sent:], [])
+                self._out[0] = (data[sent:], ())
                 break
             self._out.popleft()
         wanted = bool(self._out) and not self.closed
@@ -192,8 +201,6 @@ class Channel:
         if self._writing:
             self.loop.remove_writer(self.sock.fileno())
             self._writing = False
-        for _, fds in self._out:
-            _close_fds(fds)
         self._out.clear()
         _close_fds(list(self._fds))
         self._fds.clear()

@@ -58,7 +58,9 @@ msgspec encodes (builtins, enums, tuples, dicts, dataclasses or structs of those
 
 from __future__ import annotations
 
+import array
 import os
+import socket
 import struct
 from typing import Protocol
 
@@ -72,8 +74,8 @@ from farm.ipc.tracing import Traced
 
 # 4: FaultRule.extra; 5: Faults carries changes; 6: Assign.journal_writes; 7: Heartbeat without
 # requests (the master sums its shard's counters itself); 8: Reply.tallies, PollSummary.gaps;
-# 9: PollSummary.gaps flat
-VERSION = 9
+# 9: PollSummary.gaps flat; 10: Listeners (a worker started before its shard was known)
+VERSION = 10
 MAX_FRAME_BYTES = 64 * 1024 * 1024
 STOP_SERVER = "stop_server"
 START_SERVER = "start_server"
@@ -189,6 +191,14 @@ class AddServers(_Message, frozen=True):
     templates: dict[str, DeviceTemplate]  # those the servers name
 
 
+class Listeners(_Message, frozen=True):
+    """Right after the Assign of a worker started before its shard was known (a warm one:
+    farm.master.supervision.warm), which got no sockets at spawn: the servers (by index)
+    whose listening sockets follow, one each, in order."""
+
+    indices: tuple[int, ...]
+
+
 class RemoveServers(_Message, frozen=True):
     request_id: int
     servers: tuple[str, ...]  # names
@@ -224,6 +234,7 @@ Message = (
     | Control
     | Reply
     | AddServers
+    | Listeners
     | RemoveServers
     | Events
     | Stop
@@ -266,6 +277,8 @@ def sockets_announced(message: Message) -> int:
         return len(message.servers)
     if isinstance(message, Control) and message.op == START_SERVER:
         return len(message.servers)
+    if isinstance(message, Listeners):
+        return len(message.indices)
     return 0
 
 
@@ -282,6 +295,34 @@ def receive(conn: Connection) -> Message:
     if not 0 <= size <= MAX_FRAME_BYTES:
         raise FrameTooLarge(f"pipe frame of {size} bytes, over {MAX_FRAME_BYTES}")
     return decode(_read_exact(conn.fileno(), size))
+
+
+def receive_sockets(conn: Connection, count: int) -> list[socket.socket]:
+    """Read the `count` sockets that follow a message announcing them, blocking (a warm
+    worker's Listeners, before its loop runs); raises EOFError when the other side is gone,
+    Garbled when what comes is not a chunk of them."""
+    # A duplicate to read through: `conn` stays the worker's pipe, and closing this one
+    # leaves it open.
+    with socket.socket(fileno=os.dup(conn.fileno())) as pipe:
+        pipe.setblocking(True)
+        got: list[socket.socket] = []
+        while len(got) < count:
+            size = min(FDS_AT_ONCE, count - len(got))
+            data, ancillary, flags, _ = pipe.recvmsg(
+                1, socket.CMSG_SPACE(size * array.array("i").itemsize)
+            )
+            fds = array.array("i")
+            for level, kind, payload in ancillary:
+                if level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS:
+                    fds.frombytes(payload[: len(payload) - len(payload) % fds.itemsize])
+            got += [socket.socket(fileno=fd) for fd in fds]
+            if not data:
+                raise EOFError("the other end of the pipe is gone")
+            if data != SOCKET_MARK or flags & socket.MSG_CTRUNC or len(fds) != size:
+                for sock in got:
+                    sock.close()
+                raise Garbled(f"expected a chunk of {size} listening sockets on the pipe")
+        return got
 
 
 def _read_exact(fd: int, size: int) -> bytes:

@@ -91,6 +91,7 @@ async def serve(
         # yet: the fault table that could hold some comes with the API's rest.
         starting = asyncio.create_task(supervisor.start())
         cleanup.push_async_callback(_cancel, starting)  # an API that cannot start, say
+        # (`farm up` loaded it already, farm.cli._start_early: then this finds it there.)
         await asyncio.to_thread(importlib.import_module, "farm.master.api")
         from farm.master.api import open_api  # loaded just above: nothing left to load
 

@@ -54,6 +54,7 @@ from farm.ipc.messages import (
     Faults,
     FaultsApplied,
     Heartbeat,
+    Listeners,
     Ready,
     RemoveServers,
     Reply,
@@ -79,24 +80,33 @@ DRAIN_TIMEOUT_S = 2.0
 _PAGE = os.sysconf("SC_PAGE_SIZE")
 
 
-def run(conn: Connection, sockets: dict[int, socket.socket]) -> None:
-    """Process entry point (spawned by the supervisor)."""
+def run(conn: Connection, sockets: dict[int, socket.socket] | None) -> None:
+    """Process entry point (spawned by the supervisor). `sockets` None: a warm worker
+    (farm.master.supervision.warm), started before its shard was known; its listening
+    sockets come over the pipe after its Assign (`Listeners`), and it waits for both as long
+    as the master lives."""
     # The master stops its workers through their pipes, all at once, after draining: a
     # signal to the whole process group (Ctrl-C, a closed terminal, systemd's or
     # `kill -- -PGID`'s SIGTERM) must not end them first, nor look like a crash to restart.
     for signum in (signal.SIGINT, signal.SIGHUP, signal.SIGTERM):
         signal.signal(signum, signal.SIG_IGN)
     raise_open_files_limit()
-    if not conn.poll(ASSIGN_TIMEOUT_S):
+    if not conn.poll(None if sockets is None else ASSIGN_TIMEOUT_S):
         sys.exit(EXIT_BOOT_FAILED)
     try:
         assign = messages.receive(conn)
+        if sockets is None and isinstance(assign, Assign):
+            listeners = messages.receive(conn)
+            if not isinstance(listeners, Listeners):
+                raise messages.Garbled("no Listeners after the Assign of a warm worker")
+            given = messages.receive_sockets(conn, len(listeners.indices))
+            sockets = dict(zip(listeners.indices, given, strict=True))
     except (EOFError, OSError):
         sys.exit(EXIT_BOOT_FAILED)  # the master went away before Assign
     except messages.ProtocolError as exc:  # a master of another version, say: tell why
         print(f"farm worker: cannot read its Assign ({type(exc).__name__}): {exc}", file=sys.stderr)
         sys.exit(EXIT_BOOT_FAILED)
-    if not isinstance(assign, Assign):
+    if not isinstance(assign, Assign) or sockets is None:
         sys.exit(EXIT_BOOT_FAILED)  # a Stop that came before any Assign
     worker = Worker(conn=conn, assign=assign, sockets=sockets)
     with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:

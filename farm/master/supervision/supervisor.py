@@ -40,6 +40,7 @@ from farm.ipc.messages import (
     Control,
     Events,
     FaultsApplied,
+    Listeners,
     Message,
     Ready,
     Reply,
@@ -48,7 +49,7 @@ from farm.ipc.spawn import WORKER_ENTRY
 from farm.ipc.stats import ShardCounters
 from farm.master import logs
 from farm.master.logs import tag
-from farm.master.supervision import processes, watchdog, workerpipe
+from farm.master.supervision import processes, warm, watchdog, workerpipe
 from farm.master.supervision.slot import Slot, SlotState, WorkerProcess
 
 log = logging.getLogger("farm")
@@ -138,6 +139,8 @@ class Supervisor:
         # started in a thread, its sentinel never watched); each spawn sees `stopping` and
         # ends its worker itself.
         await asyncio.shield(asyncio.gather(*spawns))
+        for unused in warm.discard():  # more were started than the plan has shards
+            await asyncio.to_thread(unused.process.join, 5.0)
         while not all(slot.state is SlotState.READY for slot in self.slots):
             if self.fatal is not None:
                 raise self.fatal
@@ -171,14 +174,22 @@ class Supervisor:
         if self.stopping:
             return
         loop = asyncio.get_running_loop()
-        process, ours, theirs = processes.new_process(self.context, self.entry, slot)
+        # A worker `farm up` started before it planned (farm.master.supervision.warm), if one
+        # is left: booted or nearly, it gets its sockets over the pipe after its Assign.
+        booted = warm.take() if self.entry == WORKER_ENTRY else None
+        if booted is not None:
+            process, ours, theirs = booted.process, booted.ours, None
+        else:
+            process, ours, theirs = processes.new_process(self.context, self.entry, slot)
         slot.state, slot.process, slot.conn = SlotState.STARTING, process, ours
         slot.servers_up, slot.heartbeat, slot.failed = 0, None, {}
         slot.exited = asyncio.Event()
         slot.spawned_at, slot.stalled_at_spawn = time.monotonic(), self.stalled_s
-        # Process.start writes the pickled process object to the child: off the loop, it blocks.
-        await asyncio.to_thread(process.start)
-        theirs.close()
+        if theirs is not None:
+            # Process.start writes the pickled process object to the child: off the loop, it
+            # blocks.
+            await asyncio.to_thread(process.start)
+            theirs.close()
         try:
             await self._banks_ready()
         except BaseException:  # nothing would ever watch or end this process
@@ -208,6 +219,9 @@ class Supervisor:
         # Queued whole on the non-blocking pipe: whatever follows it (a Stop) follows it.
         with contextlib.suppress(OSError, PipeFull):  # the pipe's end says why
             slot.channel.send(assign)
+            if theirs is None:  # a warm worker: its sockets next
+                indices = tuple(slot.sockets)
+                slot.channel.send(Listeners(indices=indices), [slot.sockets[i] for i in indices])
         log.debug(
             "worker %d spawned as pid %s",
             slot.shard.worker,

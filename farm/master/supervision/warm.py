@@ -1,0 +1,104 @@
+"""Warm workers: worker processes started first thing in `farm up`, before its options are
+read, its fleet planned and its ports bound, so that a worker's boot (an interpreter, mostly
+loading its modules: about 0.3 s of CPU) overlaps the master's own instead of following it.
+
+farm.cli starts them (`start`, from the command line alone: `--workers N`, else the CPUs
+this process may run on); the supervisor takes one for each slot's first process (`take`)
+and sends it its Assign, then its listening sockets over the pipe (`Listeners`), since a
+process started before they were bound cannot inherit them; those nobody took are ended
+once every slot has its process (`discard`), and at exit in any case. A worker that dies
+or restarts later is spawned as before, its sockets inherited.
+"""
+
+from __future__ import annotations
+
+import atexit
+import contextlib
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+MAX_WARM = 64  # never more, whatever --workers says (the plan checks the number itself)
+
+
+@dataclass(frozen=True, slots=True)
+class Warm:
+    process: Any  # a started multiprocess Process (farm.master.supervision.slot.WorkerProcess)
+    ours: Any  # the master's end of its pipe (a multiprocess Connection)
+
+
+_waiting: list[Warm] = []
+
+
+def wanted(argv: Sequence[str]) -> int:
+    """How many workers `farm up ARGV` will most likely run: 0 when it will not start a farm
+    (--help) or the number is not one (the command then says why)."""
+    if "--help" in argv or "-h" in argv:
+        return 0
+    for number, arg in enumerate(argv):
+        if arg == "--workers" or arg.startswith("--workers="):
+            value = arg.partition("=")[2] if "=" in arg else "".join(argv[number + 1 : number + 2])
+            return min(int(value), MAX_WARM) if value.isdigit() else 0
+    return min(len(os.sched_getaffinity(0)) or 1, MAX_WARM)
+
+
+def start(argv: Sequence[str]) -> int:
+    """Start the workers `farm up ARGV` will most likely need (they wait for their Assign);
+    how many."""
+    count = wanted(argv)
+    if not count:
+        return 0
+    import multiprocess  # here: `farm` commands other than `up` never load it
+    import multiprocess.util  # registers its exit function, which joins every child
+
+    from farm.ipc.spawn import WORKER_ENTRY, run_entry
+
+    context = multiprocess.get_context("spawn")
+    # Registered after multiprocess's: runs before it, which would wait forever for a warm
+    # worker whose pipe is still open (a worker ignores SIGTERM, and waits for its Assign).
+    atexit.register(discard_now)
+    for number in range(count):
+        ours, theirs = context.Pipe(duplex=True)
+        process = context.Process(
+            target=run_entry,
+            args=(WORKER_ENTRY, theirs, None),
+            name=f"farm-worker-{number}",
+            daemon=True,
+        )
+        process.start()
+        theirs.close()
+        _waiting.append(Warm(process, ours))
+    return count
+
+
+def take() -> Warm | None:
+    """A warm worker still alive, if one is left (it is the caller's from now on)."""
+    while _waiting:
+        warm = _waiting.pop(0)
+        if warm.process.is_alive():
+            return warm
+        _end(warm)
+    return None
+
+
+def discard() -> list[Warm]:
+    """Those nobody took, their pipes closed: each exits at once (the end of its pipe before
+    any Assign); the caller reaps them (`process.join`, off its loop)."""
+    left = list(_waiting)
+    _waiting.clear()
+    for warm in left:
+        _end(warm)
+    return left
+
+
+def discard_now() -> None:
+    """At exit: whatever is left ends, and is reaped here."""
+    for warm in discard():
+        warm.process.join(5.0)
+
+
+def _end(warm: Warm) -> None:
+    warm.ours.close()
+    with contextlib.suppress(OSError, ValueError, AttributeError):
+        warm.process.kill()  # ours, by PID; it may be importing still, deaf to its pipe

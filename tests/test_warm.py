@@ -1,0 +1,125 @@
+"""`farm up` starts its workers first thing (farm.master.supervision.warm): they boot while the
+master loads its API and the command and plans; each gets its listening sockets over its
+pipe after its Assign. Those the plan does not need end at once, and a `farm up` that fails
+leaves none behind (issue 24, start-up)."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+from datetime import datetime
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import ready_farm
+from tests.farmproc import HOST, descendants, wait_for
+from tests.rawmodbus import read_registers
+
+pytestmark = pytest.mark.timeout(120)
+
+
+def started_at_wall(pid: int) -> float:
+    """When process `pid` started, as wall-clock time, good to a clock tick (10 ms)."""
+    with open(f"/proc/{pid}/stat", "rb") as stat:
+        ticks = int(stat.read().rsplit(b")", 1)[1].split()[19])
+    age = time.clock_gettime(time.CLOCK_BOOTTIME) - ticks / os.sysconf("SC_CLK_TCK")
+    return time.time() - age
+
+
+def workers_below(pid: int) -> set[int]:
+    """The worker processes below `pid` (multiprocess's resource tracker is not one)."""
+    found = set()
+    for child in descendants(pid):
+        try:
+            command = Path(f"/proc/{child}/cmdline").read_bytes()
+        except OSError:
+            continue
+        if b"spawn_main" in command and b"resource_tracker" not in command:
+            found.add(child)
+    return found
+
+
+def test_the_workers_start_before_the_master_binds_its_ports_and_serve() -> None:
+    """Their processes are older than the master's first log line, which it writes once its
+    ports are bound (on the old code the workers were spawned after it); every server
+    answers a Modbus read through a socket that came over the pipe."""
+    running = ready_farm(100, extra=["--log-format", "json"])
+    try:
+        pids = [worker["pid"] for worker in running.status()["workers"]]
+        workers = {pid: started_at_wall(pid) for pid in pids}
+        master = started_at_wall(running.pid)
+        for index in (0, 1, 50, 99):
+            assert len(read_registers(running.port(index), 0, 2)) == 2
+    finally:
+        code, _, stderr = running.stop()
+    assert code == 0, stderr
+    logged = [json.loads(line) for line in stderr.splitlines() if line.startswith("{")]
+    bound = next(line for line in logged if line.get("event") == "capacity")
+    bound_at = datetime.fromisoformat(bound["time"]).timestamp()
+    tick = 0.02
+    assert len(workers) == 2
+    for pid, at in workers.items():
+        assert master - tick <= at < bound_at - tick, (pid, at - master, bound_at - master)
+
+
+def test_workers_the_plan_does_not_need_end_at_once() -> None:
+    """`--workers 3` for one server: one shard, so two of the three started early end."""
+    running = ready_farm(1, workers=3)
+    try:
+        status = running.status()
+        assert [worker["servers"] for worker in status["workers"]] == [1]
+        serving = {worker["pid"] for worker in status["workers"]}
+        wait_for(lambda: workers_below(running.pid) == serving, 20, "the unused workers to end")
+        assert len(read_registers(running.port(0), 0, 2)) == 2
+    finally:
+        code, _, stderr = running.stop()
+    assert code == 0, stderr
+
+
+def session_members(session: int) -> list[int]:
+    members = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            fields = Path(f"/proc/{entry}/stat").read_bytes().rsplit(b")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[3]) == session and fields[0] != b"Z":
+            members.append(int(entry))
+    return members
+
+
+def test_a_farm_up_that_fails_leaves_no_worker_behind() -> None:
+    """It started its workers before it learned that a port is taken; run in a session of its
+    own, so that whatever it started can be found by session, nothing of it is left soon
+    after it exited (multiprocess's resource tracker goes at the end of its pipe)."""
+    with socket.socket() as taken:
+        taken.bind((HOST, 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        process = subprocess.Popen(
+            [sys.executable, "-m", "farm", "up", "--count", "1", "--port-base", str(port)],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            start_new_session=True,
+        )
+        try:
+            _, stderr = process.communicate(timeout=60)
+        finally:
+            if process.poll() is None:
+                process.kill()
+                process.wait(10)
+    assert process.returncode != 0 and "already in use" in stderr, stderr
+    assert "Traceback" not in stderr, stderr
+    try:
+        wait_for(lambda: not session_members(process.pid), 10, "the session to be empty")
+    except AssertionError:
+        left = session_members(process.pid)
+        raise AssertionError([Path(f"/proc/{pid}/cmdline").read_bytes() for pid in left]) from None
