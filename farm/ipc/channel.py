@@ -34,7 +34,6 @@ from farm.ipc.messages import Connection, Message, ProtocolError
 QUEUE_CAP_BYTES = 2 * messages.MAX_FRAME_BYTES  # an Assign of the largest shard, and more
 _READ_BYTES = 256 * 1024
 _HEADER = struct.Struct("!i")
-_ANCILLARY = socket.CMSG_SPACE(messages.FDS_AT_ONCE * array.array("i").itemsize)
 
 OnMessage = Callable[[Message, list[socket.socket]], None]
 OnClosed = Callable[[BaseException | None], None]  # None: end of file; else why
@@ -133,17 +132,13 @@ class Channel:
 
     def _readable(self) -> None:
         try:
-            data, ancillary, flags, _ = self.sock.recvmsg(_READ_BYTES, _ANCILLARY)
+            data, ancillary, flags, _ = self.sock.recvmsg(_READ_BYTES, messages.CHUNK_ANCILLARY)
         except (BlockingIOError, InterruptedError):
             return
         except OSError as exc:
             self.close(exc)
             return
-        for level, kind, payload in ancillary:
-            if level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS:
-                fds = array.array("i")
-                fds.frombytes(payload[: len(payload) - len(payload) % fds.itemsize])
-                self._fds.extend(fds)
+        self._fds.extend(messages.descriptors(ancillary))
         if flags & socket.MSG_CTRUNC:
             self.close(ProtocolError("more descriptors came than a chunk holds"))
             return

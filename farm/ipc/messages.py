@@ -85,6 +85,7 @@ TRACE_START = "trace_start"  # trace one server (Control.client: only that clien
 TRACE_STOP = "trace_stop"  # end it: its records in Reply.traced (farm.ipc.tracing)
 SOCKET_MARK = b"S"  # one per chunk of sockets after the message that announces them
 FDS_AT_ONCE = 250  # descriptors per mark: the kernel takes at most SCM_MAX_FD (253) at once
+CHUNK_ANCILLARY = socket.CMSG_SPACE(FDS_AT_ONCE * array.array("i").itemsize)  # a mark's, read
 LENGTH = struct.Struct("!i")  # before each frame, as multiprocess.Connection.send_bytes puts it
 # Each active fault with the shard positions (indexes into Assign.servers) it applies to.
 ActiveFaults = tuple[tuple[FaultRule, tuple[int, ...]], ...]
@@ -308,13 +309,8 @@ def receive_sockets(conn: Connection, count: int) -> list[socket.socket]:
         got: list[socket.socket] = []
         while len(got) < count:
             size = min(FDS_AT_ONCE, count - len(got))
-            data, ancillary, flags, _ = pipe.recvmsg(
-                1, socket.CMSG_SPACE(size * array.array("i").itemsize)
-            )
-            fds = array.array("i")
-            for level, kind, payload in ancillary:
-                if level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS:
-                    fds.frombytes(payload[: len(payload) - len(payload) % fds.itemsize])
+            data, ancillary, flags, _ = pipe.recvmsg(1, CHUNK_ANCILLARY)
+            fds = descriptors(ancillary)
             got += [socket.socket(fileno=fd) for fd in fds]
             if not data:
                 raise EOFError("the other end of the pipe is gone")
@@ -323,6 +319,15 @@ def receive_sockets(conn: Connection, count: int) -> list[socket.socket]:
                     sock.close()
                 raise Garbled(f"expected a chunk of {size} listening sockets on the pipe")
         return got
+
+
+def descriptors(ancillary: list[tuple[int, int, bytes]]) -> array.array[int]:
+    """The descriptors that SCM_RIGHTS ancillary data (from `recvmsg`) carries, in order."""
+    fds = array.array("i")
+    for level, kind, payload in ancillary:
+        if level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS:
+            fds.frombytes(payload[: len(payload) - len(payload) % fds.itemsize])
+    return fds
 
 
 def _read_exact(fd: int, size: int) -> bytes:
