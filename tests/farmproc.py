@@ -145,6 +145,15 @@ def free_port() -> int:
     return free_port_range(1)
 
 
+def started_at_wall(pid: int) -> float:
+    """When process `pid` started, as wall-clock time (its start in /proc, in clock ticks since
+    boot, against the boot clock now): good to a tick, 10 ms."""
+    with open(f"/proc/{pid}/stat", "rb") as stat:
+        ticks = int(stat.read().rsplit(b")", 1)[1].split()[19])
+    age = time.clock_gettime(time.CLOCK_BOOTTIME) - ticks / os.sysconf("SC_CLK_TCK")
+    return time.time() - age
+
+
 def descendants(pid: int) -> set[int]:
     """PIDs of every live (non-zombie) process below `pid`, from /proc.
 

@@ -9,7 +9,6 @@ get`, `farm targets`, `farm servers` and `farm validate` run as a user runs them
 from __future__ import annotations
 
 import json
-import os
 import re
 import struct
 import subprocess
@@ -22,7 +21,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import ready_config_farm, ready_farm
-from tests.farmproc import FarmProcess, free_port
+from tests.farmproc import FarmProcess, free_port, started_at_wall
 
 pytestmark = pytest.mark.timeout(180)
 
@@ -160,15 +159,6 @@ def test_the_ready_banner_names_each_fleets_transport_and_range(tmp_path: Path) 
     assert f"servers meters tcp 127.0.0.1:{base}-{base + 1}" in lines, stdout
     assert f"gateways tcp 127.0.0.1:{base + 2}" in lines, stdout
     assert f"datagram udp 127.0.0.1:{base + 3}" in lines, stdout
-
-
-def started_at_wall(pid: int) -> float:
-    """When process `pid` started, as wall-clock time (its start in /proc, in clock ticks since
-    boot, against the boot clock now): good to a tick, 10 ms."""
-    with open(f"/proc/{pid}/stat", "rb") as stat:
-        ticks = int(stat.read().rsplit(b")", 1)[1].split()[19])
-    age = time.clock_gettime(time.CLOCK_BOOTTIME) - ticks / os.sysconf("SC_CLK_TCK")
-    return time.time() - age
 
 
 def test_the_ready_banner_counts_from_the_moment_the_command_started() -> None:

@@ -8,11 +8,13 @@ tests send such frames, and garbage, to real processes on both ends of the pipe.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import errno
 import os
 import socket
 import typing
+from collections.abc import Iterator
 from pathlib import Path
 
 import msgspec
@@ -40,6 +42,7 @@ from farm.ipc.messages import (
     MAX_FRAME_BYTES,
     VERSION,
     Assign,
+    Connection,
     Control,
     Faults,
     FaultsApplied,
@@ -306,14 +309,24 @@ def test_the_master_ignores_a_crafted_pickle_from_a_worker(
     assert not marker.exists()
 
 
+@contextlib.contextmanager
+def pipe_ends() -> Iterator[tuple[Connection, Connection]]:
+    """Both ends of a worker's pipe (a Unix socket pair), closed afterwards."""
+    ours, theirs = get_context("spawn").Pipe(duplex=True)
+    try:
+        yield ours, theirs
+    finally:
+        ours.close()
+        theirs.close()
+
+
 def test_assign_of_ten_thousand_servers_goes_through_a_real_pipe() -> None:
     """Far bigger than the pipe's buffer, written and read without blocking on one loop:
     the frame must arrive whole (and be typed), with the sockets that follow a message."""
     assign = assign_of(plan_of(10_000))
-    ours, theirs = get_context("spawn").Pipe(duplex=True)
     listeners = [socket.create_server((HOST, 0)) for _ in range(300)]  # two chunks of marks
     start = Control(request_id=1, op=messages.START_SERVER, servers=("x",) * len(listeners))
-    try:
+    with pipe_ends() as (ours, theirs):
         received: list[tuple[Message, list[socket.socket]]] = []
 
         async def main() -> None:
@@ -335,9 +348,6 @@ def test_assign_of_ten_thousand_servers_goes_through_a_real_pipe() -> None:
             writer.close()
 
         asyncio.run(asyncio.wait_for(main(), 60))
-    finally:
-        ours.close()
-        theirs.close()
     (first, none), (second, socks) = received
     assert first == assign and none == []
     assert isinstance(first, Assign)
@@ -358,11 +368,10 @@ def test_a_shards_sockets_wait_to_be_written_without_being_held_twice() -> None:
     descriptor to the sender (it held a duplicate of each until written: with a shard of
     thousands on top of the master's own, past the open-files limit), and all arrive."""
     assign = assign_of(plan_of(10_000))
-    ours, theirs = get_context("spawn").Pipe(duplex=True)
     listeners = [socket.create_server((HOST, 0)) for _ in range(2_000)]
     start = Control(request_id=1, op=messages.START_SERVER, servers=("x",) * len(listeners))
     received: list[list[socket.socket]] = []
-    try:
+    with pipe_ends() as (ours, theirs):
 
         async def main() -> None:
             loop = asyncio.get_running_loop()
@@ -386,9 +395,6 @@ def test_a_shards_sockets_wait_to_be_written_without_being_held_twice() -> None:
             writer.close()
 
         asyncio.run(asyncio.wait_for(main(), 60))
-    finally:
-        ours.close()
-        theirs.close()
     (socks,) = received
     assert [s.getsockname() for s in socks] == [s.getsockname() for s in listeners]
     for sock in (*socks, *listeners):
@@ -399,11 +405,10 @@ def test_a_socket_closed_before_it_is_written_ends_the_pipe() -> None:
     """What the sender queued must stay open until written; one closed meanwhile is not sent
     as whatever took its number: the pipe ends (EBADF), and the worker's end is replaced."""
     assign = assign_of(plan_of(10_000))
-    ours, theirs = get_context("spawn").Pipe(duplex=True)
     listener = socket.create_server((HOST, 0))
     start = Control(request_id=1, op=messages.START_SERVER, servers=("x",))
     why: list[BaseException | None] = []
-    try:
+    with pipe_ends() as (ours, theirs):
 
         async def main() -> None:
             loop = asyncio.get_running_loop()
@@ -423,8 +428,5 @@ def test_a_socket_closed_before_it_is_written_ends_the_pipe() -> None:
             reader.close()
 
         asyncio.run(asyncio.wait_for(main(), 60))
-    finally:
-        ours.close()
-        theirs.close()
     (reason,) = why
     assert isinstance(reason, OSError) and reason.errno == errno.EBADF, reason

@@ -10,25 +10,16 @@ import os
 import socket
 import subprocess
 import sys
-import time
 from datetime import datetime
 from pathlib import Path
 
 import pytest
 
 from tests.conftest import ready_farm
-from tests.farmproc import HOST, descendants, wait_for
+from tests.farmproc import HOST, descendants, started_at_wall, wait_for
 from tests.rawmodbus import read_registers
 
 pytestmark = pytest.mark.timeout(120)
-
-
-def started_at_wall(pid: int) -> float:
-    """When process `pid` started, as wall-clock time, good to a clock tick (10 ms)."""
-    with open(f"/proc/{pid}/stat", "rb") as stat:
-        ticks = int(stat.read().rsplit(b")", 1)[1].split()[19])
-    age = time.clock_gettime(time.CLOCK_BOOTTIME) - ticks / os.sysconf("SC_CLK_TCK")
-    return time.time() - age
 
 
 def workers_below(pid: int) -> set[int]:
