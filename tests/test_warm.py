@@ -23,14 +23,15 @@ pytestmark = pytest.mark.timeout(120)
 
 
 def workers_below(pid: int) -> set[int]:
-    """The worker processes below `pid` (multiprocess's resource tracker is not one)."""
+    """The worker processes below `pid`, forked (warm) or spawned: every live process below
+    it but multiprocess's resource tracker."""
     found = set()
     for child in descendants(pid):
         try:
             command = Path(f"/proc/{child}/cmdline").read_bytes()
         except OSError:
             continue
-        if b"spawn_main" in command and b"resource_tracker" not in command:
+        if b"resource_tracker" not in command:
             found.add(child)
     return found
 
