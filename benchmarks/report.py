@@ -158,8 +158,10 @@ def _targets(figures: dict[str, Any]) -> list[str]:
     for count, limits in ((500, (2.0, 0.5)), (10000, (10.0, 1.5))):
         if count in startup:
             ready = startup[count]["ready_s"]
+            runs = len(startup[count].get("ready_runs", ()))
+            shown = f"{ready:.2f} s" + (f" (median of {runs} starts)" if runs > 1 else "")
             checks += [
-                (f"{count:,} servers ready <= {limit:g} s", f"{ready:.2f} s", ready <= limit)
+                (f"{count:,} servers ready <= {limit:g} s", shown, ready <= limit)
                 for limit in limits
             ]
     biggest = startup[max(startup)]
@@ -218,8 +220,10 @@ def _startup_table(figures: dict[str, Any]) -> list[str]:
     ]
     for row in figures["startup"]:
         n = row["servers"]
+        runs = row.get("ready_runs", [row["ready_s"]])
+        spread = f" ({min(runs):.2f}-{max(runs):.2f}, {len(runs)} starts)" if len(runs) > 1 else ""
         lines.append(
-            f"| {n:,} | {row['ready_s']:.2f} s | {row['rss'] / 2**20:.0f} MiB "
+            f"| {n:,} | {row['ready_s']:.2f} s{spread} | {row['rss'] / 2**20:.0f} MiB "
             f"| {row['rss'] / n / 1024:.1f} KiB | {row['pss'] / 2**20:.0f} MiB "
             f"| {row['pss'] / n / 1024:.1f} KiB |"
         )

@@ -151,7 +151,7 @@ async def play(farm: Farm, model: Model, ops: list[tuple[Any, ...]]) -> None:
         elif kind in ("stop", "start") and name(op[1]) in model.servers:
             server = name(op[1])
             call = farm.switch.stop if kind == "stop" else farm.switch.start
-            farm.tasks.append(asyncio.create_task(call(server)))
+            farm.tasks.append(asyncio.create_task(call(server), name=server))
             await asyncio.sleep(0)  # its intent taken now, its confirmation whenever
             (model.stopped.add if kind == "stop" else model.stopped.discard)(server)
         elif kind == "step":
@@ -179,10 +179,16 @@ async def settled(farm: Farm, model: Model) -> None:
     """Wait for every call and fault duration to end, then until a client sees exactly the
     servers the model says down refused (and every other one accepting)."""
     results = await asyncio.gather(*farm.tasks, return_exceptions=True)
+    tasks = list(farm.tasks)
     farm.tasks.clear()
-    for result in results:  # a start an offline fault still holds is refused: expected
-        if isinstance(result, BaseException) and not isinstance(result, CannotStart):
-            raise result
+    for task, result in zip(tasks, results, strict=True):
+        if not isinstance(result, BaseException):
+            continue
+        if isinstance(result, CannotStart):  # a start an offline fault still holds: expected
+            continue
+        if isinstance(result, KeyError) and task.get_name() not in model.servers:
+            continue  # a start or stop of a server a later scale-down removed: no such server
+        raise result
     ends = [end for _, end in model.faults.values() if end is not None]
     if ends:
         await asyncio.sleep(max(0.0, max(ends) - time.monotonic()) + 0.05)
