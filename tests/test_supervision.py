@@ -128,6 +128,8 @@ def test_kill_9_worker_restarts_and_keeps_values(farm4: FarmProcess) -> None:
             "all ready",
         )
         assert status["workers"][0]["restarts"] == 1 and status["workers"][0]["pid"] != victim
+        with open(f"/proc/{status['workers'][0]['pid']}/comm") as comm:  # spawned, named too
+            assert comm.read().strip() == "farm-worker-0"
         ok_before = bystander.ok
         wait_for(lambda: bystander.ok > ok_before + 5, 30, "the bystander to keep reading")
         bystander.done.set()

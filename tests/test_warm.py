@@ -45,6 +45,9 @@ def test_the_workers_start_before_the_master_binds_its_ports_and_serve() -> None
         pids = [worker["pid"] for worker in running.status()["workers"]]
         workers = {pid: started_at_wall(pid) for pid in pids}
         master = started_at_wall(running.pid)
+        # Forked, a worker's command line is the master's: its name tells it apart in `top`.
+        names = [Path(f"/proc/{pid}/comm").read_text().strip() for pid in pids]
+        assert names == ["farm-worker-0", "farm-worker-1"], names
         for index in (0, 1, 50, 99):
             assert len(read_registers(running.port(index), 0, 2)) == 2
     finally:

@@ -20,6 +20,7 @@ reads and writes without blocking its loop (farm.ipc.channel).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import signal
@@ -108,6 +109,7 @@ def run(conn: Connection, sockets: dict[int, socket.socket] | None) -> None:
         sys.exit(EXIT_BOOT_FAILED)
     if not isinstance(assign, Assign) or sockets is None:
         sys.exit(EXIT_BOOT_FAILED)  # a Stop that came before any Assign
+    _name_process(f"farm-worker-{assign.worker}")
     worker = Worker(conn=conn, assign=assign, sockets=sockets)
     with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
         runner.run(worker.serve())
@@ -118,6 +120,14 @@ def run(conn: Connection, sockets: dict[int, socket.socket] | None) -> None:
     sys.stdout.flush()
     sys.stderr.flush()
     os._exit(code)
+
+
+def _name_process(name: str) -> None:
+    """The name `top`, `ps -e` and `pgrep` show (/proc/self/comm, 15 bytes at most): a
+    worker's command line is its master's (forked) or multiprocess's (spawned), its name
+    was "python"."""
+    with contextlib.suppress(OSError), open("/proc/self/comm", "w") as comm:
+        comm.write(name[:15])
 
 
 def _new_ticker(
