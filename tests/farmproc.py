@@ -310,6 +310,15 @@ class FarmProcess:
     def worker_pids(self) -> list[int]:
         return [w["pid"] for w in self.status()["workers"]]
 
+    def wait_settled(self, server: str = "device-0000", timeout: float = 15.0) -> None:
+        """Wait until `server`'s live values move (default devices: input register 0 counts
+        seconds). Its worker's ticker, built after Ready, then runs: right after ready a
+        worker still grows by 3-11 MiB of RSS with no client at all (the ticker loads numpy),
+        and holds still once the values move. A memory test takes its baseline after this."""
+        path = f"/api/v1/servers/{server}/units/1/input_registers?address=0&count=1"
+        first = self.api(path)["values"]
+        wait_for(lambda: self.api(path)["values"] != first, timeout, f"{server}'s values to move")
+
     def stop(self, timeout: float = STOP_DEADLINE_S) -> tuple[int, str, str]:
         """SIGTERM the farm; returns (exit code, stdout, stderr)."""
         self.terminate()

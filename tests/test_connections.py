@@ -112,6 +112,7 @@ def test_a_client_pipelining_into_a_delay_fault_costs_bounded_memory(farm4: Farm
     farm = farm4
     client = FarmClient.at(HOST, farm.api_port)
     worker = farm.worker_pids()[0]
+    farm.wait_settled()  # the baseline once the worker's RSS holds still
     rss_before = rss_bytes(worker)
     held = client.fault("delay", target="device-0000", ms=30_000)
     batch = b"".join(mbap(t, 1, FC3_125) for t in range(100))
@@ -155,6 +156,7 @@ def test_a_udp_flood_into_a_delay_fault_costs_bounded_memory() -> None:
         farm.wait_ready()
         worker = farm.worker_pids()[0]
         FarmClient.at(HOST, farm.api_port).fault("delay", target="device-0000", ms=30_000)
+        farm.wait_settled("device-0002")  # same worker; the baseline once its RSS holds still
         rss_before = rss_bytes(worker)
         frame = mbap(1, 1, FC3_125)
         with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as flood:

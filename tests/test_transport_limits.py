@@ -204,6 +204,7 @@ def test_tls_clients_that_never_read_cost_bounded_memory(tmp_path: Path) -> None
             return context.wrap_socket(sock, server_hostname=HOST)
 
         hogs = [connect(farm.port(0)) for _ in range(HOGS)]
+        farm.wait_settled()  # the baseline once the worker's RSS holds still
         rss_before = rss_bytes(worker)
         peak, sent = rss_before, 0
         batch = b"".join(mbap(t, 1, struct.pack(">BHH", 3, 0, 125)) for t in range(100))
