@@ -19,14 +19,13 @@ while it loads its API's first part and the command, and plans (`_start_early`).
 """
 
 import contextlib
+import os
+import sys
 from collections.abc import Iterator
 
 
 def main() -> None:
     """The `farm` command (the click group is farm.cli.app.main)."""
-    import os
-    import sys
-
     # numpy's OpenBLAS starts a thread per core when numpy loads, which spins for a while:
     # 0.08 s of another core's CPU per process at `farm up` (master and workers inherit this),
     # a sixth of a 500-server start on 2 cores. The farm does no linear algebra.
@@ -54,11 +53,9 @@ def _start_early(args: list[str]) -> None:
 @contextlib.contextmanager
 def _no_ca_store() -> Iterator[None]:
     """While aiohttp loads: its import builds two client TLS contexts, each reading the
-    system's CA store (0.04 s, a tenth of a 500-server start). The master serves HTTP and
-    is never an HTTPS client with aiohttp's default contexts: they get an empty store
-    (OpenSSL reads SSL_CERT_FILE in place of the system's bundle)."""
-    import os
-
+    system's CA store (0.06-0.1 s of CPU, a tenth of a 500-server start). The master serves
+    HTTP and is never an HTTPS client with aiohttp's default contexts: they get an empty
+    store (OpenSSL reads SSL_CERT_FILE in place of the system's bundle)."""
     before = os.environ.get("SSL_CERT_FILE")
     os.environ["SSL_CERT_FILE"] = os.devnull
     try:

@@ -83,7 +83,7 @@ _PAGE = os.sysconf("SC_PAGE_SIZE")
 
 def run(conn: Connection, sockets: dict[int, socket.socket] | None) -> None:
     """Process entry point (spawned by the supervisor). `sockets` None: a warm worker
-    (farm.master.supervision.warm), started before its shard was known; its listening
+    (farm.master.supervision.warm, forked), started before its shard was known; its listening
     sockets come over the pipe after its Assign (`Listeners`), and it waits for both as long
     as the master lives."""
     # The master stops its workers through their pipes, all at once, after draining: a
