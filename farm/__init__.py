@@ -41,16 +41,19 @@ Four programs share this package; the folder tells which one runs a module:
               API bodies).
     output.py how the CLI and bench print: user text literally, whole table rows in a
               pipe; exit_with, a FarmError as its one line.
-    openfiles.py  the open-files limit, raised the same way by every program.
+    openfiles.py  the open-files limit, raised the same way by every program, and the
+              descriptor table grown in one step (reserve_descriptors).
+    collector.py  Python's garbage collector, off while `farm up` starts (master and
+              warm workers), on again once each is ready.
     words.py  numbers in words: '1 server', '2 servers'.
 
 Imports follow the arrows: config imports none of the others; ipc imports config;
 master and worker import config and ipc, never each other; bench imports client and
-config; modbus imports nothing of the farm; errors, files, openfiles, output, words and
-modbus are for everyone. Inside the master, supervision is at the bottom and http at the
-top; only http, fleetview's pages and run speak HTTP (aiohttp). No import cycle at run
-time, and no module touches another's private names (ruff's SLF001). The contracts are in
-pyproject.toml; tests/test_layout.py keeps them.
+config; modbus imports nothing of the farm; errors, files, openfiles, collector, output,
+words and modbus are for everyone. Inside the master, supervision is at the bottom and http
+at the top; only http, fleetview's pages and run speak HTTP (aiohttp). No import cycle at
+run time, and no module touches another's private names (ruff's SLF001). The contracts are
+in pyproject.toml; tests/test_layout.py keeps them.
 """
 
 __version__ = "0.1.0"

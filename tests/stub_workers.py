@@ -71,3 +71,30 @@ def garble_after_ready(conn: Connection, sockets: dict[int, socket.socket]) -> N
 
     process.Worker.send = garbling  # type: ignore[method-assign,assignment]
     process.run(conn, sockets)
+
+
+def collector_paused(conn: Connection, sockets: dict[int, socket.socket]) -> None:
+    """A real worker started with Python's collector off, as a warm worker is forked from
+    `farm up` (farm.collector): at its first heartbeat after Ready it writes whether the
+    collector is on and how many objects it froze, to `FARM_TEST_COLLECTOR`.PID."""
+    import gc
+
+    from farm.ipc.messages import Heartbeat, Message, Ready
+    from farm.worker import process
+
+    send = process.Worker.send
+    said_ready = False
+
+    def reporting(worker: process.Worker, message: Message) -> None:
+        nonlocal said_ready
+        if isinstance(message, Heartbeat) and said_ready:
+            path = f"{os.environ['FARM_TEST_COLLECTOR']}.{os.getpid()}"
+            with open(path + ".part", "w") as report:
+                report.write(f"{gc.isenabled()} {gc.get_freeze_count()}")
+            os.replace(path + ".part", path)
+        said_ready = said_ready or isinstance(message, Ready)
+        send(worker, message)
+
+    gc.disable()
+    process.Worker.send = reporting  # type: ignore[method-assign,assignment]
+    process.run(conn, sockets)

@@ -23,6 +23,8 @@ import os
 import sys
 from collections.abc import Iterator
 
+from farm import collector
+
 
 def main() -> None:
     """The `farm` command (the click group is farm.cli.app.main)."""
@@ -31,6 +33,7 @@ def main() -> None:
     # a sixth of a 500-server start on 2 cores. The farm does no linear algebra.
     os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
     if sys.argv[1:2] == ["up"]:
+        collector.pause()  # resumed at ready (farm.master.run), in every worker too
         _start_early(sys.argv[2:])
     from farm.cli.app import main as farm_command  # here, not at the top: see the docstring
 
@@ -44,7 +47,11 @@ def _start_early(args: list[str]) -> None:
     import importlib
 
     from farm.master.supervision import warm
+    from farm.openfiles import EARLY_DESCRIPTORS, reserve_descriptors
 
+    # While this process has one thread: a farm of up to some thousands of servers then
+    # binds them all without the kernel stopping it to grow its descriptor table.
+    reserve_descriptors(EARLY_DESCRIPTORS)
     if warm.start(args):  # none for --help, say
         with _no_ca_store():
             importlib.import_module("farm.master.api")

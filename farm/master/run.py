@@ -23,6 +23,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from farm import collector
 from farm.config.plan import Plan
 from farm.errors import ConfigError, StateSaveError
 from farm.master import logs
@@ -109,6 +110,7 @@ async def serve(
             starting.result()  # raises BootError
             if on_ready is not None:
                 on_ready(_summary(plan, supervisor, options, time.monotonic() - began))
+            collector.resume()  # paused by `farm up` (farm.cli) for the start
             # The API's rest loads now that every server is up (unless a request for it
             # came first), rather than taking CPU from the workers' boot.
             loading = rest()

@@ -33,6 +33,7 @@ from typing import TYPE_CHECKING, Any
 
 import uvloop
 
+from farm import collector
 from farm.config.faults.rules import FaultRule
 from farm.config.plan import ServerSpec
 from farm.config.templates import DeviceTemplate
@@ -206,6 +207,7 @@ class Worker:
         heartbeat = asyncio.create_task(self._heartbeats())
         failed = await switch.start_all(self)
         self.send(Ready(worker=self.assign.worker, servers_up=len(self.servers), failed=failed))
+        collector.resume()  # a warm worker was forked with it paused (farm.collector)
         ticking = asyncio.create_task(self._tick())
         folding = asyncio.create_task(clients.fold_every(self.devices))
         await self.stopping.wait()

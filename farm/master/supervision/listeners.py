@@ -18,7 +18,7 @@ from collections.abc import Iterable
 from farm.config.plan import Plan, ServerSpec
 from farm.errors import ConfigError, PortBusyError, ResourceLimitError
 from farm.ipc.spawn import connection_cap
-from farm.openfiles import raise_open_files_limit
+from farm.openfiles import raise_open_files_limit, reserve_descriptors
 
 BACKLOG = 256
 FILES_RESERVED = 256  # pipes, the API, connections, and whatever Python opens itself
@@ -32,6 +32,7 @@ def ensure_file_limit(needed: int) -> None:
             f"{needed} servers need about {needed + FILES_RESERVED} open files but this "
             f"machine allows {limit} (ulimit -Hn); raise the limit or run fewer servers"
         )
+    reserve_descriptors(needed + FILES_RESERVED)
 
 
 def capacity(plan: Plan) -> str:
