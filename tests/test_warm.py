@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 
+from farm.master.supervision import warm
 from tests.conftest import ready_farm
 from tests.farmproc import HOST, descendants, started_at_wall, wait_for
 from tests.rawmodbus import read_registers
@@ -60,6 +61,68 @@ def test_the_workers_start_before_the_master_binds_its_ports_and_serve() -> None
     assert len(workers) == 2
     for pid, at in workers.items():
         assert master - tick <= at < bound_at - tick, (pid, at - master, bound_at - master)
+
+
+def cpus_of(pid: int) -> str:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("Cpus_allowed_list:"):
+            return line.split()[1]
+    raise AssertionError(f"no Cpus_allowed_list in /proc/{pid}/status")
+
+
+BOOT_ASIDE = """
+import json, os, time, multiprocess.resource_tracker as tracker
+from farm.master.supervision import warm
+
+cpus = os.sched_getaffinity(0)
+warm.start(["--workers", "1"])
+mine = os.sched_getaffinity(0)
+pid = warm._waiting[0].process.pid
+deadline = time.monotonic() + 20
+while os.sched_getaffinity(pid) != cpus and time.monotonic() < deadline:
+    time.sleep(0.01)
+print(json.dumps({
+    "cpus": sorted(cpus),
+    "mine": sorted(mine),
+    "tracker": sorted(os.sched_getaffinity(tracker._resource_tracker._pid)),
+    "worker": sorted(os.sched_getaffinity(pid)),
+}))
+warm.discard_now()
+"""
+
+
+@pytest.mark.skipif(len(os.sched_getaffinity(0)) < 2, reason="one CPU: nothing is set aside")
+def test_warm_workers_boot_beside_the_master_then_move_to_all_its_cpus() -> None:
+    """The resource tracker and a warm worker start on every CPU but the master's lowest
+    (farm.master.supervision.warm.aside); the master keeps all of its own, and the worker,
+    once booted, has all of them too."""
+    done = subprocess.run(
+        [sys.executable, "-c", BOOT_ASIDE], capture_output=True, text=True, timeout=90, check=False
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    found = json.loads(done.stdout)
+    assert found["mine"] == found["cpus"] == found["worker"], found
+    assert found["tracker"] == found["cpus"][1:], found
+
+
+def test_aside_leaves_one_cpu_or_too_many_workers_where_they_are() -> None:
+    assert warm.aside({0, 1}, 2) == {1}
+    assert warm.aside({2, 5, 7}, 4) == {5, 7}
+    assert warm.aside({0}, 1) is None
+    assert warm.aside({0, 1}, 3) is None  # three workers would queue on the one CPU left
+
+
+def test_a_ready_farms_workers_run_on_every_cpu_of_their_master() -> None:
+    running = ready_farm(8)
+    try:
+        pids = [worker["pid"] for worker in running.status()["workers"]]
+        master = cpus_of(running.pid)
+        workers = [cpus_of(pid) for pid in pids]
+    finally:
+        code, _, stderr = running.stop()
+    assert code == 0, stderr
+    assert master == cpus_of(os.getpid()), master
+    assert workers == [master, master], (master, workers)
 
 
 def test_workers_the_plan_does_not_need_end_at_once() -> None:
