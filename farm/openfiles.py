@@ -8,6 +8,7 @@ worker and a generator process when spawned); the hard limit is the machine's to
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import os
 import resource
@@ -25,20 +26,24 @@ def raise_open_files_limit() -> int | None:
 
 
 def reserve_descriptors(count: int) -> None:
-    """Grow this process's descriptor table to hold `count` descriptors now, in one step.
+    """Grow this process's descriptor table to hold `count` descriptors now, in one step
+    (the open-files limit raised first: the table holds no more than it allows).
 
     The kernel grows the table on demand, doubling it. In a process with more than one
     thread each growth waits for an RCU grace period (synchronize_rcu in expand_fdtable):
     5-20 ms here, during which the thread that opened the descriptor stands still. A master
     binding 10,000 sockets after its log thread started paid it eight times. Grown at once
-    it is paid at most once, and not at all while the process has a single thread."""
+    it is paid at most once, and not at all while the process has a single thread. Where it
+    cannot be grown now (every descriptor up to the limit in use), it grows on demand as
+    before: nothing fails here."""
     limit = raise_open_files_limit()
     highest = count - 1 if limit is None else min(count, limit) - 1
     if highest < 64:  # the table's first size: nothing to grow
         return
-    source = os.open(os.devnull, os.O_RDONLY | os.O_CLOEXEC)
-    try:
-        # The lowest free descriptor from `highest` on: never one that is in use.
-        os.close(fcntl.fcntl(source, fcntl.F_DUPFD_CLOEXEC, highest))
-    finally:
-        os.close(source)
+    with contextlib.suppress(OSError):
+        source = os.open(os.devnull, os.O_RDONLY | os.O_CLOEXEC)
+        try:
+            # The lowest free descriptor from `highest` on: never one that is in use.
+            os.close(fcntl.fcntl(source, fcntl.F_DUPFD_CLOEXEC, highest))
+        finally:
+            os.close(source)

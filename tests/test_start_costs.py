@@ -175,3 +175,41 @@ def test_a_worker_started_with_the_collector_off_turns_it_on_once_ready(tmp_path
     for line in reports:
         enabled, frozen = line.split()
         assert enabled == "True" and int(frozen) > 10_000, reports
+
+
+def test_a_table_that_cannot_grow_now_is_no_error() -> None:
+    """Every descriptor up to the soft limit in use: the reserve gives up quietly (the table
+    grows on demand, as it always did), and no descriptor is closed or left behind."""
+    code = textwrap.dedent(
+        """
+        import json, os, resource
+        from farm.openfiles import reserve_descriptors
+
+        def in_use():
+            found = []
+            for fd in range(200):
+                try:
+                    os.fstat(fd)
+                    found.append(fd)
+                except OSError:
+                    pass
+            return found
+
+        resource.setrlimit(resource.RLIMIT_NOFILE, (200, 200))  # its hard limit too
+        held = []
+        try:
+            while True:
+                held.append(os.dup(0))
+        except OSError:
+            pass
+        opened = in_use()
+        reserve_descriptors(10_000)
+        print(json.dumps({"held": len(held), "same": in_use() == opened, "all": len(opened)}))
+        """
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=False
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    found = json.loads(done.stdout)
+    assert found["held"] > 150 and found["same"], found
