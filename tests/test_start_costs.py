@@ -213,3 +213,16 @@ def test_a_table_that_cannot_grow_now_is_no_error() -> None:
     assert done.returncode == 0, done.stderr[-2000:]
     found = json.loads(done.stdout)
     assert found["held"] > 150 and found["same"], found
+
+
+def test_a_workers_table_has_room_for_a_connection_to_each_of_its_servers() -> None:
+    """100 servers on 2 workers: each worker's table holds its 50 listeners, 50 client
+    connections and its own files without growing (128 on the old code: it grew on demand,
+    one RCU grace period of its loop at each doubling once its ticker's thread ran)."""
+    running = ready_farm(100)
+    try:
+        sizes = [fd_size(worker["pid"]) for worker in running.status()["workers"]]
+    finally:
+        code, _, stderr = running.stop()
+    assert code == 0, stderr
+    assert len(sizes) == 2 and min(sizes) >= 2 * 50 + 64, sizes

@@ -62,9 +62,9 @@ from farm.ipc.messages import (
     Reply,
     Stop,
 )
-from farm.ipc.spawn import EXIT_BOOT_FAILED, EXIT_PIPE_ERROR, connection_cap
+from farm.ipc.spawn import EXIT_BOOT_FAILED, EXIT_PIPE_ERROR, FILES_RESERVED, connection_cap
 from farm.ipc.stats import ShardCounters
-from farm.openfiles import raise_open_files_limit
+from farm.openfiles import raise_open_files_limit, reserve_descriptors
 from farm.worker import membership, switch
 from farm.worker.engine import Device
 from farm.worker.events import EventLog
@@ -111,6 +111,10 @@ def run(conn: Connection, sockets: dict[int, socket.socket] | None) -> None:
     if not isinstance(assign, Assign) or sockets is None:
         sys.exit(EXIT_BOOT_FAILED)  # a Stop that came before any Assign
     _name_process(f"farm-worker-{assign.worker}")
+    # Room for a client connection to every server, while this process has one thread: its
+    # loop then accepts them without the kernel stopping it to grow the table (an RCU grace
+    # period each time the table doubles, once the ticker's thread runs: farm.openfiles).
+    reserve_descriptors(2 * len(sockets) + FILES_RESERVED)
     worker = Worker(conn=conn, assign=assign, sockets=sockets)
     with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
         runner.run(worker.serve())
