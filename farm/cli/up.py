@@ -26,11 +26,10 @@ import sys
 import time
 from collections.abc import Callable, Coroutine
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 import uvloop
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.text import Text
 
 from farm.cli.net import bind_privilege_problem
@@ -53,6 +52,9 @@ from farm.master.state.statefile import fleet_digest
 from farm.master.supervision.supervisor import SupervisorOptions
 from farm.output import console, exit_with
 from farm.words import counted
+
+if TYPE_CHECKING:
+    from rich.progress import Progress
 
 # Markup and emoji codes off: what these print carries user text (names, addresses, file
 # names) that may hold square brackets or `:fire:`; styled words are Text spans instead.
@@ -321,6 +323,34 @@ def _run_up(
     make: Callable[[ProgressCallback, ReadyCallback], Coroutine[Any, Any, None]],
     show_progress: bool = True,
 ) -> None:
+    # On a terminal only: anywhere else (a pipe, a file, a service's log) Rich draws nothing
+    # of it but blank lines around the log's, and its refresh thread and its import (0.01 s)
+    # would be all a start got from it.
+    progress = _progress(plan.servers_total) if show_progress and err.is_terminal else None
+
+    def on_progress(up: int, total: int) -> None:
+        if progress is not None:
+            progress.update(progress.task_ids[0], completed=up)
+
+    def on_ready(summary: ReadySummary) -> None:
+        if progress is not None:
+            progress.stop()
+        age = process_age()
+        if age is not None:  # what the user waited: the interpreter and the CLI included
+            summary = dataclasses.replace(summary, seconds=age)
+        _print_summary(summary, plan.fleet_slice)
+
+    with (
+        progress or contextlib.nullcontext(),
+        asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner,
+    ):
+        runner.run(make(on_progress, on_ready))
+
+
+def _progress(servers: int) -> Progress:
+    """The bar a terminal shows while the servers start (gone once they are up)."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
     progress = Progress(
         TextColumn("starting servers"),
         BarColumn(),
@@ -328,22 +358,9 @@ def _run_up(
         TimeElapsedColumn(),
         console=err,
         transient=True,
-        disable=not show_progress,
     )
-    task = progress.add_task("servers", total=plan.servers_total)
-
-    def on_progress(up: int, total: int) -> None:
-        progress.update(task, completed=up)
-
-    def on_ready(summary: ReadySummary) -> None:
-        progress.stop()
-        age = process_age()
-        if age is not None:  # what the user waited: the interpreter and the CLI included
-            summary = dataclasses.replace(summary, seconds=age)
-        _print_summary(summary, plan.fleet_slice)
-
-    with progress, asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
-        runner.run(make(on_progress, on_ready))
+    progress.add_task("servers", total=servers)
+    return progress
 
 
 def process_age() -> float | None:
