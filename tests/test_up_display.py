@@ -47,16 +47,17 @@ def test_a_terminal_shows_the_bar_while_the_servers_start() -> None:
     drawn, ready = b"", b""
     try:
         assert process.stdout is not None
+        out = process.stdout.fileno()
         deadline = time.monotonic() + 60
         while b"farm ready" not in ready and time.monotonic() < deadline:
-            readable, _, _ = select.select([main, process.stdout], [], [], 1.0)
+            readable, _, _ = select.select([main, out], [], [], 1.0)
             if main in readable:
                 try:
                     drawn += os.read(main, 65536)
                 except OSError:  # the terminal's other end closed: the farm exited
                     break
-            if process.stdout in readable:
-                ready += os.read(process.stdout.fileno(), 65536)
+            if out in readable:
+                ready += os.read(out, 65536)
     finally:
         code = stop(process)
         os.close(main)
