@@ -30,8 +30,9 @@ Four programs share this package; the folder tells which one runs a module:
     bench/    the load generator, a program of its own.
     client/   the one client of the control API (the CLI, bench and users' own tests):
               api (FarmClient, the only HTTP to the API), answers (what calls return),
-              options (the API's command-line options), selectors (which servers a fault
-              is for: Fleet, Glob, Fraction, ...).
+              options (the API's command-line options), defaults (the API's address
+              unless told), selectors (which servers a fault is for: Fleet, Glob,
+              Fraction, ...). Its names load their modules when first used.
     cli/      the `farm` command (its package imports no command until `main` runs: the
               console script is re-run in every worker multiprocess spawns).
     pytest_plugin.py  the `modbus_farm` fixture: farms for a test suite, through client/.

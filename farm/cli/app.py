@@ -22,14 +22,18 @@ from __future__ import annotations
 import importlib
 import time
 from collections.abc import Iterator, MutableMapping
+from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
 import click
 
 from farm import __version__
-from farm.client import FarmClient, api_options
+from farm.client.options import api_options
 from farm.errors import FarmError, FarmUnreachable
 from farm.output import console, exit_with
+
+if TYPE_CHECKING:
+    from farm.client import FarmClient
 
 out = console()  # what the farm answers is printed as it is
 

@@ -35,8 +35,13 @@ from rich.text import Text
 from farm.cli.net import bind_privilege_problem
 from farm.cli.sharding import ShardChoice, shard_options
 from farm.cli.validate import allow_outside_option, make_plan
-from farm.client import api_host_option, api_port_option, api_token_option
-from farm.client.options import generate_token_option, token_or_generated
+from farm.client.options import (
+    api_host_option,
+    api_port_option,
+    api_token_option,
+    generate_token_option,
+    token_or_generated,
+)
 from farm.config.plan import TRANSPORTS, Plan, Transport
 from farm.config.shards import FleetSlice
 from farm.config.templates import ConnectionPolicy

@@ -30,8 +30,6 @@ from farm.client.observed import ClientInfo, WriteRecord, client_info, write_rec
 from farm.client.selectors import FaultInfo, Target, target_body
 from farm.errors import ConfigError, FarmError, FarmUnreachable
 
-DEFAULT_API_HOST = "127.0.0.1"
-DEFAULT_API_PORT = 9502
 TIMEOUT_S = 10.0
 
 

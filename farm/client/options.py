@@ -7,11 +7,14 @@ from __future__ import annotations
 import functools
 import secrets
 from collections.abc import Callable
-from typing import Any, TypeVar, cast
+from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 import click
 
-from farm.client.api import DEFAULT_API_HOST, DEFAULT_API_PORT, FarmClient
+from farm.client.defaults import DEFAULT_API_HOST, DEFAULT_API_PORT
+
+if TYPE_CHECKING:
+    from farm.client.api import FarmClient
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -56,6 +59,8 @@ def api_options(command: F) -> F:
     def wrapper(
         *args: Any, api_host: str, api_port: int, api_token: str | None, **kwargs: Any
     ) -> Any:
+        from farm.client.api import FarmClient  # here: `farm up` declares these, needs no client
+
         return command(*args, client=FarmClient.at(api_host, api_port, api_token), **kwargs)
 
     return cast(F, api_host_option(api_port_option(api_token_option(wrapper))))
@@ -72,4 +77,6 @@ farms_option = click.option(
 
 def farm_clients(client: FarmClient, farms: tuple[str, ...]) -> list[FarmClient]:
     """One client per `--farm HOST:PORT` (with the token of `client`), or `client` alone."""
+    from farm.client.api import FarmClient
+
     return [FarmClient(f"http://{api}", client.token) for api in farms] or [client]
