@@ -60,32 +60,6 @@ if TYPE_CHECKING:
     )
     from farm.client.selectors import FaultInfo, Fleet, Fraction, Glob, Servers, Target
 
-_MODULES = {
-    "answers": (
-        "DeviceList",
-        "DeviceTarget",
-        "PointTarget",
-        "PointValue",
-        "ServerDetail",
-        "ServerInfo",
-        "ServerPage",
-        "Switched",
-    ),
-    "api": ("TIMEOUT_S", "FarmAPIError", "FarmClient"),
-    "defaults": ("DEFAULT_API_HOST", "DEFAULT_API_PORT"),
-    "observed": ("ClientInfo", "PollInfo", "WriteRecord"),
-    "options": (
-        "api_host_option",
-        "api_options",
-        "api_port_option",
-        "api_token_option",
-        "farm_clients",
-        "farms_option",
-    ),
-    "selectors": ("FaultInfo", "Fleet", "Fraction", "Glob", "Servers", "Target"),
-}
-_HOME = {name: module for module, names in _MODULES.items() for name in names}
-
 __all__ = [
     "DEFAULT_API_HOST",
     "DEFAULT_API_PORT",
@@ -118,15 +92,19 @@ __all__ = [
 ]
 
 
+_PARTS = ("answers", "api", "defaults", "observed", "options", "selectors")
+
+
 def __getattr__(name: str) -> Any:
-    """A public name, from its module (loaded now if need be)."""
-    module = _HOME.get(name)
-    if module is None:
-        raise AttributeError(f"module 'farm.client' has no attribute {name!r}")
-    value = getattr(importlib.import_module(f"farm.client.{module}"), name)
-    globals()[name] = value  # the next use finds it here
-    return value
+    """A public name, from the part that defines it (loaded now if need be)."""
+    if name in __all__:
+        for part in _PARTS:
+            module = importlib.import_module(f"farm.client.{part}")
+            if name in vars(module):
+                globals()[name] = value = vars(module)[name]  # the next use finds it here
+                return value
+    raise AttributeError(f"module 'farm.client' has no attribute {name!r}")
 
 
 def __dir__() -> list[str]:
-    return sorted({*globals(), *_HOME})
+    return sorted({*globals(), *__all__})
