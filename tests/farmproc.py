@@ -154,6 +154,16 @@ def started_at_wall(pid: int) -> float:
     return time.time() - age
 
 
+def proc_status(pid: int | str, field: str) -> str:
+    """One field of /proc/PID/status ("self" for this process), as the text after its colon."""
+    with open(f"/proc/{pid}/status") as status:
+        for line in status:
+            name, _, value = line.partition(":")
+            if name == field:
+                return value.strip()
+    raise AssertionError(f"no {field} in /proc/{pid}/status")
+
+
 def descendants(pid: int) -> set[int]:
     """PIDs of every live (non-zombie) process below `pid`, from /proc.
 

@@ -16,7 +16,7 @@ import time
 import pytest
 
 from tests.conftest import make_farm, start_farm
-from tests.farmproc import FarmProcess, descendants, port_free, wait_for
+from tests.farmproc import FarmProcess, descendants, port_free, proc_status, wait_for
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -103,8 +103,7 @@ def test_sigterm_stops_the_farm_as_pid_1_of_a_pid_namespace() -> None:
             10,
             "the farm under unshare",
         )
-        with open(f"/proc/{master}/status") as status:
-            nspid = next(line for line in status if line.startswith("NSpid:")).split()
+        nspid = proc_status(master, "NSpid").split()
         assert nspid[-1] == "1", nspid
         workers = [p for p in descendants(master) if not _resource_tracker(p)]
         os.kill(master, signal.SIGTERM)

@@ -25,17 +25,14 @@ from farm.master.supervision.listeners import bind_all
 from farm.master.supervision.supervisor import Supervisor, SupervisorOptions
 from farm.openfiles import EARLY_DESCRIPTORS, reserve_descriptors
 from tests.conftest import ready_farm
-from tests.farmproc import free_port, free_port_range, wait_for
+from tests.farmproc import free_port, free_port_range, proc_status, wait_for
 
 pytestmark = pytest.mark.timeout(120)
 
 
 def fd_size(pid: int | str = "self") -> int:
     """The size of a process's descriptor table (FDSize in /proc/PID/status)."""
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("FDSize:"):
-            return int(line.split()[1])
-    raise AssertionError(f"no FDSize in /proc/{pid}/status")
+    return int(proc_status(pid, "FDSize"))
 
 
 def test_reserving_descriptors_grows_the_table_and_leaves_every_descriptor_as_it_was() -> None:

@@ -17,7 +17,7 @@ import pytest
 
 from farm.master.supervision import warm
 from tests.conftest import ready_farm
-from tests.farmproc import HOST, descendants, started_at_wall, wait_for
+from tests.farmproc import HOST, descendants, proc_status, started_at_wall, wait_for
 from tests.rawmodbus import read_registers
 
 pytestmark = pytest.mark.timeout(120)
@@ -61,13 +61,6 @@ def test_the_workers_start_before_the_master_binds_its_ports_and_serve() -> None
     assert len(workers) == 2
     for pid, at in workers.items():
         assert master - tick <= at < bound_at - tick, (pid, at - master, bound_at - master)
-
-
-def cpus_of(pid: int) -> str:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("Cpus_allowed_list:"):
-            return line.split()[1]
-    raise AssertionError(f"no Cpus_allowed_list in /proc/{pid}/status")
 
 
 BOOT_ASIDE = """
@@ -116,12 +109,12 @@ def test_a_ready_farms_workers_run_on_every_cpu_of_their_master() -> None:
     running = ready_farm(8)
     try:
         pids = [worker["pid"] for worker in running.status()["workers"]]
-        master = cpus_of(running.pid)
-        workers = [cpus_of(pid) for pid in pids]
+        master = proc_status(running.pid, "Cpus_allowed_list")
+        workers = [proc_status(pid, "Cpus_allowed_list") for pid in pids]
     finally:
         code, _, stderr = running.stop()
     assert code == 0, stderr
-    assert master == cpus_of(os.getpid()), master
+    assert master == proc_status(os.getpid(), "Cpus_allowed_list"), master
     assert workers == [master, master], (master, workers)
 
 
