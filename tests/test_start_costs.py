@@ -76,7 +76,7 @@ def test_reserving_fewer_than_the_table_holds_changes_nothing() -> None:
 
 def test_the_master_of_a_small_farm_has_its_table_grown_at_the_start() -> None:
     """Four servers need some 40 descriptors: the table is EARLY_DESCRIPTORS all the same
-    (64 on the old code), so a farm of up to some thousands binds without growing it."""
+    (256 on the old code), so a farm of up to some thousands binds without growing it."""
     running = ready_farm(4)
     try:
         size = fd_size(running.pid)
